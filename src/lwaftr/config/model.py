@@ -1,0 +1,104 @@
+"""The one internal configuration model.
+
+Every configuration source maps onto these types: ``snabb-softwire-v3`` files
+(``lwaftr.config.snabb``) today, RFC 8676 ``ietf-softwire-br`` and the text
+binding-table file later.  The model is plain data: no I/O, no YANG.
+
+Addresses are kept in wire form (``bytes``: 4 for IPv4, 16 for IPv6, 6 for
+MAC) so the data plane can compare them with packet bytes directly.  The
+binding table is kept as a struct of numpy arrays (:class:`Bindings`), never
+one Python object per softwire, so a million-entry table stays cheap.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class NextHop:
+    """Where to send: a static MAC, or an IP to resolve (ARP / NDP)."""
+    mac: bytes | None = None
+    ip: bytes | None = None
+
+
+@dataclass(frozen=True)
+class InterfaceAddresses:
+    """Per-instance addresses of one side (``instance/queue/*-interface``)."""
+    ip: bytes
+    mac: bytes
+    next_hop: NextHop
+    vlan_tag: int | None = None
+
+
+@dataclass(frozen=True)
+class Instance:
+    """One lwAFTR instance: a device (or device pair) and its addresses."""
+    device: str
+    external_device: str | None
+    queue_id: int
+    external: InterfaceAddresses
+    internal: InterfaceAddresses
+
+
+@dataclass(frozen=True)
+class InterfacePolicy:
+    """Shared settings of one side (``softwire-config/{external,internal}-interface``)."""
+    mtu: int
+    mru: int = 1460
+    ingress_filter: str | None = None
+    egress_filter: str | None = None
+    allow_incoming_icmp: bool = True
+    generate_icmp_errors: bool = True
+    vlan_tag: int | None = None
+    error_rate_limit_packets: int = 200
+    error_rate_limit_period: int = 2
+    reassembly_max_fragments_per_packet: int = 20
+    reassembly_max_packets: int = 20000
+    # internal-interface only:
+    flow_label: int = 0
+    hairpinning: bool = True
+
+
+@dataclass
+class Bindings:
+    """The binding table as a struct of arrays, one row per softwire.
+
+    ``ipv4`` is the host-order uint32 address; ``b4_ipv6`` rows are the 16
+    wire bytes; ``br_index`` indexes ``br_addresses``.  ``line`` is the source
+    line of each softwire (0 if unknown), for error messages.
+    """
+    ipv4: np.ndarray             # uint32[n]
+    psid: np.ndarray             # uint16[n]
+    psid_length: np.ndarray      # uint8[n]
+    reserved_ports_bit_count: np.ndarray  # uint8[n]
+    b4_ipv6: np.ndarray          # uint8[n, 16]
+    br_index: np.ndarray         # uint16[n]
+    br_addresses: list[bytes] = field(default_factory=list)
+    line: np.ndarray | None = None  # int32[n]
+
+    def __len__(self) -> int:
+        return int(self.ipv4.shape[0])
+
+    @classmethod
+    def empty(cls) -> "Bindings":
+        return cls(np.zeros(0, np.uint32), np.zeros(0, np.uint16), np.zeros(0, np.uint8),
+                   np.zeros(0, np.uint8), np.zeros((0, 16), np.uint8), np.zeros(0, np.uint16),
+                   [], np.zeros(0, np.int32))
+
+
+@dataclass
+class Config:
+    """A whole lwAFTR configuration."""
+    external: InterfacePolicy
+    internal: InterfacePolicy
+    bindings: Bindings
+    instances: list[Instance]
+    name: str | None = None
+    source: str | None = None   # file it was loaded from
+
+    @property
+    def instance(self) -> Instance:
+        """The first (in check/bench: the only) instance."""
+        return self.instances[0]

@@ -1,0 +1,163 @@
+"""The lwAFTR's counters, declared once.
+
+Names and meanings are the ``softwire-state`` leaves of ``snabb-softwire-v3``
+(the per-reason counters the reference vectors check).  Every other view of
+the counters (kernel indices, the ``uint64`` array, JSON output, the YANG
+check in the tests) is generated from :data:`COUNTERS`.
+
+Kernels and the slow path add to one shared ``uint64[N_COUNTERS]`` array by
+index; the index constants below (``IN_IPV4_BYTES`` ...) are module-level ints
+so numba freezes them into compiled code.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+# (name, description).  Order fixes the array index; append only.
+COUNTERS: tuple[tuple[str, str], ...] = (
+    ("drop-all-ipv4-iface-bytes", "All bytes dropped that arrived on the IPv4 interface (or were hairpinned)."),
+    ("drop-all-ipv4-iface-packets", "All packets dropped that arrived on the IPv4 interface."),
+    ("drop-all-ipv6-iface-bytes", "All bytes dropped that arrived on the IPv6 interface."),
+    ("drop-all-ipv6-iface-packets", "All packets dropped that arrived on the IPv6 interface."),
+    ("drop-bad-checksum-icmpv4-bytes", "ICMPv4 with a bad checksum (RFC 5508)."),
+    ("drop-bad-checksum-icmpv4-packets", "ICMPv4 with a bad checksum (RFC 5508)."),
+    ("drop-in-by-policy-icmpv4-bytes", "Incoming ICMPv4 dropped by policy."),
+    ("drop-in-by-policy-icmpv4-packets", "Incoming ICMPv4 dropped by policy."),
+    ("drop-in-by-policy-icmpv6-bytes", "Incoming ICMPv6 dropped by policy."),
+    ("drop-in-by-policy-icmpv6-packets", "Incoming ICMPv6 dropped by policy."),
+    ("drop-in-by-rfc7596-icmpv4-bytes", "Incoming ICMPv4 for no softwire, silently dropped (RFC 7596 8.1)."),
+    ("drop-in-by-rfc7596-icmpv4-packets", "Incoming ICMPv4 for no softwire, silently dropped (RFC 7596 8.1)."),
+    ("drop-ipv4-frag-disabled", "IPv4 fragments dropped because reassembly is off."),
+    ("drop-ipv4-frag-invalid-reassembly", "IPv4 fragments that could not be reassembled."),
+    ("drop-ipv4-frag-random-evicted", "IPv4 reassemblies evicted to make room for new ones."),
+    ("drop-ipv6-frag-disabled", "IPv6 fragments dropped because reassembly is off."),
+    ("drop-ipv6-frag-invalid-reassembly", "IPv6 fragments that could not be reassembled."),
+    ("drop-ipv6-frag-random-evicted", "IPv6 reassemblies evicted to make room for new ones."),
+    ("drop-misplaced-not-ipv4-bytes", "Non-IPv4 traffic on the IPv4 interface."),
+    ("drop-misplaced-not-ipv4-packets", "Non-IPv4 traffic on the IPv4 interface."),
+    ("drop-misplaced-not-ipv6-bytes", "Non-IPv6 traffic on the IPv6 interface."),
+    ("drop-misplaced-not-ipv6-packets", "Non-IPv6 traffic on the IPv6 interface."),
+    ("drop-no-dest-softwire-ipv4-bytes", "IPv4 to an address and port no softwire owns."),
+    ("drop-no-dest-softwire-ipv4-packets", "IPv4 to an address and port no softwire owns."),
+    ("drop-no-source-softwire-ipv6-bytes", "Tunnelled IPv4 from a B4, address and port no softwire binds."),
+    ("drop-no-source-softwire-ipv6-packets", "Tunnelled IPv4 from a B4, address and port no softwire binds."),
+    ("drop-out-by-policy-icmpv4-packets", "ICMPv4 errors not sent because of policy."),
+    ("drop-out-by-policy-icmpv6-packets", "ICMPv6 errors not sent because of policy."),
+    ("drop-over-mtu-but-dont-fragment-ipv4-bytes", "IPv4 with DF set that would exceed the IPv6 MTU once encapsulated."),
+    ("drop-over-mtu-but-dont-fragment-ipv4-packets", "IPv4 with DF set that would exceed the IPv6 MTU once encapsulated."),
+    ("drop-over-rate-limit-icmpv6-bytes", "ICMPv6 errors suppressed by the rate limiter."),
+    ("drop-over-rate-limit-icmpv6-packets", "ICMPv6 errors suppressed by the rate limiter."),
+    ("drop-over-time-but-not-hop-limit-icmpv6-bytes", "ICMPv6 time exceeded that is not hop limit exceeded."),
+    ("drop-over-time-but-not-hop-limit-icmpv6-packets", "ICMPv6 time exceeded that is not hop limit exceeded."),
+    ("drop-too-big-type-but-not-code-icmpv6-bytes", "ICMPv6 packet-too-big with a code other than 0."),
+    ("drop-too-big-type-but-not-code-icmpv6-packets", "ICMPv6 packet-too-big with a code other than 0."),
+    ("drop-ttl-zero-ipv4-bytes", "IPv4 whose TTL reached zero."),
+    ("drop-ttl-zero-ipv4-packets", "IPv4 whose TTL reached zero."),
+    ("drop-unknown-protocol-icmpv6-bytes", "ICMPv6 of a type the lwAFTR does not handle."),
+    ("drop-unknown-protocol-icmpv6-packets", "ICMPv6 of a type the lwAFTR does not handle."),
+    ("drop-unknown-protocol-ipv6-bytes", "IPv6 carrying neither IPv4 nor ICMPv6 (or a refused extension header)."),
+    ("drop-unknown-protocol-ipv6-packets", "IPv6 carrying neither IPv4 nor ICMPv6 (or a refused extension header)."),
+    ("hairpin-ipv4-bytes", "IPv4 from one B4 to another, hairpinned."),
+    ("hairpin-ipv4-packets", "IPv4 from one B4 to another, hairpinned."),
+    ("in-ipv4-bytes", "IPv4 bytes received."),
+    ("in-ipv4-frag-needs-reassembly", "IPv4 fragments received."),
+    ("in-ipv4-frag-reassembled", "IPv4 packets reassembled."),
+    ("in-ipv4-frag-reassembly-unneeded", "IPv4 packets that were not fragments."),
+    ("in-ipv4-packets", "IPv4 packets received."),
+    ("in-ipv6-bytes", "IPv6 bytes received."),
+    ("in-ipv6-frag-needs-reassembly", "IPv6 fragments received."),
+    ("in-ipv6-frag-reassembled", "IPv6 packets reassembled."),
+    ("in-ipv6-frag-reassembly-unneeded", "IPv6 packets that were not fragments."),
+    ("in-ipv6-packets", "IPv6 packets received."),
+    ("ingress-packet-drops", "Packets dropped because the receive queue overflowed."),
+    ("in-arp-request-bytes", "ARP requests received."),
+    ("in-arp-request-packets", "ARP requests received."),
+    ("out-arp-request-bytes", "ARP requests sent."),
+    ("out-arp-request-packets", "ARP requests sent."),
+    ("in-arp-reply-bytes", "ARP replies received."),
+    ("in-arp-reply-packets", "ARP replies received."),
+    ("out-arp-reply-bytes", "ARP replies sent."),
+    ("out-arp-reply-packets", "ARP replies sent."),
+    ("in-ndp-ns-bytes", "Neighbour solicitations received."),
+    ("in-ndp-ns-packets", "Neighbour solicitations received."),
+    ("out-ndp-ns-bytes", "Neighbour solicitations sent."),
+    ("out-ndp-ns-packets", "Neighbour solicitations sent."),
+    ("in-ndp-na-bytes", "Neighbour advertisements received."),
+    ("in-ndp-na-packets", "Neighbour advertisements received."),
+    ("out-ndp-na-bytes", "Neighbour advertisements sent."),
+    ("out-ndp-na-packets", "Neighbour advertisements sent."),
+    ("out-icmpv4-error-bytes", "ICMPv4 errors sent."),
+    ("out-icmpv4-error-packets", "ICMPv4 errors sent."),
+    ("out-icmpv6-error-bytes", "ICMPv6 errors sent."),
+    ("out-icmpv6-error-packets", "ICMPv6 errors sent."),
+    ("in-icmpv4-echo-bytes", "ICMPv4 echo requests to the lwAFTR received."),
+    ("in-icmpv4-echo-packets", "ICMPv4 echo requests to the lwAFTR received."),
+    ("out-icmpv4-echo-bytes", "ICMPv4 echo replies sent by the lwAFTR."),
+    ("out-icmpv4-echo-packets", "ICMPv4 echo replies sent by the lwAFTR."),
+    ("in-icmpv6-echo-bytes", "ICMPv6 echo requests to the lwAFTR received."),
+    ("in-icmpv6-echo-packets", "ICMPv6 echo requests to the lwAFTR received."),
+    ("out-icmpv6-echo-bytes", "ICMPv6 echo replies sent by the lwAFTR."),
+    ("out-icmpv6-echo-packets", "ICMPv6 echo replies sent by the lwAFTR."),
+    ("out-ipv4-bytes", "IPv4 bytes sent."),
+    ("out-ipv4-frag", "IPv4 fragments sent."),
+    ("out-ipv4-frag-not", "IPv4 packets sent unfragmented."),
+    ("out-ipv4-packets", "IPv4 packets sent."),
+    ("out-ipv6-bytes", "IPv6 bytes sent."),
+    ("out-ipv6-frag", "IPv6 fragments sent."),
+    ("out-ipv6-frag-not", "IPv6 packets sent unfragmented."),
+    ("out-ipv6-packets", "IPv6 packets sent."),
+    # Our own, beyond snabb-softwire-v3: malformed input (truncated frames,
+    # bad IHL or lengths, bad IPv4 header checksums) and refused extension
+    # headers, each dropped and counted rather than guessed at.
+    ("drop-malformed-ipv4-bytes", "IPv4 frames too short or with bad IHL, lengths or header checksum."),
+    ("drop-malformed-ipv4-packets", "IPv4 frames too short or with bad IHL, lengths or header checksum."),
+    ("drop-malformed-ipv6-bytes", "IPv6 frames too short or with inconsistent lengths."),
+    ("drop-malformed-ipv6-packets", "IPv6 frames too short or with inconsistent lengths."),
+    ("drop-ingress-filter-ipv4-packets", "IPv4-interface packets refused by the ingress filter."),
+    ("drop-ingress-filter-ipv6-packets", "IPv6-interface packets refused by the ingress filter."),
+    ("drop-egress-filter-ipv4-packets", "Packets refused by the IPv4 egress filter."),
+    ("drop-egress-filter-ipv6-packets", "Packets refused by the IPv6 egress filter."),
+    ("drop-no-next-hop-ipv4-packets", "IPv4 not sent because the next hop's MAC is not yet known."),
+    ("drop-no-next-hop-ipv6-packets", "IPv6 not sent because the next hop's MAC is not yet known."),
+    ("drop-wrong-vlan-packets", "Frames without the interface's VLAN tag."),
+)
+
+NAMES: tuple[str, ...] = tuple(n for n, _ in COUNTERS)
+INDEX: dict[str, int] = {n: i for i, n in enumerate(NAMES)}
+N_COUNTERS: int = len(NAMES)
+
+#: Counters that are ours, not snabb-softwire-v3 leaves.
+EXTENSIONS: frozenset[str] = frozenset(NAMES[NAMES.index("drop-malformed-ipv4-bytes"):])
+
+
+def _const_name(name: str) -> str:
+    return name.upper().replace("-", "_")
+
+
+# Module-level int constants, e.g. IN_IPV4_BYTES, for kernels and slow path.
+for _i, _n in enumerate(NAMES):
+    globals()[_const_name(_n)] = _i
+del _i, _n
+
+
+def new_array() -> np.ndarray:
+    """A fresh zeroed counter array (``uint64[N_COUNTERS]``)."""
+    return np.zeros(N_COUNTERS, dtype=np.uint64)
+
+
+def to_dict(arr: np.ndarray, *, nonzero: bool = False) -> dict[str, int]:
+    """Counter array -> ``{name: value}``, optionally only the non-zero ones."""
+    return {n: int(arr[i]) for i, n in enumerate(NAMES) if not nonzero or arr[i]}
+
+
+def diff(actual: dict[str, int], expected: dict[str, int]) -> dict[str, tuple[int, int]]:
+    """``{name: (expected, actual)}`` for every counter that differs.
+
+    Counters missing from ``expected`` are expected to be 0.
+    """
+    out = {}
+    for n in sorted(set(actual) | set(expected)):
+        e, a = expected.get(n, 0), actual.get(n, 0)
+        if e != a:
+            out[n] = (e, a)
+    return out
