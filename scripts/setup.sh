@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# One-time setup on a fresh Debian machine: system packages, a virtualenv with
+# the project and its test dependencies, and a primed numba cache.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DEBS="libpcap0.8 libpcap0.8-dev tcpdump"
+missing=""
+for d in $DEBS; do dpkg -s "$d" >/dev/null 2>&1 || missing="$missing $d"; done
+if [ -n "$missing" ]; then
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
+  else
+    echo "setup: please install:$missing (sudo apt-get install$missing)" >&2
+    exit 1
+  fi
+fi
+
+PY=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+.venv/bin/pip install -q --disable-pip-version-check -e '.[test]'
+# Compile the numba kernels once so the first run starts fast.
+.venv/bin/python -c "import lwaftr.dataplane.warmup as w; w.warm_up()"
+touch .venv/.lwaftr-setup

@@ -1,0 +1,5 @@
+import sys
+
+from lwaftr.cli.main import main
+
+sys.exit(main())

@@ -1,0 +1,69 @@
+"""``lwaftr check``: run pcaps through the data plane, write what comes out.
+
+    lwaftr check [--on-a-stick] [--counters EXPECTED.json] CONF IN_V4.pcap IN_V6.pcap OUT_V4.pcap OUT_V6.pcap
+
+With ``--counters``, the run fails (exit 1) and prints the difference when
+the counters after the run differ from the JSON object; counters it does not
+name must stay 0.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+from lwaftr import counters as C
+from lwaftr.config.errors import ConfigError
+from lwaftr.config.load import load_config
+from lwaftr.dataplane import vlan
+from lwaftr.dataplane.engine import Engine
+from lwaftr.io.pcap import read_frames, write_frames
+from lwaftr import wire as W
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("check", help="run pcaps through the data plane and write the output pcaps")
+    p.add_argument("--on-a-stick", action="store_true", help="one interface carries both families")
+    p.add_argument("--counters", metavar="EXPECTED.json", help="compare counters with this JSON object")
+    p.add_argument("conf")
+    p.add_argument("in_v4")
+    p.add_argument("in_v6")
+    p.add_argument("out_v4")
+    p.add_argument("out_v6")
+    p.set_defaults(func=run)
+
+
+def run_check(conf_path: str, in_v4: str, in_v6: str, on_a_stick: bool = False
+              ) -> tuple[list[bytes], list[bytes], dict[str, int]]:
+    """Run one check; returns (frames out of v4, frames out of v6, counters)."""
+    engine = Engine(load_config(conf_path))
+    v4, v6 = read_frames(in_v4), read_frames(in_v6)
+    now = time.monotonic()
+    if on_a_stick:
+        out = engine.process_stick(v4 + v6, now)
+        o4 = [f for f in out if vlan.inner_ethertype(f) in (W.ETHERTYPE_IPV4, W.ETHERTYPE_ARP)]
+        o6 = [f for f in out if vlan.inner_ethertype(f) not in (W.ETHERTYPE_IPV4, W.ETHERTYPE_ARP)]
+    else:
+        o4, o6 = engine.process_frames(v4, v6, now)
+    return o4, o6, C.to_dict(engine.counters, nonzero=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        o4, o6, counters = run_check(args.conf, args.in_v4, args.in_v6, args.on_a_stick)
+    except ConfigError as e:
+        print(f"lwaftr check: {e}", file=sys.stderr)
+        return 2
+    write_frames(args.out_v4, o4)
+    write_frames(args.out_v6, o6)
+    if args.counters:
+        with open(args.counters) as fh:
+            expected = json.load(fh)
+        d = C.diff(counters, expected)
+        if d:
+            print("counters differ (name: expected -> actual):", file=sys.stderr)
+            for name, (e, a) in d.items():
+                print(f"  {name}: {e} -> {a}", file=sys.stderr)
+            return 1
+    return 0

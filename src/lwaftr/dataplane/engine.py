@@ -1,0 +1,222 @@
+"""The engine: one lwAFTR instance, sans I/O.
+
+Frames in (per interface, or one stream on a stick), frames and counters out.
+Every command (``check``, ``bench``, ``run``) drives this same class; only
+the edges that feed it differ.
+
+Two ways in:
+
+* :meth:`Engine.process` takes batches of slots of the engine's
+  :class:`~lwaftr.dataplane.pool.PacketPool` (the live and bench paths): the
+  compiled kernels handle the common cases in place and hand the rest to the
+  slow path.
+* :meth:`Engine.process_frames` takes Python ``bytes`` (``check`` and tests):
+  the frames are copied into the pool and go the same way.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from lwaftr import counters as C
+from lwaftr import wire as W
+from lwaftr.bindingtable.table import BindingTable
+from lwaftr.config.model import Config
+from lwaftr.dataplane import kernels as K
+from lwaftr.dataplane import vlan
+from lwaftr.dataplane.pool import HEADROOM, PacketPool
+from lwaftr.dataplane.slowpath import SlowPath
+
+#: How often the slow path runs at least once (timers: ARP/NDP, reassembly).
+SLOW_TICK = 0.1
+
+
+class Engine:
+    """An lwAFTR instance: configuration, binding table, counters, stages."""
+
+    def __init__(self, config: Config, *, table: BindingTable | None = None, fast_path: bool = True,
+                 pool_slots: int = 4096, max_batch: int = 1024) -> None:
+        self.config = config
+        self.counters = C.new_array()
+        self.table = table if table is not None else BindingTable.build(config.bindings)
+        self.slow = SlowPath(config, self.table, self.counters)
+        inst = config.instance
+        self.vlan4 = inst.external.vlan_tag if inst.external.vlan_tag is not None else config.external.vlan_tag
+        self.vlan6 = inst.internal.vlan_tag if inst.internal.vlan_tag is not None else config.internal.vlan_tag
+        biggest = max(config.external.mtu, config.internal.mtu) + W.ETH_HLEN + W.VLAN_HLEN + W.IPV6_HLEN
+        slot = max(2048, -(-(HEADROOM + biggest) // 64) * 64)
+        self.pool = PacketPool(pool_slots, slot)
+        self.fast_path = fast_path
+        ext, int_ = config.external, config.internal
+        P = np.zeros(K.N_PARAMS, np.int64)
+        P[K.P_EXT_IP] = int.from_bytes(inst.external.ip, "big")
+        P[K.P_INT_MTU] = int_.mtu
+        P[K.P_EXT_MTU] = ext.mtu
+        P[K.P_HAIRPINNING] = int(int_.hairpinning)
+        P[K.P_FLOW_LABEL] = int_.flow_label
+        P[K.P_VLAN4] = -1 if self.vlan4 is None else self.vlan4
+        P[K.P_VLAN6] = -1 if self.vlan6 is None else self.vlan6
+        P[K.P_ICMP4_ERRORS] = int(ext.generate_icmp_errors)
+        P[K.P_ICMP6_ERRORS] = int(int_.generate_icmp_errors)
+        # Filters run in the slow path (libpcap-compiled BPF); any filter
+        # sends that whole side's traffic there.
+        filters = (ext.ingress_filter, ext.egress_filter, int_.ingress_filter, int_.egress_filter)
+        P[K.P_FAST_OFF] = int(not fast_path or any(filters))
+        self.params = P
+        self.macs = np.zeros((4, 6), np.uint8)
+        self.macs[K.M_EXT_SELF] = np.frombuffer(inst.external.mac, np.uint8)
+        self.macs[K.M_INT_SELF] = np.frombuffer(inst.internal.mac, np.uint8)
+        self._last_slow = -1e18
+        # Per-batch scratch (no allocation per packet).
+        self._scratch = {k: np.empty(max_batch, np.int64) for k in ("v4", "r4", "v6", "r6", "h6")}
+        self._sel = np.empty(max_batch, np.int32)
+        self._keep = np.empty(max_batch, np.uint8)
+        self.max_batch = max_batch
+
+    # -- tables ----------------------------------------------------------------
+    def set_table(self, table: BindingTable) -> None:
+        """Swap in a new binding table; takes effect from the next batch."""
+        self.table = table
+        self.slow.set_table(table)
+
+    # -- slots (fast path) ------------------------------------------------------
+    def _refresh_next_hops(self) -> None:
+        P = self.params
+        for side, row, key in ((self.slow.arp, K.M_EXT_NEXT, K.P_V4_RESOLVED),
+                               (self.slow.ndp, K.M_INT_NEXT, K.P_V6_RESOLVED)):
+            mac = side.next_mac
+            if mac is None:
+                P[key] = 0
+            else:
+                self.macs[row] = np.frombuffer(mac, np.uint8)
+                P[key] = 1
+
+    def _untag_slots(self, slots: np.ndarray, vid: int | None) -> np.ndarray:
+        if vid is None or len(slots) == 0:
+            return slots
+        keep = self._keep[:len(slots)]
+        pool = self.pool
+        K.untag(pool.buf, pool.off, pool.length, slots, vid, self.counters, keep)
+        mask = keep.astype(bool)
+        pool.free(slots[~mask])
+        return slots[mask]
+
+    def process(self, v4: np.ndarray, v6: np.ndarray, now: float, *, strict: bool = False
+                ) -> tuple[np.ndarray, np.ndarray]:
+        """A batch of pool slots from each interface -> slots to send on each.
+
+        The caller owns the returned slots (free them after transmitting);
+        the input slots are consumed.  ``strict`` keeps Snabb's exact output
+        order: if any frame of the batch needs the slow path, the whole batch
+        takes it.  Otherwise fast-path frames leave first, slow-path ones after.
+        """
+        if len(v4) > self.max_batch or len(v6) > self.max_batch:
+            raise ValueError(f"batch larger than {self.max_batch}")
+        pool, P, sc = self.pool, self.params, self._scratch
+        self._refresh_next_hops()
+        v4 = self._untag_slots(np.asarray(v4, np.int32), self.vlan4)
+        v6 = self._untag_slots(np.asarray(v6, np.int32), self.vlan6)
+        n4, n6 = len(v4), len(v6)
+        verd4, rows4 = sc["v4"][:n4], sc["r4"][:n4]
+        verd6, rows6, hrows6 = sc["v6"][:n6], sc["r6"][:n6], sc["h6"][:n6]
+        t = self.table
+        slow4 = K.classify_inet(pool.buf, pool.off, pool.length, v4, P, t.addr_tab, t.sw_tab, verd4, rows4)
+        slow6 = K.classify_b4(pool.buf, pool.off, pool.length, v6, P, t.addr_tab, t.sw_tab, t.br_tab,
+                              verd6, rows6, hrows6)
+        if strict and (slow4 or slow6):
+            verd4[:] = K.SLOW
+            verd6[:] = K.SLOW
+            slow4, slow6 = n4, n6
+        K.apply_b4(pool.buf, pool.off, pool.length, v6, P, self.macs, t.sw_tab, t.br_tab, self.counters,
+                   verd6, hrows6)
+        K.apply_inet(pool.buf, pool.off, pool.length, v4, P, self.macs, t.sw_tab, t.br_tab, self.counters,
+                     verd4, rows4)
+        tx4 = self._select(v6, verd6, K.TX)
+        hairpin = self._select(v6, verd6, K.HAIRPIN)
+        tx6 = self._select(v4, verd4, K.TX)
+        pool.free(self._select(v4, verd4, K.DROP))
+        pool.free(self._select(v6, verd6, K.DROP))
+        run_slow = slow4 or slow6 or not (P[K.P_V4_RESOLVED] and P[K.P_V6_RESOLVED]) \
+            or now - self._last_slow >= SLOW_TICK
+        if not run_slow:
+            return tx4, np.concatenate((tx6, hairpin))
+        self._last_slow = now
+        s4 = self._select(v4, verd4, K.SLOW)
+        s6 = self._select(v6, verd6, K.SLOW)
+        f4, f6 = pool.frames(s4), pool.frames(s6)
+        pool.free(s4)
+        pool.free(s6)
+        o4, o6 = self.slow.process(f4, f6, now)
+        o4 = self._store(self._tag(o4, self.vlan4))
+        o6 = self._store(self._tag(o6, self.vlan6))
+        return np.concatenate((tx4, o4)), np.concatenate((tx6, hairpin, o6))
+
+    def _select(self, slots: np.ndarray, verdict: np.ndarray, want: int) -> np.ndarray:
+        out = self._sel[:len(slots)]
+        k = K.select(slots, verdict, want, out)
+        return out[:k].copy()
+
+    def _store(self, frames: list[bytes]) -> np.ndarray:
+        fits = [f for f in frames if len(f) <= self.pool.max_frame]
+        if len(fits) != len(frames):   # cannot happen after fragmentation; never crash
+            self.counters[C.INGRESS_PACKET_DROPS] += len(frames) - len(fits)
+        return self.pool.store(fits)
+
+    # -- Python frames -------------------------------------------------------
+    def _untag(self, frames: list[bytes], vid: int | None) -> list[bytes]:
+        if vid is None:
+            return list(frames)
+        out = []
+        for f in frames:
+            if vlan.vid_of(f) == vid:
+                out.append(vlan.pop_tag(f))
+            else:
+                self.counters[C.DROP_WRONG_VLAN_PACKETS] += 1
+        return out
+
+    @staticmethod
+    def _tag(frames: list[bytes], vid: int | None) -> list[bytes]:
+        return frames if vid is None else [vlan.push_tag(f, vid) for f in frames]
+
+    def process_frames(self, v4: list[bytes], v6: list[bytes], now: float) -> tuple[list[bytes], list[bytes]]:
+        """Frames received on the IPv4 and IPv6 interfaces -> frames sent on each.
+
+        The whole call is one batch with Snabb's exact output order.
+        """
+        pool = self.pool
+        too_big = any(len(f) > pool.max_frame for f in v4) or any(len(f) > pool.max_frame for f in v6)
+        if too_big or len(v4) > self.max_batch or len(v6) > self.max_batch \
+                or len(v4) + len(v6) > pool.n_free[0] // 2:
+            o4, o6 = self.slow.process(self._untag(v4, self.vlan4), self._untag(v6, self.vlan6), now)
+            return self._tag(o4, self.vlan4), self._tag(o6, self.vlan6)
+        s4, s6 = pool.store(v4), pool.store(v6)
+        o4, o6 = self.process(s4, s6, now, strict=True)
+        f4, f6 = pool.frames(o4), pool.frames(o6)
+        pool.free(o4)
+        pool.free(o6)
+        return f4, f6
+
+    def split_stick(self, frames: list[bytes]) -> tuple[list[bytes], list[bytes]]:
+        """On a stick, one port carries both sides: split by VLAN when the
+        sides have different tags, else by ethertype (IPv4 and ARP go to the
+        IPv4 side, everything else to the IPv6 side, as Snabb's V4V6 does)."""
+        v4, v6 = [], []
+        by_tag = self.vlan4 != self.vlan6
+        for f in frames:
+            if by_tag:
+                vid = vlan.vid_of(f)
+                if vid == self.vlan4:
+                    v4.append(f)
+                elif vid == self.vlan6:
+                    v6.append(f)
+                else:
+                    self.counters[C.DROP_WRONG_VLAN_PACKETS] += 1
+            elif vlan.inner_ethertype(f) in (W.ETHERTYPE_IPV4, W.ETHERTYPE_ARP):
+                v4.append(f)
+            else:
+                v6.append(f)
+        return v4, v6
+
+    def process_stick(self, frames: list[bytes], now: float) -> list[bytes]:
+        """On-a-stick mode: one stream in, one stream out (IPv4 side first)."""
+        o4, o6 = self.process_frames(*self.split_stick(frames), now)
+        return o4 + o6

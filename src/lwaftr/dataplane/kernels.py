@@ -1,0 +1,366 @@
+"""Compiled fast path: the common cases, in place, over a batch of slots.
+
+Two passes per batch, as in the playbook:
+
+1. ``classify_*`` reads each frame and decides, without side effects, whether
+   the fast path can finish it (``TX`` / ``HAIRPIN`` / ``DROP``) or whether it
+   must go to the Python slow path (``SLOW``), and records the softwire row.
+2. ``apply_*`` rewrites the frames it kept (decapsulation moves ``off``;
+   encapsulation writes Ethernet + IPv6 into the headroom) and adds to the
+   counters exactly what the slow path would have added.
+
+The fast path takes: untagged-or-correctly-tagged, unfragmented, option-less
+IPv4 (not ICMP) from the Internet to a bound softwire with TTL > 1 that fits
+the IPv6 MTU; and IPv4-in-IPv6 (no extension headers, inner not ICMP) from a
+B4 whose binding checks, fitting the IPv4 MTU, or hairpinned to another
+bound B4.  Binding misses are dropped here when ICMP errors are off;
+everything else (ICMP, ARP/NDP, fragments, options, errors to generate,
+filters, unresolved next hops, malformed frames) is ``SLOW``.  The slow path
+(:mod:`lwaftr.dataplane.core`) is the reference: tests run both on the same
+traffic and compare bytes and counters.
+"""
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+from lwaftr import counters as C
+from lwaftr import wire as W
+from lwaftr.bindingtable.table import is_managed, lookup
+
+# Verdicts
+SLOW = 0
+TX = 1          # transmit on the other interface
+HAIRPIN = 2     # decapsulated and re-encapsulated towards another B4 (v6 -> v6)
+DROP = 3        # dropped and counted
+
+# Parameter vector indices (int64[N_PARAMS])
+P_EXT_IP = 0
+P_INT_MTU = 1
+P_EXT_MTU = 2
+P_HAIRPINNING = 3
+P_FLOW_LABEL = 4
+P_VLAN4 = 5           # -1: untagged
+P_VLAN6 = 6
+P_ICMP4_ERRORS = 7    # external-interface generate-icmp-errors
+P_ICMP6_ERRORS = 8    # internal-interface generate-icmp-errors
+P_V4_RESOLVED = 9     # next-hop MACs known
+P_V6_RESOLVED = 10
+P_FAST_OFF = 11       # 1: everything goes to the slow path (e.g. filters configured)
+N_PARAMS = 12
+
+# MAC table rows (uint8[4, 6])
+M_EXT_SELF = 0
+M_EXT_NEXT = 1
+M_INT_SELF = 2
+M_INT_NEXT = 3
+
+ETH = W.ETH_HLEN
+V6 = W.IPV6_HLEN
+_FRAG_BITS = W.IPV4_FLAG_MF | W.IPV4_FRAG_OFFSET_MASK
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def rd16(b, o):
+    return (np.int64(b[o]) << 8) | np.int64(b[o + 1])
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def rd32(b, o):
+    return (np.int64(b[o]) << 24) | (np.int64(b[o + 1]) << 16) | (np.int64(b[o + 2]) << 8) | np.int64(b[o + 3])
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def wr16(b, o, v):
+    b[o] = (v >> 8) & 0xFF
+    b[o + 1] = v & 0xFF
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def rd64(b, o):
+    v = np.uint64(0)
+    for j in range(8):
+        v = (v << np.uint64(8)) | np.uint64(b[o + j])
+    return v
+
+
+@numba.njit(cache=True, nogil=True)
+def ipv4_header_sum_ok(b, o, ihl):
+    s = 0
+    for j in range(0, ihl, 2):
+        s += rd16(b, o + j)
+    while s >> 16:
+        s = (s & 0xFFFF) + (s >> 16)
+    return s == 0xFFFF
+
+
+@numba.njit(cache=True, nogil=True)
+def untag(buf, off, length, slots, vid, counters, keep):
+    """Strip the interface's 802.1Q tag in place; frames without it are
+    dropped (``keep[i] = 0``) and counted.  ``vid < 0``: keep everything."""
+    for i in range(slots.shape[0]):
+        s = slots[i]
+        keep[i] = 1
+        if vid < 0:
+            continue
+        b = buf[s]
+        f = off[s]
+        if length[s] < ETH + W.VLAN_HLEN or rd16(b, f + 12) != W.ETHERTYPE_VLAN or (rd16(b, f + 14) & 0xFFF) != vid:
+            keep[i] = 0
+            counters[C.DROP_WRONG_VLAN_PACKETS] += 1
+            continue
+        for j in range(11, -1, -1):
+            b[f + 4 + j] = b[f + j]
+        off[s] = f + 4
+        length[s] -= 4
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _classify_inet(b, f, n, P, addr_tab, sw_tab, hairpinned):
+    """Verdict and softwire row for an IPv4 frame from the Internet (or a
+    decapsulated one being hairpinned, whose IPv4 header starts at f+ETH)."""
+    if n < ETH + W.IPV4_HLEN + 4 or rd16(b, f + 12) != W.ETHERTYPE_IPV4:
+        return SLOW, -1
+    o = f + ETH
+    if b[o] != 0x45:
+        return SLOW, -1
+    total = rd16(b, o + W.O_IPV4_TOTAL_LENGTH)
+    if total < W.IPV4_HLEN + 4 or total > n - ETH:
+        return SLOW, -1
+    if not hairpinned and not ipv4_header_sum_ok(b, o, W.IPV4_HLEN):
+        return SLOW, -1
+    if b[o + W.O_IPV4_PROTO] == W.PROTO_ICMP:
+        return SLOW, -1
+    flags = rd16(b, o + W.O_IPV4_FLAGS)
+    if flags & _FRAG_BITS:
+        return SLOW, -1
+    row = lookup(addr_tab, sw_tab, rd32(b, o + W.O_IPV4_DST), rd16(b, o + W.IPV4_HLEN + 2))
+    if row < 0:
+        # RFC 7596 5.2: no softwire. Dropped here only when no ICMP error is due.
+        return (SLOW, -1) if P[P_ICMP4_ERRORS] else (DROP, -1)
+    if b[o + W.O_IPV4_TTL] <= 1:
+        return SLOW, -1
+    if n - ETH + V6 > P[P_INT_MTU]:
+        return SLOW, -1   # DF error or IPv6 fragmentation
+    if not P[P_V6_RESOLVED]:
+        return SLOW, -1
+    return TX, row
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _add_drop_ipv4(counters, n, hairpinned):
+    if hairpinned:
+        counters[C.DROP_ALL_IPV6_IFACE_BYTES] += n + V6
+        counters[C.DROP_ALL_IPV6_IFACE_PACKETS] += 1
+    else:
+        counters[C.DROP_ALL_IPV4_IFACE_BYTES] += n
+        counters[C.DROP_ALL_IPV4_IFACE_PACKETS] += 1
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _encapsulate(b, f, n, row, P, macs, sw_tab, br_tab):
+    """Decrement TTL, prepend Ethernet (+802.1Q) + IPv6 in the headroom.
+    Returns the new frame offset; the new length is n + 40 (+4 if tagged)."""
+    o = f + ETH
+    # TTL - 1 with the incremental checksum update Snabb uses (RFC 1624).
+    old = np.int64(b[o + W.O_IPV4_TTL])
+    b[o + W.O_IPV4_TTL] = old - 1
+    cs = ((~rd16(b, o + W.O_IPV4_CHECKSUM)) & 0xFFFF) - 256
+    cs &= 0xFFFFFFFF
+    cs = (cs & 0xFFFF) + (cs >> 16)
+    cs = (cs & 0xFFFF) + (cs >> 16)
+    wr16(b, o + W.O_IPV4_CHECKSUM, (~cs) & 0xFFFF)
+    tos = np.int64(b[o + W.O_IPV4_TOS])
+    payload = n - ETH
+    h = o - V6                       # IPv6 header start
+    vtcfl = (6 << 28) | (tos << 20) | (P[P_FLOW_LABEL] & 0xFFFFF)
+    b[h] = (vtcfl >> 24) & 0xFF
+    b[h + 1] = (vtcfl >> 16) & 0xFF
+    b[h + 2] = (vtcfl >> 8) & 0xFF
+    b[h + 3] = vtcfl & 0xFF
+    wr16(b, h + W.O_IPV6_PAYLOAD_LENGTH, payload)
+    b[h + W.O_IPV6_NEXT_HEADER] = W.PROTO_IPV4
+    b[h + W.O_IPV6_HOP_LIMIT] = W.DEFAULT_TTL
+    br = np.int64(sw_tab[row, 3])
+    for j in range(16):
+        b[h + W.O_IPV6_SRC + j] = br_tab[br, j]
+    hi = sw_tab[row, 1]
+    lo = sw_tab[row, 2]
+    for j in range(8):
+        sh = np.uint64(56 - 8 * j)
+        b[h + W.O_IPV6_DST + j] = np.uint8((hi >> sh) & np.uint64(0xFF))
+        b[h + W.O_IPV6_DST + 8 + j] = np.uint8((lo >> sh) & np.uint64(0xFF))
+    return _write_eth(b, h, macs, M_INT_NEXT, M_INT_SELF, P[P_VLAN6], W.ETHERTYPE_IPV6)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _write_eth(b, l3, macs, dst_row, src_row, vid, ethertype):
+    """Write Ethernet (+ 802.1Q when vid >= 0) ending at ``l3``; returns its start."""
+    e = l3 - ETH - (W.VLAN_HLEN if vid >= 0 else 0)
+    for j in range(6):
+        b[e + j] = macs[dst_row, j]
+        b[e + 6 + j] = macs[src_row, j]
+    if vid >= 0:
+        wr16(b, e + 12, W.ETHERTYPE_VLAN)
+        wr16(b, e + 14, vid)
+        wr16(b, e + 16, ethertype)
+    else:
+        wr16(b, e + 12, ethertype)
+    return e
+
+
+@numba.njit(cache=True, nogil=True)
+def classify_inet(buf, off, length, slots, P, addr_tab, sw_tab, verdict, rows):
+    """Pass 1 for frames from the Internet side.  Returns the number of SLOW."""
+    nslow = 0
+    for i in range(slots.shape[0]):
+        s = slots[i]
+        if P[P_FAST_OFF]:
+            v, r = SLOW, -1
+        else:
+            v, r = _classify_inet(buf[s], off[s], length[s], P, addr_tab, sw_tab, False)
+        verdict[i] = v
+        rows[i] = r
+        if v == SLOW:
+            nslow += 1
+    return nslow
+
+
+@numba.njit(cache=True, nogil=True)
+def apply_inet(buf, off, length, slots, P, macs, sw_tab, br_tab, counters, verdict, rows):
+    """Pass 2 for frames from the Internet side: encapsulate or drop."""
+    for i in range(slots.shape[0]):
+        v = verdict[i]
+        if v == SLOW:
+            continue
+        s = slots[i]
+        n = np.int64(length[s])
+        counters[C.IN_IPV4_FRAG_REASSEMBLY_UNNEEDED] += 1
+        counters[C.IN_IPV4_BYTES] += n
+        counters[C.IN_IPV4_PACKETS] += 1
+        if v == DROP:
+            counters[C.DROP_NO_DEST_SOFTWIRE_IPV4_BYTES] += n
+            counters[C.DROP_NO_DEST_SOFTWIRE_IPV4_PACKETS] += 1
+            counters[C.DROP_OUT_BY_POLICY_ICMPV4_PACKETS] += 1
+            _add_drop_ipv4(counters, n, False)
+            continue
+        e = _encapsulate(buf[s], off[s], n, rows[i], P, macs, sw_tab, br_tab)
+        counters[C.OUT_IPV6_BYTES] += n + V6
+        counters[C.OUT_IPV6_PACKETS] += 1
+        counters[C.OUT_IPV6_FRAG_NOT] += 1
+        length[s] = n + V6 + (W.VLAN_HLEN if P[P_VLAN6] >= 0 else 0)
+        off[s] = e
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _classify_b4(b, f, n, P, addr_tab, sw_tab, br_tab):
+    """Verdict, softwire row and hairpin row for a frame from the B4 side."""
+    if n < ETH + V6 + W.IPV4_HLEN + 4 or rd16(b, f + 12) != W.ETHERTYPE_IPV6:
+        return SLOW, -1, -1
+    h = f + ETH
+    if (b[h] >> 4) != 6 or V6 + rd16(b, h + W.O_IPV6_PAYLOAD_LENGTH) > n - ETH:
+        return SLOW, -1, -1
+    if b[h + W.O_IPV6_NEXT_HEADER] != W.PROTO_IPV4:
+        return SLOW, -1, -1
+    o = h + V6
+    if b[o] != 0x45 or b[o + W.O_IPV4_PROTO] == W.PROTO_ICMP:
+        return SLOW, -1, -1
+    row = lookup(addr_tab, sw_tab, rd32(b, o + W.O_IPV4_SRC), rd16(b, o + W.IPV4_HLEN))
+    ok = row >= 0
+    if ok:
+        ok = rd64(b, h + W.O_IPV6_SRC) == sw_tab[row, 1] and rd64(b, h + W.O_IPV6_SRC + 8) == sw_tab[row, 2]
+    if ok:
+        br = np.int64(sw_tab[row, 3])
+        for j in range(16):
+            if b[h + W.O_IPV6_DST + j] != br_tab[br, j]:
+                ok = False
+                break
+    if not ok:
+        # RFC 7596 5.1: ICMPv6 1/5 due unless policy says no.
+        return (SLOW, -1, -1) if P[P_ICMP6_ERRORS] else (DROP, -1, -1)
+    inner_len = n - ETH - V6
+    dst = rd32(b, o + W.O_IPV4_DST)
+    if P[P_HAIRPINNING] and is_managed(addr_tab, dst):
+        # Re-encapsulation checks on the inner packet as if it came from the Internet.
+        if rd16(b, o + W.O_IPV4_FLAGS) & _FRAG_BITS:
+            return SLOW, -1, -1
+        total = rd16(b, o + W.O_IPV4_TOTAL_LENGTH)
+        if total < W.IPV4_HLEN + 4 or total > inner_len:
+            return SLOW, -1, -1
+        hrow = lookup(addr_tab, sw_tab, dst, rd16(b, o + W.IPV4_HLEN + 2))
+        if hrow < 0 or b[o + W.O_IPV4_TTL] <= 1 or inner_len + V6 > P[P_INT_MTU] or not P[P_V6_RESOLVED]:
+            return SLOW, -1, -1
+        return HAIRPIN, row, hrow
+    if inner_len > P[P_EXT_MTU] or not P[P_V4_RESOLVED]:
+        return SLOW, -1, -1
+    return TX, row, -1
+
+
+@numba.njit(cache=True, nogil=True)
+def classify_b4(buf, off, length, slots, P, addr_tab, sw_tab, br_tab, verdict, rows, hrows):
+    """Pass 1 for frames from the B4 side.  Returns the number of SLOW."""
+    nslow = 0
+    for i in range(slots.shape[0]):
+        s = slots[i]
+        if P[P_FAST_OFF]:
+            v, r, hr = SLOW, -1, -1
+        else:
+            v, r, hr = _classify_b4(buf[s], off[s], length[s], P, addr_tab, sw_tab, br_tab)
+        verdict[i] = v
+        rows[i] = r
+        hrows[i] = hr
+        if v == SLOW:
+            nslow += 1
+    return nslow
+
+
+@numba.njit(cache=True, nogil=True)
+def apply_b4(buf, off, length, slots, P, macs, sw_tab, br_tab, counters, verdict, hrows):
+    """Pass 2 for frames from the B4 side: decapsulate (and hairpin) or drop."""
+    for i in range(slots.shape[0]):
+        v = verdict[i]
+        if v == SLOW:
+            continue
+        s = slots[i]
+        b = buf[s]
+        n = np.int64(length[s])
+        counters[C.IN_IPV6_FRAG_REASSEMBLY_UNNEEDED] += 1
+        counters[C.IN_IPV6_BYTES] += n
+        counters[C.IN_IPV6_PACKETS] += 1
+        if v == DROP:
+            counters[C.DROP_NO_SOURCE_SOFTWIRE_IPV6_BYTES] += n
+            counters[C.DROP_NO_SOURCE_SOFTWIRE_IPV6_PACKETS] += 1
+            counters[C.DROP_ALL_IPV6_IFACE_BYTES] += n
+            counters[C.DROP_ALL_IPV6_IFACE_PACKETS] += 1
+            counters[C.DROP_OUT_BY_POLICY_ICMPV6_PACKETS] += 1
+            continue
+        f = off[s]
+        l3 = f + ETH + V6
+        m = n - V6                  # decapsulated frame length
+        if v == HAIRPIN:
+            counters[C.HAIRPIN_IPV4_BYTES] += m
+            counters[C.HAIRPIN_IPV4_PACKETS] += 1
+            e = _encapsulate(b, l3 - ETH, m, hrows[i], P, macs, sw_tab, br_tab)
+            counters[C.OUT_IPV6_BYTES] += m + V6
+            counters[C.OUT_IPV6_PACKETS] += 1
+            counters[C.OUT_IPV6_FRAG_NOT] += 1
+            off[s] = e
+            length[s] = m + V6 + (W.VLAN_HLEN if P[P_VLAN6] >= 0 else 0)
+            continue
+        e = _write_eth(b, l3, macs, M_EXT_NEXT, M_EXT_SELF, P[P_VLAN4], W.ETHERTYPE_IPV4)
+        counters[C.OUT_IPV4_BYTES] += m
+        counters[C.OUT_IPV4_PACKETS] += 1
+        counters[C.OUT_IPV4_FRAG_NOT] += 1
+        off[s] = e
+        length[s] = m + (W.VLAN_HLEN if P[P_VLAN4] >= 0 else 0)
+
+
+@numba.njit(cache=True, nogil=True)
+def select(slots, verdict, want, out):
+    """Compact ``slots`` whose verdict is ``want`` into ``out``; returns count."""
+    k = 0
+    for i in range(slots.shape[0]):
+        if verdict[i] == want:
+            out[k] = slots[i]
+            k += 1
+    return k

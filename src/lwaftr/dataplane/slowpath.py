@@ -1,0 +1,129 @@
+"""The full per-frame pipeline in Python: every stage, every rare case.
+
+Stages per side, in Snabb's order (``setup.lua``)::
+
+    northbound: reassembly -> ingress filter -> ARP|NDP -> echo -> core
+    southbound: core -> echo -> ARP|NDP (next-hop MACs) -> egress filter -> fragmentation
+
+Frames here are untagged Ethernet ``bytes``; VLAN tags are the engine's job.
+The batch is processed stage by stage (all frames through one stage, then
+the next), which reproduces the order in which Snabb's app network emits
+frames within one breath.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+from lwaftr import counters as C
+from lwaftr.bindingtable.table import BindingTable
+from lwaftr.config.model import Config
+from lwaftr.dataplane.bpf import PacketFilter
+from lwaftr.dataplane.core import LwAftrCore
+from lwaftr.dataplane.echo import Echo4Stage, Echo6Stage
+from lwaftr.dataplane.fragment import Fragmenter4, Fragmenter6
+from lwaftr.dataplane.neighbor import ArpStage, NdpStage
+from lwaftr.dataplane.reassembly import Reassembler4, Reassembler6
+
+
+def _filter(expr: str | None) -> PacketFilter | None:
+    return PacketFilter(expr) if expr else None
+
+
+class SlowPath:
+    """All stages of one lwAFTR instance, on Python frames."""
+
+    def __init__(self, config: Config, table: BindingTable, counters: np.ndarray) -> None:
+        self.config = config
+        self.c = counters
+        inst = config.instance
+        ext, int_ = config.external, config.internal
+        self.reasm4 = Reassembler4(counters, ext.reassembly_max_fragments_per_packet, ext.reassembly_max_packets)
+        self.reasm6 = Reassembler6(counters, int_.reassembly_max_fragments_per_packet, int_.reassembly_max_packets)
+        self.in_filter4 = _filter(ext.ingress_filter)
+        self.in_filter6 = _filter(int_.ingress_filter)
+        self.out_filter4 = _filter(ext.egress_filter)
+        self.out_filter6 = _filter(int_.egress_filter)
+        self.arp = ArpStage(counters, inst.external.ip, inst.external.mac,
+                            inst.external.next_hop.ip, inst.external.next_hop.mac)
+        self.ndp = NdpStage(counters, inst.internal.ip, inst.internal.mac,
+                            inst.internal.next_hop.ip, inst.internal.next_hop.mac)
+        self.echo4 = Echo4Stage(counters, inst.external.ip)
+        self.echo6 = Echo6Stage(counters, inst.internal.ip)
+        self.core = LwAftrCore(config, table, counters)
+        self.frag4 = Fragmenter4(counters, ext.mtu)
+        self.frag6 = Fragmenter6(counters, int_.mtu)
+
+    def set_table(self, table: BindingTable) -> None:
+        self.core.table = table
+
+    def process(self, v4: list[bytes], v6: list[bytes], now: float) -> tuple[list[bytes], list[bytes]]:
+        """One batch in, what leaves each interface out."""
+        south4: list[bytes] = list(self.arp.poll(now))
+        south6: list[bytes] = list(self.ndp.poll(now))
+
+        north4 = self._northbound(v4, self.reasm4, self.in_filter4, C.DROP_INGRESS_FILTER_IPV4_PACKETS, now)
+        north6 = self._northbound(v6, self.reasm6, self.in_filter6, C.DROP_INGRESS_FILTER_IPV6_PACKETS, now)
+
+        north4, replies4 = self._neighbor(self.arp, north4, south4, now)
+        north6, replies6 = self._neighbor(self.ndp, north6, south6, now)
+        north4, echo4 = self._echo(self.echo4, north4)
+        north6, echo6 = self._echo(self.echo6, north6)
+
+        out = self.core.process(north6, north4, now)
+
+        for f in echo4 + out.v4:
+            g = self.arp.to_wire(f)
+            if g is not None:
+                south4.append(g)
+        for f in echo6 + out.v6:
+            g = self.ndp.to_wire(f)
+            if g is not None:
+                south6.append(g)
+        return (self._southbound(south4, self.out_filter4, C.DROP_EGRESS_FILTER_IPV4_PACKETS, self.frag4),
+                self._southbound(south6, self.out_filter6, C.DROP_EGRESS_FILTER_IPV6_PACKETS, self.frag6))
+
+    def _northbound(self, frames: list[bytes], reasm, filt: PacketFilter | None, drop_idx: int,
+                    now: float) -> list[bytes]:
+        out = []
+        for f in frames:
+            g = reasm.push(f, now)
+            if g is None:
+                continue
+            if filt is not None and not filt(g):
+                self.c[drop_idx] += 1
+                continue
+            out.append(g)
+        return out
+
+    @staticmethod
+    def _neighbor(stage, frames: list[bytes], south: list[bytes], now: float) -> tuple[list[bytes], list[bytes]]:
+        north = []
+        for f in frames:
+            up, down = stage.from_wire(f, now)
+            if up is not None:
+                north.append(up)
+            south.extend(down)
+        return north, south
+
+    @staticmethod
+    def _echo(stage, frames: list[bytes]) -> tuple[list[bytes], list[bytes]]:
+        north, replies = [], []
+        for f in frames:
+            up, reply = stage.from_wire(f)
+            if up is not None:
+                north.append(up)
+            if reply is not None:
+                replies.append(reply)
+        return north, replies
+
+    def _southbound(self, frames: list[bytes], filt: PacketFilter | None, drop_idx: int,
+                    frag: Callable) -> list[bytes]:
+        out = []
+        for f in frames:
+            if filt is not None and not filt(f):
+                self.c[drop_idx] += 1
+                continue
+            out.extend(frag.push(f))
+        return out

@@ -1,0 +1,17 @@
+"""Compile (or load from numba's cache) every kernel once, before traffic."""
+from __future__ import annotations
+
+
+def warm_up() -> None:
+    from lwaftr.dataplane.engine import Engine
+    from lwaftr.examples import example_config, example_traffic
+
+    engine = Engine(example_config())
+    traffic = example_traffic()
+    v4 = [f for _, side, f in traffic if side == "v4"]
+    v6 = [f for _, side, f in traffic if side == "v6"]
+    engine.process_frames(v4, v6, 0.0)
+    # Non-strict path too (the live and bench mode).
+    o4, o6 = engine.process(engine.pool.store(v4), engine.pool.store(v6), 1.0)
+    engine.pool.free(o4)
+    engine.pool.free(o6)

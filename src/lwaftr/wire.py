@@ -1,0 +1,93 @@
+"""Wire layout: header sizes, field offsets, protocol numbers, ICMP types.
+
+One place for every number the data plane reads packets with.  Offsets are
+relative to the start of their own header (``O_IPV4_TTL`` is from the IPv4
+header).  Sources: IEEE 802.3/802.1Q, RFC 791, RFC 8200, RFC 792, RFC 4443,
+RFC 2473, and the IANA registries.
+"""
+from __future__ import annotations
+
+# Ethernet / 802.1Q
+ETH_HLEN = 14
+O_ETH_DST = 0
+O_ETH_SRC = 6
+O_ETH_TYPE = 12
+VLAN_HLEN = 4
+ETHERTYPE_IPV4 = 0x0800
+ETHERTYPE_ARP = 0x0806
+ETHERTYPE_IPV6 = 0x86DD
+ETHERTYPE_VLAN = 0x8100
+
+# IPv4 (RFC 791)
+IPV4_HLEN = 20
+O_IPV4_VER_IHL = 0
+O_IPV4_TOS = 1
+O_IPV4_TOTAL_LENGTH = 2
+O_IPV4_ID = 4
+O_IPV4_FLAGS = 6          # flags are the top 3 bits of this 16-bit word
+O_IPV4_TTL = 8
+O_IPV4_PROTO = 9
+O_IPV4_CHECKSUM = 10
+O_IPV4_SRC = 12
+O_IPV4_DST = 16
+IPV4_FLAG_DF = 0x4000
+IPV4_FLAG_MF = 0x2000
+IPV4_FRAG_OFFSET_MASK = 0x1FFF
+
+# IPv6 (RFC 8200)
+IPV6_HLEN = 40
+O_IPV6_VTC_FL = 0
+O_IPV6_PAYLOAD_LENGTH = 4
+O_IPV6_NEXT_HEADER = 6
+O_IPV6_HOP_LIMIT = 7
+O_IPV6_SRC = 8
+O_IPV6_DST = 24
+IPV6_FRAG_HLEN = 8
+
+# IP protocol numbers (IANA)
+PROTO_HOPOPTS = 0
+PROTO_ICMP = 1
+PROTO_IPV4 = 4            # IPv4-in-IPv6 (RFC 2473)
+PROTO_TCP = 6
+PROTO_UDP = 17
+PROTO_ROUTING = 43
+PROTO_FRAGMENT = 44
+PROTO_ICMPV6 = 58
+PROTO_DSTOPTS = 60
+
+# ICMPv4 (RFC 792)
+ICMP_HLEN = 8
+O_ICMP_TYPE = 0
+O_ICMP_CODE = 1
+O_ICMP_CHECKSUM = 2
+O_ICMP_ECHO_ID = 4
+O_ICMP_MTU = 6            # next-hop MTU in "fragmentation needed" (RFC 1191)
+ICMPV4_ECHO_REPLY = 0
+ICMPV4_DST_UNREACHABLE = 3
+ICMPV4_ECHO_REQUEST = 8
+ICMPV4_TIME_EXCEEDED = 11
+ICMPV4_CODE_HOST_UNREACHABLE = 1
+ICMPV4_CODE_FRAG_NEEDED = 4
+ICMPV4_CODE_TTL_EXCEEDED = 0
+
+# ICMPv6 (RFC 4443, RFC 4861)
+ICMPV6_DST_UNREACHABLE = 1
+ICMPV6_PACKET_TOO_BIG = 2
+ICMPV6_TIME_EXCEEDED = 3
+ICMPV6_PARAMETER_PROBLEM = 4
+ICMPV6_ECHO_REQUEST = 128
+ICMPV6_ECHO_REPLY = 129
+ICMPV6_NS = 135
+ICMPV6_NA = 136
+ICMPV6_CODE_POLICY_FAILED = 5   # "source address failed ingress/egress policy"
+ICMPV6_CODE_HOP_LIMIT = 0
+
+# RFC 2473 4.1.1: Tunnel Encapsulation Limit destination option
+IPV6_OPT_PAD1 = 0
+IPV6_OPT_PADN = 1
+IPV6_OPT_TUNNEL_ENCAP_LIMIT = 4
+
+# Generated packets
+DEFAULT_TTL = 255
+MAX_ICMPV4_PACKET = 576       # RFC 1812 4.3.2.3: errors carry as much as fits in 576
+MAX_ICMPV6_PACKET = 1280      # RFC 4443 2.4(c): as much as fits in the minimum MTU

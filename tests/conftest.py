@@ -1,0 +1,30 @@
+"""Shared test fixtures: where the reference vectors live, small packet helpers."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+VECTORS = Path(os.environ.get("LWAFTR_VECTORS", ROOT.parent / "shared" / "conformance" / "snabb-e2e"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+
+def rfc4861_expected_ns(frame: bytes) -> bytes:
+    """Rewrite an address-resolution NS sent to the target's unicast address
+    and the broadcast MAC into the RFC 4861 7.2.2 form: to the target's
+    solicited-node multicast address (ff02::1:ffXX:XXXX) and its multicast
+    MAC (33:33:ff:XX:XX:XX), checksum recomputed."""
+    from scapy.layers.inet6 import IPv6, ICMPv6ND_NS
+    from scapy.layers.l2 import Ether
+    import ipaddress
+
+    p = Ether(frame)
+    if ICMPv6ND_NS not in p:
+        return frame
+    target = ipaddress.IPv6Address(p[ICMPv6ND_NS].tgt).packed
+    snm = bytes.fromhex("ff020000000000000000000001ff") + target[13:]
+    p[Ether].dst = "33:33:" + ":".join(f"{b:02x}" for b in snm[12:])
+    p[IPv6].dst = str(ipaddress.IPv6Address(snm))
+    del p[ICMPv6ND_NS].cksum
+    return bytes(p)
