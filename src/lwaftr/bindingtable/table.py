@@ -13,6 +13,9 @@ Port sets (RFC 7597 section 5.1, as used by RFC 7596)::
 Names used here: a = ``reserved_ports_bit_count``, k = ``psid_length``,
 m = ``shift`` = 16 - k - a.  ``psid = (port >> shift) & (2**k - 1)``; a
 port below ``2**a`` (when a > 0) is reserved and belongs to no softwire.
+That is the ``snabb-softwire-v3`` meaning of ``reserved-ports-bit-count``
+("reserve the lowest 2^N ports"), which the reference vectors follow; note
+that RFC 7597's ``a`` excludes the ports below ``2**(16 - a)`` instead.
 
 Two open-addressing tables, both ``uint64`` so compiled kernels read them
 directly and processes can map them read-only:
@@ -22,8 +25,8 @@ directly and processes can map them read-only:
 ``sw_tab`` (one row of 4 words per softwire, 32 bytes)
     ``[OCCUPIED | ipv4 << 16 | psid, b4[0:8] big-endian, b4[8:16], br_index]``.
 
-Both are sized to a load factor of at most 1/2 with linear probing, so a
-softwire costs at most 64 bytes of table.
+Both are sized to a load factor of about 0.55 with linear probing, so a
+softwire costs about 58 bytes of table (plus 15 per distinct address).
 """
 from __future__ import annotations
 
@@ -41,23 +44,28 @@ NO_MATCH = -1
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _slot(key: np.uint64, mask: np.uint64) -> np.int64:
-    # Fibonacci hashing: multiply, keep the high bits folded into the mask.
-    h = key * np.uint64(0x9E3779B97F4A7C15)
-    return np.int64((h >> np.uint64(32)) & mask)
+def _slot(key: np.uint64, cap: np.uint64) -> np.int64:
+    # Fibonacci hashing, then Lemire's multiply-high to map 32 bits onto [0, cap).
+    h = (key * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(32)
+    return np.int64((h * cap) >> np.uint64(32))
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _next(s: np.int64, cap: np.uint64) -> np.int64:
+    s += 1
+    return 0 if s == np.int64(cap) else s
 
 
 def _capacity(n: int) -> int:
-    cap = 16
-    while cap < 2 * n:
-        cap *= 2
-    return cap
+    """Slots for ``n`` keys at a load factor of about 0.55 (any size, not a
+    power of two: slots are picked by multiply-high, see :func:`_slot`)."""
+    return max(16, -(-int(n / 0.55) // 64) * 64)
 
 
 @numba.njit(cache=True, nogil=True)
 def _build(ipv4, psid, psid_length, reserved, b4, br_index, addr_tab, sw_tab):
-    amask = np.uint64(addr_tab.shape[0] - 1)
-    smask = np.uint64(sw_tab.shape[0] - 1)
+    amask = np.uint64(addr_tab.shape[0])
+    smask = np.uint64(sw_tab.shape[0])
     for i in range(ipv4.shape[0]):
         a = np.uint64(ipv4[i])
         shift = np.uint64(16 - psid_length[i] - reserved[i])
@@ -70,11 +78,11 @@ def _build(ipv4, psid, psid_length, reserved, b4, br_index, addr_tab, sw_tab):
                 break
             if (cur >> np.uint64(32)) == a:
                 break
-            s = np.int64((np.uint64(s) + np.uint64(1)) & amask)
+            s = _next(s, amask)
         key = (a << np.uint64(16)) | np.uint64(psid[i])
         s = _slot(key, smask)
         while sw_tab[s, 0] != 0 and (sw_tab[s, 0] & ~SW_OCCUPIED) != key:
-            s = np.int64((np.uint64(s) + np.uint64(1)) & smask)
+            s = _next(s, smask)
         hi = np.uint64(0)
         lo = np.uint64(0)
         for j in range(8):
@@ -90,7 +98,7 @@ def _build(ipv4, psid, psid_length, reserved, b4, br_index, addr_tab, sw_tab):
 def addr_params(addr_tab, ipv4):
     """(psid_length, shift) of an IPv4 address, or (0, 0) if not managed."""
     a = np.uint64(ipv4)
-    mask = np.uint64(addr_tab.shape[0] - 1)
+    mask = np.uint64(addr_tab.shape[0])
     s = _slot(a, mask)
     while True:
         cur = addr_tab[s]
@@ -98,7 +106,7 @@ def addr_params(addr_tab, ipv4):
             return 0, 0
         if (cur >> np.uint64(32)) == a:
             return np.int64((cur >> np.uint64(8)) & np.uint64(0xFF)), np.int64(cur & np.uint64(0xFF))
-        s = np.int64((np.uint64(s) + np.uint64(1)) & mask)
+        s = _next(s, mask)
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -119,7 +127,7 @@ def lookup(addr_tab, sw_tab, ipv4, port):
     plen, shift = addr_params(addr_tab, ipv4)
     psid = psid_of(plen, shift, port)
     key = (np.uint64(ipv4) << np.uint64(16)) | np.uint64(psid)
-    mask = np.uint64(sw_tab.shape[0] - 1)
+    mask = np.uint64(sw_tab.shape[0])
     s = _slot(key, mask)
     while True:
         cur = sw_tab[s, 0]
@@ -127,7 +135,7 @@ def lookup(addr_tab, sw_tab, ipv4, port):
             return -1
         if (cur & ~SW_OCCUPIED) == key:
             return s
-        s = np.int64((np.uint64(s) + np.uint64(1)) & mask)
+        s = _next(s, mask)
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
