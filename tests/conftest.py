@@ -23,7 +23,7 @@ def rfc4861_expected_ns(frame: bytes) -> bytes:
     if ICMPv6ND_NS not in p:
         return frame
     target = ipaddress.IPv6Address(p[ICMPv6ND_NS].tgt).packed
-    snm = bytes.fromhex("ff020000000000000000000001ff") + target[13:]
+    snm = bytes.fromhex("ff02" + "00" * 9 + "01ff") + target[13:]
     p[Ether].dst = "33:33:" + ":".join(f"{b:02x}" for b in snm[12:])
     p[IPv6].dst = str(ipaddress.IPv6Address(snm))
     del p[ICMPv6ND_NS].cksum

@@ -43,14 +43,14 @@ _HASH_MUL = np.uint64(0x9E3779B97F4A7C15)
 NO_MATCH = -1
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
+@numba.njit(cache=True, nogil=True)
 def _slot(key: np.uint64, cap: np.uint64) -> np.int64:
     # Fibonacci hashing, then Lemire's multiply-high to map 32 bits onto [0, cap).
     h = (key * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(32)
     return np.int64((h * cap) >> np.uint64(32))
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
+@numba.njit(cache=True, nogil=True)
 def _next(s: np.int64, cap: np.uint64) -> np.int64:
     s += 1
     return 0 if s == np.int64(cap) else s
@@ -94,7 +94,7 @@ def _build(ipv4, psid, psid_length, reserved, b4, br_index, addr_tab, sw_tab):
         sw_tab[s, 3] = np.uint64(br_index[i])
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
+@numba.njit(cache=True, nogil=True)
 def addr_params(addr_tab, ipv4):
     """(psid_length, shift) of an IPv4 address, or (0, 0) if not managed."""
     a = np.uint64(ipv4)
@@ -109,7 +109,7 @@ def addr_params(addr_tab, ipv4):
         s = _next(s, mask)
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
+@numba.njit(cache=True, nogil=True)
 def psid_of(psid_length, shift, port):
     """The PSID a port belongs to; an impossible PSID for a reserved port."""
     psid_mask = (1 << psid_length) - 1
@@ -121,7 +121,7 @@ def psid_of(psid_length, shift, port):
     return psid
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
+@numba.njit(cache=True, nogil=True)
 def lookup(addr_tab, sw_tab, ipv4, port):
     """Row of ``sw_tab`` of the softwire owning (ipv4, port), or -1."""
     plen, shift = addr_params(addr_tab, ipv4)
@@ -138,7 +138,7 @@ def lookup(addr_tab, sw_tab, ipv4, port):
         s = _next(s, mask)
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
+@numba.njit(cache=True, nogil=True)
 def is_managed(addr_tab, ipv4):
     """Whether the lwAFTR serves this IPv4 address (Snabb: psid_length + shift > 0)."""
     plen, shift = addr_params(addr_tab, ipv4)

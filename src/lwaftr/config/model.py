@@ -61,7 +61,7 @@ class InterfacePolicy:
     hairpinning: bool = True
 
 
-@dataclass
+@dataclass(eq=False)
 class Bindings:
     """The binding table as a struct of arrays, one row per softwire.
 
@@ -81,6 +81,25 @@ class Bindings:
     def __len__(self) -> int:
         return int(self.ipv4.shape[0])
 
+    def __eq__(self, other: object) -> bool:
+        """Same softwires in the same order, each with the same BR address.
+
+        ``line`` (provenance) and the numbering of ``br_addresses`` are ignored.
+        """
+        if not isinstance(other, Bindings):
+            return NotImplemented
+        return (len(self) == len(other)
+                and all(np.array_equal(getattr(self, f), getattr(other, f))
+                        for f in ("ipv4", "psid", "psid_length", "reserved_ports_bit_count", "b4_ipv6"))
+                and np.array_equal(self.br_rows(), other.br_rows()))
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def br_rows(self) -> np.ndarray:
+        """The BR address of every softwire, uint8[n, 16]."""
+        table = np.frombuffer(b"".join(self.br_addresses), np.uint8).reshape(-1, 16)
+        return table[self.br_index] if len(self) else np.zeros((0, 16), np.uint8)
+
     @classmethod
     def empty(cls) -> "Bindings":
         return cls(np.zeros(0, np.uint32), np.zeros(0, np.uint16), np.zeros(0, np.uint8),
@@ -96,7 +115,7 @@ class Config:
     bindings: Bindings
     instances: list[Instance]
     name: str | None = None
-    source: str | None = None   # file it was loaded from
+    source: str | None = field(default=None, compare=False)   # file it was loaded from
 
     @property
     def instance(self) -> Instance:

@@ -60,23 +60,23 @@ V6 = W.IPV6_HLEN
 _FRAG_BITS = W.IPV4_FLAG_MF | W.IPV4_FRAG_OFFSET_MASK
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
+@numba.njit(cache=True, nogil=True)
 def rd16(b, o):
     return (np.int64(b[o]) << 8) | np.int64(b[o + 1])
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
+@numba.njit(cache=True, nogil=True)
 def rd32(b, o):
     return (np.int64(b[o]) << 24) | (np.int64(b[o + 1]) << 16) | (np.int64(b[o + 2]) << 8) | np.int64(b[o + 3])
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
+@numba.njit(cache=True, nogil=True)
 def wr16(b, o, v):
     b[o] = (v >> 8) & 0xFF
     b[o + 1] = v & 0xFF
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
+@numba.njit(cache=True, nogil=True)
 def rd64(b, o):
     v = np.uint64(0)
     for j in range(8):
@@ -115,7 +115,7 @@ def untag(buf, off, length, slots, vid, counters, keep):
         length[s] -= 4
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
+@numba.njit(cache=True, nogil=True)
 def _classify_inet(b, f, n, P, addr_tab, sw_tab, hairpinned):
     """Verdict and softwire row for an IPv4 frame from the Internet (or a
     decapsulated one being hairpinned, whose IPv4 header starts at f+ETH)."""
@@ -147,7 +147,7 @@ def _classify_inet(b, f, n, P, addr_tab, sw_tab, hairpinned):
     return TX, row
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
+@numba.njit(cache=True, nogil=True)
 def _add_drop_ipv4(counters, n, hairpinned):
     if hairpinned:
         counters[C.DROP_ALL_IPV6_IFACE_BYTES] += n + V6
@@ -157,7 +157,7 @@ def _add_drop_ipv4(counters, n, hairpinned):
         counters[C.DROP_ALL_IPV4_IFACE_PACKETS] += 1
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
+@numba.njit(cache=True, nogil=True)
 def _encapsulate(b, f, n, row, P, macs, sw_tab, br_tab):
     """Decrement TTL, prepend Ethernet (+802.1Q) + IPv6 in the headroom.
     Returns the new frame offset; the new length is n + 40 (+4 if tagged)."""
@@ -193,7 +193,7 @@ def _encapsulate(b, f, n, row, P, macs, sw_tab, br_tab):
     return _write_eth(b, h, macs, M_INT_NEXT, M_INT_SELF, P[P_VLAN6], W.ETHERTYPE_IPV6)
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
+@numba.njit(cache=True, nogil=True)
 def _write_eth(b, l3, macs, dst_row, src_row, vid, ethertype):
     """Write Ethernet (+ 802.1Q when vid >= 0) ending at ``l3``; returns its start."""
     e = l3 - ETH - (W.VLAN_HLEN if vid >= 0 else 0)
@@ -252,7 +252,23 @@ def apply_inet(buf, off, length, slots, P, macs, sw_tab, br_tab, counters, verdi
         off[s] = e
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
+@numba.njit(cache=True, nogil=True)
+def _binding_matches(b, h, row, sw_tab, br_tab):
+    """Softwire ``row`` exists and binds this IPv6 source (B4) and destination (BR)."""
+    if row < 0:
+        return False
+    if rd64(b, h + W.O_IPV6_SRC) != sw_tab[row, 1]:
+        return False
+    if rd64(b, h + W.O_IPV6_SRC + 8) != sw_tab[row, 2]:
+        return False
+    br = np.int64(sw_tab[row, 3])
+    for j in range(16):
+        if b[h + W.O_IPV6_DST + j] != br_tab[br, j]:
+            return False
+    return True
+
+
+@numba.njit(cache=True, nogil=True)
 def _classify_b4(b, f, n, P, addr_tab, sw_tab, br_tab):
     """Verdict, softwire row and hairpin row for a frame from the B4 side."""
     if n < ETH + V6 + W.IPV4_HLEN + 4 or rd16(b, f + 12) != W.ETHERTYPE_IPV6:
@@ -266,16 +282,7 @@ def _classify_b4(b, f, n, P, addr_tab, sw_tab, br_tab):
     if b[o] != 0x45 or b[o + W.O_IPV4_PROTO] == W.PROTO_ICMP:
         return SLOW, -1, -1
     row = lookup(addr_tab, sw_tab, rd32(b, o + W.O_IPV4_SRC), rd16(b, o + W.IPV4_HLEN))
-    ok = row >= 0
-    if ok:
-        ok = rd64(b, h + W.O_IPV6_SRC) == sw_tab[row, 1] and rd64(b, h + W.O_IPV6_SRC + 8) == sw_tab[row, 2]
-    if ok:
-        br = np.int64(sw_tab[row, 3])
-        for j in range(16):
-            if b[h + W.O_IPV6_DST + j] != br_tab[br, j]:
-                ok = False
-                break
-    if not ok:
+    if not _binding_matches(b, h, row, sw_tab, br_tab):
         # RFC 7596 5.1: ICMPv6 1/5 due unless policy says no.
         return (SLOW, -1, -1) if P[P_ICMP6_ERRORS] else (DROP, -1, -1)
     inner_len = n - ETH - V6

@@ -1,0 +1,683 @@
+"""Load and write Snabb lwAFTR ``snabb-softwire-v3`` configuration data files.
+
+The file holds one ``softwire-config { ... }`` container (schema:
+``snabb-softwire-v3.yang``).  Loading is all-or-nothing: any syntax, schema or
+consistency problem raises :class:`ConfigError` naming the file, the line and
+the leaf path; no partial :class:`Config` is ever returned.
+
+Everything but the binding table goes through a small schema-driven walker
+(:func:`_walk`).  The binding table, which may hold millions of softwires,
+takes a fast path: one tight loop collects the leaf strings, conversions run
+in bulk and the cross-softwire checks (duplicates, overlapping port sets) are
+numpy sorts.  When the fast path finds a softwire it does not like, it hands
+that one softwire to the walker, which produces the precise error.
+"""
+from __future__ import annotations
+
+import re
+import socket
+from dataclasses import dataclass
+from functools import partial
+from itertools import chain
+from operator import attrgetter
+from typing import Any, Callable
+
+import numpy as np
+
+from lwaftr.config.errors import ConfigError
+from lwaftr.config.model import (Bindings, Config, Instance, InterfaceAddresses, InterfacePolicy,
+                                 NextHop)
+from lwaftr.config.yangdata import Compact, Document, Node, no_gc, parse, quote
+
+__all__ = ["load_snabb", "loads_snabb", "dump_snabb", "validate_br_addresses"]
+
+ROOT = "softwire-config"
+SOFTWIRE = f"{ROOT}/binding-table/softwire"
+
+
+# --- leaf types: str -> value, ValueError with a message on bad input --------------------------
+
+_INT_RE = re.compile(r"\+?[0-9]+")
+_MAC_RE = re.compile(r"[0-9A-Fa-f]{2}(?::[0-9A-Fa-f]{2}){5}")
+_DATE_RE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:Z|[+-]\d{2}:\d{2})")
+_pton4 = partial(socket.inet_pton, socket.AF_INET)
+_pton6 = partial(socket.inet_pton, socket.AF_INET6)
+
+
+def _uint(bits: int, lo: int = 0, hi: int | None = None) -> Callable[[str], int]:
+    hi = (1 << bits) - 1 if hi is None else hi
+    name = f"uint{bits}"
+
+    def conv(s: str) -> int:
+        if not _INT_RE.fullmatch(s):
+            raise ValueError(f"expected {name}, got {s!r}")
+        v = int(s)
+        if not lo <= v <= hi:
+            raise ValueError(f"{v} is out of range {lo}..{hi}")
+        return v
+    return conv
+
+
+def _boolean(s: str) -> bool:
+    if s == "true":
+        return True
+    if s == "false":
+        return False
+    raise ValueError(f"expected boolean (true or false), got {s!r}")
+
+
+def _string(s: str) -> str:
+    return s
+
+
+def _ipv4(s: str) -> bytes:
+    try:
+        return _pton4(s)
+    except (OSError, ValueError):
+        raise ValueError(f"bad IPv4 address {s!r}") from None
+
+
+def _ipv6(s: str) -> bytes:
+    try:
+        return _pton6(s)
+    except (OSError, ValueError):
+        raise ValueError(f"bad IPv6 address {s!r}") from None
+
+
+def _mac(s: str) -> bytes:
+    if not _MAC_RE.fullmatch(s):
+        raise ValueError(f"bad MAC address {s!r}")
+    return bytes.fromhex(s.replace(":", ""))
+
+
+def _date_and_time(s: str) -> str:
+    if not _DATE_RE.fullmatch(s):
+        raise ValueError(f"bad date-and-time {s!r}")
+    return s
+
+
+_u8, _u16, _u32, _u64 = _uint(8), _uint(16), _uint(32), _uint(64)
+_vlan = _uint(16, 0, 4095)
+
+
+# --- schema --------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Leaf:
+    conv: Callable[[str], Any]
+    default: Any = None
+    mandatory: bool = False
+
+
+@dataclass(frozen=True)
+class Container:
+    children: dict[str, "Leaf | Container | ListOf"]
+
+
+@dataclass(frozen=True)
+class ListOf:
+    """A YANG list; ``raw`` lists keep their entries as parse nodes (binding table)."""
+    entry: Container
+    raw: bool = False
+
+
+def _policy_schema(internal: bool) -> Container:
+    c: dict[str, Leaf | Container | ListOf] = {
+        "mtu": Leaf(_u16, 1500 if internal else 1460),
+        "mru": Leaf(_u16, 1460),
+        "ingress-filter": Leaf(_string),
+        "egress-filter": Leaf(_string),
+        "allow-incoming-icmp": Leaf(_boolean, True),
+        "generate-icmp-errors": Leaf(_boolean, True),
+        "error-rate-limiting": Container({"packets": Leaf(_u32, 200),
+                                          "period": Leaf(_uint(32, 1), 2)}),
+        "reassembly": Container({"max-fragments-per-packet": Leaf(_uint(32, 1), 20),
+                                 "max-packets": Leaf(_u32, 20000)}),
+    }
+    if internal:
+        # The schema says uint32; an IPv6 flow label has 20 bits.
+        c |= {"flow-label": Leaf(_uint(32, 0, 0xFFFFF), 0), "vlan-tag": Leaf(_vlan),
+              "hairpinning": Leaf(_boolean, True)}
+    return Container(c)
+
+
+def _addresses_schema(ip: Callable[[str], bytes]) -> Container:
+    # next-hop is a mandatory choice of ip | mac, checked in _next_hop.
+    return Container({"ip": Leaf(ip, mandatory=True), "mac": Leaf(_mac, mandatory=True),
+                      "vlan-tag": Leaf(_vlan),
+                      "next-hop": Container({"ip": Leaf(ip), "mac": Leaf(_mac)})})
+
+
+_SOFTWIRE = Container({
+    "ipv4": Leaf(_ipv4, mandatory=True),
+    "padding": Leaf(_u16, 0),
+    "br-address": Leaf(_ipv6, mandatory=True),
+    "b4-ipv6": Leaf(_ipv6, mandatory=True),
+    "psid": Leaf(_u16, mandatory=True),
+    "port-set": Container({"psid-length": Leaf(_uint(8, 0, 16), mandatory=True),
+                           "reserved-ports-bit-count": Leaf(_uint(8, 0, 16), 0)}),
+})
+
+_SCHEMA = Container({
+    "name": Leaf(_string),
+    "external-interface": _policy_schema(False),
+    "internal-interface": _policy_schema(True),
+    "binding-table": Container({
+        "softwire": ListOf(_SOFTWIRE, raw=True),
+        "version": Container({"number": Leaf(_u64), "date": Leaf(_date_and_time)}),
+    }),
+    "instance": ListOf(Container({
+        "device": Leaf(_string, mandatory=True),
+        "external-device": Leaf(_string),
+        "queue": ListOf(Container({
+            "id": Leaf(_u8, mandatory=True),
+            "external-interface": _addresses_schema(_ipv4),
+            "internal-interface": _addresses_schema(_ipv6),
+        })),
+    })),
+})
+
+
+# --- generic walker ------------------------------------------------------------------------------
+
+class Rec(dict):
+    """A walked container: keyword -> value (leaf value, Rec, or list); ``pos`` of each
+    present child and ``at``, the offset of the container itself."""
+    __slots__ = ("pos", "at")
+
+    def __init__(self, at: int | None) -> None:
+        super().__init__()
+        self.at = at
+        self.pos: dict[str, int] = {}
+
+
+def _kind(node: Node) -> str:
+    return "leaf" if node.children is None else "container"
+
+
+def _walk(doc: Document, node: Node, schema: Container, path: str) -> Rec:
+    """Check ``node``'s children against ``schema``; convert leaves; apply defaults."""
+    node = doc.expand(node)
+    rec = Rec(node.pos)
+    known = schema.children
+    children = node.children or ()
+    raw = [kw for kw, sub in known.items() if type(sub) is ListOf and sub.raw]
+    if raw and children:
+        children = _take_raw(doc, rec, children, raw, path)
+    for ch in children:
+        kw = ch.keyword
+        sub = known.get(kw)
+        p = f"{path}/{kw}"
+        if sub is None:
+            raise doc.error(f"unknown {_kind(ch)} '{kw}'", ch.pos, p)
+        if isinstance(sub, Leaf):
+            if ch.children is not None:
+                raise doc.error(f"'{kw}' is a leaf, not a container", ch.pos, p)
+            if kw in rec:
+                raise doc.error(f"duplicate leaf '{kw}' (first at line {doc.line_of(rec.pos[kw])})",
+                                ch.pos, p)
+            if ch.value is None:
+                raise doc.error(f"leaf '{kw}' has no value", ch.pos, p)
+            try:
+                rec[kw] = sub.conv(ch.value)
+            except ValueError as e:
+                raise doc.error(str(e), ch.pos, p) from None
+            rec.pos[kw] = ch.pos
+            continue
+        _check_block(doc, ch, sub, p)
+        if isinstance(sub, ListOf):
+            entry = _walk(doc, ch, sub.entry, p)
+            rec[kw].append(entry) if kw in rec else _first_entry(rec, kw, entry)
+        else:
+            if kw in rec:
+                raise doc.error(f"duplicate container '{kw}' (first at line {doc.line_of(rec.pos[kw])})",
+                                ch.pos, p)
+            rec[kw] = _walk(doc, ch, sub, p)
+            rec.pos[kw] = ch.pos
+    for kw, sub in schema.children.items():
+        if kw in rec:
+            continue
+        if isinstance(sub, Leaf):
+            if sub.mandatory:
+                raise doc.error(f"missing mandatory leaf '{kw}'", node.pos, f"{path}/{kw}")
+            if sub.default is not None:
+                rec[kw] = sub.default
+        elif isinstance(sub, Container):   # absent non-presence container: its defaults
+            rec[kw] = _walk(doc, Node(kw, None, node.pos, []), sub, f"{path}/{kw}")
+        else:
+            rec[kw] = []
+    return rec
+
+
+def _first_entry(rec: Rec, kw: str, entry: Any) -> None:
+    rec[kw] = [entry]
+    rec.pos[kw] = entry.pos if isinstance(entry, Node) else entry.at
+
+
+def _check_block(doc: Document, ch: Node, sub: "Container | ListOf", p: str) -> None:
+    """A container or list entry must be ``keyword { ... }``."""
+    what = "list" if isinstance(sub, ListOf) else "container"
+    if ch.children is None:
+        raise doc.error(f"'{ch.keyword}' is a {what}, not a leaf", ch.pos, p)
+    if ch.value is not None:
+        raise doc.error(f"unexpected argument {ch.value!r} to {what} '{ch.keyword}'", ch.pos, p)
+
+
+def _take_raw(doc: Document, rec: Rec, children: list[Node], raw: list[str], path: str) -> list[Node]:
+    """Put the entries of raw (bulk) lists into ``rec`` as nodes, in file order, with
+    list comprehensions rather than the walker's loop; return the other children."""
+    for kw in raw:
+        entries = [c for c in children if c.keyword == kw]
+        if not entries:
+            continue
+        for c in [c for c in entries if type(c.children) is not tuple]:
+            _check_block(doc, c, ListOf(Container({})), f"{path}/{kw}")
+        rec[kw] = entries
+        rec.pos[kw] = entries[0].pos
+        children = [c for c in children if c.keyword != kw] if len(entries) < len(children) else []
+    return children
+
+
+# --- mapping onto the model ----------------------------------------------------------------------
+
+def loads_snabb(text: str, source: str = "<string>") -> Config:
+    """Parse and validate snabb-softwire-v3 data text."""
+    with no_gc():
+        doc = parse(text, source, _SOFTWIRE_COMPACT)
+        rec = _walk(doc, _root(doc), _SCHEMA, ROOT)
+        config = Config(external=_policy(rec["external-interface"], internal=False),
+                        internal=_policy(rec["internal-interface"], internal=True),
+                        instances=_instances(doc, rec),
+                        bindings=_bindings(doc, rec["binding-table"]["softwire"]),
+                        name=rec.get("name"), source=source)
+        del doc, rec    # free the (acyclic) tree by reference counting, before the GC sees it
+    return config
+
+
+def _root(doc: Document) -> Node:
+    """The one top-level ``softwire-config`` container."""
+    root = None
+    for n in doc.children:
+        if n.keyword != ROOT:
+            raise doc.error(f"unknown {_kind(n)} '{n.keyword}'", n.pos, n.keyword)
+        if root is not None:
+            raise doc.error(f"duplicate container '{ROOT}'", n.pos, ROOT)
+        if n.children is None:
+            raise doc.error(f"'{ROOT}' is a container, not a leaf", n.pos, ROOT)
+        if n.value is not None:
+            raise doc.error(f"unexpected argument {n.value!r} to container '{ROOT}'", n.pos, ROOT)
+        root = n
+    if root is None:
+        raise ConfigError(f"no '{ROOT}' container", file=doc.source, path=ROOT)
+    return root
+
+
+def load_snabb(path: str) -> Config:
+    """Load a snabb-softwire-v3 data file."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            text = fh.read()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"cannot read: {e}", file=str(path)) from None
+    return loads_snabb(text, str(path))
+
+
+def _policy(r: Rec, internal: bool) -> InterfacePolicy:
+    erl, ras = r["error-rate-limiting"], r["reassembly"]
+    extra = dict(flow_label=r["flow-label"], hairpinning=r["hairpinning"],
+                 vlan_tag=r.get("vlan-tag")) if internal else {}
+    return InterfacePolicy(
+        mtu=r["mtu"], mru=r["mru"], ingress_filter=r.get("ingress-filter"),
+        egress_filter=r.get("egress-filter"), allow_incoming_icmp=r["allow-incoming-icmp"],
+        generate_icmp_errors=r["generate-icmp-errors"],
+        error_rate_limit_packets=erl["packets"], error_rate_limit_period=erl["period"],
+        reassembly_max_fragments_per_packet=ras["max-fragments-per-packet"],
+        reassembly_max_packets=ras["max-packets"], **extra)
+
+
+def _instances(doc: Document, rec: Rec) -> list[Instance]:
+    out: list[Instance] = []
+    seen: dict[str, int] = {}
+    path = f"{ROOT}/instance"
+    for inst in rec["instance"]:
+        dev = inst["device"]
+        if dev in seen:
+            raise doc.error(f"duplicate instance device {dev!r} (first at line {seen[dev]})",
+                            inst.pos["device"], f"{path}/device")
+        seen[dev] = doc.line_of(inst.at)
+        if not inst["queue"]:
+            raise doc.error(f"instance {dev!r} has no queue", inst.at, f"{path}/queue")
+        ids: dict[int, int] = {}
+        for q in inst["queue"]:
+            if q["id"] in ids:
+                raise doc.error(f"duplicate queue id {q['id']} (first at line {ids[q['id']]})",
+                                q.pos["id"], f"{path}/queue/id")
+            ids[q["id"]] = doc.line_of(q.at)
+            out.append(Instance(
+                device=dev, external_device=inst.get("external-device"), queue_id=q["id"],
+                external=_addresses(doc, q["external-interface"], f"{path}/queue/external-interface"),
+                internal=_addresses(doc, q["internal-interface"], f"{path}/queue/internal-interface")))
+    if not out:
+        raise doc.error("at least one instance is required", rec.at, path)
+    return out
+
+
+def _addresses(doc: Document, r: Rec, path: str) -> InterfaceAddresses:
+    return InterfaceAddresses(ip=r["ip"], mac=r["mac"], vlan_tag=r.get("vlan-tag"),
+                              next_hop=_next_hop(doc, r["next-hop"], f"{path}/next-hop"))
+
+
+def _next_hop(doc: Document, r: Rec, path: str) -> NextHop:
+    """The mandatory choice: exactly one of ``ip`` (resolve) and ``mac`` (static)."""
+    if "ip" in r and "mac" in r:
+        second = max(("ip", "mac"), key=r.pos.__getitem__)
+        raise doc.error("'ip' and 'mac' are alternatives: give only one", r.pos[second],
+                        f"{path}/{second}")
+    if "ip" not in r and "mac" not in r:
+        raise doc.error("missing next-hop: one of 'ip' or 'mac' is required", r.at, path)
+    return NextHop(mac=r.get("mac"), ip=r.get("ip"))
+
+
+# --- binding table -------------------------------------------------------------------------------
+
+_SW_KEYS = frozenset(_SOFTWIRE.children)
+_PS_KEYS = frozenset(_SOFTWIRE.children["port-set"].children)
+#: How Snabb (and dump_snabb) write a softwire: parsed with one regex match each.
+_SOFTWIRE_COMPACT = Compact("softwire", ("ipv4", "psid", "b4-ipv6", "br-address",
+                                         ("port-set", ("psid-length", "reserved-ports-bit-count?"))))
+
+
+class _Reject(Exception):
+    """Softwire ``index`` failed the fast path; the walker will say why."""
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+
+
+def _bindings(doc: Document, nodes: list[Node]) -> Bindings:
+    try:
+        return _bindings_fast(doc, nodes)
+    except _Reject as r:
+        _walk(doc, nodes[r.index], _SOFTWIRE, SOFTWIRE)        # raises the precise error
+        raise doc.error("invalid softwire", nodes[r.index].pos, SOFTWIRE) from None
+
+
+def _collect(doc: Document, nodes: list[Node]) -> list[tuple[str, ...]]:
+    """Columns (ipv4, psid, b4-ipv6, br-address, psid-length, reserved-ports-bit-count)
+    of leaf strings, in file order; _Reject on anything the fast path does not handle."""
+    rows = list(map(attrgetter("children"), nodes))
+    if set(map(type, rows)) != {tuple}:
+        for i, r in enumerate(rows):
+            if type(r) is not tuple:
+                rows[i] = _softwire_row(doc.expand(nodes[i]), i)
+    flat = list(chain.from_iterable(rows))     # every row has 6 entries
+    cols = [flat[j::6] for j in range(6)]
+    if cols[5].count(None) == len(rows):       # no reserved-ports-bit-count anywhere
+        cols[5] = None
+    else:
+        cols[5] = ["0" if v is None else v for v in cols[5]]
+    return cols
+
+
+def _softwire_row(sw: Node, i: int) -> tuple[str, ...]:
+    """The compact row of a softwire written some other way (leaf order, quoting)."""
+    d = {c.keyword: c for c in sw.children}
+    if len(d) != len(sw.children) or not d.keys() <= _SW_KEYS or sw.value is not None or "padding" in d:
+        raise _Reject(i)              # padding: rare, let the walker validate it
+    try:
+        leaves = [d["ipv4"], d["psid"], d["b4-ipv6"], d["br-address"]]
+        ps = d["port-set"].children
+        pd = {c.keyword: c for c in ps}
+        if len(pd) != len(ps) or not pd.keys() <= _PS_KEYS:
+            raise _Reject(i)
+        leaves.append(pd["psid-length"])
+    except (KeyError, TypeError):
+        raise _Reject(i) from None
+    if any(c.children is not None or c.value is None for c in leaves):
+        raise _Reject(i)
+    rsv = pd.get("reserved-ports-bit-count")
+    if rsv is not None and (rsv.children is not None or rsv.value is None):
+        raise _Reject(i)
+    return (*(c.value for c in leaves), "0" if rsv is None else rsv.value)
+
+
+def _first_failure(values: list, conv: Callable) -> int:
+    for i, v in enumerate(values):
+        try:
+            conv(v)
+        except (OSError, ValueError, TypeError):
+            return i
+    raise AssertionError("bulk conversion failed but no single value does")
+
+
+def _packed(values: list[str], pton: Callable[[str], bytes]) -> bytes:
+    try:
+        return b"".join(map(pton, values))
+    except (OSError, ValueError, TypeError):
+        raise _Reject(_first_failure(values, pton)) from None
+
+
+def _ints(values: list[str], bits: int, hi: int) -> np.ndarray:
+    """Unsigned decimal strings to int64, each <= hi; _Reject at the first bad one."""
+    digits = "".join(values)
+    if digits.isascii() and digits.isdigit() and all(values):   # the usual case, checked in C
+        try:
+            arr = np.fromiter(map(int, values), np.int64, len(values))
+            if not (arr > hi).any():
+                return arr
+        except OverflowError:
+            pass
+    conv = _uint(bits, 0, hi)                                   # "+5", or an error somewhere
+    try:
+        return np.fromiter(map(conv, values), np.int64, len(values))
+    except ValueError:
+        raise _Reject(_first_failure(values, conv)) from None
+
+
+def _bindings_fast(doc: Document, nodes: list[Node]) -> Bindings:
+    n = len(nodes)
+    if n == 0:
+        return Bindings.empty()
+    v4s, psids, b4s, brs, lens, rsvs = _collect(doc, nodes)
+    ipv4 = np.frombuffer(_packed(v4s, _pton4), ">u4").astype(np.uint32)
+    b4 = np.frombuffer(_packed(b4s, _pton6), np.uint8).reshape(n, 16).copy()
+    psid, plen = _ints(psids, 16, 0xFFFF), _ints(lens, 8, 16)
+    rsv = np.zeros(n, np.int64) if rsvs is None else _ints(rsvs, 8, 16)
+    br_addresses, br_index = _br_index(brs)
+    line = doc.lines_of(np.fromiter(map(attrgetter("pos"), nodes), np.int64, n))
+    _check_port_sets(doc, ipv4, psid, plen, rsv, line)
+    return Bindings(ipv4=ipv4, psid=psid.astype(np.uint16), psid_length=plen.astype(np.uint8),
+                    reserved_ports_bit_count=rsv.astype(np.uint8), b4_ipv6=b4,
+                    br_index=br_index, br_addresses=br_addresses, line=line)
+
+
+def _br_index(brs: list[str]) -> tuple[list[bytes], np.ndarray]:
+    """Distinct BR addresses in first-seen order, and each softwire's index into them."""
+    by_text: dict[str, int] = {}
+    by_bytes: dict[bytes, int] = {}
+    for s in dict.fromkeys(brs):
+        try:
+            packed = _pton6(s)
+        except (OSError, ValueError, TypeError):
+            raise _Reject(brs.index(s)) from None
+        by_text[s] = by_bytes.setdefault(packed, len(by_bytes))
+    if len(by_bytes) > 0x10000:
+        raise _Reject(brs.index(next(s for s, i in by_text.items() if i == 0x10000)))
+    index = np.fromiter(map(by_text.__getitem__, brs), np.uint16, len(brs))
+    return list(by_bytes), index
+
+
+def _fmt4(v: int) -> str:
+    return socket.inet_ntop(socket.AF_INET, int(v).to_bytes(4, "big"))
+
+
+def _check_port_sets(doc: Document, ipv4: np.ndarray, psid: np.ndarray, plen: np.ndarray,
+                     rsv: np.ndarray, line: np.ndarray) -> None:
+    """Per-softwire port-set sanity, duplicates and overlapping port sets (vectorised)."""
+    def fail(i: int, leaf: str, msg: str) -> None:
+        raise ConfigError(msg, file=doc.source, line=int(line[i]), path=f"{SOFTWIRE}{leaf}")
+
+    bad = np.flatnonzero(plen + rsv > 16)
+    if bad.size:
+        i = int(bad[0])
+        fail(i, "/port-set/reserved-ports-bit-count",
+             f"psid-length {plen[i]} + reserved-ports-bit-count {rsv[i]} exceeds 16")
+    bad = np.flatnonzero(psid >= (np.int64(1) << plen))
+    if bad.size:
+        i = int(bad[0])
+        fail(i, "/psid", f"psid {psid[i]} does not fit in psid-length {plen[i]} (must be < {1 << int(plen[i])})")
+    key = (ipv4.astype(np.uint64) << np.uint64(16)) | psid.astype(np.uint64)
+    order = np.argsort(key, kind="stable")
+    sk = key[order]
+    dup = order[1:][sk[1:] == sk[:-1]]
+    if dup.size:
+        i = int(dup.min())
+        first = int(np.flatnonzero(key == key[i])[0])
+        fail(i, "", f"duplicate softwire {_fmt4(ipv4[i])} psid {psid[i]} (first at line {line[first]})")
+    _, first_of, inverse = np.unique(ipv4, return_index=True, return_inverse=True)
+    params = (plen << 8) | rsv
+    firsts = first_of[inverse.reshape(-1)]
+    bad = np.flatnonzero(params != params[firsts])
+    if bad.size:
+        i = int(bad[0])
+        f = int(firsts[i])
+        fail(i, "/port-set", f"overlapping port sets for {_fmt4(ipv4[i])}: psid-length {plen[i]}, "
+             f"reserved-ports-bit-count {rsv[i]} here, but psid-length {plen[f]}, "
+             f"reserved-ports-bit-count {rsv[f]} at line {line[f]}")
+
+
+def validate_br_addresses(config: Config, allowed: set[bytes],
+                          path: str = f"{SOFTWIRE}/br-address") -> None:
+    """Raise ConfigError if a softwire names a BR address (16 bytes) not in ``allowed``.
+
+    snabb-softwire-v3 has no list of BR addresses (the softwires' br-address
+    values define it), so :func:`loads_snabb` does not call this; sources that
+    do list them (RFC 8676) do.
+    """
+    b = config.bindings
+    bad = [i for i, a in enumerate(b.br_addresses) if a not in allowed]
+    if not bad or not len(b):
+        return
+    rows = np.flatnonzero(np.isin(b.br_index, bad))
+    if not rows.size:
+        return
+    i = int(rows[0])
+    line = int(b.line[i]) if b.line is not None and b.line[i] > 0 else None
+    br = socket.inet_ntop(socket.AF_INET6, b.br_addresses[int(b.br_index[i])])
+    raise ConfigError(f"softwire {_fmt4(b.ipv4[i])} psid {b.psid[i]}: br-address {br} "
+                      f"is not one of the BR's addresses", file=config.source, line=line, path=path)
+
+
+# --- writing -------------------------------------------------------------------------------------
+
+def _ntop6(b: bytes) -> str:
+    return socket.inet_ntop(socket.AF_INET6, bytes(b))
+
+
+def _mac_text(b: bytes) -> str:
+    return ":".join(f"{x:02x}" for x in b)
+
+
+def _bool(v: bool) -> str:
+    return "true" if v else "false"
+
+
+def dump_snabb(config: Config) -> str:
+    """``config`` as snabb-softwire-v3 data text; :func:`loads_snabb` reads it back equal.
+
+    ValueError if ``config`` holds what the format cannot say (an external-side
+    VLAN tag, flow label or hairpinning setting; one device with two
+    external devices).
+    """
+    out = [f"{ROOT} {{"]
+    if config.name is not None:
+        out.append(f"  name {quote(config.name)};")
+    out += _dump_bindings(config.bindings)
+    out += _dump_policy("external-interface", config.external, internal=False)
+    out += _dump_policy("internal-interface", config.internal, internal=True)
+    out += _dump_instances(config.instances)
+    out.append("}")
+    return "\n".join(out) + "\n"
+
+
+def _dump_bindings(b: Bindings) -> list[str]:
+    if not len(b):
+        return []
+    brs = [_ntop6(a) for a in b.br_addresses]
+    raw4 = b.ipv4.astype(">u4").tobytes()
+    raw6 = np.ascontiguousarray(b.b4_ipv6, np.uint8).tobytes()
+    out = ["  binding-table {"]
+    for i, (p, pl, rb, bi) in enumerate(zip(b.psid.tolist(), b.psid_length.tolist(),
+                                             b.reserved_ports_bit_count.tolist(), b.br_index.tolist())):
+        out.append(
+            f"    softwire {{\n"
+            f"      ipv4 {socket.inet_ntop(socket.AF_INET, raw4[4 * i:4 * i + 4])};\n"
+            f"      psid {p};\n"
+            f"      b4-ipv6 {socket.inet_ntop(socket.AF_INET6, raw6[16 * i:16 * i + 16])};\n"
+            f"      br-address {brs[bi]};\n"
+            f"      port-set {{\n"
+            f"        psid-length {pl};\n"
+            + (f"        reserved-ports-bit-count {rb};\n" if rb else "")
+            + "      }\n    }")
+    out.append("  }")
+    return out
+
+
+def _dump_policy(name: str, p: InterfacePolicy, internal: bool) -> list[str]:
+    if not internal and (p.vlan_tag is not None or p.flow_label != 0 or not p.hairpinning):
+        raise ValueError("snabb-softwire-v3 external-interface has no vlan-tag, flow-label "
+                         "or hairpinning")
+    out = [f"  {name} {{", f"    mtu {p.mtu};", f"    mru {p.mru};"]
+    if p.ingress_filter is not None:
+        out.append(f"    ingress-filter {quote(p.ingress_filter)};")
+    if p.egress_filter is not None:
+        out.append(f"    egress-filter {quote(p.egress_filter)};")
+    out += [f"    allow-incoming-icmp {_bool(p.allow_incoming_icmp)};",
+            f"    generate-icmp-errors {_bool(p.generate_icmp_errors)};",
+            "    error-rate-limiting {", f"      packets {p.error_rate_limit_packets};",
+            f"      period {p.error_rate_limit_period};", "    }",
+            "    reassembly {", f"      max-fragments-per-packet {p.reassembly_max_fragments_per_packet};",
+            f"      max-packets {p.reassembly_max_packets};", "    }"]
+    if internal:
+        out.append(f"    flow-label {p.flow_label};")
+        if p.vlan_tag is not None:
+            out.append(f"    vlan-tag {p.vlan_tag};")
+        out.append(f"    hairpinning {_bool(p.hairpinning)};")
+    out.append("  }")
+    return out
+
+
+def _dump_instances(instances: list[Instance]) -> list[str]:
+    by_device: dict[str, list[Instance]] = {}
+    for inst in instances:
+        by_device.setdefault(inst.device, []).append(inst)
+    out = []
+    for dev, queues in by_device.items():
+        ext = {q.external_device for q in queues}
+        if len(ext) > 1:
+            raise ValueError(f"instance {dev!r}: queues disagree on external-device")
+        out += ["  instance {", f"    device {quote(dev)};"]
+        if queues[0].external_device is not None:
+            out.append(f"    external-device {quote(queues[0].external_device)};")
+        for q in queues:
+            out += ["    queue {", f"      id {q.queue_id};"]
+            out += _dump_addresses("external-interface", q.external, socket.AF_INET)
+            out += _dump_addresses("internal-interface", q.internal, socket.AF_INET6)
+            out.append("    }")
+        out.append("  }")
+    return out
+
+
+def _dump_addresses(name: str, a: InterfaceAddresses, family: int) -> list[str]:
+    out = [f"      {name} {{", f"        ip {socket.inet_ntop(family, a.ip)};",
+           f"        mac {_mac_text(a.mac)};"]
+    if a.vlan_tag is not None:
+        out.append(f"        vlan-tag {a.vlan_tag};")
+    nh = a.next_hop
+    if (nh.ip is None) == (nh.mac is None):
+        raise ValueError(f"{name} next-hop needs exactly one of ip and mac")
+    out += ["        next-hop {",
+            f"          ip {socket.inet_ntop(family, nh.ip)};" if nh.ip is not None
+            else f"          mac {_mac_text(nh.mac)};",
+            "        }", "      }"]
+    return out

@@ -1,0 +1,102 @@
+"""Test helpers: random binding tables and traffic, built with scapy."""
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import replace
+
+import numpy as np
+from hypothesis import strategies as st
+from scapy.layers.inet import ICMP, IP, TCP, UDP
+from scapy.layers.inet6 import IPv6
+from scapy.layers.l2 import Ether
+
+from lwaftr.config.model import Bindings, Config
+from lwaftr.examples import example_config
+
+BR0 = "2001:db8:ffff::1"
+BR1 = "2001:db8:ffff::2"
+AFTR_MAC_V4 = "02:00:00:00:00:01"
+AFTR_MAC_V6 = "02:00:00:00:00:02"
+
+
+def v4int(a: str) -> int:
+    return int(ipaddress.IPv4Address(a))
+
+
+def make_config(rows: list[tuple[str, int, int, str, int]], **internal) -> Config:
+    """rows: (ipv4, psid, psid_length, b4, br_index); BRs are BR0 and BR1."""
+    n = len(rows)
+    base = example_config()
+    b = Bindings(
+        ipv4=np.array([v4int(r[0]) for r in rows], np.uint32),
+        psid=np.array([r[1] for r in rows], np.uint16),
+        psid_length=np.array([r[2] for r in rows], np.uint8),
+        reserved_ports_bit_count=np.zeros(n, np.uint8),
+        b4_ipv6=np.array([list(ipaddress.IPv6Address(r[3]).packed) for r in rows], np.uint8).reshape(n, 16),
+        br_index=np.array([r[4] for r in rows], np.uint16),
+        br_addresses=[ipaddress.IPv6Address(BR0).packed, ipaddress.IPv6Address(BR1).packed],
+        line=np.zeros(n, np.int32),
+    )
+    return replace(base, bindings=b, internal=replace(base.internal, **internal))
+
+
+@st.composite
+def tables(draw):
+    """A random binding table over 192.0.2.1-4 with per-address PSID lengths."""
+    rows = []
+    for i in range(draw(st.integers(1, 4))):
+        k = draw(st.sampled_from([0, 2, 4, 6]))
+        for p in sorted(draw(st.sets(st.integers(0, (1 << k) - 1), min_size=1, max_size=4))):
+            rows.append((f"192.0.2.{i + 1}", p, k, f"2001:db8:1::{len(rows) + 1:x}", draw(st.integers(0, 1))))
+    return rows
+
+
+def port_of(psid: int, k: int, j: int) -> int:
+    """A port in PSID ``psid`` of a k-bit port map (no reserved ports)."""
+    m = 16 - k
+    return (psid << m) | (j & ((1 << m) - 1)) if k else j
+
+
+@st.composite
+def inet_frame(draw, rows):
+    """A frame from the Internet: to a bound or random (address, port)."""
+    if draw(st.booleans()):
+        ip, psid, k, _, _ = draw(st.sampled_from(rows))
+        dport = port_of(psid, k, draw(st.integers(0, 65535)))
+    else:
+        ip = f"192.0.2.{draw(st.integers(1, 5))}"
+        dport = draw(st.integers(0, 65535))
+    ttl = draw(st.sampled_from([0, 1, 2, 64]))
+    size = draw(st.sampled_from([0, 10, 1300, 1452, 1480]))
+    flags = draw(st.sampled_from(["", "DF"]))
+    l4 = draw(st.sampled_from(["tcp", "udp", "icmp-echo-reply"]))
+    pay = bytes(size)
+    if l4 == "tcp":
+        l4p = TCP(sport=80, dport=dport) / pay
+    elif l4 == "udp":
+        l4p = UDP(sport=53, dport=dport) / pay
+    else:
+        l4p = ICMP(type=0, id=dport) / pay
+    p = Ether(dst=AFTR_MAC_V4, src="02:00:00:00:00:11") / IP(src="203.0.113.9", dst=ip, ttl=ttl, flags=flags,
+                                                             tos=draw(st.integers(0, 255))) / l4p
+    return bytes(p)
+
+
+@st.composite
+def b4_frame(draw, rows):
+    """A tunnelled frame from a B4: matching its softwire, or spoofing some part."""
+    ip, psid, k, b4, br = draw(st.sampled_from(rows))
+    sport = port_of(psid, k, draw(st.integers(0, 65535)))
+    spoof = draw(st.sampled_from(["none", "none", "b4", "br", "port"]))
+    if spoof == "b4":
+        b4 = "2001:db8:2::99"
+    elif spoof == "br":
+        br = 1 - br
+    elif spoof == "port":
+        sport = draw(st.integers(0, 65535))
+    dst = draw(st.sampled_from(["203.0.113.9", "192.0.2.1", "192.0.2.2"]))
+    dport = draw(st.integers(0, 65535))
+    size = draw(st.sampled_from([0, 10, 1300, 1440, 1452]))
+    inner = IP(src=ip, dst=dst, ttl=draw(st.sampled_from([1, 2, 64]))) / UDP(sport=sport, dport=dport) / bytes(size)
+    p = Ether(dst=AFTR_MAC_V6, src="02:00:00:00:00:22") / IPv6(src=b4, dst=[BR0, BR1][br], hlim=64) / inner
+    return bytes(p)
