@@ -128,11 +128,13 @@ def crafted_frames() -> list[bytes]:
         e / IP(src="192.0.2.1", dst="10.9.9.9") / ICMP(type=0) / Raw(b"pong"),
         e / IP(src="10.1.2.3", dst="192.0.2.1", options=[IPOption_Router_Alert()]) / TCP(dport=80, flags="S"),
         e / IP(src="10.1.2.3", dst="192.0.2.1", options=[IPOption_RR(routers=["1.2.3.4"] * 5)]) / UDP(dport=53),
-        e / IP(src="10.1.2.3", dst="192.0.2.1", flags="MF", frag=0, id=7) / TCP(dport=80, flags="S") / Raw(b"a" * 8),
+        e / IP(src="10.1.2.3", dst="192.0.2.1", flags="MF", frag=0, id=7) / TCP(dport=80, flags="S")
+        / Raw(b"a" * 8),
         e / IP(src="10.1.2.3", dst="192.0.2.1", frag=185, id=7, proto=6) / Raw(b"b" * 40),
         e / IP(src="10.1.2.3", dst="224.0.0.5", ttl=1) / UDP(dport=520),
         e / IP(src="10.1.2.3", dst="192.0.2.1", proto=47) / Raw(b"gre!" * 3),
-        Ether(src=MAC_B, dst="ff:ff:ff:ff:ff:ff") / IP(src="0.0.0.0", dst="255.255.255.255") / UDP(sport=68, dport=67),
+        Ether(src=MAC_B, dst="ff:ff:ff:ff:ff:ff") / IP(src="0.0.0.0", dst="255.255.255.255")
+        / UDP(sport=68, dport=67),
         e / IPv6(src="2001:db8:0:1::2", dst="2001:db8::1") / TCP(sport=1234, dport=80, flags="S"),
         e / IPv6(src="2001:db8::1", dst="2001:db8:0:1::2") / TCP(sport=443, dport=1234, flags="SA") / pay,
         e / IPv6(src="2001:db8:0:1::2", dst="2001:db8::53") / UDP(sport=3000, dport=53),
@@ -163,7 +165,8 @@ def crafted_frames() -> list[bytes]:
         e / IP(src="10.1.2.3", dst="192.0.2.1") / UDP(sport=999, dport=6081) / GENEVE(proto=0x6558)
         / Ether(src=MAC_B, dst=MAC_A) / IP(src="10.7.7.7", dst="10.8.8.8") / TCP(dport=80),
         e / IP(src="10.1.2.3", dst="192.0.2.1") / UDP(sport=999, dport=6081)
-        / GENEVE(proto=0x0800, optionlen=2, options=b"\x00" * 8) / IP(src="10.7.7.7", dst="10.8.8.8") / TCP(dport=80),
+        / GENEVE(proto=0x0800, optionlen=2, options=b"\x00" * 8)
+        / IP(src="10.7.7.7", dst="10.8.8.8") / TCP(dport=80),
         e / IPv6(src="2001:db8::2", dst="2001:db8::1") / UDP(dport=6081) / GENEVE(proto=0x86DD)
         / IPv6(src="2001:db8::7", dst="2001:db8::8") / UDP(dport=53),
         e / MPLS(label=5, s=0) / MPLS(label=6, s=1) / IP(src="10.1.2.3", dst="192.0.2.1") / UDP(dport=53),
@@ -360,7 +363,8 @@ def test_hand_programs_cover_every_opcode() -> None:
 # -- own semantics where libpcap's interpreter is undefined or never returns ---
 
 def run(insns: list, frame: bytes = b"") -> int:
-    return int(bpf_run(np.array(insns, np.uint32).reshape(-1, 4), np.frombuffer(frame, np.uint8).copy(), 0, len(frame)))
+    prog = np.array(insns, np.uint32).reshape(-1, 4)
+    return int(bpf_run(prog, np.frombuffer(frame, np.uint8).copy(), 0, len(frame)))
 
 
 def test_undefined_cases_drop() -> None:
@@ -565,9 +569,10 @@ def test_filter_slots_on_the_pool() -> None:
     pool = PacketPool(n_slots=64)
     frames = [f for f in CRAFTED + VECTOR_FRAMES if len(f) <= pool.max_frame][:64]
     slots = pool.store(frames)
-    pool.off[slots[::3]] -= 4  # frames need not sit at the default offset
-    for s in slots[::3]:
-        pool.buf[s, pool.off[s]:pool.off[s] + pool.length[s]] = pool.buf[s, pool.off[s] + 4:pool.off[s] + 4 + pool.length[s]].copy()
+    for s in slots[::3]:  # frames need not sit at the default offset
+        o, n = int(pool.off[s]), int(pool.length[s])
+        pool.buf[s, o - 4:o - 4 + n] = pool.buf[s, o:o + n].copy()
+        pool.off[s] = o - 4
     keep = np.empty(len(slots), np.uint8)
     for expr in ("ip", "ip6", "udp port 53", "vlan", "len < 0"):
         f = PacketFilter(expr)

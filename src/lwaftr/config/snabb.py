@@ -380,10 +380,9 @@ def _next_hop(doc: Document, r: Rec, path: str) -> NextHop:
 
 # --- binding table -------------------------------------------------------------------------------
 
-_SW_KEYS = frozenset(_SOFTWIRE.children)
-_PS_KEYS = frozenset(_SOFTWIRE.children["port-set"].children)
 #: How Snabb (and dump_snabb) write a softwire: parsed with one regex match each.
-_SOFTWIRE_COMPACT = Compact("softwire", ("ipv4", "psid", "b4-ipv6", "br-address",
+#: Snabb prints list keys, then the other members in alphabetical order, defaults omitted.
+_SOFTWIRE_COMPACT = Compact("softwire", ("ipv4", "psid", "b4-ipv6", "br-address", "padding?",
                                          ("port-set", ("psid-length", "reserved-ports-bit-count?"))))
 
 
@@ -402,43 +401,42 @@ def _bindings(doc: Document, nodes: list[Node]) -> Bindings:
         raise doc.error("invalid softwire", nodes[r.index].pos, SOFTWIRE) from None
 
 
-def _collect(doc: Document, nodes: list[Node]) -> list[tuple[str, ...]]:
-    """Columns (ipv4, psid, b4-ipv6, br-address, psid-length, reserved-ports-bit-count)
-    of leaf strings, in file order; _Reject on anything the fast path does not handle."""
+_COLUMNS = 7     # ipv4, psid, b4-ipv6, br-address, padding, psid-length, reserved-ports-bit-count
+
+
+def _collect(doc: Document, nodes: list[Node]) -> list[list[str | None]]:
+    """The leaf strings of every softwire as columns, in file order (see _COLUMNS;
+    None for an absent optional leaf).  Canonical softwires arrive as compact rows;
+    others are walked (which raises any error) and turned into rows."""
     rows = list(map(attrgetter("children"), nodes))
     if set(map(type, rows)) != {tuple}:
         for i, r in enumerate(rows):
             if type(r) is not tuple:
-                rows[i] = _softwire_row(doc.expand(nodes[i]), i)
-    flat = list(chain.from_iterable(rows))     # every row has 6 entries
-    cols = [flat[j::6] for j in range(6)]
-    if cols[5].count(None) == len(rows):       # no reserved-ports-bit-count anywhere
-        cols[5] = None
-    else:
-        cols[5] = ["0" if v is None else v for v in cols[5]]
-    return cols
+                rows[i] = _softwire_row(doc, doc.expand(nodes[i]))
+    flat = list(chain.from_iterable(rows))
+    return [flat[j::_COLUMNS] for j in range(_COLUMNS)]
 
 
-def _softwire_row(sw: Node, i: int) -> tuple[str, ...]:
-    """The compact row of a softwire written some other way (leaf order, quoting)."""
+def _softwire_row(doc: Document, sw: Node) -> tuple[str | None, ...]:
+    """The compact row of a softwire written some other way (leaf order, quoting, comments)."""
+    _walk(doc, sw, _SOFTWIRE, SOFTWIRE)          # structure and types; raises precisely
     d = {c.keyword: c for c in sw.children}
-    if len(d) != len(sw.children) or not d.keys() <= _SW_KEYS or sw.value is not None or "padding" in d:
-        raise _Reject(i)              # padding: rare, let the walker validate it
-    try:
-        leaves = [d["ipv4"], d["psid"], d["b4-ipv6"], d["br-address"]]
-        ps = d["port-set"].children
-        pd = {c.keyword: c for c in ps}
-        if len(pd) != len(ps) or not pd.keys() <= _PS_KEYS:
-            raise _Reject(i)
-        leaves.append(pd["psid-length"])
-    except (KeyError, TypeError):
-        raise _Reject(i) from None
-    if any(c.children is not None or c.value is None for c in leaves):
-        raise _Reject(i)
-    rsv = pd.get("reserved-ports-bit-count")
-    if rsv is not None and (rsv.children is not None or rsv.value is None):
-        raise _Reject(i)
-    return (*(c.value for c in leaves), "0" if rsv is None else rsv.value)
+    ps = {c.keyword: c.value for c in d["port-set"].children}
+    pad = d.get("padding")
+    return (d["ipv4"].value, d["psid"].value, d["b4-ipv6"].value, d["br-address"].value,
+            None if pad is None else pad.value, ps["psid-length"], ps.get("reserved-ports-bit-count"))
+
+
+def _optional_ints(values: list[str | None], bits: int, hi: int) -> np.ndarray:
+    """Like _ints, absent (None) values are 0."""
+    present = [i for i, v in enumerate(values) if v is not None] if values.count(None) < len(values) else []
+    out = np.zeros(len(values), np.int64)
+    if present:
+        try:
+            out[present] = _ints([values[i] for i in present], bits, hi)
+        except _Reject as r:
+            raise _Reject(present[r.index]) from None
+    return out
 
 
 def _first_failure(values: list, conv: Callable) -> int:
@@ -478,11 +476,12 @@ def _bindings_fast(doc: Document, nodes: list[Node]) -> Bindings:
     n = len(nodes)
     if n == 0:
         return Bindings.empty()
-    v4s, psids, b4s, brs, lens, rsvs = _collect(doc, nodes)
+    v4s, psids, b4s, brs, pads, lens, rsvs = _collect(doc, nodes)
     ipv4 = np.frombuffer(_packed(v4s, _pton4), ">u4").astype(np.uint32)
     b4 = np.frombuffer(_packed(b4s, _pton6), np.uint8).reshape(n, 16).copy()
     psid, plen = _ints(psids, 16, 0xFFFF), _ints(lens, 8, 16)
-    rsv = np.zeros(n, np.int64) if rsvs is None else _ints(rsvs, 8, 16)
+    rsv = _optional_ints(rsvs, 8, 16)
+    _optional_ints(pads, 16, 0xFFFF)          # checked, not kept
     br_addresses, br_index = _br_index(brs)
     line = doc.lines_of(np.fromiter(map(attrgetter("pos"), nodes), np.int64, n))
     _check_port_sets(doc, ipv4, psid, plen, rsv, line)

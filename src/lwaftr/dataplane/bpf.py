@@ -19,16 +19,20 @@ this machine because it maps one-to-one onto the calls above
 read out, freed with ``pcap_freecode``, and executed with
 ``pcap_offline_filter``; compile errors carry ``pcap_geterr``'s text), has no
 Python dependencies, and its manylinux wheel bundles a current libpcap
-(1.10.x), so it needs no system library.  ``libpcap`` (karpierz) is
+(1.10.6), so it needs no system library.  ``libpcap`` (karpierz) is
 pre-release-only and pulls in ``py-utlx``/``pkg-about``/``build``/``chardet``;
 ``pcapy-ng`` bundles the older libpcap 1.9.1; ``pypcap`` ships only an sdist
 to build and does not expose the instructions.
 
-Interpreter semantics follow libpcap's ``bpf_filter()``: 32-bit unsigned
-arithmetic; a load outside the frame, a division or modulus by zero, an
-unknown opcode or a jump out of the program returns 0 (drop); ``JA`` takes
-a signed offset (libpcap's ``protochain`` loops backwards), bounded by
-:data:`MAX_BACKWARD_JUMPS`; shifts by 32 or more give 0.
+Interpreter semantics follow libpcap's ``bpf_filter()`` (checked against it
+by ``tests/test_bpf.py``): 32-bit unsigned arithmetic; a load outside the
+frame, a division or modulus by zero, an unknown opcode, a scratch index
+past M[15] or a jump out of the program returns 0 (drop); ``JA`` takes a
+signed offset (libpcap's ``protochain`` loops backwards), at most
+:data:`MAX_BACKWARD_JUMPS` backward jumps per run; a shift by 32 or more
+gives 0 (libpcap does so for X; for K it is undefined C and rejected by the
+compiler and the kernel's validator).  Loads never read past ``buf`` even if
+``off + length`` does; ``len`` is still ``length``.
 """
 from __future__ import annotations
 
@@ -127,7 +131,7 @@ def compile_filter(expr: str, *, snaplen: int = 65535) -> np.ndarray:
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _rd(buf, o, size):
+def _rd(buf: np.ndarray, o: int, size: int) -> int:
     """Big-endian load of ``size`` (4, 2 or 1) bytes at ``buf[o]``."""
     if size == 4:
         return ((np.int64(buf[o]) << 24) | (np.int64(buf[o + 1]) << 16)
@@ -138,7 +142,7 @@ def _rd(buf, o, size):
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _mul32(a, b):
+def _mul32(a: int, b: int) -> int:
     """``a * b mod 2**32`` for 32-bit operands without int64 overflow."""
     lo = a * (b & 0xFFFF)
     hi = ((a * (b >> 16)) & 0xFFFF) << 16
@@ -146,7 +150,7 @@ def _mul32(a, b):
 
 
 @numba.njit(cache=True, nogil=True)
-def bpf_exec(prog, buf, off, length, mem):
+def bpf_exec(prog: np.ndarray, buf: np.ndarray, off: int, length: int, mem: np.ndarray) -> int:
     """:func:`bpf_run` with caller-provided scratch memory ``mem`` (int64[>=16]).
 
     For batch kernels: no allocation per frame.  ``mem`` is zeroed first.
@@ -184,7 +188,7 @@ def bpf_exec(prog, buf, off, length, mem):
                     return 0
                 A = _rd(buf, off + k, size)
             elif code == BPF_LD | BPF_W | BPF_LEN:
-                A = caplen & _U32
+                A = wirelen & _U32
             elif code == BPF_LD | BPF_IMM:
                 A = k
             elif code == BPF_LD | BPF_MEM:
@@ -293,7 +297,7 @@ def bpf_exec(prog, buf, off, length, mem):
 
 
 @numba.njit(cache=True, nogil=True)
-def bpf_run(prog, buf, off, length):
+def bpf_run(prog: np.ndarray, buf: np.ndarray, off: int, length: int) -> int:
     """Run BPF program ``prog`` (uint32[n, 4]) on ``buf[off:off + length]``.
 
     ``buf`` is a 1-D uint8 array (e.g. one packet-pool row).  Returns the
@@ -304,7 +308,8 @@ def bpf_run(prog, buf, off, length):
 
 
 @numba.njit(cache=True, nogil=True)
-def filter_slots(prog, buf, off, length, slots, keep):
+def filter_slots(prog: np.ndarray, buf: np.ndarray, off: np.ndarray, length: np.ndarray,
+                 slots: np.ndarray, keep: np.ndarray) -> int:
     """Batch form over a packet pool: ``keep[i] = 1`` if the frame in slot
     ``slots[i]`` (``buf[s, off[s]:off[s] + length[s]]``) passes, else 0.
     Returns the number kept."""

@@ -87,7 +87,8 @@ def ipv4_later_fragment_header(header: bytes) -> bytes:
 
 
 class _Fragmenter:
-    _ETHERTYPE: int
+    """What IPv4 and IPv6 fragmentation share: the ID counter and counting."""
+
     _ID_MASK: int
     _FRAG: int
     _FRAG_NOT: int
@@ -135,7 +136,6 @@ class Fragmenter4(_Fragmenter):
     without them fits it leaves as one frame, trimmed.
     """
 
-    _ETHERTYPE = W.ETHERTYPE_IPV4
     _ID_MASK = 0xFFFF
     _FRAG = C.OUT_IPV4_FRAG
     _FRAG_NOT = C.OUT_IPV4_FRAG_NOT
@@ -211,7 +211,6 @@ class Fragmenter6(_Fragmenter):
     fits, then fragments); :meth:`push_batch` gives that order.
     """
 
-    _ETHERTYPE = W.ETHERTYPE_IPV6
     _ID_MASK = 0xFFFFFFFF
     _FRAG = C.OUT_IPV6_FRAG
     _FRAG_NOT = C.OUT_IPV6_FRAG_NOT

@@ -30,8 +30,8 @@ a fragment                         ``in-ipvX-frag-needs-reassembly`` +1, then:
 - starting a reassembly while      ``drop-ipvX-frag-random-evicted`` +1
   ``max_packets`` are in progress
 a reassembly older than            ``drop-ipvX-frag-invalid-reassembly`` +1
-``timeout`` seconds (checked on
-every ``push``/``expire``)
+``timeout`` seconds (checked on    (IPv6: Snabb's 60 s; IPv4: Snabb has no
+every ``push``/``expire``)         timeout, ours is 30 s)
 =================================  ==========================================
 
 A reassembly is abandoned (all its fragments discarded, one
