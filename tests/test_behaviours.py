@@ -202,11 +202,13 @@ def test_vlan_tags_in_and_out():
 
 def test_tunnel_encapsulation_limit_option_is_decapsulated():
     e = engine()
-    tel = IPv6ExtHdrDestOpt(options=[Raw(b"\x04\x01\x04"), PadN(optdata=b"")])
-    frame = from_b4(ext=tel)
+    # next header IPv4, length 0 (8 bytes): Tunnel Encapsulation Limit = 4, then PadN of 1 byte.
+    tel = Raw(bytes([4, 0, 4, 1, 4, 1, 1, 0]))
+    inner = IP(src="192.0.2.1", dst=HOST) / UDP(sport=4100, dport=53) / b"hi"
+    frame = bytes(Ether(dst=MAC_V6, src=NEXT_V6) / IPv6(src="2001:db8:1::a", dst=BR0, nh=60) / tel / inner)
     o4, o6 = run(e, v6=[frame])
     assert o6 == [] and len(o4) == 1
-    assert bytes(o4[0][IP]) == bytes(Ether(frame)[IPv6ExtHdrDestOpt].payload)
+    assert bytes(o4[0][IP]) == bytes(inner)
 
 
 @pytest.mark.parametrize("ext", [IPv6ExtHdrDestOpt(options=[PadN(optdata=b"\0\0\0\0")]),

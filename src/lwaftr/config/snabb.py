@@ -7,10 +7,13 @@ the leaf path; no partial :class:`Config` is ever returned.
 
 Everything but the binding table goes through a small schema-driven walker
 (:func:`_walk`).  The binding table, which may hold millions of softwires,
-takes a fast path: one tight loop collects the leaf strings, conversions run
-in bulk and the cross-softwire checks (duplicates, overlapping port sets) are
-numpy sorts.  When the fast path finds a softwire it does not like, it hands
-that one softwire to the walker, which produces the precise error.
+takes a fast path: the parser turns each softwire written the way Snabb
+writes it into one compact row of leaf strings (:class:`Compact`), the
+columns are converted in bulk, and the cross-softwire checks (duplicates,
+overlapping port sets) are numpy sorts.  When a bulk conversion fails, the
+offending softwire goes through the walker, which produces the precise error.
+Softwires written any other way (leaf order, quoting, comments inside) are
+accepted too, about five times slower.
 """
 from __future__ import annotations
 
@@ -315,7 +318,7 @@ def _root(doc: Document) -> Node:
 def load_snabb(path: str) -> Config:
     """Load a snabb-softwire-v3 data file."""
     try:
-        with open(path, encoding="utf-8") as fh:
+        with open(path, encoding="utf-8-sig") as fh:   # (a BOM is dropped)
             text = fh.read()
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"cannot read: {e}", file=str(path)) from None
@@ -386,6 +389,10 @@ _SOFTWIRE_COMPACT = Compact("softwire", ("ipv4", "psid", "b4-ipv6", "br-address"
                                          ("port-set", ("psid-length", "reserved-ports-bit-count?"))))
 
 
+_SW_KEYS = frozenset(_SOFTWIRE.children)
+_PS_KEYS = frozenset(_SOFTWIRE.children["port-set"].children)
+
+
 class _Reject(Exception):
     """Softwire ``index`` failed the fast path; the walker will say why."""
 
@@ -407,7 +414,7 @@ _COLUMNS = 7     # ipv4, psid, b4-ipv6, br-address, padding, psid-length, reserv
 def _collect(doc: Document, nodes: list[Node]) -> list[list[str | None]]:
     """The leaf strings of every softwire as columns, in file order (see _COLUMNS;
     None for an absent optional leaf).  Canonical softwires arrive as compact rows;
-    others are walked (which raises any error) and turned into rows."""
+    others are checked one by one and turned into rows."""
     rows = list(map(attrgetter("children"), nodes))
     if set(map(type, rows)) != {tuple}:
         for i, r in enumerate(rows):
@@ -419,12 +426,21 @@ def _collect(doc: Document, nodes: list[Node]) -> list[list[str | None]]:
 
 def _softwire_row(doc: Document, sw: Node) -> tuple[str | None, ...]:
     """The compact row of a softwire written some other way (leaf order, quoting, comments)."""
-    _walk(doc, sw, _SOFTWIRE, SOFTWIRE)          # structure and types; raises precisely
-    d = {c.keyword: c for c in sw.children}
-    ps = {c.keyword: c.value for c in d["port-set"].children}
-    pad = d.get("padding")
-    return (d["ipv4"].value, d["psid"].value, d["b4-ipv6"].value, d["br-address"].value,
-            None if pad is None else pad.value, ps["psid-length"], ps.get("reserved-ports-bit-count"))
+    ch = sw.children
+    d = {c.keyword: c for c in ch}
+    ps = d.get("port-set")
+    if (len(d) == len(ch) and d.keys() <= _SW_KEYS and sw.value is None and ps is not None
+            and type(ps.children) is list):
+        pd = {c.keyword: c for c in ps.children}
+        if len(pd) == len(ps.children) and pd.keys() <= _PS_KEYS and {"ipv4", "psid", "b4-ipv6",
+                                                                        "br-address"} <= d.keys():
+            leaves = (d["ipv4"], d["psid"], d["b4-ipv6"], d["br-address"], d.get("padding"),
+                      pd.get("psid-length"), pd.get("reserved-ports-bit-count"))
+            if leaves[5] is not None and all(c is None or (c.children is None and c.value is not None)
+                                             for c in leaves):
+                return tuple(None if c is None else c.value for c in leaves)
+    _walk(doc, sw, _SOFTWIRE, SOFTWIRE)          # raises the precise error
+    raise doc.error("invalid softwire", sw.pos, SOFTWIRE)
 
 
 def _optional_ints(values: list[str | None], bits: int, hi: int) -> np.ndarray:

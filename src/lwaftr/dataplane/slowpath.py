@@ -87,10 +87,8 @@ class SlowPath:
     def _northbound(self, frames: list[bytes], reasm, filt: PacketFilter | None, drop_idx: int,
                     now: float) -> list[bytes]:
         out = []
-        for f in frames:
-            g = reasm.push(f, now)
-            if g is None:
-                continue
+        # push_batch keeps Snabb's order: whole packets first, then reassembled ones.
+        for g in reasm.push_batch(frames, now):
             if filt is not None and not filt(g):
                 self.c[drop_idx] += 1
                 continue
@@ -120,10 +118,10 @@ class SlowPath:
 
     def _southbound(self, frames: list[bytes], filt: PacketFilter | None, drop_idx: int,
                     frag: Callable) -> list[bytes]:
-        out = []
+        kept = []
         for f in frames:
             if filt is not None and not filt(f):
                 self.c[drop_idx] += 1
                 continue
-            out.extend(frag.push(f))
-        return out
+            kept.append(f)
+        return frag.push_batch(kept)
