@@ -34,7 +34,7 @@ class Engine:
     """An lwAFTR instance: configuration, binding table, counters, stages."""
 
     def __init__(self, config: Config, *, table: BindingTable | None = None, fast_path: bool = True,
-                 pool_slots: int = 4096, max_batch: int = 1024) -> None:
+                 pool_slots: int = 4096, max_batch: int = 4096) -> None:
         self.config = config
         self.counters = C.new_array()
         self.table = table if table is not None else BindingTable.build(config.bindings)
