@@ -15,8 +15,8 @@ from lwaftr.dataplane.engine import Engine
 from packets import BR0, make_config
 
 ROWS = [("192.0.2.1", 1, 4, "2001:db8:1::a", 0), ("192.0.2.2", 0, 0, "2001:db8:1::c", 0)]
-GOOD_V4 = bytes(Ether() / IP(src="203.0.113.9", dst="192.0.2.1") / UDP(sport=53, dport=4100) / b"payload!")
-GOOD_V6 = bytes(Ether() / IPv6(src="2001:db8:1::a", dst=BR0) / IP(src="192.0.2.1", dst="203.0.113.9") /
+GOOD_V4 = bytes(Ether(dst="02:00:00:00:00:01", src="02:00:00:00:00:11") / IP(src="203.0.113.9", dst="192.0.2.1") / UDP(sport=53, dport=4100) / b"payload!")
+GOOD_V6 = bytes(Ether(dst="02:00:00:00:00:01", src="02:00:00:00:00:11") / IPv6(src="2001:db8:1::a", dst=BR0) / IP(src="192.0.2.1", dst="203.0.113.9") /
                 UDP(sport=4100, dport=53) / b"payload!")
 
 
@@ -47,20 +47,20 @@ def test_truncated_ipv6_frames(n):
 
 @pytest.mark.parametrize("ip", [dict(ihl=4), dict(ihl=15), dict(len=200), dict(len=10), dict(version=5)])
 def test_bad_ipv4_header_fields(ip):
-    frame = bytes(Ether() / IP(src="203.0.113.9", dst="192.0.2.1", **ip) / UDP(sport=53, dport=4100) / b"x")
+    frame = bytes(Ether(dst="02:00:00:00:00:01", src="02:00:00:00:00:11") / IP(src="203.0.113.9", dst="192.0.2.1", **ip) / UDP(sport=53, dport=4100) / b"x")
     e, o4, o6 = run(frames4=[frame])
     assert o6 == [] and drops(e)
 
 
 def test_bad_ipv4_header_checksum_is_dropped():
-    frame = bytes(Ether() / IP(src="203.0.113.9", dst="192.0.2.1", chksum=0x1234) / UDP(sport=53, dport=4100))
+    frame = bytes(Ether(dst="02:00:00:00:00:01", src="02:00:00:00:00:11") / IP(src="203.0.113.9", dst="192.0.2.1", chksum=0x1234) / UDP(sport=53, dport=4100))
     e, o4, o6 = run(frames4=[frame])
     assert (o4, o6) == ([], [])
     assert drops(e) == {"drop-malformed-ipv4-bytes": len(frame), "drop-malformed-ipv4-packets": 1}
 
 
 def test_bad_icmp_checksum_is_dropped():
-    frame = bytes(Ether() / IP(src="203.0.113.9", dst="192.0.2.2") / ICMP(type=0, id=5, chksum=0xBAD))
+    frame = bytes(Ether(dst="02:00:00:00:00:01", src="02:00:00:00:00:11") / IP(src="203.0.113.9", dst="192.0.2.2") / ICMP(type=0, id=5, chksum=0xBAD))
     e, o4, o6 = run(frames4=[frame])
     assert (o4, o6) == ([], [])
     assert drops(e)["drop-bad-checksum-icmpv4-packets"] == 1
@@ -68,7 +68,7 @@ def test_bad_icmp_checksum_is_dropped():
 
 @pytest.mark.parametrize("ethertype", [0x88CC, 0x8847, 0x9000])
 def test_unknown_ethertypes(ethertype):
-    frame = bytes(Ether(type=ethertype) / b"\0" * 46)
+    frame = bytes(Ether(dst="02:00:00:00:00:01", src="02:00:00:00:00:11", type=ethertype) / (b"\0" * 46))
     e, o4, o6 = run(frames4=[frame], frames6=[frame])
     assert (o4, o6) == ([], [])
     d = drops(e)
@@ -81,7 +81,7 @@ def test_unknown_ethertypes(ethertype):
     IPv6ExtHdrDestOpt() / IPv6ExtHdrDestOpt(),
 ])
 def test_extension_header_chains_are_dropped(chain):
-    frame = bytes(Ether() / IPv6(src="2001:db8:1::a", dst=BR0) / chain /
+    frame = bytes(Ether(dst="02:00:00:00:00:01", src="02:00:00:00:00:11") / IPv6(src="2001:db8:1::a", dst=BR0) / chain /
                   IP(src="192.0.2.1", dst="203.0.113.9") / UDP(sport=4100, dport=53))
     e, o4, o6 = run(frames6=[frame])
     assert (o4, o6) == ([], [])
@@ -89,9 +89,9 @@ def test_extension_header_chains_are_dropped(chain):
 
 
 def test_zero_length_and_overlapping_ipv4_fragments():
-    zero = bytes(Ether() / IP(src="203.0.113.9", dst="192.0.2.1", id=7, proto=17, flags="MF", frag=0))
-    a = bytes(Ether() / IP(src="203.0.113.9", dst="192.0.2.1", id=8, proto=17, flags="MF", frag=0) / bytes(64))
-    b = bytes(Ether() / IP(src="203.0.113.9", dst="192.0.2.1", id=8, proto=17, frag=4) / bytes(64))  # overlaps a
+    zero = bytes(Ether(dst="02:00:00:00:00:01", src="02:00:00:00:00:11") / IP(src="203.0.113.9", dst="192.0.2.1", id=7, proto=17, flags="MF", frag=0))
+    a = bytes(Ether(dst="02:00:00:00:00:01", src="02:00:00:00:00:11") / IP(src="203.0.113.9", dst="192.0.2.1", id=8, proto=17, flags="MF", frag=0) / bytes(64))
+    b = bytes(Ether(dst="02:00:00:00:00:01", src="02:00:00:00:00:11") / IP(src="203.0.113.9", dst="192.0.2.1", id=8, proto=17, frag=4) / bytes(64))  # overlaps a
     e, o4, o6 = run(frames4=[zero, a, b])
     assert o6 == []
     assert e.counters[C.IN_IPV4_FRAG_REASSEMBLED] == 0
@@ -102,7 +102,7 @@ def test_fragment_flood_stays_within_the_reassembly_limit():
     cfg = make_config(ROWS)
     cfg = replace(cfg, external=replace(cfg.external, reassembly_max_packets=8))
     e = Engine(cfg)
-    flood = [bytes(Ether() / IP(src="203.0.113.9", dst="192.0.2.1", id=i, proto=17, flags="MF") / bytes(64))
+    flood = [bytes(Ether(dst="02:00:00:00:00:01", src="02:00:00:00:00:11") / IP(src="203.0.113.9", dst="192.0.2.1", id=i, proto=17, flags="MF") / bytes(64))
              for i in range(2000)]
     for i in range(0, len(flood), 500):
         e.process_frames(flood[i:i + 500], [], 1.0)
@@ -115,7 +115,7 @@ def test_ipv6_fragment_flood_stays_within_the_reassembly_limit():
     cfg = make_config(ROWS)
     cfg = replace(cfg, internal=replace(cfg.internal, reassembly_max_packets=4))
     e = Engine(cfg)
-    flood = [bytes(Ether() / IPv6(src="2001:db8:1::a", dst=BR0) / IPv6ExtHdrFragment(id=i, m=1, nh=4) / bytes(64))
+    flood = [bytes(Ether(dst="02:00:00:00:00:01", src="02:00:00:00:00:11") / IPv6(src="2001:db8:1::a", dst=BR0) / IPv6ExtHdrFragment(id=i, m=1, nh=4) / bytes(64))
              for i in range(500)]
     e.process_frames([], flood, 1.0)
     assert len(e.slow.reasm6) <= 4
@@ -126,8 +126,8 @@ def test_ipv6_fragment_flood_stays_within_the_reassembly_limit():
 @given(st.binary(min_size=0, max_size=200), st.binary(min_size=0, max_size=200))
 def test_random_bytes_never_crash(b4, b6):
     e = Engine(make_config(ROWS))
-    v4 = [bytes(Ether(type=0x0800)) + b4, bytes(Ether(type=0x86DD)) + b4, b4]
-    v6 = [bytes(Ether(type=0x86DD)) + b6, GOOD_V6[:54] + b6, b6]
+    v4 = [bytes(Ether(dst="02:00:00:00:00:01", src="02:00:00:00:00:11", type=0x0800)) + b4, bytes(Ether(dst="02:00:00:00:00:01", src="02:00:00:00:00:11", type=0x86DD)) + b4, b4]
+    v6 = [bytes(Ether(dst="02:00:00:00:00:01", src="02:00:00:00:00:11", type=0x86DD)) + b6, GOOD_V6[:54] + b6, b6]
     e.process_frames(v4, v6, 1.0)
 
 

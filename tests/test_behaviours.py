@@ -193,8 +193,8 @@ def test_vlan_tags_in_and_out():
     cfg = replace(cfg, instances=[replace(inst, external=replace(inst.external, vlan_tag=7),
                                           internal=replace(inst.internal, vlan_tag=9))])
     e = Engine(cfg)
-    tagged = bytes(Ether(dst=MAC_V4) / Dot1Q(vlan=7) / IP(src=HOST, dst="192.0.2.1") / UDP(sport=1, dport=4100))
-    wrong = bytes(Ether(dst=MAC_V4) / Dot1Q(vlan=8) / IP(src=HOST, dst="192.0.2.1") / UDP(sport=1, dport=4100))
+    tagged = bytes(Ether(dst=MAC_V4, src=NEXT_V4) / Dot1Q(vlan=7) / IP(src=HOST, dst="192.0.2.1") / UDP(sport=1, dport=4100))
+    wrong = bytes(Ether(dst=MAC_V4, src=NEXT_V4) / Dot1Q(vlan=8) / IP(src=HOST, dst="192.0.2.1") / UDP(sport=1, dport=4100))
     _, o6 = run(e, v4=[tagged, wrong])
     assert len(o6) == 1 and o6[0][Dot1Q].vlan == 9 and o6[0][IPv6].dst == "2001:db8:1::a"
     assert counters(e)["drop-wrong-vlan-packets"] == 1
@@ -221,8 +221,8 @@ def test_other_extension_headers_are_dropped(ext):
 
 def test_wrong_family_is_dropped():
     e = engine()
-    v6_on_v4 = bytes(Ether() / IPv6(src="2001:db8::1", dst="2001:db8::2") / UDP())
-    v4_on_v6 = bytes(Ether() / IP(src=HOST, dst="192.0.2.1") / UDP())
+    v6_on_v4 = bytes(Ether(dst="02:00:00:00:00:01", src="02:00:00:00:00:11") / IPv6(src="2001:db8::1", dst="2001:db8::2") / UDP())
+    v4_on_v6 = bytes(Ether(dst="02:00:00:00:00:01", src="02:00:00:00:00:11") / IP(src=HOST, dst="192.0.2.1") / UDP())
     assert run(e, v4=[v6_on_v4], v6=[v4_on_v6]) == ([], [])
     c = counters(e)
     assert c["drop-misplaced-not-ipv4-packets"] == 1 and c["drop-misplaced-not-ipv6-packets"] == 1

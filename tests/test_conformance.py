@@ -17,7 +17,7 @@ from lwaftr.io.pcap import read_frames
 from conftest import VECTORS, rfc4861_expected_ns
 
 MANIFEST = json.loads((VECTORS / "manifest.json").read_text())
-WRONG_FAMILY = {"non-ipv4-traffic-to-ipv4-interface", "non-ipv6-traffic-to-ipv6-interface"}
+WRONG_FAMILY = {"sending non-IPv4 traffic to the IPv4 interface", "sending non-IPv6 traffic to the IPv6 interface"}
 # Snabb's file solicits the next hop with a broadcast to its unicast address;
 # RFC 4861 7.2.2 (and current Snabb) solicit its solicited-node multicast address.
 NDP_DEVIATION = "NDP: With receiving NA, next_hop6_mac not initially set"

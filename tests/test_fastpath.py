@@ -65,8 +65,8 @@ def test_common_traffic_never_reaches_the_slow_path(monkeypatch):
     eng._last_slow = 10.0   # no timer due
     calls = []
     monkeypatch.setattr(eng.slow, "process", lambda *a: calls.append(a) or ([], []))
-    v4 = [bytes(Ether() / IP(src="203.0.113.9", dst="192.0.2.1") / UDP(sport=1, dport=4097 + i)) for i in range(50)]
-    v6 = [bytes(Ether() / IPv6(src="2001:db8:1::2", dst="2001:db8:ffff::2") /
+    v4 = [bytes(Ether(dst="02:00:00:00:00:01", src="02:00:00:00:00:11") / IP(src="203.0.113.9", dst="192.0.2.1") / UDP(sport=1, dport=4097 + i)) for i in range(50)]
+    v6 = [bytes(Ether(dst="02:00:00:00:00:01", src="02:00:00:00:00:11") / IPv6(src="2001:db8:1::2", dst="2001:db8:ffff::2") /
                 IP(src="192.0.2.2", dst="203.0.113.9") / UDP(sport=1000 + i, dport=53)) for i in range(50)]
     o4, o6 = eng.process(eng.pool.store(v4), eng.pool.store(v6), 10.01)
     assert calls == [] and len(o4) == 50 and len(o6) == 50

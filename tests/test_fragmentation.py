@@ -487,7 +487,7 @@ class TestFragmenter4:
         assert counts(c) == {"out-ipv4-frag-not": 1}
 
     def test_uncopied_options_nopped_in_later_fragments(self):
-        hdr = bytes(Ether() / IP(options=[]))[14:]
+        hdr = bytes(Ether(dst="02:00:00:00:00:01", src="02:00:00:00:00:11") / IP(options=[]))[14:]
         opts = b"\x07\x07\x04" + bytes(4) + b"\x94\x04\x00\x00" + b"\x00"   # record route, router alert
         h = bytearray(hdr) + opts
         h[0] = 0x48

@@ -136,7 +136,7 @@ class Engine:
         pool.free(self._select(v4, verd4, K.DROP))
         pool.free(self._select(v6, verd6, K.DROP))
         run_slow = slow4 or slow6 or not (P[K.P_V4_RESOLVED] and P[K.P_V6_RESOLVED]) \
-            or now - self._last_slow >= SLOW_TICK
+            or self.slow.holding or now - self._last_slow >= SLOW_TICK
         if not run_slow:
             return tx4, np.concatenate((tx6, hairpin))
         self._last_slow = now

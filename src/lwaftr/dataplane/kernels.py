@@ -299,7 +299,8 @@ def _classify_b4(b, f, n, P, addr_tab, sw_tab, br_tab):
         if hrow < 0 or b[o + W.O_IPV4_TTL] <= 1 or inner_len + V6 > P[P_INT_MTU] or not P[P_V6_RESOLVED]:
             return SLOW
         return ((hrow + 1) << 34) | ((row + 1) << 2) | HAIRPIN
-    if inner_len > P[P_EXT_MTU] or not P[P_V4_RESOLVED]:
+    # The IPv4 fragmenter drops (and counts) an inner total length beyond the frame.
+    if rd16(b, o + W.O_IPV4_TOTAL_LENGTH) > inner_len or inner_len > P[P_EXT_MTU] or not P[P_V4_RESOLVED]:
         return SLOW
     return ((row + 1) << 2) | TX
 

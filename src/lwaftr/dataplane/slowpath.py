@@ -3,7 +3,7 @@
 Stages per side, in Snabb's order (``setup.lua``)::
 
     northbound: reassembly -> ingress filter -> ARP|NDP -> echo -> core
-    southbound: core -> echo -> ARP|NDP (next-hop MACs) -> egress filter -> fragmentation
+    southbound: core -> ARP|NDP (next-hop MACs) -> echo -> egress filter -> fragmentation
 
 Frames here are untagged Ethernet ``bytes``; VLAN tags are the engine's job.
 The batch is processed stage by stage (all frames through one stage, then
@@ -59,30 +59,36 @@ class SlowPath:
         self.core.table = table
 
     def process(self, v4: list[bytes], v6: list[bytes], now: float) -> tuple[list[bytes], list[bytes]]:
-        """One batch in, what leaves each interface out."""
-        south4: list[bytes] = list(self.arp.poll(now))
-        south6: list[bytes] = list(self.ndp.poll(now))
+        """One batch in, what leaves each interface out.
+
+        Southbound order is Snabb's (its chain is core -> ARP|NDP -> echo ->
+        egress filter -> fragmenter, so echo replies skip the MAC rewrite):
+        echo replies, then neighbour requests and replies, then the core's
+        frames (and frames held for an unresolved next hop, once resolved).
+        """
+        pre4, pre6 = self.arp.poll(now), self.ndp.poll(now)
 
         north4 = self._northbound(v4, self.reasm4, self.in_filter4, C.DROP_INGRESS_FILTER_IPV4_PACKETS, now)
         north6 = self._northbound(v6, self.reasm6, self.in_filter6, C.DROP_INGRESS_FILTER_IPV6_PACKETS, now)
 
-        north4, replies4 = self._neighbor(self.arp, north4, south4, now)
-        north6, replies6 = self._neighbor(self.ndp, north6, south6, now)
+        north4, nb4 = self._neighbor(self.arp, north4, pre4, now)
+        north6, nb6 = self._neighbor(self.ndp, north6, pre6, now)
+        nb4 += self.arp.flush()
+        nb6 += self.ndp.flush()
         north4, echo4 = self._echo(self.echo4, north4)
         north6, echo6 = self._echo(self.echo6, north6)
 
         out = self.core.process(north6, north4, now)
 
-        for f in echo4 + out.v4:
-            g = self.arp.to_wire(f)
-            if g is not None:
-                south4.append(g)
-        for f in echo6 + out.v6:
-            g = self.ndp.to_wire(f)
-            if g is not None:
-                south6.append(g)
+        south4 = echo4 + nb4 + [g for g in map(self.arp.to_wire, out.v4) if g is not None]
+        south6 = echo6 + nb6 + [g for g in map(self.ndp.to_wire, out.v6) if g is not None]
         return (self._southbound(south4, self.out_filter4, C.DROP_EGRESS_FILTER_IPV4_PACKETS, self.frag4),
                 self._southbound(south6, self.out_filter6, C.DROP_EGRESS_FILTER_IPV6_PACKETS, self.frag6))
+
+    @property
+    def holding(self) -> bool:
+        """Frames wait for a next hop's MAC (the slow path must run each batch)."""
+        return bool(self.arp.held or self.ndp.held)
 
     def _northbound(self, frames: list[bytes], reasm, filt: PacketFilter | None, drop_idx: int,
                     now: float) -> list[bytes]:
