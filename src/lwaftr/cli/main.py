@@ -7,8 +7,10 @@ import sys
 
 # subcommand -> module (each exposes add_parser(subparsers) and run(args) -> int)
 COMMANDS = {
+    "bench": "lwaftr.cli.bench",
     "check": "lwaftr.cli.check",
     "demo": "lwaftr.cli.demo",
+    "generate-configuration": "lwaftr.cli.generate_configuration",
 }
 
 

@@ -66,11 +66,15 @@ class Engine:
         self.macs[K.M_EXT_SELF] = np.frombuffer(inst.external.mac, np.uint8)
         self.macs[K.M_INT_SELF] = np.frombuffer(inst.internal.mac, np.uint8)
         self._last_slow = -1e18
-        # Per-batch scratch (no allocation per packet).
-        self._scratch = {k: np.empty(max_batch, np.int64) for k in ("v4", "r4", "v6", "r6", "h6")}
-        self._sel = np.empty(max_batch, np.int32)
-        self._keep = np.empty(max_batch, np.uint8)
+        # Per-batch scratch and outputs, allocated once.
         self.max_batch = max_batch
+        self._scratch = np.empty((5, max_batch), np.int64)
+        self._keep = np.empty(max_batch, np.uint8)
+        self._out4 = np.empty(max_batch, np.int32)
+        self._out6 = np.empty(2 * max_batch, np.int32)
+        self._slow4 = np.empty(max_batch, np.int32)
+        self._slow6 = np.empty(max_batch, np.int32)
+        self._refresh_next_hops()
 
     # -- tables ----------------------------------------------------------------
     def set_table(self, table: BindingTable) -> None:
@@ -90,16 +94,6 @@ class Engine:
                 self.macs[row] = np.frombuffer(mac, np.uint8)
                 P[key] = 1
 
-    def _untag_slots(self, slots: np.ndarray, vid: int | None) -> np.ndarray:
-        if vid is None or len(slots) == 0:
-            return slots
-        keep = self._keep[:len(slots)]
-        pool = self.pool
-        K.untag(pool.buf, pool.off, pool.length, slots, vid, self.counters, keep)
-        mask = keep.astype(bool)
-        pool.free(slots[~mask])
-        return slots[mask]
-
     def process(self, v4: np.ndarray, v6: np.ndarray, now: float, *, strict: bool = False
                 ) -> tuple[np.ndarray, np.ndarray]:
         """A batch of pool slots from each interface -> slots to send on each.
@@ -109,51 +103,30 @@ class Engine:
         order: if any frame of the batch needs the slow path, the whole batch
         takes it.  Otherwise fast-path frames leave first, slow-path ones after.
         """
-        if len(v4) > self.max_batch or len(v6) > self.max_batch:
-            raise ValueError(f"batch larger than {self.max_batch}")
-        pool, P, sc = self.pool, self.params, self._scratch
-        self._refresh_next_hops()
-        v4 = self._untag_slots(np.asarray(v4, np.int32), self.vlan4)
-        v6 = self._untag_slots(np.asarray(v6, np.int32), self.vlan6)
         n4, n6 = len(v4), len(v6)
-        verd4, rows4 = sc["v4"][:n4], sc["r4"][:n4]
-        verd6, rows6, hrows6 = sc["v6"][:n6], sc["r6"][:n6], sc["h6"][:n6]
-        t = self.table
-        slow4 = K.classify_inet(pool.buf, pool.off, pool.length, v4, P, t.addr_tab, t.sw_tab, verd4, rows4)
-        slow6 = K.classify_b4(pool.buf, pool.off, pool.length, v6, P, t.addr_tab, t.sw_tab, t.br_tab,
-                              verd6, rows6, hrows6)
-        if strict and (slow4 or slow6):
-            verd4[:] = K.SLOW
-            verd6[:] = K.SLOW
-            slow4, slow6 = n4, n6
-        K.apply_b4(pool.buf, pool.off, pool.length, v6, P, self.macs, t.sw_tab, t.br_tab, self.counters,
-                   verd6, hrows6)
-        K.apply_inet(pool.buf, pool.off, pool.length, v4, P, self.macs, t.sw_tab, t.br_tab, self.counters,
-                     verd4, rows4)
-        tx4 = self._select(v6, verd6, K.TX)
-        hairpin = self._select(v6, verd6, K.HAIRPIN)
-        tx6 = self._select(v4, verd4, K.TX)
-        pool.free(self._select(v4, verd4, K.DROP))
-        pool.free(self._select(v6, verd6, K.DROP))
-        run_slow = slow4 or slow6 or not (P[K.P_V4_RESOLVED] and P[K.P_V6_RESOLVED]) \
-            or self.slow.holding or now - self._last_slow >= SLOW_TICK
-        if not run_slow:
-            return tx4, np.concatenate((tx6, hairpin))
+        if n4 > self.max_batch or n6 > self.max_batch:
+            raise ValueError(f"batch larger than {self.max_batch}")
+        pool, P, t = self.pool, self.params, self.table
+        if not (P[K.P_V4_RESOLVED] and P[K.P_V6_RESOLVED]) or self.slow.holding:
+            self._refresh_next_hops()
+        v4 = np.array(v4, np.int32)
+        v6 = np.array(v6, np.int32)
+        out4, out6, slow4, slow6 = self._out4, self._out6, self._slow4, self._slow6
+        k4, k6, s4, s6 = K.fast_batch(pool.buf, pool.off, pool.length, pool.free_list, pool.n_free, v4, v6,
+                                      P, self.macs, t.addr_tab, t.sw_tab, t.br_tab, self.counters, strict,
+                                      self._scratch, self._keep, out4, out6, slow4, slow6)
+        if not (s4 or s6 or not (P[K.P_V4_RESOLVED] and P[K.P_V6_RESOLVED])
+                or self.slow.holding or now - self._last_slow >= SLOW_TICK):
+            return out4[:k4].copy(), out6[:k6].copy()
         self._last_slow = now
-        s4 = self._select(v4, verd4, K.SLOW)
-        s6 = self._select(v6, verd6, K.SLOW)
-        f4, f6 = pool.frames(s4), pool.frames(s6)
-        pool.free(s4)
-        pool.free(s6)
+        f4, f6 = pool.frames(slow4[:s4]), pool.frames(slow6[:s6])
+        pool.free(slow4[:s4])
+        pool.free(slow6[:s6])
         o4, o6 = self.slow.process(f4, f6, now)
+        self._refresh_next_hops()
         o4 = self._store(self._tag(o4, self.vlan4))
         o6 = self._store(self._tag(o6, self.vlan6))
-        return np.concatenate((tx4, o4)), np.concatenate((tx6, hairpin, o6))
-
-    def _select(self, slots: np.ndarray, verdict: np.ndarray, want: int) -> np.ndarray:
-        out = self._sel[:len(slots)]
-        k = K.select(slots, verdict, want, out)
-        return out[:k].copy()
+        return np.concatenate((out4[:k4], o4)), np.concatenate((out6[:k6], o6))
 
     def _store(self, frames: list[bytes]) -> np.ndarray:
         fits = [f for f in frames if len(f) <= self.pool.max_frame]
