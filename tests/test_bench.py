@@ -37,9 +37,9 @@ def _lab(tmp_path: Path):
     v6 += [bytes(Ether(**ETH) / IPv6(src="2001:db8:9::9", dst="2001:db8:ffff::1") /
                  IP(src="198.18.0.1", dst="203.0.113.1") / UDP(sport=16384, dport=1)),
            bytes(Ether(**ETH) / IPv6(src="2001:db8:9::9", dst="2001:db8:ffff::1") / ICMPv6EchoRequest()),
-           bytes(Ether(**ETH) / IPv6(src="2001:db8:1::2", dst="2001:db8:ffff::1") /
+           bytes(Ether(**ETH) / IPv6(src="2001:db8:1::1", dst="2001:db8:ffff::1") /
                  IP(src="198.18.0.1", dst="198.18.0.2") / UDP(sport=16384, dport=16384)),   # hairpinned
-           bytes(Ether(**ETH) / IPv6(src="2001:db8:1::2", dst="2001:db8:ffff::1", nh=60) /
+           bytes(Ether(**ETH) / IPv6(src="2001:db8:1::1", dst="2001:db8:ffff::1", nh=60) /
                  bytes([4, 0, 4, 1, 4, 1, 1, 0]) / IP(src="198.18.0.1", dst="203.0.113.1") / UDP(sport=16384))]
     assert len(v4) == len(v6)   # one batch of each, no wrap-around
     p4, p6 = tmp_path / "v4.pcap", tmp_path / "v6.pcap"
