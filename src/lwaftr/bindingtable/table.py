@@ -122,20 +122,33 @@ def psid_of(psid_length, shift, port):
 
 
 @numba.njit(cache=True, nogil=True)
-def lookup(addr_tab, sw_tab, ipv4, port):
-    """Row of ``sw_tab`` of the softwire owning (ipv4, port), or -1."""
+def probe(addr_tab, sw_tab, ipv4, port):
+    """(key, first slot) of the softwire lookup for (ipv4, port): the first
+    half of :func:`lookup`, so callers can prefetch ``sw_tab[slot]`` first."""
     plen, shift = addr_params(addr_tab, ipv4)
     psid = psid_of(plen, shift, port)
     key = (np.uint64(ipv4) << np.uint64(16)) | np.uint64(psid)
-    mask = np.uint64(sw_tab.shape[0])
-    s = _slot(key, mask)
+    return key, _slot(key, np.uint64(sw_tab.shape[0]))
+
+
+@numba.njit(cache=True, nogil=True)
+def lookup_at(sw_tab, key, s):
+    """Row holding ``key``, probing linearly from slot ``s``; -1 if none."""
+    cap = np.uint64(sw_tab.shape[0])
     while True:
         cur = sw_tab[s, 0]
         if cur == 0:
             return -1
         if (cur & ~SW_OCCUPIED) == key:
             return s
-        s = _next(s, mask)
+        s = _next(s, cap)
+
+
+@numba.njit(cache=True, nogil=True)
+def lookup(addr_tab, sw_tab, ipv4, port):
+    """Row of ``sw_tab`` of the softwire owning (ipv4, port), or -1."""
+    key, s = probe(addr_tab, sw_tab, ipv4, port)
+    return lookup_at(sw_tab, key, s)
 
 
 @numba.njit(cache=True, nogil=True)

@@ -40,7 +40,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="replay pcaps through the data plane and report Mpps/Gbps")
     p.add_argument("--duration", type=float, default=10.0, metavar="S", help="seconds to run (default 10)")
     p.add_argument("--workers", type=int, default=1, metavar="N", help="worker processes (default 1)")
-    p.add_argument("--batch", type=int, default=1024, metavar="B", help="frames per side per batch")
+    p.add_argument("--batch", type=int, default=256, metavar="B", help="frames per side per batch")
     p.add_argument("--json", action="store_true", help="print the final figures as one JSON object")
     p.add_argument("conf")
     p.add_argument("in_v4")

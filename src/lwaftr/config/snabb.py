@@ -20,13 +20,17 @@ from __future__ import annotations
 import re
 import socket
 from dataclasses import dataclass
-from functools import partial
 from itertools import chain
 from operator import attrgetter
 from typing import Any, Callable
 
 import numpy as np
 
+from lwaftr.config.bindings_check import (Names, Reject as _Reject, br_index as _br_index,
+                                         check_port_sets, fmt4 as _fmt4, ints as _ints,
+                                         ipv4 as _ipv4, ipv6 as _ipv6,
+                                         optional_ints as _optional_ints, packed as _packed,
+                                         pton4 as _pton4, pton6 as _pton6, uint as _uint)
 from lwaftr.config.errors import ConfigError
 from lwaftr.config.model import (Bindings, Config, Instance, InterfaceAddresses, InterfacePolicy,
                                  NextHop)
@@ -40,25 +44,8 @@ SOFTWIRE = f"{ROOT}/binding-table/softwire"
 
 # --- leaf types: str -> value, ValueError with a message on bad input --------------------------
 
-_INT_RE = re.compile(r"\+?[0-9]+")
 _MAC_RE = re.compile(r"[0-9A-Fa-f]{2}(?::[0-9A-Fa-f]{2}){5}")
 _DATE_RE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:Z|[+-]\d{2}:\d{2})")
-_pton4 = partial(socket.inet_pton, socket.AF_INET)
-_pton6 = partial(socket.inet_pton, socket.AF_INET6)
-
-
-def _uint(bits: int, lo: int = 0, hi: int | None = None) -> Callable[[str], int]:
-    hi = (1 << bits) - 1 if hi is None else hi
-    name = f"uint{bits}"
-
-    def conv(s: str) -> int:
-        if not _INT_RE.fullmatch(s):
-            raise ValueError(f"expected {name}, got {s!r}")
-        v = int(s)
-        if not lo <= v <= hi:
-            raise ValueError(f"{v} is out of range {lo}..{hi}")
-        return v
-    return conv
 
 
 def _boolean(s: str) -> bool:
@@ -71,20 +58,6 @@ def _boolean(s: str) -> bool:
 
 def _string(s: str) -> str:
     return s
-
-
-def _ipv4(s: str) -> bytes:
-    try:
-        return _pton4(s)
-    except (OSError, ValueError):
-        raise ValueError(f"bad IPv4 address {s!r}") from None
-
-
-def _ipv6(s: str) -> bytes:
-    try:
-        return _pton6(s)
-    except (OSError, ValueError):
-        raise ValueError(f"bad IPv6 address {s!r}") from None
 
 
 def _mac(s: str) -> bytes:
@@ -389,15 +362,10 @@ _SOFTWIRE_COMPACT = Compact("softwire", ("ipv4", "psid", "b4-ipv6", "br-address"
                                          ("port-set", ("psid-length", "reserved-ports-bit-count?"))))
 
 
+_NAMES = Names(softwire=SOFTWIRE, psid=f"{SOFTWIRE}/psid",
+               reserved=f"{SOFTWIRE}/port-set/reserved-ports-bit-count", port_set=f"{SOFTWIRE}/port-set")
 _SW_KEYS = frozenset(_SOFTWIRE.children)
 _PS_KEYS = frozenset(_SOFTWIRE.children["port-set"].children)
-
-
-class _Reject(Exception):
-    """Softwire ``index`` failed the fast path; the walker will say why."""
-
-    def __init__(self, index: int) -> None:
-        self.index = index
 
 
 def _bindings(doc: Document, nodes: list[Node]) -> Bindings:
@@ -443,51 +411,6 @@ def _softwire_row(doc: Document, sw: Node) -> tuple[str | None, ...]:
     raise doc.error("invalid softwire", sw.pos, SOFTWIRE)
 
 
-def _optional_ints(values: list[str | None], bits: int, hi: int) -> np.ndarray:
-    """Like _ints, absent (None) values are 0."""
-    present = [i for i, v in enumerate(values) if v is not None] if values.count(None) < len(values) else []
-    out = np.zeros(len(values), np.int64)
-    if present:
-        try:
-            out[present] = _ints([values[i] for i in present], bits, hi)
-        except _Reject as r:
-            raise _Reject(present[r.index]) from None
-    return out
-
-
-def _first_failure(values: list, conv: Callable) -> int:
-    for i, v in enumerate(values):
-        try:
-            conv(v)
-        except (OSError, ValueError, TypeError):
-            return i
-    raise AssertionError("bulk conversion failed but no single value does")
-
-
-def _packed(values: list[str], pton: Callable[[str], bytes]) -> bytes:
-    try:
-        return b"".join(map(pton, values))
-    except (OSError, ValueError, TypeError):
-        raise _Reject(_first_failure(values, pton)) from None
-
-
-def _ints(values: list[str], bits: int, hi: int) -> np.ndarray:
-    """Unsigned decimal strings to int64, each <= hi; _Reject at the first bad one."""
-    digits = "".join(values)
-    if digits.isascii() and digits.isdigit() and all(values):   # the usual case, checked in C
-        try:
-            arr = np.fromiter(map(int, values), np.int64, len(values))
-            if not (arr > hi).any():
-                return arr
-        except OverflowError:
-            pass
-    conv = _uint(bits, 0, hi)                                   # "+5", or an error somewhere
-    try:
-        return np.fromiter(map(conv, values), np.int64, len(values))
-    except ValueError:
-        raise _Reject(_first_failure(values, conv)) from None
-
-
 def _bindings_fast(doc: Document, nodes: list[Node]) -> Bindings:
     n = len(nodes)
     if n == 0:
@@ -500,65 +423,10 @@ def _bindings_fast(doc: Document, nodes: list[Node]) -> Bindings:
     _optional_ints(pads, 16, 0xFFFF)          # checked, not kept
     br_addresses, br_index = _br_index(brs)
     line = doc.lines_of(np.fromiter(map(attrgetter("pos"), nodes), np.int64, n))
-    _check_port_sets(doc, ipv4, psid, plen, rsv, line)
+    check_port_sets(doc.source, ipv4, psid, plen, rsv, line, _NAMES)
     return Bindings(ipv4=ipv4, psid=psid.astype(np.uint16), psid_length=plen.astype(np.uint8),
                     reserved_ports_bit_count=rsv.astype(np.uint8), b4_ipv6=b4,
                     br_index=br_index, br_addresses=br_addresses, line=line)
-
-
-def _br_index(brs: list[str]) -> tuple[list[bytes], np.ndarray]:
-    """Distinct BR addresses in first-seen order, and each softwire's index into them."""
-    by_text: dict[str, int] = {}
-    by_bytes: dict[bytes, int] = {}
-    for s in dict.fromkeys(brs):
-        try:
-            packed = _pton6(s)
-        except (OSError, ValueError, TypeError):
-            raise _Reject(brs.index(s)) from None
-        by_text[s] = by_bytes.setdefault(packed, len(by_bytes))
-    if len(by_bytes) > 0x10000:
-        raise _Reject(brs.index(next(s for s, i in by_text.items() if i == 0x10000)))
-    index = np.fromiter(map(by_text.__getitem__, brs), np.uint16, len(brs))
-    return list(by_bytes), index
-
-
-def _fmt4(v: int) -> str:
-    return socket.inet_ntop(socket.AF_INET, int(v).to_bytes(4, "big"))
-
-
-def _check_port_sets(doc: Document, ipv4: np.ndarray, psid: np.ndarray, plen: np.ndarray,
-                     rsv: np.ndarray, line: np.ndarray) -> None:
-    """Per-softwire port-set sanity, duplicates and overlapping port sets (vectorised)."""
-    def fail(i: int, leaf: str, msg: str) -> None:
-        raise ConfigError(msg, file=doc.source, line=int(line[i]), path=f"{SOFTWIRE}{leaf}")
-
-    bad = np.flatnonzero(plen + rsv > 16)
-    if bad.size:
-        i = int(bad[0])
-        fail(i, "/port-set/reserved-ports-bit-count",
-             f"psid-length {plen[i]} + reserved-ports-bit-count {rsv[i]} exceeds 16")
-    bad = np.flatnonzero(psid >= (np.int64(1) << plen))
-    if bad.size:
-        i = int(bad[0])
-        fail(i, "/psid", f"psid {psid[i]} does not fit in psid-length {plen[i]} (must be < {1 << int(plen[i])})")
-    key = (ipv4.astype(np.uint64) << np.uint64(16)) | psid.astype(np.uint64)
-    order = np.argsort(key, kind="stable")
-    sk = key[order]
-    dup = order[1:][sk[1:] == sk[:-1]]
-    if dup.size:
-        i = int(dup.min())
-        first = int(np.flatnonzero(key == key[i])[0])
-        fail(i, "", f"duplicate softwire {_fmt4(ipv4[i])} psid {psid[i]} (first at line {line[first]})")
-    _, first_of, inverse = np.unique(ipv4, return_index=True, return_inverse=True)
-    params = (plen << 8) | rsv
-    firsts = first_of[inverse.reshape(-1)]
-    bad = np.flatnonzero(params != params[firsts])
-    if bad.size:
-        i = int(bad[0])
-        f = int(firsts[i])
-        fail(i, "/port-set", f"overlapping port sets for {_fmt4(ipv4[i])}: psid-length {plen[i]}, "
-             f"reserved-ports-bit-count {rsv[i]} here, but psid-length {plen[f]}, "
-             f"reserved-ports-bit-count {rsv[f]} at line {line[f]}")
 
 
 def validate_br_addresses(config: Config, allowed: set[bytes],
