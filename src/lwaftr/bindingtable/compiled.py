@@ -43,8 +43,9 @@ from lwaftr.bindingtable.table import BindingTable
 from lwaftr.config.errors import ConfigError
 from lwaftr.config.model import Bindings
 
-__all__ = ["MAGIC", "FORMAT_VERSION", "SUFFIX", "CompiledTableError", "Header", "save", "load",
-           "read_header", "compile_file", "compile_cached", "compiled_path"]
+__all__ = ["MAGIC", "FORMAT_VERSION", "SUFFIX", "CompiledTableError", "Header", "CompileStats", "save",
+           "load", "read_header", "layout_fingerprint", "compiled_path", "is_fresh", "compile_file",
+           "compile_cached"]
 
 MAGIC = b"LWAFTRBT"
 FORMAT_VERSION = 1
@@ -357,9 +358,17 @@ def compile_file(source: str | os.PathLike, loader: Callable[[str], Bindings],
                  out: str | os.PathLike | None = None, progress: bool | None = None
                  ) -> tuple[BindingTable, CompileStats]:
     """Load ``source`` with ``loader``, build its table and save it to ``out``
-    (default ``SOURCE.lwbt``), unconditionally.  ``progress``: show a bar on
-    stderr (None: only for big sources, see PROGRESS_*_BYTES)."""
-    src = Path(source)
+    (default ``SOURCE.lwbt``), unconditionally; return the table mapped from
+    ``out``.  ``progress``: show a bar on stderr (None: only for big sources,
+    see PROGRESS_*_BYTES).  OSError if ``out`` cannot be written."""
+    table, stats, error = _compile(Path(source), loader, out, progress)
+    if error is not None:
+        raise error
+    return table, stats
+
+
+def _compile(src: Path, loader: Callable[[str], Bindings], out: str | os.PathLike | None,
+             progress: bool | None) -> tuple[BindingTable, CompileStats, OSError | None]:
     out = compiled_path(src) if out is None else Path(out)
     try:
         st = src.stat()
@@ -374,14 +383,22 @@ def compile_file(source: str | os.PathLike, loader: Callable[[str], Bindings],
     table = BindingTable.build(bindings)
     t2 = time.perf_counter()
     bar("write", 0.85)
-    size = save(table, out, _source_info(src, st), progress=lambda f: bar("write", 0.85 + 0.15 * f))
+    try:
+        size = save(table, out, _source_info(src, st), progress=lambda f: bar("write", 0.85 + 0.15 * f))
+        # Use the shared mapping too: the private arrays just built are freed.
+        table = load(out, mmap=True, verify=False)
+        error = None
+    except OSError as e:
+        size, error = 0, e
     t3 = time.perf_counter()
-    bar.done(f"{len(bindings)} softwires")
-    return table, CompileStats(len(bindings), size, t1 - t0, t2 - t1, t3 - t2)
+    bar.done(f"{len(bindings)} softwires" if error is None else "not saved")
+    return table, CompileStats(len(bindings), size, t1 - t0, t2 - t1, t3 - t2), error
 
 
 def is_fresh(source: str | os.PathLike, compiled: str | os.PathLike) -> bool:
-    """Whether ``compiled`` is a valid header-wise, current compiled form of ``source``."""
+    """Whether ``compiled`` is the current compiled form of ``source``: a good
+    header recording the source's present size and mtime, and not older than it
+    (the payload checksum is checked by :func:`load`)."""
     try:
         st, cst = os.stat(source), os.stat(compiled)
         h = read_header(compiled)
@@ -409,9 +426,8 @@ def compile_cached(source_path: str | os.PathLike, loader: Callable[[str], Bindi
             return load(out, mmap=True, verify=verify)
         except CompiledTableError:
             pass                                   # corrupt payload: rebuild
-    try:
-        table, _ = compile_file(source_path, loader, out, progress)
-    except OSError as e:                           # read-only directory, disk full...
-        print(f"lwaftr: warning: cannot write {out}: {e}; using an uncached table", file=sys.stderr)
-        return BindingTable.build(loader(str(source_path)))
+    table, _, error = _compile(Path(source_path), loader, out, progress)
+    if error is not None:                          # read-only directory, disk full...
+        print(f"lwaftr: warning: cannot write {out}: {error}; using an uncached table",
+              file=sys.stderr)
     return table

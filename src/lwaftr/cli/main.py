@@ -9,6 +9,7 @@ import sys
 COMMANDS = {
     "bench": "lwaftr.cli.bench",
     "check": "lwaftr.cli.check",
+    "compile-configuration": "lwaftr.cli.compile_configuration",
     "demo": "lwaftr.cli.demo",
     "generate-configuration": "lwaftr.cli.generate_configuration",
 }

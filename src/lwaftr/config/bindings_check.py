@@ -182,7 +182,8 @@ def check_port_sets(source: str | None, ipv4: np.ndarray, psid: np.ndarray, plen
     if dup.size:
         i = int(dup.min())
         first = int(np.flatnonzero(key == key[i])[0])
-        fail(i, names.softwire, f"duplicate softwire {fmt4(ipv4[i])} psid {psid[i]} (first at line {line[first]})")
+        fail(i, names.softwire,
+             f"duplicate softwire {fmt4(ipv4[i])} psid {psid[i]} (first at line {line[first]})")
     _, first_of, inverse = np.unique(ipv4, return_index=True, return_inverse=True)
     params = (plen << 8) | rsv
     firsts = first_of[inverse.reshape(-1)]

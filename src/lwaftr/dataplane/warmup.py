@@ -3,10 +3,22 @@ from __future__ import annotations
 
 
 def warm_up() -> None:
+    from lwaftr.bindingtable.table import BindingTable
     from lwaftr.dataplane.engine import Engine
-    from lwaftr.examples import example_config, example_traffic
+    from lwaftr.examples import example_config
 
-    engine = Engine(example_config())
+    cfg = example_config()
+    _run(Engine(cfg))
+    # Memory-mapped compiled tables are read-only arrays: numba compiles those apart.
+    table = BindingTable.build(cfg.bindings)
+    for a in (table.addr_tab, table.sw_tab, table.br_tab):
+        a.setflags(write=False)
+    _run(Engine(cfg, table=table))
+
+
+def _run(engine) -> None:
+    from lwaftr.examples import example_traffic
+
     traffic = example_traffic()
     v4 = [f for _, side, f in traffic if side == "v4"]
     v6 = [f for _, side, f in traffic if side == "v6"]
