@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import subprocess
 import sys
 import time
@@ -53,21 +52,22 @@ def ours(conf: Path, v4: Path, v6: Path, duration: float, workers: int = 1) -> d
 
 
 def snabb(binary: str, conf: Path, v4: Path, v6: Path, duration: float) -> dict | None:
-    """Median of Snabb's per-second figures ('... decap Mpps' lines)."""
+    """Medians of Snabb's per-second CSV rows (``bench -b``), once it is past loading."""
+    csv = OUT / "snabb-bench.csv"
     try:
-        r = subprocess.run([binary, "lwaftr", "bench", "--duration", str(duration), "--name", "bench",
-                            str(conf), str(v4), str(v6)], text=True, capture_output=True, timeout=duration + 600)
-    except (OSError, subprocess.TimeoutExpired) as e:
+        subprocess.run([binary, "lwaftr", "bench", "--cpu", "1", "--duration", str(duration), "-b", str(csv),
+                        str(conf), str(v4), str(v6)], text=True, capture_output=True, timeout=duration + 900)
+        rows = [list(map(float, line.split(","))) for line in csv.read_text().splitlines()[1:] if line.strip()]
+    except (OSError, subprocess.TimeoutExpired, ValueError) as e:
         print(f"snabb: {e}", file=sys.stderr)
         return None
-    text = r.stdout + r.stderr
-    dec = [float(x) for x in re.findall(r"decap(?:sulation)?[^\d]*([\d.]+) MPPS", text, re.I)]
-    enc = [float(x) for x in re.findall(r"encap(?:sulation)?[^\d]*([\d.]+) MPPS", text, re.I)]
-    if not dec or not enc:
-        print("snabb: no figures found in its output:\n" + text[-2000:], file=sys.stderr)
+    first = next((i for i, r in enumerate(rows) if r[1] >= 1.0), None)
+    steady = rows[first + 1:] if first is not None else []
+    if not steady:
+        print("snabb: no steady-state rows in its CSV", file=sys.stderr)
         return None
     med = lambda xs: sorted(xs)[len(xs) // 2]  # noqa: E731
-    return {"decap_mpps": med(dec), "encap_mpps": med(enc)}
+    return {"decap_mpps": med([r[1] for r in steady]), "encap_mpps": med([r[3] for r in steady])}
 
 
 def load_times(conf: Path) -> dict:
