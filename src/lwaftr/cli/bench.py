@@ -91,7 +91,7 @@ def replay(engine: Engine, t4: Templates, t6: Templates, batch: int, deadline: f
 
 def _worker(config: Config, table: BindingTable, frames4, frames6, batch, barrier, duration, shared_base, idx):
     shared = np.frombuffer(shared_base, np.uint64).reshape(-1, 4)[idx]
-    engine = Engine(config, table=table, max_batch=batch)
+    engine = Engine(config, table=table, max_batch=batch, pool_slots=max(1024, 4 * batch))
     t4, t6 = Templates(frames4), Templates(frames6)
     replay(engine, t4, t6, batch, time.perf_counter() + 0.5)   # warm: kernels compiled/loaded, pages touched
     engine.counters[:] = 0
