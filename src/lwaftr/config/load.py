@@ -1,12 +1,16 @@
 """Load a configuration file of any supported format into the model."""
 from __future__ import annotations
 
+import json
+import os
+from dataclasses import replace
 from pathlib import Path
 
 from lwaftr.bindingtable import compiled
 from lwaftr.bindingtable.table import BindingTable
-from lwaftr.config.model import Config
-from lwaftr.config.snabb import load_snabb
+from lwaftr.config.errors import ConfigError
+from lwaftr.config.model import Bindings, Config
+from lwaftr.config.snabb import dump_snabb, load_snabb, loads_snabb
 
 
 def load_config(path: str | Path) -> Config:
@@ -14,13 +18,43 @@ def load_config(path: str | Path) -> Config:
     return load_snabb(str(path))
 
 
+def _rest_path(path: str | Path) -> Path:
+    """Where the configuration minus its binding table is kept beside ``CONF.lwbt``."""
+    return Path(str(compiled.compiled_path(path)) + ".rest")
+
+
+def _stamp(path: str | Path) -> dict[str, int]:
+    st = os.stat(path)
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
 def load_table(path: str | Path, config: Config | None = None) -> tuple[Config, BindingTable]:
     """The configuration and its compiled binding table.
 
-    The table comes from ``PATH.lwbt`` when that is up to date (memory-mapped,
+    The table comes from ``CONF.lwbt`` when that is up to date (memory-mapped,
     shared by every process that maps it), else it is compiled from the
-    configuration and saved there for next time.
+    configuration and saved there for next time.  Beside it, ``CONF.lwbt.rest``
+    keeps the rest of the configuration (everything but the softwires) for the
+    same version of the file, so a start from an up-to-date compiled table does
+    not parse a million softwires again; the returned ``config.bindings`` is
+    then empty: the table is the binding table.
     """
+    out, rest = compiled.compiled_path(path), _rest_path(path)
+    if config is None and compiled.is_fresh(path, out):
+        try:
+            saved = json.loads(rest.read_text())
+            if saved.get("source") == _stamp(path):
+                cfg = replace(loads_snabb(saved["config"], str(rest)), source=str(path))
+                return cfg, compiled.load(out)
+        except (OSError, ValueError, KeyError, ConfigError):
+            pass                                    # missing, stale or damaged: the slow way
     config = config if config is not None else load_config(path)
     table = compiled.compile_cached(path, lambda _: config.bindings)
+    try:
+        text = json.dumps({"source": _stamp(path), "config": dump_snabb(replace(config, bindings=Bindings.empty()))})
+        tmp = rest.with_name(rest.name + f".tmp{os.getpid()}")
+        tmp.write_text(text)
+        os.replace(tmp, rest)
+    except (OSError, ValueError):
+        pass                                        # read-only directory: next start parses again
     return config, table
