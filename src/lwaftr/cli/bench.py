@@ -89,10 +89,10 @@ def replay(engine: Engine, t4: Templates, t6: Templates, batch: int, deadline: f
     return now - start
 
 
-def _worker(config: Config, table: BindingTable, frames4, frames6, batch, barrier, duration, shared_base, idx):
+def _worker(config: Config, table: BindingTable, t4: Templates, t6: Templates, batch, barrier, duration,
+            shared_base, idx):
     shared = np.frombuffer(shared_base, np.uint64).reshape(-1, 4)[idx]
     engine = Engine(config, table=table, max_batch=batch, pool_slots=max(1024, 4 * batch))
-    t4, t6 = Templates(frames4), Templates(frames6)
     replay(engine, t4, t6, batch, time.perf_counter() + 0.5)   # warm: kernels compiled/loaded, pages touched
     engine.counters[:] = 0
     barrier.wait()                                              # everyone starts together
@@ -124,7 +124,9 @@ def run(args: argparse.Namespace) -> int:
     shared = np.frombuffer(shared_base, np.uint64).reshape(n, 4)
     ctx = mp.get_context("fork")
     barrier = ctx.Barrier(n + 1)
-    procs = [ctx.Process(target=_worker, args=(config, table, frames4, frames6, args.batch, barrier,
+    # Built before forking, so the workers read one copy of the frames (and of the table).
+    t4, t6 = Templates(frames4), Templates(frames6)
+    procs = [ctx.Process(target=_worker, args=(config, table, t4, t6, args.batch, barrier,
                                                 args.duration, shared_base, i), daemon=True) for i in range(n)]
     for p in procs:
         p.start()
