@@ -12,6 +12,7 @@ COMMANDS = {
     "compile-configuration": "lwaftr.cli.compile_configuration",
     "demo": "lwaftr.cli.demo",
     "generate-configuration": "lwaftr.cli.generate_configuration",
+    "run": "lwaftr.cli.run",
 }
 
 

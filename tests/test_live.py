@@ -1,0 +1,123 @@
+"""``lwaftr run`` forwarding between veth pairs in namespaces the test creates (needs root).
+
+Namespace ``lw`` holds the lwAFTR (i1 Internet side, b1 B4 side); namespace
+``peer`` holds the other ends (i0, b0), where packet sockets play the
+Internet host and the B4s.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from lwaftr.config.snabb import dump_snabb
+from lwaftr.examples import example_config
+
+LW, PEER = f"lwaftr-lw-{os.getpid()}", f"lwaftr-peer-{os.getpid()}"
+MACS = {"i1": "02:00:00:00:00:01", "b1": "02:00:00:00:00:02", "i0": "02:00:00:00:00:11", "b0": "02:00:00:00:00:22"}
+
+
+def sh(*cmd: str) -> None:
+    subprocess.run(cmd, check=True, capture_output=True)
+
+
+@pytest.fixture
+def lab():
+    sh("ip", "netns", "add", LW)
+    sh("ip", "netns", "add", PEER)
+    try:
+        for a, b in (("i1", "i0"), ("b1", "b0")):
+            sh("ip", "-n", LW, "link", "add", a, "type", "veth", "peer", "name", b, "netns", PEER)
+        for ns, devs in ((LW, ("i1", "b1")), (PEER, ("i0", "b0"))):
+            for d in devs:
+                sh("ip", "netns", "exec", ns, "sysctl", "-qw", f"net.ipv6.conf.{d}.disable_ipv6=1")
+                sh("ip", "-n", ns, "link", "set", d, "address", MACS[d], "up")
+        yield
+    finally:
+        sh("ip", "netns", "del", LW)
+        sh("ip", "netns", "del", PEER)
+
+
+PEER_BODY = textwrap.dedent('''
+    import socket, sys, time
+    from lwaftr.examples import example_traffic
+    traffic = example_traffic()
+    socks = {}
+    for dev in ("i0", "b0"):
+        s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(3))
+        s.bind((dev, 3))
+        s.setblocking(False)
+        socks[dev] = s
+    want = {"i0": set(), "b0": set()}
+    sent = {f for _, _, f in traffic}
+    seen = {"i0": [], "b0": []}
+    deadline = time.time() + float(sys.argv[1])
+    while time.time() < deadline:
+        for _, side, f in traffic:
+            socks["i0" if side == "v4" else "b0"].send(f)
+        time.sleep(0.2)
+        for dev, s in socks.items():
+            while True:
+                try:
+                    data, addr = s.recvfrom(65535)
+                except BlockingIOError:
+                    break
+                if addr[2] != socket.PACKET_OUTGOING and data not in sent:
+                    seen[dev].append(data)
+        if seen["i0"] and seen["b0"]:
+            break
+    print(len(seen["i0"]), len(seen["b0"]))
+    for dev in ("i0", "b0"):
+        for d in sorted(set(seen[dev])):
+            print(dev, d.hex())
+''')
+
+
+def _peer(seconds: float = 30):
+    r = subprocess.run(["ip", "netns", "exec", PEER, sys.executable, "-c", PEER_BODY, str(seconds)],
+                       capture_output=True, text=True, timeout=seconds + 60)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.split("\n")
+    out = {"i0": set(), "b0": set()}
+    for line in lines[1:]:
+        if line.strip():
+            dev, hexed = line.split()
+            out[dev].add(bytes.fromhex(hexed))
+    return out
+
+
+def test_run_forwards_live_and_survives_a_bad_reload(lab, tmp_path):
+    from lwaftr.dataplane.engine import Engine
+    from lwaftr.examples import example_traffic
+
+    conf = tmp_path / "lw.conf"
+    conf.write_text(dump_snabb(example_config()))
+    # What the data plane must send, from the same frames through check's path.
+    traffic = example_traffic()
+    eng = Engine(example_config())
+    exp4, exp6 = eng.process_frames([f for _, s, f in traffic if s == "v4"], [f for _, s, f in traffic if s == "v6"],
+                                    time.monotonic())
+    proc = subprocess.Popen(["ip", "netns", "exec", LW, sys.executable, "-m", "lwaftr", "run", "--conf", str(conf),
+                             "--v4", "i1", "--v6", "b1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        got = _peer()
+        assert set(exp4) <= got["i0"] and set(exp6) <= got["b0"], "live output differs from check's"
+        # A bad configuration on SIGHUP is refused; forwarding goes on with the old one.
+        conf.write_text("softwire-config { nonsense; }")
+        proc.send_signal(signal.SIGHUP)
+        time.sleep(0.5)
+        got = _peer(10)
+        assert set(exp6) <= got["b0"]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "reload refused" in err
+    counters = json.loads(out)
+    assert counters["out-ipv6-packets"] > 0 and counters["out-ipv4-packets"] > 0
