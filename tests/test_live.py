@@ -121,3 +121,47 @@ def test_run_forwards_live_and_survives_a_bad_reload(lab, tmp_path):
     assert "reload refused" in err
     counters = json.loads(out)
     assert counters["out-ipv6-packets"] > 0 and counters["out-ipv4-packets"] > 0
+
+
+UDP_BODY = textwrap.dedent('''
+    import socket, sys, time
+    from scapy.layers.inet import IP, UDP
+    from scapy.layers.inet6 import IPv6
+    from scapy.layers.l2 import Ether
+    cap = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x86dd))
+    cap.bind(("b0", 0x86dd))
+    cap.settimeout(1)
+    app = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        app.sendto(b"checksum offload test", ("192.0.2.1", 4100))   # alice's port on the shared address
+        try:
+            data, addr = cap.recvfrom(65535)
+        except socket.timeout:
+            continue
+        inner = Ether(data)[IPv6][IP]
+        sent = inner[UDP].chksum
+        del inner[UDP].chksum
+        print(sent == IP(bytes(inner))[UDP].chksum, IP(bytes(Ether(data)[IPv6].payload))[UDP].load.decode())
+        break
+''')
+
+
+def test_checksum_offloaded_by_a_local_stack_is_completed(lab, tmp_path):
+    """A host's kernel sending UDP over veth leaves the checksum to 'hardware';
+    the lwAFTR must finish it before tunnelling the packet (TP_STATUS_CSUMNOTREADY)."""
+    conf = tmp_path / "lw.conf"
+    conf.write_text(dump_snabb(example_config()))
+    sh("ip", "-n", PEER, "addr", "add", "203.0.113.7/24", "dev", "i0")
+    sh("ip", "-n", PEER, "route", "add", "192.0.2.0/24", "dev", "i0")
+    sh("ip", "-n", PEER, "neigh", "add", "192.0.2.1", "lladdr", MACS["i1"], "dev", "i0")
+    sh("ip", "netns", "exec", PEER, "ethtool", "-K", "i0", "tx", "on")   # offload on: partial checksums
+    proc = subprocess.Popen(["ip", "netns", "exec", LW, sys.executable, "-m", "lwaftr", "run", "--conf", str(conf),
+                             "--v4", "i1", "--v6", "b1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        r = subprocess.run(["ip", "netns", "exec", PEER, sys.executable, "-c", UDP_BODY],
+                           capture_output=True, text=True, timeout=90)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=30)
+    assert r.stdout.split() == ["True", "checksum", "offload", "test"], r.stdout + r.stderr
