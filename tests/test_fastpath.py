@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import ipaddress
 
-import numpy as np
 from hypothesis import HealthCheck, given, settings, strategies as st
 from scapy.layers.inet import ICMP, IP, UDP
 from scapy.layers.inet6 import IPv6, IPv6ExtHdrFragment
