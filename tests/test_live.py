@@ -55,6 +55,10 @@ PEER_BODY = textwrap.dedent('''
         s.setblocking(False)
         socks[dev] = s
     want = {"i0": set(), "b0": set()}
+    for line in sys.stdin.read().splitlines():
+        if line.strip():
+            dev, hexed = line.split()
+            want[dev].add(bytes.fromhex(hexed))
     sent = {f for _, _, f in traffic}
     seen = {"i0": [], "b0": []}
     deadline = time.time() + float(sys.argv[1])
@@ -70,8 +74,8 @@ PEER_BODY = textwrap.dedent('''
                     break
                 if addr[2] != socket.PACKET_OUTGOING and data not in sent:
                     seen[dev].append(data)
-        if seen["i0"] and seen["b0"]:
-            break
+        if want["i0"] <= set(seen["i0"]) and want["b0"] <= set(seen["b0"]):
+            break                       # everything expected has come out (the first batches may be slow)
     print(len(seen["i0"]), len(seen["b0"]))
     for dev in ("i0", "b0"):
         for d in sorted(set(seen[dev])):
@@ -79,9 +83,12 @@ PEER_BODY = textwrap.dedent('''
 ''')
 
 
-def _peer(seconds: float = 30):
+def _peer(want4: list[bytes], want6: list[bytes], seconds: float = 60):
+    """Send the example traffic from the peer side until ``want4`` has come out
+    of i1 and ``want6`` out of b1 (or time runs out); returns what came out."""
+    expected = "".join(f"i0 {f.hex()}\n" for f in want4) + "".join(f"b0 {f.hex()}\n" for f in want6)
     r = subprocess.run(["ip", "netns", "exec", PEER, sys.executable, "-c", PEER_BODY, str(seconds)],
-                       capture_output=True, text=True, timeout=seconds + 60)
+                       input=expected, capture_output=True, text=True, timeout=seconds + 60)
     assert r.returncode == 0, r.stderr
     lines = r.stdout.split("\n")
     out = {"i0": set(), "b0": set()}
@@ -106,13 +113,13 @@ def test_run_forwards_live_and_survives_a_bad_reload(lab, tmp_path):
     proc = subprocess.Popen(["ip", "netns", "exec", LW, sys.executable, "-m", "lwaftr", "run", "--conf", str(conf),
                              "--v4", "i1", "--v6", "b1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        got = _peer()
+        got = _peer(exp4, exp6)
         assert set(exp4) <= got["i0"] and set(exp6) <= got["b0"], "live output differs from check's"
         # A bad configuration on SIGHUP is refused; forwarding goes on with the old one.
         conf.write_text("softwire-config { nonsense; }")
         proc.send_signal(signal.SIGHUP)
         time.sleep(0.5)
-        got = _peer(10)
+        got = _peer([], exp6, 20)
         assert set(exp6) <= got["b0"]
     finally:
         proc.send_signal(signal.SIGTERM)
