@@ -36,9 +36,7 @@ from __future__ import annotations
 import os
 import re
 import socket
-import tempfile
 from operator import itemgetter
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -46,6 +44,7 @@ import numpy as np
 from lwaftr.config import bindings_check as bc
 from lwaftr.config.errors import ConfigError
 from lwaftr.config.model import Bindings
+from lwaftr.fileutil import write_atomic
 
 __all__ = ["FIELDS", "load_text", "loads_text", "dump_text", "dumps_text", "is_text_bindings"]
 
@@ -228,23 +227,4 @@ def dumps_text(b: Bindings, header: bool = True) -> str:
 
 def dump_text(b: Bindings, path: str | os.PathLike, header: bool = True) -> None:
     """Write ``b`` to ``path`` as a text binding table (atomically: temp file + rename)."""
-    _atomic_write(Path(path), dumps_text(b, header).encode("ascii"))
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    try:
-        mode = path.stat().st_mode & 0o777
-    except OSError:
-        mode = 0o644
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    write_atomic(path, dumps_text(b, header).encode("ascii"))

@@ -11,6 +11,7 @@ from lwaftr.bindingtable.table import BindingTable
 from lwaftr.config.errors import ConfigError
 from lwaftr.config.model import Bindings, Config
 from lwaftr.config.snabb import dump_snabb, load_snabb, loads_snabb
+from lwaftr.fileutil import write_atomic
 
 
 def load_config(path: str | Path) -> Config:
@@ -52,9 +53,7 @@ def load_table(path: str | Path, config: Config | None = None) -> tuple[Config, 
     table = compiled.compile_cached(path, lambda _: config.bindings)
     try:
         text = json.dumps({"source": _stamp(path), "config": dump_snabb(replace(config, bindings=Bindings.empty()))})
-        tmp = rest.with_name(rest.name + f".tmp{os.getpid()}")
-        tmp.write_text(text)
-        os.replace(tmp, rest)
+        write_atomic(rest, text.encode())
     except (OSError, ValueError):
         pass                                        # read-only directory: next start parses again
     return config, table
