@@ -29,7 +29,6 @@ import mmap as _mmap
 import os
 import struct
 import sys
-import tempfile
 import time
 import zlib
 from dataclasses import dataclass, field
@@ -41,6 +40,7 @@ import numpy as np
 from lwaftr.bindingtable import table as _table
 from lwaftr.bindingtable.table import BindingTable
 from lwaftr.config.errors import ConfigError
+from lwaftr.fileutil import write_atomic
 from lwaftr.config.model import Bindings
 
 __all__ = ["MAGIC", "FORMAT_VERSION", "SUFFIX", "CompiledTableError", "Header", "CompileStats", "save",
@@ -151,33 +151,8 @@ def save(table: BindingTable, path: str | os.PathLike, source: dict[str, Any] | 
     head = _PREFIX.pack(MAGIC, FORMAT_VERSION, len(js), zlib.crc32(js), 0) + js
     head += bytes(start - len(head))
     total = start + payload_size
-    _write_atomic(Path(path), [head] + chunks, total, progress)
+    write_atomic(path, [head] + chunks, fsync=True, progress=progress)
     return total
-
-
-def _write_atomic(path: Path, chunks: list, total: int, progress: Callable[[float], None] | None) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            done = 0
-            for c in chunks:
-                step = 8 << 20
-                for i in range(0, len(c), step):
-                    part = c[i:i + step]
-                    fh.write(part)
-                    done += len(part)
-                    if progress:
-                        progress(done / total)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
 
 
 # --- reading -------------------------------------------------------------------------------------
