@@ -22,6 +22,7 @@ from lwaftr.dataplane.pool import HEADROOM, PacketPool
 # <linux/if_packet.h>
 SOL_PACKET = 263
 PACKET_RX_RING = 5
+PACKET_STATISTICS = 6
 PACKET_VERSION = 10
 PACKET_TX_RING = 13
 PACKET_QDISC_BYPASS = 20
@@ -167,10 +168,22 @@ class RxRing:
         self.ring = np.frombuffer(self.map, np.uint8)
         self.block_size, self.block_nr = block_size, block_nr
         self.state = np.zeros(4, np.int64)
+        self._stats = [0, 0, 0]
         self.sock.bind((ifname, ETH_P_ALL))
 
     def fileno(self) -> int:
         return self.sock.fileno()
+
+    def stats(self) -> dict[str, int]:
+        """PACKET_STATISTICS since the ring was opened: ``packets`` the kernel
+        handed to this socket (taken or not), ``drops`` of those lost because
+        the ring was full, ``freeze_q`` times the queue froze.  The kernel
+        zeroes its figures on every read; they are accumulated here."""
+        packets, drops, freeze = struct.unpack("III", self.sock.getsockopt(SOL_PACKET, PACKET_STATISTICS, 12))
+        self._stats[0] += packets                    # the kernel's tp_packets already includes tp_drops
+        self._stats[1] += drops
+        self._stats[2] += freeze
+        return {"packets": self._stats[0], "drops": self._stats[1], "freeze_q": self._stats[2]}
 
     def receive(self, pool: PacketPool, max_frames: int) -> tuple[np.ndarray, np.ndarray]:
         """Up to ``max_frames`` frames as pool slots, and their ring status flags."""
