@@ -120,6 +120,12 @@ COUNTERS: tuple[tuple[str, str], ...] = (
     ("drop-no-next-hop-ipv4-packets", "IPv4 not sent because the next hop's MAC is not yet known."),
     ("drop-no-next-hop-ipv6-packets", "IPv6 not sent because the next hop's MAC is not yet known."),
     ("drop-wrong-vlan-packets", "Frames without the interface's VLAN tag."),
+    # Kernel control-plane mode: frames passed to and from the kernel's TAPs.
+    ("to-kernel-ipv4-interface-packets", "Frames of the IPv4 interface passed to the kernel (its TAP)."),
+    ("to-kernel-ipv6-interface-packets", "Frames of the IPv6 interface passed to the kernel (its TAP)."),
+    ("from-kernel-ipv4-interface-packets", "Frames the kernel sent out of the IPv4 interface."),
+    ("from-kernel-ipv6-interface-packets", "Frames the kernel sent out of the IPv6 interface."),
+    ("drop-to-kernel-packets", "Frames for the kernel dropped because its TAP was full or absent."),
 )
 
 NAMES: tuple[str, ...] = tuple(n for n, _ in COUNTERS)

@@ -107,6 +107,29 @@ class Bindings:
                    [], np.zeros(0, np.int32))
 
 
+#: Control-plane modes (``lwaftr { control-plane { mode ...; } }``).
+KERNEL = "kernel"        # bump in the wire: the Linux kernel answers, through a TAP per interface
+BUILT_IN = "built-in"    # Snabb's way: built-in ARP/NDP/echo responders, no TAP
+
+
+@dataclass(frozen=True)
+class ControlPlane:
+    """How ``lwaftr run`` treats what is not lwAFTR work (our extension; Snabb has none).
+
+    ``KERNEL``: ARP, NDP, ping and any traffic to the router's own addresses
+    go to a TAP interface per data interface, the kernel answers through it,
+    and next-hop MACs come from the kernel's neighbour table (refreshed every
+    ``next_hop_refresh_interval`` seconds and on netlink events).  The TAPs
+    get the instance's addresses with these prefix lengths.  ``check`` and
+    ``bench`` always use the built-in responders.
+    """
+    mode: str = KERNEL
+    answer_arp_for_softwires: bool = False
+    external_prefix_length: int = 32
+    internal_prefix_length: int = 128
+    next_hop_refresh_interval: float = 1.0
+
+
 @dataclass
 class Config:
     """A whole lwAFTR configuration."""
@@ -115,6 +138,7 @@ class Config:
     bindings: Bindings
     instances: list[Instance]
     name: str | None = None
+    control_plane: ControlPlane = field(default_factory=ControlPlane)
     source: str | None = field(default=None, compare=False)   # file it was loaded from
 
     @property

@@ -32,13 +32,16 @@ from lwaftr.config.bindings_check import (Names, Reject as _Reject, br_index as 
                                          optional_ints as _optional_ints, packed as _packed,
                                          pton4 as _pton4, pton6 as _pton6, uint as _uint)
 from lwaftr.config.errors import ConfigError
-from lwaftr.config.model import (Bindings, Config, Instance, InterfaceAddresses, InterfacePolicy,
-                                 NextHop)
+from lwaftr.config.model import (BUILT_IN, KERNEL, Bindings, Config, ControlPlane, Instance,
+                                 InterfaceAddresses, InterfacePolicy, NextHop)
 from lwaftr.config.yangdata import Compact, Document, Node, no_gc, parse, quote
 
 __all__ = ["load_snabb", "loads_snabb", "dump_snabb", "validate_br_addresses"]
 
 ROOT = "softwire-config"
+#: Our extensions, in a second optional top-level container Snabb does not know
+#: (delete it to take a file back to Snabb).
+EXT = "lwaftr"
 SOFTWIRE = f"{ROOT}/binding-table/softwire"
 
 
@@ -64,6 +67,22 @@ def _mac(s: str) -> bytes:
     if not _MAC_RE.fullmatch(s):
         raise ValueError(f"bad MAC address {s!r}")
     return bytes.fromhex(s.replace(":", ""))
+
+
+def _mode(s: str) -> str:
+    if s not in (KERNEL, BUILT_IN):
+        raise ValueError(f"expected {KERNEL} or {BUILT_IN}, got {s!r}")
+    return s
+
+
+def _seconds(s: str) -> float:
+    try:
+        v = float(s)
+    except ValueError:
+        raise ValueError(f"expected seconds (a decimal number), got {s!r}") from None
+    if not 0.01 <= v <= 3600:
+        raise ValueError(f"{s} out of range 0.01..3600 seconds")
+    return v
 
 
 def _date_and_time(s: str) -> str:
@@ -151,6 +170,16 @@ _SCHEMA = Container({
             "internal-interface": _addresses_schema(_ipv6),
         })),
     })),
+})
+
+_EXT_SCHEMA = Container({
+    "control-plane": Container({
+        "mode": Leaf(_mode, KERNEL),
+        "answer-arp-for-softwires": Leaf(_boolean, False),
+        "external-prefix-length": Leaf(_uint(8, 1, 32), 32),
+        "internal-prefix-length": Leaf(_uint(8, 1, 128), 128),
+    }),
+    "next-hop-cache-refresh-interval": Leaf(_seconds, 1.0),
 })
 
 
@@ -260,32 +289,42 @@ def loads_snabb(text: str, source: str = "<string>") -> Config:
     """Parse and validate snabb-softwire-v3 data text."""
     with no_gc():
         doc = parse(text, source, _SOFTWIRE_COMPACT)
-        rec = _walk(doc, _root(doc), _SCHEMA, ROOT)
+        root, ext = _roots(doc)
+        rec = _walk(doc, root, _SCHEMA, ROOT)
+        ext_rec = _walk(doc, ext, _EXT_SCHEMA, EXT)
         config = Config(external=_policy(rec["external-interface"], internal=False),
                         internal=_policy(rec["internal-interface"], internal=True),
                         instances=_instances(doc, rec),
                         bindings=_bindings(doc, rec["binding-table"]["softwire"]),
-                        name=rec.get("name"), source=source)
+                        name=rec.get("name"), control_plane=_control_plane(ext_rec), source=source)
         del doc, rec    # free the (acyclic) tree by reference counting, before the GC sees it
     return config
 
 
-def _root(doc: Document) -> Node:
-    """The one top-level ``softwire-config`` container."""
-    root = None
+def _roots(doc: Document) -> tuple[Node, Node]:
+    """The one top-level ``softwire-config`` container and our optional ``lwaftr`` one."""
+    found: dict[str, Node] = {}
     for n in doc.children:
-        if n.keyword != ROOT:
+        if n.keyword not in (ROOT, EXT):
             raise doc.error(f"unknown {_kind(n)} '{n.keyword}'", n.pos, n.keyword)
-        if root is not None:
-            raise doc.error(f"duplicate container '{ROOT}'", n.pos, ROOT)
+        if n.keyword in found:
+            raise doc.error(f"duplicate container '{n.keyword}'", n.pos, n.keyword)
         if n.children is None:
-            raise doc.error(f"'{ROOT}' is a container, not a leaf", n.pos, ROOT)
+            raise doc.error(f"'{n.keyword}' is a container, not a leaf", n.pos, n.keyword)
         if n.value is not None:
-            raise doc.error(f"unexpected argument {n.value!r} to container '{ROOT}'", n.pos, ROOT)
-        root = n
-    if root is None:
+            raise doc.error(f"unexpected argument {n.value!r} to container '{n.keyword}'", n.pos, n.keyword)
+        found[n.keyword] = n
+    if ROOT not in found:
         raise ConfigError(f"no '{ROOT}' container", file=doc.source, path=ROOT)
-    return root
+    return found[ROOT], found.get(EXT) or Node(EXT, None, 0, [])
+
+
+def _control_plane(r: Rec) -> ControlPlane:
+    cp = r["control-plane"]
+    return ControlPlane(mode=cp["mode"], answer_arp_for_softwires=cp["answer-arp-for-softwires"],
+                        external_prefix_length=cp["external-prefix-length"],
+                        internal_prefix_length=cp["internal-prefix-length"],
+                        next_hop_refresh_interval=r["next-hop-cache-refresh-interval"])
 
 
 def load_snabb(path: str) -> Config:
@@ -480,7 +519,20 @@ def dump_snabb(config: Config) -> str:
     out += _dump_policy("internal-interface", config.internal, internal=True)
     out += _dump_instances(config.instances)
     out.append("}")
+    out += _dump_extensions(config.control_plane)
     return "\n".join(out) + "\n"
+
+
+def _dump_extensions(cp: ControlPlane) -> list[str]:
+    """Our ``lwaftr`` container, only when something differs from the defaults
+    (so a plain Snabb configuration is written back as Snabb can read it)."""
+    if cp == ControlPlane():
+        return []
+    return [f"{EXT} {{", "  control-plane {", f"    mode {cp.mode};",
+            f"    answer-arp-for-softwires {_bool(cp.answer_arp_for_softwires)};",
+            f"    external-prefix-length {cp.external_prefix_length};",
+            f"    internal-prefix-length {cp.internal_prefix_length};", "  }",
+            f"  next-hop-cache-refresh-interval {cp.next_hop_refresh_interval:g};", "}"]
 
 
 def _dump_bindings(b: Bindings) -> list[str]:

@@ -34,11 +34,15 @@ class Engine:
     """An lwAFTR instance: configuration, binding table, counters, stages."""
 
     def __init__(self, config: Config, *, table: BindingTable | None = None, fast_path: bool = True,
-                 pool_slots: int = 4096, max_batch: int = 4096) -> None:
+                 pool_slots: int = 4096, max_batch: int = 4096, kernel: bool = False,
+                 counters: np.ndarray | None = None) -> None:
+        """``kernel``: the kernel is the control plane (see :mod:`lwaftr.dataplane.punt`);
+        ``counters``: an array to count in (e.g. in shared memory), else a new one."""
         self.config = config
-        self.counters = C.new_array()
+        self.counters = counters if counters is not None else C.new_array()
         self.table = table if table is not None else BindingTable.build(config.bindings)
-        self.slow = SlowPath(config, self.table, self.counters)
+        self.kernel = kernel
+        self.slow = SlowPath(config, self.table, self.counters, kernel=kernel)
         inst = config.instance
         self.vlan4 = inst.external.vlan_tag if inst.external.vlan_tag is not None else config.external.vlan_tag
         self.vlan6 = inst.internal.vlan_tag if inst.internal.vlan_tag is not None else config.internal.vlan_tag
@@ -61,6 +65,7 @@ class Engine:
         # sends that whole side's traffic there.
         filters = (ext.ingress_filter, ext.egress_filter, int_.ingress_filter, int_.egress_filter)
         P[K.P_FAST_OFF] = int(not fast_path or any(filters))
+        P[K.P_PUNT] = int(kernel)
         self.params = P
         self.macs = np.zeros((4, 6), np.uint8)
         self.macs[K.M_EXT_SELF] = np.frombuffer(inst.external.mac, np.uint8)
@@ -82,6 +87,27 @@ class Engine:
         self.table = table
         self.slow.set_table(table)
 
+    # -- the kernel as control plane ------------------------------------------
+    def set_next_hops(self, mac4: bytes | None, mac6: bytes | None) -> None:
+        """Kernel mode: the next hops' MACs (None while the kernel has none)."""
+        self.slow.set_next_hops(mac4, mac6)
+        self._refresh_next_hops()
+
+    def take_kernel_frames(self) -> tuple[list[bytes], list[bytes]]:
+        """Kernel mode: untagged frames for the kernel's TAPs (IPv4 side, IPv6 side)."""
+        return self.slow.take_kernel_frames()
+
+    def from_kernel(self, frames: list[bytes], side: int) -> np.ndarray:
+        """Frames the kernel sent on a TAP -> pool slots to transmit on that side
+        (4 or 6), VLAN-tagged as the side is."""
+        if not frames:
+            return np.zeros(0, np.int32)
+        if side == 4:
+            self.counters[C.FROM_KERNEL_IPV4_INTERFACE_PACKETS] += len(frames)
+            return self._store(self._tag(frames, self.vlan4))
+        self.counters[C.FROM_KERNEL_IPV6_INTERFACE_PACKETS] += len(frames)
+        return self._store(self._tag(frames, self.vlan6))
+
     # -- slots (fast path) ------------------------------------------------------
     def _refresh_next_hops(self) -> None:
         P = self.params
@@ -90,6 +116,7 @@ class Engine:
             mac = side.next_mac
             if mac is None:
                 P[key] = 0
+                self.macs[row] = 0
             else:
                 self.macs[row] = np.frombuffer(mac, np.uint8)
                 P[key] = 1

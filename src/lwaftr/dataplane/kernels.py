@@ -48,7 +48,8 @@ P_ICMP6_ERRORS = 8    # internal-interface generate-icmp-errors
 P_V4_RESOLVED = 9     # next-hop MACs known
 P_V6_RESOLVED = 10
 P_FAST_OFF = 11       # 1: everything goes to the slow path (e.g. filters configured)
-N_PARAMS = 12
+P_PUNT = 12           # 1: kernel control plane: IPv4 to us or to multicast/broadcast is the kernel's
+N_PARAMS = 13
 
 # MAC table rows (uint8[4, 6])
 M_EXT_SELF = 0
@@ -241,8 +242,13 @@ def classify_inet(buf, off, length, slots, P, addr_tab, sw_tab, verdict, rows):
                     and (rd16(b, o + W.O_IPV4_FLAGS) & _FRAG_BITS) == 0 and ipv4_header_sum_ok(b, o, W.IPV4_HLEN):
                 r = lookup_at(sw_tab, keys[i], rows[i])
                 if r < 0:
-                    # RFC 7596 5.2: no softwire.  Dropped here only when no ICMP error is due.
+                    # RFC 7596 5.2: no softwire.  Dropped here only when no ICMP error is due
+                    # (and, with the kernel as control plane, when it is not the kernel's).
                     v = SLOW if P[P_ICMP4_ERRORS] else DROP
+                    if P[P_PUNT]:
+                        d = rd32(b, o + W.O_IPV4_DST)
+                        if d == P[P_EXT_IP] or d >= 0xE0000000:
+                            v = SLOW
                 elif b[o + W.O_IPV4_TTL] > 1 and n - ETH + V6 <= P[P_INT_MTU] and P[P_V6_RESOLVED]:
                     v = TX      # (else: time exceeded, DF error or IPv6 fragmentation: slow)
                 else:

@@ -24,6 +24,7 @@ from lwaftr.dataplane.core import LwAftrCore
 from lwaftr.dataplane.echo import Echo4Stage, Echo6Stage
 from lwaftr.dataplane.fragment import Fragmenter4, Fragmenter6
 from lwaftr.dataplane.neighbor import ArpStage, NdpStage
+from lwaftr.dataplane.punt import KernelNextHop, Punt
 from lwaftr.dataplane.reassembly import Reassembler4, Reassembler6
 
 
@@ -32,9 +33,16 @@ def _filter(expr: str | None) -> PacketFilter | None:
 
 
 class SlowPath:
-    """All stages of one lwAFTR instance, on Python frames."""
+    """All stages of one lwAFTR instance, on Python frames.
 
-    def __init__(self, config: Config, table: BindingTable, counters: np.ndarray) -> None:
+    With ``kernel`` (the kernel control-plane mode of ``lwaftr run``), what
+    is not lwAFTR work goes to ``to_kernel4``/``to_kernel6`` instead of the
+    built-in ARP/NDP/echo stages (see :mod:`lwaftr.dataplane.punt`), and the
+    next hops' MACs are set from outside (:meth:`set_next_hops`).
+    """
+
+    def __init__(self, config: Config, table: BindingTable, counters: np.ndarray, *,
+                 kernel: bool = False) -> None:
         self.config = config
         self.c = counters
         inst = config.instance
@@ -45,10 +53,23 @@ class SlowPath:
         self.in_filter6 = _filter(int_.ingress_filter)
         self.out_filter4 = _filter(ext.egress_filter)
         self.out_filter6 = _filter(int_.egress_filter)
-        self.arp = ArpStage(counters, inst.external.ip, inst.external.mac,
-                            inst.external.next_hop.ip, inst.external.next_hop.mac)
-        self.ndp = NdpStage(counters, inst.internal.ip, inst.internal.mac,
-                            inst.internal.next_hop.ip, inst.internal.next_hop.mac)
+        self.punt: Punt | None = None
+        self.to_kernel4: list[bytes] = []
+        self.to_kernel6: list[bytes] = []
+        self.arp: ArpStage | KernelNextHop
+        self.ndp: NdpStage | KernelNextHop
+        if kernel:
+            self.punt = Punt(inst.external.ip, inst.internal.ip, inst.external.mac, table,
+                             config.control_plane.answer_arp_for_softwires, counters)
+            self.arp = KernelNextHop(counters, inst.external.mac, inst.external.next_hop.mac,
+                                     C.DROP_NO_NEXT_HOP_IPV4_PACKETS)
+            self.ndp = KernelNextHop(counters, inst.internal.mac, inst.internal.next_hop.mac,
+                                     C.DROP_NO_NEXT_HOP_IPV6_PACKETS)
+        else:
+            self.arp = ArpStage(counters, inst.external.ip, inst.external.mac,
+                                inst.external.next_hop.ip, inst.external.next_hop.mac)
+            self.ndp = NdpStage(counters, inst.internal.ip, inst.internal.mac,
+                                inst.internal.next_hop.ip, inst.internal.next_hop.mac)
         self.echo4 = Echo4Stage(counters, inst.external.ip)
         self.echo6 = Echo6Stage(counters, inst.internal.ip)
         self.core = LwAftrCore(config, table, counters)
@@ -57,6 +78,44 @@ class SlowPath:
 
     def set_table(self, table: BindingTable) -> None:
         self.core.table = table
+        if self.punt is not None:
+            self.punt.set_table(table)
+
+    def set_next_hops(self, mac4: bytes | None, mac6: bytes | None) -> None:
+        """Kernel mode: the next hops' MACs as the kernel knows them (None: unknown)."""
+        assert isinstance(self.arp, KernelNextHop) and isinstance(self.ndp, KernelNextHop)
+        self.arp.next_mac, self.ndp.next_mac = mac4, mac6
+
+    def _process_kernel(self, v4: list[bytes], v6: list[bytes], now: float) -> tuple[list[bytes], list[bytes]]:
+        """Kernel mode: punt what is the kernel's, the rest through reassembly,
+        the ingress filter and the core; MACs from the kernel's next hops."""
+        assert self.punt is not None
+        v4, k4, arp_replies = self.punt.split4(v4)
+        v6, k6 = self.punt.split6(v6)
+        for frames, filt, drop_idx, dest, counter in (
+                (k4, self.in_filter4, C.DROP_INGRESS_FILTER_IPV4_PACKETS, self.to_kernel4,
+                 C.TO_KERNEL_IPV4_INTERFACE_PACKETS),
+                (k6, self.in_filter6, C.DROP_INGRESS_FILTER_IPV6_PACKETS, self.to_kernel6,
+                 C.TO_KERNEL_IPV6_INTERFACE_PACKETS)):
+            for f in frames:
+                if filt is not None and not filt(f):
+                    self.c[drop_idx] += 1
+                else:
+                    dest.append(f)
+                    self.c[counter] += 1
+        north4 = self._northbound(v4, self.reasm4, self.in_filter4, C.DROP_INGRESS_FILTER_IPV4_PACKETS, now)
+        north6 = self._northbound(v6, self.reasm6, self.in_filter6, C.DROP_INGRESS_FILTER_IPV6_PACKETS, now)
+        out = self.core.process(north6, north4, now)
+        south4 = arp_replies + [g for g in map(self.arp.to_wire, out.v4) if g is not None]
+        south6 = [g for g in map(self.ndp.to_wire, out.v6) if g is not None]
+        return (self._southbound(south4, self.out_filter4, C.DROP_EGRESS_FILTER_IPV4_PACKETS, self.frag4),
+                self._southbound(south6, self.out_filter6, C.DROP_EGRESS_FILTER_IPV6_PACKETS, self.frag6))
+
+    def take_kernel_frames(self) -> tuple[list[bytes], list[bytes]]:
+        """Frames for the kernel (IPv4 side, IPv6 side) since the last call."""
+        k4, k6 = self.to_kernel4, self.to_kernel6
+        self.to_kernel4, self.to_kernel6 = [], []
+        return k4, k6
 
     def process(self, v4: list[bytes], v6: list[bytes], now: float) -> tuple[list[bytes], list[bytes]]:
         """One batch in, what leaves each interface out.
@@ -66,6 +125,8 @@ class SlowPath:
         echo replies, then neighbour requests and replies, then the core's
         frames (and frames held for an unresolved next hop, once resolved).
         """
+        if self.punt is not None:
+            return self._process_kernel(v4, v6, now)
         pre4, pre6 = self.arp.poll(now), self.ndp.poll(now)
 
         north4 = self._northbound(v4, self.reasm4, self.in_filter4, C.DROP_INGRESS_FILTER_IPV4_PACKETS, now)
