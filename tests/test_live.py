@@ -146,6 +146,8 @@ UDP_BODY = textwrap.dedent('''
             data, addr = cap.recvfrom(65535)
         except socket.timeout:
             continue
+        if not Ether(data).haslayer(IP):
+            continue        # the kernel's own IPv6 (MLD, NDP) through the control-plane TAP
         inner = Ether(data)[IPv6][IP]
         sent = inner[UDP].chksum
         del inner[UDP].chksum

@@ -10,8 +10,10 @@ COMMANDS = {
     "bench": "lwaftr.cli.bench",
     "check": "lwaftr.cli.check",
     "compile-configuration": "lwaftr.cli.compile_configuration",
+    "counters": "lwaftr.cli.counters",
     "demo": "lwaftr.cli.demo",
     "generate-configuration": "lwaftr.cli.generate_configuration",
+    "reload": "lwaftr.cli.reload",
     "run": "lwaftr.cli.run",
 }
 

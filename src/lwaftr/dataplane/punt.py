@@ -82,13 +82,13 @@ class Punt:
         self.ipv6 = bytes(ipv6)
         self.mac4 = bytes(mac4)
         self.table = table
-        self.br_addresses = frozenset(bytes(r) for r in table.br_tab)
+        self.br_addresses = frozenset(bytes(r) for r in table.br_tab if r.any())
         self.proxy_arp = answer_arp_for_softwires
         self.c = counters
 
     def set_table(self, table: BindingTable) -> None:
         self.table = table
-        self.br_addresses = frozenset(bytes(r) for r in table.br_tab)
+        self.br_addresses = frozenset(bytes(r) for r in table.br_tab if r.any())
 
     def split4(self, frames: list[bytes]) -> tuple[list[bytes], list[bytes], list[bytes]]:
         """IPv4-side frames -> (data plane, kernel, ARP replies to send back)."""

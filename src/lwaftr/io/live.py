@@ -1,70 +1,210 @@
-"""The live forwarding loop: AF_PACKET rings in, the engine, rings out.
+"""The live forwarding loop: interfaces in, the engine, interfaces out.
 
-One instance, one process: receive a batch from each ring, run it through
+One instance, one process: receive a batch from each port (AF_PACKET rings,
+or AF_XDP where asked for and possible), run it through
 :class:`~lwaftr.dataplane.engine.Engine`, transmit what comes out, repeat;
-block in ``select`` only when both rings are idle.  Configuration reloads
-(SIGHUP) build the new engine state aside and swap it in between batches;
-a configuration that fails to load is refused and the running one stays.
+block in ``select`` only when everything is idle.
+
+With the kernel as control plane (the default; see
+:mod:`lwaftr.dataplane.punt`), each side has a TAP carrying the instance's
+addresses: frames the engine leaves to the kernel are written to it, what the
+kernel writes is sent out of the data interface, and next-hop MACs come from
+the kernel's neighbour table (:mod:`lwaftr.io.neighbors`).
+
+Reloads (SIGHUP, ``lwaftr reload``) load the configuration aside and swap it
+in between batches: a new binding table alone is swapped under the running
+engine (every other state kept); other changes build a new engine.  A
+configuration that does not load, or that changes what needs a restart
+(interfaces, addresses, control-plane mode), is refused with a log line and
+the running one stays.  Counters live in shared memory (:mod:`lwaftr.io.state`).
 """
 from __future__ import annotations
 
 import logging
 import select
+import socket
+import struct
 import time
-from dataclasses import dataclass, field
+from dataclasses import replace
 
 import numpy as np
+from pyroute2 import IPRoute
 
 from lwaftr import counters as C
 from lwaftr import wire as W
 from lwaftr.config.errors import ConfigError
-from lwaftr.config.load import load_config
-from lwaftr.dataplane.engine import Engine
+from lwaftr.config.load import load_table
+from lwaftr.config.model import KERNEL, Bindings, Config
 from lwaftr.dataplane.checksum import complete_flagged
-from lwaftr.io.afpacket import TP_STATUS_CSUMNOTREADY, RxRing, TxRing
+from lwaftr.dataplane.engine import Engine
+from lwaftr.io.afpacket import SOL_PACKET, TP_STATUS_CSUMNOTREADY, RxRing, TxRing
+from lwaftr.io.neighbors import NextHops
+from lwaftr.io.state import StateDir
+from lwaftr.io.tap import QuietInterface, Tap, configure_tap, tap_name
 
 log = logging.getLogger("lwaftr.live")
 
+PACKET_ADD_MEMBERSHIP = 1
+PACKET_MR_PROMISC = 1
+#: How often the next hops are looked at for netlink events (the table itself:
+#: every ``next-hop-cache-refresh-interval``).
+NEIGHBOUR_POLL = 0.05
+#: Frames taken from a TAP per loop iteration (control traffic is light).
+TAP_BURST = 64
 
-@dataclass
+
 class Port:
-    """One interface: its receive and transmit rings."""
-    name: str
-    rx: RxRing = field(init=False)
-    tx: TxRing = field(init=False)
+    """One data interface: AF_XDP if asked for and possible, else AF_PACKET rings."""
 
-    def __post_init__(self) -> None:
-        self.rx = RxRing(self.name)
-        self.tx = TxRing(self.name)
+    def __init__(self, name: str, io: str = "afpacket") -> None:
+        self.name = name
+        self.xdp = None
+        if io == "xdp":
+            from lwaftr.io.afxdp import open_xdp
+            self.xdp = open_xdp(name)           # None (and a log line saying why) if not possible
+        if self.xdp is not None:
+            self.kind = "af_xdp"
+            return
+        self.kind = "af_packet"
+        self.rx = RxRing(name)
+        self.tx = TxRing(name)
+        # Frames for the instance MAC, which need not be the interface's own.
+        mreq = struct.pack("iHH8s", socket.if_nametoindex(name), PACKET_MR_PROMISC, 0, b"")
+        self.rx.sock.setsockopt(SOL_PACKET, PACKET_ADD_MEMBERSHIP, mreq)
+
+    def fileno(self) -> int:
+        return self.xdp.fileno() if self.xdp is not None else self.rx.fileno()
+
+    def receive(self, pool, max_frames: int) -> tuple[np.ndarray, np.ndarray]:
+        return (self.xdp or self.rx).receive(pool, max_frames)
+
+    def send(self, pool, slots: np.ndarray) -> int:
+        return (self.xdp or self.tx).send(pool, slots)
 
     def close(self) -> None:
-        self.rx.close()
-        self.tx.close()
+        if self.xdp is not None:
+            self.xdp.close()
+        else:
+            self.rx.close()
+            self.tx.close()
 
 
-def _ethertypes(pool, slots: np.ndarray) -> np.ndarray:
-    o = pool.off[slots].astype(np.int64) + W.O_ETH_TYPE
-    return (pool.buf[slots, o].astype(np.int64) << 8) | pool.buf[slots, o + 1]
+def _restart_part(cfg: Config) -> tuple:
+    """What a reload may not change."""
+    return cfg.instances, cfg.control_plane
+
+
+def _without_bindings(cfg: Config) -> Config:
+    return replace(cfg, bindings=Bindings.empty())
 
 
 class LiveLoop:
     """Forward between interfaces until :meth:`stop` is called."""
 
-    def __init__(self, conf_path: str, v4: str | None, v6: str | None, stick: str | None,
-                 batch: int = 256) -> None:
+    def __init__(self, conf_path: str, v4: str | None, v6: str | None, stick: str | None, *,
+                 batch: int = 256, io: str = "afpacket", control_plane: str | None = None,
+                 name: str | None = None) -> None:
         self.conf_path = conf_path
-        self.engine = Engine(load_config(conf_path), max_batch=batch)
+        self.config, table = load_table(conf_path)
+        self.mode = control_plane or self.config.control_plane.mode
+        self.kernel = self.mode == KERNEL
         self.batch = batch
         self.running = True
         self.reload_requested = False
-        if stick:
-            self.p4 = self.p6 = Port(stick)
-        else:
-            self.p4, self.p6 = Port(v4), Port(v6)
         self.stick = stick is not None
+        self.name = name or self.config.name or "lwaftr"
+        self._closers: list = []
+        try:
+            self.state = StateDir(self.name)
+            self._closers.append(self.state.close)
+            self.engine = self._engine(self.config, table)
+            self.ipr = IPRoute()
+            self._closers.append(self.ipr.close)
+            devices = [stick] if stick else [v4, v6]
+            for dev in devices:
+                q = QuietInterface(self.ipr, dev)
+                self._closers.append(q.restore)
+            if stick:
+                self.p4 = self.p6 = Port(stick, io)
+                self._closers.append(self.p4.close)
+            else:
+                self.p4 = Port(v4, io)
+                self._closers.append(self.p4.close)
+                self.p6 = Port(v6, io)
+                self._closers.append(self.p6.close)
+            self.taps: dict[int, Tap] = {}
+            self.next_hops: NextHops | None = None
+            if self.kernel:
+                self._setup_kernel_side(v4, v6, stick)
+        except BaseException:
+            self.close()
+            raise
         self.tx_refused = 0
         self.csum_completed = 0     # frames whose offloaded checksum we finished (veth, local stacks)
+        self._nh_next = 0.0
+        log.info("instance %s: %s control plane, %s", self.name, self.mode,
+                 ", ".join(f"{p.name} ({p.kind})" for p in {id(p): p for p in (self.p4, self.p6)}.values()),
+                 extra={"fields": {"softwires": self.engine.table.count, "state": str(self.state.path)}})
 
+    def _engine(self, cfg: Config, table) -> Engine:
+        return Engine(cfg, table=table, max_batch=self.batch, kernel=self.kernel, counters=self.state.counters)
+
+    # -- the kernel side ---------------------------------------------------------------------
+    def _setup_kernel_side(self, v4: str | None, v6: str | None, stick: str | None) -> None:
+        cfg, inst = self.config, self.config.instance
+        cp = cfg.control_plane
+        names = {4: tap_name(stick, 4), 6: tap_name(stick, 6)} if stick else {4: tap_name(v4), 6: tap_name(v6)}
+        brs = [bytes(r) for r in self.engine.table.br_tab if r.any()]
+        hops: list[tuple[int, bytes]] = []
+        self._hop_sides: list[int] = []
+        for side, addr, policy, plen, extra in (
+                (4, inst.external, cfg.external, cp.external_prefix_length, []),
+                (6, inst.internal, cfg.internal, cp.internal_prefix_length,
+                 [(b, 128) for b in brs if b != inst.internal.ip])):
+            tap = Tap(names[side])
+            self.taps[side] = tap
+            self._closers.append(tap.close)
+            idx = configure_tap(self.ipr, tap.name, addr.mac, policy.mtu, [(addr.ip, plen)] + extra,
+                                addr.next_hop.ip, ipv6=side == 6)
+            if addr.next_hop.ip is not None:
+                hops.append((idx, addr.next_hop.ip))
+                self._hop_sides.append(side)
+        self._static = {4: inst.external.next_hop.mac, 6: inst.internal.next_hop.mac}
+        if hops:
+            self.next_hops = NextHops(self.ipr, hops, cp.next_hop_refresh_interval)
+            self._closers.append(self.next_hops.close)
+        self._apply_next_hops()
+        log.info("kernel control plane: TAP %s for %s", ", ".join(t.name for t in self.taps.values()),
+                 "both sides" if stick else "each side")
+
+    def _apply_next_hops(self) -> None:
+        macs = dict(self._static)
+        if self.next_hops is not None:
+            for side, mac in zip(self._hop_sides, self.next_hops.macs()):
+                macs[side] = mac
+        self.engine.set_next_hops(macs[4], macs[6])
+
+    def _poll_next_hops(self, now: float) -> None:
+        if self.next_hops is not None and now >= self._nh_next:
+            self._nh_next = now + NEIGHBOUR_POLL
+            if self.next_hops.poll(now):
+                self._apply_next_hops()
+
+    def _kernel_io(self) -> None:
+        eng, pool = self.engine, self.engine.pool
+        k4, k6 = eng.take_kernel_frames()
+        refused = (self.taps[4].write(k4) if k4 else 0) + (self.taps[6].write(k6) if k6 else 0)
+        if refused:
+            eng.counters[C.DROP_TO_KERNEL_PACKETS] += refused
+        for side, port in ((4, self.p4), (6, self.p6)):
+            frames = self.taps[side].read(TAP_BURST)
+            if frames:
+                slots = eng.from_kernel(frames, side)
+                sent = port.send(pool, slots)
+                self.tx_refused += len(slots) - sent
+                pool.free(slots)
+
+    # -- control -----------------------------------------------------------------------------
     def stop(self) -> None:
         self.running = False
 
@@ -72,59 +212,101 @@ class LiveLoop:
         self.reload_requested = True
 
     def reload(self) -> bool:
-        """Load the configuration again; swap it in only if it loads and validates."""
+        """Load the configuration again; swap it in only if it loads, validates and
+        changes nothing that needs a restart."""
         self.reload_requested = False
         try:
-            cfg = load_config(self.conf_path)
-            new = Engine(cfg, max_batch=self.batch)
+            cfg, table = load_table(self.conf_path)
+            if _restart_part(cfg) != _restart_part(self.config):
+                raise ConfigError("changes to instances, interfaces, addresses or the control plane "
+                                  "need a restart", file=self.conf_path)
+            if _without_bindings(cfg) == _without_bindings(self.config):
+                self.engine.set_table(table)            # every other state (reassembly, ...) kept
+            else:
+                new = self._engine(cfg, table)
+                if self.kernel:
+                    new.set_next_hops(self.engine.slow.arp.next_mac, self.engine.slow.ndp.next_mac)
+                self.engine = new
         except (ConfigError, OSError, ValueError) as e:
             log.error("reload refused, keeping the running configuration: %s", e)
             return False
-        new.counters[:] = self.engine.counters        # counters carry on across reloads
-        self.engine = new
-        log.info("configuration reloaded: %d softwires", len(cfg.bindings))
+        self.config = cfg
+        log.info("configuration reloaded", extra={"fields": {"softwires": table.count}})
         return True
 
+    # -- forwarding --------------------------------------------------------------------------
     def _split(self, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """On a stick: IPv4 and ARP to the IPv4 side, the rest to the IPv6 side."""
+        """On a stick: by VLAN tag when the sides have different ones, else IPv4
+        and ARP to the IPv4 side and the rest to the IPv6 side (as Snabb)."""
         if len(slots) == 0:
             return slots, slots
-        et = _ethertypes(self.engine.pool, slots)
+        eng = self.engine
+        pool = eng.pool
+        o = pool.off[slots].astype(np.int64)
+        b = pool.buf
+
+        def u16(at):
+            return (b[slots, at].astype(np.int64) << 8) | b[slots, at + 1]
+
+        et = u16(o + W.O_ETH_TYPE)
+        if eng.vlan4 != eng.vlan6:
+            vid = np.where(et == W.ETHERTYPE_VLAN, u16(o + W.ETH_HLEN) & 0xFFF, -1)
+            v4 = vid == (-1 if eng.vlan4 is None else eng.vlan4)
+            v6 = vid == (-1 if eng.vlan6 is None else eng.vlan6)
+            wrong = ~(v4 | v6)
+            if wrong.any():
+                eng.counters[C.DROP_WRONG_VLAN_PACKETS] += int(wrong.sum())
+                pool.free(slots[wrong])
+            return slots[v4], slots[v6]
         v4 = (et == W.ETHERTYPE_IPV4) | (et == W.ETHERTYPE_ARP)
         return slots[v4], slots[~v4]
 
     def run_once(self, now: float) -> int:
-        """One batch each way; returns the number of frames received."""
+        """One batch each way; returns the number of frames received (data and TAPs)."""
         eng = self.engine
         pool = eng.pool
-        s4, f4 = self.p4.rx.receive(pool, self.batch)
+        s4, f4 = self.p4.receive(pool, self.batch)
         self.csum_completed += complete_flagged(pool.buf, pool.off, pool.length, s4, f4, TP_STATUS_CSUMNOTREADY)
         if self.stick:
             s4, s6 = self._split(s4)
         else:
-            s6, f6 = self.p6.rx.receive(pool, self.batch)
+            s6, f6 = self.p6.receive(pool, self.batch)
             self.csum_completed += complete_flagged(pool.buf, pool.off, pool.length, s6, f6,
                                                     TP_STATUS_CSUMNOTREADY)
         n = len(s4) + len(s6)
         o4, o6 = eng.process(s4, s6, now)
-        sent = self.p4.tx.send(pool, o4) + self.p6.tx.send(pool, o6)
+        sent = self.p4.send(pool, o4) + self.p6.send(pool, o6)
         self.tx_refused += len(o4) + len(o6) - sent
         pool.free(o4)
         pool.free(o6)
+        if self.kernel:
+            self._poll_next_hops(now)
+            self._kernel_io()
         return n
 
+    def _waitables(self) -> list:
+        out = [self.p4] if self.stick else [self.p4, self.p6]
+        out += list(self.taps.values())
+        if self.next_hops is not None:
+            out.append(self.next_hops)
+        return out
+
     def run(self) -> None:
-        rings = [self.p4.rx] if self.stick else [self.p4.rx, self.p6.rx]
+        waitables = self._waitables()
         while self.running:
             if self.reload_requested:
                 self.reload()
             if self.run_once(time.monotonic()) == 0:
-                select.select(rings, [], [], 0.05)      # idle: sleep until a ring has frames
+                select.select(waitables, [], [], 0.05)      # idle: sleep until something has frames
 
     def counters(self) -> dict[str, int]:
         return C.to_dict(self.engine.counters, nonzero=True)
 
     def close(self) -> None:
-        self.p4.close()
-        if not self.stick:
-            self.p6.close()
+        """Release everything in reverse order of acquisition (restores the interfaces)."""
+        while self._closers:
+            f = self._closers.pop()
+            try:
+                f()
+            except Exception as e:          # keep closing the rest
+                log.debug("close: %s", e)

@@ -1,0 +1,196 @@
+"""The kernel as control plane, live (needs root; namespaces made and removed here).
+
+Namespace ``lw`` runs ``lwaftr run``; namespace ``peer`` is a real Linux host
+on both links (an upstream router on the Internet side and an IPv6 router on
+the B4 side), so everything it sees was answered by the lwAFTR namespace's
+kernel through the TAPs: ARP, NDP, ping, a TCP session to the router's own
+address, and the next hops it learned from its neighbour table.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from lwaftr.config.model import ControlPlane, Instance, InterfaceAddresses, NextHop
+from lwaftr.config.snabb import dump_snabb
+from lwaftr.examples import example_config
+
+LW, PEER = f"lwaftr-cpl-{os.getpid()}", f"lwaftr-cpp-{os.getpid()}"
+AFTR4, UP4 = "198.51.100.1", "198.51.100.2"
+AFTR6, UP6, BR = "2001:db8:0:1::1", "2001:db8:0:1::2", "2001:db8:ffff::1"
+MAC4, MAC6 = "02:00:00:00:00:01", "02:00:00:00:00:02"
+
+
+def sh(*cmd: str, ns: str | None = None, check: bool = True, timeout: float = 30) -> subprocess.CompletedProcess:
+    full = (["ip", "netns", "exec", ns] if ns else []) + list(cmd)
+    return subprocess.run(full, check=check, capture_output=True, text=True, timeout=timeout)
+
+
+def config(stick: bool, **cp) -> str:
+    import ipaddress
+    base = example_config()
+    inst = Instance(device="s1" if stick else "b1", external_device=None if stick else "i1", queue_id=0,
+                    external=InterfaceAddresses(ipaddress.IPv4Address(AFTR4).packed, bytes.fromhex(MAC4.replace(":", "")),
+                                                NextHop(ip=ipaddress.IPv4Address(UP4).packed)),
+                    internal=InterfaceAddresses(ipaddress.IPv6Address(AFTR6).packed, bytes.fromhex(MAC6.replace(":", "")),
+                                                NextHop(ip=ipaddress.IPv6Address(UP6).packed)))
+    cfg = replace(base, instances=[inst], name=None,
+                  control_plane=ControlPlane(external_prefix_length=24, internal_prefix_length=64, **cp))
+    return dump_snabb(cfg)
+
+
+@pytest.fixture(params=["two-interface", "on-a-stick"])
+def lab(request, tmp_path):
+    stick = request.param == "on-a-stick"
+    sh("ip", "netns", "add", LW)
+    sh("ip", "netns", "add", PEER)
+    proc = None
+    try:
+        pairs = [("s1", "s0")] if stick else [("i1", "i0"), ("b1", "b0")]
+        for a, b in pairs:
+            sh("ip", "-n", LW, "link", "add", a, "type", "veth", "peer", "name", b, "netns", PEER)
+            sh("ip", "-n", LW, "link", "set", a, "up")
+            sh("ethtool", "-K", b, "tx", "off", ns=PEER)
+            sh("sysctl", "-qw", f"net.ipv6.conf.{b}.accept_dad=0", ns=PEER)
+            sh("ip", "-n", PEER, "link", "set", b, "up")
+        up, down = ("s0", "s0") if stick else ("i0", "b0")
+        sh("ip", "-n", PEER, "addr", "add", f"{UP4}/24", "dev", up)
+        sh("ip", "-n", PEER, "addr", "add", f"{UP6}/64", "dev", down, "nodad")
+        sh("ip", "-n", PEER, "route", "add", "192.0.2.0/24", "via", AFTR4)
+        sh("ip", "-n", PEER, "-6", "route", "add", f"{BR}/128", "via", AFTR6)
+        conf = tmp_path / "lw.conf"
+        conf.write_text(config(stick))
+        run_dir = tmp_path / "run"
+        env = dict(os.environ, LWAFTR_RUN_DIR=str(run_dir))
+        ports = ["--on-a-stick", "s1"] if stick else ["--v4", "i1", "--v6", "b1"]
+        proc = subprocess.Popen(["ip", "netns", "exec", LW, sys.executable, "-m", "lwaftr", "run", "--conf", str(conf),
+                                 "--name", "t", *ports], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True, env=env)
+        deadline = time.time() + 60
+        while not (run_dir / "t" / "pid").exists():
+            assert proc.poll() is None, proc.communicate()[1]
+            assert time.time() < deadline, "lwaftr run did not start"
+            time.sleep(0.1)
+        yield {"stick": stick, "proc": proc, "env": env, "conf": conf, "up": up, "down": down}
+    finally:
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            proc.communicate(timeout=30)
+        sh("ip", "netns", "del", LW, check=False)
+        sh("ip", "netns", "del", PEER, check=False)
+
+
+def stop(lab) -> tuple[dict, str]:
+    proc = lab["proc"]
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    return json.loads(out), err
+
+
+def ping(ns: str, addr: str, tries: int = 20) -> bool:
+    for _ in range(tries):
+        if sh("ping", "-c", "1", "-W", "1", addr, ns=ns, check=False).returncode == 0:
+            return True
+    return False
+
+
+def neighbour(ns: str, addr: str) -> str | None:
+    out = json.loads(sh("ip", "-j", "neigh", "show", addr, ns=ns).stdout or "[]")
+    return out[0].get("lladdr") if out else None
+
+
+def test_kernel_answers_arp_ndp_ping_and_tcp_through_the_taps(lab):
+    # ping the router's IPv4 and IPv6 addresses and a BR address: ARP, NDP and
+    # echo all answered by the lwAFTR namespace's kernel, with the instance MACs.
+    assert ping(PEER, AFTR4)
+    assert ping(PEER, AFTR6)
+    assert ping(PEER, BR)
+    assert neighbour(PEER, AFTR4) == MAC4
+    assert neighbour(PEER, AFTR6) == MAC6
+    # A TCP session to the router's own address (a BGP speaker would listen here).
+    server = subprocess.Popen(["ip", "netns", "exec", LW, sys.executable, "-c",
+                               "import socket; s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1);"
+                               f"s.bind(('{AFTR4}', 1179)); s.listen(); c,_=s.accept(); c.sendall(c.recv(100)[::-1])"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(0.5)
+        r = sh(sys.executable, "-c", f"import socket; c=socket.create_connection(('{AFTR4}', 1179), timeout=10);"
+                                     "c.sendall(b'open'); print(c.recv(100).decode())", ns=PEER)
+        assert r.stdout.strip() == "nepo"
+    finally:
+        server.kill()
+        server.communicate()
+    counters, _ = stop(lab)
+    assert counters["to-kernel-ipv4-interface-packets"] > 0 and counters["from-kernel-ipv4-interface-packets"] > 0
+    assert counters["to-kernel-ipv6-interface-packets"] > 0 and counters["from-kernel-ipv6-interface-packets"] > 0
+    assert "out-icmpv4-echo-packets" not in counters and "out-arp-reply-packets" not in counters
+
+
+SEND_AND_CAPTURE = '''
+import socket, sys, time
+cap = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x86dd))
+cap.bind((sys.argv[1], 0x86dd))
+cap.settimeout(0.5)
+app = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+deadline = time.time() + 30
+while time.time() < deadline:
+    app.sendto(b"to alice", ("192.0.2.1", 4100))
+    try:
+        data = cap.recv(65535)
+    except socket.timeout:
+        continue
+    if data[12:14] == b"\\x86\\xdd" and data[20] == 4:       # IPv4-in-IPv6
+        print(data[0:6].hex(":"), data[-8:].decode())
+        break
+'''
+
+
+def test_next_hops_come_from_the_kernel_neighbour_table(lab):
+    """Internet -> subscriber: tunnelled to the IPv6 next hop at the MAC the
+    kernel resolved (the configuration gives only its IP), and the same the
+    other way for the IPv4 next hop (seen by the peer's neighbour table)."""
+    down = lab["down"]
+    r = sh(sys.executable, "-c", SEND_AND_CAPTURE, down, ns=PEER, timeout=60)
+    peer_mac = json.loads(sh("ip", "-j", "link", "show", down, ns=PEER).stdout)[0]["address"]
+    assert r.stdout.split() == [peer_mac, "to", "alice"], r.stdout + r.stderr
+    # The lwAFTR namespace's kernel holds both next hops, managed (kept resolved).
+    lw_neigh = json.loads(sh("ip", "-j", "neigh", "show", ns=LW).stdout)
+    by_dst = {n["dst"]: n for n in lw_neigh}
+    assert by_dst[UP6]["lladdr"] == peer_mac
+    assert by_dst[UP4]["lladdr"] == json.loads(sh("ip", "-j", "link", "show", lab["up"], ns=PEER).stdout)[0]["address"]
+    # Counters are readable while it runs, from shared memory.
+    live = json.loads(subprocess.run([sys.executable, "-m", "lwaftr", "counters", "t", "--json"], env=lab["env"],
+                                     capture_output=True, text=True, check=True).stdout)
+    assert live["out-ipv6-packets"] >= 1 and live["in-ipv4-packets"] >= 1
+    counters, _ = stop(lab)
+    assert counters["out-ipv6-packets"] >= live["out-ipv6-packets"]
+
+
+def test_reload_command_and_refusals(lab):
+    env = lab["env"]
+    conf: Path = lab["conf"]
+    good = conf.read_text()
+    # A configuration that changes an interface address needs a restart: refused.
+    conf.write_text(good.replace(AFTR4, "198.51.100.3"))
+    r = subprocess.run([sys.executable, "-m", "lwaftr", "reload", "t"], env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    time.sleep(1)
+    conf.write_text(good.replace("hairpinning true", "hairpinning false"))   # a policy change: applied
+    subprocess.run([sys.executable, "-m", "lwaftr", "reload", "t"], env=env, check=True, capture_output=True)
+    time.sleep(1)
+    assert ping(PEER, AFTR4)            # still the running address
+    _, err = stop(lab)
+    assert "reload refused" in err and "need a restart" in err
+    assert "configuration reloaded" in err
+    # Once stopped, its state is gone and the commands say so.
+    r = subprocess.run([sys.executable, "-m", "lwaftr", "counters", "t"], env=env, capture_output=True, text=True)
+    assert r.returncode == 1 and "no lwaftr instance named 't'" in r.stderr
