@@ -194,3 +194,39 @@ def test_reload_command_and_refusals(lab):
     # Once stopped, its state is gone and the commands say so.
     r = subprocess.run([sys.executable, "-m", "lwaftr", "counters", "t"], env=env, capture_output=True, text=True)
     assert r.returncode == 1 and "no lwaftr instance named 't'" in r.stderr
+
+
+def test_big_reload_compiles_aside_while_forwarding(lab):
+    """A reload of a big file (16,384 more softwires) is compiled by a child
+    process; the running table keeps forwarding meanwhile, then the new one
+    serves the new subscribers."""
+    import ipaddress
+    conf: Path = lab["conf"]
+    text = conf.read_text()
+    extra = []
+    for i in range(256 * 64):
+        b4 = ipaddress.IPv6Address(int(ipaddress.IPv6Address("2001:db8:5::")) + i)
+        extra.append(f"    softwire {{\n      ipv4 203.0.113.{i // 64};\n      psid {i % 64};\n"
+                     f"      b4-ipv6 {b4};\n      br-address {BR};\n      port-set {{\n        psid-length 6;\n"
+                     f"      }}\n    }}")
+    head, tail = text.split("  binding-table {\n", 1)
+    conf.write_text(head + "  binding-table {\n" + "\n".join(extra) + "\n" + tail)
+    assert conf.stat().st_size > 1 << 20
+    sh("ip", "-n", PEER, "route", "add", "203.0.113.0/24", "via", AFTR4)
+    lab["proc"].send_signal(signal.SIGHUP)
+    # Meanwhile and after: alice's traffic is tunnelled; then 203.0.113.5 port 4100
+    # (psid 4100 >> 10 = 4, softwire 5 * 64 + 4) reaches its new B4.
+    r = sh(sys.executable, "-c", SEND_AND_CAPTURE, lab["down"], ns=PEER, timeout=60)
+    assert r.stdout.split()[1:] == ["to", "alice"]
+    want = ipaddress.IPv6Address(int(ipaddress.IPv6Address("2001:db8:5::")) + 5 * 64 + 4).packed.hex()
+    probe = SEND_AND_CAPTURE.replace('"192.0.2.1", 4100', '"203.0.113.5", 4100').replace(
+        'print(data[0:6].hex(":"), data[-8:].decode())', 'print(data[38:54].hex())')
+    deadline = time.time() + 60
+    while True:
+        r = sh(sys.executable, "-c", probe.replace("deadline = time.time() + 30", "deadline = time.time() + 2"),
+               lab["down"], ns=PEER, timeout=60)
+        if r.stdout.strip() == want or time.time() > deadline:
+            break
+    assert r.stdout.strip() == want
+    _, err = stop(lab)
+    assert "in a child process" in err and "configuration reloaded" in err

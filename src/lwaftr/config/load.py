@@ -57,3 +57,25 @@ def load_table(path: str | Path, config: Config | None = None) -> tuple[Config, 
     except (OSError, ValueError):
         pass                                        # read-only directory: next start parses again
     return config, table
+
+
+def main(argv: list[str]) -> int:
+    """``python -m lwaftr.config.load CONF``: validate CONF and leave its compiled
+    table and rest beside it, so that :func:`load_table` then only maps them
+    (what a running instance does on reload, in a process of its own so that
+    forwarding does not wait for a big table to compile)."""
+    import sys
+    try:
+        load_table(argv[0])
+    except ConfigError as e:
+        print(e, file=sys.stderr)
+        return 2
+    except OSError as e:
+        print(f"{argv[0]}: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+    sys.exit(main(sys.argv[1:]))

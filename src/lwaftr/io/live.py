@@ -21,9 +21,12 @@ the running one stays.  Counters live in shared memory (:mod:`lwaftr.io.state`).
 from __future__ import annotations
 
 import logging
+import os
 import select
 import socket
 import struct
+import subprocess
+import sys
 import time
 from dataclasses import replace
 
@@ -51,6 +54,8 @@ PACKET_MR_PROMISC = 1
 NEIGHBOUR_POLL = 0.05
 #: Frames taken from a TAP per loop iteration (control traffic is light).
 TAP_BURST = 64
+#: Configuration files bigger than this are compiled in a child process on reload.
+BIG_CONFIG = 1 << 20
 
 
 class Port:
@@ -105,6 +110,7 @@ class LiveLoop:
                  batch: int = 256, io: str = "afpacket", control_plane: str | None = None,
                  name: str | None = None) -> None:
         self.conf_path = conf_path
+        self._preparing: subprocess.Popen | None = None     # a big reload being compiled
         self.config, table = load_table(conf_path)
         self.mode = control_plane or self.config.control_plane.mode
         self.kernel = self.mode == KERNEL
@@ -211,6 +217,36 @@ class LiveLoop:
     def request_reload(self) -> None:
         self.reload_requested = True
 
+    def _start_reload(self) -> None:
+        """Reload now for a small file; a big one (a large binding table) is
+        compiled by a child process first, and :meth:`run` swaps it in when
+        that is done, so forwarding never waits for it."""
+        self.reload_requested = False
+        if self._preparing is not None:
+            self.reload_requested = True            # after the one under way
+            return
+        try:
+            big = os.path.getsize(self.conf_path) > BIG_CONFIG
+        except OSError:
+            big = False
+        if not big:
+            self.reload()
+            return
+        log.info("reload: compiling %s in a child process", self.conf_path)
+        self._preparing = subprocess.Popen([sys.executable, "-m", "lwaftr.config.load", self.conf_path],
+                                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+    def _reload_ready(self) -> None:
+        p = self._preparing
+        if p is None or p.poll() is None:
+            return
+        self._preparing = None
+        err = p.stderr.read().strip() if p.stderr else ""
+        if p.returncode != 0:
+            log.error("reload refused, keeping the running configuration: %s", err or f"exit {p.returncode}")
+            return
+        self.reload()
+
     def reload(self) -> bool:
         """Load the configuration again; swap it in only if it loads, validates and
         changes nothing that needs a restart."""
@@ -295,7 +331,9 @@ class LiveLoop:
         waitables = self._waitables()
         while self.running:
             if self.reload_requested:
-                self.reload()
+                self._start_reload()
+            if self._preparing is not None:
+                self._reload_ready()
             if self.run_once(time.monotonic()) == 0:
                 select.select(waitables, [], [], 0.05)      # idle: sleep until something has frames
 
@@ -304,6 +342,10 @@ class LiveLoop:
 
     def close(self) -> None:
         """Release everything in reverse order of acquisition (restores the interfaces)."""
+        if self._preparing is not None:
+            self._preparing.kill()
+            self._preparing.wait()
+            self._preparing = None
         while self._closers:
             f = self._closers.pop()
             try:
