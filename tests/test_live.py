@@ -99,7 +99,8 @@ def _peer(want4: list[bytes], want6: list[bytes], seconds: float = 60):
     return out
 
 
-def test_run_forwards_live_and_survives_a_bad_reload(lab, tmp_path):
+@pytest.mark.parametrize("io", ["afpacket", "xdp"])
+def test_run_forwards_live_and_survives_a_bad_reload(lab, tmp_path, io):
     from lwaftr.dataplane.engine import Engine
     from lwaftr.examples import example_traffic
 
@@ -111,7 +112,8 @@ def test_run_forwards_live_and_survives_a_bad_reload(lab, tmp_path):
     exp4, exp6 = eng.process_frames([f for _, s, f in traffic if s == "v4"], [f for _, s, f in traffic if s == "v6"],
                                     time.monotonic())
     proc = subprocess.Popen(["ip", "netns", "exec", LW, sys.executable, "-m", "lwaftr", "run", "--conf", str(conf),
-                             "--v4", "i1", "--v6", "b1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             "--v4", "i1", "--v6", "b1", "--io", io, "--name", f"live-{io}"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         got = _peer(exp4, exp6)
         assert set(exp4) <= got["i0"] and set(exp6) <= got["b0"], "live output differs from check's"
@@ -126,6 +128,7 @@ def test_run_forwards_live_and_survives_a_bad_reload(lab, tmp_path):
         out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
     assert "reload refused" in err
+    assert f"i1 (af_{io.replace('afpacket', 'packet')}), b1 (af_{io.replace('afpacket', 'packet')})" in err
     counters = json.loads(out)
     assert counters["out-ipv6-packets"] > 0 and counters["out-ipv4-packets"] > 0
 
