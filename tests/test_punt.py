@@ -153,3 +153,20 @@ def test_builtin_mode_still_answers_itself():
         e.set_next_hops(NEXT_V4, NEXT_V6)
     assert np.all(e.counters[C.TO_KERNEL_IPV4_INTERFACE_PACKETS:C.DROP_TO_KERNEL_PACKETS + 1] == 0)
 
+
+
+def test_icmpv6_errors_and_softwire_traffic_to_a_br_address_stay_in_the_data_plane():
+    """ICMPv6 errors about tunnelled packets (RFC 2473) and IPv4-in-IPv6 to the BR
+    are lwAFTR work even when the BR address is also the router's own address."""
+    from scapy.layers.inet6 import ICMPv6PacketTooBig
+    inner = IPv6(src=OWN6, dst="2001:db8:1::a") / IP(src=HOST, dst="192.0.2.1") / UDP(sport=53, dport=4100)
+    ptb = Ether(**E6) / IPv6(src="2001:db8:2::1", dst=OWN6) / ICMPv6PacketTooBig(mtu=1280) / inner
+    e = engine()
+    o4, _ = run(e, [], [ptb])
+    assert e.take_kernel_frames() == ([], [])
+    # The core turned it into "fragmentation needed" for the Internet host (RFC 7596 8).
+    assert len(o4) == 1 and (Ether(o4[0])[ICMP].type, Ether(o4[0])[ICMP].code) == (3, 4)
+    assert Ether(o4[0])[IP].dst == HOST
+    ping_br = Ether(**E6) / IPv6(src="2001:db8:2::1", dst=OWN6) / ICMPv6EchoRequest()
+    run(e, [], [ping_br])
+    assert e.take_kernel_frames()[1] == [bytes(ping_br)]
