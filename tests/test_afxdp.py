@@ -125,7 +125,8 @@ def test_more_frames_than_umem_in_batches_larger_than_the_rings(netns):
             for f in frames[k:k + 100]:
                 peer.send(f)
             got += receive_all(port, pool, 100, 200)
-        assert got == frames, (len(got), port.stats())
+            assert len(got) == k + 100, (len(got), port.stats())   # fail fast if frames stop coming
+        assert got == frames
 
         sent, deadline = 0, time.time() + 20
         for k in range(0, TOTAL, 1000):                 # batches of 300 > ring and > TX frames
@@ -162,3 +163,28 @@ def test_open_xdp_falls_back_with_a_log_line(caplog):
         assert open_xdp("lwaftr-nonexistent0") is None
     lines = [r.getMessage() for r in caplog.records if r.name == "lwaftr.io"]
     assert len(lines) == 1 and "lwaftr-nonexistent0" in lines[0] and "AF_PACKET" in lines[0], lines
+
+
+def test_generic_fallback_and_reopen_after_a_killed_owner(netns):
+    sh("ip", "-n", netns, "link", "add", "br0", "type", "bridge")
+    sh("ip", "-n", netns, "link", "set", "br0", "up")
+    out = run_in(netns, '''
+        import os, signal, sys
+        port = XdpPort("br0")                           # a bridge has no native XDP: generic (skb) mode
+        mode = port.mode
+        port.close()
+        child = subprocess.Popen([sys.executable, "-c", "from lwaftr.io.afxdp import XdpPort; import time; "
+                                  "p = XdpPort('va'); print('up', flush=True); time.sleep(60)"],
+                                 stdout=subprocess.PIPE, text=True)
+        assert child.stdout.readline().strip() == "up"
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait()
+        port = XdpPort("va")                            # the dead socket's queue is released late: retried
+        pool = PacketPool(64)
+        peer = peer_socket()
+        peer.send(frame(1, 60))
+        assert receive_all(port, pool, 1, 8) == [frame(1, 60)]
+        port.close()
+        print(mode, port.mode)
+    ''')
+    assert out == "generic native"

@@ -36,12 +36,22 @@ is read, and the consumer/producer index store is the last store, each
 separated by an LLVM ``fence acq_rel`` (a compiler barrier on x86-64, where
 loads and stores are not reordered with older stores/loads of the same kind).
 
-Differences from the AF_PACKET rings: no ``TP_STATUS_CSUMNOTREADY``
-equivalent exists (XDP sees the frame as it is on the wire or in the peer's
-skb, unfinished checksums included, with no flag to tell), so receive flags
-are all 0; the XDP program takes every frame of its queue away from the
-kernel stack; in copy mode the kernel sends at most 32 frames per
-``sendto()``, so one kick per batch can become several.
+Differences from the AF_PACKET rings:
+
+- No ``TP_STATUS_CSUMNOTREADY`` equivalent: XDP gets the frame as the peer's
+  skb holds it, so a datagram from a local stack behind a veth (checksum
+  offload on) arrives with its TCP/UDP checksum unfinished and nothing says
+  so (checked on this kernel).  Receive flags are therefore all 0; turn
+  offload off on such senders (``ethtool -K IF tx off``).
+- The XDP program takes every frame of its queue away from the kernel stack
+  (ARP/NDP included); frames on other RX queues still go to the stack.
+- Copy mode sends at most 32 frames per ``sendto()`` unless
+  ``XDP_MAX_TX_SKB_BUDGET`` (Linux >= 6.17) raises that, which is done here;
+  otherwise one kick per batch becomes several.
+- libxdp detaches the XDP program when the last socket using it is deleted
+  (:meth:`XdpPort.close`).  After a SIGKILL it stays attached, harmless (it
+  passes frames to the stack when no socket is bound) and reused by the next
+  port; ``ip link set dev IF xdp off`` removes it.
 """
 from __future__ import annotations
 
@@ -53,6 +63,7 @@ import mmap
 import os
 import socket
 import struct
+import time
 
 import numba
 import numpy as np
@@ -355,6 +366,8 @@ class XdpPort:
             raise ValueError("frame_size must be a power of two in 2048..65536")
         if n_frames & (n_frames - 1) or n_frames < 16:
             raise ValueError("n_frames must be a power of two >= 16")
+        if mode not in ("auto", "native", "generic"):
+            raise ValueError("mode must be auto, native or generic")
         socket.if_nametoindex(ifname)                   # fail early and plainly on a missing interface
         lib = _libxdp()
         ensure_bpffs()
@@ -362,31 +375,14 @@ class XdpPort:
         self.frame_size, self.n_frames = frame_size, n_frames
         self.chunk_mask = ~(frame_size - 1)
         half = n_frames // 2
-        self._umem_map = mmap.mmap(-1, n_frames * frame_size, mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+        self._umem_map = mmap.mmap(-1, n_frames * frame_size)  # anonymous, shared: stays put across fork()
         self.umem = np.frombuffer(self._umem_map, np.uint8)
         self._rings = (_Ring * 4)()
         self._umem_p = ctypes.c_void_p()
         self._xsk = ctypes.c_void_p()
         self._sock: socket.socket | None = None
         try:
-            # fill/comp as large as each half: the fill ring always has room for every RX frame
-            # (the kernel may publish its consumer index late), comp for every TX frame.
-            ucfg = _UmemConfig(half, half, frame_size, 0, 0)
-            _check(lib.xsk_umem__create(ctypes.byref(self._umem_p), self.umem.ctypes.data, self.umem.nbytes,
-                                        ctypes.byref(self._rings[FILL]), ctypes.byref(self._rings[COMP]),
-                                        ctypes.byref(ucfg)), "xsk_umem__create")
-            modes = {"native": [XDP_FLAGS_DRV_MODE], "generic": [XDP_FLAGS_SKB_MODE],
-                     "auto": [XDP_FLAGS_DRV_MODE, XDP_FLAGS_SKB_MODE]}[mode]
-            for i, xdp_flags in enumerate(modes):
-                scfg = _SocketConfig(half, half, 0, xdp_flags, XDP_USE_NEED_WAKEUP)
-                rc = lib.xsk_socket__create(ctypes.byref(self._xsk), ifname.encode(), queue, self._umem_p,
-                                            ctypes.byref(self._rings[RX]), ctypes.byref(self._rings[TX]),
-                                            ctypes.byref(scfg))
-                if rc == 0 or i == len(modes) - 1:
-                    break
-                log.debug("native XDP on %s refused (%s), trying generic", ifname, os.strerror(-rc))
-            _check(rc, f"xsk_socket__create({ifname}, queue {queue})")
-            self.mode = "native" if xdp_flags == XDP_FLAGS_DRV_MODE else "generic"
+            self._attach(lib, mode)
             fd = lib.xsk_socket__fd(self._xsk)
             _check(fd, "xsk_socket__fd")
             self._sock = socket.socket(AF_XDP, socket.SOCK_RAW, 0, fileno=os.dup(fd))
@@ -413,6 +409,47 @@ class XdpPort:
             raise OSError(errno.EIO, "fill ring refused the initial frames")
         self._tx_frames = addrs[half:].copy()
         self._tx_free = np.array([half], np.int64)
+
+    def _attach(self, lib: ctypes.CDLL, mode: str) -> None:
+        """Create the UMEM and the socket, trying native then generic XDP (``auto``), and
+        retrying for a while on EBUSY (a socket just closed on this queue is released late)."""
+        modes = {"native": [XDP_FLAGS_DRV_MODE], "generic": [XDP_FLAGS_SKB_MODE],
+                 "auto": [XDP_FLAGS_DRV_MODE, XDP_FLAGS_SKB_MODE]}[mode]
+        deadline = time.monotonic() + 2.0
+        i = 0
+        while True:
+            rc, what = self._try_attach(lib, modes[i])
+            if rc == 0:
+                self.mode = "native" if modes[i] == XDP_FLAGS_DRV_MODE else "generic"
+                return
+            if rc == -errno.EBUSY and time.monotonic() < deadline:
+                time.sleep(0.05)
+            elif i + 1 < len(modes):
+                log.debug("native XDP on %s refused (%s), trying generic", self.ifname, os.strerror(-rc))
+                i += 1
+            else:
+                _check(rc, what)
+
+    def _try_attach(self, lib: ctypes.CDLL, xdp_flags: int) -> tuple[int, str]:
+        """One attempt from a fresh UMEM (a failed one may leave the UMEM's socket bound)."""
+        half = self.n_frames // 2
+        self._rings = (_Ring * 4)()
+        # fill/comp as large as each half: the fill ring always has room for every RX frame
+        # (the kernel may publish its consumer index late), comp for every TX frame.
+        ucfg = _UmemConfig(half, half, self.frame_size, 0, 0)
+        rc = lib.xsk_umem__create(ctypes.byref(self._umem_p), self.umem.ctypes.data, self.umem.nbytes,
+                                  ctypes.byref(self._rings[FILL]), ctypes.byref(self._rings[COMP]),
+                                  ctypes.byref(ucfg))
+        if rc:
+            return rc, "xsk_umem__create"
+        scfg = _SocketConfig(half, half, 0, xdp_flags, XDP_USE_NEED_WAKEUP)
+        rc = lib.xsk_socket__create(ctypes.byref(self._xsk), self.ifname.encode(), self.queue, self._umem_p,
+                                    ctypes.byref(self._rings[RX]), ctypes.byref(self._rings[TX]),
+                                    ctypes.byref(scfg))
+        if rc:
+            lib.xsk_umem__delete(self._umem_p)
+            self._umem_p = ctypes.c_void_p()
+        return rc, f"xsk_socket__create({self.ifname}, queue {self.queue})"
 
     def fileno(self) -> int:
         """The XDP socket (readable when the RX ring has frames)."""
