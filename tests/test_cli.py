@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -51,7 +52,28 @@ def test_bad_configuration_names_file_line_and_leaf(tmp_path):
     assert not out4.exists()
 
 
-def test_demo_runs():
-    r = subprocess.run(LWAFTR + ["demo"], capture_output=True, text=True, timeout=300)
+def test_offline_demo_runs():
+    r = subprocess.run(LWAFTR + ["demo", "--offline"], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert "hairpin-ipv4-packets" in r.stdout and "carol -> alice" in r.stdout
+
+
+def test_demo_runs_live_traffic_through_a_lab_or_says_why_not():
+    """As root: the namespace lab, every step as it should be, the lab gone
+    afterwards.  Without root or namespaces: the reason, then the offline example."""
+    from lwaftr.lab.netns import unavailable
+
+    reason = unavailable()
+    r = subprocess.run(LWAFTR + ["demo"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    if reason:
+        assert "no live lab here" in r.stdout and "carol -> alice" in r.stdout
+        return
+    assert "Everything behaved as it should." in r.stdout, r.stdout + r.stderr
+    assert "FAILED" not in r.stdout
+    for seen in ("0.2.1 echo id", "content intact", "ICMP destination unreachable", "turned round inside the lwAFTR",
+                 "configuration reloaded", "MTU 1460", "hairpin-ipv4-packets", "drop-no-source-softwire-ipv6-packets"):
+        assert seen in r.stdout, seen
+    tag = re.search(r"namespaces (\S+)-\*", r.stdout).group(1)
+    left = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert f"{tag}-" not in left, f"namespaces left behind: {left}"
