@@ -13,8 +13,10 @@ COMMANDS = {
     "counters": "lwaftr.cli.counters",
     "demo": "lwaftr.cli.demo",
     "generate-configuration": "lwaftr.cli.generate_configuration",
+    "metrics": "lwaftr.cli.metrics",
     "reload": "lwaftr.cli.reload",
     "run": "lwaftr.cli.run",
+    "top": "lwaftr.cli.top",
 }
 
 
