@@ -230,3 +230,46 @@ def test_big_reload_compiles_aside_while_forwarding(lab):
     assert r.stdout.strip() == want
     _, err = stop(lab)
     assert "in a child process" in err and "configuration reloaded" in err
+
+
+def test_control_socket_changes_the_running_instance(lab):
+    """A softwire added through the control socket serves traffic at once; a
+    policy change is applied; bad changes are refused and change nothing."""
+    from lwaftr.io.control import request
+    sock = Path(lab["env"]["LWAFTR_RUN_DIR"]) / "t" / "control.sock"
+    sw = "/softwire-config/binding-table/softwire"
+    sh("ip", "-n", PEER, "route", "add", "203.0.113.0/24", "via", AFTR4)
+    new = ("{ ipv4 203.0.113.9; psid 0; b4-ipv6 2001:db8:9::1; br-address 2001:db8:ffff::1;"
+           " port-set { psid-length 0; } }")
+    assert request(sock, {"op": "add", "path": sw, "value": new}) == {"ok": True, "added": 1}
+    probe = SEND_AND_CAPTURE.replace('"192.0.2.1", 4100', '"203.0.113.9", 4100').replace(
+        'print(data[0:6].hex(":"), data[-8:].decode())', 'print(data[38:54].hex())')
+    r = sh(sys.executable, "-c", probe, lab["down"], ns=PEER, timeout=60)
+    assert r.stdout.strip() == "20010db8000900000000000000000001"
+    assert request(sock, {"op": "get", "path": f"{sw}[ipv4=203.0.113.9][psid=0]/b4-ipv6"})["value"] == "2001:db8:9::1"
+    # Refused: a second layout for the address, an unknown leaf, an interface change.
+    bad = request(sock, {"op": "add", "path": sw, "value": new.replace("psid-length 0", "psid-length 4")
+                         .replace("psid 0", "psid 1")})
+    assert not bad["ok"] and "port-set layout" in bad["error"]
+    bad = request(sock, {"op": "set", "path": "/softwire-config/external-interface/mtuu", "value": "1"})
+    assert not bad["ok"] and "mtuu" in bad["error"]
+    bad = request(sock, {"op": "set", "path": "/softwire-config/instance[device=s1]/queue[id=0]/external-interface/ip"
+                         if lab["stick"] else
+                         "/softwire-config/instance[device=b1]/queue[id=0]/external-interface/ip",
+                         "value": "198.51.100.7"})
+    assert not bad["ok"] and "restart" in bad["error"]
+    assert request(sock, {"op": "set", "path": "/softwire-config/internal-interface/generate-icmp-errors",
+                          "value": "false"}) == {"ok": True}
+    text = request(sock, {"op": "get-config", "bindings": False})["text"]
+    assert "generate-icmp-errors false;" in text.split("internal-interface")[1]
+    # Malformed lines are answered, not fatal.
+    import socket as so
+    with so.socket(so.AF_UNIX, so.SOCK_STREAM) as c:
+        c.connect(str(sock))
+        c.sendall(b"{not json\n")
+        assert b"malformed request" in c.recv(4096)
+    r = sh(sys.executable, "-c", probe, lab["down"], ns=PEER, timeout=60)   # still forwarding
+    assert r.stdout.strip() == "20010db8000900000000000000000001"
+    request(sock, {"op": "remove", "path": f"{sw}[ipv4=203.0.113.9][psid=0]"})
+    counters, err = stop(lab)
+    assert "configuration changed through the control socket: set" in err

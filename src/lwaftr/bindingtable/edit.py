@@ -228,6 +228,17 @@ class TableEditor:
                             f"psid-length {plen} and reserved-ports-bit-count {16 - plen - shift}; "
                             f"one address has one port-set layout")
 
+    def get(self, ipv4: int, psid: int) -> Softwire | None:
+        """The softwire of (ipv4, psid), or None."""
+        t = self.table
+        row, _ = _sw_find(t.sw_tab, np.uint64((ipv4 << 16) | psid))
+        if row < 0:
+            return None
+        plen, shift = addr_params(t.addr_tab, np.uint32(ipv4))
+        w = t.sw_tab[row]
+        return Softwire(ipv4, psid, int(plen), int(w[1]).to_bytes(8, "big") + int(w[2]).to_bytes(8, "big"),
+                        t.br_tab[int(w[3])].tobytes(), int(16 - plen - shift))
+
     def _exists(self, ipv4: int, psid: int) -> bool:
         row, _ = _sw_find(self.table.sw_tab, np.uint64((ipv4 << 16) | psid))
         return row >= 0

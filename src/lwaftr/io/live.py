@@ -41,9 +41,11 @@ from lwaftr.config.model import KERNEL, Bindings, Config
 from lwaftr.dataplane.checksum import complete_flagged
 from lwaftr.dataplane.engine import Engine
 from lwaftr.io.afpacket import SOL_PACKET, TP_STATUS_CSUMNOTREADY, RxRing, TxRing
+from lwaftr.io.control import ControlServer
 from lwaftr.io.neighbors import NextHops
 from lwaftr.io.state import StateDir
 from lwaftr.io.tap import QuietInterface, Tap, configure_tap, tap_name
+from lwaftr.mgmt.service import ConfigService
 
 log = logging.getLogger("lwaftr.live")
 
@@ -56,6 +58,8 @@ NEIGHBOUR_POLL = 0.05
 TAP_BURST = 64
 #: Configuration files bigger than this are compiled in a child process on reload.
 BIG_CONFIG = 1 << 20
+#: How often the control socket is looked at while forwarding.
+CONTROL_POLL = 0.001
 
 
 class Port:
@@ -129,6 +133,9 @@ class LiveLoop:
             self.state = StateDir(self.name)
             self._closers.append(self.state.close)
             self.engine = self._engine(self.config, table)
+            self.service = ConfigService(self.config, table, counters=self.state.counters)
+            self.control = ControlServer(self.state.path / "control.sock", self._control)
+            self._closers.append(self.control.close)
             self.ipr = IPRoute()
             self._closers.append(self.ipr.close)
             devices = [stick] if stick else [v4, v6]
@@ -153,6 +160,7 @@ class LiveLoop:
         self.tx_refused = 0
         self.csum_completed = 0     # frames whose offloaded checksum we finished (veth, local stacks)
         self._nh_next = 0.0
+        self._control_next = 0.0
         log.info("instance %s: %s control plane, %s", self.name, self.mode,
                  ", ".join(f"{p.name} ({p.kind})" for p in {id(p): p for p in (self.p4, self.p6)}.values()),
                  extra={"fields": {"softwires": self.engine.table.count, "state": str(self.state.path)}})
@@ -253,27 +261,47 @@ class LiveLoop:
         self.reload()
 
     def reload(self) -> bool:
-        """Load the configuration again; swap it in only if it loads, validates and
-        changes nothing that needs a restart."""
+        """Load the configuration file again; swap it in only if it loads, validates
+        and changes nothing that needs a restart.  (Changes made through the
+        control socket since the last load are replaced by the file's content.)"""
         self.reload_requested = False
         try:
             cfg, table = load_table(self.conf_path)
-            if _restart_part(cfg) != _restart_part(self.config):
-                raise ConfigError("changes to instances, interfaces, addresses or the control plane "
-                                  "need a restart", file=self.conf_path)
-            if _without_bindings(cfg) == _without_bindings(self.config):
-                self.engine.set_table(table)            # every other state (reassembly, ...) kept
-            else:
-                new = self._engine(cfg, table)
-                if self.kernel:
-                    new.set_next_hops(self.engine.slow.arp.next_mac, self.engine.slow.ndp.next_mac)
-                self.engine = new
+            self._apply(cfg, table)
         except (ConfigError, OSError, ValueError) as e:
             log.error("reload refused, keeping the running configuration: %s", e)
             return False
-        self.config = cfg
         log.info("configuration reloaded", extra={"fields": {"softwires": table.count}})
         return True
+
+    def _apply(self, cfg: Config, table) -> None:
+        """Swap in ``cfg`` with ``table`` (ConfigError, changing nothing, if it needs a restart)."""
+        if _restart_part(cfg) != _restart_part(self.config):
+            raise ConfigError("changes to instances, interfaces, addresses or the control plane "
+                              "need a restart", file=self.conf_path)
+        if _without_bindings(cfg) == _without_bindings(self.config):
+            self.engine.set_table(table)                # every other state (reassembly, ...) kept
+        else:
+            new = self._engine(cfg, table)
+            if self.kernel:
+                new.set_next_hops(self.engine.slow.arp.next_mac, self.engine.slow.ndp.next_mac)
+            self.engine = new
+        self.config = cfg
+        self.service.adopt(cfg, table)
+
+    def _control(self, req: dict) -> dict:
+        """A control-socket request, between batches."""
+        r = self.service.handle(req)
+        if r.table_changed:
+            self.engine.set_table(self.service.table)   # arrays may have grown; BR addresses may be new
+        if r.config is not None:
+            try:
+                self._apply(r.config, r.table if r.table is not None else self.engine.table)
+            except ConfigError as e:
+                return {"ok": False, "error": str(e)}
+            log.info("configuration changed through the control socket: %s %s", req.get("op"),
+                     req.get("path", ""))
+        return r.reply
 
     # -- forwarding --------------------------------------------------------------------------
     def _split(self, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -323,6 +351,9 @@ class LiveLoop:
         if self.kernel:
             self._poll_next_hops(now)
             self._kernel_io()
+        if now >= self._control_next:
+            self._control_next = now + CONTROL_POLL
+            n += self.control.poll()
         return n
 
     def _waitables(self) -> list:
@@ -330,6 +361,7 @@ class LiveLoop:
         out += list(self.taps.values())
         if self.next_hops is not None:
             out.append(self.next_hops)
+        out.append(self.control)
         return out
 
     def run(self) -> None:
@@ -340,7 +372,9 @@ class LiveLoop:
             if self._preparing is not None:
                 self._reload_ready()
             if self.run_once(time.monotonic()) == 0:
-                select.select(waitables, [], [], 0.05)      # idle: sleep until something has frames
+                # Idle: sleep until something has frames (or a request comes).
+                select.select(waitables + list(self.control.clients), [], [], 0.05)
+                self._control_next = 0.0
 
     def counters(self) -> dict[str, int]:
         return C.to_dict(self.engine.counters, nonzero=True)

@@ -1,0 +1,264 @@
+"""The running configuration of one instance, read and changed by requests, sans I/O.
+
+A request is a dict (JSON on the control socket, see :mod:`lwaftr.io.control`)::
+
+    {"op": "get",        "path": P}                -> {"value": text}
+    {"op": "set",        "path": P, "value": V}
+    {"op": "add",        "path": P, "value": V}     (list entries)
+    {"op": "remove",     "path": P}
+    {"op": "validate",   "text": T}                 (a whole configuration; nothing applied)
+    {"op": "get-config", "bindings": bool}          -> {"text": T}
+    {"op": "load-config","text": T}                 (a whole configuration, replacing the running one)
+    {"op": "counters"}                              -> {"counters": {...}}
+
+Changes to softwires (``/softwire-config/binding-table/softwire...``) go
+straight into the binding table through :class:`TableEditor` (microseconds,
+no other state touched); a request's changes apply all or none.  Other
+changes produce a candidate :class:`Config`, validated whole by the loader,
+that the caller swaps in (:attr:`Result.config`).  Changing instances or the
+control plane needs a restart and is refused.  The reply is ``{"ok": true,
+...}`` or ``{"ok": false, "error": message}``; a refused change changes nothing.
+"""
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+
+from lwaftr.bindingtable.edit import EditError, Softwire, TableEditor
+from lwaftr.bindingtable.table import SW_OCCUPIED, BindingTable
+from lwaftr.config.errors import ConfigError
+from lwaftr.config.model import Bindings, Config
+from lwaftr.config.snabb import dump_snabb, loads_snabb
+from lwaftr.mgmt.paths import PathError, Tree, emit, from_text, get_text, parse_entries, parse_path, remove_at, set_at
+
+SOFTWIRES = ("softwire-config", "binding-table", "softwire")
+
+
+class RequestError(ValueError):
+    """A request refused; nothing was changed."""
+
+
+@dataclass
+class Result:
+    reply: dict[str, Any]
+    config: Config | None = None          # a candidate configuration to swap in
+    table: BindingTable | None = None     # a whole new table to swap in with it
+    table_changed: bool = False           # the running table was edited in place
+
+
+def table_bindings(table: BindingTable) -> Bindings:
+    """The softwires of a compiled table as a :class:`Bindings`, by (IPv4, PSID)."""
+    sw = table.sw_tab
+    rows = sw[sw[:, 0] != 0]
+    key = rows[:, 0] & ~SW_OCCUPIED
+    ipv4 = (key >> np.uint64(16)).astype(np.uint32)
+    psid = (key & np.uint64(0xFFFF)).astype(np.uint16)
+    order = np.lexsort((psid, ipv4))
+    rows, ipv4, psid = rows[order], ipv4[order], psid[order]
+    a = table.addr_tab[table.addr_tab != 0]
+    a_ip = (a >> np.uint64(32)).astype(np.uint32)
+    srt = np.argsort(a_ip)
+    at = srt[np.searchsorted(a_ip[srt], ipv4)] if len(ipv4) else np.zeros(0, np.int64)
+    plen = ((a[at] >> np.uint64(8)) & np.uint64(0xFF)).astype(np.uint8)
+    shift = (a[at] & np.uint64(0xFF)).astype(np.uint8)
+    b4 = np.ascontiguousarray(rows[:, 1:3]).astype(">u8").view(np.uint8).reshape(-1, 16)
+    brs = [table.br_tab[i].tobytes() for i in range(table.br_tab.shape[0])]
+    return Bindings(ipv4=ipv4, psid=psid, psid_length=plen,
+                    reserved_ports_bit_count=(16 - plen - shift).astype(np.uint8), b4_ipv6=b4,
+                    br_index=rows[:, 3].astype(np.uint16), br_addresses=brs if len(rows) else [],
+                    line=np.zeros(len(rows), np.int32))
+
+
+def _softwire(entry: Tree) -> Softwire:
+    """A ``softwire { ... }`` entry -> :class:`Softwire` (RequestError naming the leaf)."""
+    def leaf(t: Tree, name: str, default: str | None = None) -> str:
+        v = t.leaf(name)
+        if v is None:
+            if default is None:
+                raise RequestError(f"softwire: missing '{name}'")
+            return default
+        return v
+    port_set = next((c for c in entry.children or () if c.keyword == "port-set" and c.children is not None), None)
+    known = {"ipv4", "psid", "b4-ipv6", "br-address", "port-set", "padding"}
+    for c in entry.children or ():
+        if c.keyword not in known:
+            raise RequestError(f"softwire: unknown '{c.keyword}'")
+    try:
+        return Softwire(
+            ipv4=int(ipaddress.IPv4Address(leaf(entry, "ipv4"))), psid=int(leaf(entry, "psid")),
+            psid_length=int(leaf(port_set, "psid-length")) if port_set else _missing("port-set/psid-length"),
+            reserved_ports_bit_count=int(leaf(port_set, "reserved-ports-bit-count", "0")) if port_set else 0,
+            b4=ipaddress.IPv6Address(leaf(entry, "b4-ipv6")).packed,
+            br=ipaddress.IPv6Address(leaf(entry, "br-address")).packed)
+    except ValueError as e:
+        if isinstance(e, RequestError):
+            raise
+        raise RequestError(f"softwire: {e}") from None
+
+
+def _missing(what: str) -> int:
+    raise RequestError(f"softwire: missing '{what}'")
+
+
+def _entry_text(sw: Softwire) -> str:
+    ps = f"psid-length {sw.psid_length};" + (
+        f" reserved-ports-bit-count {sw.reserved_ports_bit_count};" if sw.reserved_ports_bit_count else "")
+    return (f"ipv4 {ipaddress.IPv4Address(sw.ipv4)};\npsid {sw.psid};\nb4-ipv6 {ipaddress.IPv6Address(sw.b4)};\n"
+            f"br-address {ipaddress.IPv6Address(sw.br)};\nport-set {{ {ps} }}\n")
+
+
+class ConfigService:
+    """Answers requests against a running configuration and its binding table."""
+
+    def __init__(self, config: Config, table: BindingTable, *, counters=None) -> None:
+        self.config = replace(config, bindings=Bindings.empty())    # the table holds the softwires
+        self.editor = TableEditor(table)
+        self.counters = counters
+
+    @property
+    def table(self) -> BindingTable:
+        return self.editor.table
+
+    def adopt(self, config: Config, table: BindingTable) -> None:
+        """The instance now runs ``config`` with ``table`` (after a reload or a swap)."""
+        self.config = replace(config, bindings=Bindings.empty())
+        if table is not self.editor.table:
+            self.editor = TableEditor(table)
+
+    # -- requests --------------------------------------------------------------------------
+    def handle(self, req: dict[str, Any]) -> Result:
+        op = req.get("op")
+        handler = getattr(self, "_op_" + str(op).replace("-", "_"), None)
+        if handler is None:
+            return Result({"ok": False, "error": f"unknown op {op!r}"})
+        try:
+            return handler(req)
+        except (RequestError, PathError, EditError, ConfigError) as e:
+            return Result({"ok": False, "error": str(e)})
+        except (KeyError, TypeError) as e:
+            return Result({"ok": False, "error": f"bad request: {e}"})
+
+    def text(self, bindings: bool = True) -> str:
+        cfg = replace(self.config, bindings=table_bindings(self.table)) if bindings else self.config
+        return dump_snabb(cfg)
+
+    def _tree(self, bindings: bool) -> list[Tree]:
+        return from_text(self.text(bindings))
+
+    @staticmethod
+    def _is_softwires(path: str) -> bool:
+        names = tuple(s.name for s in parse_path(path))
+        return names[:3] == SOFTWIRES
+
+    @staticmethod
+    def _needs_bindings(path: str) -> bool:
+        names = tuple(s.name for s in parse_path(path))
+        return len(names) < 2 or names[:2] == SOFTWIRES[:2]
+
+    def _candidate(self, root: list[Tree], what: str) -> Result:
+        cfg = loads_snabb(emit(root), f"<{what}>")
+        if (cfg.instances, cfg.control_plane) != (self.config.instances, self.config.control_plane):
+            raise RequestError("changes to instances, interfaces, addresses or the control plane need a restart")
+        return Result({"ok": True}, config=replace(cfg, bindings=Bindings.empty(), source=self.config.source))
+
+    def _op_get(self, req: dict) -> Result:
+        path = req["path"]
+        steps = parse_path(path)
+        if self._is_softwires(path) and len(steps) >= 3 and {"ipv4", "psid"} <= steps[2].keys.keys():
+            sw = self._find(steps[2].keys)
+            entry = [Tree("softwire", None, from_text(_entry_text(sw)))]
+            rest = "/" + "/".join(s.name for s in steps[3:])
+            return Result({"ok": True, "value": get_text(entry[0].children, rest) if steps[3:]
+                           else emit(entry[0].children)})
+        return Result({"ok": True, "value": get_text(self._tree(self._needs_bindings(path)), path)})
+
+    def _find(self, keys: dict[str, str]) -> Softwire:
+        try:
+            ipv4, psid = int(ipaddress.IPv4Address(keys["ipv4"])), int(keys["psid"])
+        except ValueError as e:
+            raise RequestError(f"softwire keys: {e}") from None
+        sw = self.editor.get(ipv4, psid) if 0 <= psid < 1 << 16 else None
+        if sw is None:
+            raise RequestError(f"no softwire {keys['ipv4']} psid {psid}")
+        return sw
+
+    def _op_set(self, req: dict) -> Result:
+        path, value = req["path"], str(req["value"])
+        steps = parse_path(path)
+        if self._is_softwires(path):
+            if len(steps) < 3 or not {"ipv4", "psid"} <= steps[2].keys.keys():
+                raise RequestError(f"{path}: set one softwire, with [ipv4=...][psid=...]; add or remove entries")
+            old = self._find(steps[2].keys)
+            entry = Tree("softwire", None, from_text(_entry_text(old)))
+            rest = "/" + "/".join(s.name for s in steps[3:])
+            if steps[3:]:
+                set_at(entry.children, rest, value)
+            else:
+                entry.children = parse_entries("{" + value.strip().strip("{}") + "}", "softwire")[0].children
+            new = _softwire(entry)
+            if (new.ipv4, new.psid) != (old.ipv4, old.psid):
+                raise RequestError(f"{path}: the keys ipv4 and psid cannot be changed; remove and add")
+            self._apply([new], replace_ok=True)
+            return Result({"ok": True}, table_changed=True)
+        root = self._tree(False)
+        set_at(root, path, value)
+        return self._candidate(root, f"set {path}")
+
+    def _op_add(self, req: dict) -> Result:
+        path, value = req["path"], str(req["value"])
+        if tuple(s.name for s in parse_path(path)) == SOFTWIRES:
+            sws = [_softwire(e) for e in parse_entries(value, "softwire")]
+            self._apply(sws, replace_ok=False)
+            return Result({"ok": True, "added": len(sws)}, table_changed=True)
+        raise RequestError(f"{path}: entries can be added to {'/' + '/'.join(SOFTWIRES)} while running; "
+                           "other lists need a restart")
+
+    def _op_remove(self, req: dict) -> Result:
+        path = req["path"]
+        steps = parse_path(path)
+        if self._is_softwires(path):
+            if len(steps) != 3 or not {"ipv4", "psid"} <= steps[2].keys.keys():
+                raise RequestError(f"{path}: remove one softwire, with [ipv4=...][psid=...]")
+            sw = self._find(steps[2].keys)
+            self.editor.remove(sw.ipv4, sw.psid)
+            return Result({"ok": True}, table_changed=True)
+        root = self._tree(False)
+        remove_at(root, path)
+        return self._candidate(root, f"remove {path}")
+
+    def _apply(self, sws: list[Softwire], *, replace_ok: bool) -> None:
+        """All of ``sws`` or none: on a refusal, what was applied is undone."""
+        done: list[tuple[Softwire, Softwire | None]] = []
+        try:
+            for sw in sws:
+                old = self.editor.get(sw.ipv4, sw.psid) if replace_ok else None
+                self.editor.put(sw, replace=replace_ok)
+                done.append((sw, old))
+        except EditError:
+            for sw, old in reversed(done):
+                if old is None:
+                    self.editor.remove(sw.ipv4, sw.psid)
+                else:
+                    self.editor.put(old)
+            raise
+
+    def _op_validate(self, req: dict) -> Result:
+        loads_snabb(req["text"], "<validate>")
+        return Result({"ok": True})
+
+    def _op_get_config(self, req: dict) -> Result:
+        return Result({"ok": True, "text": self.text(bool(req.get("bindings", True)))})
+
+    def _op_load_config(self, req: dict) -> Result:
+        cfg = loads_snabb(req["text"], "<load-config>")
+        if (cfg.instances, cfg.control_plane) != (self.config.instances, self.config.control_plane):
+            raise RequestError("changes to instances, interfaces, addresses or the control plane need a restart")
+        return Result({"ok": True}, config=replace(cfg, bindings=Bindings.empty(), source=self.config.source),
+                      table=BindingTable.build(cfg.bindings))
+
+    def _op_counters(self, req: dict) -> Result:
+        from lwaftr import counters as C
+        return Result({"ok": True, "counters": C.to_dict(self.counters) if self.counters is not None else {}})
