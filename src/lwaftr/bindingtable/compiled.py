@@ -226,11 +226,13 @@ def read_header(path: str | os.PathLike) -> Header:
     return _parse_header(head, p, size)
 
 
-def load(path: str | os.PathLike, mmap: bool = True, verify: bool = True) -> BindingTable:
+def load(path: str | os.PathLike, mmap: bool = True, verify: bool = True, private: bool = False) -> BindingTable:
     """Open a compiled binding table.
 
     ``mmap``: map the file read-only (arrays are not writeable; pages are shared
     with every other process mapping it); else read it into private memory.
+    ``private`` (with ``mmap``): map it copy-on-write instead, so the arrays
+    are writeable (in-place edits) and a page is copied only when written.
     ``verify``: check the payload CRC-32 (reads every page once).
     Raises :class:`CompiledTableError` on a bad, truncated or corrupt file.
     """
@@ -241,7 +243,7 @@ def load(path: str | os.PathLike, mmap: bool = True, verify: bool = True) -> Bin
             if size == 0:
                 raise _bad(p, "truncated: empty file")
             if mmap:
-                buf: Any = _mmap.mmap(fh.fileno(), 0, access=_mmap.ACCESS_READ)
+                buf: Any = _mmap.mmap(fh.fileno(), 0, access=_mmap.ACCESS_COPY if private else _mmap.ACCESS_READ)
             else:
                 buf = bytearray(size)
                 if fh.readinto(buf) != size:
@@ -385,20 +387,20 @@ def is_fresh(source: str | os.PathLike, compiled: str | os.PathLike) -> bool:
 
 
 def compile_cached(source_path: str | os.PathLike, loader: Callable[[str], Bindings],
-                   verify: bool = True, progress: bool | None = None) -> BindingTable:
+                   verify: bool = True, progress: bool | None = None, private: bool = False) -> BindingTable:
     """The binding table of ``source_path``, mapped from ``SOURCE.lwbt``.
 
     The compiled file is (re)built with ``loader`` (path -> Bindings, e.g.
     :func:`lwaftr.bindingtable.textformat.load_text`) when it is missing,
     corrupt (``verify``: payload checksum), of another version or layout, or
     older than the source (its size and mtime are recorded in the header).
-    If the compiled file cannot be written, the freshly built table is
+    ``private``: see :func:`load`.  If the compiled file cannot be written, the freshly built table is
     returned anyway (with a warning on stderr).
     """
     out = compiled_path(source_path)
     if is_fresh(source_path, out):
         try:
-            return load(out, mmap=True, verify=verify)
+            return load(out, mmap=True, verify=verify, private=private)
         except CompiledTableError:
             pass                                   # corrupt payload: rebuild
     table, _, error = _compile(Path(source_path), loader, out, progress)

@@ -139,6 +139,17 @@ def _addr_remove(addr_tab, a):
 
 
 @numba.njit(cache=True, nogil=True)
+def _others(sw_tab, ipv4, psid_length, psid):
+    """Whether ``ipv4`` has a softwire other than ``psid`` (at most 2^16 probes)."""
+    for p in range(1 << psid_length):
+        if p != psid:
+            row, _ = _sw_find(sw_tab, (ipv4 << np.uint64(16)) | np.uint64(p))
+            if row >= 0:
+                return True
+    return False
+
+
+@numba.njit(cache=True, nogil=True)
 def _rehash_sw(old, new):
     for r in range(old.shape[0]):
         w = old[r, 0]
@@ -168,20 +179,18 @@ class TableEditor:
 
     def __init__(self, table: BindingTable) -> None:
         self.table = table
-        self._counts: dict[int, int] | None = None   # softwires per IPv4 address, built on first use
+        self._n_addr: int | None = None     # IPv4 addresses in the table, counted on first use
 
     # -- preparation ---------------------------------------------------------
     def _writable(self) -> None:
         t = self.table
-        if not t.sw_tab.flags.writeable:
+        if not (t.sw_tab.flags.writeable and t.addr_tab.flags.writeable and t.br_tab.flags.writeable):
+            # (A table loaded with ``private=True`` is already writeable, copy-on-write.)
             t.addr_tab = np.array(t.addr_tab)
             t.sw_tab = np.array(t.sw_tab)
             t.br_tab = np.array(t.br_tab)
-        if self._counts is None:
-            keys = t.sw_tab[:, 0]
-            occupied = keys[keys != 0] & _KEY_MASK
-            addrs, n = np.unique((occupied >> np.uint64(16)).astype(np.uint64), return_counts=True)
-            self._counts = dict(zip(addrs.tolist(), n.tolist()))
+        if self._n_addr is None:
+            self._n_addr = int(np.count_nonzero(t.addr_tab))
 
     def _room(self, extra_sw: int, extra_addr: int) -> None:
         t = self.table
@@ -189,9 +198,8 @@ class TableEditor:
             new = np.zeros((_capacity(int((t.count + extra_sw) * 1.5)), 4), np.uint64)
             _rehash_sw(t.sw_tab, new)
             t.sw_tab = new
-        n_addr = len(self._counts or ())
-        if n_addr + extra_addr > MAX_LOAD * t.addr_tab.shape[0]:
-            new_a = np.zeros(_capacity(int((n_addr + extra_addr) * 1.5)), np.uint64)
+        if self._n_addr + extra_addr > MAX_LOAD * t.addr_tab.shape[0]:
+            new_a = np.zeros(_capacity(int((self._n_addr + extra_addr) * 1.5)), np.uint64)
             _rehash_addr(t.addr_tab, new_a)
             t.addr_tab = new_a
 
@@ -221,9 +229,8 @@ class TableEditor:
             raise EditError(f"{sw}: B4 and BR addresses must be IPv6")
         plen, shift = addr_params(self.table.addr_tab, np.uint32(sw.ipv4))
         want_shift = 16 - sw.psid_length - sw.reserved_ports_bit_count
-        counts = self._counts or {}
-        others = counts.get(sw.ipv4, 0) - int(self._exists(sw.ipv4, sw.psid))
-        if (plen or shift) and others > 0 and (plen, shift) != (sw.psid_length, want_shift):
+        if (plen or shift) and (plen, shift) != (sw.psid_length, want_shift) \
+                and _others(self.table.sw_tab, np.uint64(sw.ipv4), plen, sw.psid):
             raise EditError(f"{sw}: the other softwires of {ipaddress.IPv4Address(sw.ipv4)} have "
                             f"psid-length {plen} and reserved-ports-bit-count {16 - plen - shift}; "
                             f"one address has one port-set layout")
@@ -251,8 +258,9 @@ class TableEditor:
         existed = self._exists(sw.ipv4, sw.psid)
         if existed and not replace:
             raise EditError(f"{sw}: already in the binding table")
-        self._room(0 if existed else 1, 0 if sw.ipv4 in self._counts else 1)
         t = self.table
+        new_addr = not (addr_params(t.addr_tab, np.uint32(sw.ipv4)) != (0, 0))
+        self._room(0 if existed else 1, int(new_addr))
         br = self._br_index(sw.br)
         shift = 16 - sw.psid_length - sw.reserved_ports_bit_count
         _addr_put(t.addr_tab, (np.uint64(sw.ipv4) << np.uint64(32)) | ADDR_OCCUPIED
@@ -261,7 +269,8 @@ class TableEditor:
         new = _sw_put(t.sw_tab, np.uint64((sw.ipv4 << 16) | sw.psid), hi, lo, np.uint64(br))
         if new:
             t.count += 1
-            self._counts[sw.ipv4] = self._counts.get(sw.ipv4, 0) + 1
+        if new_addr:
+            self._n_addr += 1
         return bool(new)
 
     def remove(self, ipv4: int, psid: int) -> None:
@@ -271,9 +280,7 @@ class TableEditor:
         if not _sw_remove(t.sw_tab, np.uint64((ipv4 << 16) | psid)):
             raise EditError(f"{ipaddress.IPv4Address(ipv4)} psid {psid}: not in the binding table")
         t.count -= 1
-        left = self._counts[ipv4] - 1
-        if left:
-            self._counts[ipv4] = left
-        else:
-            del self._counts[ipv4]
-            _addr_remove(t.addr_tab, np.uint64(ipv4))       # no longer served at all
+        plen, _ = addr_params(t.addr_tab, np.uint32(ipv4))
+        if not _others(t.sw_tab, np.uint64(ipv4), plen, psid):
+            _addr_remove(t.addr_tab, np.uint64(ipv4))       # its last softwire: no longer served at all
+            self._n_addr -= 1

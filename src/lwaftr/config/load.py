@@ -29,7 +29,8 @@ def _stamp(path: str | Path) -> dict[str, int]:
     return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
-def load_table(path: str | Path, config: Config | None = None) -> tuple[Config, BindingTable]:
+def load_table(path: str | Path, config: Config | None = None, *, private: bool = False
+               ) -> tuple[Config, BindingTable]:
     """The configuration and its compiled binding table.
 
     The table comes from ``CONF.lwbt`` when that is up to date (memory-mapped,
@@ -38,7 +39,8 @@ def load_table(path: str | Path, config: Config | None = None) -> tuple[Config, 
     keeps the rest of the configuration (everything but the softwires) for the
     same version of the file, so a start from an up-to-date compiled table does
     not parse a million softwires again; the returned ``config.bindings`` is
-    then empty: the table is the binding table.
+    then empty: the table is the binding table.  ``private``: a copy-on-write
+    mapping, writeable for in-place edits (see ``compiled.load``).
     """
     out, rest = compiled.compiled_path(path), _rest_path(path)
     if config is None and compiled.is_fresh(path, out):
@@ -46,11 +48,11 @@ def load_table(path: str | Path, config: Config | None = None) -> tuple[Config, 
             saved = json.loads(rest.read_text())
             if saved.get("source") == _stamp(path):
                 cfg = replace(loads_snabb(saved["config"], str(rest)), source=str(path))
-                return cfg, compiled.load(out)
+                return cfg, compiled.load(out, private=private)
         except (OSError, ValueError, KeyError, ConfigError):
             pass                                    # missing, stale or damaged: the slow way
     config = config if config is not None else load_config(path)
-    table = compiled.compile_cached(path, lambda _: config.bindings)
+    table = compiled.compile_cached(path, lambda _: config.bindings, private=private)
     try:
         text = json.dumps({"source": _stamp(path), "config": dump_snabb(replace(config, bindings=Bindings.empty()))})
         write_atomic(rest, text.encode())

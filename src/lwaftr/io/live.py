@@ -120,7 +120,7 @@ class LiveLoop:
                  name: str | None = None) -> None:
         self.conf_path = conf_path
         self._preparing: subprocess.Popen | None = None     # a big reload being compiled
-        self.config, table = load_table(conf_path)
+        self.config, table = load_table(conf_path, private=True)
         self.mode = control_plane or self.config.control_plane.mode
         self.kernel = self.mode == KERNEL
         self.batch = batch
@@ -266,7 +266,7 @@ class LiveLoop:
         control socket since the last load are replaced by the file's content.)"""
         self.reload_requested = False
         try:
-            cfg, table = load_table(self.conf_path)
+            cfg, table = load_table(self.conf_path, private=True)
             self._apply(cfg, table)
         except (ConfigError, OSError, ValueError) as e:
             log.error("reload refused, keeping the running configuration: %s", e)
