@@ -273,3 +273,34 @@ def test_control_socket_changes_the_running_instance(lab):
     request(sock, {"op": "remove", "path": f"{sw}[ipv4=203.0.113.9][psid=0]"})
     counters, err = stop(lab)
     assert "configuration changed through the control socket: set" in err
+
+
+def test_monitor_one_subscriber_to_a_pcap_and_a_tap(lab, tmp_path):
+    import dpkt
+    env = lab["env"]
+    pcap = tmp_path / "alice.pcap"
+    r = subprocess.run([sys.executable, "-m", "lwaftr", "monitor", "192.0.2.1", "--pcap", str(pcap), "--name", "t"],
+                       env=env, capture_output=True, text=True)
+    assert r.returncode == 0 and "monitoring 192.0.2.1 to pcap file" in r.stdout, r.stderr
+    got = sh(sys.executable, "-c", SEND_AND_CAPTURE, lab["down"], ns=PEER, timeout=60)
+    assert got.stdout.split()[1:] == ["to", "alice"]
+    r = subprocess.run([sys.executable, "-m", "lwaftr", "monitor", "--off", "--name", "t"], env=env,
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    with open(pcap, "rb") as fh:
+        frames = [bytes(buf) for _, buf in dpkt.pcap.Reader(fh)]
+    assert frames, "nothing mirrored"
+    for f in frames:                # as received from the Internet: IPv4 to 192.0.2.1 port 4100
+        ip = dpkt.ethernet.Ethernet(f).data
+        assert isinstance(ip, dpkt.ip.IP) and ip.dst == bytes([192, 0, 2, 1]) and ip.data.dport == 4100
+    # A TAP for tcpdump: created in the lwAFTR's namespace, gone when monitoring stops.
+    r = subprocess.run([sys.executable, "-m", "lwaftr", "monitor", "192.0.2.1", "--name", "t"], env=env,
+                       capture_output=True, text=True)
+    assert r.returncode == 0 and "TAP lwmon0" in r.stdout, r.stderr
+    assert sh("ip", "link", "show", "lwmon0", ns=LW, check=False).returncode == 0
+    subprocess.run([sys.executable, "-m", "lwaftr", "monitor", "--off", "--name", "t"], env=env, check=True,
+                   capture_output=True)
+    assert sh("ip", "link", "show", "lwmon0", ns=LW, check=False).returncode != 0
+    bad = subprocess.run([sys.executable, "-m", "lwaftr", "monitor", "192.0.2.300", "--name", "t"], env=env,
+                         capture_output=True, text=True)
+    assert bad.returncode == 1 and "monitor:" in bad.stderr

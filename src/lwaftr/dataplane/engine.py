@@ -28,6 +28,8 @@ from lwaftr.dataplane.slowpath import SlowPath
 
 #: How often the slow path runs at least once (timers: ARP/NDP, reassembly).
 SLOW_TICK = 0.1
+#: Mirrored frames kept until taken (the oldest go first).
+MIRROR_LIMIT = 4096
 
 
 class Engine:
@@ -79,6 +81,8 @@ class Engine:
         self._out6 = np.empty(2 * max_batch, np.int32)
         self._slow4 = np.empty(max_batch, np.int32)
         self._slow6 = np.empty(max_batch, np.int32)
+        self.monitor = 0
+        self._mirrored: list[bytes] = []
         self._refresh_next_hops()
 
     # -- tables ----------------------------------------------------------------
@@ -86,6 +90,36 @@ class Engine:
         """Swap in a new binding table; takes effect from the next batch."""
         self.table = table
         self.slow.set_table(table)
+
+    # -- monitoring one subscriber -----------------------------------------------
+    def set_monitor(self, ipv4: int | None) -> None:
+        """Mirror the traffic of the subscriber(s) of ``ipv4`` (None: stop).
+
+        Frames from the Internet to that address and IPv4-in-IPv6 frames from
+        its B4s take the slow path (same result, by the tests of both paths)
+        and a copy of each, as received, goes to :meth:`take_mirrored`.
+        Off, it costs the kernels one comparison per frame.
+        """
+        self.monitor = ipv4 or 0
+        self.params[K.P_MONITOR] = self.monitor
+        self._mirrored = []
+
+    def take_mirrored(self) -> list[bytes]:
+        out, self._mirrored = self._mirrored, []
+        return out
+
+    def _mirror(self, f4: list[bytes], f6: list[bytes]) -> None:
+        want = self.monitor.to_bytes(4, "big")
+        o4 = W.ETH_HLEN + W.O_IPV4_DST
+        o6 = W.ETH_HLEN + W.IPV6_HLEN + W.O_IPV4_SRC
+        for f in f4:
+            if f[12:14] == b"\x08\x00" and f[o4:o4 + 4] == want:
+                self._mirrored.append(f)
+        for f in f6:
+            if f[12:14] == b"\x86\xdd" and len(f) > o6 + 4 and f[20] == W.PROTO_IPV4 and f[o6:o6 + 4] == want:
+                self._mirrored.append(f)
+        if len(self._mirrored) > MIRROR_LIMIT:
+            del self._mirrored[:len(self._mirrored) - MIRROR_LIMIT]
 
     # -- the kernel as control plane ------------------------------------------
     def set_next_hops(self, mac4: bytes | None, mac6: bytes | None) -> None:
@@ -149,6 +183,8 @@ class Engine:
         f4, f6 = pool.frames(slow4[:s4]), pool.frames(slow6[:s6])
         pool.free(slow4[:s4])
         pool.free(slow6[:s6])
+        if self.monitor:
+            self._mirror(f4, f6)
         o4, o6 = self.slow.process(f4, f6, now)
         self._refresh_next_hops()
         o4 = self._store(self._tag(o4, self.vlan4))

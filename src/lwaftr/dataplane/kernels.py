@@ -49,7 +49,8 @@ P_V4_RESOLVED = 9     # next-hop MACs known
 P_V6_RESOLVED = 10
 P_FAST_OFF = 11       # 1: everything goes to the slow path (e.g. filters configured)
 P_PUNT = 12           # 1: kernel control plane: IPv4 to us or to multicast/broadcast is the kernel's
-N_PARAMS = 13
+P_MONITOR = 13        # IPv4 address whose traffic is mirrored (through the slow path); 0: off
+N_PARAMS = 14
 
 # MAC table rows (uint8[4, 6])
 M_EXT_SELF = 0
@@ -235,7 +236,8 @@ def classify_inet(buf, off, length, slots, P, addr_tab, sw_tab, verdict, rows):
         o = f + ETH
         v = SLOW
         r = -1
-        if fast and n >= ETH + W.IPV4_HLEN + 4 and rd16(b, f + 12) == W.ETHERTYPE_IPV4 and b[o] == 0x45:
+        if fast and n >= ETH + W.IPV4_HLEN + 4 and rd16(b, f + 12) == W.ETHERTYPE_IPV4 and b[o] == 0x45 \
+                and (P[P_MONITOR] == 0 or rd32(b, o + W.O_IPV4_DST) != P[P_MONITOR]):
             total = rd16(b, o + W.O_IPV4_TOTAL_LENGTH)
             # Not ICMP, not a fragment, lengths and header checksum right.
             if W.IPV4_HLEN + 4 <= total <= n - ETH and b[o + W.O_IPV4_PROTO] != W.PROTO_ICMP \
@@ -320,7 +322,8 @@ def classify_b4(buf, off, length, slots, P, addr_tab, sw_tab, br_tab, verdict, r
         if fast and n >= ETH + V6 + W.IPV4_HLEN + 4 and rd16(b, f + 12) == W.ETHERTYPE_IPV6 \
                 and (b[h] >> 4) == 6 and V6 + rd16(b, h + W.O_IPV6_PAYLOAD_LENGTH) <= n - ETH \
                 and b[h + W.O_IPV6_NEXT_HEADER] == W.PROTO_IPV4 and b[o] == 0x45 \
-                and b[o + W.O_IPV4_PROTO] != W.PROTO_ICMP:
+                and b[o + W.O_IPV4_PROTO] != W.PROTO_ICMP \
+                and (P[P_MONITOR] == 0 or rd32(b, o + W.O_IPV4_SRC) != P[P_MONITOR]):
             r = lookup_at(sw_tab, keys[i], rows[i])
             inner_len = n - ETH - V6
             total = rd16(b, o + W.O_IPV4_TOTAL_LENGTH)

@@ -20,6 +20,7 @@ the running one stays.  Counters live in shared memory (:mod:`lwaftr.io.state`).
 """
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import select
@@ -60,6 +61,45 @@ TAP_BURST = 64
 BIG_CONFIG = 1 << 20
 #: How often the control socket is looked at while forwarding.
 CONTROL_POLL = 0.001
+
+
+class MonitorSink:
+    """Where a monitored subscriber's frames go: a pcap file, or a TAP for tcpdump."""
+
+    def __init__(self, pcap: str | None = None, tap: str | None = None) -> None:
+        if (pcap is None) == (tap is None):
+            raise ValueError("give a pcap file or a TAP name")
+        self.tap = self.fh = self.writer = None
+        if tap is not None:
+            self.tap = Tap(tap)
+            with IPRoute() as ipr:
+                ipr.link("set", index=ipr.link_lookup(ifname=tap)[0], state="up")
+            self.what = f"TAP {tap}"
+        else:
+            import dpkt
+            self.fh = open(pcap, "wb")
+            self.writer = dpkt.pcap.Writer(self.fh)
+            self.what = f"pcap file {pcap}"
+
+    def __str__(self) -> str:
+        return self.what
+
+    def write(self, frames: list[bytes]) -> None:
+        if not frames:
+            return
+        if self.tap is not None:
+            self.tap.write(frames)
+        else:
+            now = time.time()
+            for f in frames:
+                self.writer.writepkt(f, now)
+            self.fh.flush()
+
+    def close(self) -> None:
+        if self.tap is not None:
+            self.tap.close()
+        if self.fh is not None:
+            self.fh.close()
 
 
 class Port:
@@ -120,6 +160,7 @@ class LiveLoop:
                  name: str | None = None) -> None:
         self.conf_path = conf_path
         self._preparing: subprocess.Popen | None = None     # a big reload being compiled
+        self.monitor_sink: MonitorSink | None = None
         self.config, table = load_table(conf_path, private=True)
         self.mode = control_plane or self.config.control_plane.mode
         self.kernel = self.mode == KERNEL
@@ -291,6 +332,8 @@ class LiveLoop:
 
     def _control(self, req: dict) -> dict:
         """A control-socket request, between batches."""
+        if req.get("op") == "monitor":
+            return self._monitor(req)
         r = self.service.handle(req)
         if r.table_changed:
             self.engine.set_table(self.service.table)   # arrays may have grown; BR addresses may be new
@@ -302,6 +345,28 @@ class LiveLoop:
             log.info("configuration changed through the control socket: %s %s", req.get("op"),
                      req.get("path", ""))
         return r.reply
+
+    def _monitor(self, req: dict) -> dict:
+        """Start (``ipv4`` and ``pcap`` or ``tap``) or stop (``ipv4`` null) mirroring a subscriber."""
+        self._stop_monitor()
+        ip = req.get("ipv4")
+        if not ip:
+            return {"ok": True}
+        try:
+            addr = int(ipaddress.IPv4Address(ip))
+            self.monitor_sink = MonitorSink(pcap=req.get("pcap"), tap=req.get("tap"))
+        except (ValueError, OSError) as e:
+            return {"ok": False, "error": f"monitor: {e}"}
+        self.engine.set_monitor(addr)
+        log.info("monitoring %s to %s", ip, self.monitor_sink)
+        return {"ok": True, "target": str(self.monitor_sink)}
+
+    def _stop_monitor(self) -> None:
+        self.engine.set_monitor(None)
+        if self.monitor_sink is not None:
+            log.info("monitoring stopped (%s)", self.monitor_sink)
+            self.monitor_sink.close()
+            self.monitor_sink = None
 
     # -- forwarding --------------------------------------------------------------------------
     def _split(self, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -351,6 +416,8 @@ class LiveLoop:
         if self.kernel:
             self._poll_next_hops(now)
             self._kernel_io()
+        if self.monitor_sink is not None:
+            self.monitor_sink.write(eng.take_mirrored())
         if now >= self._control_next:
             self._control_next = now + CONTROL_POLL
             n += self.control.poll()
@@ -381,6 +448,9 @@ class LiveLoop:
 
     def close(self) -> None:
         """Release everything in reverse order of acquisition (restores the interfaces)."""
+        if self.monitor_sink is not None:
+            self.monitor_sink.close()
+            self.monitor_sink = None
         if self._preparing is not None:
             self._preparing.kill()
             self._preparing.wait()

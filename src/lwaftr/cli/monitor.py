@@ -1,0 +1,55 @@
+"""``lwaftr monitor``: copy one subscriber's traffic out of a running instance.
+
+    lwaftr monitor IPV4 [--tap NAME | --pcap FILE] [--name INSTANCE]
+    lwaftr monitor --off [--name INSTANCE]
+
+Every frame to IPV4 from the Internet and every IPv4-in-IPv6 frame from its
+B4s (with IPV4 as the inner source), as received, is copied to a TAP
+interface (default ``lwmon0``: ``tcpdump -i lwmon0`` works) or appended to a
+pcap file written by the instance.  One subscriber at a time; off by
+default, and off it costs the data plane one comparison per frame.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from lwaftr.cli.counters import pick
+from lwaftr.io import state
+from lwaftr.io.control import request
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("monitor", help="copy one subscriber's traffic to a TAP or a pcap file")
+    p.add_argument("ipv4", nargs="?", help="the subscriber's public IPv4 address")
+    p.add_argument("--off", action="store_true", help="stop monitoring")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--tap", help="TAP interface to create (default lwmon0)")
+    g.add_argument("--pcap", help="pcap file the instance writes")
+    p.add_argument("--name", help="instance (default: the only one running)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if bool(args.ipv4) == bool(args.off):
+        print("lwaftr monitor: give an IPv4 address, or --off", file=sys.stderr)
+        return 2
+    req = {"op": "monitor", "ipv4": None if args.off else args.ipv4}
+    if not args.off:
+        if args.pcap:
+            req["pcap"] = os.path.abspath(args.pcap)
+        else:
+            req["tap"] = args.tap or "lwmon0"
+    try:
+        name = pick(args.name)
+        state.pid_of(name)
+        reply = request(state.run_dir() / name / "control.sock", req)
+    except (LookupError, OSError) as e:
+        print(f"lwaftr monitor: {e}", file=sys.stderr)
+        return 1
+    if not reply.get("ok"):
+        print(f"lwaftr monitor: {reply.get('error')}", file=sys.stderr)
+        return 1
+    print("monitoring stopped" if args.off else f"monitoring {args.ipv4} to {reply['target']}")
+    return 0
