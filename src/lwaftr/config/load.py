@@ -8,15 +8,31 @@ from pathlib import Path
 
 from lwaftr.bindingtable import compiled
 from lwaftr.bindingtable.table import BindingTable
+from lwaftr.config import ietf
 from lwaftr.config.errors import ConfigError
 from lwaftr.config.model import Bindings, Config
 from lwaftr.config.snabb import dump_snabb, load_snabb, loads_snabb
 from lwaftr.fileutil import write_atomic
 
 
-def load_config(path: str | Path) -> Config:
-    """Load ``path`` (today: snabb-softwire-v3 data files)."""
-    return load_snabb(str(path))
+def config_format(path: str | Path) -> str:
+    """``ietf.XML``, ``ietf.JSON`` or ``ietf.SNABB``, by the file's first characters."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4096)
+    except OSError as e:
+        raise ConfigError(f"cannot read: {e}", file=str(path)) from None
+    return ietf.sniff(head.decode("utf-8", "replace"))
+
+
+def load_config(path: str | Path, *, table: bool = True) -> Config:
+    """Load ``path``: a snabb-softwire-v3 data file, or an RFC 8676
+    ietf-softwire-br configuration in XML or JSON (told apart by content).
+    ``table=False``: leave a binding-table file an RFC 8676 configuration
+    names unread (``config.binding_table_file`` says where it is)."""
+    if config_format(path) == ietf.SNABB:
+        return load_snabb(str(path))
+    return ietf.load_ietf(path, table=table)
 
 
 def _rest_path(path: str | Path) -> Path:
@@ -51,7 +67,13 @@ def load_table(path: str | Path, config: Config | None = None, *, private: bool 
                 return cfg, compiled.load(out, private=private)
         except (OSError, ValueError, KeyError, ConfigError):
             pass                                    # missing, stale or damaged: the slow way
-    config = config if config is not None else load_config(path)
+    config = config if config is not None else load_config(path, table=False)
+    if config.binding_table_file is not None:
+        ref = Path(config.binding_table_file)
+        if ref.suffix == compiled.SUFFIX:
+            return config, compiled.load(ref, private=private)
+        from lwaftr.bindingtable.textformat import load_text
+        return config, compiled.compile_cached(ref, load_text, private=private)
     table = compiled.compile_cached(path, lambda _: config.bindings, private=private)
     try:
         text = json.dumps({"source": _stamp(path), "config": dump_snabb(replace(config, bindings=Bindings.empty()))})

@@ -1,8 +1,8 @@
 """The one internal configuration model.
 
 Every configuration source maps onto these types: ``snabb-softwire-v3`` files
-(``lwaftr.config.snabb``) today, RFC 8676 ``ietf-softwire-br`` and the text
-binding-table file later.  The model is plain data: no I/O, no YANG.
+(``lwaftr.config.snabb``), RFC 8676 ``ietf-softwire-br`` XML and JSON
+(``lwaftr.config.ietf``) and the text binding-table file.  The model is plain data: no I/O, no YANG.
 
 Addresses are kept in wire form (``bytes``: 4 for IPv4, 16 for IPv6, 6 for
 MAC) so the data plane can compare them with packet bytes directly.  The
@@ -12,6 +12,7 @@ one Python object per softwire, so a million-entry table stays cheap.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import numpy as np
 
@@ -61,6 +62,32 @@ class InterfacePolicy:
     hairpinning: bool = True
 
 
+@dataclass(frozen=True, eq=False)
+class TableVersion:
+    """Which binding table this is (snabb ``binding-table/version``, RFC 8676
+    ``binding-table-versioning``): a number and/or an RFC 3339 date-and-time.
+
+    Dates compare as instants: libyang writes them in UTC
+    (``2026-11-29T06:00:00+01:00`` comes back as ``...T05:00:00+00:00``)."""
+    number: int | None = None
+    date: str | None = None
+
+    def _key(self) -> tuple:
+        try:
+            instant: object = datetime.fromisoformat(self.date) if self.date else None
+        except ValueError:
+            instant = self.date
+        return self.number, instant
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, TableVersion):
+            return NotImplemented
+        return self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+
 @dataclass(eq=False)
 class Bindings:
     """The binding table as a struct of arrays, one row per softwire.
@@ -77,6 +104,7 @@ class Bindings:
     br_index: np.ndarray         # uint16[n]
     br_addresses: list[bytes] = field(default_factory=list)
     line: np.ndarray | None = None  # int32[n]
+    version: TableVersion | None = None
 
     def __len__(self) -> int:
         return int(self.ipv4.shape[0])
@@ -88,7 +116,7 @@ class Bindings:
         """
         if not isinstance(other, Bindings):
             return NotImplemented
-        return (len(self) == len(other)
+        return (len(self) == len(other) and self.version == other.version
                 and all(np.array_equal(getattr(self, f), getattr(other, f))
                         for f in ("ipv4", "psid", "psid_length", "reserved_ports_bit_count", "b4_ipv6"))
                 and np.array_equal(self.br_rows(), other.br_rows()))
@@ -140,6 +168,9 @@ class Config:
     name: str | None = None
     control_plane: ControlPlane = field(default_factory=ControlPlane)
     source: str | None = field(default=None, compare=False)   # file it was loaded from
+    #: the binding-table file an RFC 8676 configuration names (lwx:binding-table-file),
+    #: resolved; None when the softwires are in the configuration itself
+    binding_table_file: str | None = field(default=None, compare=False)
 
     @property
     def instance(self) -> Instance:

@@ -33,7 +33,7 @@ from lwaftr.config.bindings_check import (Names, Reject as _Reject, br_index as 
                                          pton4 as _pton4, pton6 as _pton6, uint as _uint)
 from lwaftr.config.errors import ConfigError
 from lwaftr.config.model import (BUILT_IN, KERNEL, Bindings, Config, ControlPlane, Instance,
-                                 InterfaceAddresses, InterfacePolicy, NextHop)
+                                 InterfaceAddresses, InterfacePolicy, NextHop, TableVersion)
 from lwaftr.config.yangdata import Compact, Document, Node, no_gc, parse, quote
 
 __all__ = ["load_snabb", "loads_snabb", "dump_snabb", "validate_br_addresses"]
@@ -295,7 +295,8 @@ def loads_snabb(text: str, source: str = "<string>") -> Config:
         config = Config(external=_policy(rec["external-interface"], internal=False),
                         internal=_policy(rec["internal-interface"], internal=True),
                         instances=_instances(doc, rec),
-                        bindings=_bindings(doc, rec["binding-table"]["softwire"]),
+                        bindings=_bindings(doc, rec["binding-table"]["softwire"],
+                                           rec["binding-table"]["version"]),
                         name=rec.get("name"), control_plane=_control_plane(ext_rec), source=source)
         del doc, rec    # free the (acyclic) tree by reference counting, before the GC sees it
     return config
@@ -407,12 +408,15 @@ _SW_KEYS = frozenset(_SOFTWIRE.children)
 _PS_KEYS = frozenset(_SOFTWIRE.children["port-set"].children)
 
 
-def _bindings(doc: Document, nodes: list[Node]) -> Bindings:
+def _bindings(doc: Document, nodes: list[Node], version: Rec | None = None) -> Bindings:
     try:
-        return _bindings_fast(doc, nodes)
+        b = _bindings_fast(doc, nodes)
     except _Reject as r:
         _walk(doc, nodes[r.index], _SOFTWIRE, SOFTWIRE)        # raises the precise error
         raise doc.error("invalid softwire", nodes[r.index].pos, SOFTWIRE) from None
+    if version:
+        b.version = TableVersion(version.get("number"), version.get("date"))
+    return b
 
 
 _COLUMNS = 7     # ipv4, psid, b4-ipv6, br-address, padding, psid-length, reserved-ports-bit-count
@@ -536,12 +540,19 @@ def _dump_extensions(cp: ControlPlane) -> list[str]:
 
 
 def _dump_bindings(b: Bindings) -> list[str]:
-    if not len(b):
+    if not len(b) and b.version is None:
         return []
     brs = [_ntop6(a) for a in b.br_addresses]
     raw4 = b.ipv4.astype(">u4").tobytes()
     raw6 = np.ascontiguousarray(b.b4_ipv6, np.uint8).tobytes()
     out = ["  binding-table {"]
+    if b.version is not None:
+        out.append("    version {")
+        if b.version.number is not None:
+            out.append(f"      number {b.version.number};")
+        if b.version.date is not None:
+            out.append(f"      date {quote(b.version.date)};")
+        out.append("    }")
     for i, (p, pl, rb, bi) in enumerate(zip(b.psid.tolist(), b.psid_length.tolist(),
                                              b.reserved_ports_bit_count.tolist(), b.br_index.tolist())):
         out.append(
