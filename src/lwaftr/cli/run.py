@@ -1,6 +1,7 @@
 """``lwaftr run``: forward live traffic between Linux interfaces.
 
-    lwaftr run --conf FILE (--v4 IFACE --v6 IFACE | --on-a-stick IFACE)
+    lwaftr run --conf FILE (--v4 IFACE --v6 IFACE | --on-a-stick IFACE)   one instance, one process
+    lwaftr run --conf FILE [--instance V4,V6 | --instance IFACE]...       a worker per instance
                [--name NAME] [--io afpacket|xdp] [--control-plane kernel|built-in]
 
 Frames move through AF_PACKET rings (TPACKET_V3 in, TX ring out; or AF_XDP
@@ -11,6 +12,13 @@ answers ARP, NDP and ping and resolves the next hops.  SIGHUP (or
 ``lwaftr reload NAME``) reloads the configuration (refused, with a log line,
 if it does not load: the running one stays); ``lwaftr counters NAME`` reads
 the counters while it runs; SIGTERM and SIGINT stop cleanly and print them.
+
+Without interface options, every instance of the configuration runs in a
+worker process of its own, supervised (see :mod:`lwaftr.io.supervisor`):
+instance ``device D; external-device E;`` uses E (IPv4) and D (IPv6),
+an instance without ``external-device`` runs on a stick on D.
+``--instance`` gives the interfaces of the configuration's instances in
+order instead (``V4IF,V6IF`` or one interface for a stick).
 """
 from __future__ import annotations
 
@@ -27,10 +35,12 @@ from lwaftr.config.model import BUILT_IN, KERNEL
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="forward live traffic between Linux interfaces")
-    p.add_argument("--conf", required=True, help="configuration file (snabb-softwire-v3 syntax)")
+    p.add_argument("--conf", required=True, help="configuration file")
     p.add_argument("--v4", metavar="IFACE", help="Internet-facing interface")
     p.add_argument("--v6", metavar="IFACE", help="B4-facing interface")
     p.add_argument("--on-a-stick", metavar="IFACE", help="one interface for both sides")
+    p.add_argument("--instance", action="append", metavar="V4,V6|IFACE",
+                   help="interfaces of the configuration's next instance (repeat; one worker each)")
     p.add_argument("--name", help="instance name for 'lwaftr counters' and 'lwaftr reload' "
                                   "(default: the configuration's name, else 'lwaftr')")
     p.add_argument("--io", choices=["afpacket", "xdp"], default="afpacket",
@@ -40,20 +50,56 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch", type=int, default=256, help="frames per ring per batch")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.add_argument("--log-format", default="text", choices=["text", "json"])
+    p.add_argument("--worker", help=argparse.SUPPRESS)            # set by the supervisor
+    p.add_argument("--instance-index", type=int, default=0, help=argparse.SUPPRESS)
     p.set_defaults(func=run)
+
+
+def _specs(args: argparse.Namespace, instances: list) -> list[list[str]]:
+    """Interface arguments of each worker, from --instance or the configuration."""
+    if not args.instance:
+        return [["--v4", i.external_device, "--v6", i.device] if i.external_device
+                else ["--on-a-stick", i.device] for i in instances]
+    if len(args.instance) > len(instances):
+        raise ConfigError(f"{len(args.instance)} --instance options but the configuration has "
+                          f"{len(instances)} instances", file=args.conf)
+    specs = []
+    for spec in args.instance:
+        parts = [x for x in spec.split(",") if x]
+        if len(parts) == 2:
+            specs.append(["--v4", parts[0], "--v6", parts[1]])
+        elif len(parts) == 1:
+            specs.append(["--on-a-stick", parts[0]])
+        else:
+            raise ConfigError(f"--instance {spec!r}: give V4IF,V6IF or one interface")
+    return specs
+
+
+def _passthrough(args: argparse.Namespace) -> list[str]:
+    out = ["--io", args.io, "--batch", str(args.batch), "--log-level", args.log_level,
+           "--log-format", args.log_format]
+    if args.control_plane:
+        out += ["--control-plane", args.control_plane]
+    return out
 
 
 def run(args: argparse.Namespace) -> int:
     logs.setup(args.log_level, args.log_format)
-    if bool(args.on_a_stick) == bool(args.v4 or args.v6) or (not args.on_a_stick and not (args.v4 and args.v6)):
-        print("lwaftr run: give --v4 and --v6, or --on-a-stick", file=sys.stderr)
+    single = args.on_a_stick or args.v4 or args.v6
+    if single and (bool(args.on_a_stick) == bool(args.v4 or args.v6) or (not args.on_a_stick and not (args.v4 and args.v6))
+                   or args.instance):
+        print("lwaftr run: give --v4 and --v6, or --on-a-stick, or --instance (or nothing: "
+              "the configuration's instances)", file=sys.stderr)
         return 2
-    from lwaftr.io.live import LiveLoop
     from lwaftr.io.state import InstanceBusy
+    if not single:
+        return _supervise(args)
+    from lwaftr.io.live import LiveLoop
 
     try:
         loop = LiveLoop(args.conf, args.v4, args.v6, args.on_a_stick, batch=args.batch, io=args.io,
-                        control_plane=args.control_plane, name=args.name)
+                        control_plane=args.control_plane, name=args.name, instance=args.instance_index,
+                        worker=args.worker)
     except ConfigError as e:
         print(f"lwaftr run: {e}", file=sys.stderr)
         return 2
@@ -74,4 +120,27 @@ def run(args: argparse.Namespace) -> int:
         counters = loop.counters()
         loop.close()
     print(json.dumps(counters, indent=1, sort_keys=True))
+    return 0
+
+
+def _supervise(args: argparse.Namespace) -> int:
+    from lwaftr.io.state import InstanceBusy
+    from lwaftr.io.supervisor import Supervisor
+    from lwaftr.config.load import load_table
+    try:
+        cfg, _ = load_table(args.conf)
+        specs = _specs(args, cfg.instances)
+        sup = Supervisor(args.conf, specs, args.name or cfg.name or "lwaftr", _passthrough(args))
+    except ConfigError as e:
+        print(f"lwaftr run: {e}", file=sys.stderr)
+        return 2
+    except InstanceBusy as e:
+        print(f"lwaftr run: {e}", file=sys.stderr)
+        return 1
+    signal.signal(signal.SIGHUP, lambda *_: sup.request_reload())
+    signal.signal(signal.SIGTERM, lambda *_: sup.stop())
+    signal.signal(signal.SIGINT, lambda *_: sup.stop())
+    logging.getLogger("lwaftr.run").info("supervising %d workers", len(specs))
+    totals = sup.run()
+    print(json.dumps(totals, indent=1, sort_keys=True))
     return 0

@@ -157,11 +157,16 @@ class LiveLoop:
 
     def __init__(self, conf_path: str, v4: str | None, v6: str | None, stick: str | None, *,
                  batch: int = 256, io: str = "afpacket", control_plane: str | None = None,
-                 name: str | None = None) -> None:
+                 name: str | None = None, instance: int = 0, worker: str | None = None) -> None:
+        """``instance``: which of the configuration's instances this loop serves
+        (its addresses, MACs and next hops); ``worker``: its id under a
+        supervisor (state in ``NAME/workers/ID``)."""
         self.conf_path = conf_path
         self._preparing: subprocess.Popen | None = None     # a big reload being compiled
         self.monitor_sink: MonitorSink | None = None
+        self.instance_index = instance
         self.config, table = load_table(conf_path, private=True)
+        self._narrow(self.config)           # ConfigError now if there is no such instance
         self.mode = control_plane or self.config.control_plane.mode
         self.kernel = self.mode == KERNEL
         self.batch = batch
@@ -171,8 +176,8 @@ class LiveLoop:
         self.name = name or self.config.name or "lwaftr"
         self._closers: list = []
         try:
-            self.state = StateDir(self.name)
-            self._closers.append(self.state.close)
+            self.state = StateDir(self.name, worker)
+            self._closers.append(lambda: self.state.close(keep_counters=worker is not None))
             self.engine = self._engine(self.config, table)
             self.service = ConfigService(self.config, table, counters=self.state.counters)
             self.control = ControlServer(self.state.path / "control.sock", self._control)
@@ -202,16 +207,25 @@ class LiveLoop:
         self.csum_completed = 0     # frames whose offloaded checksum we finished (veth, local stacks)
         self._nh_next = 0.0
         self._control_next = 0.0
-        log.info("instance %s: %s control plane, %s", self.name, self.mode,
+        log.info("instance %s%s: %s control plane, %s", self.name, "" if worker is None else f" worker {worker}",
+                 self.mode,
                  ", ".join(f"{p.name} ({p.kind})" for p in {id(p): p for p in (self.p4, self.p6)}.values()),
                  extra={"fields": {"softwires": self.engine.table.count, "state": str(self.state.path)}})
 
+    def _narrow(self, cfg: Config) -> Config:
+        """``cfg`` as this loop's engine sees it: with its one instance."""
+        if self.instance_index >= len(cfg.instances):
+            raise ConfigError(f"no instance {self.instance_index} (the configuration has "
+                              f"{len(cfg.instances)})", file=self.conf_path)
+        return replace(cfg, instances=[cfg.instances[self.instance_index]])
+
     def _engine(self, cfg: Config, table) -> Engine:
-        return Engine(cfg, table=table, max_batch=self.batch, kernel=self.kernel, counters=self.state.counters)
+        return Engine(self._narrow(cfg), table=table, max_batch=self.batch, kernel=self.kernel, counters=self.state.counters)
 
     # -- the kernel side ---------------------------------------------------------------------
     def _setup_kernel_side(self, v4: str | None, v6: str | None, stick: str | None) -> None:
-        cfg, inst = self.config, self.config.instance
+        cfg = self.config
+        inst = cfg.instances[self.instance_index]
         cp = cfg.control_plane
         names = {4: tap_name(stick, 4), 6: tap_name(stick, 6)} if stick else {4: tap_name(v4), 6: tap_name(v6)}
         brs = [bytes(r) for r in self.engine.table.br_tab if r.any()]
@@ -334,6 +348,8 @@ class LiveLoop:
         """A control-socket request, between batches."""
         if req.get("op") == "monitor":
             return self._monitor(req)
+        if req.get("op") == "ping":
+            return {"ok": True, "pid": os.getpid()}
         r = self.service.handle(req)
         if r.table_changed:
             self.engine.set_table(self.service.table)   # arrays may have grown; BR addresses may be new
@@ -447,7 +463,8 @@ class LiveLoop:
         return C.to_dict(self.engine.counters, nonzero=True)
 
     def close(self) -> None:
-        """Release everything in reverse order of acquisition (restores the interfaces)."""
+        """Release everything in reverse order of acquisition (restores the interfaces).
+        A supervised worker's counters stay for its next start."""
         if self.monitor_sink is not None:
             self.monitor_sink.close()
             self.monitor_sink = None

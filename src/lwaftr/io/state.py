@@ -45,10 +45,17 @@ class InstanceBusy(RuntimeError):
 
 
 class StateDir:
-    """Create (and on :meth:`close` remove) the state of instance ``name``."""
+    """Create (and on :meth:`close` remove) the state of instance ``name``.
 
-    def __init__(self, name: str) -> None:
-        self.path = run_dir() / name
+    With ``worker`` (a supervised worker, see :mod:`lwaftr.io.supervisor`) the
+    state is ``NAME/workers/ID/`` and its counters file is kept across the
+    worker's restarts (the counts carry on); the supervisor owns ``NAME/pid``.
+    """
+
+    def __init__(self, name: str, worker: str | None = None) -> None:
+        self.worker = worker
+        top = run_dir() / name
+        self.path = top if worker is None else top / "workers" / worker
         self.path.mkdir(parents=True, exist_ok=True)
         pid_file = self.path / "pid"
         try:
@@ -59,7 +66,9 @@ class StateDir:
             raise InstanceBusy(f"an lwaftr instance named {name!r} is running (pid {old}); "
                                f"give another --name")
         size = C.N_COUNTERS * 8
-        fd = os.open(self.path / "counters", os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+        keep = worker is not None and (self.path / "counters").exists() \
+            and (self.path / "counters").stat().st_size == size and self._same_names()
+        fd = os.open(self.path / "counters", os.O_RDWR | os.O_CREAT | (0 if keep else os.O_TRUNC), 0o644)
         try:
             os.ftruncate(fd, size)
             self._map = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
@@ -71,21 +80,28 @@ class StateDir:
                      json.dumps({"names": list(C.NAMES), "pid": os.getpid(), "started": time.time()}).encode())
         write_atomic(pid_file, f"{os.getpid()}\n".encode())
 
-    def close(self) -> None:
+    def _same_names(self) -> bool:
+        try:
+            return json.loads((self.path / "counters.json").read_text())["names"] == list(C.NAMES)
+        except (OSError, ValueError, KeyError):
+            return False
+
+    def close(self, *, keep_counters: bool = False) -> None:
         del self.counters
         try:
             self._map.close()
         except BufferError:         # an engine still holds a view: the mapping goes with it
             pass
-        for f in ("pid", "counters", "counters.json"):
+        for f in ("pid",) if keep_counters else ("pid", "counters", "counters.json"):
             try:
                 (self.path / f).unlink()
             except OSError:
                 pass
-        try:
-            self.path.rmdir()
-        except OSError:
-            pass
+        if not keep_counters:
+            try:
+                self.path.rmdir()
+            except OSError:
+                pass
 
 
 def instances() -> list[str]:
@@ -114,11 +130,7 @@ def pid_of(name: str) -> int:
 
 
 def read_counters(name: str) -> dict[str, int]:
-    """The current counters of instance ``name``, by name."""
+    """The current counters of instance ``name``, by name (summed over its workers)."""
     pid_of(name)
-    d = run_dir() / name
-    names = json.loads((d / "counters.json").read_text())["names"]
-    with open(d / "counters", "rb") as fh:
-        with mmap.mmap(fh.fileno(), 0, mmap.MAP_SHARED, mmap.PROT_READ) as m:
-            values = np.frombuffer(m, np.uint64).copy()
-    return {n: int(v) for n, v in zip(names, values)}
+    from lwaftr.mgmt.snapshot import read
+    return read(name).totals()

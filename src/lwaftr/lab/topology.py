@@ -387,7 +387,7 @@ class Topology:
         take a moment at first), then ``count`` more; returns ping's summary."""
         ns = self.lan[name]
         ns.run("ping", "-n", "-c", "1", "-w", str(int(deadline)), dest, timeout=deadline + 10)
-        r = ns.run("ping", "-n", "-c", str(count), "-i", "0.2", "-W", "2", dest, timeout=30)
+        r = ns.run("ping", "-n", "-c", str(count), "-i", "0.2", "-W", "5", dest, timeout=40)
         return r.stdout
 
     def close(self) -> None:
