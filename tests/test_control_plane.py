@@ -304,3 +304,26 @@ def test_monitor_one_subscriber_to_a_pcap_and_a_tap(lab, tmp_path):
     bad = subprocess.run([sys.executable, "-m", "lwaftr", "monitor", "192.0.2.300", "--name", "t"], env=env,
                          capture_output=True, text=True)
     assert bad.returncode == 1 and "monitor:" in bad.stderr
+
+
+def test_unresolvable_next_hop_raises_an_alarm_and_a_flushed_one_comes_back(lab):
+    tap = "cp6-s1" if lab["stick"] else "cp-b1"
+    # Flushed from the kernel's table: re-created and resolved again, no alarm.
+    assert ping(PEER, AFTR6)
+    r = sh("ip", "neigh", "del", UP6, "dev", tap, ns=LW, check=False)
+    assert r.returncode == 0, r.stderr + sh("ip", "neigh", ns=LW).stdout
+    time.sleep(1.5)
+    assert neighbour(LW, UP6) == json.loads(sh("ip", "-j", "link", "show", lab["down"], ns=PEER).stdout)[0]["address"]
+    # The next hop goes away for good: the alarm is raised once, and counted.
+    sh("ip", "addr", "del", f"{UP6}/64", "dev", lab["down"], ns=PEER)
+    sh("ip", "neigh", "del", UP6, "dev", tap, ns=LW)
+    deadline = time.time() + 20
+    while True:
+        live = json.loads(subprocess.run([sys.executable, "-m", "lwaftr", "counters", "t", "--json"], env=lab["env"],
+                                         capture_output=True, text=True, check=True).stdout)
+        if live.get("alarm-next-hop-unresolved") or time.time() > deadline:
+            break
+        time.sleep(0.5)
+    counters, err = stop(lab)
+    assert counters["alarm-next-hop-unresolved"] == 1
+    assert f"alarm raised: next hop {UP6} unresolved" in err

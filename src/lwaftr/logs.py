@@ -1,6 +1,7 @@
 """Logging for the long-running commands: levels, and text or JSON lines.
 
 Text: ``2026-11-29T06:40:00.123Z INFO lwaftr.live: message key=value``.
+Syslog: the same through the local syslog socket (RFC 3164, facility daemon).
 JSON: one object per line (``ts``, ``level``, ``logger``, ``msg`` and any
 fields passed as ``extra={"fields": {...}}``), for log collectors.
 """
@@ -8,6 +9,8 @@ from __future__ import annotations
 
 import json
 import logging
+import logging.handlers
+import os
 import sys
 import time
 
@@ -35,10 +38,29 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, default=str)
 
 
-def setup(level: str = "info", fmt: str = "text") -> None:
-    """Log to stderr at ``level`` in ``fmt`` (``text`` or ``json``)."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+class SyslogFormatter(logging.Formatter):
+    """RFC 3164 style for the local syslog daemon: ``lwaftr[PID]: LEVEL logger: msg k=v``
+    (the handler adds the priority)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        fields = getattr(record, "fields", None) or {}
+        extra = "".join(f" {k}={v}" for k, v in fields.items())
+        return f"lwaftr[{os.getpid()}]: {record.levelname} {record.name}: {record.getMessage()}{extra}"
+
+
+def setup(level: str = "info", fmt: str = "text", syslog_address: str | None = None) -> None:
+    """Log at ``level`` in ``fmt``: ``text`` or ``json`` lines on stderr, or ``syslog``
+    (to ``syslog_address``, by default the local syslog socket, facility daemon;
+    stderr in text if there is none)."""
+    handler: logging.Handler = logging.StreamHandler(sys.stderr)
+    formatter: logging.Formatter = JsonFormatter() if fmt == "json" else TextFormatter()
+    if fmt == "syslog":
+        address = syslog_address or next((a for a in ("/dev/log", "/var/run/syslog") if os.path.exists(a)), None)
+        if address is not None:
+            handler = logging.handlers.SysLogHandler(address=address,
+                                                     facility=logging.handlers.SysLogHandler.LOG_DAEMON)
+            formatter = SyslogFormatter()
+    handler.setFormatter(formatter)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

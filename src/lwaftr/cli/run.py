@@ -49,7 +49,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="override the configuration's control-plane mode")
     p.add_argument("--batch", type=int, default=256, help="frames per ring per batch")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
-    p.add_argument("--log-format", default="text", choices=["text", "json"])
+    p.add_argument("--log-format", default="text", choices=["text", "json", "syslog"])
     p.add_argument("--worker", help=argparse.SUPPRESS)            # set by the supervisor
     p.add_argument("--instance-index", type=int, default=0, help=argparse.SUPPRESS)
     p.set_defaults(func=run)

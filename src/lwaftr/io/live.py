@@ -46,6 +46,7 @@ from lwaftr.io.control import ControlServer
 from lwaftr.io.neighbors import NextHops
 from lwaftr.io.state import StateDir
 from lwaftr.io.tap import QuietInterface, Tap, configure_tap, tap_name
+from lwaftr.mgmt.alarms import Alarms
 from lwaftr.mgmt.service import ConfigService
 
 log = logging.getLogger("lwaftr.live")
@@ -207,6 +208,8 @@ class LiveLoop:
         self.csum_completed = 0     # frames whose offloaded checksum we finished (veth, local stacks)
         self._nh_next = 0.0
         self._control_next = 0.0
+        self.alarms = Alarms(self.state.counters)
+        self._alarms_next = time.monotonic() + 1.0
         log.info("instance %s%s: %s control plane, %s", self.name, "" if worker is None else f" worker {worker}",
                  self.mode,
                  ", ".join(f"{p.name} ({p.kind})" for p in {id(p): p for p in (self.p4, self.p6)}.values()),
@@ -245,7 +248,7 @@ class LiveLoop:
                 self._hop_sides.append(side)
         self._static = {4: inst.external.next_hop.mac, 6: inst.internal.next_hop.mac}
         if hops:
-            self.next_hops = NextHops(self.ipr, hops, cp.next_hop_refresh_interval)
+            self.next_hops = NextHops(self.ipr, hops, cp.next_hop_refresh_interval, manage=True)
             self._closers.append(self.next_hops.close)
         self._apply_next_hops()
         log.info("kernel control plane: TAP %s for %s", ", ".join(t.name for t in self.taps.values()),
@@ -437,7 +440,20 @@ class LiveLoop:
         if now >= self._control_next:
             self._control_next = now + CONTROL_POLL
             n += self.control.poll()
+        if now >= self._alarms_next:
+            self._alarms_next = now + 1.0
+            self._check_alarms(now)
         return n
+
+    def _check_alarms(self, now: float) -> None:
+        inst = self.config.instances[self.instance_index]
+        unresolved = [str(ipaddress.ip_address(hop.ip)) if hop.ip else side
+                      for side, hop, stage in (("IPv4 side", inst.external.next_hop, self.engine.slow.arp),
+                                               ("IPv6 side", inst.internal.next_hop, self.engine.slow.ndp))
+                      if stage.next_mac is None]
+        for e in self.alarms.check(now, unresolved):
+            (log.warning if e.raised else log.info)("alarm %s: %s", "raised" if e.raised else "cleared", e.text,
+                                                   extra={"fields": {"alarm": e.alarm}})
 
     def _waitables(self) -> list:
         out = [self.p4] if self.stick else [self.p4, self.p6]
@@ -458,6 +474,8 @@ class LiveLoop:
                 # Idle: sleep until something has frames (or a request comes).
                 select.select(waitables + list(self.control.clients), [], [], 0.05)
                 self._control_next = 0.0
+        self.alarms = Alarms(self.state.counters)
+        self._alarms_next = time.monotonic() + 1.0
 
     def counters(self) -> dict[str, int]:
         return C.to_dict(self.engine.counters, nonzero=True)

@@ -17,6 +17,7 @@ from pyroute2 import IPRoute
 from pyroute2.netlink.rtnl import RTMGRP_NEIGH
 
 log = logging.getLogger("lwaftr.io.neighbors")
+NTF_EXT_MANAGED = 0x01
 
 # <linux/neighbour.h> states whose link-layer address may be used.
 NUD_REACHABLE, NUD_STALE, NUD_DELAY, NUD_PROBE, NUD_NOARP, NUD_PERMANENT = 0x02, 0x04, 0x08, 0x10, 0x40, 0x80
@@ -30,8 +31,10 @@ def _mac(text: str | None) -> bytes | None:
 class NextHops:
     """Watch ``(ifindex, ip)`` next hops; :meth:`macs` gives their MACs (or None)."""
 
-    def __init__(self, ipr: IPRoute, hops: list[tuple[int, bytes]], refresh: float) -> None:
+    def __init__(self, ipr: IPRoute, hops: list[tuple[int, bytes]], refresh: float, *, manage: bool = False) -> None:
+        """``manage``: re-create the managed neighbour entry of a hop when it is gone."""
         self.ipr = ipr
+        self.manage = manage
         self.hops = [(idx, str(ipaddress.ip_address(ip))) for idx, ip in hops]
         self.refresh = refresh
         self.events = IPRoute()
@@ -64,9 +67,13 @@ class NextHops:
         for idx, ip in self.hops:
             mac = None
             try:
-                for n in self.ipr.get_neighbours(ifindex=idx, dst=ip):
+                entries = self.ipr.get_neighbours(ifindex=idx, dst=ip)
+                for n in entries:
                     if n["state"] & USABLE:
                         mac = _mac(n.get_attr("NDA_LLADDR"))
+                if not entries and self.manage:
+                    # Flushed (ip neigh flush ...): ask the kernel to resolve it again.
+                    self.ipr.neigh("replace", dst=ip, ifindex=idx, state=0, NDA_FLAGS_EXT=NTF_EXT_MANAGED)
             except Exception as e:          # interface gone: unknown until it is back
                 log.debug("neighbour lookup of %s failed: %s", ip, e)
             new.append(mac)
