@@ -327,3 +327,29 @@ def test_unresolvable_next_hop_raises_an_alarm_and_a_flushed_one_comes_back(lab)
     counters, err = stop(lab)
     assert counters["alarm-next-hop-unresolved"] == 1
     assert f"alarm raised: next hop {UP6} unresolved" in err
+
+
+def test_config_cli_and_query_on_the_running_instance(lab):
+    def lw(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "lwaftr", *args], env=lab["env"], capture_output=True,
+                              text=True, input=stdin)
+    sw = "/softwire-config/binding-table/softwire"
+    assert lw("config", "get", "--name", "t", "/softwire-config/external-interface/mtu").stdout == "1460\n"
+    r = lw("config", "add", "--name", "t", sw, "-",
+           stdin="{ ipv4 192.0.2.3; psid 0; b4-ipv6 2001:db8:1::d; br-address 2001:db8:ffff::1;"
+                 " port-set { psid-length 0; } }")
+    assert r.returncode == 0, r.stderr
+    assert lw("config", "get", "--name", "t", f"{sw}[ipv4=192.0.2.3][psid=0]/b4-ipv6").stdout == "2001:db8:1::d\n"
+    assert lw("config", "set", "--name", "t", "/softwire-config/external-interface/mtu", "1500").returncode == 0
+    assert lw("config", "get", "--name", "t", "/softwire-config/external-interface/mtu").stdout == "1500\n"
+    bad = lw("config", "set", "--name", "t", "/softwire-config/external-interface/mtu", "99999")
+    assert bad.returncode == 1 and "mtu" in bad.stderr
+    assert lw("config", "get", "--name", "t", "/softwire-config/external-interface/mtu").stdout == "1500\n"
+    assert lw("config", "remove", "--name", "t", f"{sw}[ipv4=192.0.2.3][psid=0]").returncode == 0
+    gone = lw("config", "get", "--name", "t", f"{sw}[ipv4=192.0.2.3][psid=0]")
+    assert gone.returncode == 1 and "no softwire" in gone.stderr
+    assert ping(PEER, AFTR4)
+    q = json.loads(lw("query", "t", "kernel", "--json").stdout)
+    assert q and all("kernel" in k for k in q) and q["to-kernel-ipv4-interface-packets"] > 0
+    text = lw("query", "t").stdout
+    assert "to-kernel-ipv4-interface-packets" in text

@@ -2,6 +2,7 @@
 
     lwaftr config convert [--to ietf-xml|ietf-json|snabb] [--binding-table-file FILE] IN OUT
     lwaftr config validate FILE
+    lwaftr config get|set|add|remove [--name N] PATH [VALUE]   (a running instance: cli/config_live.py)
 
 ``convert`` reads any supported format (snabb-softwire-v3 text, or RFC 8676
 ietf-softwire-br + lwaftr-softwire-ext in XML or JSON; told apart by content)
@@ -29,6 +30,7 @@ import sys
 from pathlib import Path
 from typing import Callable
 
+from lwaftr.cli import config_live
 from lwaftr.config import ietf
 from lwaftr.config.errors import ConfigError
 from lwaftr.config.load import config_format, load_config
@@ -43,7 +45,7 @@ _FORMAT_NAMES = {ietf.XML: "RFC 8676 XML", ietf.JSON: "RFC 8676 JSON", ietf.SNAB
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("config", help="convert and validate configurations",
+    p = sub.add_parser("config", help="convert and validate configurations; read and change a running one",
                        description="Convert and validate lwAFTR configuration files.")
     inner = p.add_subparsers(dest="config_command", metavar="SUBCOMMAND")
     inner.required = True
@@ -74,6 +76,11 @@ def add_validate(sub: argparse._SubParsersAction) -> None:
 SUBCOMMANDS: dict[str, Callable[[argparse._SubParsersAction], None]] = {
     "convert": add_convert,
     "validate": add_validate,
+    # A running instance's configuration (lwaftr.cli.config_live):
+    "get": config_live.add_get,
+    "set": config_live.add_set,
+    "add": config_live.add_add,
+    "remove": config_live.add_remove,
 }
 
 

@@ -38,7 +38,8 @@ def run(args: argparse.Namespace) -> int:
     except (LookupError, OSError, ValueError) as e:
         print(f"lwaftr counters: {e}", file=sys.stderr)
         return 1
-    shown = {k: v for k, v in values.items() if v or args.all}
+    pattern = getattr(args, "pattern", None)
+    shown = {k: v for k, v in values.items() if (v or args.all) and (not pattern or pattern in k)}
     if args.json:
         print(json.dumps(shown, indent=1, sort_keys=True))
     else:
