@@ -401,6 +401,7 @@ def _tree_columns(entries: list[dict]) -> Columns:
 
 
 _XML_ENTRY_TAG = re.compile(r"<(?:[A-Za-z_][\w.\-]*:)?binding-entry[\s>]")
+_XML_MARKUP = re.compile(r"<!--.*?-->|<!\[CDATA\[.*?\]\]>|<\?.*?\?>", re.S)
 _JSON_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|[{}\[\]]')
 
 
@@ -408,7 +409,13 @@ def _entry_positions(text: str, fmt: str, n: int) -> np.ndarray | None:
     """Offsets of the ``n`` binding entries in a file the fast path declined
     (for line numbers); None if they cannot be told apart."""
     if fmt == XML:
-        pos = [m.start() for m in _XML_ENTRY_TAG.finditer(text) if not _inside_markup(text, m.start())]
+        pos = [m.start() for m in _XML_ENTRY_TAG.finditer(text)]
+        markup = [(m.start(), m.end()) for m in _XML_MARKUP.finditer(text)] if "<!" in text or "<?" in text \
+            else []
+        if markup and pos:
+            bounds = np.array(markup, np.int64).reshape(-1)       # start, end, start, end, ...
+            at = np.searchsorted(bounds, np.array(pos, np.int64), "right")
+            pos = [p for p, k in zip(pos, at.tolist()) if k % 2 == 0]   # not inside a span
     else:
         pos, depth, inside = [], 0, None
         for m in _JSON_TOKEN.finditer(text):
