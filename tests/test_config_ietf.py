@@ -156,6 +156,22 @@ def test_icmpv6_rate_mapping():
     assert e.value.path == f"{BI}/icmp-policy/icmpv6-errors/icmpv6-rate"
 
 
+def test_unmapped_model_fields_refused(monkeypatch):
+    """A Config field the augmentation does not cover yet is refused unless default."""
+    import dataclasses as dc
+    from lwaftr.config import model
+    fields = dc.fields(model.Config)
+    extra = dc.field(default=0)
+    extra.name, extra._field_type = "future_setting", dc._FIELD
+    monkeypatch.setattr(model.Config, dc._FIELDS, {**{f.name: f for f in fields}, "future_setting": extra})
+    c = example_config()
+    c.future_setting = 0
+    ietf.dumps_ietf(c)
+    c.future_setting = 1
+    with pytest.raises(ValueError, match="future_setting"):
+        ietf.dumps_ietf(c)
+
+
 def test_unnamed_configuration_gets_default_name():
     c = replace(example_config(), name=None)
     assert ietf.loads_ietf(ietf.dumps_ietf(c)).name == ietf.DEFAULT_NAME

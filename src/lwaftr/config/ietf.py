@@ -40,6 +40,7 @@ How the RFC 8676 leaves map onto the model (docs/configuration.md):
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import re
@@ -637,6 +638,7 @@ def dumps_ietf(config: Config, fmt: str = XML, binding_table_file: str | None = 
     target cannot express (see module docstring)."""
     if fmt not in (XML, JSON):
         raise ValueError(f"unknown format {fmt!r}")
+    _check_mapped(config)
     ext, int_, cp = config.external, config.internal, config.control_plane
     if ext.flow_label != 0 or not ext.hairpinning:
         raise ValueError("the external (IPv4) side has no flow label or hairpinning setting")
@@ -685,6 +687,20 @@ def dumps_ietf(config: Config, fmt: str = XML, binding_table_file: str | None = 
     if entries is not None:
         text = _splice(text, fmt, entries)
     return text if text.endswith("\n") else text + "\n"
+
+
+#: Config fields this module writes; any other must hold its default (a setting
+#: added to the model but not yet to lwaftr-softwire-ext is refused, never dropped).
+_MAPPED = {"external", "internal", "bindings", "instances", "name", "control_plane"}
+
+
+def _check_mapped(config: Config) -> None:
+    for f in dataclasses.fields(Config):
+        if f.name in _MAPPED or not f.compare:
+            continue
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        if getattr(config, f.name) != default:
+            raise ValueError(f"the {f.name} settings have no RFC 8676 / lwaftr-softwire-ext leaves yet")
 
 
 def _side(p: InterfacePolicy, rate: bool) -> dict[str, Any]:
