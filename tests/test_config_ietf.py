@@ -294,6 +294,18 @@ def test_model_rejects(edit, path, word):
     assert e.value.path == path and word in e.value.message
 
 
+@pytest.mark.parametrize("wrapper", ["config", "data"])
+def test_netconf_wrapper(wrapper):
+    """What NETCONF carries: the data inside <config> (edit-config) or <data> (get-config)."""
+    inner = example_text(ietf.XML)
+    text = (f'<?xml version="1.0" encoding="UTF-8"?>\n<{wrapper} xmlns="urn:ietf:params:xml:ns:netconf:base:1.0">\n'
+            f"{inner}</{wrapper}>\n")
+    assert ietf.loads_ietf(text, "n") == replace(example_config(), source="n")
+    with pytest.raises(ConfigError) as e:
+        ietf.loads_ietf(text.replace("<psid>1</psid>", "<psid>16</psid>"), "n")
+    assert e.value.line == inner[:inner.index("<psid>1</psid>")].count("\n") + 3
+
+
 def test_two_bind_instances_refused():
     data = json.loads(example_text(ietf.JSON))
     insts = data["ietf-softwire-br:br-instances"]["binding"]["bind-instance"]

@@ -157,6 +157,8 @@ def loads_ietf(text: str, source: str = "<string>", fmt: str | None = None, *, f
     if fmt not in (XML, JSON):
         raise ConfigError("neither XML nor JSON", file=source)
     text = text.lstrip("\ufeff")
+    if fmt == XML:
+        text = _unwrap_netconf(text)
     split = _split(text, fmt) if fast else None
     skeleton = split[0] if split else text
     full, given = yanglib.parse(skeleton, fmt, source)
@@ -191,6 +193,28 @@ def loads_ietf(text: str, source: str = "<string>", fmt: str | None = None, *, f
     if ref is not None:
         config.binding_table_file = str(table_file_of(source, ref))
     return config
+
+
+_NETCONF_OPEN = re.compile(r'\s*(?:<\?xml[^>]*\?>\s*)?<(config|data)\s+xmlns\s*=\s*'
+                           r'(["\'])urn:ietf:params:xml:ns:netconf:base:1\.0\2\s*>')
+
+
+def _unwrap_netconf(text: str) -> str:
+    """The content of a NETCONF ``<config>`` (edit-config) or ``<data>`` (get-config
+    reply) element, blanked in place so offsets and lines stay; else ``text``."""
+    m = _NETCONF_OPEN.match(text)
+    if m is None:
+        return text
+    end_tag = f"</{m.group(1)}>"
+    close = len(text.rstrip()) - len(end_tag)
+    if not text.startswith(end_tag, close):
+        return text                                   # libyang will say what is wrong
+    decl = re.match(r"\s*<\?xml[^>]*\?>", text[:m.end()])
+    start = decl.end() if decl else 0
+
+    def blank(s: str) -> str:
+        return re.sub(r"[^\n]", " ", s)
+    return text[:start] + blank(text[start:m.end()]) + text[m.end():close] + blank(text[close:])
 
 
 def _bind_instance(data: dict, source: str) -> dict:
