@@ -111,3 +111,37 @@ def test_rx_ring_stats_count_what_a_full_ring_drops(netns):
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr
     assert r.stdout.strip() == "ok"
+
+
+STALL_BODY = textwrap.dedent('''
+    import socket, time
+    from lwaftr.dataplane.pool import PacketPool
+    from lwaftr.io.afpacket import RxRing
+
+    pool = PacketPool(1024)
+    rx = RxRing("va")
+    peer = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x88b5))
+    peer.bind(("vb", 0x88b5))
+    frame = bytes([2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2]) + b"\\x88\\xb5" + bytes(100)
+    for _ in range(80):             # a slow trickle (one frame a millisecond) while the reader is away
+        peer.send(frame)
+        time.sleep(0.001)
+    time.sleep(0.01)
+    got = 0
+    while True:
+        slots, _ = rx.receive(pool, 64)
+        if len(slots) == 0:
+            break
+        got += len(slots)
+        pool.free(slots)
+    print(got, rx.stats()["drops"])
+''')
+
+
+def test_rx_ring_rides_out_a_stall_of_the_reader_at_a_low_rate(netns):
+    """Blocks are handed over by timeout when traffic is slow: the default ring
+    must still hold ~80 ms of it (16 one-millisecond blocks held 16)."""
+    r = subprocess.run(["ip", "netns", "exec", netns, sys.executable, "-c", STALL_BODY],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.split() == ["80", "0"], r.stdout

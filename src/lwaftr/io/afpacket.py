@@ -144,14 +144,21 @@ def tx_burst(ring, frame_size, frame_nr, state, buf, off, length, slots):
     return n
 
 
-def _open() -> socket.socket:
-    return socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
+def _open(protocol: int = ETH_P_ALL) -> socket.socket:
+    return socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(protocol))
 
 
 class RxRing:
-    """A TPACKET_V3 receive ring on one interface."""
+    """A TPACKET_V3 receive ring on one interface.
 
-    def __init__(self, ifname: str, *, block_size: int = 1 << 20, block_nr: int = 16,
+    The kernel hands a block over when it is full or ``timeout_ms`` after its
+    first frame, so below a block's worth per timeout the ring holds
+    ``block_nr`` timeouts of traffic, whatever its size: many small blocks
+    (128 x 128 KiB: 128 ms, and ~26k 550-byte frames when full) ride out a
+    stall of the reader that 16 x 1 MiB (16 ms) does not (benchmarks/live.py).
+    """
+
+    def __init__(self, ifname: str, *, block_size: int = 1 << 17, block_nr: int = 128,
                  frame_size: int = 2048, timeout_ms: int = 1) -> None:
         self.sock = _open()
         self.sock.setsockopt(SOL_PACKET, PACKET_VERSION, TPACKET_V3)
@@ -203,7 +210,10 @@ class TxRing:
     """A TPACKET_V2 transmit ring with PACKET_QDISC_BYPASS on one interface."""
 
     def __init__(self, ifname: str, *, frame_size: int = 2048, frame_nr: int = 4096) -> None:
-        self.sock = _open()
+        # Protocol 0: a transmit-only socket.  Bound to ETH_P_ALL it would also be
+        # handed every frame in and out of the interface, never read (kept until
+        # its receive buffer is full, then dropped one by one).
+        self.sock = _open(0)
         self.sock.setsockopt(SOL_PACKET, PACKET_VERSION, TPACKET_V2)
         self.sock.setsockopt(SOL_PACKET, PACKET_QDISC_BYPASS, 1)
         # struct tpacket_req
@@ -215,7 +225,7 @@ class TxRing:
         self.ring = np.frombuffer(self.map, np.uint8)
         self.frame_size, self.frame_nr = frame_size, frame_nr
         self.state = np.zeros(3, np.int64)
-        self.sock.bind((ifname, ETH_P_ALL))
+        self.sock.bind((ifname, 0))
 
     def send(self, pool: PacketPool, slots: np.ndarray) -> int:
         """Queue the slots' frames and kick the kernel once; returns how many were queued."""
