@@ -103,6 +103,13 @@ def _missing(what: str) -> int:
     raise RequestError(f"softwire: missing '{what}'")
 
 
+def _version_only(cfg: Config) -> Bindings:
+    """No softwires (the table holds them), but the table's version."""
+    b = Bindings.empty()
+    b.version = cfg.bindings.version
+    return b
+
+
 def _entry_text(sw: Softwire) -> str:
     ps = f"psid-length {sw.psid_length};" + (
         f" reserved-ports-bit-count {sw.reserved_ports_bit_count};" if sw.reserved_ports_bit_count else "")
@@ -115,6 +122,7 @@ class ConfigService:
 
     def __init__(self, config: Config, table: BindingTable, *, counters=None) -> None:
         self.config = replace(config, bindings=Bindings.empty())    # the table holds the softwires
+        self.version = config.bindings.version                      # ... but not the table's version
         self.editor = TableEditor(table)
         self.counters = counters
 
@@ -125,6 +133,7 @@ class ConfigService:
     def adopt(self, config: Config, table: BindingTable) -> None:
         """The instance now runs ``config`` with ``table`` (after a reload or a swap)."""
         self.config = replace(config, bindings=Bindings.empty())
+        self.version = config.bindings.version
         if table is not self.editor.table:
             self.editor = TableEditor(table)
 
@@ -142,8 +151,9 @@ class ConfigService:
             return Result({"ok": False, "error": f"bad request: {e}"})
 
     def text(self, bindings: bool = True) -> str:
-        cfg = replace(self.config, bindings=table_bindings(self.table)) if bindings else self.config
-        return dump_snabb(cfg)
+        b = table_bindings(self.table) if bindings else Bindings.empty()
+        b.version = self.version
+        return dump_snabb(replace(self.config, bindings=b))
 
     def _tree(self, bindings: bool) -> list[Tree]:
         return from_text(self.text(bindings))
@@ -162,7 +172,7 @@ class ConfigService:
         cfg = loads_snabb(emit(root), f"<{what}>")
         if (cfg.instances, cfg.control_plane) != (self.config.instances, self.config.control_plane):
             raise RequestError("changes to instances, interfaces, addresses or the control plane need a restart")
-        return Result({"ok": True}, config=replace(cfg, bindings=Bindings.empty(), source=self.config.source))
+        return Result({"ok": True}, config=replace(cfg, bindings=_version_only(cfg), source=self.config.source))
 
     def _op_get(self, req: dict) -> Result:
         path = req["path"]
@@ -256,7 +266,7 @@ class ConfigService:
         cfg = loads_snabb(req["text"], "<load-config>")
         if (cfg.instances, cfg.control_plane) != (self.config.instances, self.config.control_plane):
             raise RequestError("changes to instances, interfaces, addresses or the control plane need a restart")
-        return Result({"ok": True}, config=replace(cfg, bindings=Bindings.empty(), source=self.config.source),
+        return Result({"ok": True}, config=replace(cfg, bindings=_version_only(cfg), source=self.config.source),
                       table=BindingTable.build(cfg.bindings))
 
     def _op_counters(self, req: dict) -> Result:
