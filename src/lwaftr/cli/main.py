@@ -16,6 +16,7 @@ COMMANDS = {
     "generate-configuration": "lwaftr.cli.generate_configuration",
     "metrics": "lwaftr.cli.metrics",
     "monitor": "lwaftr.cli.monitor",
+    "netconf": "lwaftr.cli.netconf",
     "query": "lwaftr.cli.query",
     "reload": "lwaftr.cli.reload",
     "run": "lwaftr.cli.run",

@@ -1,0 +1,849 @@
+"""A NETCONF server (RFC 6241 over SSH, RFC 6242) for a running lwAFTR instance.
+
+``lwaftr netconf --host-key FILE --users FILE [--listen ADDR:PORT] [--name NAME]``
+(:mod:`lwaftr.cli.netconf`) serves the ``netconf`` SSH subsystem (asyncssh).
+The data is the RFC 8676 ``ietf-softwire-br`` model with our
+``lwaftr-softwire-ext`` augmentation (:mod:`lwaftr.config.ietf`), plus the
+per-reason counters as operational state (``lwaftr-softwire-state``,
+:mod:`lwaftr.mgmt.netconf_data`).  The server keeps no configuration of its
+own: the ``running`` datastore is the running instance's configuration, read
+through its control socket (``get-config``) for every operation, and an edit
+is applied to it through the same socket.
+
+An edit (``edit-config``, ``copy-config``, ``commit``) is all or nothing.  The
+new configuration is built from the current one written as RFC 8676 XML
+(``dumps_ietf``) with the edit merged into it, then validated whole by
+libyang and the loader (``loads_ietf``); a refusal is an ``rpc-error`` naming
+the node (``error-path``) and nothing is sent to the instance.  Then, against
+the running configuration:
+
+* only softwires changed: ``remove``, ``set`` and ``add`` requests on
+  ``/softwire-config/binding-table/softwire`` (applied in place between two
+  batches); should one be refused, those already made are undone;
+* anything else changed: one ``load-config`` request carrying the whole new
+  configuration (``dump_snabb``), which the instance validates and swaps in
+  whole or refuses;
+* instances, interfaces, addresses or the control plane changed: refused
+  (they need a restart of the instance), as the instance itself would.
+
+Requests are handled one at a time, in arrival order across sessions (one
+worker thread), so two sessions' edits never interleave.  A message is only
+handled once it has arrived whole: a client that disconnects mid-message
+changes nothing, and one that disconnects while its edit is being applied
+does not stop the edit half way.
+
+Datastores: ``running`` (writable) and ``candidate`` (shared by the sessions,
+a copy of running until edited; ``commit`` applies it as above, ``discard-
+changes`` drops it).  Locks (``lock``/``unlock``) guard against the other
+NETCONF sessions, not against ``lwaftr reload`` or other control-socket
+clients.
+"""
+from __future__ import annotations
+
+import asyncio
+import copy
+import logging
+import os
+import signal
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable
+
+from lxml import etree
+
+from lwaftr.config.errors import ConfigError
+from lwaftr.config.model import Bindings, Config
+from lwaftr.mgmt.netconf_data import BR_NS, EXT_NS, Schema
+from lwaftr.mgmt.netconf_proto import (BASE_10, BASE_11, CANDIDATE, NC, ROLLBACK_ON_ERROR, VALIDATE,
+                                       VALIDATE_10, WRITABLE_RUNNING, Framer, FramingError, MalformedMessage,
+                                       RpcError, elements, error_reply, frame, hello, local, ns_of,
+                                       parse_hello, parse_xml, qn, reply)
+
+log = logging.getLogger("lwaftr.netconf")
+
+DEFAULT_LISTEN = "127.0.0.1:830"
+SOFTWIRES = "/softwire-config/binding-table/softwire"
+#: more softwire changes than this in one edit go as one load-config request
+BULK_CHANGES = 1000
+HELLO_TIMEOUT = 60.0
+CONTROL_TIMEOUT = 120.0
+RUNNING, CANDIDATE_DS = "running", "candidate"
+
+
+# --- the running instance -------------------------------------------------------------------------
+
+class Instance:
+    """A running ``lwaftr run`` instance, through its control socket and shared-memory counters."""
+
+    def __init__(self, name: str | None = None,
+                 requester: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> None:
+        self._name = name
+        self._requester = requester
+
+    @property
+    def name(self) -> str:
+        if self._name:
+            return self._name
+        from lwaftr.io import state
+        running = state.instances()
+        if len(running) != 1:
+            raise RpcError("operation-failed", "no lwaftr instance is running" if not running else
+                           f"several lwaftr instances are running ({', '.join(running)}): "
+                           f"start lwaftr netconf with --name")
+        return running[0]
+
+    def request(self, req: dict[str, Any]) -> dict[str, Any]:
+        if self._requester is not None:
+            return self._requester(req)
+        from lwaftr.io import control, state
+        name = self.name
+        sock = state.run_dir() / name / "control.sock"
+        try:
+            return control.request(sock, req, timeout=CONTROL_TIMEOUT)
+        except (OSError, ValueError) as e:
+            raise RpcError("operation-failed", f"lwaftr instance {name!r} does not answer on {sock}: {e}") from None
+
+    def config(self) -> Config:
+        """The running configuration (softwires included)."""
+        from lwaftr.config.snabb import loads_snabb
+        r = self.request({"op": "get-config"})
+        if not r.get("ok"):
+            raise RpcError("operation-failed", f"the instance refused get-config: {r.get('error')}")
+        try:
+            return loads_snabb(r["text"], "<running>")
+        except ConfigError as e:
+            raise RpcError("operation-failed", f"the running configuration does not load: {e}") from None
+
+    def counters(self) -> tuple[dict[str, int], float | None]:
+        """The counters (summed over workers) and when the instance started."""
+        from lwaftr.mgmt import snapshot
+        try:
+            snap = snapshot.read(self.name)
+        except (LookupError, OSError, ValueError) as e:
+            raise RpcError("operation-failed", f"cannot read the counters: {e}") from None
+        return snap.totals(), snap.started
+
+    # -- applying --------------------------------------------------------------------------------
+    def apply(self, old: Config, new: Config) -> str:
+        """Make the instance run ``new`` instead of ``old``: a summary of what was
+        done, or RpcError with nothing changed."""
+        from lwaftr.config.ietf import DEFAULT_NAME
+        if old.name is None and new.name == DEFAULT_NAME:
+            new = replace(new, name=None)       # the name the instance did not have, written for RFC 8676
+        if (new.instances, new.control_plane) != (old.instances, old.control_plane):
+            what = "lwx:instance" if new.instances != old.instances else \
+                "lwx:next-hop-cache-refresh-interval" if \
+                replace(new.control_plane, next_hop_refresh_interval=0) == \
+                replace(old.control_plane, next_hop_refresh_interval=0) else "lwx:control-plane"
+            raise RpcError("operation-failed", "changes to instances, interfaces, addresses or the control "
+                           "plane need a restart of the instance", path=_bi_path(old, what),
+                           nsmap={"softwire-br": BR_NS, "lwx": EXT_NS})
+        empty = Bindings.empty()
+        rest_same = replace(old, bindings=empty) == replace(new, bindings=empty) \
+            and old.bindings.version == new.bindings.version
+        if rest_same:
+            removes, sets, adds = softwire_changes(old.bindings, new.bindings)
+            n = len(removes) + len(sets) + len(adds)
+            if n == 0:
+                return "no change"
+            if n <= BULK_CHANGES:
+                self._softwires(removes, sets, adds)
+                return f"softwires: {len(adds)} added, {len(removes)} removed, {len(sets)} changed"
+        from lwaftr.config.snabb import dump_snabb
+        try:
+            text = dump_snabb(new)
+        except ValueError as e:
+            raise RpcError("operation-failed", f"the instance cannot run this configuration: {e}") from None
+        r = self.request({"op": "load-config", "text": text})
+        if not r.get("ok"):
+            raise RpcError("operation-failed", f"the instance refused the configuration: {r.get('error')}")
+        return "whole configuration loaded"
+
+    def _softwires(self, removes: list[tuple], sets: list[tuple], adds: list[tuple]) -> None:
+        """The requests, in an order where each table in between is consistent;
+        undone in reverse if one is refused."""
+        done: list[dict] = []
+        steps = [({"op": "remove", "path": _sw_path(o)}, {"op": "add", "path": SOFTWIRES, "value": _sw_text(o)})
+                 for o in removes]
+        steps += [({"op": "set", "path": _sw_path(n), "value": _sw_text(n)},
+                   {"op": "set", "path": _sw_path(o), "value": _sw_text(o)}) for o, n in sets]
+        if adds:
+            steps.append(({"op": "add", "path": SOFTWIRES, "value": " ".join(_sw_text(n) for n in adds)},
+                          None))
+        for req, undo in steps:
+            r = self.request(req)
+            if not r.get("ok"):
+                failed = []
+                for u in reversed(done):
+                    try:
+                        if not self.request(u).get("ok"):
+                            failed.append(u)
+                    except RpcError:
+                        failed.append(u)
+                msg = f"the instance refused {req['op']} {req['path']}: {r.get('error')}"
+                if failed:
+                    msg += f"; undoing the earlier changes failed for {len(failed)} of them"
+                    log.error("%s", msg)
+                raise RpcError("operation-failed", msg)
+            if undo is not None:
+                done.append(undo)
+
+
+def _bi_path(cfg: Config, tail: str) -> str:
+    from lwaftr.config.ietf import DEFAULT_NAME
+    name = cfg.name if cfg.name is not None else DEFAULT_NAME
+    q = "'" if "'" not in name else '"'
+    return (f"/softwire-br:br-instances/softwire-br:binding/softwire-br:bind-instance"
+            f"[softwire-br:name={q}{name}{q}]/{tail}")
+
+
+def _rows(b: Bindings) -> dict[tuple[int, int], tuple[int, int, bytes, bytes]]:
+    """``{(ipv4, psid): (psid-length, reserved-ports-bit-count, b4, br)}``."""
+    b4 = b.b4_ipv6.tobytes() if len(b) else b""
+    br = b.br_rows().tobytes() if len(b) else b""
+    return {(ip, p): (k, r, b4[16 * i:16 * i + 16], br[16 * i:16 * i + 16])
+            for i, (ip, p, k, r) in enumerate(zip(b.ipv4.tolist(), b.psid.tolist(), b.psid_length.tolist(),
+                                                  b.reserved_ports_bit_count.tolist()))}
+
+
+def softwire_changes(old: Bindings, new: Bindings) -> tuple[list[tuple], list[tuple], list[tuple]]:
+    """(removed, [(old, new) changed in place], added) softwires, each ``(ipv4, psid,
+    psid-length, reserved, b4, br)``.  A softwire whose port-set layout changes is
+    removed and added again (the table allows one layout per address)."""
+    a, b = _rows(old), _rows(new)
+    removes, sets, adds = [], [], []
+    for key, v in a.items():
+        w = b.get(key)
+        if w is None:
+            removes.append(key + v)
+        elif w != v:
+            if w[:2] == v[:2]:
+                sets.append((key + v, key + w))
+            else:
+                removes.append(key + v)
+                adds.append(key + w)
+    adds += [key + w for key, w in b.items() if key not in a]
+    return removes, sets, adds
+
+
+def _ip4(v: int) -> str:
+    import ipaddress
+    return str(ipaddress.IPv4Address(v))
+
+
+def _ip6(b: bytes) -> str:
+    import ipaddress
+    return str(ipaddress.IPv6Address(b))
+
+
+def _sw_path(sw: tuple) -> str:
+    return f"{SOFTWIRES}[ipv4={_ip4(sw[0])}][psid={sw[1]}]"
+
+
+def _sw_text(sw: tuple) -> str:
+    ip, psid, k, r, b4, br = sw
+    ps = f"psid-length {k};" + (f" reserved-ports-bit-count {r};" if r else "")
+    return f"{{ ipv4 {_ip4(ip)}; psid {psid}; b4-ipv6 {_ip6(b4)}; br-address {_ip6(br)}; port-set {{ {ps} }} }}"
+
+
+# --- sessions and operations ----------------------------------------------------------------------
+
+@dataclass(eq=False)
+class Session:
+    id: int
+    username: str
+    peer: str = ""
+    chunked: bool = False           # base:1.1 framing (and error tags) after the hellos
+    hello_done: bool = False
+    alive: bool = True
+    closing: bool = False           # close once the reply is sent
+    close: Callable[[], None] = lambda: None     # ends the transport (from the event loop)
+    started: float = field(default_factory=time.time)
+
+
+def _data_wrapper() -> etree._Element:
+    return etree.Element(qn(NC, "data"), nsmap={None: NC})
+
+
+class NetconfServer:
+    """Sessions, datastores and locks, and the operations (sans SSH).
+
+    :meth:`handle` takes one whole message of a session and returns the reply;
+    the caller runs every call on the same thread."""
+
+    def __init__(self, instance: Instance, schema: Schema | None = None) -> None:
+        self.instance = instance
+        self.schema = schema or Schema()
+        self.sessions: dict[int, Session] = {}
+        self.locks: dict[str, int] = {}
+        self.candidate: etree._Element | None = None        # None: the same as running
+        self.candidate_editors: set[int] = set()
+        self._next_id = 1
+        self._ids = threading.Lock()
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    def capabilities(self) -> list[str]:
+        caps = [BASE_10, BASE_11, WRITABLE_RUNNING, CANDIDATE, VALIDATE_10, VALIDATE, ROLLBACK_ON_ERROR]
+        for name, rev, ns, feats in self.schema.modules:
+            c = f"{ns}?module={name}" + (f"&revision={rev}" if rev else "")
+            if feats:
+                c += "&features=" + ",".join(feats)
+            caps.append(c)
+        return caps
+
+    def open_session(self, username: str, peer: str = "", close: Callable[[], None] = lambda: None) -> Session:
+        with self._ids:
+            sid = self._next_id
+            self._next_id += 1
+        s = Session(sid, username, peer, close=close)
+        self.sessions[sid] = s
+        log.info("session %d opened", sid, extra={"fields": {"user": username, "peer": peer}})
+        return s
+
+    def hello(self, s: Session) -> bytes:
+        return hello(self.capabilities(), s.id)
+
+    def client_hello(self, s: Session, msg: bytes) -> None:
+        """The client's hello (MalformedMessage ends the session)."""
+        caps = parse_hello(msg)
+        s.hello_done = True
+        s.chunked = BASE_11 in caps
+
+    def end_session(self, s: Session) -> None:
+        """The session is gone: its locks are released, its candidate changes dropped if it held
+        the candidate's lock (RFC 6241 8.3.5.2)."""
+        if s.id not in self.sessions:
+            return
+        s.alive = False
+        del self.sessions[s.id]
+        if self.locks.get(CANDIDATE_DS) == s.id:
+            self.candidate, self.candidate_editors = None, set()
+        for ds in [d for d, owner in self.locks.items() if owner == s.id]:
+            del self.locks[ds]
+        log.info("session %d closed", s.id, extra={"fields": {"user": s.username}})
+
+    # -- messages --------------------------------------------------------------------------------
+    def handle(self, s: Session, msg: bytes) -> bytes | None:
+        """The reply to one message of session ``s`` (None if the session is gone)."""
+        if not s.alive:
+            return None
+        try:
+            root = parse_xml(msg)
+        except MalformedMessage as e:
+            return error_reply(None, [self._malformed(s, str(e))])
+        if root.tag != qn(NC, "rpc"):
+            return error_reply(None, [self._malformed(s, f"expected <rpc>, got <{local(root.tag)}>")])
+        attrs = {k: v for k, v in root.attrib.items()}
+        if "message-id" not in attrs:
+            return error_reply(attrs, [RpcError("missing-attribute", "<rpc> needs a message-id", type="rpc",
+                                                info=[("bad-attribute", "message-id"), ("bad-element", "rpc")])])
+        ops = elements(root)
+        try:
+            if len(ops) != 1:
+                raise RpcError("missing-element" if not ops else "unknown-element",
+                               "an <rpc> holds exactly one operation", type="protocol",
+                               info=[("bad-element", "rpc" if not ops else local(ops[1].tag))])
+            op = ops[0]
+            handler = getattr(self, "_op_" + local(op.tag).replace("-", "_"), None)
+            if ns_of(op.tag) != NC or handler is None:
+                raise RpcError("operation-not-supported", f"operation {local(op.tag)!r} is not supported",
+                               type="protocol", info=[("bad-element", local(op.tag))])
+            body = handler(s, op)
+        except RpcError as e:
+            log.info("session %d: %s refused: %s", s.id, local(ops[0].tag) if ops else "rpc", e)
+            return error_reply(attrs, [e])
+        except Exception as e:          # never let a request end the server
+            log.exception("session %d: %s failed", s.id, local(ops[0].tag))
+            return error_reply(attrs, [RpcError("operation-failed", f"internal error: {e}")])
+        return reply(attrs, body)
+
+    def _malformed(self, s: Session, message: str) -> RpcError:
+        # malformed-message is base:1.1's; a base:1.0 client gets operation-failed
+        return RpcError("malformed-message" if s.chunked else "operation-failed", message, type="rpc")
+
+    # -- parameters ------------------------------------------------------------------------------
+    @staticmethod
+    def _params(op: etree._Element, allowed: set[str]) -> dict[str, etree._Element]:
+        out = {}
+        for c in elements(op):
+            name = local(c.tag)
+            if ns_of(c.tag) != NC or name not in allowed or name in out:
+                raise RpcError("unknown-element", f"unexpected <{name}> in <{local(op.tag)}>", type="protocol",
+                               info=[("bad-element", name)])
+            out[name] = c
+        return out
+
+    @staticmethod
+    def _datastore(p: dict[str, etree._Element], which: str, allowed: tuple[str, ...]) -> tuple[str, Any]:
+        """(name, element) of the ``<source>``/``<target>`` parameter."""
+        e = p.get(which)
+        if e is None:
+            raise RpcError("missing-element", f"<{which}> is required", type="protocol",
+                           info=[("bad-element", which)])
+        kids = elements(e)
+        if len(kids) != 1 or ns_of(kids[0].tag) != NC:
+            raise RpcError("invalid-value", f"<{which}> names one datastore", type="protocol",
+                           info=[("bad-element", which)])
+        name = local(kids[0].tag)
+        if name not in allowed:
+            raise RpcError("operation-not-supported" if name in ("startup", "url", "running", "candidate",
+                                                                   "config") else "invalid-value",
+                           f"<{name}> is not supported as <{which}> here", type="protocol",
+                           info=[("bad-element", name)])
+        return name, kids[0]
+
+    @staticmethod
+    def _text(p: dict[str, etree._Element], name: str, default: str, allowed: tuple[str, ...]) -> str:
+        e = p.get(name)
+        if e is None:
+            return default
+        v = (e.text or "").strip()
+        if v not in allowed:
+            raise RpcError("invalid-value", f"<{name}> is one of {', '.join(allowed)}", type="protocol",
+                           info=[("bad-element", name)])
+        return v
+
+    def _filter(self, p: dict[str, etree._Element]) -> etree._Element | None:
+        f = p.get("filter")
+        if f is None:
+            return None
+        t = f.get("type", f.get(qn(NC, "type"), "subtree"))
+        if t != "subtree":
+            raise RpcError("operation-not-supported", f"filter type {t!r} is not supported (subtree only)",
+                           type="protocol", info=[("bad-attribute", "type"), ("bad-element", "filter")])
+        return f
+
+    # -- datastores ------------------------------------------------------------------------------
+    def _tree_of(self, cfg: Config) -> etree._Element:
+        from lwaftr.config.ietf import dumps_ietf
+        from lwaftr.mgmt.netconf_data import _DATA_PARSER
+        try:
+            text = dumps_ietf(cfg)
+        except ValueError as e:
+            raise RpcError("operation-failed", f"the running configuration cannot be written as RFC 8676: {e}") \
+                from None
+        data = _data_wrapper()
+        data.append(etree.fromstring(text.encode(), _DATA_PARSER))
+        return data
+
+    def _running(self) -> tuple[Config, etree._Element]:
+        cfg = self.instance.config()
+        return cfg, self._tree_of(cfg)
+
+    def _read(self, ds: str) -> etree._Element:
+        if ds == CANDIDATE_DS and self.candidate is not None:
+            return copy.deepcopy(self.candidate)
+        return self._running()[1]
+
+    def _check_lock(self, s: Session, ds: str) -> None:
+        owner = self.locks.get(ds)
+        if owner is not None and owner != s.id:
+            raise RpcError("lock-denied", f"the {ds} datastore is locked by session {owner}", type="protocol",
+                           info=[("session-id", str(owner))])
+
+    def _inline(self, e: etree._Element) -> etree._Element:
+        """An inline ``<config>`` as a data tree (checked against the schema)."""
+        data = _data_wrapper()
+        self.schema.edit(data, e, "merge")
+        return data
+
+    def _write_running(self, s: Session, new_tree: etree._Element, old: Config | None = None, what: str = "") -> None:
+        self._check_lock(s, RUNNING)
+        new = self.schema.config_of(new_tree)
+        old = old if old is not None else self.instance.config()
+        summary = self.instance.apply(old, new)
+        log.info("session %d (%s) changed the running configuration: %s: %s", s.id, s.username, what, summary)
+
+    # -- operations ------------------------------------------------------------------------------
+    def _op_get_config(self, s: Session, op: etree._Element) -> etree._Element:
+        p = self._params(op, {"source", "filter", "with-defaults"})
+        ds, _ = self._datastore(p, "source", (RUNNING, CANDIDATE_DS))
+        return self.schema.filter(self._read(ds), self._filter(p))
+
+    def _op_get(self, s: Session, op: etree._Element) -> etree._Element:
+        p = self._params(op, {"filter", "with-defaults"})
+        flt = self._filter(p)
+        cfg, data = self._running()
+        counters, started = self.instance.counters()
+        self.schema.add_state(data, counters, started, len(cfg.bindings))
+        return self.schema.filter(data, flt)
+
+    def _op_edit_config(self, s: Session, op: etree._Element) -> None:
+        p = self._params(op, {"target", "default-operation", "test-option", "error-option", "config", "url"})
+        ds, _ = self._datastore(p, "target", (RUNNING, CANDIDATE_DS))
+        default = self._text(p, "default-operation", "merge", ("merge", "replace", "none"))
+        test = self._text(p, "test-option", "test-then-set", ("test-then-set", "set", "test-only"))
+        # stop-on-error and rollback-on-error are the same here (an edit is all or nothing), and
+        # continue-on-error never finds a second error: the first one refuses the edit whole
+        self._text(p, "error-option", "stop-on-error", ("stop-on-error", "continue-on-error", "rollback-on-error"))
+        if "url" in p:
+            raise RpcError("operation-not-supported", "<url> is not supported", type="protocol",
+                           info=[("bad-element", "url")])
+        if "config" not in p:
+            raise RpcError("missing-element", "<config> is required", type="protocol",
+                           info=[("bad-element", "config")])
+        self._check_lock(s, ds)
+        if ds == RUNNING:
+            old, tree = self._running()
+            self.schema.edit(tree, p["config"], default)
+            if test == "test-only":
+                self.schema.config_of(tree)
+                return None
+            self._write_running(s, tree, old, "edit-config")
+            return None
+        tree = self._read(CANDIDATE_DS)
+        self.schema.edit(tree, p["config"], default)
+        if test != "set":
+            self.schema.config_of(tree)
+        if test != "test-only":
+            self.candidate = tree
+            self.candidate_editors.add(s.id)
+        return None
+
+    def _op_copy_config(self, s: Session, op: etree._Element) -> None:
+        p = self._params(op, {"target", "source", "with-defaults"})
+        dst, _ = self._datastore(p, "target", (RUNNING, CANDIDATE_DS))
+        src, e = self._datastore(p, "source", (RUNNING, CANDIDATE_DS, "config"))
+        if src == dst:
+            return None
+        tree = self._inline(e) if src == "config" else self._read(src)
+        self._check_lock(s, dst)
+        if dst == RUNNING:
+            self._write_running(s, tree, None, f"copy-config from {src}")
+        else:
+            self.candidate = tree
+            self.candidate_editors.add(s.id)
+        return None
+
+    def _op_delete_config(self, s: Session, op: etree._Element) -> None:
+        raise RpcError("operation-not-supported", "only the running and candidate datastores exist, and "
+                       "neither can be deleted", type="protocol")
+
+    def _op_validate(self, s: Session, op: etree._Element) -> None:
+        p = self._params(op, {"source"})
+        src, e = self._datastore(p, "source", (RUNNING, CANDIDATE_DS, "config"))
+        self.schema.config_of(self._inline(e) if src == "config" else self._read(src))
+        return None
+
+    def _op_commit(self, s: Session, op: etree._Element) -> None:
+        p = self._params(op, {"confirmed", "confirm-timeout", "persist", "persist-id"})
+        if p:
+            raise RpcError("operation-not-supported", "confirmed commit is not supported", type="protocol",
+                           info=[("bad-element", local(next(iter(p.values())).tag))])
+        self._check_lock(s, CANDIDATE_DS)
+        if self.candidate is None:
+            return None
+        self._write_running(s, self.candidate, None, "commit")
+        self.candidate, self.candidate_editors = None, set()
+        return None
+
+    def _op_discard_changes(self, s: Session, op: etree._Element) -> None:
+        self._params(op, set())
+        self._check_lock(s, CANDIDATE_DS)
+        self.candidate, self.candidate_editors = None, set()
+        return None
+
+    def _op_lock(self, s: Session, op: etree._Element) -> None:
+        p = self._params(op, {"target"})
+        ds, _ = self._datastore(p, "target", (RUNNING, CANDIDATE_DS))
+        owner = self.locks.get(ds)
+        if owner is not None:
+            raise RpcError("lock-denied", f"the {ds} datastore is locked by session {owner}", type="protocol",
+                           info=[("session-id", str(owner))])
+        if ds == CANDIDATE_DS and self.candidate is not None and self.candidate_editors - {s.id}:
+            raise RpcError("lock-denied", "the candidate datastore has changes not committed or discarded",
+                           type="protocol", info=[("session-id", "0")])
+        self.locks[ds] = s.id
+        log.info("session %d (%s) locked %s", s.id, s.username, ds)
+        return None
+
+    def _op_unlock(self, s: Session, op: etree._Element) -> None:
+        p = self._params(op, {"target"})
+        ds, _ = self._datastore(p, "target", (RUNNING, CANDIDATE_DS))
+        if self.locks.get(ds) != s.id:
+            raise RpcError("operation-failed", f"this session does not hold the lock of {ds}", type="protocol")
+        del self.locks[ds]
+        log.info("session %d (%s) unlocked %s", s.id, s.username, ds)
+        return None
+
+    def _op_close_session(self, s: Session, op: etree._Element) -> None:
+        self._params(op, set())
+        s.closing = True
+        return None
+
+    def _op_kill_session(self, s: Session, op: etree._Element) -> None:
+        p = self._params(op, {"session-id"})
+        e = p.get("session-id")
+        if e is None:
+            raise RpcError("missing-element", "<session-id> is required", type="protocol",
+                           info=[("bad-element", "session-id")])
+        try:
+            sid = int((e.text or "").strip())
+        except ValueError:
+            sid = -1
+        if sid == s.id:
+            raise RpcError("invalid-value", "a session cannot kill itself: use close-session", type="protocol")
+        target = self.sessions.get(sid)
+        if target is None:
+            raise RpcError("invalid-value", f"no session {e.text!r}", type="protocol",
+                           info=[("bad-element", "session-id")])
+        log.info("session %d (%s) kills session %d (%s)", s.id, s.username, sid, target.username)
+        self.end_session(target)
+        if self.loop is not None:
+            self.loop.call_soon_threadsafe(target.close)
+        else:
+            target.close()
+        return None
+
+
+# --- SSH ------------------------------------------------------------------------------------------
+
+def _ssh_classes():
+    import asyncssh
+
+    class Channel(asyncssh.SSHServerSession):
+        """One NETCONF session on an SSH channel (the ``netconf`` subsystem only)."""
+
+        def __init__(self, nc: "SSHFrontend", username: str, peer: str) -> None:
+            self.nc, self.username, self.peer = nc, username, peer
+            self.chan = None
+            self.framer = Framer()
+            self.queue: asyncio.Queue = asyncio.Queue()
+            self.session: Session | None = None
+            self.closed = False
+            self.task: asyncio.Task | None = None
+            self.timer = None
+
+        def connection_made(self, chan) -> None:
+            self.chan = chan
+
+        def pty_requested(self, *args) -> bool:
+            return False
+
+        def shell_requested(self) -> bool:
+            return False
+
+        def exec_requested(self, command: str) -> bool:
+            return False
+
+        def subsystem_requested(self, subsystem: str) -> bool:
+            return subsystem == "netconf"
+
+        def session_started(self) -> None:
+            loop = asyncio.get_running_loop()
+            self.session = self.nc.server.open_session(self.username, self.peer, close=self._close)
+            self._write(self.nc.server.hello(self.session), chunked=False)
+            self.timer = loop.call_later(HELLO_TIMEOUT, self._hello_timeout)
+            self.task = loop.create_task(self._run())
+
+        def _hello_timeout(self) -> None:
+            if self.session is not None and not self.session.hello_done:
+                log.info("session %d: no hello within %.0f s", self.session.id, HELLO_TIMEOUT)
+                self._close()
+
+        def data_received(self, data: bytes, datatype) -> None:
+            if self.closed or self.session is None:
+                return
+            s = self.session
+            self.framer.feed(data)
+            try:
+                while not self.closed:
+                    msg = self.framer.next()
+                    if msg is None:
+                        break
+                    if not s.hello_done:
+                        try:
+                            self.nc.server.client_hello(s, msg)
+                        except MalformedMessage as e:
+                            log.info("session %d: bad hello: %s", s.id, e)
+                            self._close()
+                            return
+                        self.framer.chunked = s.chunked
+                        continue
+                    self.queue.put_nowait(msg)
+                    if self.queue.qsize() >= 8:
+                        self.chan.pause_reading()
+            except FramingError as e:
+                log.info("session %d: framing error: %s", s.id, e)
+                self._write(error_reply(None, [RpcError("malformed-message" if s.chunked else "operation-failed",
+                                                        f"framing error: {e}", type="rpc")]))
+                self._close()
+
+        def eof_received(self) -> bool:
+            self.queue.put_nowait(None)         # answer what came whole, then close
+            return True
+
+        def connection_lost(self, exc) -> None:
+            self.closed = True
+            if self.timer is not None:
+                self.timer.cancel()
+            self.queue.put_nowait(None)
+
+        def _write(self, msg: bytes, chunked: bool | None = None) -> None:
+            if self.closed or self.chan is None:
+                return
+            if chunked is None:
+                chunked = self.session.chunked if self.session else False
+            self.chan.write(frame(msg, chunked))
+
+        def _close(self) -> None:
+            if not self.closed and self.chan is not None:
+                self.closed = True
+                self.chan.close()
+            self.queue.put_nowait(None)
+
+        async def _run(self) -> None:
+            loop = asyncio.get_running_loop()
+            s = self.session
+            try:
+                while True:
+                    msg = await self.queue.get()
+                    if msg is None or self.closed or not s.alive:
+                        break
+                    if self.queue.qsize() < 4 and self.chan is not None:
+                        self.chan.resume_reading()
+                    out = await loop.run_in_executor(self.nc.executor, self.nc.server.handle, s, msg)
+                    if out is not None:
+                        self._write(out)
+                    if s.closing:
+                        break
+            finally:
+                if not self.closed and self.chan is not None:
+                    self.closed = True
+                    self.chan.close()
+                await loop.run_in_executor(self.nc.executor, self.nc.server.end_session, s)
+
+    class Server(asyncssh.SSHServer):
+        def __init__(self, nc: "SSHFrontend") -> None:
+            self.nc = nc
+            self.conn = None
+            self.peer = ""
+
+        def connection_made(self, conn) -> None:
+            self.conn = conn
+            peer = conn.get_extra_info("peername") or ("", 0)
+            self.peer = f"{peer[0]}:{peer[1]}"
+
+        def begin_auth(self, username: str) -> bool:
+            return True                         # always authenticate: never anonymous
+
+        def password_auth_supported(self) -> bool:
+            return True
+
+        async def validate_password(self, username: str, password: str) -> bool:
+            loop = asyncio.get_running_loop()
+            try:
+                ok = await loop.run_in_executor(self.nc.auth_executor, self.nc.users.check_password,
+                                                username, password)
+            except (OSError, ValueError) as e:
+                log.error("users file: %s", e)
+                ok = False
+            if not ok:
+                log.warning("password refused", extra={"fields": {"user": username, "peer": self.peer}})
+            return ok
+
+        def public_key_auth_supported(self) -> bool:
+            return True
+
+        def validate_public_key(self, username: str, key) -> bool:
+            try:
+                return self.nc.users.check_key(username, key)
+            except (OSError, ValueError) as e:
+                log.error("users file: %s", e)
+                return False
+
+        def kbdint_auth_supported(self) -> bool:
+            return False
+
+        def session_requested(self):
+            return Channel(self.nc, self.conn.get_extra_info("username"), self.peer)
+
+    return Server
+
+
+class SSHFrontend:
+    """The SSH side: host key, users, listening socket; sessions handed to :class:`NetconfServer`."""
+
+    def __init__(self, server: NetconfServer, users, host_key) -> None:
+        self.server = server
+        self.users = users
+        self.host_key = host_key
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="netconf")
+        self.auth_executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="netconf-auth")
+        self.acceptor = None
+
+    async def start(self, host: str, port: int):
+        import asyncssh
+        self.server.loop = asyncio.get_running_loop()
+        server_cls = _ssh_classes()
+        self.acceptor = await asyncssh.listen(
+            host, port, server_factory=lambda: server_cls(self), server_host_keys=[self.host_key],
+            encoding=None, allow_scp=False, sftp_factory=None, agent_forwarding=False,
+            x11_forwarding=False, kbdint_auth=False, login_timeout=60, keepalive_interval=30)
+        return self.acceptor
+
+    def close(self) -> None:
+        if self.acceptor is not None:
+            self.acceptor.close()
+        self.executor.shutdown(wait=True)
+        self.auth_executor.shutdown(wait=False)
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """``ADDR:PORT`` or ``[V6ADDR]:PORT``."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"--listen {text!r}: expected ADDR:PORT")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    return host or "127.0.0.1", int(port)
+
+
+def host_key(path: str | os.PathLike):
+    """The SSH host key at ``path``, made (Ed25519, mode 0600, with ``PATH.pub``) if missing."""
+    import asyncssh
+    p = Path(path)
+    if not p.exists():
+        key = asyncssh.generate_private_key("ssh-ed25519", comment="lwaftr netconf")
+        fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(key.export_private_key())
+        p.with_name(p.name + ".pub").write_bytes(key.export_public_key())
+        log.info("generated host key %s", p)
+        return key
+    return asyncssh.read_private_key(str(p))
+
+
+def serve(listen: str, name: str | None, host_key_path: str, users_path: str,
+          ready: Callable[[tuple[str, int]], None] | None = None) -> int:
+    """Serve until SIGTERM or SIGINT."""
+    from lwaftr.mgmt.netconf_auth import UsersFile
+    host, port = parse_listen(listen)
+    users = UsersFile(users_path)
+    key = host_key(host_key_path)
+    server = NetconfServer(Instance(name))
+    front = SSHFrontend(server, users, key)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        acceptor = await front.start(host, port)
+        bound = acceptor.sockets[0].getsockname()[:2] if acceptor.sockets else (host, port)
+        log.info("NETCONF over SSH on %s port %d", bound[0], bound[1],
+                 extra={"fields": {"fingerprint": key.get_fingerprint()}})
+        if ready is not None:
+            ready(bound)
+        await stop.wait()
+        acceptor.close()
+        await acceptor.wait_closed()
+
+    try:
+        asyncio.run(main())
+    finally:
+        front.close()
+    return 0

@@ -1,0 +1,646 @@
+"""NETCONF over SSH (lwaftr netconf): framing, edits and filters offline, then live.
+
+The live part (root) runs ``lwaftr run`` in a network namespace on two veth
+pairs whose peers sit in a second namespace, and ``lwaftr netconf`` outside
+them (it only talks to the control socket); ncclient is the client.
+"""
+from __future__ import annotations
+
+import ipaddress
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from lxml import etree
+
+from lwaftr.bindingtable.table import BindingTable
+from lwaftr.config.model import ControlPlane, Instance as Inst, InterfaceAddresses, NextHop
+from lwaftr.config.snabb import dump_snabb, loads_snabb
+from lwaftr.examples import example_config
+from lwaftr.mgmt.netconf import Instance, NetconfServer, softwire_changes
+from lwaftr.mgmt.netconf_auth import UsersFile, hash_password, parse_users, verify_password
+from lwaftr.mgmt.netconf_data import BR_NS, EXT_NS, STATE_NS, Schema
+from lwaftr.mgmt.netconf_proto import BASE_10, BASE_11, NC, Framer, FramingError, frame
+from lwaftr.mgmt.service import ConfigService
+
+NCNS = NC
+NS = {"nc": NC, "br": BR_NS, "lwx": EXT_NS, "lws": STATE_NS}
+NCOP = f'xmlns:nc="{NC}"'
+
+
+def bi(inner: str, name: str = "lwaftr") -> str:
+    return (f'<config xmlns="{NC}"><br-instances xmlns="{BR_NS}"><binding><bind-instance><name>{name}</name>'
+            f'{inner}</bind-instance></binding></br-instances></config>')
+
+
+def entry(b4: str, ip: str, psid: int, plen: int, br: str = "2001:db8:ffff::1", op: str = "") -> str:
+    attr = f' {NCOP} nc:operation="{op}"' if op else ""
+    return (f"<binding-entry{attr}><binding-ipv6info>{b4}</binding-ipv6info><binding-ipv4-addr>{ip}"
+            f"</binding-ipv4-addr><port-set><psid-len>{plen}</psid-len><psid>{psid}</psid></port-set>"
+            f"<br-ipv6-addr>{br}</br-ipv6-addr></binding-entry>")
+
+
+def mtu(value: int) -> str:
+    return f'<external-interface xmlns="{EXT_NS}"><mtu>{value}</mtu></external-interface>'
+
+
+# --- offline: framing -----------------------------------------------------------------------------
+
+def test_framing_end_of_message_then_chunked():
+    f = Framer()
+    f.feed(b"<hello/>]]>]]>\n#4\n<rpc\n#3\n/>x\n##\n")
+    assert f.next() == b"<hello/>"
+    f.chunked = True                       # switched after the hello, before the rest is read
+    assert f.next() == b"<rpc/>x"
+    assert f.next() is None and f.pending() == 0
+    for piece in (b"\n", b"#1", b"0\n0123456789", b"\n#", b"#\n"):     # byte by byte works too
+        f.feed(piece)
+    assert f.next() == b"0123456789"
+    assert frame(b"abc", True) == b"\n#3\nabc\n##\n" and frame(b"abc", False) == b"abc]]>]]>"
+    for bad in (b"x", b"\n#0\n", b"\n#abc\n", b"\n##\n", b"\n#12345678901\n", b"\n#\n"):
+        g = Framer()
+        g.chunked = True
+        g.feed(bad)
+        with pytest.raises(FramingError):
+            g.next()
+
+
+# --- offline: a server over a ConfigService -------------------------------------------------------
+
+class FakeInstance(Instance):
+    """The control socket's service in-process (applying candidates as the live loop does)."""
+
+    def __init__(self, cfg=None):
+        cfg = cfg or replace(example_config(), name=None)
+        self.service = ConfigService(cfg, BindingTable.build(cfg.bindings))
+        self.requests: list[dict] = []
+        super().__init__("t", requester=self._request)
+
+    def _request(self, req):
+        self.requests.append(req)
+        r = self.service.handle(req)
+        if r.config is not None:
+            self.service.adopt(r.config, r.table if r.table is not None else self.service.table)
+        return r.reply
+
+    def counters(self):
+        return {"out-ipv6-packets": 7, "drop-no-dest-softwire-ipv4-packets": 2}, 1_000_000_000.0
+
+    def text(self) -> str:
+        return self.service.text()
+
+
+_SCHEMA = None
+
+
+def server() -> tuple[NetconfServer, FakeInstance]:
+    global _SCHEMA
+    _SCHEMA = _SCHEMA or Schema()
+    inst = FakeInstance()
+    return NetconfServer(inst, _SCHEMA), inst
+
+
+def session(srv: NetconfServer, base11: bool = True):
+    s = srv.open_session("tester")
+    caps = f"<capability>{BASE_11 if base11 else BASE_10}</capability>"
+    srv.client_hello(s, f'<hello xmlns="{NC}"><capabilities>{caps}</capabilities></hello>'.encode())
+    return s
+
+
+def rpc(srv, s, body: str, mid: str = "7") -> etree._Element:
+    out = srv.handle(s, f'<rpc message-id="{mid}" xmlns="{NC}">{body}</rpc>'.encode())
+    return etree.fromstring(out)
+
+
+def edit(srv, s, config: str, target: str = "running", extra: str = "") -> etree._Element:
+    return rpc(srv, s, f"<edit-config><target><{target}/></target>{extra}{config}</edit-config>")
+
+
+def ok(r: etree._Element) -> etree._Element:
+    assert r.find("nc:ok", NS) is not None or r.find("nc:data", NS) is not None, etree.tostring(r).decode()
+    return r
+
+
+def error(r: etree._Element) -> dict[str, str]:
+    e = r.find("nc:rpc-error", NS)
+    assert e is not None, etree.tostring(r).decode()
+    return {etree.QName(c).localname: (c.text or "") + " ".join(i.text or "" for i in c) for c in e}
+
+
+def config_of(srv, s, flt: str = "", source: str = "running") -> etree._Element:
+    f = f"<filter>{flt}</filter>" if flt else ""
+    return ok(rpc(srv, s, f"<get-config><source><{source}/></source>{f}</get-config>")).find("nc:data", NS)
+
+
+def text_at(data: etree._Element, path: str) -> list[str]:
+    return [e.text for e in data.xpath(path, namespaces=NS)]
+
+
+BIP = "br:br-instances/br:binding/br:bind-instance"
+
+
+def test_get_config_filters_and_get_state():
+    srv, _ = server()
+    s = session(srv)
+    data = config_of(srv, s)
+    assert text_at(data, "br:br-instances/br:binding/br:bind-instance/br:name") == ["lwaftr"]
+    assert len(data.xpath("//br:binding-entry", namespaces=NS)) == 3
+    # selection, containment and content-match nodes; list entries keep their keys
+    flt = (f'<br-instances xmlns="{BR_NS}"><binding><bind-instance><softwire-payload-mtu/><binding-table>'
+           f'<binding-entry><binding-ipv4-addr>192.0.2.1</binding-ipv4-addr><br-ipv6-addr/></binding-entry>'
+           f'</binding-table></bind-instance></binding></br-instances>')
+    data = config_of(srv, s, flt)
+    assert text_at(data, "//br:softwire-payload-mtu") == ["1460"]
+    assert text_at(data, "//br:binding-entry/br:binding-ipv6info") == ["2001:db8:1::a", "2001:db8:1::b"]
+    assert data.xpath("//br:port-set", namespaces=NS) == [] and data.xpath("//lwx:mtu", namespaces=NS) == []
+    # a content match alone selects the whole entry; a failing one selects nothing
+    data = config_of(srv, s, f'<br-instances xmlns="{BR_NS}"><binding><bind-instance><binding-table><binding-entry>'
+                             f'<binding-ipv6info>2001:DB8:1:0::c</binding-ipv6info></binding-entry></binding-table>'
+                             f'</bind-instance></binding></br-instances>')
+    assert text_at(data, "//br:psid-len") == ["0"]
+    assert len(config_of(srv, s, f'<br-instances xmlns="{BR_NS}"><binding><bind-instance><name>nope</name>'
+                                 f'</bind-instance></binding></br-instances>')) == 0
+    assert len(config_of(srv, s, '<whatever xmlns="urn:nothing"/>')) == 0
+    # get: configuration and state, RFC 8676 traffic-stat and the per-reason counters
+    data = ok(rpc(srv, s, "<get/>")).find("nc:data", NS)
+    assert text_at(data, "//br:traffic-stat/br:sent-ipv6-packets") == ["7"]
+    assert text_at(data, "//br:traffic-stat/br:active-softwire-num") == ["3"]
+    assert text_at(data, "//br:traffic-stat/br:discontinuity-time") == ["2001-09-09T01:46:40Z"]
+    assert text_at(data, "//lws:softwire-state/lws:drop-no-dest-softwire-ipv4-packets") == ["2"]
+    data = ok(rpc(srv, s, f'<get><filter type="subtree"><br-instances xmlns="{BR_NS}"><binding><bind-instance>'
+                          f'<softwire-state xmlns="{STATE_NS}"><out-ipv6-packets/></softwire-state>'
+                          f'</bind-instance></binding></br-instances></filter></get>')).find("nc:data", NS)
+    assert text_at(data, "//lws:out-ipv6-packets") == ["7"] and text_at(data, "//br:name") == ["lwaftr"]
+    assert len(data.xpath("//lws:softwire-state/*", namespaces=NS)) == 1
+    assert error(rpc(srv, s, '<get><filter type="xpath" select="/"/></get>'))["error-tag"] == \
+        "operation-not-supported"
+
+
+def test_edit_operations_and_all_or_nothing():
+    srv, inst = server()
+    s = session(srv)
+    sw = "/softwire-config/binding-table/softwire"
+    # merge a new entry: one add request, in place
+    ok(edit(srv, s, bi(f"<binding-table>{entry('2001:db8:9::1', '203.0.113.9', 0, 0)}</binding-table>")))
+    assert inst.requests[-1]["op"] == "add" and "203.0.113.9" in inst.requests[-1]["value"]
+    # create of an existing entry: data-exists; delete of a missing one: data-missing
+    e = error(edit(srv, s, bi(f"<binding-table>{entry('2001:db8:9::1', '203.0.113.9', 0, 0, op='create')}"
+                              "</binding-table>")))
+    assert e["error-tag"] == "data-exists" and "[br:binding-ipv6info='2001:db8:9::1']" not in e["error-path"]
+    assert "binding-entry[softwire-br:binding-ipv6info='2001:db8:9::1']" in e["error-path"]
+    e = error(edit(srv, s, bi(f'<binding-table><binding-entry {NCOP} nc:operation="delete"><binding-ipv6info>'
+                              f'2001:db8:9::2</binding-ipv6info></binding-entry></binding-table>')))
+    assert e["error-tag"] == "data-missing"
+    # remove of a missing one is fine and changes nothing
+    n = len(inst.requests)
+    ok(edit(srv, s, bi(f'<binding-table><binding-entry {NCOP} nc:operation="remove"><binding-ipv6info>'
+                       f'2001:db8:9::2</binding-ipv6info></binding-entry></binding-table>')))
+    assert [r["op"] for r in inst.requests[n:]] == ["get-config"]
+    # a new B4 address for the same port set: set in place (the key is written another way)
+    ok(edit(srv, s, bi(f'<binding-table><binding-entry {NCOP} nc:operation="delete"><binding-ipv6info>'
+                       f'2001:DB8:9:0::1</binding-ipv6info></binding-entry>'
+                       f"{entry('2001:db8:9::5', '203.0.113.9', 0, 0)}</binding-table>")))
+    assert inst.requests[-1]["op"] == "set" and inst.requests[-1]["path"] == f"{sw}[ipv4=203.0.113.9][psid=0]"
+    assert "b4-ipv6 2001:db8:9::5;" in inst.text()
+    # a change of port-set layout: removed and added again
+    ok(edit(srv, s, bi(f"<binding-table>{entry('2001:db8:9::5', '203.0.113.9', 3, 2, op='replace')}"
+                       "</binding-table>")))
+    assert [r["op"] for r in inst.requests[-2:]] == ["remove", "add"]
+    # a policy leaf: one load-config; default-operation none with a merge below it
+    ok(edit(srv, s, bi(mtu(1400))))
+    assert inst.requests[-1]["op"] == "load-config" and inst.service.config.external.mtu == 1400
+    ok(edit(srv, s, bi(f'<external-interface xmlns="{EXT_NS}"><mtu {NCOP} nc:operation="merge">1300</mtu>'
+                       f'<mru>9</mru></external-interface>'), extra="<default-operation>none</default-operation>"))
+    assert inst.service.config.external.mtu == 1300 and inst.service.config.external.mru == 1460
+    # invalid: the error names the node with its keys; nothing reaches the instance
+    before, n = inst.text(), len(inst.requests)
+    e = error(edit(srv, s, bi("<binding-table><binding-entry><binding-ipv6info>2001:db8:1::b</binding-ipv6info>"
+                              "<port-set><psid>99</psid></port-set></binding-entry></binding-table>" + mtu(1200))))
+    assert e["error-tag"] == "invalid-value" and "psid 99" in e["error-message"]
+    assert e["error-path"].endswith("binding-entry[softwire-br:binding-ipv6info='2001:db8:1::b']"
+                                    "/softwire-br:port-set/softwire-br:psid")
+    e = error(edit(srv, s, bi(mtu(70000))))
+    assert e["error-path"].endswith("/lwx:external-interface/lwx:mtu") and "70000" in e["error-message"]
+    e = error(edit(srv, s, bi(f'<external-interface xmlns="{EXT_NS}"><mtuu>1</mtuu></external-interface>')))
+    assert e["error-tag"] == "unknown-element" and e["error-info"] == "mtuu" and "mtuu" in e["error-message"]
+    e = error(edit(srv, s, bi(f'<traffic-stat><sent-ipv4-packets>1</sent-ipv4-packets></traffic-stat>')))
+    assert "state data" in e["error-message"]
+    e = error(edit(srv, s, bi("<binding-table><binding-entry><binding-ipv4-addr>1.2.3.4</binding-ipv4-addr>"
+                              "</binding-entry></binding-table>")))
+    assert e["error-tag"] == "missing-element"
+    e = error(edit(srv, s, bi(f'<binding-table><binding-table-file xmlns="{EXT_NS}">/etc/passwd'
+                              f'</binding-table-file></binding-table>')))
+    assert e["error-tag"] == "operation-not-supported"
+    # needs a restart: refused by name, nothing changed
+    e = error(edit(srv, s, bi(f'<instance xmlns="{EXT_NS}"><device>example</device><queue><id>0</id>'
+                              f'<external-interface><ip>198.51.100.77</ip></external-interface></queue></instance>')))
+    assert e["error-tag"] == "operation-failed" and "restart" in e["error-message"]
+    assert e["error-path"].endswith("/lwx:instance")
+    assert inst.text() == before and all(r["op"] == "get-config" for r in inst.requests[n:])
+    # choice: a next-hop MAC replaces the next-hop IP; test-only changes nothing
+    nh = (f'<instance xmlns="{EXT_NS}"><device>example</device><queue><id>0</id><external-interface><next-hop>'
+          f'<ip>198.51.100.2</ip></next-hop></external-interface></queue></instance>')
+    tree = srv._running()[1]
+    srv.schema.edit(tree, etree.fromstring(bi(nh)))
+    assert tree.xpath("//lwx:queue/lwx:external-interface/lwx:next-hop/*", namespaces=NS)[0].tag.endswith("}ip")
+    assert len(tree.xpath("//lwx:queue/lwx:external-interface/lwx:next-hop/*", namespaces=NS)) == 1
+    ok(edit(srv, s, bi(mtu(1000)), extra="<test-option>test-only</test-option>"))
+    assert inst.service.config.external.mtu == 1300
+    # the table's version is kept by the instance and shown again
+    ok(edit(srv, s, bi("<binding-table-versioning><version>42</version></binding-table-versioning>")))
+    assert text_at(config_of(srv, s), BIP + "/br:binding-table-versioning/br:version") == ["42"]
+
+
+def test_malformed_messages_and_rpc_errors():
+    srv, inst = server()
+    s = session(srv)
+    e = error(etree.fromstring(srv.handle(s, b"<rpc message-id='1' xmlns='" + NC.encode() + b"'><get-config>")))
+    assert e["error-tag"] == "malformed-message" and e["error-type"] == "rpc"
+    e = error(etree.fromstring(srv.handle(s, b'<!DOCTYPE x [<!ENTITY a "b">]><rpc/>')))
+    assert e["error-tag"] == "malformed-message"
+    old = session(srv, base11=False)             # base:1.0 has no malformed-message
+    assert error(etree.fromstring(srv.handle(old, b"<oops")))["error-tag"] == "operation-failed"
+    r = etree.fromstring(srv.handle(s, f'<rpc xmlns="{NC}"><get/></rpc>'.encode()))
+    assert error(r)["error-tag"] == "missing-attribute"
+    r = rpc(srv, s, "<frobnicate/>", mid="x1")
+    assert r.get("message-id") == "x1" and error(r)["error-tag"] == "operation-not-supported"
+    assert error(rpc(srv, s, "<get-config><source><startup/></source></get-config>"))["error-tag"] == \
+        "operation-not-supported"
+    assert error(rpc(srv, s, "<get-config/>"))["error-tag"] == "missing-element"
+    assert error(edit(srv, s, bi(mtu(1)).replace("<mtu>", f'<mtu {NCOP} nc:operation="frob">')))["error-tag"] == \
+        "bad-attribute"
+
+
+def test_candidate_locks_and_sessions():
+    srv, inst = server()
+    a, b = session(srv), session(srv)
+    # candidate: edits stay there until commit; discard-changes drops them
+    ok(edit(srv, a, bi(mtu(1234)), target="candidate"))
+    assert text_at(config_of(srv, a, source="candidate"), "//lwx:external-interface/lwx:mtu") == ["1234"]
+    assert text_at(config_of(srv, a), "//lwx:external-interface/lwx:mtu") == ["1460"]
+    assert error(rpc(srv, b, "<lock><target><candidate/></target></lock>"))["error-tag"] == "lock-denied"
+    ok(rpc(srv, b, "<discard-changes/>"))
+    assert text_at(config_of(srv, a, source="candidate"), "//lwx:external-interface/lwx:mtu") == ["1460"]
+    ok(edit(srv, a, bi(mtu(1235)), target="candidate"))
+    ok(rpc(srv, a, "<validate><source><candidate/></source></validate>"))
+    ok(rpc(srv, a, "<commit/>"))
+    assert inst.service.config.external.mtu == 1235
+    # an invalid candidate (test-option set skips validation) is refused at commit, running untouched
+    ok(edit(srv, a, bi(mtu(1)).replace("<mtu>1<", "<mtu>x<"), target="candidate",
+            extra="<test-option>set</test-option>"))
+    assert error(rpc(srv, a, "<validate><source><candidate/></source></validate>"))["error-tag"] == "invalid-value"
+    assert error(rpc(srv, a, "<commit/>"))["error-path"].endswith("lwx:mtu")
+    assert inst.service.config.external.mtu == 1235
+    ok(rpc(srv, a, "<discard-changes/>"))
+    # locks: another session's edits, locks and commits are refused
+    ok(rpc(srv, a, "<lock><target><running/></target></lock>"))
+    e = error(edit(srv, b, bi(mtu(1300))))
+    assert e["error-tag"] == "lock-denied" and e["error-info"] == str(a.id)
+    assert error(rpc(srv, b, "<lock><target><running/></target></lock>"))["error-tag"] == "lock-denied"
+    assert error(rpc(srv, b, "<unlock><target><running/></target></lock>".replace("</lock>", "</unlock>")))[
+        "error-tag"] == "operation-failed"
+    ok(edit(srv, a, bi(mtu(1301))))
+    # the lock goes with the session: kill-session (not oneself), then b may edit
+    assert error(rpc(srv, a, f"<kill-session><session-id>{a.id}</session-id></kill-session>"))["error-tag"] == \
+        "invalid-value"
+    ok(rpc(srv, b, f"<kill-session><session-id>{a.id}</session-id></kill-session>"))
+    assert not a.alive and srv.handle(a, b"<rpc/>") is None
+    ok(edit(srv, b, bi(mtu(1302))))
+    assert inst.service.config.external.mtu == 1302
+    ok(rpc(srv, b, "<close-session/>"))
+    assert b.closing
+
+
+def test_softwire_changes_and_users_file(tmp_path):
+    cfg = example_config()
+    b = cfg.bindings
+    n = replace(b, b4_ipv6=b.b4_ipv6.copy(), psid_length=b.psid_length.copy())
+    n.b4_ipv6[0, 15] = 0xEE                 # alice moves: set in place
+    removes, sets, adds = softwire_changes(b, n)
+    assert (len(removes), len(sets), len(adds)) == (0, 1, 0)
+    assert softwire_changes(b, b) == ([], [], [])
+    # users: scrypt hashes and public keys, read again when the file changes
+    h = hash_password("s3cret", ln=10)
+    assert verify_password("s3cret", h) and not verify_password("s3cre", h) and not verify_password("x", "$1$x")
+    import asyncssh
+    key = asyncssh.generate_private_key("ssh-ed25519")
+    f = tmp_path / "users"
+    f.write_text(f"# users\nadmin:{h}\nops:{key.export_public_key().decode().strip()}\n")
+    users = UsersFile(f)
+    assert users.check_password("admin", "s3cret") and not users.check_password("admin", "nope")
+    assert not users.check_password("ops", "s3cret") and not users.check_password("nobody", "s3cret")
+    assert users.check_key("ops", key.convert_to_public()) and not users.check_key("admin", key.convert_to_public())
+    f.write_text(f"other:{h}\n")
+    os.utime(f, ns=(time.time_ns() + 10**9, time.time_ns() + 10**9))
+    assert not users.check_password("admin", "s3cret") and users.check_password("other", "s3cret")
+    for bad in ("admin", "admin:$1$abc", "admin:ssh-rsa notbase64"):
+        with pytest.raises(ValueError):
+            parse_users(bad)
+
+
+# --- live -----------------------------------------------------------------------------------------
+
+LW, PEER = f"lwaftr-ncl-{os.getpid()}", f"lwaftr-ncp-{os.getpid()}"
+MAC4, MAC6 = "02:00:00:00:00:01", "02:00:00:00:00:02"
+PEER4, PEER6 = "02:00:00:00:01:10", "02:00:00:00:01:20"
+PASSWORD = "correct horse battery staple"
+
+live = pytest.mark.skipif(os.geteuid() != 0 or shutil.which("ip") is None, reason="needs root and iproute2")
+
+
+def sh(*cmd: str, ns: str | None = None, check: bool = True, timeout: float = 30) -> subprocess.CompletedProcess:
+    full = (["ip", "netns", "exec", ns] if ns else []) + list(cmd)
+    return subprocess.run(full, check=check, capture_output=True, text=True, timeout=timeout)
+
+
+def _mac(s: str) -> bytes:
+    return bytes.fromhex(s.replace(":", ""))
+
+
+def live_config() -> str:
+    inst = Inst(device="b1", external_device="i1", queue_id=0,
+                external=InterfaceAddresses(ipaddress.IPv4Address("198.51.100.1").packed, _mac(MAC4),
+                                            NextHop(mac=_mac(PEER4))),
+                internal=InterfaceAddresses(ipaddress.IPv6Address("2001:db8:0:1::1").packed, _mac(MAC6),
+                                            NextHop(mac=_mac(PEER6))))
+    return dump_snabb(replace(example_config(), instances=[inst], name=None,
+                              control_plane=ControlPlane(mode="built-in")))
+
+
+#: Sent from the peer namespace: Internet -> DST port 4100 on i0, wait for it tunnelled on b0;
+#: prints the IPv6 destination (the B4) of what came back, or "nothing".
+PROBE = r'''
+import ipaddress, socket, sys, time
+from lwaftr.examples import udp_v4
+i0, b0, dst, mac4, seconds = sys.argv[1:6]
+cap = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x86dd))
+cap.bind((b0, 0x86dd))
+cap.settimeout(0.2)
+tx = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+tx.bind((i0, 0))
+me = bytes.fromhex(open(f"/sys/class/net/{i0}/address").read().strip().replace(":", ""))
+frame = udp_v4(ipaddress.IPv4Address("203.0.113.7").packed, ipaddress.IPv4Address(dst).packed, 5000, 4100,
+               b"via netconf", eth_dst=bytes.fromhex(mac4.replace(":", "")), eth_src=me)
+deadline = time.time() + float(seconds)
+while time.time() < deadline:
+    tx.send(frame)
+    end = time.time() + 0.2
+    while time.time() < end:
+        try:
+            data = cap.recv(65535)
+        except socket.timeout:
+            break
+        if data[12:14] == b"\x86\xdd" and data[20] == 4 and data.endswith(b"via netconf"):
+            print(str(ipaddress.IPv6Address(data[38:54])))
+            sys.exit(0)
+print("nothing")
+'''
+
+
+def probe(dst: str, seconds: float = 10) -> str:
+    return sh(sys.executable, "-c", PROBE, "i0", "b0", dst, MAC4, str(seconds), ns=PEER, timeout=seconds + 30) \
+        .stdout.strip()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    import asyncssh
+    tmp = tmp_path_factory.mktemp("netconf")
+    sh("ip", "netns", "add", LW)
+    sh("ip", "netns", "add", PEER)
+    procs: list[subprocess.Popen] = []
+    try:
+        for a, b, mac in (("i1", "i0", PEER4), ("b1", "b0", PEER6)):
+            sh("ip", "-n", LW, "link", "add", a, "type", "veth", "peer", "name", b, "netns", PEER)
+            sh("ip", "-n", PEER, "link", "set", b, "address", mac)
+            sh("ip", "-n", LW, "link", "set", a, "up")
+            sh("sysctl", "-qw", f"net.ipv6.conf.{b}.disable_ipv6=1", ns=PEER)
+            sh("ip", "-n", PEER, "link", "set", b, "up")
+        conf = tmp / "lw.conf"
+        conf.write_text(live_config())
+        run_dir = tmp / "run"
+        env = dict(os.environ, LWAFTR_RUN_DIR=str(run_dir))
+        run = subprocess.Popen(["ip", "netns", "exec", LW, sys.executable, "-m", "lwaftr", "run", "--conf", str(conf),
+                                "--name", "t", "--v4", "i1", "--v6", "b1"], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, env=env)
+        procs.append(run)
+        deadline = time.time() + 60
+        while not (run_dir / "t" / "control.sock").exists():
+            assert run.poll() is None, run.communicate()[1]
+            assert time.time() < deadline, "lwaftr run did not start"
+            time.sleep(0.1)
+        key = asyncssh.generate_private_key("ssh-ed25519")
+        (tmp / "ops_key").write_bytes(key.export_private_key())
+        os.chmod(tmp / "ops_key", 0o600)
+        users = tmp / "users"
+        users.write_text(f"admin:{hash_password(PASSWORD, ln=12)}\n"
+                         f"ops:{key.export_public_key().decode().strip()}\n")
+        port = _free_port()
+        nc = subprocess.Popen([sys.executable, "-m", "lwaftr", "netconf", "--listen", f"127.0.0.1:{port}",
+                               "--name", "t", "--host-key", str(tmp / "host_key"), "--users", str(users)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        procs.append(nc)
+        deadline = time.time() + 30
+        while True:
+            assert nc.poll() is None, nc.communicate()[1]
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert time.time() < deadline, "lwaftr netconf did not start"
+                time.sleep(0.1)
+        yield {"port": port, "env": env, "sock": run_dir / "t" / "control.sock", "tmp": tmp, "run": run, "nc": nc}
+    finally:
+        for p in reversed(procs):
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+                try:
+                    p.communicate(timeout=30)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.communicate()
+        sh("ip", "netns", "del", LW, check=False)
+        sh("ip", "netns", "del", PEER, check=False)
+
+
+def connect(lab, username: str = "admin", password: str | None = PASSWORD, **kw):
+    from ncclient import manager
+    return manager.connect(host="127.0.0.1", port=lab["port"], username=username, password=password,
+                           hostkey_verify=False, look_for_keys=False, allow_agent=False, timeout=30, **kw)
+
+
+def running_text(lab) -> str:
+    from lwaftr.io.control import request
+    return request(lab["sock"], {"op": "get-config"})["text"]
+
+
+@live
+def test_live_hello_get_config_get_and_a_subscriber_added(lab):
+    with connect(lab) as m:
+        caps = set(m.server_capabilities)
+        assert {BASE_10, BASE_11, "urn:ietf:params:netconf:capability:candidate:1.0",
+                "urn:ietf:params:netconf:capability:writable-running:1.0"} <= caps
+        assert any(c.startswith(f"{BR_NS}?module=ietf-softwire-br&revision=2019-11-16") for c in caps)
+        assert any(c.startswith(f"{EXT_NS}?module=lwaftr-softwire-ext") for c in caps)
+        assert m.session_id is not None
+        data = m.get_config(source="running").data_ele
+        assert text_at(data, "//br:bind-instance/br:name") == ["lwaftr"]
+        assert len(data.xpath("//br:binding-entry", namespaces=NS)) == 3
+        # nothing for 203.0.113.9 yet: dropped and counted
+        assert probe("203.0.113.9", seconds=1) == "nothing"
+        # a new subscriber through NETCONF, then its traffic through the running data plane
+        m.edit_config(target="running", config=bi("<binding-table>" + entry("2001:db8:9::1", "203.0.113.9", 0, 0)
+                                                  + "</binding-table>"))
+        assert probe("203.0.113.9") == "2001:db8:9::1"
+        assert "b4-ipv6 2001:db8:9::1;" in running_text(lab)
+        flt = (f'<br-instances xmlns="{BR_NS}"><binding><bind-instance><binding-table><binding-entry>'
+               f'<binding-ipv4-addr>203.0.113.9</binding-ipv4-addr></binding-entry></binding-table>'
+               f'</bind-instance></binding></br-instances>')
+        data = m.get_config(source="running", filter=("subtree", flt)).data_ele
+        assert text_at(data, "//br:binding-entry/br:binding-ipv6info") == ["2001:db8:9::1"]
+        # get: the counters of what just went through
+        data = m.get(filter=("subtree", f'<br-instances xmlns="{BR_NS}"><binding><bind-instance><traffic-stat/>'
+                                        f'<softwire-state xmlns="{STATE_NS}"/></bind-instance></binding>'
+                                        f'</br-instances>')).data_ele
+        assert int(text_at(data, "//br:traffic-stat/br:sent-ipv6-packets")[0]) >= 1
+        assert int(text_at(data, "//br:traffic-stat/br:active-softwire-num")[0]) == 4
+        assert int(text_at(data, "//lws:drop-no-dest-softwire-ipv4-packets")[0]) >= 1
+        assert int(text_at(data, "//lws:out-ipv6-packets")[0]) >= 1
+        assert data.xpath("//br:binding-entry", namespaces=NS) == []
+
+
+@live
+def test_live_policy_edit_invalid_edit_and_restart_refusal(lab):
+    from ncclient.operations.rpc import RPCError
+    with connect(lab) as m:
+        m.edit_config(target="running", config=bi(mtu(1400)))
+        data = m.get_config(source="running").data_ele
+        assert text_at(data, "//lwx:external-interface/lwx:mtu") == ["1400"]
+        assert "mtu 1400;" in running_text(lab).split("internal-interface")[0]
+        before = running_text(lab)
+        with pytest.raises(RPCError) as e:
+            m.edit_config(target="running", config=bi(mtu(1300) + "<binding-table><binding-entry><binding-ipv6info>"
+                                                      "2001:db8:1::a</binding-ipv6info><port-set><psid>77</psid>"
+                                                      "</port-set></binding-entry></binding-table>"))
+        assert e.value.tag == "invalid-value" and "psid 77" in e.value.message
+        assert "binding-entry[softwire-br:binding-ipv6info='2001:db8:1::a']/softwire-br:port-set/softwire-br:psid" \
+            in e.value.path
+        with pytest.raises(RPCError) as e:
+            m.edit_config(target="running", config=bi(f'<control-plane xmlns="{EXT_NS}"><mode>kernel</mode>'
+                                                      f'</control-plane>'))
+        assert e.value.tag == "operation-failed" and "restart" in e.value.message
+        assert running_text(lab) == before
+        assert text_at(m.get_config(source="running").data_ele, "//lwx:external-interface/lwx:mtu") == ["1400"]
+    assert probe("192.0.2.2") == "2001:db8:1::c"            # still forwarding
+
+
+@live
+def test_live_lock_candidate_and_kill_session(lab):
+    from ncclient.operations.rpc import RPCError
+    a = connect(lab)
+    b = connect(lab, "ops", None, key_filename=str(lab["tmp"] / "ops_key"))       # a public key
+    try:
+        a.lock(target="running")
+        with pytest.raises(RPCError) as e:
+            b.edit_config(target="running", config=bi(mtu(1350)))
+        assert e.value.tag == "lock-denied" and str(a.session_id) in etree.tostring(e.value.xml).decode()
+        with pytest.raises(RPCError) as e:
+            b.lock(target="running")
+        assert e.value.tag == "lock-denied"
+        a.unlock(target="running")
+        # candidate: invisible in running until committed
+        b.edit_config(target="candidate", config=bi(mtu(1360)))
+        assert text_at(b.get_config(source="candidate").data_ele, "//lwx:external-interface/lwx:mtu") == ["1360"]
+        assert text_at(a.get_config(source="running").data_ele, "//lwx:external-interface/lwx:mtu") != ["1360"]
+        b.validate(source="candidate")
+        b.commit()
+        assert "mtu 1360;" in running_text(lab).split("internal-interface")[0]
+        # kill-session ends the other session and releases its lock
+        b.lock(target="running")
+        a.kill_session(b.session_id)
+        deadline = time.time() + 5
+        while b.connected and time.time() < deadline:
+            time.sleep(0.05)
+        assert not b.connected
+        a.edit_config(target="running", config=bi(mtu(1460)))
+    finally:
+        for m in (a, b):
+            if m.connected:
+                m.close_session()
+
+
+@live
+def test_live_authentication(lab):
+    from ncclient.transport.errors import AuthenticationError
+    for user, pw in (("admin", "wrong"), ("nobody", PASSWORD), ("ops", PASSWORD), ("", "")):
+        with pytest.raises(AuthenticationError):
+            connect(lab, user, pw)
+
+
+def _raw(lab, hello_caps: list[str]):
+    import paramiko
+    t = paramiko.Transport(("127.0.0.1", lab["port"]))
+    t.connect(username="admin", password=PASSWORD)
+    ch = t.open_session()
+    ch.settimeout(10)
+    ch.invoke_subsystem("netconf")
+    buf = b""
+    while b"]]>]]>" not in buf:
+        buf += ch.recv(65536)
+    caps = "".join(f"<capability>{c}</capability>" for c in hello_caps)
+    ch.sendall(f'<hello xmlns="{NC}"><capabilities>{caps}</capabilities></hello>]]>]]>'.encode())
+    return t, ch
+
+
+def _read(ch, end: bytes) -> bytes:
+    buf = b""
+    while not buf.endswith(end):
+        chunk = ch.recv(65536)
+        if not chunk:
+            break
+        buf += chunk
+    return buf
+
+
+@live
+def test_live_raw_framing_malformed_and_disconnect(lab):
+    before = running_text(lab)
+    # base:1.1: malformed XML gets malformed-message and the session goes on; bad framing closes it
+    t, ch = _raw(lab, [BASE_11])
+    ch.sendall(frame(b"<rpc message-id='1' xmlns='" + NC.encode() + b"'><get-config><source>", True))
+    out = _read(ch, b"\n##\n")
+    assert b"<error-tag>malformed-message</error-tag>" in out
+    ch.sendall(frame(f'<rpc message-id="2" xmlns="{NC}"><get-config><source><running/></source>'
+                     f'</get-config></rpc>'.encode(), True))
+    out = _read(ch, b"\n##\n")
+    assert b'message-id="2"' in out and b"binding-entry" in out
+    ch.sendall(b"\n#zz\n<rpc/>")
+    out = _read(ch, b"never")
+    assert b"malformed-message" in out
+    t.close()
+    # base:1.0: end-of-message framing
+    t, ch = _raw(lab, [BASE_10])
+    ch.sendall(f'<rpc message-id="3" xmlns="{NC}"><get-config><source><running/></source>'
+               f'</get-config></rpc>]]>]]>'.encode())
+    out = _read(ch, b"]]>]]>")
+    assert b'message-id="3"' in out and b"<data>" in out
+    # a client gone mid-message: nothing of its edit is applied
+    half = f'<rpc message-id="4" xmlns="{NC}"><edit-config><target><running/></target>{bi(mtu(1234))}'
+    ch.sendall(half.encode())
+    t.close()
+    time.sleep(0.3)
+    assert running_text(lab) == before
+    assert lab["nc"].poll() is None and lab["run"].poll() is None
