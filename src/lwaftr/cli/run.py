@@ -109,6 +109,9 @@ def run(args: argparse.Namespace) -> int:
     except (OSError, IndexError) as e:
         print(f"lwaftr run: cannot set up the interfaces: {e}", file=sys.stderr)
         return 1
+    if loop.config.bgp.enable and args.worker is None:
+        logging.getLogger("lwaftr.run").warning("bgp: BIRD runs only under the supervisor (lwaftr run --conf F "
+                                                "without interface options); this process announces nothing")
     signal.signal(signal.SIGHUP, lambda *_: loop.request_reload())
     signal.signal(signal.SIGTERM, lambda *_: loop.stop())
     signal.signal(signal.SIGINT, lambda *_: loop.stop())
@@ -127,10 +130,13 @@ def _supervise(args: argparse.Namespace) -> int:
     from lwaftr.io.state import InstanceBusy
     from lwaftr.io.supervisor import Supervisor
     from lwaftr.config.load import load_table
+    from lwaftr.routing.bird import Bird
     try:
-        cfg, _ = load_table(args.conf)
+        cfg, table = load_table(args.conf)
         specs = _specs(args, cfg.instances)
-        sup = Supervisor(args.conf, specs, args.name or cfg.name or "lwaftr", _passthrough(args))
+        name = args.name or cfg.name or "lwaftr"
+        bird = Bird.for_run(args.conf, cfg, table, specs, name, args.control_plane)   # None without bgp
+        sup = Supervisor(args.conf, specs, name, _passthrough(args), bird=bird)
     except ConfigError as e:
         print(f"lwaftr run: {e}", file=sys.stderr)
         return 2

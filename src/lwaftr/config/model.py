@@ -158,6 +158,53 @@ class ControlPlane:
     next_hop_refresh_interval: float = 1.0
 
 
+#: An announced prefix: (network address in wire form, prefix length).
+Prefix = tuple[bytes, int]
+
+
+@dataclass(frozen=True)
+class BgpPeer:
+    """Per-instance settings of the BGP sessions (``lwaftr { bgp { peer { ... } } }``),
+    for the instances on ``device``.  Absent addresses: the instance's next hop
+    on that side; absent AS numbers: :attr:`Bgp.peer_as`."""
+    device: str
+    ipv4_address: bytes | None = None
+    ipv4_peer_as: int | None = None
+    ipv6_address: bytes | None = None
+    ipv6_peer_as: int | None = None
+
+
+@dataclass(frozen=True)
+class Bgp:
+    """BGP announcements by BIRD 2 (:mod:`lwaftr.routing.bird`; our extension).
+
+    With ``enable``, a supervised ``lwaftr run`` runs BIRD with one session per
+    worker interface, from the TAP's address to the peer (default: the next
+    hop), announcing ``ipv4_prefixes`` on the IPv4 side (default: the
+    softwires' addresses, aggregated) and ``ipv6_prefixes`` on the IPv6 side
+    (default: the BR addresses as /128s), next hop self, only while the TAP
+    is up.  Short timers (and optionally BFD) make a dead worker's routes go
+    within seconds."""
+    enable: bool = False
+    local_as: int | None = None
+    peer_as: int | None = None
+    hold_time: int = 3
+    keepalive_time: int = 1
+    bfd: bool = False
+    bfd_interval: float = 0.1            # seconds between BFD packets (both ways)
+    bfd_multiplier: int = 3
+    ipv4_prefixes: tuple[Prefix, ...] = ()
+    ipv6_prefixes: tuple[Prefix, ...] = ()
+    peers: tuple[BgpPeer, ...] = ()
+
+    def peer(self, device: str) -> BgpPeer:
+        """The settings for the instances on ``device`` (defaults if none given)."""
+        for p in self.peers:
+            if p.device == device:
+                return p
+        return BgpPeer(device)
+
+
 @dataclass
 class Config:
     """A whole lwAFTR configuration."""
@@ -171,6 +218,8 @@ class Config:
     #: the binding-table file an RFC 8676 configuration names (lwx:binding-table-file),
     #: resolved; None when the softwires are in the configuration itself
     binding_table_file: str | None = field(default=None, compare=False)
+    #: BGP announcements (our extension; off by default)
+    bgp: Bgp = field(default_factory=Bgp)
 
     @property
     def instance(self) -> Instance:

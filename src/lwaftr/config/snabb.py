@@ -32,7 +32,7 @@ from lwaftr.config.bindings_check import (Names, Reject as _Reject, br_index as 
                                          optional_ints as _optional_ints, packed as _packed,
                                          pton4 as _pton4, pton6 as _pton6, uint as _uint)
 from lwaftr.config.errors import ConfigError
-from lwaftr.config.model import (BUILT_IN, KERNEL, Bindings, Config, ControlPlane, Instance,
+from lwaftr.config.model import (BUILT_IN, KERNEL, Bgp, BgpPeer, Bindings, Config, ControlPlane, Instance,
                                  InterfaceAddresses, InterfacePolicy, NextHop, TableVersion)
 from lwaftr.config.yangdata import Compact, Document, Node, no_gc, parse, quote
 
@@ -85,6 +85,21 @@ def _seconds(s: str) -> float:
     return v
 
 
+def _prefix(version: int) -> Callable[[str], tuple[bytes, int]]:
+    """A converter ``ADDRESS/LENGTH`` -> (wire bytes, length); no host bits allowed."""
+    import ipaddress
+
+    def conv(s: str) -> tuple[bytes, int]:
+        try:
+            net = ipaddress.ip_network(s, strict=True)
+        except ValueError as e:
+            raise ValueError(f"bad IPv{version} prefix {s!r} ({e})") from None
+        if net.version != version:
+            raise ValueError(f"bad IPv{version} prefix {s!r}")
+        return net.network_address.packed, net.prefixlen
+    return conv
+
+
 def _date_and_time(s: str) -> str:
     if not _DATE_RE.fullmatch(s):
         raise ValueError(f"bad date-and-time {s!r}")
@@ -107,6 +122,12 @@ class Leaf:
 @dataclass(frozen=True)
 class Container:
     children: dict[str, "Leaf | Container | ListOf"]
+
+
+@dataclass(frozen=True)
+class LeafList:
+    """A YANG leaf-list: the keyword repeated, one value each (a list of values)."""
+    conv: Callable[[str], Any]
 
 
 @dataclass(frozen=True)
@@ -180,6 +201,25 @@ _EXT_SCHEMA = Container({
         "internal-prefix-length": Leaf(_uint(8, 1, 128), 128),
     }),
     "next-hop-cache-refresh-interval": Leaf(_seconds, 1.0),
+    "bgp": Container({
+        "enable": Leaf(_boolean, False),
+        "local-as": Leaf(_uint(32, 1)),
+        "peer-as": Leaf(_uint(32, 1)),
+        "hold-time": Leaf(_uint(16, 3), 3),
+        "keepalive-time": Leaf(_uint(16, 1), 1),
+        "bfd": Leaf(_boolean, False),
+        "bfd-interval": Leaf(_seconds, 0.1),
+        "bfd-multiplier": Leaf(_uint(8, 1), 3),
+        "ipv4-prefix": LeafList(_prefix(4)),
+        "ipv6-prefix": LeafList(_prefix(6)),
+        "peer": ListOf(Container({
+            "device": Leaf(_string, mandatory=True),
+            "ipv4-address": Leaf(_ipv4),
+            "ipv4-peer-as": Leaf(_uint(32, 1)),
+            "ipv6-address": Leaf(_ipv6),
+            "ipv6-peer-as": Leaf(_uint(32, 1)),
+        })),
+    }),
 })
 
 
@@ -228,6 +268,15 @@ def _walk(doc: Document, node: Node, schema: Container, path: str) -> Rec:
             except ValueError as e:
                 raise doc.error(str(e), ch.pos, p) from None
             rec.pos[kw] = ch.pos
+            continue
+        if isinstance(sub, LeafList):
+            if ch.children is not None or ch.value is None:
+                raise doc.error(f"'{kw}' is a leaf-list: give '{kw} VALUE;' once per value", ch.pos, p)
+            try:
+                rec.setdefault(kw, []).append(sub.conv(ch.value))
+            except ValueError as e:
+                raise doc.error(str(e), ch.pos, p) from None
+            rec.pos.setdefault(kw, ch.pos)
             continue
         _check_block(doc, ch, sub, p)
         if isinstance(sub, ListOf):
@@ -292,9 +341,10 @@ def loads_snabb(text: str, source: str = "<string>") -> Config:
         root, ext = _roots(doc)
         rec = _walk(doc, root, _SCHEMA, ROOT)
         ext_rec = _walk(doc, ext, _EXT_SCHEMA, EXT)
+        instances = _instances(doc, rec)
         config = Config(external=_policy(rec["external-interface"], internal=False),
                         internal=_policy(rec["internal-interface"], internal=True),
-                        instances=_instances(doc, rec),
+                        instances=instances, bgp=_bgp(doc, ext_rec["bgp"], instances),
                         bindings=_bindings(doc, rec["binding-table"]["softwire"],
                                            rec["binding-table"]["version"]),
                         name=rec.get("name"), control_plane=_control_plane(ext_rec), source=source)
@@ -326,6 +376,40 @@ def _control_plane(r: Rec) -> ControlPlane:
                         external_prefix_length=cp["external-prefix-length"],
                         internal_prefix_length=cp["internal-prefix-length"],
                         next_hop_refresh_interval=r["next-hop-cache-refresh-interval"])
+
+
+def _bgp(doc: Document, r: Rec, instances: list[Instance]) -> Bgp:
+    path = f"{EXT}/bgp"
+    devices = {i.device for i in instances}
+    peers: dict[str, BgpPeer] = {}
+    for p in r["peer"]:
+        dev = p["device"]
+        if dev in peers:
+            raise doc.error(f"duplicate bgp peer for device {dev!r}", p.pos["device"], f"{path}/peer/device")
+        if dev not in devices:
+            raise doc.error(f"bgp peer for device {dev!r}: no instance has that device", p.pos["device"],
+                            f"{path}/peer/device")
+        peers[dev] = BgpPeer(dev, ipv4_address=p.get("ipv4-address"), ipv4_peer_as=p.get("ipv4-peer-as"),
+                             ipv6_address=p.get("ipv6-address"), ipv6_peer_as=p.get("ipv6-peer-as"))
+    if r["keepalive-time"] >= r["hold-time"]:
+        raise doc.error(f"keepalive-time {r['keepalive-time']} must be shorter than hold-time {r['hold-time']}",
+                        r.pos.get("keepalive-time", r.at), f"{path}/keepalive-time")
+    if r["enable"]:
+        if "local-as" not in r:
+            raise doc.error("bgp is enabled: 'local-as' is required", r.at, f"{path}/local-as")
+        if "peer-as" not in r:
+            lacking = sorted({i.device for i in instances for p in [peers.get(i.device, BgpPeer(i.device))]
+                              if (p.ipv4_peer_as is None and (p.ipv4_address or i.external.next_hop.ip))
+                              or (p.ipv6_peer_as is None and (p.ipv6_address or i.internal.next_hop.ip))})
+            if lacking:
+                raise doc.error(f"bgp is enabled: no peer AS for device(s) {', '.join(lacking)} (give "
+                                f"bgp/peer-as, or a peer entry with ipv4-peer-as and ipv6-peer-as)", r.at,
+                                f"{path}/peer-as")
+    return Bgp(enable=r["enable"], local_as=r.get("local-as"), peer_as=r.get("peer-as"),
+               hold_time=r["hold-time"], keepalive_time=r["keepalive-time"], bfd=r["bfd"],
+               bfd_interval=r["bfd-interval"], bfd_multiplier=r["bfd-multiplier"],
+               ipv4_prefixes=tuple(r["ipv4-prefix"]), ipv6_prefixes=tuple(r["ipv6-prefix"]),
+               peers=tuple(peers.values()))
 
 
 def load_snabb(path: str) -> Config:
@@ -523,20 +607,45 @@ def dump_snabb(config: Config) -> str:
     out += _dump_policy("internal-interface", config.internal, internal=True)
     out += _dump_instances(config.instances)
     out.append("}")
-    out += _dump_extensions(config.control_plane)
+    out += _dump_extensions(config.control_plane, config.bgp)
     return "\n".join(out) + "\n"
 
 
-def _dump_extensions(cp: ControlPlane) -> list[str]:
+def _dump_extensions(cp: ControlPlane, bgp: Bgp = Bgp()) -> list[str]:
     """Our ``lwaftr`` container, only when something differs from the defaults
     (so a plain Snabb configuration is written back as Snabb can read it)."""
-    if cp == ControlPlane():
+    if cp == ControlPlane() and bgp == Bgp():
         return []
     return [f"{EXT} {{", "  control-plane {", f"    mode {cp.mode};",
             f"    answer-arp-for-softwires {_bool(cp.answer_arp_for_softwires)};",
             f"    external-prefix-length {cp.external_prefix_length};",
             f"    internal-prefix-length {cp.internal_prefix_length};", "  }",
-            f"  next-hop-cache-refresh-interval {cp.next_hop_refresh_interval:g};", "}"]
+            f"  next-hop-cache-refresh-interval {cp.next_hop_refresh_interval:g};",
+            *(_dump_bgp(bgp) if bgp != Bgp() else []), "}"]
+
+
+def _dump_bgp(b: Bgp) -> list[str]:
+    out = ["  bgp {", f"    enable {_bool(b.enable)};"]
+    out += [f"    {k} {v};" for k, v in (("local-as", b.local_as), ("peer-as", b.peer_as)) if v is not None]
+    out += [f"    hold-time {b.hold_time};", f"    keepalive-time {b.keepalive_time};",
+            f"    bfd {_bool(b.bfd)};", f"    bfd-interval {b.bfd_interval:g};",
+            f"    bfd-multiplier {b.bfd_multiplier};"]
+    for kw, family, prefixes in (("ipv4-prefix", socket.AF_INET, b.ipv4_prefixes),
+                                 ("ipv6-prefix", socket.AF_INET6, b.ipv6_prefixes)):
+        out += [f"    {kw} {quote(f'{socket.inet_ntop(family, a)}/{n}')};" for a, n in prefixes]
+    for p in b.peers:
+        out += ["    peer {", f"      device {quote(p.device)};"]
+        if p.ipv4_address is not None:
+            out.append(f"      ipv4-address {socket.inet_ntop(socket.AF_INET, p.ipv4_address)};")
+        if p.ipv4_peer_as is not None:
+            out.append(f"      ipv4-peer-as {p.ipv4_peer_as};")
+        if p.ipv6_address is not None:
+            out.append(f"      ipv6-address {_ntop6(p.ipv6_address)};")
+        if p.ipv6_peer_as is not None:
+            out.append(f"      ipv6-peer-as {p.ipv6_peer_as};")
+        out.append("    }")
+    out.append("  }")
+    return out
 
 
 def _dump_bindings(b: Bindings) -> list[str]:

@@ -16,6 +16,9 @@ The supervisor:
 * keeps ``NAME/pid`` and ``NAME/counters.json``; each worker counts in
   ``NAME/workers/ID/counters`` (kept across its restarts), which ``lwaftr
   counters``, ``metrics`` and ``top`` sum;
+* with ``lwaftr { bgp { enable true; } }``, runs BIRD once the workers are
+  started (:mod:`lwaftr.routing.bird`: a BGP session per worker interface),
+  has it recompute its announcements on reload, and stops it first on exit;
 * on SIGTERM stops the workers and prints the summed counters.
 """
 from __future__ import annotations
@@ -57,10 +60,11 @@ class Worker:
 
 
 class Supervisor:
-    def __init__(self, conf: str, specs: list[list[str]], name: str, extra: list[str]) -> None:
+    def __init__(self, conf: str, specs: list[list[str]], name: str, extra: list[str], bird=None) -> None:
         """``specs``: the interface arguments of each worker (``--v4 A --v6 B`` or
-        ``--on-a-stick C``); ``extra``: arguments passed on to every worker."""
-        self.conf, self.name, self.extra = conf, name, extra
+        ``--on-a-stick C``); ``extra``: arguments passed on to every worker;
+        ``bird``: a :class:`lwaftr.routing.bird.Bird` to run (BGP), or None."""
+        self.conf, self.name, self.extra, self.bird = conf, name, extra, bird
         self.top = state.run_dir() / name
         self.top.mkdir(parents=True, exist_ok=True)
         try:
@@ -172,6 +176,8 @@ class Supervisor:
         for w in self.workers:
             self._start(w)
         try:
+            if self.bird is not None:
+                self.bird.start()
             while self.running:
                 if self.reload_requested:
                     self.reload_requested = False
@@ -180,9 +186,13 @@ class Supervisor:
                         w.pending = []
                         if w.proc is not None:
                             w.proc.send_signal(signal.SIGHUP)
+                    if self.bird is not None:
+                        self.bird.reload()
                 now = time.monotonic()
                 for w in self.workers:
                     self._check(w, now)
+                if self.bird is not None:
+                    self.bird.poll(now)
                 select.select([self.control, *self.control.clients], [], [], 0.1)
                 self.control.poll()
         finally:
@@ -190,6 +200,8 @@ class Supervisor:
         return totals
 
     def _shutdown(self) -> dict[str, int]:
+        if self.bird is not None:           # withdraw the routes before forwarding stops
+            self.bird.stop()
         for w in self.workers:
             if w.proc is not None and w.proc.poll() is None:
                 w.proc.send_signal(signal.SIGTERM)

@@ -1,0 +1,1 @@
+"""Routing daemons the lwAFTR configures and runs beside its workers (BGP by BIRD 2)."""
