@@ -117,6 +117,21 @@ def test_bgp_leaves_round_trip_and_errors():
             loads_snabb(head + "lwaftr { " + ext + " }\n")
 
 
+def test_bgp_leaves_in_rfc8676_configurations():
+    """The same leaves in lwaftr-softwire-ext (XML and JSON), the same rules."""
+    from lwaftr.config import ietf
+    cfg = two_instances(bfd=True, bfd_interval=0.05, ipv6_prefixes=((v6("2001:db8:ffff::"), 48),),
+                        peers=(BgpPeer("s1", ipv4_address=v4("192.0.2.254"), ipv6_peer_as=65020),))
+    for fmt in (ietf.XML, ietf.JSON):
+        assert ietf.loads_ietf(ietf.dumps_ietf(cfg, fmt)).bgp == cfg.bgp
+    text = ietf.dumps_ietf(cfg, ietf.JSON)
+    with pytest.raises(ConfigError, match="'local-as' is required"):
+        ietf.loads_ietf(text.replace('"local-as": 65001,', ""))
+    with pytest.raises(ConfigError, match="no instance has that device"):
+        ietf.loads_ietf(ietf.dumps_ietf(replace(cfg, bgp=replace(cfg.bgp, peers=(BgpPeer("x"),)))))
+    assert "bgp" not in ietf.dumps_ietf(example_config())
+
+
 def test_control_protocol(tmp_path):
     """request() and protocols() against a stand-in for BIRD's control socket."""
     path = tmp_path / "bird.ctl"

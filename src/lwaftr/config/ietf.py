@@ -55,7 +55,7 @@ from lwaftr.config import yanglib
 from lwaftr.config.bindings_check import (Names, Reject, br_index, check_port_sets, fmt4, ints,
                                          optional_ints, packed, pton4, pton6, uint)
 from lwaftr.config.errors import ConfigError
-from lwaftr.config.model import (Bindings, Config, ControlPlane, Instance, InterfaceAddresses,
+from lwaftr.config.model import (Bgp, BgpPeer, Bindings, Config, ControlPlane, Instance, InterfaceAddresses,
                                  InterfacePolicy, NextHop, TableVersion)
 
 __all__ = ["XML", "JSON", "SNABB", "sniff", "load_ietf", "loads_ietf", "dumps_ietf",
@@ -278,9 +278,35 @@ def _config(bi: dict, given: dict, bindings: Bindings, source: str) -> Config:
                            external_prefix_length=cp["external-prefix-length"],
                            internal_prefix_length=cp["internal-prefix-length"],
                            next_hop_refresh_interval=float(bi[f"{_X}next-hop-cache-refresh-interval"]))
+    instances = _instances(bi.get(f"{_X}instance", []), source)
     return Config(external=external, internal=internal, bindings=bindings,
-                  instances=_instances(bi.get(f"{_X}instance", []), source), name=bi["name"],
+                  instances=instances, name=bi["name"], bgp=_bgp(bi.get(f"{_X}bgp", {}), instances, source),
                   control_plane=control, source=source)
+
+
+def _bgp(r: dict, instances: list[Instance], source: str) -> Bgp:
+    """``lwx:bgp`` (see :class:`Bgp`; the same rules as the snabb-softwire-v3 leaves)."""
+    import ipaddress
+
+    def prefixes(key: str) -> tuple:
+        return tuple((n.network_address.packed, n.prefixlen)
+                     for n in (ipaddress.ip_network(p, strict=False) for p in r.get(key, [])))
+
+    def addr(family: int, v: str | None) -> bytes | None:
+        return None if v is None else socket.inet_pton(family, v)
+
+    bgp = Bgp(enable=r.get("enable", False), local_as=r.get("local-as"), peer_as=r.get("peer-as"),
+              hold_time=r.get("hold-time", 3), keepalive_time=r.get("keepalive-time", 1), bfd=r.get("bfd", False),
+              bfd_interval=float(r.get("bfd-interval", 0.1)), bfd_multiplier=r.get("bfd-multiplier", 3),
+              ipv4_prefixes=prefixes("ipv4-prefix"), ipv6_prefixes=prefixes("ipv6-prefix"),
+              peers=tuple(BgpPeer(p["device"], ipv4_address=addr(socket.AF_INET, p.get("ipv4-address")),
+                                  ipv4_peer_as=p.get("ipv4-peer-as"),
+                                  ipv6_address=addr(socket.AF_INET6, p.get("ipv6-address")),
+                                  ipv6_peer_as=p.get("ipv6-peer-as")) for p in r.get("peer", [])))
+    problem = bgp.problem(instances)
+    if problem is not None:
+        raise _err(source, f"{_X}bgp/{problem[0]}", problem[1])
+    return bgp
 
 
 def _mac(s: str) -> bytes:
@@ -693,6 +719,8 @@ def dumps_ietf(config: Config, fmt: str = XML, binding_table_file: str | None = 
         f"{_X}next-hop-cache-refresh-interval": _decimal(cp.next_hop_refresh_interval),
         f"{_X}instance": _dump_instances(config.instances),
     }
+    if config.bgp != Bgp():
+        bi[f"{_X}bgp"] = _dump_bgp(config.bgp)
     b = config.bindings
     if b.version is not None:
         ver = {}
@@ -715,7 +743,7 @@ def dumps_ietf(config: Config, fmt: str = XML, binding_table_file: str | None = 
 
 #: Config fields this module writes; any other must hold its default (a setting
 #: added to the model but not yet to lwaftr-softwire-ext is refused, never dropped).
-_MAPPED = {"external", "internal", "bindings", "instances", "name", "control_plane"}
+_MAPPED = {"external", "internal", "bindings", "instances", "name", "control_plane", "bgp"}
 
 
 def _check_mapped(config: Config) -> None:
@@ -725,6 +753,33 @@ def _check_mapped(config: Config) -> None:
         default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
         if getattr(config, f.name) != default:
             raise ValueError(f"the {f.name} settings have no RFC 8676 / lwaftr-softwire-ext leaves yet")
+
+
+def _dump_bgp(b: Bgp) -> dict[str, Any]:
+    out: dict[str, Any] = {"enable": b.enable, "hold-time": b.hold_time, "keepalive-time": b.keepalive_time,
+                           "bfd": b.bfd, "bfd-interval": f"{b.bfd_interval:.6f}".rstrip("0").rstrip("."),
+                           "bfd-multiplier": b.bfd_multiplier}
+    for key, value in (("local-as", b.local_as), ("peer-as", b.peer_as)):
+        if value is not None:
+            out[key] = value
+    for key, family, prefixes in (("ipv4-prefix", socket.AF_INET, b.ipv4_prefixes),
+                                  ("ipv6-prefix", socket.AF_INET6, b.ipv6_prefixes)):
+        if prefixes:
+            out[key] = [f"{socket.inet_ntop(family, a)}/{n}" for a, n in prefixes]
+    peers = []
+    for p in b.peers:
+        d: dict[str, Any] = {"device": p.device}
+        for key, family, value in (("ipv4-address", socket.AF_INET, p.ipv4_address),
+                                   ("ipv6-address", socket.AF_INET6, p.ipv6_address)):
+            if value is not None:
+                d[key] = socket.inet_ntop(family, value)
+        for key, value in (("ipv4-peer-as", p.ipv4_peer_as), ("ipv6-peer-as", p.ipv6_peer_as)):
+            if value is not None:
+                d[key] = value
+        peers.append(d)
+    if peers:
+        out["peer"] = peers
+    return out
 
 
 def _side(p: InterfacePolicy, rate: bool) -> dict[str, Any]:

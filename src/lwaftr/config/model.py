@@ -204,6 +204,29 @@ class Bgp:
                 return p
         return BgpPeer(device)
 
+    def problem(self, instances: list["Instance"]) -> tuple[str, str] | None:
+        """What is wrong with these settings for ``instances``, as (leaf under
+        ``bgp``, message), or None (for the loaders, which say where)."""
+        devices = {i.device for i in instances}
+        for p in self.peers:
+            if p.device not in devices:
+                return "peer/device", f"bgp peer for device {p.device!r}: no instance has that device"
+        if self.keepalive_time >= self.hold_time:
+            return "keepalive-time", (f"keepalive-time {self.keepalive_time} must be shorter than "
+                                      f"hold-time {self.hold_time}")
+        if not self.enable:
+            return None
+        if self.local_as is None:
+            return "local-as", "bgp is enabled: 'local-as' is required"
+        if self.peer_as is None:
+            lacking = sorted({i.device for i in instances for p in [self.peer(i.device)]
+                              if (p.ipv4_peer_as is None and (p.ipv4_address or i.external.next_hop.ip))
+                              or (p.ipv6_peer_as is None and (p.ipv6_address or i.internal.next_hop.ip))})
+            if lacking:
+                return "peer-as", (f"bgp is enabled: no peer AS for device(s) {', '.join(lacking)} (give "
+                                   f"bgp/peer-as, or a peer entry with ipv4-peer-as and ipv6-peer-as)")
+        return None
+
 
 @dataclass
 class Config:

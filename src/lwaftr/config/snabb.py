@@ -380,36 +380,28 @@ def _control_plane(r: Rec) -> ControlPlane:
 
 def _bgp(doc: Document, r: Rec, instances: list[Instance]) -> Bgp:
     path = f"{EXT}/bgp"
-    devices = {i.device for i in instances}
     peers: dict[str, BgpPeer] = {}
+    where = {}
     for p in r["peer"]:
         dev = p["device"]
         if dev in peers:
             raise doc.error(f"duplicate bgp peer for device {dev!r}", p.pos["device"], f"{path}/peer/device")
-        if dev not in devices:
-            raise doc.error(f"bgp peer for device {dev!r}: no instance has that device", p.pos["device"],
-                            f"{path}/peer/device")
+        where[dev] = p.pos["device"]
         peers[dev] = BgpPeer(dev, ipv4_address=p.get("ipv4-address"), ipv4_peer_as=p.get("ipv4-peer-as"),
                              ipv6_address=p.get("ipv6-address"), ipv6_peer_as=p.get("ipv6-peer-as"))
-    if r["keepalive-time"] >= r["hold-time"]:
-        raise doc.error(f"keepalive-time {r['keepalive-time']} must be shorter than hold-time {r['hold-time']}",
-                        r.pos.get("keepalive-time", r.at), f"{path}/keepalive-time")
-    if r["enable"]:
-        if "local-as" not in r:
-            raise doc.error("bgp is enabled: 'local-as' is required", r.at, f"{path}/local-as")
-        if "peer-as" not in r:
-            lacking = sorted({i.device for i in instances for p in [peers.get(i.device, BgpPeer(i.device))]
-                              if (p.ipv4_peer_as is None and (p.ipv4_address or i.external.next_hop.ip))
-                              or (p.ipv6_peer_as is None and (p.ipv6_address or i.internal.next_hop.ip))})
-            if lacking:
-                raise doc.error(f"bgp is enabled: no peer AS for device(s) {', '.join(lacking)} (give "
-                                f"bgp/peer-as, or a peer entry with ipv4-peer-as and ipv6-peer-as)", r.at,
-                                f"{path}/peer-as")
-    return Bgp(enable=r["enable"], local_as=r.get("local-as"), peer_as=r.get("peer-as"),
-               hold_time=r["hold-time"], keepalive_time=r["keepalive-time"], bfd=r["bfd"],
-               bfd_interval=r["bfd-interval"], bfd_multiplier=r["bfd-multiplier"],
-               ipv4_prefixes=tuple(r["ipv4-prefix"]), ipv6_prefixes=tuple(r["ipv6-prefix"]),
-               peers=tuple(peers.values()))
+    bgp = Bgp(enable=r["enable"], local_as=r.get("local-as"), peer_as=r.get("peer-as"),
+              hold_time=r["hold-time"], keepalive_time=r["keepalive-time"], bfd=r["bfd"],
+              bfd_interval=r["bfd-interval"], bfd_multiplier=r["bfd-multiplier"],
+              ipv4_prefixes=tuple(r["ipv4-prefix"]), ipv6_prefixes=tuple(r["ipv6-prefix"]),
+              peers=tuple(peers.values()))
+    problem = bgp.problem(instances)
+    if problem is not None:
+        leaf, msg = problem
+        at = r.pos.get(leaf, r.at)
+        if leaf == "peer/device":           # the first entry naming no instance's device
+            at = next(where[p.device] for p in bgp.peers if p.device not in {i.device for i in instances})
+        raise doc.error(msg, at, f"{path}/{leaf}")
+    return bgp
 
 
 def load_snabb(path: str) -> Config:
