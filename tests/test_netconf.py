@@ -644,3 +644,21 @@ def test_live_raw_framing_malformed_and_disconnect(lab):
     time.sleep(0.3)
     assert running_text(lab) == before
     assert lab["nc"].poll() is None and lab["run"].poll() is None
+
+
+@live
+def test_live_log_and_stop(lab):
+    """What the server did is logged (who changed what, refused logins); SIGTERM stops it."""
+    with connect(lab) as m:
+        m.edit_config(target="running", config=bi(mtu(1459)))
+    from ncclient.transport.errors import AuthenticationError
+    with pytest.raises(AuthenticationError):
+        connect(lab, "admin", "nope")
+    nc = lab["nc"]
+    nc.send_signal(signal.SIGTERM)
+    _, err = nc.communicate(timeout=30)
+    assert nc.returncode == 0, err
+    assert "NETCONF over SSH on 127.0.0.1" in err and "generated host key" in err
+    assert "(admin) edit-config on running: whole configuration loaded" in err and "password refused" in err
+    assert "Traceback" not in err and "asyncssh" not in err
+    assert lab["run"].poll() is None                     # the instance goes on

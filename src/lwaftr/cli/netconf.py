@@ -49,6 +49,9 @@ def run(args: argparse.Namespace) -> int:
         print("lwaftr netconf: --host-key and --users are required", file=sys.stderr)
         return 2
     logs.setup(args.log_level, args.log_format)
+    if args.log_level != "debug":
+        import logging
+        logging.getLogger("asyncssh").setLevel(logging.WARNING)      # a line per connection step
     from lwaftr.mgmt import netconf
     try:
         return netconf.serve(args.listen, args.name, args.host_key, args.users)

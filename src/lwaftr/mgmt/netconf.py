@@ -106,16 +106,24 @@ class Instance:
         except (OSError, ValueError) as e:
             raise RpcError("operation-failed", f"lwaftr instance {name!r} does not answer on {sock}: {e}") from None
 
-    def config(self) -> Config:
-        """The running configuration (softwires included)."""
-        from lwaftr.config.snabb import loads_snabb
+    def config_text(self) -> str:
+        """The running configuration as snabb-softwire-v3 text (softwires included)."""
         r = self.request({"op": "get-config"})
         if not r.get("ok"):
             raise RpcError("operation-failed", f"the instance refused get-config: {r.get('error')}")
+        return r["text"]
+
+    @staticmethod
+    def parse(text: str) -> Config:
+        from lwaftr.config.snabb import loads_snabb
         try:
-            return loads_snabb(r["text"], "<running>")
+            return loads_snabb(text, "<running>")
         except ConfigError as e:
             raise RpcError("operation-failed", f"the running configuration does not load: {e}") from None
+
+    def config(self) -> Config:
+        """The running configuration (softwires included)."""
+        return self.parse(self.config_text())
 
     def counters(self) -> tuple[dict[str, int], float | None]:
         """The counters (summed over workers) and when the instance started."""
@@ -284,6 +292,7 @@ class NetconfServer:
         self._next_id = 1
         self._ids = threading.Lock()
         self.loop: asyncio.AbstractEventLoop | None = None
+        self._cache: tuple[str, Config, etree._Element] | None = None   # the running text, parsed
 
     def capabilities(self) -> list[str]:
         caps = [BASE_10, BASE_11, WRITABLE_RUNNING, CANDIDATE, VALIDATE_10, VALIDATE, ROLLBACK_ON_ERROR]
@@ -429,14 +438,22 @@ class NetconfServer:
         data.append(etree.fromstring(text.encode(), _DATA_PARSER))
         return data
 
-    def _running(self) -> tuple[Config, etree._Element]:
-        cfg = self.instance.config()
-        return cfg, self._tree_of(cfg)
+    def _running(self, copy_: bool = True) -> tuple[Config, etree._Element]:
+        """The running configuration and its tree, read from the instance every time (parsed
+        again only when its text changed).  Trees kept here are never changed in place:
+        ``copy_=False`` only for reading."""
+        text = self.instance.config_text()
+        if self._cache is None or self._cache[0] != text:
+            self._cache = None
+            cfg = self.instance.parse(text)
+            self._cache = (text, cfg, self._tree_of(cfg))
+        _, cfg, tree = self._cache
+        return cfg, copy.deepcopy(tree) if copy_ else tree
 
-    def _read(self, ds: str) -> etree._Element:
+    def _read(self, ds: str, copy_: bool = True) -> etree._Element:
         if ds == CANDIDATE_DS and self.candidate is not None:
-            return copy.deepcopy(self.candidate)
-        return self._running()[1]
+            return copy.deepcopy(self.candidate) if copy_ else self.candidate
+        return self._running(copy_)[1]
 
     def _check_lock(self, s: Session, ds: str) -> None:
         owner = self.locks.get(ds)
@@ -455,16 +472,16 @@ class NetconfServer:
         new = self.schema.config_of(new_tree)
         old = old if old is not None else self.instance.config()
         summary = self.instance.apply(old, new)
-        log.info("session %d (%s) changed the running configuration: %s: %s", s.id, s.username, what, summary)
+        log.info("session %d (%s) %s on running: %s", s.id, s.username, what, summary)
 
     # -- operations ------------------------------------------------------------------------------
     def _op_get_config(self, s: Session, op: etree._Element) -> etree._Element:
-        p = self._params(op, {"source", "filter", "with-defaults"})
+        p = self._params(op, {"source", "filter"})
         ds, _ = self._datastore(p, "source", (RUNNING, CANDIDATE_DS))
-        return self.schema.filter(self._read(ds), self._filter(p))
+        return self.schema.filter(self._read(ds, copy_=False), self._filter(p))
 
     def _op_get(self, s: Session, op: etree._Element) -> etree._Element:
-        p = self._params(op, {"filter", "with-defaults"})
+        p = self._params(op, {"filter"})
         flt = self._filter(p)
         cfg, data = self._running()
         counters, started = self.instance.counters()
@@ -504,7 +521,7 @@ class NetconfServer:
         return None
 
     def _op_copy_config(self, s: Session, op: etree._Element) -> None:
-        p = self._params(op, {"target", "source", "with-defaults"})
+        p = self._params(op, {"target", "source"})
         dst, _ = self._datastore(p, "target", (RUNNING, CANDIDATE_DS))
         src, e = self._datastore(p, "source", (RUNNING, CANDIDATE_DS, "config"))
         if src == dst:
@@ -525,7 +542,7 @@ class NetconfServer:
     def _op_validate(self, s: Session, op: etree._Element) -> None:
         p = self._params(op, {"source"})
         src, e = self._datastore(p, "source", (RUNNING, CANDIDATE_DS, "config"))
-        self.schema.config_of(self._inline(e) if src == "config" else self._read(src))
+        self.schema.config_of(self._inline(e) if src == "config" else self._read(src, copy_=False))
         return None
 
     def _op_commit(self, s: Session, op: etree._Element) -> None:
