@@ -318,6 +318,41 @@ def test_candidate_locks_and_sessions():
     assert b.closing
 
 
+def test_copy_config_validate_inline_and_undo_on_refusal():
+    srv, inst = server()
+    s = session(srv)
+    whole = etree.tostring(config_of(srv, s)).decode()
+    whole = whole.replace("<data ", "<config ").replace("</data>", "</config>").replace("<mtu>1460</mtu>", "<mtu>1280</mtu>", 1)
+    ok(rpc(srv, s, f"<validate><source>{whole}</source></validate>"))
+    assert error(rpc(srv, s, f"<validate><source>{whole.replace('<mtu>1280', '<mtu>-1')}</source></validate>"))[
+        "error-tag"] == "invalid-value"
+    ok(rpc(srv, s, f"<copy-config><target><candidate/></target><source>{whole}</source></copy-config>"))
+    assert inst.service.config.external.mtu == 1460
+    ok(rpc(srv, s, "<copy-config><target><running/></target><source><candidate/></source></copy-config>"))
+    assert inst.service.config.external.mtu == 1280
+    assert error(rpc(srv, s, "<delete-config><target><candidate/></target></delete-config>"))["error-tag"] == \
+        "operation-not-supported"
+    # the instance refuses the last of several requests: the earlier ones are undone
+    before = inst.text()
+    real = inst._request
+    inst._requester = lambda req: {"ok": False, "error": "no room"} if req["op"] == "add" and "9::9" in \
+        req["value"] else real(req)
+    e = error(edit(srv, s, bi(f'<binding-table><binding-entry {NCOP} nc:operation="delete"><binding-ipv6info>'
+                              f'2001:db8:1::c</binding-ipv6info></binding-entry>'
+                              f"{entry('2001:db8:9::9', '203.0.113.9', 0, 0)}</binding-table>")))
+    assert e["error-tag"] == "operation-failed" and "no room" in e["error-message"]
+    assert [r["op"] for r in inst.requests[-2:]] == ["remove", "add"]        # the refused add is not recorded
+    assert "2001:db8:1::c" in inst.requests[-1]["value"]
+    assert inst.text() == before
+    # a client hello with a session-id, or without base capabilities, is refused
+    from lwaftr.mgmt.netconf_proto import MalformedMessage
+    for bad in (f'<hello xmlns="{NC}"><capabilities><capability>{BASE_11}</capability></capabilities>'
+                f'<session-id>4</session-id></hello>',
+                f'<hello xmlns="{NC}"><capabilities><capability>urn:x</capability></capabilities></hello>'):
+        with pytest.raises(MalformedMessage):
+            srv.client_hello(srv.open_session("x"), bad.encode())
+
+
 def test_softwire_changes_and_users_file(tmp_path):
     cfg = example_config()
     b = cfg.bindings
