@@ -58,11 +58,13 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import errno
+import json
 import logging
 import mmap
 import os
 import socket
 import struct
+import subprocess
 import time
 
 import numba
@@ -558,6 +560,7 @@ def open_xdp(ifname: str, queue: int = 0, **kwargs) -> XdpPort | None:
     Refuses interfaces with more than one RX queue: one port serves one
     queue, and the XDP program hands the other queues' frames to the kernel
     stack (construct one :class:`XdpPort` per queue to use them all)."""
+    had_program = _xdp_attached(ifname)
     try:
         if rx_queues(ifname) > 1:
             raise OSError(errno.EOPNOTSUPP, f"{rx_queues(ifname)} RX queues, one XdpPort serves one")
@@ -565,4 +568,18 @@ def open_xdp(ifname: str, queue: int = 0, **kwargs) -> XdpPort | None:
     except Exception as e:                              # no libxdp, kernel refusal, permissions...
         why = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
         log.warning("AF_XDP unavailable on %s queue %d (%s); using AF_PACKET instead", ifname, queue, why)
+        if not had_program and _xdp_attached(ifname):
+            # A half-made attempt (e.g. the program loaded, the socket refused) must not
+            # leave a program behind: it would refuse the next attempt.
+            subprocess.run(["ip", "link", "set", "dev", ifname, "xdpgeneric", "off"], capture_output=True)
+            subprocess.run(["ip", "link", "set", "dev", ifname, "xdpdrv", "off"], capture_output=True)
         return None
+
+
+def _xdp_attached(ifname: str) -> bool:
+    """Whether an XDP program is attached to ``ifname`` (False if that cannot be told)."""
+    try:
+        r = subprocess.run(["ip", "-j", "-d", "link", "show", "dev", ifname], capture_output=True, text=True)
+        return bool(r.returncode == 0 and json.loads(r.stdout)[0].get("xdp"))
+    except (OSError, ValueError, IndexError):
+        return False
