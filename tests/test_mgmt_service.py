@@ -77,6 +77,11 @@ def test_softwires_added_changed_and_removed_in_place():
     assert owner(s, "192.0.2.3", 80) == "2001:db8:1::d"
     ok(s.handle({"op": "set", "path": f"{SW}[ipv4=192.0.2.3][psid=0]/b4-ipv6", "value": "2001:db8:1::e"}))
     assert owner(s, "192.0.2.3", 80) == "2001:db8:1::e"
+    # A whole entry as the value, written without a space between the closing braces.
+    ok(s.handle({"op": "set", "path": f"{SW}[ipv4=192.0.2.3][psid=0]",
+                 "value": "{ipv4 192.0.2.3; psid 0; b4-ipv6 2001:db8:1::f; br-address 2001:db8:ffff::1;"
+                          " port-set { psid-length 0; }}"}))
+    assert owner(s, "192.0.2.3", 80) == "2001:db8:1::f"
     ok(s.handle({"op": "remove", "path": f"{SW}[ipv4=192.0.2.3][psid=0]"}))
     assert owner(s, "192.0.2.3", 80) is None
     assert "no softwire" in err(s.handle({"op": "remove", "path": f"{SW}[ipv4=192.0.2.3][psid=0]"}))

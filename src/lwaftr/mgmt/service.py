@@ -207,7 +207,10 @@ class ConfigService:
             if steps[3:]:
                 set_at(entry.children, rest, value)
             else:
-                entry.children = parse_entries("{" + value.strip().strip("{}") + "}", "softwire")[0].children
+                body = value.strip()
+                if body.startswith("{") and body.endswith("}"):
+                    body = body[1:-1]                   # one pair only: "{ ... port-set { ... }}"
+                entry.children = parse_entries("{" + body + "}", "softwire")[0].children
             new = _softwire(entry)
             if (new.ipv4, new.psid) != (old.ipv4, old.psid):
                 raise RequestError(f"{path}: the keys ipv4 and psid cannot be changed; remove and add")
