@@ -18,7 +18,11 @@ host sends to 256 subscribers (16 addresses x 16 port sets), and ``b6`` counts
 what each worker tunnels.  Killing a worker (SIGKILL) takes its TAP and so its
 sessions away: ``up`` withdraws its path (BFD on worker 0's session, the hold
 timer alone on worker 1's) and everything flows through the other; the
-supervisor restarts it, the sessions come back and so does the load.
+supervisor restarts it, the sessions come back and so does the load.  A hung
+worker (SIGSTOP) passes no keepalives: withdrawn when the hold timer expires.
+Killing BIRD withdraws both paths until the supervisor has restarted it; a
+reload announces new subscribers' addresses; a clean stop withdraws at once.
+The loss window of each failure is printed (``pytest -s``).
 """
 from __future__ import annotations
 
@@ -142,8 +146,11 @@ for d in devs:
     socks.append(c)
 print("ready", flush=True)
 rec = []
-while not os.path.exists(stop):
-    ready, _, _ = select.select(socks, [], [], 0.2)
+end = None
+while end is None or time.time() < end:          # on for 0.5 s after the sender stopped
+    if end is None and os.path.exists(stop):
+        end = time.time() + 0.5
+    ready, _, _ = select.select(socks, [], [], 0.1)
     for c in ready:
         link = socks.index(c)
         while True:
@@ -292,6 +299,16 @@ def scenario(lab: Lab, tmp_path, monkeypatch) -> None:
         after = worker_out()
         events.append(dict(victim=int(victim), how=how, fail=t_fail, withdrawn=t_withdrawn, resumed=t_resumed,
                            back=t_back, carried=after[victim] - before[victim]))
+    # BIRD itself killed: its TCP connections close, so the upstream withdraws every
+    # path of the box at once; the supervisor restarts BIRD, which announces again.
+    bird_pid = int((run_dir / "e" / "bird" / "bird.pid").read_text())
+    t_bird = time.time()
+    os.kill(bird_pid, signal.SIGKILL)
+    wait_for("all paths withdrawn after BIRD died", lambda: nexthops(up, PREFIX) == [], 15)
+    t_bird_gone = time.time()
+    wait_for("paths back after BIRD's restart", lambda: nexthops(up, PREFIX) == gateways, 60)
+    t_bird_back = time.time()
+    time.sleep(2)
     stop.touch()
     assert tx.popen.wait(30) == 0, tx.stderr
     assert rx.popen.wait(30) == 0, rx.stderr
@@ -345,6 +362,14 @@ def scenario(lab: Lab, tmp_path, monkeypatch) -> None:
         assert via[0] > 0 and via[1] > 0, via
         assert ev["carried"] > 0
 
+    gap = (t_sent >= t_bird) & (t_sent < t_bird_back + 2)
+    after_bird = (t_sent > t_bird_back + 0.5) & ok
+    print(f"BIRD killed: all paths withdrawn by the upstream after {t_bird_gone - t_bird:.2f} s, back after "
+          f"{t_bird_back - t_bird:.2f} s ({int((gap & ~ok).sum())} packets lost); then "
+          f"{[int((after_bird & (link_of == k)).sum()) for k in (0, 1)]} packets through workers 0 and 1")
+    assert all(int((after_bird & (link_of == k)).sum()) > 0 for k in (0, 1))
+    assert int((~ok[t_sent > t_bird_back + 0.5]).sum()) == 0
+
     # A reload with more subscribers announces their addresses too.
     conf.write_text(config(more=4))
     aftr.send_signal(signal.SIGHUP)
@@ -359,6 +384,7 @@ def scenario(lab: Lab, tmp_path, monkeypatch) -> None:
     wait_for("routes withdrawn after the stop", lambda: nexthops(up, PREFIX) == [], 5)
     log = aftr.stderr
     assert "BIRD started" in log and "BIRD stopped" in log and "BGP: reconfigured" in log
+    assert "BIRD exited with status -9; restarting" in log
     for i in (0, 1):
         assert f"BGP session up: w{i}_v4" in log and f"BGP session up: w{i}_v6" in log
         assert f"BGP session down: w{i}_v4" in log

@@ -424,6 +424,7 @@ class Bird:
         if self.proc is not None and self.proc.poll() is not None:
             self._relay()
             code = self.proc.returncode
+            self.proc.stderr.close()
             self.proc = None
             self._mark_all_down("BIRD exited")
             if now - self._started > 60:
