@@ -113,3 +113,25 @@ def test_load_config_and_validate():
     assert r.config.external.mtu == 1400 and r.table.count == 3
     assert "mtu" in err(s.handle({"op": "validate", "text": text.replace("mtu 1400", "mtu x")}))
     assert "unknown op" in err(s.handle({"op": "frobnicate"}))
+
+
+def test_batch_is_all_or_nothing():
+    s = service()
+    before = s.table.sw_tab.copy()
+    r = s.handle({"op": "batch", "requests": [
+        {"op": "add", "path": SW, "value": NEW},
+        {"op": "set", "path": f"{SW}[ipv4=192.0.2.1][psid=1]/b4-ipv6", "value": "2001:db8:1::99"},
+        {"op": "remove", "path": f"{SW}[ipv4=192.0.2.2][psid=0]"},
+        {"op": "remove", "path": f"{SW}[ipv4=192.0.2.9][psid=0]"}]})          # refused: not there
+    assert "batch request 3" in err(r) and "no softwire" in err(r)
+    assert np.array_equal(before, s.table.sw_tab)
+    assert owner(s, "192.0.2.1", 4096) == "2001:db8:1::a" and owner(s, "192.0.2.2", 80) == "2001:db8:1::c"
+    assert "only softwire" in err(s.handle({"op": "batch", "requests": [
+        {"op": "add", "path": SW, "value": NEW},
+        {"op": "set", "path": "/softwire-config/external-interface/mtu", "value": "1500"}]}))
+    assert owner(s, "192.0.2.3", 80) is None
+    r = ok(s.handle({"op": "batch", "requests": [
+        {"op": "remove", "path": f"{SW}[ipv4=192.0.2.2][psid=0]"},
+        {"op": "add", "path": SW, "value": NEW}]}))
+    assert r.table_changed and r.reply["applied"] == 2
+    assert owner(s, "192.0.2.2", 80) is None and owner(s, "192.0.2.3", 80) == "2001:db8:1::d"

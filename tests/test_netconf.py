@@ -187,9 +187,11 @@ def test_edit_operations_and_all_or_nothing():
     srv, inst = server()
     s = session(srv)
     sw = "/softwire-config/binding-table/softwire"
-    # merge a new entry: one add request, in place
+    # merge a new entry: one batch holding one add request, in place
     ok(edit(srv, s, bi(f"<binding-table>{entry('2001:db8:9::1', '203.0.113.9', 0, 0)}</binding-table>")))
-    assert inst.requests[-1]["op"] == "add" and "203.0.113.9" in inst.requests[-1]["value"]
+    last = inst.requests[-1]
+    assert last["op"] == "batch" and [r["op"] for r in last["requests"]] == ["add"]
+    assert "203.0.113.9" in last["requests"][0]["value"]
     # create of an existing entry: data-exists; delete of a missing one: data-missing
     e = error(edit(srv, s, bi(f"<binding-table>{entry('2001:db8:9::1', '203.0.113.9', 0, 0, op='create')}"
                               "</binding-table>")))
@@ -207,12 +209,13 @@ def test_edit_operations_and_all_or_nothing():
     ok(edit(srv, s, bi(f'<binding-table><binding-entry {NCOP} nc:operation="delete"><binding-ipv6info>'
                        f'2001:DB8:9:0::1</binding-ipv6info></binding-entry>'
                        f"{entry('2001:db8:9::5', '203.0.113.9', 0, 0)}</binding-table>")))
-    assert inst.requests[-1]["op"] == "set" and inst.requests[-1]["path"] == f"{sw}[ipv4=203.0.113.9][psid=0]"
+    assert [(r["op"], r["path"]) for r in inst.requests[-1]["requests"]] == \
+        [("set", f"{sw}[ipv4=203.0.113.9][psid=0]")]
     assert "b4-ipv6 2001:db8:9::5;" in inst.text()
     # a change of port-set layout: removed and added again
     ok(edit(srv, s, bi(f"<binding-table>{entry('2001:db8:9::5', '203.0.113.9', 3, 2, op='replace')}"
                        "</binding-table>")))
-    assert [r["op"] for r in inst.requests[-2:]] == ["remove", "add"]
+    assert [r["op"] for r in inst.requests[-1]["requests"]] == ["remove", "add"]
     # a policy leaf: one load-config; default-operation none with a merge below it
     ok(edit(srv, s, bi(mtu(1400))))
     assert inst.requests[-1]["op"] == "load-config" and inst.service.config.external.mtu == 1400
@@ -332,17 +335,15 @@ def test_copy_config_validate_inline_and_undo_on_refusal():
     assert inst.service.config.external.mtu == 1280
     assert error(rpc(srv, s, "<delete-config><target><candidate/></target></delete-config>"))["error-tag"] == \
         "operation-not-supported"
-    # the instance refuses the last of several requests: the earlier ones are undone
+    # the instance refuses a batch (its last request): nothing of it is applied
     before = inst.text()
     real = inst._request
-    inst._requester = lambda req: {"ok": False, "error": "no room"} if req["op"] == "add" and "9::9" in \
-        req["value"] else real(req)
+    inst._requester = lambda req: {"ok": False, "error": "no room"} if req["op"] == "batch" and any(
+        "9::9" in r.get("value", "") for r in req["requests"]) else real(req)
     e = error(edit(srv, s, bi(f'<binding-table><binding-entry {NCOP} nc:operation="delete"><binding-ipv6info>'
                               f'2001:db8:1::c</binding-ipv6info></binding-entry>'
                               f"{entry('2001:db8:9::9', '203.0.113.9', 0, 0)}</binding-table>")))
     assert e["error-tag"] == "operation-failed" and "no room" in e["error-message"]
-    assert [r["op"] for r in inst.requests[-2:]] == ["remove", "add"]        # the refused add is not recorded
-    assert "2001:db8:1::c" in inst.requests[-1]["value"]
     assert inst.text() == before
     # a client hello with a session-id, or without base capabilities, is refused
     from lwaftr.mgmt.netconf_proto import MalformedMessage

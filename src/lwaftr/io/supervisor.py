@@ -43,7 +43,7 @@ log = logging.getLogger("lwaftr.supervisor")
 
 RESTART_FIRST, RESTART_MAX, STABLE = 0.5, 10.0, 30.0
 #: Requests that change the running configuration (replayed to restarted workers).
-CHANGES = {"set", "add", "remove", "load-config"}
+CHANGES = {"set", "add", "remove", "load-config", "batch"}
 
 
 @dataclass

@@ -171,9 +171,7 @@ class Instance:
         return "whole configuration loaded"
 
     def _softwires(self, removes: list[tuple], sets: list[tuple], adds: list[tuple]) -> None:
-        """The requests, in an order where each table in between is consistent;
-        undone in reverse if one is refused."""
-        done: list[dict] = []
+        """The requests, in an order where each table in between is consistent."""
         steps = [({"op": "remove", "path": _sw_path(o)}, {"op": "add", "path": SOFTWIRES, "value": _sw_text(o)})
                  for o in removes]
         steps += [({"op": "set", "path": _sw_path(n), "value": _sw_text(n)},
@@ -181,23 +179,10 @@ class Instance:
         if adds:
             steps.append(({"op": "add", "path": SOFTWIRES, "value": " ".join(_sw_text(n) for n in adds)},
                           None))
-        for req, undo in steps:
-            r = self.request(req)
-            if not r.get("ok"):
-                failed = []
-                for u in reversed(done):
-                    try:
-                        if not self.request(u).get("ok"):
-                            failed.append(u)
-                    except RpcError:
-                        failed.append(u)
-                msg = f"the instance refused {req['op']} {req['path']}: {r.get('error')}"
-                if failed:
-                    msg += f"; undoing the earlier changes failed for {len(failed)} of them"
-                    log.error("%s", msg)
-                raise RpcError("operation-failed", msg)
-            if undo is not None:
-                done.append(undo)
+        # One batch request: applied whole between two batches of frames, or not at all.
+        r = self.request({"op": "batch", "requests": [req for req, _ in steps]})
+        if not r.get("ok"):
+            raise RpcError("operation-failed", f"the instance refused the change: {r.get('error')}")
 
 
 def _bi_path(cfg: Config, tail: str) -> str:

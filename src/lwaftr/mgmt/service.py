@@ -10,6 +10,7 @@ A request is a dict (JSON on the control socket, see :mod:`lwaftr.io.control`)::
     {"op": "get-config", "bindings": bool}          -> {"text": T}
     {"op": "load-config","text": T}                 (a whole configuration, replacing the running one)
     {"op": "counters"}                              -> {"counters": {...}}
+    {"op": "batch",      "requests": [R, ...]}      (softwire add/remove/set: all or none)
 
 Changes to softwires (``/softwire-config/binding-table/softwire...``) go
 straight into the binding table through :class:`TableEditor` (microseconds,
@@ -257,6 +258,43 @@ class ConfigService:
                 else:
                     self.editor.put(old)
             raise
+
+    def _op_batch(self, req: dict) -> Result:
+        """Softwire changes applied together between two batches: if one is
+        refused, those before it are undone and the reply names the refused one."""
+        subs = req["requests"]
+        undo: list[tuple[int, int, Softwire | None]] = []     # (ipv4, psid, what was there)
+        for i, sub in enumerate(subs):
+            op, path = sub.get("op"), sub.get("path", "")
+            if op not in ("add", "remove", "set") or not self._is_softwires(path):
+                self._undo(undo)
+                raise RequestError(f"batch request {i}: only softwire add, remove and set can be batched")
+            for key in self._keys_of(sub):
+                undo.append((*key, self.editor.get(*key)))
+            r = self.handle(sub)
+            if not r.reply["ok"]:
+                self._undo(undo)
+                raise RequestError(f"batch request {i} ({op} {path}): {r.reply['error']}")
+        return Result({"ok": True, "applied": len(subs)}, table_changed=True)
+
+    def _keys_of(self, sub: dict) -> list[tuple[int, int]]:
+        steps = parse_path(sub["path"])
+        if sub["op"] == "add":
+            return [(e.ipv4, e.psid) for e in map(_softwire, parse_entries(str(sub["value"]), "softwire"))]
+        if len(steps) >= 3 and {"ipv4", "psid"} <= steps[2].keys.keys():
+            try:
+                return [(int(ipaddress.IPv4Address(steps[2].keys["ipv4"])), int(steps[2].keys["psid"]))]
+            except ValueError:
+                return []
+        return []
+
+    def _undo(self, undo: list[tuple[int, int, Softwire | None]]) -> None:
+        for ipv4, psid, old in reversed(undo):
+            now = self.editor.get(ipv4, psid)
+            if old is None and now is not None:
+                self.editor.remove(ipv4, psid)
+            elif old is not None and now != old:
+                self.editor.put(old)
 
     def _op_validate(self, req: dict) -> Result:
         loads_snabb(req["text"], "<validate>")
