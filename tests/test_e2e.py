@@ -72,6 +72,11 @@ def answered(ping_output: str, count: int = 3) -> bool:
     return True
 
 
+def fresh(topo: Topology) -> None:
+    """Restart the lwAFTR, so the next :func:`counters` cover only what follows."""
+    topo.restart_lwaftr()
+
+
 def counters(topo: Topology) -> dict[str, int]:
     """The counters since the last (re)start (the lwAFTR restarts to print them)."""
     return topo.restart_lwaftr()
