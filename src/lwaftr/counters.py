@@ -126,6 +126,7 @@ COUNTERS: tuple[tuple[str, str], ...] = (
     ("from-kernel-ipv4-interface-packets", "Frames the kernel sent out of the IPv4 interface."),
     ("from-kernel-ipv6-interface-packets", "Frames the kernel sent out of the IPv6 interface."),
     ("drop-to-kernel-packets", "Frames for the kernel dropped because its TAP was full or absent."),
+    ("drop-tx-full-packets", "Frames not sent because the interface's transmit ring was full."),
     # Alarms raised (each also a log line; see lwaftr.mgmt.alarms).
     ("alarm-next-hop-unresolved", "Times a next hop stayed unresolved (traffic to it dropped)."),
     ("alarm-reassembly-limit", "Times reassembly limits were hit (reassemblies evicted or refused)."),

@@ -204,7 +204,6 @@ class LiveLoop:
         except BaseException:
             self.close()
             raise
-        self.tx_refused = 0
         self.csum_completed = 0     # frames whose offloaded checksum we finished (veth, local stacks)
         self._nh_next = 0.0
         self._control_next = 0.0
@@ -278,7 +277,8 @@ class LiveLoop:
             if frames:
                 slots = eng.from_kernel(frames, side)
                 sent = port.send(pool, slots)
-                self.tx_refused += len(slots) - sent
+                if sent < len(slots):
+                    eng.counters[C.DROP_TX_FULL_PACKETS] += len(slots) - sent
                 pool.free(slots)
 
     # -- control -----------------------------------------------------------------------------
@@ -429,7 +429,8 @@ class LiveLoop:
         n = len(s4) + len(s6)
         o4, o6 = eng.process(s4, s6, now)
         sent = self.p4.send(pool, o4) + self.p6.send(pool, o6)
-        self.tx_refused += len(o4) + len(o6) - sent
+        if sent < len(o4) + len(o6):
+            eng.counters[C.DROP_TX_FULL_PACKETS] += len(o4) + len(o6) - sent
         pool.free(o4)
         pool.free(o6)
         if self.kernel:
