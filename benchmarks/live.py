@@ -453,13 +453,33 @@ def _drain(lab: Lab, devs: list[str], limit: float = 5.0) -> dict:
     return prev
 
 
+def _settled(lab: Lab, dut: LwaftrDut | None, devs: list[str]) -> tuple[dict, dict | None]:
+    """Interface counters and the lwAFTR's, taken while no frame moved on ``devs``
+    (its control plane's own frames come and go at any time)."""
+    for _ in range(10):
+        a = lab.counters()
+        k = dut.snapshot() if dut else None
+        b = lab.counters()
+        if all(a[d]["rx"] == b[d]["rx"] for d in devs):
+            return b, k
+    return b, k
+
+
 def _split(r: dict, k0: dict, k1: dict, into: int, out: int) -> None:
-    """Where the lwAFTR's drops were: its counters between two snapshots beside the interfaces'."""
+    """Where the lwAFTR's drops were: its counters between two snapshots beside the interfaces'.
+
+    Frames its kernel side sent (the control plane's TAPs: MLD, neighbour
+    discovery...) reached the sinks too but were never offered: they are
+    taken off what came out; frames it passed to its kernel are not drops."""
     def d(name: str) -> int:
         return k1.get(name, 0) - k0.get(name, 0)
     eng_in = d("in-ipv4-packets") + d("in-ipv6-packets")
     eng_out = d("out-ipv4-packets") + d("out-ipv6-packets")
-    r.update(ring_drops=into - eng_in, engine_drops=eng_in - eng_out, tx_drops=eng_out - out)
+    from_kernel = d("from-kernel-ipv4-interface-packets") + d("from-kernel-ipv6-interface-packets")
+    to_kernel = d("to-kernel-ipv4-interface-packets") + d("to-kernel-ipv6-interface-packets")
+    out -= from_kernel
+    r.update(ring_drops=into - eng_in, engine_drops=eng_in - eng_out - to_kernel, tx_drops=eng_out - out,
+             from_kernel=from_kernel, to_kernel=to_kernel, drops=into - out - to_kernel, frames_out=out)
 
 
 def trial(lab: Lab, gen: Generator, dut: LwaftrDut | None, case: str, pps: float, seconds: float) -> dict:
@@ -484,8 +504,7 @@ def trial(lab: Lab, gen: Generator, dut: LwaftrDut | None, case: str, pps: float
     # Warm-up at a low rate: the DUT's first batches (caches, page faults) are not what we measure.
     gen.start(20_000, 0.5, gdevs)
     gen.finish(0.5)
-    c0 = _drain(lab, sdevs)
-    k0 = dut.snapshot() if dut else None
+    c0, k0 = _settled(lab, dut, ins + sdevs)
     gen.start(pps, seconds, gdevs)
     t0 = time.perf_counter()
     skip = min(1.0, seconds / 4)
@@ -495,7 +514,8 @@ def trial(lab: Lab, gen: Generator, dut: LwaftrDut | None, case: str, pps: float
     time.sleep(max(0.1, seconds - skip - 0.25 - (time.perf_counter() - t0 - skip)))
     b, cb, pb = lab.counters(), cpu_times(), proc_ticks(ours)
     gen.finish(seconds)
-    end = _drain(lab, sdevs)
+    _drain(lab, sdevs)
+    end, k1 = _settled(lab, dut, ins + sdevs)
     dt = b["t"] - a["t"]
     into = _delta(c0, end, ins, "rx")                  # what entered the DUT's interfaces after the warm-up
     out = _delta(c0, end, sdevs, "rx")                 # what reached the sinks
@@ -510,12 +530,13 @@ def trial(lab: Lab, gen: Generator, dut: LwaftrDut | None, case: str, pps: float
     other = sum((y[0] + y[1]) - (x[0] + x[1]) for x, y in zip(ca, cb)) - (pb - pa)
     r["other_load"] = round(max(0, other) / max(1, ticks), 3)
     if dut:
-        k1 = dut.snapshot()
         cnt = dut.stop()
         if k0 is not None and k1 is not None:
             _split(r, k0, k1, into, out)
         else:                       # lifetime figures only: the split includes the start
+            keep = {k: r[k] for k in ("drops", "frames_out")}
             _split(r, {}, cnt, _delta(c_start, end, ins, "rx"), _delta(c_start, end, sdevs, "rx"))
+            r.update(keep)
         r["counters"] = {k: v for k, v in cnt.items() if k.startswith("drop") or "packets" in k}
     return r
 
@@ -534,7 +555,10 @@ def search(run, top: float, steps: int, say) -> dict | None:
         mid = (lo + hi) / 2
         t = run(mid * 1e6)
         say(f"   search {mid:.3f} Mpps: offered {t['offered_mpps']:.3f}, forwarded {t['forwarded_mpps']:.3f}, "
-            f"drops {t['drops']:,d}, cpu busy {cpu_str(t)}, other {t['other_load']:.0%}")
+            f"drops {t['drops']:,d}" + (f" (rx {t['ring_drops']:,d}, engine {t['engine_drops']:,d}, "
+                                        f"tx {t['tx_drops']:,d}, from its kernel {t['from_kernel']})"
+                                        if "ring_drops" in t else "")
+            + f", cpu busy {cpu_str(t)}, other {t['other_load']:.0%}")
         if t["drops"] == 0:
             lo = max(lo, min(mid, t["offered_mpps"]))
             if best is None or t["forwarded_mpps"] > best["forwarded_mpps"]:
@@ -644,6 +668,7 @@ def main() -> int:
                     if mode == "gen-only":
                         r = run(args.rate * 1e6, f"{size}B {case}: generator alone")
                         r["forwarded_mpps"] = r["offered_mpps"]      # nothing forwards: what the generator reached
+                        r["runs_forwarded_mpps"] = []
                         r["drops"] = 0
                     else:
                         r = run(args.rate * 1e6, f"{size}B {case}: {mode}" + (" (flat out)" if not args.rate
