@@ -21,5 +21,5 @@ PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/pip install -q --disable-pip-version-check -e '.[test]'
 # Compile the numba kernels once so the first run starts fast.
-.venv/bin/python -c "import lwaftr.dataplane.warmup as w; w.warm_up()"
+.venv/bin/python docker/prime.py   # the engine, ring and checksum kernels (the rings need CAP_NET_RAW)
 touch .venv/.lwaftr-setup
