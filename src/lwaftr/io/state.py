@@ -30,7 +30,8 @@ def run_dir() -> Path:
     return Path(os.environ.get("LWAFTR_RUN_DIR", "/run/lwaftr"))
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (a process of another user counts)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -62,7 +63,7 @@ class StateDir:
             old = int(pid_file.read_text())
         except (OSError, ValueError):
             old = 0
-        if old and old != os.getpid() and _alive(old):
+        if old and old != os.getpid() and alive(old):
             raise InstanceBusy(f"an lwaftr instance named {name!r} is running (pid {old}); "
                                f"give another --name")
         size = C.N_COUNTERS * 8
@@ -111,7 +112,7 @@ def instances() -> list[str]:
     if base.is_dir():
         for d in sorted(base.iterdir()):
             try:
-                if _alive(int((d / "pid").read_text())):
+                if alive(int((d / "pid").read_text())):
                     out.append(d.name)
             except (OSError, ValueError):
                 continue
@@ -124,7 +125,7 @@ def pid_of(name: str) -> int:
         pid = int((run_dir() / name / "pid").read_text())
     except (OSError, ValueError):
         raise LookupError(f"no lwaftr instance named {name!r} (nothing in {run_dir() / name})") from None
-    if not _alive(pid):
+    if not alive(pid):
         raise LookupError(f"lwaftr instance {name!r} is not running (pid {pid} is gone)")
     return pid
 

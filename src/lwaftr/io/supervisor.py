@@ -71,7 +71,7 @@ class Supervisor:
             old = int((self.top / "pid").read_text())
         except (OSError, ValueError):
             old = 0
-        if old and old != os.getpid() and state._alive(old):
+        if old and old != os.getpid() and state.alive(old):
             raise state.InstanceBusy(f"an lwaftr instance named {name!r} is running (pid {old}); give another --name")
         shutil.rmtree(self.top / "workers", ignore_errors=True)      # a previous run's leftovers
         write_atomic(self.top / "counters.json",

@@ -55,14 +55,7 @@ class Snapshot:
         return out
 
 
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+alive = state.alive
 
 
 def _pid(d: Path) -> int:
