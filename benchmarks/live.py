@@ -496,6 +496,8 @@ def trial(lab: Lab, gen: Generator, dut: LwaftrDut | None, case: str, pps: float
     if dut:                         # wait until frames come through at all
         deadline = time.time() + 120
         while _delta(c_start, lab.counters(), sdevs, "rx") == 0:
+            if dut.p.poll() is not None:
+                raise RuntimeError(f"lwaftr run exited {dut.p.returncode}: {dut._text(dut.err)[-2000:]}")
             if time.time() > deadline:
                 raise RuntimeError("the lwAFTR forwarded nothing in 120 s")
             gen.start(2_000, 0.1, gdevs)
@@ -607,6 +609,7 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=1, help="repeat each trial N times (median shown)")
     ap.add_argument("--no-kernel", action="store_true", help="skip the kernel-forwarding reference")
     ap.add_argument("--gen-only", action="store_true", help="also measure the generator alone (nothing forwards)")
+    ap.add_argument("--no-lwaftr", action="store_true", help="skip the lwAFTR")
     ap.add_argument("--gen-cpu", type=int, default=0, help="CPU for the generator (-1: any)")
     ap.add_argument("--dut-cpu", type=int, default=1, help="CPU for the DUT (-1: any)")
     ap.add_argument("--rps", action="store_true",
@@ -635,7 +638,8 @@ def main() -> int:
             conf, p4, p6 = generate(size)
             pcaps = {"i0": retarget(p4, MACS["i0"], work / f"{size}-i0.pcap"),
                      "b0": retarget(p6, MACS["b0"], work / f"{size}-b0.pcap")}
-            modes = (["gen-only"] if args.gen_only else []) + ([] if args.no_kernel else ["kernel"]) + ["lwaftr"]
+            modes = (["gen-only"] if args.gen_only else []) + ([] if args.no_kernel else ["kernel"]) \
+                + ([] if args.no_lwaftr else ["lwaftr"])
             kernel_rate: dict[str, float] = {}
             for mode in modes:
                 lab = Lab(f"{size}{mode[0]}")
