@@ -1,12 +1,12 @@
 """Shared test fixtures: where the reference vectors live, small packet helpers."""
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-VECTORS = Path(os.environ.get("LWAFTR_VECTORS", ROOT.parent / "shared" / "conformance" / "snabb-e2e"))
+# Snabb lwAFTR's end-to-end vectors, carried by the repository (tests/vectors/NOTICE).
+VECTORS = ROOT / "tests" / "vectors"
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
