@@ -5,7 +5,7 @@
 #   docker run --network host --cap-add NET_ADMIN --cap-add NET_RAW --device /dev/net/tun \
 #       -v /etc/lwaftr:/etc/lwaftr lwaftr /etc/lwaftr/lwaftr.conf eth0,eth1
 
-# --- build: wheels for the project and its dependencies --------------------------------------
+# --- build: wheels for the project and its (locked) dependencies --------------------------------------
 # The libyang Python binding (CFFI) compiles against Debian's libyang2-dev; every
 # other dependency comes as a manylinux wheel.
 FROM python:3.11-slim-bookworm AS build
@@ -16,10 +16,16 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md requirements.lock ./
+COPY scripts/lock-subset.sh ./scripts/lock-subset.sh
 COPY src ./src
-COPY docker/constraints.txt /tmp/constraints.txt
-RUN pip wheel --no-cache-dir --wheel-dir /wheels --constraint /tmp/constraints.txt .
+# Exactly the versions of requirements.lock, checked against its hashes (as
+# scripts/setup.sh does); libyang's build tools first, from the same lock.
+RUN sh scripts/lock-subset.sh setuptools wheel cffi pycparser > /tmp/build-tools.lock \
+ && pip install --no-cache-dir --require-hashes --no-deps -r /tmp/build-tools.lock \
+ && pip wheel --no-cache-dir --wheel-dir /wheels --require-hashes --no-deps --no-build-isolation \
+        -r requirements.lock \
+ && pip wheel --no-cache-dir --wheel-dir /wheels --no-deps --no-build-isolation .
 
 # --- run --------------------------------------------------------------------------------------
 FROM python:3.11-slim-bookworm

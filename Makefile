@@ -5,7 +5,7 @@
 
 setup: .venv/.lwaftr-setup
 
-.venv/.lwaftr-setup: pyproject.toml scripts/setup.sh
+.venv/.lwaftr-setup: pyproject.toml requirements.lock scripts/setup.sh
 	bash scripts/setup.sh
 
 demo: setup

@@ -17,9 +17,19 @@ if [ -n "$missing" ]; then
   fi
 fi
 
+# Python packages: exactly what requirements.lock names, checked against its
+# hashes (refresh it with scripts/lock.sh).  libyang is the one source
+# distribution (it compiles against Debian's libyang2-dev): its build tools
+# come from the lock too, installed first, and nothing is built in an
+# unpinned isolated environment.
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
-.venv/bin/pip install -q --disable-pip-version-check -e '.[test]'
+PIP=(.venv/bin/pip install -q --disable-pip-version-check --require-hashes --no-deps)
+sh scripts/lock-subset.sh setuptools wheel cffi pycparser > .venv/build-tools.lock
+"${PIP[@]}" -r .venv/build-tools.lock
+"${PIP[@]}" --no-build-isolation -r requirements.lock
+.venv/bin/pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
+.venv/bin/pip check
 # Compile the numba kernels once so the first run starts fast.
 .venv/bin/python docker/prime.py   # the engine, ring and checksum kernels (the rings need CAP_NET_RAW)
 touch .venv/.lwaftr-setup
