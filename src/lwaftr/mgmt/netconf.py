@@ -56,6 +56,7 @@ from lxml import etree
 
 from lwaftr.config.errors import ConfigError
 from lwaftr.config.model import Bindings, Config
+from lwaftr.mgmt.netconf_auth import UsersFile, asyncssh_module
 from lwaftr.mgmt.netconf_data import BR_NS, EXT_NS, Schema
 from lwaftr.mgmt.netconf_proto import (BASE_10, BASE_11, CANDIDATE, NC, ROLLBACK_ON_ERROR, VALIDATE,
                                        VALIDATE_10, WRITABLE_RUNNING, Framer, FramingError, MalformedMessage,
@@ -604,7 +605,7 @@ class NetconfServer:
 # --- SSH ------------------------------------------------------------------------------------------
 
 def _ssh_classes():
-    import asyncssh
+    asyncssh = asyncssh_module()
 
     class Channel(asyncssh.SSHServerSession):
         """One NETCONF session on an SSH channel (the ``netconf`` subsystem only)."""
@@ -778,7 +779,7 @@ class SSHFrontend:
         self.acceptor = None
 
     async def start(self, host: str, port: int):
-        import asyncssh
+        asyncssh = asyncssh_module()
         self.server.loop = asyncio.get_running_loop()
         server_cls = _ssh_classes()
         self.acceptor = await asyncssh.listen(
@@ -806,7 +807,7 @@ def parse_listen(text: str) -> tuple[str, int]:
 
 def host_key(path: str | os.PathLike):
     """The SSH host key at ``path``, made (Ed25519, mode 0600, with ``PATH.pub``) if missing."""
-    import asyncssh
+    asyncssh = asyncssh_module()
     p = Path(path)
     if not p.exists():
         key = asyncssh.generate_private_key("ssh-ed25519", comment="lwaftr netconf")
@@ -822,7 +823,6 @@ def host_key(path: str | os.PathLike):
 def serve(listen: str, name: str | None, host_key_path: str, users_path: str,
           ready: Callable[[tuple[str, int]], None] | None = None) -> int:
     """Serve until SIGTERM or SIGINT."""
-    from lwaftr.mgmt.netconf_auth import UsersFile
     host, port = parse_listen(listen)
     users = UsersFile(users_path)
     key = host_key(host_key_path)

@@ -26,6 +26,20 @@ from pathlib import Path
 SCRYPT_LN, SCRYPT_R, SCRYPT_P = 15, 8, 1
 
 
+def asyncssh_module():
+    """asyncssh, imported once without its import-time deprecation warnings.
+
+    asyncssh still names DSA key types, and cryptography >= 51 warns about
+    DSA when they are merely referenced: one warning per reference, written
+    to the server's log at import, about keys this server never offers.
+    """
+    import warnings
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="DSA is deprecated")
+        import asyncssh
+    return asyncssh
+
+
 def _b64(b: bytes) -> str:
     return base64.b64encode(b).decode().rstrip("=")
 
@@ -119,7 +133,7 @@ class UsersFile:
 
 def parse_users(text: str, source: str = "<users>") -> dict[str, User]:
     """``{username: User}`` from a users file; ValueError naming the line for a bad one."""
-    import asyncssh
+    asyncssh = asyncssh_module()
     users: dict[str, User] = {}
     for n, raw in enumerate(text.splitlines(), 1):
         line = raw.strip()
