@@ -19,6 +19,7 @@ from lwaftr.config.errors import ConfigError
 from lwaftr.config.load import load_config
 from lwaftr.dataplane import vlan
 from lwaftr.dataplane.engine import Engine
+from lwaftr.dataplane.fragment import SNABB_CHECK_ID_SEEDS
 from lwaftr.io.pcap import read_frames, write_frames
 from lwaftr import wire as W
 
@@ -38,7 +39,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run_check(conf_path: str, in_v4: str, in_v6: str, on_a_stick: bool = False
               ) -> tuple[list[bytes], list[bytes], dict[str, int]]:
     """Run one check; returns (frames out of v4, frames out of v6, counters)."""
-    engine = Engine(load_config(conf_path))
+    engine = Engine(load_config(conf_path), fragment_id_seeds=SNABB_CHECK_ID_SEEDS)
     v4, v6 = read_frames(in_v4), read_frames(in_v6)
     now = time.monotonic()
     if on_a_stick:

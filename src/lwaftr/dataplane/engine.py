@@ -37,14 +37,16 @@ class Engine:
 
     def __init__(self, config: Config, *, table: BindingTable | None = None, fast_path: bool = True,
                  pool_slots: int = 4096, max_batch: int = 4096, kernel: bool = False,
-                 counters: np.ndarray | None = None) -> None:
+                 counters: np.ndarray | None = None, fragment_id_seeds: tuple[int, int] | None = None) -> None:
         """``kernel``: the kernel is the control plane (see :mod:`lwaftr.dataplane.punt`);
-        ``counters``: an array to count in (e.g. in shared memory), else a new one."""
+        ``counters``: an array to count in (e.g. in shared memory), else a new one;
+        ``fragment_id_seeds``: the (IPv4, IPv6) fragment IDs to count up from (``check``
+        reproducing Snabb's vectors), else random ones (:mod:`lwaftr.dataplane.fragment`)."""
         self.config = config
         self.counters = counters if counters is not None else C.new_array()
         self.table = table if table is not None else BindingTable.build(config.bindings)
         self.kernel = kernel
-        self.slow = SlowPath(config, self.table, self.counters, kernel=kernel)
+        self.slow = SlowPath(config, self.table, self.counters, kernel=kernel, fragment_id_seeds=fragment_id_seeds)
         inst = config.instance
         self.vlan4 = inst.external.vlan_tag if inst.external.vlan_tag is not None else config.external.vlan_tag
         self.vlan6 = inst.internal.vlan_tag if inst.internal.vlan_tag is not None else config.internal.vlan_tag

@@ -12,11 +12,13 @@ IPv4, 2^32 for IPv6) for all its fragments.  This is Snabb's
 ``fresh_fragment_id``.  Snabb seeds it at random, except that
 ``snabb lwaftr check`` (which made the reference vectors) first calls
 ``use_deterministic_first_fragment_id``, seeding 0x4242 (IPv4) and 0x42424242
-(IPv6): so the vectors' fragments carry IDs 0x4243 and 0x42424243.  The
-defaults here are those check seeds, one fragmenter per interface created
-fresh per run, so the vectors match with no further setup; pass
-``id_seed=None`` for a random start.  Either way IDs are sequential, as in
-Snabb, hence predictable (RFC 7739 would rather they were not).
+(IPv6): so the vectors' fragments carry IDs 0x4243 and 0x42424243.  Here the
+seed is a required argument: ``None`` (production: ``lwaftr run`` and every
+worker, each restart included) starts at a random value from ``os.urandom``,
+so two workers fragmenting towards one B4 behind ECMP do not hand out the
+same IDs; ``lwaftr check`` passes :data:`SNABB_CHECK_ID_SEEDS` to reproduce
+the vectors.  Either way IDs are sequential, as in Snabb, hence predictable
+after the first (RFC 7739 would rather they were not).
 
 Counters: ``out-ipvX-frag-not`` +1 for every frame passed as one (including
 non-IP frames such as ARP and NDP, as Snabb counts them); ``out-ipvX-frag``
@@ -28,7 +30,7 @@ An IPv4 datagram with DF that does not fit is dropped uncounted, as in Snabb
 """
 from __future__ import annotations
 
-import random
+import os
 import struct
 
 import numpy as np
@@ -37,10 +39,8 @@ import lwaftr.counters as C
 from lwaftr import wire as W
 from lwaftr.dataplane.reassembly import FRAG_UNIT, MAX_IP_LENGTH, ipv4_checksum
 
-#: ``snabb lwaftr check``'s IPv4 seed: the first ID used is 0x4243.
-SNABB_CHECK_ID_SEED_V4 = 0x4242
-#: ``snabb lwaftr check``'s IPv6 seed: the first ID used is 0x42424243.
-SNABB_CHECK_ID_SEED_V6 = 0x42424242
+#: ``snabb lwaftr check``'s (IPv4, IPv6) seeds: the first IDs used are 0x4243 and 0x42424243.
+SNABB_CHECK_ID_SEEDS = (0x4242, 0x42424242)
 #: RFC 791 3.2: every module must forward 68 octets unfragmented.
 IPV4_MIN_MTU = 68
 #: RFC 8200 5: the IPv6 minimum link MTU.
@@ -98,7 +98,8 @@ class _Fragmenter:
     def __init__(self, counters: np.ndarray, mtu: int, id_seed: int | None) -> None:
         self.c = counters
         self.mtu = mtu
-        self.last_id = random.getrandbits(32) & self._ID_MASK if id_seed is None else id_seed & self._ID_MASK
+        seed = int.from_bytes(os.urandom(4), "big") if id_seed is None else id_seed
+        self.last_id = seed & self._ID_MASK
 
     def fresh_id(self) -> int:
         """The next fragment ID (Snabb pre-increments)."""
@@ -142,7 +143,7 @@ class Fragmenter4(_Fragmenter):
     _MALFORMED_BYTES = C.DROP_MALFORMED_IPV4_BYTES
     _MALFORMED_PACKETS = C.DROP_MALFORMED_IPV4_PACKETS
 
-    def __init__(self, counters: np.ndarray, mtu: int, id_seed: int | None = SNABB_CHECK_ID_SEED_V4) -> None:
+    def __init__(self, counters: np.ndarray, mtu: int, id_seed: int | None) -> None:
         if mtu < IPV4_MIN_MTU:
             raise ValueError(f"IPv4 MTU {mtu} below the RFC 791 minimum of {IPV4_MIN_MTU}")
         super().__init__(counters, mtu, id_seed)
@@ -217,7 +218,7 @@ class Fragmenter6(_Fragmenter):
     _MALFORMED_BYTES = C.DROP_MALFORMED_IPV6_BYTES
     _MALFORMED_PACKETS = C.DROP_MALFORMED_IPV6_PACKETS
 
-    def __init__(self, counters: np.ndarray, mtu: int, id_seed: int | None = SNABB_CHECK_ID_SEED_V6) -> None:
+    def __init__(self, counters: np.ndarray, mtu: int, id_seed: int | None) -> None:
         if mtu < IPV6_MIN_MTU:
             raise ValueError(f"IPv6 MTU {mtu} below the RFC 8200 minimum of {IPV6_MIN_MTU}")
         super().__init__(counters, mtu, id_seed)

@@ -42,7 +42,7 @@ class SlowPath:
     """
 
     def __init__(self, config: Config, table: BindingTable, counters: np.ndarray, *,
-                 kernel: bool = False) -> None:
+                 kernel: bool = False, fragment_id_seeds: tuple[int, int] | None = None) -> None:
         self.config = config
         self.c = counters
         inst = config.instance
@@ -73,8 +73,9 @@ class SlowPath:
         self.echo4 = Echo4Stage(counters, inst.external.ip)
         self.echo6 = Echo6Stage(counters, inst.internal.ip)
         self.core = LwAftrCore(config, table, counters)
-        self.frag4 = Fragmenter4(counters, ext.mtu)
-        self.frag6 = Fragmenter6(counters, int_.mtu)
+        seed4, seed6 = fragment_id_seeds or (None, None)
+        self.frag4 = Fragmenter4(counters, ext.mtu, seed4)
+        self.frag6 = Fragmenter6(counters, int_.mtu, seed6)
 
     def set_table(self, table: BindingTable) -> None:
         self.core.table = table
