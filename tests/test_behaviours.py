@@ -187,6 +187,32 @@ def test_icmpv6_errors_are_rate_limited():
     assert counters(e)["drop-over-rate-limit-icmpv6-packets"] == 3
 
 
+def test_icmpv4_errors_are_rate_limited_and_counted():
+    """RFC 7596 8.1 errors for unbound ports, over the limit: suppressed, counted, alarmed."""
+    from lwaftr.mgmt.alarms import Alarms
+    cfg = make_config(ROWS)
+    cfg = replace(cfg, external=replace(cfg.external, error_rate_limit_packets=2))
+    e = Engine(cfg)
+    alarms = Alarms(e.counters)
+    alarms.check(0.0)
+    frames = [inet(dport=100 + i) for i in range(5)]       # PSID 0 of 192.0.2.1: no softwire
+    o4, o6 = run(e, v4=frames)
+    assert o6 == [] and len(o4) == 2 and all(p[ICMP].type == 3 for p in o4)
+    got = counters(e)
+    assert got["drop-over-rate-limit-icmpv4-packets"] == 3
+    assert got["drop-over-rate-limit-icmpv4-bytes"] == sum(len(bytes(p)) for p in o4) * 3 // 2
+    assert got["drop-no-dest-softwire-ipv4-packets"] == 5
+    assert [(a.alarm, a.raised) for a in alarms.check(1.0)] == [("icmp-rate-limit", True)]
+
+
+def test_frames_longer_than_a_buffer_are_counted_as_such():
+    e = engine()
+    big = e.pool.max_frame + 1
+    before = int(e.counters[C.INGRESS_PACKET_DROPS])
+    assert len(e._store([bytes(big), bytes(60)])) == 1
+    assert e.counters[C.DROP_FRAME_TOO_BIG_PACKETS] == 1 and e.counters[C.INGRESS_PACKET_DROPS] == before
+
+
 def test_vlan_tags_in_and_out():
     cfg = make_config(ROWS)
     inst = cfg.instance

@@ -131,6 +131,9 @@ COUNTERS: tuple[tuple[str, str], ...] = (
     ("alarm-next-hop-unresolved", "Times a next hop stayed unresolved (traffic to it dropped)."),
     ("alarm-reassembly-limit", "Times reassembly limits were hit (reassemblies evicted or refused)."),
     ("alarm-icmp-rate-limit", "Times the ICMP error rate limiter engaged."),
+    ("drop-over-rate-limit-icmpv4-bytes", "ICMPv4 errors suppressed by the rate limiter."),
+    ("drop-over-rate-limit-icmpv4-packets", "ICMPv4 errors suppressed by the rate limiter."),
+    ("drop-frame-too-big-packets", "Frames longer than a packet buffer (received or produced), dropped."),
 )
 
 NAMES: tuple[str, ...] = tuple(n for n, _ in COUNTERS)
@@ -149,6 +152,12 @@ def _const_name(name: str) -> str:
 for _i, _n in enumerate(NAMES):
     globals()[_const_name(_n)] = _i
 del _i, _n
+
+
+def names(*indices: int) -> tuple[str, ...]:
+    """The names of counters given by their index constants (``names(IN_IPV4_BYTES, ...)``):
+    how other modules list counters, so that a name that is not in the table cannot be written."""
+    return tuple(NAMES[i] for i in indices)
 
 
 def new_array() -> np.ndarray:

@@ -378,6 +378,8 @@ class LwAftrCore:
         if orig_src is not None:
             self._drop_ipv4(orig, orig_src)
         if not self.icmpv4_limit.allow(now):
+            self._add(C.DROP_OVER_RATE_LIMIT_ICMPV4_BYTES, len(err))
+            self._add(C.DROP_OVER_RATE_LIMIT_ICMPV4_PACKETS)
             return
         self._add(C.OUT_ICMPV4_ERROR_BYTES, len(err))
         self._add(C.OUT_ICMPV4_ERROR_PACKETS)

@@ -196,7 +196,7 @@ class Engine:
     def _store(self, frames: list[bytes]) -> np.ndarray:
         fits = [f for f in frames if len(f) <= self.pool.max_frame]
         if len(fits) != len(frames):   # cannot happen after fragmentation; never crash
-            self.counters[C.INGRESS_PACKET_DROPS] += len(frames) - len(fits)
+            self.counters[C.DROP_FRAME_TOO_BIG_PACKETS] += len(frames) - len(fits)
         return self.pool.store(fits)
 
     # -- Python frames -------------------------------------------------------

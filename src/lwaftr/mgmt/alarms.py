@@ -5,7 +5,8 @@ alarm                    raised when                                     counter
 =======================  ==============================================  ===========================
 next-hop-unresolved      a next hop has had no MAC for ``GRACE`` seconds  alarm-next-hop-unresolved
 reassembly-limit         reassemblies were evicted or refused (limits)   alarm-reassembly-limit
-icmp-rate-limit          ICMP errors were suppressed by the rate limiter  alarm-icmp-rate-limit
+icmp-rate-limit          ICMPv4 or ICMPv6 errors were suppressed by the   alarm-icmp-rate-limit
+                         rate limiter
 =======================  ==============================================  ===========================
 
 An alarm is raised once (a warning log line, its counter + 1) and cleared
@@ -28,7 +29,8 @@ _WATCH = {
     "reassembly-limit": ([C.DROP_IPV4_FRAG_RANDOM_EVICTED, C.DROP_IPV6_FRAG_RANDOM_EVICTED,
                           C.DROP_IPV4_FRAG_INVALID_REASSEMBLY, C.DROP_IPV6_FRAG_INVALID_REASSEMBLY],
                          C.ALARM_REASSEMBLY_LIMIT, "reassembly limits hit: fragments dropped"),
-    "icmp-rate-limit": ([C.DROP_OVER_RATE_LIMIT_ICMPV6_PACKETS], C.ALARM_ICMP_RATE_LIMIT,
+    "icmp-rate-limit": ([C.DROP_OVER_RATE_LIMIT_ICMPV4_PACKETS, C.DROP_OVER_RATE_LIMIT_ICMPV6_PACKETS],
+                        C.ALARM_ICMP_RATE_LIMIT,
                         "ICMP error rate limit engaged: errors suppressed"),
 }
 

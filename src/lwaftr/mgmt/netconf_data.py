@@ -50,19 +50,21 @@ NC_OPERATION = qn(NC, "operation")
 OPERATIONS = ("merge", "replace", "create", "delete", "remove")
 
 #: RFC 8676 traffic-stat leaves -> our counters (the ones that count the same thing)
-TRAFFIC_STAT = {
-    "sent-ipv4-packets": "out-ipv4-packets", "sent-ipv4-bytes": "out-ipv4-bytes",
-    "sent-ipv6-packets": "out-ipv6-packets", "sent-ipv6-bytes": "out-ipv6-bytes",
-    "rcvd-ipv4-packets": "in-ipv4-packets", "rcvd-ipv4-bytes": "in-ipv4-bytes",
-    "rcvd-ipv6-packets": "in-ipv6-packets", "rcvd-ipv6-bytes": "in-ipv6-bytes",
-    "dropped-ipv4-packets": "drop-all-ipv4-iface-packets", "dropped-ipv4-bytes": "drop-all-ipv4-iface-bytes",
-    "dropped-ipv6-packets": "drop-all-ipv6-iface-packets", "dropped-ipv6-bytes": "drop-all-ipv6-iface-bytes",
-    "out-icmpv4-error-packets": "out-icmpv4-error-packets", "out-icmpv4-error-bytes": "out-icmpv4-error-bytes",
-    "out-icmpv6-error-packets": "out-icmpv6-error-packets", "out-icmpv6-error-bytes": "out-icmpv6-error-bytes",
-    "dropped-icmpv4-packets": "drop-in-by-policy-icmpv4-packets",
-    "dropped-icmpv4-bytes": "drop-in-by-policy-icmpv4-bytes",
-    "hairpin-ipv4-packets": "hairpin-ipv4-packets", "hairpin-ipv4-bytes": "hairpin-ipv4-bytes",
-}
+TRAFFIC_STAT: dict[str, str] = dict(zip((
+    "sent-ipv4-packets", "sent-ipv4-bytes", "sent-ipv6-packets", "sent-ipv6-bytes",
+    "rcvd-ipv4-packets", "rcvd-ipv4-bytes", "rcvd-ipv6-packets", "rcvd-ipv6-bytes",
+    "dropped-ipv4-packets", "dropped-ipv4-bytes", "dropped-ipv6-packets", "dropped-ipv6-bytes",
+    "out-icmpv4-error-packets", "out-icmpv4-error-bytes", "out-icmpv6-error-packets", "out-icmpv6-error-bytes",
+    "dropped-icmpv4-packets", "dropped-icmpv4-bytes", "hairpin-ipv4-packets", "hairpin-ipv4-bytes",
+), C.names(
+    C.OUT_IPV4_PACKETS, C.OUT_IPV4_BYTES, C.OUT_IPV6_PACKETS, C.OUT_IPV6_BYTES,
+    C.IN_IPV4_PACKETS, C.IN_IPV4_BYTES, C.IN_IPV6_PACKETS, C.IN_IPV6_BYTES,
+    C.DROP_ALL_IPV4_IFACE_PACKETS, C.DROP_ALL_IPV4_IFACE_BYTES, C.DROP_ALL_IPV6_IFACE_PACKETS,
+    C.DROP_ALL_IPV6_IFACE_BYTES,
+    C.OUT_ICMPV4_ERROR_PACKETS, C.OUT_ICMPV4_ERROR_BYTES, C.OUT_ICMPV6_ERROR_PACKETS, C.OUT_ICMPV6_ERROR_BYTES,
+    C.DROP_IN_BY_POLICY_ICMPV4_PACKETS, C.DROP_IN_BY_POLICY_ICMPV4_BYTES,
+    C.HAIRPIN_IPV4_PACKETS, C.HAIRPIN_IPV4_BYTES,
+), strict=True))
 
 _DATA_PARSER = etree.XMLParser(remove_blank_text=True, resolve_entities=False, no_network=True,
                                load_dtd=False, huge_tree=True)

@@ -17,19 +17,20 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TextIO
 
+from lwaftr import counters as C
 from lwaftr.mgmt import snapshot
 
 # Traffic first, in this order (ports in, ports out, hairpin) ...
-TRAFFIC: tuple[str, ...] = (
-    "in-ipv4-packets", "in-ipv4-bytes", "out-ipv4-packets", "out-ipv4-bytes",
-    "in-ipv6-packets", "in-ipv6-bytes", "out-ipv6-packets", "out-ipv6-bytes",
-    "hairpin-ipv4-packets", "hairpin-ipv4-bytes",
+TRAFFIC: tuple[str, ...] = C.names(
+    C.IN_IPV4_PACKETS, C.IN_IPV4_BYTES, C.OUT_IPV4_PACKETS, C.OUT_IPV4_BYTES,
+    C.IN_IPV6_PACKETS, C.IN_IPV6_BYTES, C.OUT_IPV6_PACKETS, C.OUT_IPV6_BYTES,
+    C.HAIRPIN_IPV4_PACKETS, C.HAIRPIN_IPV4_BYTES,
 )
 # ... then everything else that is not a drop (ARP, NDP, ICMP, fragments, the kernel's share) ...
 # ... then drops, the per-interface sums first.
-DROP_SUMS: tuple[str, ...] = (
-    "drop-all-ipv4-iface-packets", "drop-all-ipv4-iface-bytes",
-    "drop-all-ipv6-iface-packets", "drop-all-ipv6-iface-bytes",
+DROP_SUMS: tuple[str, ...] = C.names(
+    C.DROP_ALL_IPV4_IFACE_PACKETS, C.DROP_ALL_IPV4_IFACE_BYTES,
+    C.DROP_ALL_IPV6_IFACE_PACKETS, C.DROP_ALL_IPV6_IFACE_BYTES,
 )
 GROUP_TRAFFIC, GROUP_OTHER, GROUP_DROPS = 0, 1, 2
 _FIXED = {n: i for i, n in enumerate(TRAFFIC + DROP_SUMS)}
