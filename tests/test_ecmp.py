@@ -51,6 +51,10 @@ PREFIX = "192.0.2.16/28"
 LINKS = [("i1", "u1", "198.51.100.1", "198.51.100.2", "b1", "c1", "2001:db8:0:1::1", "2001:db8:0:1::2"),
          ("i2", "u2", "198.51.100.65", "198.51.100.66", "b2", "c2", "2001:db8:0:2::1", "2001:db8:0:2::2")]
 FLOWS, RATE = 256, 1000          # flows cycled through, packets per second
+BFD_DETECT = 0.3                 # the upstream's BFD: 100 ms intervals, multiplier 3 (router_conf)
+HOLD_TIME = 3.0                  # BGP hold time on both sides (ROUTER_TIMERS, lwaftr's BIRD)
+DETECT_SLACK = 0.5               # BIRD acting on it and the kernel installing the route
+MIN_SETTLED = 300                # packets (0.3 s) that must fall between a withdrawal and the return
 
 
 def _why_not() -> str | None:
@@ -284,7 +288,8 @@ def scenario(lab: Lab, tmp_path, monkeypatch) -> None:
         survivor_gw = LINKS[1 - int(victim)][2]
         t_fail = time.time()
         os.kill(pid, sig)
-        wait_for(f"worker {victim}'s path withdrawn", lambda: nexthops(up, PREFIX) == [survivor_gw], 15)
+        wait_for(f"worker {victim}'s path withdrawn", lambda: nexthops(up, PREFIX) == [survivor_gw],
+                 HOLD_TIME + 2 * DETECT_SLACK)
         t_withdrawn = time.time()
         if sig == signal.SIGKILL:
             wait_for(f"worker {victim} restarted", lambda: (run_dir / "e" / "workers" / victim / "pid").exists()
@@ -304,7 +309,7 @@ def scenario(lab: Lab, tmp_path, monkeypatch) -> None:
     bird_pid = int((run_dir / "e" / "bird" / "bird.pid").read_text())
     t_bird = time.time()
     os.kill(bird_pid, signal.SIGKILL)
-    wait_for("all paths withdrawn after BIRD died", lambda: nexthops(up, PREFIX) == [], 15)
+    wait_for("all paths withdrawn after BIRD died", lambda: nexthops(up, PREFIX) == [], HOLD_TIME + DETECT_SLACK)
     t_bird_gone = time.time()
     wait_for("paths back after BIRD's restart", lambda: nexthops(up, PREFIX) == gateways, 60)
     t_bird_back = time.time()
@@ -351,13 +356,19 @@ def scenario(lab: Lab, tmp_path, monkeypatch) -> None:
               f"{'never' if first_moved is None else f'{first_moved:.2f} s'}; worker back after "
               f"{rel['resumed']:.2f} s, path back after {rel['back']:.2f} s ({len(lost_t) - n_burst} packets lost "
               f"around the return); then {via[0]} and {via[1]} packets through workers 0 and 1 in 2 s")
-        assert first_moved is not None and first_moved < 15, "its flows never came through the other worker"
-        assert loss_window < 15
-        # Failed over: every packet arrives, through the survivor, until the worker is back.
-        settled = (t_sent > ev["withdrawn"] + 0.5) & (t_sent < ev["resumed"] - 0.5)
-        if settled.any():
-            assert ok[settled].all(), f"{int((~ok[settled]).sum())} packets lost after the failover"
-            assert set(link_of[settled].tolist()) == {s}
+        # Detection is bounded by the configured timers: BFD (3 x 100 ms) on worker 0's
+        # session, the hold time (3 s) on worker 1's; DETECT_SLACK covers BIRD and the
+        # kernel installing the route on a busy 2-core machine.
+        detect = BFD_DETECT if ev["how"].endswith("BFD") else HOLD_TIME
+        assert rel["withdrawn"] < detect + DETECT_SLACK, rel
+        assert first_moved is not None and first_moved < detect + DETECT_SLACK, "its flows did not move in time"
+        assert loss_window < detect + DETECT_SLACK
+        # Failed over: from the withdrawal until the path is back (polled every 20 ms, so
+        # 0.1 s before it was seen back), every packet arrives, through the survivor.
+        settled = (t_sent > ev["withdrawn"]) & (t_sent < ev["back"] - 0.1)
+        assert settled.sum() >= MIN_SETTLED, f"only {int(settled.sum())} packets between withdrawal and return"
+        assert ok[settled].all(), f"{int((~ok[settled]).sum())} packets lost after the failover"
+        assert set(link_of[settled].tolist()) == {s}
         # Recovered: both workers carry traffic again.
         assert via[0] > 0 and via[1] > 0, via
         assert ev["carried"] > 0
