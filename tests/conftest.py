@@ -1,13 +1,36 @@
-"""Shared test fixtures: where the reference vectors live, small packet helpers."""
+"""Shared test fixtures: where the reference vectors live, small packet helpers, CI rules."""
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
+
+import pytest
+from hypothesis import settings
 
 ROOT = Path(__file__).resolve().parent.parent
 # Snabb lwAFTR's end-to-end vectors, carried by the repository (tests/vectors/NOTICE).
 VECTORS = ROOT / "tests" / "vectors"
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+# CI (.ci/run sets LWAFTR_CI=1): Hypothesis draws the same examples every run, so a
+# red CI is reproducible and a green one is not luck; locally it explores at random.
+settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
+if os.environ.get("LWAFTR_CI"):
+    settings.load_profile("ci")
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """In CI a skipped test is a failure: everything the suite holds must run there."""
+    if not os.environ.get("LWAFTR_CI") or exitstatus != 0:
+        return
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    skipped = reporter.stats.get("skipped", []) + reporter.stats.get("xfailed", []) if reporter else []
+    if skipped:
+        reporter.write_line(f"LWAFTR_CI: {len(skipped)} test(s) skipped; in CI every test must run:", red=True)
+        for rep in skipped[:20]:
+            reporter.write_line(f"  {rep.nodeid}: {rep.longrepr[-1] if isinstance(rep.longrepr, tuple) else ''}")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def rfc4861_expected_ns(frame: bytes) -> bytes:
