@@ -420,8 +420,19 @@ def test_bad_psid_length_range(tmp_path):
 
 # binding-table consistency (vectorised checks; the line is the softwire's)
 
-def test_psid_too_big_for_length(tmp_path):
-    check(tmp_path, conf(sw=softwire(psid=16, plen=4)), f"{SW}/psid", words="does not fit")
+def test_psid_too_big_for_its_length_is_left_out_with_one_warning(caplog):
+    """Snabb's schema takes it, and Snabb's generate-configuration writes psids 1..2^k
+    for psid-length k: such a file loads, its unreachable softwires left out, said once."""
+    sws = "".join(softwire(ipv4=f"198.51.100.{1 + p // 64}", psid=p % 64 + 1, plen=6, b4=f"2001:db8::{p + 1:x}")
+                  for p in range(128))
+    text = conf(sw=sws)
+    with caplog.at_level("WARNING", logger="lwaftr.config.snabb"):
+        c = loads_snabb(text, source="gen.conf")
+    first = [i for i, ln in enumerate(text.splitlines(), 1) if "psid 64;" in ln][0] - 2   # its softwire {
+    assert len(c.bindings) == 1 + 126 and set(c.bindings.psid.tolist()) == set(range(1, 64))
+    warnings = [r.getMessage() for r in caplog.records]
+    assert warnings == [f"gen.conf:{first}: 2 softwire(s) with a psid that does not fit their psid-length "
+                        "(here psid 64, psid-length 6) can carry no traffic: left out"]
 
 
 def test_port_set_bits_exceed_16(tmp_path):
@@ -592,9 +603,9 @@ def test_big_table_overlap_line(tmp_path):
 def test_loader_is_all_or_nothing(tmp_path):
     # a table whose only problem is its last softwire: nothing is returned
     text, _ = big_table(300)
-    text = text.replace("  }\n  external-interface", softwire(ipv4="198.51.100.0", psid=99, plen=4)
-                        + "  }\n  external-interface", 1)
-    check(tmp_path, text, f"{SW}/psid", words="does not fit")
+    text = text.replace("  }\n  external-interface", softwire(ipv4="198.51.100.0", psid=1, plen=10, port_extra=
+                        "        reserved-ports-bit-count 7;\n") + "  }\n  external-interface", 1)
+    check(tmp_path, text, f"{SW}/port-set/reserved-ports-bit-count", words="exceeds 16")
 
 
 def test_canonical_and_free_form_softwires_agree():
