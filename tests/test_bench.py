@@ -18,6 +18,7 @@ from lwaftr.cli.generate_configuration import generate, traffic
 from lwaftr.config.load import load_config
 from lwaftr.config.snabb import dump_snabb
 from lwaftr.dataplane.engine import Engine
+from lwaftr.dataplane.fragment import SNABB_CHECK_ID_SEEDS
 from lwaftr.io.pcap import write_frames
 
 LWAFTR = [str(Path(sys.executable).with_name("lwaftr"))]
@@ -51,7 +52,7 @@ def _lab(tmp_path: Path):
 def test_bench_forwards_exactly_what_check_does(tmp_path):
     conf, p4, p6, v4, v6 = _lab(tmp_path)
     c4, c6, counters = run_check(str(conf), str(p4), str(p6))
-    engine = Engine(load_config(conf))
+    engine = Engine(load_config(conf), fragment_id_seeds=SNABB_CHECK_ID_SEEDS)   # as check's
     got4, got6 = [], []
 
     def sink(eng, o4, o6):
