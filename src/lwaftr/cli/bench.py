@@ -30,7 +30,7 @@ from lwaftr.config.load import load_table
 from lwaftr.config.model import Config
 from lwaftr.dataplane.engine import Engine
 from lwaftr.dataplane.replay import Templates, fill
-from lwaftr.io.pcap import read_frames
+from lwaftr.io.pcap import CaptureError, read_frames
 
 _FIELDS = (C.OUT_IPV4_PACKETS, C.OUT_IPV4_BYTES, C.OUT_IPV6_PACKETS, C.OUT_IPV6_BYTES)
 
@@ -109,7 +109,11 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as e:
         print(f"lwaftr bench: {e}", file=sys.stderr)
         return 2
-    frames4, frames6 = read_frames(args.in_v4), read_frames(args.in_v6)
+    try:
+        frames4, frames6 = read_frames(args.in_v4), read_frames(args.in_v6)
+    except CaptureError as e:
+        print(f"lwaftr bench: {e}", file=sys.stderr)
+        return 2
     if not frames4 and not frames6:
         print("lwaftr bench: both pcaps are empty", file=sys.stderr)
         return 2

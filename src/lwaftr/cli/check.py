@@ -19,7 +19,7 @@ from lwaftr.config.errors import ConfigError
 from lwaftr.config.load import load_config
 from lwaftr.dataplane import vlan
 from lwaftr.dataplane.engine import Engine
-from lwaftr.io.pcap import read_frames, write_frames
+from lwaftr.io.pcap import CaptureError, read_frames, write_frames
 from lwaftr import wire as W
 
 
@@ -50,17 +50,34 @@ def run_check(conf_path: str, in_v4: str, in_v6: str, on_a_stick: bool = False
     return o4, o6, C.to_dict(engine.counters, nonzero=True)
 
 
+def _expected(path: str) -> dict[str, int]:
+    """The ``--counters`` JSON object (ValueError naming the file otherwise)."""
+    try:
+        with open(path) as fh:
+            expected = json.load(fh)
+    except OSError as e:
+        raise ValueError(f"{path}: cannot read: {e.strerror or e}") from None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}:{e.lineno}: not valid JSON: {e.msg}") from None
+    if not isinstance(expected, dict) or not all(isinstance(v, int) for v in expected.values()):
+        raise ValueError(f"{path}: not a JSON object of counter names to integers")
+    return expected
+
+
 def run(args: argparse.Namespace) -> int:
     try:
-        o4, o6, counters = run_check(args.conf, args.in_v4, args.in_v6, args.on_a_stick)
-    except ConfigError as e:
+        expected = _expected(args.counters) if args.counters else None
+    except ValueError as e:
         print(f"lwaftr check: {e}", file=sys.stderr)
         return 2
-    write_frames(args.out_v4, o4)
-    write_frames(args.out_v6, o6)
-    if args.counters:
-        with open(args.counters) as fh:
-            expected = json.load(fh)
+    try:
+        o4, o6, counters = run_check(args.conf, args.in_v4, args.in_v6, args.on_a_stick)
+        write_frames(args.out_v4, o4)
+        write_frames(args.out_v6, o6)
+    except (ConfigError, CaptureError) as e:
+        print(f"lwaftr check: {e}", file=sys.stderr)
+        return 2
+    if expected is not None:
         # Our own counters beyond snabb-softwire-v3 are compared only when named.
         d = {k: v for k, v in C.diff(counters, expected).items()
              if k not in C.EXTENSIONS or k in expected}

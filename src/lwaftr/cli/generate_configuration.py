@@ -27,7 +27,7 @@ from lwaftr.config.model import (Bindings, Config, Instance, InterfaceAddresses,
                                  NextHop)
 from lwaftr.config.snabb import dump_snabb
 from lwaftr.examples import tunnelled, udp_v4
-from lwaftr.io.pcap import write_frames
+from lwaftr.io.pcap import CaptureError, write_frames
 
 INTERNET_HOST = ipaddress.IPv4Address("1.2.3.4").packed
 INTERNET_PORT = 12345
@@ -120,16 +120,24 @@ def run(args: argparse.Namespace) -> int:
         return 2
     text = dump_snabb(g.config)
     if args.output:
-        with open(args.output, "w") as fh:
-            fh.write(text)
+        try:
+            with open(args.output, "w") as fh:
+                fh.write(text)
+        except OSError as e:
+            print(f"lwaftr generate-configuration: {args.output}: cannot write: {e.strerror or e}", file=sys.stderr)
+            return 2
     else:
         sys.stdout.write(text)
-    if args.pcap_v4 or args.pcap_v6:
-        v4, v6 = traffic(g, args.packet_size, args.npackets, args.flows)
-        if args.pcap_v4:
-            write_frames(args.pcap_v4, v4)
-        if args.pcap_v6:
-            write_frames(args.pcap_v6, v6)
+    try:
+        if args.pcap_v4 or args.pcap_v6:
+            v4, v6 = traffic(g, args.packet_size, args.npackets, args.flows)
+            if args.pcap_v4:
+                write_frames(args.pcap_v4, v4)
+            if args.pcap_v6:
+                write_frames(args.pcap_v6, v6)
+    except CaptureError as e:
+        print(f"lwaftr generate-configuration: {e}", file=sys.stderr)
+        return 2
     if args.output:
         print(f"{len(g.config.bindings)} softwires written to {args.output}", file=sys.stderr)
     return 0
