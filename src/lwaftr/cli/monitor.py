@@ -12,12 +12,14 @@ default, and off it costs the data plane one comparison per frame.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import os
 import sys
 
 from lwaftr.cli.counters import pick
 from lwaftr.io import state
 from lwaftr.io.control import request
+from lwaftr.io.interfaces import InterfaceError, valid_name
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -35,6 +37,16 @@ def run(args: argparse.Namespace) -> int:
     if bool(args.ipv4) == bool(args.off):
         print("lwaftr monitor: give an IPv4 address, or --off", file=sys.stderr)
         return 2
+    if args.ipv4:
+        try:
+            ipaddress.IPv4Address(args.ipv4)
+        except ValueError:
+            print(f"lwaftr monitor: {args.ipv4!r} is not an IPv4 address", file=sys.stderr)
+            return 2
+    if args.tap is not None and not valid_name(args.tap):
+        print(f"lwaftr monitor: {InterfaceError(args.tap, 'is not a valid interface name', '--tap')}",
+              file=sys.stderr)
+        return 2
     req = {"op": "monitor", "ipv4": None if args.off else args.ipv4}
     if not args.off:
         if args.pcap:
@@ -48,8 +60,8 @@ def run(args: argparse.Namespace) -> int:
     except (LookupError, OSError) as e:
         print(f"lwaftr monitor: {e}", file=sys.stderr)
         return 1
-    if not reply.get("ok"):
+    if not reply.get("ok"):             # the instance refused the address, TAP or file
         print(f"lwaftr monitor: {reply.get('error')}", file=sys.stderr)
-        return 1
+        return 2
     print("monitoring stopped" if args.off else f"monitoring {args.ipv4} to {reply['target']}")
     return 0

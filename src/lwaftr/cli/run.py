@@ -31,6 +31,7 @@ import sys
 from lwaftr import logs
 from lwaftr.config.errors import ConfigError
 from lwaftr.config.model import BUILT_IN, KERNEL
+from lwaftr.io.interfaces import InterfaceError, PrivilegeError, check_run
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -75,6 +76,14 @@ def _specs(args: argparse.Namespace, instances: list) -> list[list[str]]:
     return specs
 
 
+def _named(specs: list[list[str]], from_config: bool) -> list[tuple[str, str]]:
+    """(interface, role) of every worker's interfaces, for the checks and their messages."""
+    side = {"--v4": "IPv4 side", "--v6": "IPv6 side", "--on-a-stick": "on a stick"}
+    where = ", from the configuration" if from_config else ""
+    return [(spec[k + 1], f"instance {i}, {side[spec[k]]}{where}")
+            for i, spec in enumerate(specs) for k in range(0, len(spec), 2)]
+
+
 def _passthrough(args: argparse.Namespace) -> list[str]:
     out = ["--io", args.io, "--batch", str(args.batch), "--log-level", args.log_level,
            "--log-format", args.log_format]
@@ -94,6 +103,12 @@ def run(args: argparse.Namespace) -> int:
     from lwaftr.io.state import InstanceBusy
     if not single:
         return _supervise(args)
+    try:
+        check_run([(args.on_a_stick, "--on-a-stick")] if args.on_a_stick
+                  else [(args.v4, "--v4"), (args.v6, "--v6")])
+    except (InterfaceError, PrivilegeError) as e:
+        print(f"lwaftr run: {e}", file=sys.stderr)
+        return 2
     from lwaftr.io.live import LiveLoop
 
     try:
@@ -134,10 +149,11 @@ def _supervise(args: argparse.Namespace) -> int:
     try:
         cfg, table = load_table(args.conf)
         specs = _specs(args, cfg.instances)
+        check_run(_named(specs, not args.instance))
         name = args.name or cfg.name or "lwaftr"
         bird = Bird.for_run(args.conf, cfg, table, specs, name, args.control_plane)   # None without bgp
         sup = Supervisor(args.conf, specs, name, _passthrough(args), bird=bird)
-    except ConfigError as e:
+    except (ConfigError, InterfaceError, PrivilegeError) as e:
         print(f"lwaftr run: {e}", file=sys.stderr)
         return 2
     except InstanceBusy as e:
