@@ -38,8 +38,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run_check(conf_path: str, in_v4: str, in_v6: str, on_a_stick: bool = False
               ) -> tuple[list[bytes], list[bytes], dict[str, int]]:
     """Run one check; returns (frames out of v4, frames out of v6, counters)."""
-    engine = Engine(load_config(conf_path))
-    v4, v6 = read_frames(in_v4), read_frames(in_v6)
+    cfg = load_config(conf_path)
+    v4, v6 = read_frames(in_v4), read_frames(in_v6)       # bad captures are said before the engine is built
+    engine = Engine(cfg)
     now = time.monotonic()
     if on_a_stick:
         out = engine.process_stick(v4 + v6, now)

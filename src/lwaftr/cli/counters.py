@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
         name = pick(args.name)
         values = state.read_counters(name)
     except (LookupError, OSError, ValueError) as e:
-        print(f"lwaftr counters: {e}", file=sys.stderr)
+        print(f"lwaftr {getattr(args, 'command', None) or 'counters'}: {e}", file=sys.stderr)
         return 1
     pattern = getattr(args, "pattern", None)
     shown = {k: v for k, v in values.items() if (v or args.all) and (not pattern or pattern in k)}

@@ -38,7 +38,8 @@ class PrivilegeError(Exception):
 
     def __init__(self, why: str, needed: tuple[str, ...], missing: list[str]) -> None:
         self.missing = missing
-        super().__init__(f"needs {' and '.join(needed)} {why}; missing: {', '.join(missing)}")
+        caps = " and ".join([", ".join(needed[:-1]), needed[-1]] if len(needed) > 1 else needed)
+        super().__init__(f"needs {caps} {why}; missing: {', '.join(missing)}")
 
 
 def effective_capabilities(status: Path = Path("/proc/self/status")) -> int:
