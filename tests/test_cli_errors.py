@@ -206,3 +206,38 @@ def test_demo_names_the_missing_capability_and_shows_the_offline_example():
     assert r.stdout.startswith("lwaftr demo: no live lab here: needs CAP_SYS_ADMIN, CAP_NET_ADMIN and CAP_NET_RAW "
                                "to build the lab's network namespaces; missing: CAP_SYS_ADMIN.\n"), r.stdout
     assert "carol -> alice" in r.stdout
+
+
+# --- every subcommand's help -------------------------------------------------------------------
+
+def _subcommands(parser, prefix: tuple[str, ...] = ()):
+    import argparse
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield (*prefix, name), sub
+                yield from _subcommands(sub, (*prefix, name))
+
+
+def test_every_subcommand_explains_each_argument_and_gives_an_example():
+    import argparse
+    from lwaftr.cli.main import build_parser
+    subs = list(_subcommands(build_parser()))
+    assert len(subs) >= 20
+    for path, parser in subs:
+        for a in parser._actions:
+            hidden = a.help == argparse.SUPPRESS          # only lwaftr run's supervisor-set options
+            assert a.help and (not hidden or a.dest in ("worker", "instance_index")), \
+                f"lwaftr {' '.join(path)}: {a.dest} has no help"
+        assert parser.epilog and parser.epilog.startswith("examples:\n"), f"lwaftr {' '.join(path)}: no example"
+        for line in parser.epilog.splitlines()[1:]:
+            assert line.strip().startswith("lwaftr "), (path, line)
+
+
+def test_help_is_printed_with_its_examples():
+    r = lwaftr("generate-configuration", "-h")
+    assert r.returncode == 0
+    for arg in ("IPV4", "NUM_IPS", "BR_ADDRESS", "B4_IPV6", "PSID_LENGTH", "SHIFT"):
+        line = next(l for l in r.stdout.splitlines() if l.strip().startswith(arg + " "))
+        assert len(line.split()) > 1, line            # words after the name
+    assert "\nexamples:\n  lwaftr generate-configuration 193.5.1.100 15874 " in r.stdout

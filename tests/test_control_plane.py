@@ -352,7 +352,7 @@ def test_config_cli_and_query_on_the_running_instance(lab):
     assert lw("config", "set", "--name", "t", "/softwire-config/external-interface/mtu", "1500").returncode == 0
     assert lw("config", "get", "--name", "t", "/softwire-config/external-interface/mtu").stdout == "1500\n"
     bad = lw("config", "set", "--name", "t", "/softwire-config/external-interface/mtu", "99999")
-    assert bad.returncode == 1 and "mtu" in bad.stderr
+    assert bad.returncode == 2 and "mtu" in bad.stderr
     assert lw("config", "get", "--name", "t", "/softwire-config/external-interface/mtu").stdout == "1500\n"
     assert lw("config", "remove", "--name", "t", f"{sw}[ipv4=192.0.2.3][psid=0]").returncode == 0
     gone = lw("config", "get", "--name", "t", f"{sw}[ipv4=192.0.2.3][psid=0]")

@@ -14,6 +14,7 @@ import json
 import sys
 import time
 
+from lwaftr.cli import examples
 from lwaftr import counters as C
 from lwaftr.config.errors import ConfigError
 from lwaftr.config.load import load_config
@@ -24,14 +25,19 @@ from lwaftr import wire as W
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("check", help="run pcaps through the data plane and write the output pcaps")
+    p = sub.add_parser("check", help="run pcaps through the data plane and write the output pcaps",
+                       description="Feed IN_V4 and IN_V6 through the data plane once and write what leaves each "
+                                   "side.  Captures are read as pcap or pcapng, written as pcap.  Exit 1 when "
+                                   "--counters differ, 2 for a bad configuration or capture.",
+                       **examples("lwaftr check lwaftr.conf from-inet.pcap from-b4.pcap to-inet.pcap to-b4.pcap",
+                                  "lwaftr check --counters expected.json lwaftr.conf in4.pcapng empty.pcap o4.pcap o6.pcap"))
     p.add_argument("--on-a-stick", action="store_true", help="one interface carries both families")
     p.add_argument("--counters", metavar="EXPECTED.json", help="compare counters with this JSON object")
-    p.add_argument("conf")
-    p.add_argument("in_v4")
-    p.add_argument("in_v6")
-    p.add_argument("out_v4")
-    p.add_argument("out_v6")
+    p.add_argument("conf", metavar="CONF", help="configuration (snabb-softwire-v3, or RFC 8676 XML/JSON)")
+    p.add_argument("in_v4", metavar="IN_V4", help="frames arriving on the Internet (IPv4) side: pcap or pcapng")
+    p.add_argument("in_v6", metavar="IN_V6", help="frames arriving on the B4 (IPv6) side: pcap or pcapng")
+    p.add_argument("out_v4", metavar="OUT_V4", help="pcap to write with what leaves the IPv4 side")
+    p.add_argument("out_v6", metavar="OUT_V6", help="pcap to write with what leaves the IPv6 side")
     p.set_defaults(func=run)
 
 

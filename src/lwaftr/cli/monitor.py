@@ -16,6 +16,7 @@ import ipaddress
 import os
 import sys
 
+from lwaftr.cli import examples
 from lwaftr.cli.counters import pick
 from lwaftr.io import state
 from lwaftr.io.control import request
@@ -23,12 +24,17 @@ from lwaftr.io.interfaces import InterfaceError, valid_name
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("monitor", help="copy one subscriber's traffic to a TAP or a pcap file")
+    p = sub.add_parser("monitor", help="copy one subscriber's traffic to a TAP or a pcap file",
+                       description="Exit 1 when the instance is not running, 2 when it refuses the "
+                                   "address, TAP name or file.",
+                       **examples("lwaftr monitor 192.0.2.1            # then: tcpdump -i lwmon0",
+                                  "lwaftr monitor 192.0.2.1 --pcap /tmp/sub.pcap",
+                                  "lwaftr monitor --off"))
     p.add_argument("ipv4", nargs="?", help="the subscriber's public IPv4 address")
     p.add_argument("--off", action="store_true", help="stop monitoring")
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--tap", help="TAP interface to create (default lwmon0)")
-    g.add_argument("--pcap", help="pcap file the instance writes")
+    g.add_argument("--tap", metavar="NAME", help="TAP interface to create (default lwmon0)")
+    g.add_argument("--pcap", metavar="FILE", help="pcap file the instance writes")
     p.add_argument("--name", help="instance (default: the only one running)")
     p.set_defaults(func=run)
 

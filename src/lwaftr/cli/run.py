@@ -28,6 +28,7 @@ import logging
 import signal
 import sys
 
+from lwaftr.cli import LOG_FORMAT_HELP, LOG_LEVEL_HELP, examples
 from lwaftr import logs
 from lwaftr.config.errors import ConfigError
 from lwaftr.config.model import BUILT_IN, KERNEL
@@ -35,7 +36,13 @@ from lwaftr.io.interfaces import InterfaceError, PrivilegeError, check_run
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("run", help="forward live traffic between Linux interfaces")
+    p = sub.add_parser("run", help="forward live traffic between Linux interfaces",
+                       description="Needs CAP_NET_ADMIN and CAP_NET_RAW, and existing, up Ethernet "
+                                   "interfaces: otherwise it says which and exits 2 before touching anything.",
+                       **examples("lwaftr run --conf lwaftr.conf --v4 eth0 --v6 eth1",
+                                  "lwaftr run --conf lwaftr.conf --on-a-stick eth0 --name edge1",
+                                  "lwaftr run --conf lwaftr.conf          # the devices the configuration names",
+                                  "lwaftr run --conf lwaftr.conf --instance eth0,eth1 --instance eth2 --io xdp"))
     p.add_argument("--conf", required=True, help="configuration file")
     p.add_argument("--v4", metavar="IFACE", help="Internet-facing interface")
     p.add_argument("--v6", metavar="IFACE", help="B4-facing interface")
@@ -48,9 +55,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="xdp: AF_XDP where the kernel allows it, else AF_PACKET (logged)")
     p.add_argument("--control-plane", choices=[KERNEL, BUILT_IN],
                    help="override the configuration's control-plane mode")
-    p.add_argument("--batch", type=int, default=256, help="frames per ring per batch")
-    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
-    p.add_argument("--log-format", default="text", choices=["text", "json", "syslog"])
+    p.add_argument("--batch", type=int, default=256, metavar="N", help="frames per ring per batch (default 256)")
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"], help=LOG_LEVEL_HELP)
+    p.add_argument("--log-format", default="text", choices=["text", "json", "syslog"], help=LOG_FORMAT_HELP)
     p.add_argument("--worker", help=argparse.SUPPRESS)            # set by the supervisor
     p.add_argument("--instance-index", type=int, default=0, help=argparse.SUPPRESS)
     p.set_defaults(func=run)
