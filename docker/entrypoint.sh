@@ -20,8 +20,9 @@
 # LWAFTR_WAIT_INTERFACES (seconds to wait for missing interfaces, default 0),
 # LWAFTR_DRY_RUN=1 (print the `lwaftr run` command line instead of running it).
 #
-# Exit status (before lwaftr takes over): 2 for bad arguments, configuration
-# or interfaces, 1 for missing privileges or devices.
+# Exit status (before lwaftr takes over): 2 for bad arguments, configuration,
+# interfaces (missing, down, not Ethernet), privileges or devices; 1 when
+# lwaftr itself is missing or the instance is unhealthy (health).
 set -uo pipefail
 
 PROG=lwaftr-entrypoint
@@ -143,6 +144,20 @@ except OSError as e:
 print(cfg.control_plane.mode)
 for i in cfg.instances:
     print(i.external_device or "-", i.device)
+'
+
+# Each "NAME ROLE" pair: an Ethernet interface, up (lwaftr run's own check,
+# lwaftr.io.interfaces).  Exit 2 naming the first that is not.
+CHECK_IFACES='
+import sys
+from lwaftr.io.interfaces import InterfaceError, check_data_interface
+a = sys.argv[1:]
+for name, role in zip(a[::2], a[1::2]):
+    try:
+        check_data_interface(name, role)
+    except InterfaceError as e:
+        print(f"lwaftr-entrypoint: {e}", file=sys.stderr)
+        sys.exit(2)
 '
 
 # The running instance (NAME, else the only one) answers a ping on its
@@ -321,16 +336,22 @@ run_mode() {
         sleep 1
     done
 
+    local -a pairs=()
+    for i in "${!wanted[@]}"; do
+        pairs+=("${wanted[$i]}" "${roles[$i]}")
+    done
+    "$py" -c "$CHECK_IFACES" "${pairs[@]}" || exit $?
+
     # Privileges and devices.
     local -a nocap=()
     has_cap $CAP_NET_ADMIN || nocap+=(NET_ADMIN)
     has_cap $CAP_NET_RAW || nocap+=(NET_RAW)
     if [ ${#nocap[@]} -gt 0 ]; then
-        die 1 "lwaftr run needs CAP_NET_ADMIN and CAP_NET_RAW; missing: ${nocap[*]} (docker run --cap-add NET_ADMIN --cap-add NET_RAW)"
+        die 2 "lwaftr run needs CAP_NET_ADMIN and CAP_NET_RAW; missing: ${nocap[*]} (docker run --cap-add NET_ADMIN --cap-add NET_RAW)"
     fi
     local effective_mode=${cp:-$mode}
     if [ "$effective_mode" = kernel ] && ! { [ -c /dev/net/tun ] && : <>/dev/net/tun; } 2>/dev/null; then
-        die 1 "the kernel control plane needs TAP interfaces and /dev/net/tun cannot be opened" \
+        die 2 "the kernel control plane needs TAP interfaces and /dev/net/tun cannot be opened" \
               "(docker run --device /dev/net/tun; or LWAFTR_CONTROL_PLANE=built-in)"
     fi
     if [ ! -w /proc/sys/net/ipv4/conf/all/forwarding ]; then

@@ -435,6 +435,21 @@ def test_environment_choices_match_lwaftr_run(netns, tmp_path):
             assert getattr(args, dest) == value
 
 
+def test_interface_down_or_not_ethernet(netns, tmp_path):
+    """lwaftr run's own interface check, before anything is touched: one line, exit 2."""
+    conf = write_config(tmp_path / "lw.conf", [("i1", "b1")])
+    sh("ip", "-n", netns, "link", "add", "lwdown0", "type", "veth", "peer", "name", "lwdown1")   # Ethernet, down
+    try:
+        r = entry(str(conf), "i1,lwdown0", env=env_for(tmp_path, LWAFTR_DRY_RUN="1"), ns=netns)
+        assert (r.returncode, r.stderr) == (2, "lwaftr-entrypoint: interface lwdown0 (instance 0, IPv6 side): "
+                                               "is down (ip link set lwdown0 up)\n")
+    finally:
+        sh("ip", "-n", netns, "link", "del", "lwdown0", check=False)
+    r = entry(str(conf), "lo", env=env_for(tmp_path, LWAFTR_DRY_RUN="1"), ns=netns)
+    assert (r.returncode, r.stderr) == (2, "lwaftr-entrypoint: interface lo (instance 0, on a stick): "
+                                           "is a loopback interface, not Ethernet\n")
+
+
 @needs_root
 def test_missing_capabilities(netns, tmp_path):
     if shutil.which("setpriv") is None:
@@ -442,7 +457,7 @@ def test_missing_capabilities(netns, tmp_path):
     conf = write_config(tmp_path / "lw.conf", [("i1", "b1")])
     r = entry(str(conf), "i1,b1", env=env_for(tmp_path), ns=netns,
               wrap=("setpriv", "--bounding-set", "-net_admin"))
-    assert r.returncode == 1
+    assert r.returncode == 2
     assert "missing: NET_ADMIN" in r.stderr and "--cap-add NET_ADMIN" in r.stderr
 
 
@@ -457,7 +472,7 @@ def test_missing_tun_device_and_read_only_proc_sys(netns, tmp_path):
             '&& mount -o remount,bind,ro /proc/sys && exec "$@"', "sh")
     env = env_for(tmp_path, LWAFTR_DRY_RUN="1")
     r = entry(str(conf), "i1,b1", env=env, ns=netns, wrap=hide)
-    assert r.returncode == 1
+    assert r.returncode == 2
     assert "/dev/net/tun" in r.stderr and "--device /dev/net/tun" in r.stderr
     # The built-in control plane needs no TAP; the read-only /proc/sys is reported.
     r = entry(str(conf), "i1,b1", env=dict(env, LWAFTR_CONTROL_PLANE="built-in"), ns=netns, wrap=hide)

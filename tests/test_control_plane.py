@@ -352,7 +352,14 @@ def test_monitor_one_subscriber_to_a_pcap_and_a_tap(lab, tmp_path):
     assert sh("ip", "link", "show", "lwmon0", ns=LW, check=False).returncode != 0
     bad = subprocess.run([sys.executable, "-m", "lwaftr", "monitor", "192.0.2.300", "--name", "t"], env=env,
                          capture_output=True, text=True)
-    assert bad.returncode == 1 and "monitor:" in bad.stderr
+    assert bad.returncode == 2 and "lwaftr monitor: '192.0.2.300' is not an IPv4 address" in bad.stderr
+    # A TAP name held by another kind of interface, a pcap file that cannot be made: named, exit 2.
+    missing = tmp_path / "no" / "such.pcap"
+    for target, said in ((["--tap", "lo"], "interface lo (--tap): exists and is not a TAP: name another (--tap NAME)"),
+                         (["--pcap", str(missing)], f"{missing}: cannot write: No such file or directory")):
+        r = subprocess.run([sys.executable, "-m", "lwaftr", "monitor", "192.0.2.1", *target, "--name", "t"],
+                           env=env, capture_output=True, text=True)
+        assert (r.returncode, r.stderr) == (2, f"lwaftr monitor: {said}\n")
 
 
 def test_unresolvable_next_hop_raises_an_alarm_and_a_flushed_one_comes_back(lab):
@@ -392,7 +399,7 @@ def test_config_cli_and_query_on_the_running_instance(lab):
     assert lw("config", "set", "--name", "t", "/softwire-config/external-interface/mtu", "1500").returncode == 0
     assert lw("config", "get", "--name", "t", "/softwire-config/external-interface/mtu").stdout == "1500\n"
     bad = lw("config", "set", "--name", "t", "/softwire-config/external-interface/mtu", "99999")
-    assert bad.returncode == 1 and "mtu" in bad.stderr
+    assert bad.returncode == 2 and "mtu" in bad.stderr
     assert lw("config", "get", "--name", "t", "/softwire-config/external-interface/mtu").stdout == "1500\n"
     assert lw("config", "remove", "--name", "t", f"{sw}[ipv4=192.0.2.3][psid=0]").returncode == 0
     gone = lw("config", "get", "--name", "t", f"{sw}[ipv4=192.0.2.3][psid=0]")

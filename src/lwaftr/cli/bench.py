@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from lwaftr.cli import examples
 from lwaftr import counters as C
 from lwaftr.bindingtable.table import BindingTable
 from lwaftr.config.errors import ConfigError
@@ -30,20 +31,23 @@ from lwaftr.config.load import load_table
 from lwaftr.config.model import Config
 from lwaftr.dataplane.engine import Engine
 from lwaftr.dataplane.replay import Templates, fill
-from lwaftr.io.pcap import read_frames
+from lwaftr.io.pcap import CaptureError, read_frames
 
 _FIELDS = (C.OUT_IPV4_PACKETS, C.OUT_IPV4_BYTES, C.OUT_IPV6_PACKETS, C.OUT_IPV6_BYTES)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("bench", help="replay pcaps through the data plane and report Mpps/Gbps")
+    p = sub.add_parser("bench", help="replay pcaps through the data plane and report Mpps/Gbps",
+                       **examples("lwaftr generate-configuration -o gen.conf --pcap-v4 v4.pcap --pcap-v6 v6.pcap "
+                                  "193.5.1.100 1000 fc00::100 fc00:1:2:3:4:5:0:7e 6",
+                                  "lwaftr bench --duration 5 --workers 2 gen.conf v4.pcap v6.pcap"))
     p.add_argument("--duration", type=float, default=10.0, metavar="S", help="seconds to run (default 10)")
     p.add_argument("--workers", type=int, default=1, metavar="N", help="worker processes (default 1)")
     p.add_argument("--batch", type=int, default=256, metavar="B", help="frames per side per batch")
     p.add_argument("--json", action="store_true", help="print the final figures as one JSON object")
-    p.add_argument("conf")
-    p.add_argument("in_v4")
-    p.add_argument("in_v6")
+    p.add_argument("conf", metavar="CONF", help="configuration (snabb-softwire-v3, or RFC 8676 XML/JSON)")
+    p.add_argument("in_v4", metavar="IN_V4", help="Internet-side frames to replay (pcap or pcapng)")
+    p.add_argument("in_v6", metavar="IN_V6", help="B4-side frames to replay (pcap or pcapng)")
     p.set_defaults(func=run)
 
 
@@ -109,7 +113,11 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as e:
         print(f"lwaftr bench: {e}", file=sys.stderr)
         return 2
-    frames4, frames6 = read_frames(args.in_v4), read_frames(args.in_v6)
+    try:
+        frames4, frames6 = read_frames(args.in_v4), read_frames(args.in_v6)
+    except CaptureError as e:
+        print(f"lwaftr bench: {e}", file=sys.stderr)
+        return 2
     if not frames4 and not frames6:
         print("lwaftr bench: both pcaps are empty", file=sys.stderr)
         return 2

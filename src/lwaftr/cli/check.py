@@ -14,33 +14,40 @@ import json
 import sys
 import time
 
+from lwaftr.cli import examples
 from lwaftr import counters as C
 from lwaftr.config.errors import ConfigError
 from lwaftr.config.load import load_config
 from lwaftr.dataplane import vlan
 from lwaftr.dataplane.engine import Engine
 from lwaftr.dataplane.fragment import SNABB_CHECK_ID_SEEDS
-from lwaftr.io.pcap import read_frames, write_frames
+from lwaftr.io.pcap import CaptureError, read_frames, write_frames
 from lwaftr import wire as W
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("check", help="run pcaps through the data plane and write the output pcaps")
+    p = sub.add_parser("check", help="run pcaps through the data plane and write the output pcaps",
+                       description="Feed IN_V4 and IN_V6 through the data plane once and write what leaves each "
+                                   "side.  Captures are read as pcap or pcapng, written as pcap.  Exit 1 when "
+                                   "--counters differ, 2 for a bad configuration or capture.",
+                       **examples("lwaftr check lwaftr.conf from-inet.pcap from-b4.pcap to-inet.pcap to-b4.pcap",
+                                  "lwaftr check --counters expected.json lwaftr.conf in4.pcapng empty.pcap o4.pcap o6.pcap"))
     p.add_argument("--on-a-stick", action="store_true", help="one interface carries both families")
     p.add_argument("--counters", metavar="EXPECTED.json", help="compare counters with this JSON object")
-    p.add_argument("conf")
-    p.add_argument("in_v4")
-    p.add_argument("in_v6")
-    p.add_argument("out_v4")
-    p.add_argument("out_v6")
+    p.add_argument("conf", metavar="CONF", help="configuration (snabb-softwire-v3, or RFC 8676 XML/JSON)")
+    p.add_argument("in_v4", metavar="IN_V4", help="frames arriving on the Internet (IPv4) side: pcap or pcapng")
+    p.add_argument("in_v6", metavar="IN_V6", help="frames arriving on the B4 (IPv6) side: pcap or pcapng")
+    p.add_argument("out_v4", metavar="OUT_V4", help="pcap to write with what leaves the IPv4 side")
+    p.add_argument("out_v6", metavar="OUT_V6", help="pcap to write with what leaves the IPv6 side")
     p.set_defaults(func=run)
 
 
 def run_check(conf_path: str, in_v4: str, in_v6: str, on_a_stick: bool = False
               ) -> tuple[list[bytes], list[bytes], dict[str, int]]:
     """Run one check; returns (frames out of v4, frames out of v6, counters)."""
-    engine = Engine(load_config(conf_path), fragment_id_seeds=SNABB_CHECK_ID_SEEDS)
-    v4, v6 = read_frames(in_v4), read_frames(in_v6)
+    cfg = load_config(conf_path)
+    v4, v6 = read_frames(in_v4), read_frames(in_v6)       # bad captures are said before the engine is built
+    engine = Engine(cfg, fragment_id_seeds=SNABB_CHECK_ID_SEEDS)
     now = time.monotonic()
     if on_a_stick:
         out = engine.process_stick(v4 + v6, now)
@@ -51,17 +58,34 @@ def run_check(conf_path: str, in_v4: str, in_v6: str, on_a_stick: bool = False
     return o4, o6, C.to_dict(engine.counters, nonzero=True)
 
 
+def _expected(path: str) -> dict[str, int]:
+    """The ``--counters`` JSON object (ValueError naming the file otherwise)."""
+    try:
+        with open(path) as fh:
+            expected = json.load(fh)
+    except OSError as e:
+        raise ValueError(f"{path}: cannot read: {e.strerror or e}") from None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}:{e.lineno}: not valid JSON: {e.msg}") from None
+    if not isinstance(expected, dict) or not all(isinstance(v, int) for v in expected.values()):
+        raise ValueError(f"{path}: not a JSON object of counter names to integers")
+    return expected
+
+
 def run(args: argparse.Namespace) -> int:
     try:
-        o4, o6, counters = run_check(args.conf, args.in_v4, args.in_v6, args.on_a_stick)
-    except ConfigError as e:
+        expected = _expected(args.counters) if args.counters else None
+    except ValueError as e:
         print(f"lwaftr check: {e}", file=sys.stderr)
         return 2
-    write_frames(args.out_v4, o4)
-    write_frames(args.out_v6, o6)
-    if args.counters:
-        with open(args.counters) as fh:
-            expected = json.load(fh)
+    try:
+        o4, o6, counters = run_check(args.conf, args.in_v4, args.in_v6, args.on_a_stick)
+        write_frames(args.out_v4, o4)
+        write_frames(args.out_v6, o6)
+    except (ConfigError, CaptureError) as e:
+        print(f"lwaftr check: {e}", file=sys.stderr)
+        return 2
+    if expected is not None:
         # Our own counters beyond snabb-softwire-v3 are compared only when named.
         d = {k: v for k, v in C.diff(counters, expected).items()
              if k not in C.EXTENSIONS or k in expected}

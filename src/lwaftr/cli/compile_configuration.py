@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from lwaftr.cli import examples
 from lwaftr.bindingtable.compiled import compile_file, compiled_path
 from lwaftr.bindingtable.textformat import is_text_bindings, load_text
 from lwaftr.config.errors import ConfigError
@@ -24,7 +25,9 @@ PROG = "lwaftr compile-configuration"
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("compile-configuration",
-                       help="compile a binding table (snabb-softwire-v3 or text) to a mappable file")
+                       help="compile a binding table (snabb-softwire-v3 or text) to a mappable file",
+                       **examples("lwaftr compile-configuration /etc/lwaftr/lwaftr.conf",
+                                  "lwaftr compile-configuration -q table.txt /var/lib/lwaftr/table.lwbt"))
     p.add_argument("conf", metavar="CONF", help="snabb-softwire-v3 configuration or text binding table")
     p.add_argument("out", metavar="OUT", nargs="?", help="output file (default: CONF.lwbt)")
     p.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")

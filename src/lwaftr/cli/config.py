@@ -19,8 +19,8 @@ the data plane's loader makes, and prints a one-line summary.
 
 Each subcommand is an entry of SUBCOMMANDS: ``add_<name>(subparsers)`` and a
 ``run`` function; subcommands that talk to a running instance (get, set, add,
-remove) go beside these.  Exit status: 0 success, 2 configuration error or
-inexpressible, 1 I/O error.
+remove) go beside these.  Exit status: 0 success, 2 a configuration that does not load or
+cannot be expressed, or a file that cannot be read or written.
 """
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from lwaftr.cli import config_live
+from lwaftr.cli import config_live, examples
 from lwaftr.config import ietf
 from lwaftr.config.errors import ConfigError
 from lwaftr.config.load import config_format, load_config
@@ -46,8 +46,11 @@ _FORMAT_NAMES = {ietf.XML: "RFC 8676 XML", ietf.JSON: "RFC 8676 JSON", ietf.SNAB
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("config", help="convert and validate configurations; read and change a running one",
-                       description="Convert and validate lwAFTR configuration files.")
-    inner = p.add_subparsers(dest="config_command", metavar="SUBCOMMAND")
+                       description="Convert and validate lwAFTR configuration files; read and change a "
+                                   "running instance's configuration.",
+                       **examples("lwaftr config validate lwaftr.conf", "lwaftr config convert lwaftr.conf lwaftr.xml",
+                                  "lwaftr config get /softwire-config/external-interface/mtu"))
+    inner = p.add_subparsers(dest="config_command", metavar="SUBCOMMAND", help="what to do (each has its own -h)")
     inner.required = True
     for add in SUBCOMMANDS.values():
         add(inner)
@@ -55,7 +58,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def add_convert(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("convert", help="convert between snabb-softwire-v3 and RFC 8676 (XML, JSON)",
-                       description="Convert a configuration to another format.")
+                       description="Convert a configuration to another format.",
+                       **examples("lwaftr config convert lwaftr.conf lwaftr.xml",
+                                  "lwaftr config convert lwaftr.xml - --to snabb",
+                                  "lwaftr config convert big.conf big.json --binding-table-file big.table"))
     p.add_argument("input", metavar="IN", help="configuration file (any supported format)")
     p.add_argument("output", metavar="OUT", help="file to write, or - for standard output")
     p.add_argument("--to", choices=sorted(TARGETS), help="target format (default: by OUT's suffix)")
@@ -67,8 +73,9 @@ def add_convert(sub: argparse._SubParsersAction) -> None:
 
 def add_validate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("validate", help="check a configuration file",
-                       description="Load a configuration with every check and print a summary.")
-    p.add_argument("file", metavar="FILE")
+                       description="Load a configuration with every check and print a summary.",
+                       **examples("lwaftr config validate /etc/lwaftr/lwaftr.conf"))
+    p.add_argument("file", metavar="FILE", help="configuration file (snabb-softwire-v3, or RFC 8676 XML/JSON)")
     p.set_defaults(func=run_validate)
 
 
@@ -133,15 +140,15 @@ def run_convert(args: argparse.Namespace) -> int:
         return 2
     except OSError as e:
         print(f"{PROG} convert: {e}", file=sys.stderr)
-        return 1
+        return 2
     if args.output == "-":
         sys.stdout.write(text)
         return 0
     try:
         write_atomic(args.output, text.encode("utf-8"))
     except OSError as e:
-        print(f"{PROG} convert: cannot write {args.output}: {e}", file=sys.stderr)
-        return 1
+        print(f"{PROG} convert: {args.output}: cannot write: {e.strerror or e}", file=sys.stderr)
+        return 2
     return 0
 
 

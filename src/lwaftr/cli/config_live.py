@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from lwaftr.cli import examples
 from lwaftr.cli.counters import pick
 from lwaftr.io import state
 from lwaftr.io.control import request
@@ -27,31 +28,38 @@ from lwaftr.io.control import request
 
 def _common(p: argparse.ArgumentParser, value: bool) -> None:
     p.add_argument("--name", help="instance (default: the only one running)")
-    p.add_argument("path", metavar="PATH")
+    p.add_argument("path", metavar="PATH", help="Snabb-style schema path, e.g. /softwire-config/external-interface/mtu")
     if value:
         p.add_argument("value", metavar="VALUE", help="leaf value or data text; - for standard input")
 
 
 def add_get(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("get", help="print part of a running instance's configuration")
+    p = sub.add_parser("get", help="print part of a running instance's configuration",
+                       **examples("lwaftr config get /softwire-config/external-interface/mtu",
+                                  "lwaftr config get --name edge1 '/softwire-config/binding-table/softwire[ipv4=192.0.2.1][psid=1]'"))
     _common(p, False)
     p.set_defaults(func=run, op="get")
 
 
 def add_set(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("set", help="change a leaf or container of a running instance")
+    p = sub.add_parser("set", help="change a leaf or container of a running instance",
+                       **examples("lwaftr config set /softwire-config/internal-interface/generate-icmp-errors false"))
     _common(p, True)
     p.set_defaults(func=run, op="set")
 
 
 def add_add(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("add", help="add list entries (softwires) to a running instance")
+    p = sub.add_parser("add", help="add list entries (softwires) to a running instance",
+                       **examples("lwaftr config add /softwire-config/binding-table/softwire "
+                                  "'{ ipv4 192.0.2.3; psid 0; b4-ipv6 2001:db8:1::d; br-address 2001:db8:ffff::1; "
+                                  "port-set { psid-length 0; } }'"))
     _common(p, True)
     p.set_defaults(func=run, op="add")
 
 
 def add_remove(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("remove", help="remove a list entry (a softwire) from a running instance")
+    p = sub.add_parser("remove", help="remove a list entry (a softwire) from a running instance",
+                       **examples("lwaftr config remove '/softwire-config/binding-table/softwire[ipv4=192.0.2.3][psid=0]'"))
     _common(p, False)
     p.set_defaults(func=run, op="remove")
 
@@ -68,8 +76,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"lwaftr config {args.op}: {e}", file=sys.stderr)
         return 1
     if not reply.get("ok"):
+        # get: the path is absent (1); set, add, remove: the instance refused the change (bad input, 2)
         print(f"lwaftr config {args.op}: {reply.get('error')}", file=sys.stderr)
-        return 1
+        return 1 if args.op == "get" else 2
     if args.op == "get":
         value = reply.get("value", "")
         print(value, end="" if value.endswith("\n") else "\n")

@@ -9,11 +9,14 @@ import argparse
 import json
 import sys
 
+from lwaftr.cli import examples
 from lwaftr.io import state
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("counters", help="print a running instance's counters")
+    p = sub.add_parser("counters", help="print a running instance's counters",
+                       description="Exit 1 when the instance is not running.",
+                       **examples("lwaftr counters", "lwaftr counters edge1 --json"))
     p.add_argument("name", nargs="?", help="instance name (default: the only one running)")
     p.add_argument("--json", action="store_true", help="one JSON object")
     p.add_argument("--all", action="store_true", help="zero counters too")
@@ -36,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
         name = pick(args.name)
         values = state.read_counters(name)
     except (LookupError, OSError, ValueError) as e:
-        print(f"lwaftr counters: {e}", file=sys.stderr)
+        print(f"lwaftr {getattr(args, 'command', None) or 'counters'}: {e}", file=sys.stderr)
         return 1
     pattern = getattr(args, "pattern", None)
     shown = {k: v for k, v in values.items() if (v or args.all) and (not pattern or pattern in k)}

@@ -23,11 +23,13 @@ import time
 import numpy as np
 
 from lwaftr import counters as C
+from lwaftr.cli import examples
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="run live traffic through lwaftr run in a namespace lab (needs root); "
-                                    "--offline: the embedded example through the data plane")
+                                    "--offline: the embedded example through the data plane",
+                       **examples("lwaftr demo", "lwaftr demo --on-a-stick", "lwaftr demo --offline"))
     p.add_argument("--offline", action="store_true",
                    help="no lab: run the embedded example frames through the data plane")
     p.add_argument("--on-a-stick", action="store_true", help="the lwAFTR on one interface instead of two")

@@ -23,30 +23,39 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from lwaftr.cli import examples
 from lwaftr.config.model import (Bindings, Config, Instance, InterfaceAddresses, InterfacePolicy,
                                  NextHop)
 from lwaftr.config.snabb import dump_snabb
 from lwaftr.examples import tunnelled, udp_v4
-from lwaftr.io.pcap import write_frames
+from lwaftr.io.pcap import CaptureError, write_frames
 
 INTERNET_HOST = ipaddress.IPv4Address("1.2.3.4").packed
 INTERNET_PORT = 12345
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("generate-configuration", help="write a synthetic configuration and benchmark pcaps")
+    p = sub.add_parser("generate-configuration", help="write a synthetic configuration and benchmark pcaps",
+                       description="Snabb's synthetic binding table: NUM_IPS addresses from IPV4, each "
+                                   "split into 2^PSID_LENGTH port sets, B4 addresses counting up from B4_IPV6.",
+                       **examples("lwaftr generate-configuration 193.5.1.100 15874 fc00::100 "
+                                  "fc00:1:2:3:4:5:0:7e 6 -o big.conf   # 1,015,936 softwires",
+                                  "lwaftr generate-configuration -o gen.conf --pcap-v4 v4.pcap --pcap-v6 v6.pcap "
+                                  "193.5.1.100 10 fc00::100 fc00:1:2:3:4:5:0:7e 6"))
     p.add_argument("--output", "-o", metavar="FILE", help="configuration file (default: standard output)")
     p.add_argument("--pcap-v4", metavar="FILE", help="write Internet-side traffic here")
     p.add_argument("--pcap-v6", metavar="FILE", help="write subscriber-side traffic here")
     p.add_argument("--packet-size", type=int, default=550, metavar="N", help="frame size of the IPv4 frames")
     p.add_argument("--npackets", type=int, default=1000, metavar="N", help="frames per pcap")
     p.add_argument("--flows", type=int, metavar="N", help="distinct softwires in the traffic (default: npackets)")
-    p.add_argument("ipv4")
-    p.add_argument("num_ips", type=int)
-    p.add_argument("br_address")
-    p.add_argument("b4_ipv6")
-    p.add_argument("psid_length", type=int)
-    p.add_argument("shift", type=int, nargs="?")
+    p.add_argument("ipv4", metavar="IPV4", help="first public IPv4 address of the table")
+    p.add_argument("num_ips", metavar="NUM_IPS", type=int, help="how many consecutive IPv4 addresses")
+    p.add_argument("br_address", metavar="BR_ADDRESS", help="the lwAFTR's IPv6 (BR) address")
+    p.add_argument("b4_ipv6", metavar="B4_IPV6", help="first B4 IPv6 address (one more per softwire)")
+    p.add_argument("psid_length", metavar="PSID_LENGTH", type=int,
+                   help="bits of port-set id: 2^PSID_LENGTH subscribers per address (0-16)")
+    p.add_argument("shift", metavar="SHIFT", type=int, nargs="?",
+                   help="port-set offset bits (default 16 - PSID_LENGTH)")
     p.set_defaults(func=run)
 
 
@@ -120,16 +129,24 @@ def run(args: argparse.Namespace) -> int:
         return 2
     text = dump_snabb(g.config)
     if args.output:
-        with open(args.output, "w") as fh:
-            fh.write(text)
+        try:
+            with open(args.output, "w") as fh:
+                fh.write(text)
+        except OSError as e:
+            print(f"lwaftr generate-configuration: {args.output}: cannot write: {e.strerror or e}", file=sys.stderr)
+            return 2
     else:
         sys.stdout.write(text)
-    if args.pcap_v4 or args.pcap_v6:
-        v4, v6 = traffic(g, args.packet_size, args.npackets, args.flows)
-        if args.pcap_v4:
-            write_frames(args.pcap_v4, v4)
-        if args.pcap_v6:
-            write_frames(args.pcap_v6, v6)
+    try:
+        if args.pcap_v4 or args.pcap_v6:
+            v4, v6 = traffic(g, args.packet_size, args.npackets, args.flows)
+            if args.pcap_v4:
+                write_frames(args.pcap_v4, v4)
+            if args.pcap_v6:
+                write_frames(args.pcap_v6, v6)
+    except CaptureError as e:
+        print(f"lwaftr generate-configuration: {e}", file=sys.stderr)
+        return 2
     if args.output:
         print(f"{len(g.config.bindings)} softwires written to {args.output}", file=sys.stderr)
     return 0

@@ -8,18 +8,22 @@ from __future__ import annotations
 import argparse
 import sys
 
+from lwaftr.cli import LOG_LEVEL_HELP, examples
 from lwaftr import logs
 from lwaftr.mgmt.metrics import DEFAULT_LISTEN
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("metrics", help="serve the running instances' counters to Prometheus")
+    p = sub.add_parser("metrics", help="serve the running instances' counters to Prometheus",
+                       **examples("lwaftr metrics --listen 127.0.0.1:9417 &   # curl -s 127.0.0.1:9417/metrics",
+                                  "lwaftr metrics --name edge1 edge2"))
     p.add_argument("--listen", default=DEFAULT_LISTEN, metavar="ADDR:PORT",
                    help=f"address to serve /metrics on (default {DEFAULT_LISTEN}; [::1]:PORT for IPv6)")
     p.add_argument("--name", action="extend", nargs="+", metavar="NAME",
                    help="only these instances, reported down when not running (default: every instance)")
-    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
-    p.add_argument("--log-format", default="text", choices=["text", "json"])
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"], help=LOG_LEVEL_HELP)
+    p.add_argument("--log-format", default="text", choices=["text", "json"],
+                   help="log lines as plain text or one JSON object each (default text)")
     p.set_defaults(func=run)
 
 

@@ -9,13 +9,17 @@ from __future__ import annotations
 import argparse
 import sys
 
+from lwaftr.cli import LOG_FORMAT_HELP, LOG_LEVEL_HELP, examples
 from lwaftr import logs
 
 DEFAULT_LISTEN = "127.0.0.1:830"
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("netconf", help="serve NETCONF over SSH for a running instance")
+    p = sub.add_parser("netconf", help="serve NETCONF over SSH for a running instance",
+                       **examples("lwaftr netconf --hash-password            # a hash for the users file",
+                                  "lwaftr netconf --users /etc/lwaftr/users --host-key /etc/lwaftr/ssh_host_key "
+                                  "--name lwaftr"))
     p.add_argument("--listen", default=DEFAULT_LISTEN, metavar="ADDR:PORT",
                    help=f"address to listen on (default {DEFAULT_LISTEN}; [::1]:PORT for IPv6)")
     p.add_argument("--name", help="instance name (default: the only one running)")
@@ -24,8 +28,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="users file: USER:PASSWORD-HASH or USER:SSH-PUBLIC-KEY lines")
     p.add_argument("--hash-password", action="store_true",
                    help="print the hash of a password for the users file, and exit")
-    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
-    p.add_argument("--log-format", default="text", choices=["text", "json", "syslog"])
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"], help=LOG_LEVEL_HELP)
+    p.add_argument("--log-format", default="text", choices=["text", "json", "syslog"], help=LOG_FORMAT_HELP)
     p.set_defaults(func=run)
 
 
@@ -37,12 +41,12 @@ def run(args: argparse.Namespace) -> int:
             pw = getpass.getpass("password: ")
             if getpass.getpass("again: ") != pw:
                 print("lwaftr netconf: the passwords differ", file=sys.stderr)
-                return 1
+                return 2
         else:
             pw = sys.stdin.readline().rstrip("\r\n")
         if not pw:
             print("lwaftr netconf: empty password", file=sys.stderr)
-            return 1
+            return 2
         print(hash_password(pw))
         return 0
     if not args.host_key or not args.users:

@@ -11,12 +11,15 @@ import os
 import signal
 import sys
 
+from lwaftr.cli import examples
 from lwaftr.cli.counters import pick
 from lwaftr.io import state
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("reload", help="make a running instance reload its configuration")
+    p = sub.add_parser("reload", help="make a running instance reload its configuration",
+                       description="The same as SIGHUP.  Exit 1 when the instance is not running.",
+                       **examples("lwaftr reload", "lwaftr reload edge1"))
     p.add_argument("name", nargs="?", help="instance name (default: the only one running)")
     p.set_defaults(func=run)
 

@@ -28,13 +28,21 @@ import logging
 import signal
 import sys
 
+from lwaftr.cli import LOG_FORMAT_HELP, LOG_LEVEL_HELP, examples
 from lwaftr import logs
 from lwaftr.config.errors import ConfigError
 from lwaftr.config.model import BUILT_IN, KERNEL
+from lwaftr.io.interfaces import InterfaceError, PrivilegeError, check_run
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("run", help="forward live traffic between Linux interfaces")
+    p = sub.add_parser("run", help="forward live traffic between Linux interfaces",
+                       description="Needs CAP_NET_ADMIN and CAP_NET_RAW, and existing, up Ethernet "
+                                   "interfaces: otherwise it says which and exits 2 before touching anything.",
+                       **examples("lwaftr run --conf lwaftr.conf --v4 eth0 --v6 eth1",
+                                  "lwaftr run --conf lwaftr.conf --on-a-stick eth0 --name edge1",
+                                  "lwaftr run --conf lwaftr.conf          # the devices the configuration names",
+                                  "lwaftr run --conf lwaftr.conf --instance eth0,eth1 --instance eth2 --io xdp"))
     p.add_argument("--conf", required=True, help="configuration file")
     p.add_argument("--v4", metavar="IFACE", help="Internet-facing interface")
     p.add_argument("--v6", metavar="IFACE", help="B4-facing interface")
@@ -47,9 +55,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="xdp: AF_XDP where the kernel allows it, else AF_PACKET (logged)")
     p.add_argument("--control-plane", choices=[KERNEL, BUILT_IN],
                    help="override the configuration's control-plane mode")
-    p.add_argument("--batch", type=int, default=256, help="frames per ring per batch")
-    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
-    p.add_argument("--log-format", default="text", choices=["text", "json", "syslog"])
+    p.add_argument("--batch", type=int, default=256, metavar="N", help="frames per ring per batch (default 256)")
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"], help=LOG_LEVEL_HELP)
+    p.add_argument("--log-format", default="text", choices=["text", "json", "syslog"], help=LOG_FORMAT_HELP)
     p.add_argument("--worker", help=argparse.SUPPRESS)            # set by the supervisor
     p.add_argument("--instance-index", type=int, default=0, help=argparse.SUPPRESS)
     p.set_defaults(func=run)
@@ -75,6 +83,14 @@ def _specs(args: argparse.Namespace, instances: list) -> list[list[str]]:
     return specs
 
 
+def _named(specs: list[list[str]], from_config: bool) -> list[tuple[str, str]]:
+    """(interface, role) of every worker's interfaces, for the checks and their messages."""
+    side = {"--v4": "IPv4 side", "--v6": "IPv6 side", "--on-a-stick": "on a stick"}
+    where = ", from the configuration" if from_config else ""
+    return [(spec[k + 1], f"instance {i}, {side[spec[k]]}{where}")
+            for i, spec in enumerate(specs) for k in range(0, len(spec), 2)]
+
+
 def _passthrough(args: argparse.Namespace) -> list[str]:
     out = ["--io", args.io, "--batch", str(args.batch), "--log-level", args.log_level,
            "--log-format", args.log_format]
@@ -94,6 +110,12 @@ def run(args: argparse.Namespace) -> int:
     from lwaftr.io.state import InstanceBusy
     if not single:
         return _supervise(args)
+    try:
+        check_run([(args.on_a_stick, "--on-a-stick")] if args.on_a_stick
+                  else [(args.v4, "--v4"), (args.v6, "--v6")])
+    except (InterfaceError, PrivilegeError) as e:
+        print(f"lwaftr run: {e}", file=sys.stderr)
+        return 2
     from lwaftr.io.live import LiveLoop
 
     try:
@@ -134,10 +156,11 @@ def _supervise(args: argparse.Namespace) -> int:
     try:
         cfg, table = load_table(args.conf)
         specs = _specs(args, cfg.instances)
+        check_run(_named(specs, not args.instance))
         name = args.name or cfg.name or "lwaftr"
         bird = Bird.for_run(args.conf, cfg, table, specs, name, args.control_plane)   # None without bgp
         sup = Supervisor(args.conf, specs, name, _passthrough(args), bird=bird)
-    except ConfigError as e:
+    except (ConfigError, InterfaceError, PrivilegeError) as e:
         print(f"lwaftr run: {e}", file=sys.stderr)
         return 2
     except InstanceBusy as e:

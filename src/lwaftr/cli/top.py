@@ -11,11 +11,13 @@ from __future__ import annotations
 import argparse
 import sys
 
+from lwaftr.cli import examples
 from lwaftr.cli.counters import pick
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("top", help="live rates and totals of a running instance's counters")
+    p = sub.add_parser("top", help="live rates and totals of a running instance's counters",
+                       **examples("lwaftr top", "lwaftr top edge1 --plain --iterations 3"))
     p.add_argument("name", nargs="?", help="instance name (default: the only one running)")
     p.add_argument("--interval", type=float, default=1.0, metavar="S", help="seconds between refreshes (default 1)")
     p.add_argument("--iterations", type=int, default=None, metavar="N", help="stop after N refreshes (default: never)")

@@ -134,7 +134,7 @@ def load_ietf(path: str | Path, *, fast: bool = True, table: bool = True) -> Con
         with open(path, encoding="utf-8-sig") as fh:
             text = fh.read()
     except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"cannot read: {e}", file=str(path)) from None
+        raise ConfigError(f"cannot read: {getattr(e, 'strerror', None) or e}", file=str(path)) from None
     return loads_ietf(text, str(path), fast=fast, table=table)
 
 

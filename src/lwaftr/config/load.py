@@ -21,7 +21,7 @@ def config_format(path: str | Path) -> str:
         with open(path, "rb") as fh:
             head = fh.read(4096)
     except OSError as e:
-        raise ConfigError(f"cannot read: {e}", file=str(path)) from None
+        raise ConfigError(f"cannot read: {getattr(e, 'strerror', None) or e}", file=str(path)) from None
     return ietf.sniff(head.decode("utf-8", "replace"))
 
 

@@ -413,7 +413,7 @@ def load_snabb(path: str) -> Config:
         with open(path, encoding="utf-8-sig") as fh:   # (a BOM is dropped)
             text = fh.read()
     except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"cannot read: {e}", file=str(path)) from None
+        raise ConfigError(f"cannot read: {getattr(e, 'strerror', None) or e}", file=str(path)) from None
     return loads_snabb(text, str(path))
 
 

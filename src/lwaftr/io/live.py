@@ -43,7 +43,9 @@ from lwaftr.dataplane.checksum import complete_flagged
 from lwaftr.dataplane.engine import Engine
 from lwaftr.io.afpacket import SOL_PACKET, TP_STATUS_CSUMNOTREADY, RxRing, TxRing
 from lwaftr.io.control import ControlServer
+from lwaftr.io.interfaces import InterfaceError, check_tap_name
 from lwaftr.io.neighbors import NextHops
+from lwaftr.io.pcap import CaptureError, PcapWriter
 from lwaftr.io.state import StateDir
 from lwaftr.io.tap import QuietInterface, Tap, configure_tap, tap_name
 from lwaftr.mgmt.alarms import Alarms
@@ -70,16 +72,16 @@ class MonitorSink:
     def __init__(self, pcap: str | None = None, tap: str | None = None) -> None:
         if (pcap is None) == (tap is None):
             raise ValueError("give a pcap file or a TAP name")
-        self.tap = self.fh = self.writer = None
+        self.tap: Tap | None = None
+        self.writer: PcapWriter | None = None
         if tap is not None:
+            check_tap_name(tap, "--tap")
             self.tap = Tap(tap)
             with IPRoute() as ipr:
                 ipr.link("set", index=ipr.link_lookup(ifname=tap)[0], state="up")
             self.what = f"TAP {tap}"
         else:
-            import dpkt
-            self.fh = open(pcap, "wb")
-            self.writer = dpkt.pcap.Writer(self.fh)
+            self.writer = PcapWriter(pcap)
             self.what = f"pcap file {pcap}"
 
     def __str__(self) -> str:
@@ -93,14 +95,14 @@ class MonitorSink:
         else:
             now = time.time()
             for f in frames:
-                self.writer.writepkt(f, now)
-            self.fh.flush()
+                self.writer.write(f, now)
+            self.writer.flush()
 
     def close(self) -> None:
         if self.tap is not None:
             self.tap.close()
-        if self.fh is not None:
-            self.fh.close()
+        if self.writer is not None:
+            self.writer.close()
 
 
 class Port:
@@ -374,8 +376,8 @@ class LiveLoop:
         try:
             addr = int(ipaddress.IPv4Address(ip))
             self.monitor_sink = MonitorSink(pcap=req.get("pcap"), tap=req.get("tap"))
-        except (ValueError, OSError) as e:
-            return {"ok": False, "error": f"monitor: {e}"}
+        except (ValueError, OSError, CaptureError, InterfaceError) as e:
+            return {"ok": False, "error": str(e)}
         self.engine.set_monitor(addr)
         log.info("monitoring %s to %s", ip, self.monitor_sink)
         return {"ok": True, "target": str(self.monitor_sink)}

@@ -29,6 +29,8 @@ import threading
 import time
 from pathlib import Path
 
+from lwaftr.io.interfaces import PrivilegeError, require_capabilities
+
 _serial = itertools.count(1)
 
 
@@ -40,6 +42,11 @@ def unavailable() -> str | None:
     """Why a lab cannot be built here (not root, no ``ip``, no namespaces), or None."""
     if os.geteuid() != 0:
         return "network namespaces need root (run as root, or with sudo)"
+    try:
+        require_capabilities("to build the lab's network namespaces",
+                             ("CAP_SYS_ADMIN", "CAP_NET_ADMIN", "CAP_NET_RAW"))
+    except PrivilegeError as e:
+        return str(e)
     for tool in ("ip", "nft"):
         if shutil.which(tool) is None:
             return f"'{tool}' is not installed (apt-get install {'iproute2' if tool == 'ip' else 'nftables'})"
