@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import replace
 
+import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 from scapy.layers.inet import ICMP, IP, UDP
 from scapy.layers.inet6 import IPv6, IPv6ExtHdrFragment
@@ -25,10 +26,21 @@ from packets import b4_frame, inet_frame, make_config, tables
 SETTINGS = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
+# pcap filters on each side and direction (None: no filter), run in the kernels and in the slow path
+FILTERS_IN4 = [None, None, "ip", "udp", "not udp port 53", "ip[8] > 1", "len > 600"]
+FILTERS_IN6 = [None, None, "ip6", "ip6[6] = 4 and ip6[49] = 17", "len < 1000", "not ip6"]
+FILTERS_OUT4 = [None, None, "ip", "icmp", "not icmp", "udp dst portrange 30000-65535"]
+FILTERS_OUT6 = [None, None, "ip6", "icmp6", "not icmp6", "len > 600"]
+
+
 @st.composite
-def scenario(draw):
+def scenario(draw, filters: bool = True):
     rows = draw(tables())
-    cfg = make_config(rows, hairpinning=draw(st.booleans()), generate_icmp_errors=draw(st.booleans()))
+    pick = (lambda choices: draw(st.sampled_from(choices))) if filters else (lambda choices: None)
+    cfg = make_config(rows, hairpinning=draw(st.booleans()), generate_icmp_errors=draw(st.booleans()),
+                      ingress_filter=pick(FILTERS_IN6), egress_filter=pick(FILTERS_OUT6))
+    cfg = replace(cfg, external=replace(cfg.external, generate_icmp_errors=draw(st.booleans()),
+                                        ingress_filter=pick(FILTERS_IN4), egress_filter=pick(FILTERS_OUT4)))
     v4 = draw(st.lists(inet_frame(rows), max_size=12))
     v6 = draw(st.lists(b4_frame(rows), max_size=12))
     return rows, cfg, v4, v6
@@ -59,9 +71,14 @@ def test_unordered_batches_give_the_same_frames_and_counters(sc):
     assert fast.pool.n_free[0] == fast.pool.n_slots, "slots leaked"
 
 
-def test_common_traffic_never_reaches_the_slow_path(monkeypatch):
+@pytest.mark.parametrize("filters", [False, True])
+def test_common_traffic_never_reaches_the_slow_path(monkeypatch, filters):
+    """Also with pcap filters on every side and direction: they run in the kernels."""
     rows = [("192.0.2.1", 1, 4, "2001:db8:1::1", 0), ("192.0.2.2", 0, 0, "2001:db8:1::2", 1)]
     cfg = make_config(rows)
+    if filters:
+        cfg = replace(cfg, external=replace(cfg.external, ingress_filter="ip", egress_filter="ip"),
+                      internal=replace(cfg.internal, ingress_filter="ip6", egress_filter="ip6"))
     eng = Engine(cfg)
     eng._last_slow = 10.0   # no timer due
     calls = []
@@ -149,7 +166,7 @@ def _port(ip_pkt, src: bool) -> int:
 
 
 @SETTINGS
-@given(scenario())
+@given(scenario(filters=False))
 def test_invariants(sc):
     """Every decapsulated packet matched its softwire; every encapsulated one
     goes to the B4 owning its address and port; every input is counted once

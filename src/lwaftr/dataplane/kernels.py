@@ -31,6 +31,7 @@ import numpy as np
 from lwaftr import counters as C
 from lwaftr import wire as W
 from lwaftr.bindingtable.table import is_managed, lookup, lookup_at, probe
+from lwaftr.dataplane.bpf import BPF_MEMWORDS, bpf_exec
 from lwaftr.dataplane.icmperr import HEADROOM_NEEDED, RL_V4, RL_V6, icmpv4_error, icmpv6_error, rate_allow, set_ttl
 from lwaftr.dataplane.pool import HEADROOM
 from lwaftr.dataplane.prefetch import prefetch
@@ -69,6 +70,13 @@ P_RATE4_PERIOD = 15
 P_RATE6_PACKETS = 16
 P_RATE6_PERIOD = 17
 N_PARAMS = 18
+
+# Filter programs: rows of one uint32[n, 4] array of classic BPF, program k at
+# progs[pidx[k]:pidx[k + 1]] (no rows: no filter)
+F_IN4 = 0
+F_IN6 = 1
+F_OUT4 = 2
+F_OUT6 = 3
 
 # MAC table rows (uint8[4, 6])
 M_EXT_SELF = 0
@@ -152,9 +160,10 @@ def _add_drop_ipv4(counters, n, hairpinned):
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _encapsulate(b, f, n, row, P, macs, sw_tab, br_tab):
-    """Decrement TTL, prepend Ethernet (+802.1Q) + IPv6 in the headroom.
-    Returns the new frame offset; the new length is n + 40 (+4 if tagged)."""
+def _encapsulate(b, f, n, row, P, sw_tab, br_tab):
+    """Decrement TTL and prepend the IPv6 header in the headroom (the caller
+    then writes Ethernet in front: :func:`_emit`).  Returns the IPv6 header's
+    offset; the packet from there is n - 14 + 40 bytes."""
     o = f + ETH
     # TTL - 1 with the incremental checksum update Snabb uses (RFC 1624).
     old = np.int64(b[o + W.O_IPV4_TTL])
@@ -184,7 +193,7 @@ def _encapsulate(b, f, n, row, P, macs, sw_tab, br_tab):
         sh = np.uint64(56 - 8 * j)
         b[h + W.O_IPV6_DST + j] = np.uint8((hi >> sh) & np.uint64(0xFF))
         b[h + W.O_IPV6_DST + 8 + j] = np.uint8((lo >> sh) & np.uint64(0xFF))
-    return _write_eth(b, h, macs, M_INT_NEXT, M_INT_SELF, P[P_VLAN6], W.ETHERTYPE_IPV6)
+    return h
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -200,6 +209,22 @@ def _write_eth(b, l3, macs, dst_row, src_row, vid, ethertype):
         wr16(b, e + 16, ethertype)
     else:
         wr16(b, e + 12, ethertype)
+    return e
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _emit(b, l3, l3_len, macs, dst_row, src_row, vid, ethertype, prog, mem):
+    """Ethernet in front of the packet at ``l3``, through the egress filter
+    ``prog`` (no rows: none), which sees the untagged frame as the slow path's
+    filter does, then the 802.1Q tag if ``vid >= 0``.  Returns the frame's
+    offset, or -1 if the filter refused it."""
+    if prog.shape[0] == 0:
+        return _write_eth(b, l3, macs, dst_row, src_row, vid, ethertype)
+    e = _write_eth(b, l3, macs, dst_row, src_row, -1, ethertype)
+    if bpf_exec(prog, b, e, ETH + l3_len, mem) == 0:
+        return -1
+    if vid >= 0:
+        return _write_eth(b, l3, macs, dst_row, src_row, vid, ethertype)
     return e
 
 
@@ -290,9 +315,15 @@ def classify_inet(buf, off, length, slots, P, addr_tab, sw_tab, verdict, rows):
 
 
 @numba.njit(cache=True, nogil=True)
-def apply_inet(buf, off, length, slots, P, macs, sw_tab, br_tab, counters, verdict, rows, rate, now):
-    """Pass 2 for frames from the Internet side: encapsulate, answer with an
-    ICMPv4 error (``ERR``; ``DROP`` when the rate limiter says no) or drop."""
+def apply_inet(buf, off, length, slots, P, macs, sw_tab, br_tab, counters, verdict, rows, rate, now,
+               progs, pidx):
+    """Pass 2 for frames from the Internet side: through the ingress filter,
+    then encapsulate, answer with an ICMPv4 error (``ERR``; ``DROP`` when the
+    rate limiter says no) or drop; what leaves passes the egress filter."""
+    pin = progs[pidx[F_IN4]:pidx[F_IN4 + 1]]
+    pout4 = progs[pidx[F_OUT4]:pidx[F_OUT4 + 1]]
+    pout6 = progs[pidx[F_OUT6]:pidx[F_OUT6 + 1]]
+    mem = np.empty(BPF_MEMWORDS, np.int64)
     for i in range(slots.shape[0]):
         v = verdict[i]
         if v == SLOW:
@@ -303,6 +334,10 @@ def apply_inet(buf, off, length, slots, P, macs, sw_tab, br_tab, counters, verdi
         n = np.int64(length[s])
         o = f + ETH
         counters[C.IN_IPV4_FRAG_REASSEMBLY_UNNEEDED] += 1
+        if pin.shape[0] and bpf_exec(pin, b, f, n, mem) == 0:
+            counters[C.DROP_INGRESS_FILTER_IPV4_PACKETS] += 1
+            verdict[i] = DROP
+            continue
         counters[C.IN_IPV4_BYTES] += n
         counters[C.IN_IPV4_PACKETS] += 1
         if v == DROP or v == ERR:
@@ -337,13 +372,23 @@ def apply_inet(buf, off, length, slots, P, macs, sw_tab, br_tab, counters, verdi
             counters[C.OUT_ICMPV4_ERROR_PACKETS] += 1
             counters[C.OUT_IPV4_BYTES] += ETH + m
             counters[C.OUT_IPV4_PACKETS] += 1
+            e = _emit(b, ip, m, macs, M_EXT_NEXT, M_EXT_SELF, P[P_VLAN4], W.ETHERTYPE_IPV4, pout4, mem)
+            if e < 0:
+                counters[C.DROP_EGRESS_FILTER_IPV4_PACKETS] += 1
+                verdict[i] = DROP
+                continue
             counters[C.OUT_IPV4_FRAG_NOT] += 1
-            off[s] = _write_eth(b, ip, macs, M_EXT_NEXT, M_EXT_SELF, P[P_VLAN4], W.ETHERTYPE_IPV4)
+            off[s] = e
             length[s] = ETH + m + (W.VLAN_HLEN if P[P_VLAN4] >= 0 else 0)
             continue
-        e = _encapsulate(buf[s], off[s], n, rows[i], P, macs, sw_tab, br_tab)
+        h = _encapsulate(b, f, n, rows[i], P, sw_tab, br_tab)
         counters[C.OUT_IPV6_BYTES] += n + V6
         counters[C.OUT_IPV6_PACKETS] += 1
+        e = _emit(b, h, n - ETH + V6, macs, M_INT_NEXT, M_INT_SELF, P[P_VLAN6], W.ETHERTYPE_IPV6, pout6, mem)
+        if e < 0:
+            counters[C.DROP_EGRESS_FILTER_IPV6_PACKETS] += 1
+            verdict[i] = DROP
+            continue
         counters[C.OUT_IPV6_FRAG_NOT] += 1
         length[s] = n + V6 + (W.VLAN_HLEN if P[P_VLAN6] >= 0 else 0)
         off[s] = e
@@ -428,9 +473,15 @@ def classify_b4(buf, off, length, slots, P, addr_tab, sw_tab, br_tab, verdict, r
 
 
 @numba.njit(cache=True, nogil=True)
-def apply_b4(buf, off, length, slots, P, macs, sw_tab, br_tab, counters, verdict, rows, hrows, rate, now):
-    """Pass 2 for frames from the B4 side: decapsulate (and hairpin), answer
-    with an ICMPv6 error (``ERR``; ``DROP`` when the rate limiter says no) or drop."""
+def apply_b4(buf, off, length, slots, P, macs, sw_tab, br_tab, counters, verdict, rows, hrows, rate, now,
+             progs, pidx):
+    """Pass 2 for frames from the B4 side: through the ingress filter, then
+    decapsulate (and hairpin), answer with an ICMPv6 error (``ERR``; ``DROP``
+    when the rate limiter says no) or drop; what leaves passes the egress filter."""
+    pin = progs[pidx[F_IN6]:pidx[F_IN6 + 1]]
+    pout4 = progs[pidx[F_OUT4]:pidx[F_OUT4 + 1]]
+    pout6 = progs[pidx[F_OUT6]:pidx[F_OUT6 + 1]]
+    mem = np.empty(BPF_MEMWORDS, np.int64)
     for i in range(slots.shape[0]):
         v = verdict[i]
         if v == SLOW:
@@ -439,6 +490,10 @@ def apply_b4(buf, off, length, slots, P, macs, sw_tab, br_tab, counters, verdict
         b = buf[s]
         n = np.int64(length[s])
         counters[C.IN_IPV6_FRAG_REASSEMBLY_UNNEEDED] += 1
+        if pin.shape[0] and bpf_exec(pin, b, off[s], n, mem) == 0:
+            counters[C.DROP_INGRESS_FILTER_IPV6_PACKETS] += 1
+            verdict[i] = DROP
+            continue
         counters[C.IN_IPV6_BYTES] += n
         counters[C.IN_IPV6_PACKETS] += 1
         if v == DROP or v == ERR:
@@ -466,8 +521,13 @@ def apply_b4(buf, off, length, slots, P, macs, sw_tab, br_tab, counters, verdict
             counters[C.OUT_ICMPV6_ERROR_PACKETS] += 1
             counters[C.OUT_IPV6_BYTES] += ETH + m
             counters[C.OUT_IPV6_PACKETS] += 1
+            e = _emit(b, ip, m, macs, M_INT_NEXT, M_INT_SELF, P[P_VLAN6], W.ETHERTYPE_IPV6, pout6, mem)
+            if e < 0:
+                counters[C.DROP_EGRESS_FILTER_IPV6_PACKETS] += 1
+                verdict[i] = DROP
+                continue
             counters[C.OUT_IPV6_FRAG_NOT] += 1
-            off[s] = _write_eth(b, ip, macs, M_INT_NEXT, M_INT_SELF, P[P_VLAN6], W.ETHERTYPE_IPV6)
+            off[s] = e
             length[s] = ETH + m + (W.VLAN_HLEN if P[P_VLAN6] >= 0 else 0)
             continue
         f = off[s]
@@ -476,16 +536,25 @@ def apply_b4(buf, off, length, slots, P, macs, sw_tab, br_tab, counters, verdict
         if v == HAIRPIN:
             counters[C.HAIRPIN_IPV4_BYTES] += m
             counters[C.HAIRPIN_IPV4_PACKETS] += 1
-            e = _encapsulate(b, l3 - ETH, m, hrows[i], P, macs, sw_tab, br_tab)
+            h = _encapsulate(b, l3 - ETH, m, hrows[i], P, sw_tab, br_tab)
             counters[C.OUT_IPV6_BYTES] += m + V6
             counters[C.OUT_IPV6_PACKETS] += 1
+            e = _emit(b, h, m - ETH + V6, macs, M_INT_NEXT, M_INT_SELF, P[P_VLAN6], W.ETHERTYPE_IPV6, pout6, mem)
+            if e < 0:
+                counters[C.DROP_EGRESS_FILTER_IPV6_PACKETS] += 1
+                verdict[i] = DROP
+                continue
             counters[C.OUT_IPV6_FRAG_NOT] += 1
             off[s] = e
             length[s] = m + V6 + (W.VLAN_HLEN if P[P_VLAN6] >= 0 else 0)
             continue
-        e = _write_eth(b, l3, macs, M_EXT_NEXT, M_EXT_SELF, P[P_VLAN4], W.ETHERTYPE_IPV4)
         counters[C.OUT_IPV4_BYTES] += m
         counters[C.OUT_IPV4_PACKETS] += 1
+        e = _emit(b, l3, m - ETH, macs, M_EXT_NEXT, M_EXT_SELF, P[P_VLAN4], W.ETHERTYPE_IPV4, pout4, mem)
+        if e < 0:
+            counters[C.DROP_EGRESS_FILTER_IPV4_PACKETS] += 1
+            verdict[i] = DROP
+            continue
         counters[C.OUT_IPV4_FRAG_NOT] += 1
         off[s] = e
         length[s] = m + (W.VLAN_HLEN if P[P_VLAN4] >= 0 else 0)
@@ -508,7 +577,7 @@ def _compact_untagged(buf, off, length, slots, vid, counters, keep, free_list, n
 
 @numba.njit(cache=True, nogil=True)
 def fast_batch(buf, off, length, free_list, n_free, v4, v6, P, macs, addr_tab, sw_tab, br_tab, counters,
-               strict, scratch, keep, out4, out6, slow4, slow6, rate, now):
+               strict, scratch, keep, out4, out6, slow4, slow6, rate, now, progs, pidx):
     """One whole batch in a single call (no Python per batch but this call).
 
     ``v4``/``v6`` are the received slots (modified: untagged ones compacted).
@@ -536,8 +605,8 @@ def fast_batch(buf, off, length, free_list, n_free, v4, v6, P, macs, addr_tab, s
         for i in range(n6):
             slow6[i] = v6[i]
         return 0, 0, n4, n6
-    apply_b4(buf, off, length, v6, P, macs, sw_tab, br_tab, counters, verd6, rows6, hrows6, rate, now)
-    apply_inet(buf, off, length, v4, P, macs, sw_tab, br_tab, counters, verd4, rows4, rate, now)
+    apply_b4(buf, off, length, v6, P, macs, sw_tab, br_tab, counters, verd6, rows6, hrows6, rate, now, progs, pidx)
+    apply_inet(buf, off, length, v4, P, macs, sw_tab, br_tab, counters, verd4, rows4, rate, now, progs, pidx)
     k4 = 0
     k6 = 0
     s4 = 0
