@@ -7,7 +7,9 @@ same bytes and counters as the engine without them.
 from __future__ import annotations
 
 import ipaddress
+from dataclasses import replace
 
+import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 from scapy.layers.inet import ICMP, IP, UDP
 from scapy.layers.inet6 import IPv6, IPv6ExtHdrFragment
@@ -24,10 +26,21 @@ from packets import b4_frame, inet_frame, make_config, tables
 SETTINGS = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
+# pcap filters on each side and direction (None: no filter), run in the kernels and in the slow path
+FILTERS_IN4 = [None, None, "ip", "udp", "not udp port 53", "ip[8] > 1", "len > 600"]
+FILTERS_IN6 = [None, None, "ip6", "ip6[6] = 4 and ip6[49] = 17", "len < 1000", "not ip6"]
+FILTERS_OUT4 = [None, None, "ip", "icmp", "not icmp", "udp dst portrange 30000-65535"]
+FILTERS_OUT6 = [None, None, "ip6", "icmp6", "not icmp6", "len > 600"]
+
+
 @st.composite
-def scenario(draw):
+def scenario(draw, filters: bool = True):
     rows = draw(tables())
-    cfg = make_config(rows, hairpinning=draw(st.booleans()), generate_icmp_errors=draw(st.booleans()))
+    pick = (lambda choices: draw(st.sampled_from(choices))) if filters else (lambda choices: None)
+    cfg = make_config(rows, hairpinning=draw(st.booleans()), generate_icmp_errors=draw(st.booleans()),
+                      ingress_filter=pick(FILTERS_IN6), egress_filter=pick(FILTERS_OUT6))
+    cfg = replace(cfg, external=replace(cfg.external, generate_icmp_errors=draw(st.booleans()),
+                                        ingress_filter=pick(FILTERS_IN4), egress_filter=pick(FILTERS_OUT4)))
     v4 = draw(st.lists(inet_frame(rows), max_size=12))
     v6 = draw(st.lists(b4_frame(rows), max_size=12))
     return rows, cfg, v4, v6
@@ -58,9 +71,14 @@ def test_unordered_batches_give_the_same_frames_and_counters(sc):
     assert fast.pool.n_free[0] == fast.pool.n_slots, "slots leaked"
 
 
-def test_common_traffic_never_reaches_the_slow_path(monkeypatch):
+@pytest.mark.parametrize("filters", [False, True])
+def test_common_traffic_never_reaches_the_slow_path(monkeypatch, filters):
+    """Also with pcap filters on every side and direction: they run in the kernels."""
     rows = [("192.0.2.1", 1, 4, "2001:db8:1::1", 0), ("192.0.2.2", 0, 0, "2001:db8:1::2", 1)]
     cfg = make_config(rows)
+    if filters:
+        cfg = replace(cfg, external=replace(cfg.external, ingress_filter="ip", egress_filter="ip"),
+                      internal=replace(cfg.internal, ingress_filter="ip6", egress_filter="ip6"))
     eng = Engine(cfg)
     eng._last_slow = 10.0   # no timer due
     calls = []
@@ -70,6 +88,70 @@ def test_common_traffic_never_reaches_the_slow_path(monkeypatch):
                 IP(src="192.0.2.2", dst="203.0.113.9") / UDP(sport=1000 + i, dport=53)) for i in range(50)]
     o4, o6 = eng.process(eng.pool.store(v4), eng.pool.store(v6), 10.01)
     assert calls == [] and len(o4) == 50 and len(o6) == 50
+
+
+def _error_traffic() -> tuple[list[bytes], list[bytes]]:
+    """Frames the kernels answer with ICMP errors: Internet frames for no softwire,
+    with TTL 1 and 0, too big for the tunnel with DF; B4 frames failing their binding."""
+    eth4 = Ether(dst="02:00:00:00:00:01", src="02:00:00:00:00:11")
+    eth6 = Ether(dst="02:00:00:00:00:01", src="02:00:00:00:00:11")
+    v4 = [bytes(eth4 / IP(src="203.0.113.9", dst="192.0.2.1") / UDP(sport=1, dport=100 + i)) for i in range(5)]
+    v4 += [bytes(eth4 / IP(src="203.0.113.9", dst="198.51.100.77") / UDP(sport=1, dport=80))]
+    v4 += [bytes(eth4 / IP(src="203.0.113.9", dst="192.0.2.1", ttl=t) / UDP(sport=1, dport=4097)) for t in (0, 1)]
+    v4 += [bytes(eth4 / IP(src="203.0.113.9", dst="192.0.2.2", flags="DF") / UDP(sport=1, dport=80) / bytes(1480))]
+    v6 = [bytes(eth6 / IPv6(src="2001:db8:1::99", dst="2001:db8:ffff::2") /
+                IP(src="192.0.2.2", dst="203.0.113.9") / UDP(sport=1000, dport=53)),          # wrong B4
+          bytes(eth6 / IPv6(src="2001:db8:1::2", dst="2001:db8:ffff::1") /
+                IP(src="192.0.2.2", dst="203.0.113.9") / UDP(sport=1001, dport=53) / bytes(1300)),  # wrong BR
+          bytes(eth6 / IPv6(src="2001:db8:1::1", dst="2001:db8:ffff::1") /
+                IP(src="192.0.2.1", dst="203.0.113.9") / UDP(sport=80, dport=53))]            # port not its
+    return v4, v6
+
+
+def test_icmp_errors_are_compiled_and_equal_the_slow_paths():
+    """Misses, TTL expiry, DF too big (Internet side) and binding failures (B4 side):
+    no frame reaches the slow path, and bytes and counters equal the slow path's,
+    also when the rate limiter cuts in (limits 3 and 2 over two batches)."""
+    rows = [("192.0.2.1", 1, 4, "2001:db8:1::1", 0), ("192.0.2.2", 0, 0, "2001:db8:1::2", 1)]
+    cfg = make_config(rows)
+    cfg = replace(cfg, external=replace(cfg.external, error_rate_limit_packets=3),
+                  internal=replace(cfg.internal, error_rate_limit_packets=2))
+    fast, slow = Engine(cfg, fragment_id_seeds=IDS), Engine(cfg, fast_path=False, fragment_id_seeds=IDS)
+    fast._last_slow = 100.0   # no timer due
+    calls = []
+    real = fast.slow.process
+    fast.slow.process = lambda *a: calls.append(a) or real(*a)
+    v4, v6 = _error_traffic()
+    for now in (100.0, 100.5):               # the second batch, in the same window, is all rate-limited
+        o4, o6 = fast.process(fast.pool.store(v4), fast.pool.store(v6), now)
+        got = fast.pool.frames(o4), fast.pool.frames(o6)
+        fast.pool.free(o4)
+        fast.pool.free(o6)
+        want = slow.process_frames(v4, v6, now)
+        assert got == want
+        assert C.to_dict(fast.counters) == C.to_dict(slow.counters)
+    assert all(not a[0] and not a[1] for a in calls), "a frame went to the slow path"
+    c = C.to_dict(fast.counters, nonzero=True)
+    assert c["out-icmpv4-error-packets"] == 3 and c["drop-over-rate-limit-icmpv4-packets"] == 2 * 9 - 3
+    assert c["out-icmpv6-error-packets"] == 2 and c["drop-over-rate-limit-icmpv6-packets"] == 2 * 3 - 2
+    assert c["drop-ttl-zero-ipv4-packets"] == 4 and c["drop-over-mtu-but-dont-fragment-ipv4-packets"] == 2
+    assert fast.pool.n_free[0] == fast.pool.n_slots, "slots leaked"
+
+
+def test_errors_by_policy_off_are_dropped_in_the_kernels():
+    rows = [("192.0.2.1", 1, 4, "2001:db8:1::1", 0), ("192.0.2.2", 0, 0, "2001:db8:1::2", 1)]
+    cfg = make_config(rows, generate_icmp_errors=False)
+    cfg = replace(cfg, external=replace(cfg.external, generate_icmp_errors=False))
+    fast, slow = Engine(cfg), Engine(cfg, fast_path=False)
+    fast._last_slow = 100.0
+    calls = []
+    fast.slow.process = lambda *a: calls.append(a) or ([], [])
+    v4, v6 = _error_traffic()
+    o4, o6 = fast.process(fast.pool.store(v4), fast.pool.store(v6), 100.0)
+    assert len(o4) == len(o6) == 0 and all(not a[0] and not a[1] for a in calls)
+    slow.process_frames(v4, v6, 100.0)
+    assert C.to_dict(fast.counters) == C.to_dict(slow.counters)
+    assert C.to_dict(fast.counters)["drop-out-by-policy-icmpv4-packets"] == 9
 
 
 def _lookup(table: BindingTable, ip: str, port: int):
@@ -84,7 +166,7 @@ def _port(ip_pkt, src: bool) -> int:
 
 
 @SETTINGS
-@given(scenario())
+@given(scenario(filters=False))
 def test_invariants(sc):
     """Every decapsulated packet matched its softwire; every encapsulated one
     goes to the B4 owning its address and port; every input is counted once

@@ -22,6 +22,7 @@ from lwaftr import wire as W
 from lwaftr.bindingtable.table import BindingTable
 from lwaftr.config.model import Config
 from lwaftr.dataplane import icmp
+from lwaftr.dataplane.icmperr import RL_V4, RL_V6, new_rate_state, rate_allow
 
 FROM_INET = 1
 HAIRPINNED = 2
@@ -33,19 +34,17 @@ _ETH_V6 = _ZERO_MACS + struct.pack("!H", W.ETHERTYPE_IPV6)
 
 @dataclass
 class RateLimiter:
-    """At most ``packets`` per ``period`` seconds, in fixed windows (as Snabb)."""
+    """At most ``packets`` per ``period`` seconds, in fixed windows (as Snabb).
+
+    The state is row ``row`` of an array shared with the compiled kernels
+    (:mod:`lwaftr.dataplane.icmperr`), so both paths draw on one budget."""
     packets: int
     period: float
-    start: float = 0.0
-    count: int = 0
+    state: np.ndarray = field(default_factory=new_rate_state)
+    row: int = RL_V4
 
     def allow(self, now: float) -> bool:
-        if now - self.start >= self.period:
-            self.start, self.count = now, 0
-        if self.count < self.packets:
-            self.count += 1
-            return True
-        return False
+        return rate_allow(self.state, self.row, self.packets, self.period, now)
 
 
 @dataclass
@@ -122,15 +121,20 @@ def strip_tunnel_encap_limit(frame: bytes) -> bytes | None:
 class LwAftrCore:
     """RFC 7596 lwAFTR logic: decapsulation, encapsulation, hairpinning, ICMP."""
 
-    def __init__(self, config: Config, table: BindingTable, counters: np.ndarray) -> None:
+    def __init__(self, config: Config, table: BindingTable, counters: np.ndarray,
+                 rate_state: np.ndarray | None = None) -> None:
+        """``rate_state``: the ICMP error rate limiters' state, shared with the kernels."""
         self.config = config
         self.table = table
         self.c = counters
         inst = config.instance
         self.ext, self.int = config.external, config.internal
         self.ext_ip: bytes = inst.external.ip
-        self.icmpv4_limit = RateLimiter(self.ext.error_rate_limit_packets, self.ext.error_rate_limit_period)
-        self.icmpv6_limit = RateLimiter(self.int.error_rate_limit_packets, self.int.error_rate_limit_period)
+        self.rate_state = rate_state if rate_state is not None else new_rate_state()
+        self.icmpv4_limit = RateLimiter(self.ext.error_rate_limit_packets, self.ext.error_rate_limit_period,
+                                        self.rate_state, RL_V4)
+        self.icmpv6_limit = RateLimiter(self.int.error_rate_limit_packets, self.int.error_rate_limit_period,
+                                        self.rate_state, RL_V6)
 
     # -- counting helpers ---------------------------------------------------
     def _add(self, idx: int, n: int = 1) -> None:

@@ -23,6 +23,7 @@ from lwaftr.bindingtable.table import BindingTable
 from lwaftr.config.model import Config
 from lwaftr.dataplane import kernels as K
 from lwaftr.dataplane import vlan
+from lwaftr.dataplane.icmperr import new_rate_state
 from lwaftr.dataplane.pool import HEADROOM, PacketPool
 from lwaftr.dataplane.slowpath import SlowPath
 
@@ -46,7 +47,9 @@ class Engine:
         self.counters = counters if counters is not None else C.new_array()
         self.table = table if table is not None else BindingTable.build(config.bindings)
         self.kernel = kernel
-        self.slow = SlowPath(config, self.table, self.counters, kernel=kernel, fragment_id_seeds=fragment_id_seeds)
+        self.rate_state = new_rate_state()       # ICMP error rate limiters, shared by kernels and slow path
+        self.slow = SlowPath(config, self.table, self.counters, kernel=kernel, fragment_id_seeds=fragment_id_seeds,
+                             rate_state=self.rate_state)
         inst = config.instance
         self.vlan4 = inst.external.vlan_tag if inst.external.vlan_tag is not None else config.external.vlan_tag
         self.vlan6 = inst.internal.vlan_tag if inst.internal.vlan_tag is not None else config.internal.vlan_tag
@@ -65,10 +68,16 @@ class Engine:
         P[K.P_VLAN6] = -1 if self.vlan6 is None else self.vlan6
         P[K.P_ICMP4_ERRORS] = int(ext.generate_icmp_errors)
         P[K.P_ICMP6_ERRORS] = int(int_.generate_icmp_errors)
-        # Filters run in the slow path (libpcap-compiled BPF); any filter
-        # sends that whole side's traffic there.
-        filters = (ext.ingress_filter, ext.egress_filter, int_.ingress_filter, int_.egress_filter)
-        P[K.P_FAST_OFF] = int(not fast_path or any(filters))
+        P[K.P_RATE4_PACKETS], P[K.P_RATE4_PERIOD] = ext.error_rate_limit_packets, ext.error_rate_limit_period
+        P[K.P_RATE6_PACKETS], P[K.P_RATE6_PERIOD] = int_.error_rate_limit_packets, int_.error_rate_limit_period
+        P[K.P_FAST_OFF] = int(not fast_path)
+        # The pcap filters (the slow path's libpcap-compiled classic BPF) run inside the
+        # kernels too: in the order K.F_IN4 .. K.F_OUT6, concatenated (index: where each begins).
+        sp = self.slow
+        progs = [f.prog if f is not None else np.zeros((0, 4), np.uint32)
+                 for f in (sp.in_filter4, sp.in_filter6, sp.out_filter4, sp.out_filter6)]
+        self.filter_progs = np.ascontiguousarray(np.concatenate(progs), np.uint32)
+        self.filter_index = np.cumsum([0] + [len(p) for p in progs]).astype(np.int64)
         P[K.P_PUNT] = int(kernel)
         self.params = P
         self.macs = np.zeros((4, 6), np.uint8)
@@ -79,7 +88,7 @@ class Engine:
         self.max_batch = max_batch
         self._scratch = np.empty((5, max_batch), np.int64)
         self._keep = np.empty(max_batch, np.uint8)
-        self._out4 = np.empty(max_batch, np.int32)
+        self._out4 = np.empty(2 * max_batch, np.int32)
         self._out6 = np.empty(2 * max_batch, np.int32)
         self._slow4 = np.empty(max_batch, np.int32)
         self._slow6 = np.empty(max_batch, np.int32)
@@ -177,7 +186,8 @@ class Engine:
         out4, out6, slow4, slow6 = self._out4, self._out6, self._slow4, self._slow6
         k4, k6, s4, s6 = K.fast_batch(pool.buf, pool.off, pool.length, pool.free_list, pool.n_free, v4, v6,
                                       P, self.macs, t.addr_tab, t.sw_tab, t.br_tab, self.counters, strict,
-                                      self._scratch, self._keep, out4, out6, slow4, slow6)
+                                      self._scratch, self._keep, out4, out6, slow4, slow6, self.rate_state,
+                                      float(now), self.filter_progs, self.filter_index)
         if not (s4 or s6 or not (P[K.P_V4_RESOLVED] and P[K.P_V6_RESOLVED])
                 or self.slow.holding or now - self._last_slow >= SLOW_TICK):
             return out4[:k4].copy(), out6[:k6].copy()

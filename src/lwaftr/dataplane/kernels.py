@@ -13,9 +13,13 @@ The fast path takes: untagged-or-correctly-tagged, unfragmented, option-less
 IPv4 (not ICMP) from the Internet to a bound softwire with TTL > 1 that fits
 the IPv6 MTU; and IPv4-in-IPv6 (no extension headers, inner not ICMP) from a
 B4 whose binding checks, fitting the IPv4 MTU, or hairpinned to another
-bound B4.  Binding misses are dropped here when ICMP errors are off;
-everything else (ICMP, ARP/NDP, fragments, options, errors to generate,
-filters, unresolved next hops, malformed frames) is ``SLOW``.  The slow path
+bound B4.  It also answers, with ICMP errors built in place
+(:mod:`lwaftr.dataplane.icmperr`, under the shared rate limiter) or drops by
+policy: Internet frames for no softwire (RFC 7596 5.2), with TTL <= 1, or too
+big for the tunnel with DF set; B4 frames whose binding does not check
+(RFC 7596 5.1).  Everything else (ICMP, ARP/NDP, fragments, options, errors
+addressed to a softwire, filters, unresolved next hops, malformed frames) is
+``SLOW``.  The slow path
 (:mod:`lwaftr.dataplane.core`) is the reference: tests run both on the same
 traffic and compare bytes and counters.
 """
@@ -27,13 +31,24 @@ import numpy as np
 from lwaftr import counters as C
 from lwaftr import wire as W
 from lwaftr.bindingtable.table import is_managed, lookup, lookup_at, probe
+from lwaftr.dataplane.bpf import BPF_MEMWORDS, bpf_exec
+from lwaftr.dataplane.icmperr import HEADROOM_NEEDED, RL_V4, RL_V6, icmpv4_error, icmpv6_error, rate_allow, set_ttl
+from lwaftr.dataplane.pool import HEADROOM
 from lwaftr.dataplane.prefetch import prefetch
+
+assert HEADROOM >= HEADROOM_NEEDED, "in-place ICMP errors need more headroom"
 
 # Verdicts
 SLOW = 0
 TX = 1          # transmit on the other interface
 HAIRPIN = 2     # decapsulated and re-encapsulated towards another B4 (v6 -> v6)
 DROP = 3        # dropped and counted
+ERR = 4         # turned into an ICMP error back out of the interface it came in on
+
+# Why an Internet-side frame is DROP or ERR (in ``rows``)
+R_NO_SOFTWIRE = 1   # RFC 7596 5.2: ICMPv4 host unreachable
+R_TTL = 2           # TTL <= 1: ICMPv4 time exceeded
+R_DF = 3            # too big for the tunnel, DF set: ICMPv4 fragmentation needed
 
 # Parameter vector indices (int64[N_PARAMS])
 P_EXT_IP = 0
@@ -50,7 +65,18 @@ P_V6_RESOLVED = 10
 P_FAST_OFF = 11       # 1: everything goes to the slow path (e.g. filters configured)
 P_PUNT = 12           # 1: kernel control plane: IPv4 to us or to multicast/broadcast is the kernel's
 P_MONITOR = 13        # IPv4 address whose traffic is mirrored (through the slow path); 0: off
-N_PARAMS = 14
+P_RATE4_PACKETS = 14  # ICMPv4 error rate limit: packets per period (seconds)
+P_RATE4_PERIOD = 15
+P_RATE6_PACKETS = 16
+P_RATE6_PERIOD = 17
+N_PARAMS = 18
+
+# Filter programs: rows of one uint32[n, 4] array of classic BPF, program k at
+# progs[pidx[k]:pidx[k + 1]] (no rows: no filter)
+F_IN4 = 0
+F_IN6 = 1
+F_OUT4 = 2
+F_OUT6 = 3
 
 # MAC table rows (uint8[4, 6])
 M_EXT_SELF = 0
@@ -134,9 +160,10 @@ def _add_drop_ipv4(counters, n, hairpinned):
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _encapsulate(b, f, n, row, P, macs, sw_tab, br_tab):
-    """Decrement TTL, prepend Ethernet (+802.1Q) + IPv6 in the headroom.
-    Returns the new frame offset; the new length is n + 40 (+4 if tagged)."""
+def _encapsulate(b, f, n, row, P, sw_tab, br_tab):
+    """Decrement TTL and prepend the IPv6 header in the headroom (the caller
+    then writes Ethernet in front: :func:`_emit`).  Returns the IPv6 header's
+    offset; the packet from there is n - 14 + 40 bytes."""
     o = f + ETH
     # TTL - 1 with the incremental checksum update Snabb uses (RFC 1624).
     old = np.int64(b[o + W.O_IPV4_TTL])
@@ -166,7 +193,7 @@ def _encapsulate(b, f, n, row, P, macs, sw_tab, br_tab):
         sh = np.uint64(56 - 8 * j)
         b[h + W.O_IPV6_DST + j] = np.uint8((hi >> sh) & np.uint64(0xFF))
         b[h + W.O_IPV6_DST + 8 + j] = np.uint8((lo >> sh) & np.uint64(0xFF))
-    return _write_eth(b, h, macs, M_INT_NEXT, M_INT_SELF, P[P_VLAN6], W.ETHERTYPE_IPV6)
+    return h
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -182,6 +209,22 @@ def _write_eth(b, l3, macs, dst_row, src_row, vid, ethertype):
         wr16(b, e + 16, ethertype)
     else:
         wr16(b, e + 12, ethertype)
+    return e
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _emit(b, l3, l3_len, macs, dst_row, src_row, vid, ethertype, prog, mem):
+    """Ethernet in front of the packet at ``l3``, through the egress filter
+    ``prog`` (no rows: none), which sees the untagged frame as the slow path's
+    filter does, then the 802.1Q tag if ``vid >= 0``.  Returns the frame's
+    offset, or -1 if the filter refused it."""
+    if prog.shape[0] == 0:
+        return _write_eth(b, l3, macs, dst_row, src_row, vid, ethertype)
+    e = _write_eth(b, l3, macs, dst_row, src_row, -1, ethertype)
+    if bpf_exec(prog, b, e, ETH + l3_len, mem) == 0:
+        return -1
+    if vid >= 0:
+        return _write_eth(b, l3, macs, dst_row, src_row, vid, ethertype)
     return e
 
 
@@ -243,17 +286,26 @@ def classify_inet(buf, off, length, slots, P, addr_tab, sw_tab, verdict, rows):
             if W.IPV4_HLEN + 4 <= total <= n - ETH and b[o + W.O_IPV4_PROTO] != W.PROTO_ICMP \
                     and (rd16(b, o + W.O_IPV4_FLAGS) & _FRAG_BITS) == 0 and ipv4_header_sum_ok(b, o, W.IPV4_HLEN):
                 r = lookup_at(sw_tab, keys[i], rows[i])
+                why = 0
                 if r < 0:
-                    # RFC 7596 5.2: no softwire.  Dropped here only when no ICMP error is due
-                    # (and, with the kernel as control plane, when it is not the kernel's).
-                    v = SLOW if P[P_ICMP4_ERRORS] else DROP
-                    if P[P_PUNT]:
-                        d = rd32(b, o + W.O_IPV4_DST)
-                        if d == P[P_EXT_IP] or d >= 0xE0000000:
-                            v = SLOW
-                elif b[o + W.O_IPV4_TTL] > 1 and n - ETH + V6 <= P[P_INT_MTU] and P[P_V6_RESOLVED]:
-                    v = TX      # (else: time exceeded, DF error or IPv6 fragmentation: slow)
-                else:
+                    why = R_NO_SOFTWIRE          # RFC 7596 5.2
+                    d = rd32(b, o + W.O_IPV4_DST)
+                    if P[P_PUNT] and (d == P[P_EXT_IP] or d >= 0xE0000000):
+                        why = -1                 # the kernel's (its address, multicast, broadcast)
+                elif b[o + W.O_IPV4_TTL] <= 1:
+                    why = R_TTL
+                elif n - ETH + V6 > P[P_INT_MTU]:
+                    # DF: an error; else IPv6 fragmentation (slow path)
+                    why = R_DF if rd16(b, o + W.O_IPV4_FLAGS) & W.IPV4_FLAG_DF else -1
+                elif P[P_V6_RESOLVED]:
+                    v = TX
+                if why > 0:
+                    r = why
+                    if not P[P_ICMP4_ERRORS]:
+                        v = DROP
+                    elif P[P_V4_RESOLVED] and not is_managed(addr_tab, rd32(b, o + W.O_IPV4_SRC)):
+                        v = ERR                  # (an error for a softwire is hairpinned: slow path)
+                if v == SLOW:
                     r = -1
         verdict[i] = v
         rows[i] = r
@@ -263,26 +315,80 @@ def classify_inet(buf, off, length, slots, P, addr_tab, sw_tab, verdict, rows):
 
 
 @numba.njit(cache=True, nogil=True)
-def apply_inet(buf, off, length, slots, P, macs, sw_tab, br_tab, counters, verdict, rows):
-    """Pass 2 for frames from the Internet side: encapsulate or drop."""
+def apply_inet(buf, off, length, slots, P, macs, sw_tab, br_tab, counters, verdict, rows, rate, now,
+               progs, pidx):
+    """Pass 2 for frames from the Internet side: through the ingress filter,
+    then encapsulate, answer with an ICMPv4 error (``ERR``; ``DROP`` when the
+    rate limiter says no) or drop; what leaves passes the egress filter."""
+    pin = progs[pidx[F_IN4]:pidx[F_IN4 + 1]]
+    pout4 = progs[pidx[F_OUT4]:pidx[F_OUT4 + 1]]
+    pout6 = progs[pidx[F_OUT6]:pidx[F_OUT6 + 1]]
+    mem = np.empty(BPF_MEMWORDS, np.int64)
     for i in range(slots.shape[0]):
         v = verdict[i]
         if v == SLOW:
             continue
         s = slots[i]
+        b = buf[s]
+        f = np.int64(off[s])
         n = np.int64(length[s])
+        o = f + ETH
         counters[C.IN_IPV4_FRAG_REASSEMBLY_UNNEEDED] += 1
+        if pin.shape[0] and bpf_exec(pin, b, f, n, mem) == 0:
+            counters[C.DROP_INGRESS_FILTER_IPV4_PACKETS] += 1
+            verdict[i] = DROP
+            continue
         counters[C.IN_IPV4_BYTES] += n
         counters[C.IN_IPV4_PACKETS] += 1
-        if v == DROP:
-            counters[C.DROP_NO_DEST_SOFTWIRE_IPV4_BYTES] += n
-            counters[C.DROP_NO_DEST_SOFTWIRE_IPV4_PACKETS] += 1
-            counters[C.DROP_OUT_BY_POLICY_ICMPV4_PACKETS] += 1
+        if v == DROP or v == ERR:
+            why = rows[i]
+            ttl = np.int64(b[o + W.O_IPV4_TTL])
+            if why == R_NO_SOFTWIRE:
+                counters[C.DROP_NO_DEST_SOFTWIRE_IPV4_BYTES] += n
+                counters[C.DROP_NO_DEST_SOFTWIRE_IPV4_PACKETS] += 1
+                t, code, rest = W.ICMPV4_DST_UNREACHABLE, W.ICMPV4_CODE_HOST_UNREACHABLE, 0
+            elif why == R_TTL:
+                if ttl == 1:
+                    set_ttl(b, o, 0)     # quoted as it would have left: TTL 0
+                counters[C.DROP_TTL_ZERO_IPV4_BYTES] += n
+                counters[C.DROP_TTL_ZERO_IPV4_PACKETS] += 1
+                t, code, rest = W.ICMPV4_TIME_EXCEEDED, W.ICMPV4_CODE_TTL_EXCEEDED, 0
+            else:                         # R_DF: RFC 2473 7.2, quoted with its TTL decremented
+                set_ttl(b, o, ttl - 1)
+                counters[C.DROP_OVER_MTU_BUT_DONT_FRAGMENT_IPV4_BYTES] += n
+                counters[C.DROP_OVER_MTU_BUT_DONT_FRAGMENT_IPV4_PACKETS] += 1
+                t, code, rest = W.ICMPV4_DST_UNREACHABLE, W.ICMPV4_CODE_FRAG_NEEDED, P[P_INT_MTU] - V6
             _add_drop_ipv4(counters, n, False)
+            if v == DROP:
+                counters[C.DROP_OUT_BY_POLICY_ICMPV4_PACKETS] += 1
+                continue
+            ip, m = icmpv4_error(b, f, n, P[P_EXT_IP], rd32(b, o + W.O_IPV4_SRC), t, code, rest)
+            if not rate_allow(rate, RL_V4, P[P_RATE4_PACKETS], P[P_RATE4_PERIOD], now):
+                counters[C.DROP_OVER_RATE_LIMIT_ICMPV4_BYTES] += ETH + m
+                counters[C.DROP_OVER_RATE_LIMIT_ICMPV4_PACKETS] += 1
+                verdict[i] = DROP
+                continue
+            counters[C.OUT_ICMPV4_ERROR_BYTES] += ETH + m
+            counters[C.OUT_ICMPV4_ERROR_PACKETS] += 1
+            counters[C.OUT_IPV4_BYTES] += ETH + m
+            counters[C.OUT_IPV4_PACKETS] += 1
+            e = _emit(b, ip, m, macs, M_EXT_NEXT, M_EXT_SELF, P[P_VLAN4], W.ETHERTYPE_IPV4, pout4, mem)
+            if e < 0:
+                counters[C.DROP_EGRESS_FILTER_IPV4_PACKETS] += 1
+                verdict[i] = DROP
+                continue
+            counters[C.OUT_IPV4_FRAG_NOT] += 1
+            off[s] = e
+            length[s] = ETH + m + (W.VLAN_HLEN if P[P_VLAN4] >= 0 else 0)
             continue
-        e = _encapsulate(buf[s], off[s], n, rows[i], P, macs, sw_tab, br_tab)
+        h = _encapsulate(b, f, n, rows[i], P, sw_tab, br_tab)
         counters[C.OUT_IPV6_BYTES] += n + V6
         counters[C.OUT_IPV6_PACKETS] += 1
+        e = _emit(b, h, n - ETH + V6, macs, M_INT_NEXT, M_INT_SELF, P[P_VLAN6], W.ETHERTYPE_IPV6, pout6, mem)
+        if e < 0:
+            counters[C.DROP_EGRESS_FILTER_IPV6_PACKETS] += 1
+            verdict[i] = DROP
+            continue
         counters[C.OUT_IPV6_FRAG_NOT] += 1
         length[s] = n + V6 + (W.VLAN_HLEN if P[P_VLAN6] >= 0 else 0)
         off[s] = e
@@ -336,9 +442,13 @@ def classify_b4(buf, off, length, slots, P, addr_tab, sw_tab, br_tab, verdict, r
                 br = np.int64(sw_tab[r, 3])
                 match = rd64(b, h + W.O_IPV6_DST) == br64[br, 0] and rd64(b, h + W.O_IPV6_DST + 8) == br64[br, 1]
             if not match:
-                # RFC 7596 5.1: ICMPv6 1/5 due unless policy says no.
-                v = SLOW if P[P_ICMP6_ERRORS] else DROP
-                r = -1
+                # RFC 7596 5.1: ICMPv6 1/5 back to the B4 (from the BR of the softwire its
+                # IPv4 source and port point to, if any) unless policy says no.
+                v = DROP
+                if P[P_ICMP6_ERRORS]:
+                    v = ERR if P[P_V6_RESOLVED] else SLOW
+                if v != ERR:
+                    r = -1
             elif P[P_HAIRPINNING] and is_managed(addr_tab, rd32(b, o + W.O_IPV4_DST)):
                 # Re-encapsulation checks, as for a frame from the Internet.
                 if (rd16(b, o + W.O_IPV4_FLAGS) & _FRAG_BITS) == 0 and W.IPV4_HLEN + 4 <= total <= inner_len:
@@ -363,8 +473,15 @@ def classify_b4(buf, off, length, slots, P, addr_tab, sw_tab, br_tab, verdict, r
 
 
 @numba.njit(cache=True, nogil=True)
-def apply_b4(buf, off, length, slots, P, macs, sw_tab, br_tab, counters, verdict, hrows):
-    """Pass 2 for frames from the B4 side: decapsulate (and hairpin) or drop."""
+def apply_b4(buf, off, length, slots, P, macs, sw_tab, br_tab, counters, verdict, rows, hrows, rate, now,
+             progs, pidx):
+    """Pass 2 for frames from the B4 side: through the ingress filter, then
+    decapsulate (and hairpin), answer with an ICMPv6 error (``ERR``; ``DROP``
+    when the rate limiter says no) or drop; what leaves passes the egress filter."""
+    pin = progs[pidx[F_IN6]:pidx[F_IN6 + 1]]
+    pout4 = progs[pidx[F_OUT4]:pidx[F_OUT4 + 1]]
+    pout6 = progs[pidx[F_OUT6]:pidx[F_OUT6 + 1]]
+    mem = np.empty(BPF_MEMWORDS, np.int64)
     for i in range(slots.shape[0]):
         v = verdict[i]
         if v == SLOW:
@@ -373,14 +490,45 @@ def apply_b4(buf, off, length, slots, P, macs, sw_tab, br_tab, counters, verdict
         b = buf[s]
         n = np.int64(length[s])
         counters[C.IN_IPV6_FRAG_REASSEMBLY_UNNEEDED] += 1
+        if pin.shape[0] and bpf_exec(pin, b, off[s], n, mem) == 0:
+            counters[C.DROP_INGRESS_FILTER_IPV6_PACKETS] += 1
+            verdict[i] = DROP
+            continue
         counters[C.IN_IPV6_BYTES] += n
         counters[C.IN_IPV6_PACKETS] += 1
-        if v == DROP:
+        if v == DROP or v == ERR:
             counters[C.DROP_NO_SOURCE_SOFTWIRE_IPV6_BYTES] += n
             counters[C.DROP_NO_SOURCE_SOFTWIRE_IPV6_PACKETS] += 1
             counters[C.DROP_ALL_IPV6_IFACE_BYTES] += n
             counters[C.DROP_ALL_IPV6_IFACE_PACKETS] += 1
-            counters[C.DROP_OUT_BY_POLICY_ICMPV6_PACKETS] += 1
+            if v == DROP:
+                counters[C.DROP_OUT_BY_POLICY_ICMPV6_PACKETS] += 1
+                continue
+            h = np.int64(off[s]) + ETH
+            r = rows[i]
+            if r >= 0:
+                ip, m = icmpv6_error(b, off[s], n, br_tab[np.int64(sw_tab[r, 3])], 0, b, h + W.O_IPV6_SRC,
+                                     W.ICMPV6_DST_UNREACHABLE, W.ICMPV6_CODE_POLICY_FAILED)
+            else:
+                ip, m = icmpv6_error(b, off[s], n, b, h + W.O_IPV6_DST, b, h + W.O_IPV6_SRC,
+                                     W.ICMPV6_DST_UNREACHABLE, W.ICMPV6_CODE_POLICY_FAILED)
+            if not rate_allow(rate, RL_V6, P[P_RATE6_PACKETS], P[P_RATE6_PERIOD], now):
+                counters[C.DROP_OVER_RATE_LIMIT_ICMPV6_BYTES] += ETH + m
+                counters[C.DROP_OVER_RATE_LIMIT_ICMPV6_PACKETS] += 1
+                verdict[i] = DROP
+                continue
+            counters[C.OUT_ICMPV6_ERROR_BYTES] += ETH + m
+            counters[C.OUT_ICMPV6_ERROR_PACKETS] += 1
+            counters[C.OUT_IPV6_BYTES] += ETH + m
+            counters[C.OUT_IPV6_PACKETS] += 1
+            e = _emit(b, ip, m, macs, M_INT_NEXT, M_INT_SELF, P[P_VLAN6], W.ETHERTYPE_IPV6, pout6, mem)
+            if e < 0:
+                counters[C.DROP_EGRESS_FILTER_IPV6_PACKETS] += 1
+                verdict[i] = DROP
+                continue
+            counters[C.OUT_IPV6_FRAG_NOT] += 1
+            off[s] = e
+            length[s] = ETH + m + (W.VLAN_HLEN if P[P_VLAN6] >= 0 else 0)
             continue
         f = off[s]
         l3 = f + ETH + V6
@@ -388,16 +536,25 @@ def apply_b4(buf, off, length, slots, P, macs, sw_tab, br_tab, counters, verdict
         if v == HAIRPIN:
             counters[C.HAIRPIN_IPV4_BYTES] += m
             counters[C.HAIRPIN_IPV4_PACKETS] += 1
-            e = _encapsulate(b, l3 - ETH, m, hrows[i], P, macs, sw_tab, br_tab)
+            h = _encapsulate(b, l3 - ETH, m, hrows[i], P, sw_tab, br_tab)
             counters[C.OUT_IPV6_BYTES] += m + V6
             counters[C.OUT_IPV6_PACKETS] += 1
+            e = _emit(b, h, m - ETH + V6, macs, M_INT_NEXT, M_INT_SELF, P[P_VLAN6], W.ETHERTYPE_IPV6, pout6, mem)
+            if e < 0:
+                counters[C.DROP_EGRESS_FILTER_IPV6_PACKETS] += 1
+                verdict[i] = DROP
+                continue
             counters[C.OUT_IPV6_FRAG_NOT] += 1
             off[s] = e
             length[s] = m + V6 + (W.VLAN_HLEN if P[P_VLAN6] >= 0 else 0)
             continue
-        e = _write_eth(b, l3, macs, M_EXT_NEXT, M_EXT_SELF, P[P_VLAN4], W.ETHERTYPE_IPV4)
         counters[C.OUT_IPV4_BYTES] += m
         counters[C.OUT_IPV4_PACKETS] += 1
+        e = _emit(b, l3, m - ETH, macs, M_EXT_NEXT, M_EXT_SELF, P[P_VLAN4], W.ETHERTYPE_IPV4, pout4, mem)
+        if e < 0:
+            counters[C.DROP_EGRESS_FILTER_IPV4_PACKETS] += 1
+            verdict[i] = DROP
+            continue
         counters[C.OUT_IPV4_FRAG_NOT] += 1
         off[s] = e
         length[s] = m + (W.VLAN_HLEN if P[P_VLAN4] >= 0 else 0)
@@ -420,12 +577,13 @@ def _compact_untagged(buf, off, length, slots, vid, counters, keep, free_list, n
 
 @numba.njit(cache=True, nogil=True)
 def fast_batch(buf, off, length, free_list, n_free, v4, v6, P, macs, addr_tab, sw_tab, br_tab, counters,
-               strict, scratch, keep, out4, out6, slow4, slow6):
+               strict, scratch, keep, out4, out6, slow4, slow6, rate, now, progs, pidx):
     """One whole batch in a single call (no Python per batch but this call).
 
     ``v4``/``v6`` are the received slots (modified: untagged ones compacted).
-    Fills ``out4`` (decapsulated for the IPv4 side), ``out6`` (encapsulated,
-    then hairpinned, for the IPv6 side) and ``slow4``/``slow6`` (frames for the
+    Fills ``out4`` (decapsulated, then ICMPv4 errors, for the IPv4 side),
+    ``out6`` (ICMPv6 errors, encapsulated, then hairpinned, for the IPv6
+    side: the slow path's order) and ``slow4``/``slow6`` (frames for the
     slow path); dropped frames go back to the pool.  With ``strict`` and any
     frame needing the slow path, every frame goes there untouched (Snabb's
     exact order).  Returns (n_out4, n_out6, n_slow4, n_slow6).
@@ -447,8 +605,8 @@ def fast_batch(buf, off, length, free_list, n_free, v4, v6, P, macs, addr_tab, s
         for i in range(n6):
             slow6[i] = v6[i]
         return 0, 0, n4, n6
-    apply_b4(buf, off, length, v6, P, macs, sw_tab, br_tab, counters, verd6, hrows6)
-    apply_inet(buf, off, length, v4, P, macs, sw_tab, br_tab, counters, verd4, rows4)
+    apply_b4(buf, off, length, v6, P, macs, sw_tab, br_tab, counters, verd6, rows6, hrows6, rate, now, progs, pidx)
+    apply_inet(buf, off, length, v4, P, macs, sw_tab, br_tab, counters, verd4, rows4, rate, now, progs, pidx)
     k4 = 0
     k6 = 0
     s4 = 0
@@ -458,6 +616,9 @@ def fast_batch(buf, off, length, free_list, n_free, v4, v6, P, macs, addr_tab, s
         if v == TX:
             out4[k4] = v6[i]
             k4 += 1
+        elif v == ERR:
+            out6[k6] = v6[i]
+            k6 += 1
         elif v == SLOW:
             slow6[s6] = v6[i]
             s6 += 1
@@ -469,6 +630,9 @@ def fast_batch(buf, off, length, free_list, n_free, v4, v6, P, macs, addr_tab, s
         if v == TX:
             out6[k6] = v4[i]
             k6 += 1
+        elif v == ERR:
+            out4[k4] = v4[i]
+            k4 += 1
         elif v == SLOW:
             slow4[s4] = v4[i]
             s4 += 1

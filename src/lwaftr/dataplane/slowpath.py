@@ -42,7 +42,8 @@ class SlowPath:
     """
 
     def __init__(self, config: Config, table: BindingTable, counters: np.ndarray, *,
-                 kernel: bool = False, fragment_id_seeds: tuple[int, int] | None = None) -> None:
+                 kernel: bool = False, fragment_id_seeds: tuple[int, int] | None = None,
+                 rate_state: np.ndarray | None = None) -> None:
         self.config = config
         self.c = counters
         inst = config.instance
@@ -72,7 +73,7 @@ class SlowPath:
                                 inst.internal.next_hop.ip, inst.internal.next_hop.mac)
         self.echo4 = Echo4Stage(counters, inst.external.ip)
         self.echo6 = Echo6Stage(counters, inst.internal.ip)
-        self.core = LwAftrCore(config, table, counters)
+        self.core = LwAftrCore(config, table, counters, rate_state)
         seed4, seed6 = fragment_id_seeds or (None, None)
         self.frag4 = Fragmenter4(counters, ext.mtu, seed4)
         self.frag6 = Fragmenter6(counters, int_.mtu, seed6)

@@ -1,0 +1,158 @@
+"""Compiled ICMP errors, built in place in the offending frame's slot, and the
+error rate limiter that the compiled and Python paths share.
+
+An error quotes the offending packet from its IP header on (RFC 1812
+4.3.2.3: as much as fits in 576 bytes for ICMPv4; RFC 4443 2.4(c): 1280 for
+ICMPv6).  The quote is already in the slot, so the error's Ethernet, IP and
+ICMP headers are written into the headroom in front of it and the frame is
+cut to size: no copy, no allocation.  Byte for byte the same frames as
+:mod:`lwaftr.dataplane.icmp` builds for the slow path (tests compare them).
+
+Rate limiter (Snabb's): at most ``packets`` errors per ``period`` seconds in
+fixed windows.  Its state is a ``float64[2]`` row (window start, errors in the
+window) of an array the engine owns, one row per family, so that errors sent
+by the kernels and by the Python slow path count against one budget.
+"""
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+from lwaftr import wire as W
+
+ETH = W.ETH_HLEN
+V4 = W.IPV4_HLEN
+V6 = W.IPV6_HLEN
+ICMP = W.ICMP_HLEN
+#: Quoted bytes at most (everything after the Ethernet header of the offending frame).
+ROOM4 = W.MAX_ICMPV4_PACKET - V4 - ICMP
+ROOM6 = W.MAX_ICMPV6_PACKET - V6 - ICMP
+#: Headroom an in-place error needs in front of the offending frame: its IPv6 and
+#: ICMPv6 headers take 48 bytes where the frame's Ethernet header had 14, then
+#: come Ethernet and a VLAN tag.
+HEADROOM_NEEDED = V6 + ICMP + W.VLAN_HLEN
+
+RL_V4 = 0       # rate limiter rows
+RL_V6 = 1
+
+
+def new_rate_state() -> np.ndarray:
+    """Rate limiter state for both families: rows (window start, count)."""
+    return np.zeros((2, 2), np.float64)
+
+
+@numba.njit(cache=True, nogil=True)
+def rate_allow(state, row, packets, period, now):
+    """One more error allowed now?  Fixed windows of ``period`` seconds."""
+    if now - state[row, 0] >= period:
+        state[row, 0] = now
+        state[row, 1] = 0.0
+    if state[row, 1] < packets:
+        state[row, 1] += 1.0
+        return True
+    return False
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _rd16(b, o):
+    return (np.int64(b[o]) << 8) | np.int64(b[o + 1])
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _wr16(b, o, v):
+    b[o] = (v >> 8) & 0xFF
+    b[o + 1] = v & 0xFF
+
+
+@numba.njit(cache=True, nogil=True)
+def ones_sum(b, o, n, start):
+    """Non-inverted 16-bit one's complement sum of ``b[o:o + n]`` (RFC 1071),
+    big-endian words, an odd last byte padded with zero, added to ``start``."""
+    s = np.int64(start)
+    end = o + n - (n & 1)
+    for j in range(o, end, 2):
+        s += (np.int64(b[j]) << 8) | np.int64(b[j + 1])
+    if n & 1:
+        s += np.int64(b[o + n - 1]) << 8
+    while s >> 16:
+        s = (s & 0xFFFF) + (s >> 16)
+    return s
+
+
+@numba.njit(cache=True, nogil=True)
+def set_ttl(b, o, ttl):
+    """IPv4 TTL at header ``o`` set to ``ttl``, checksum updated incrementally
+    (RFC 1624) with the 32-bit folding Snabb uses (as ``core._with_ttl``)."""
+    old = np.int64(b[o + W.O_IPV4_TTL])
+    b[o + W.O_IPV4_TTL] = ttl
+    cs = ((~_rd16(b, o + W.O_IPV4_CHECKSUM)) & 0xFFFF) + ((np.int64(ttl) - old) << 8)
+    cs &= 0xFFFFFFFF
+    cs = (cs & 0xFFFF) + (cs >> 16)
+    cs = (cs & 0xFFFF) + (cs >> 16)
+    _wr16(b, o + W.O_IPV4_CHECKSUM, (~cs) & 0xFFFF)
+
+
+@numba.njit(cache=True, nogil=True)
+def icmpv4_error(b, f, n, src, dst, icmp_type, code, rest):
+    """Turn the frame ``b[f:f + n]`` into an ICMPv4 error from ``src`` to
+    ``dst`` (host-order ints) quoting it.  Returns the offset of its IPv4
+    header (the caller writes the Ethernet header in front) and its length
+    from there (``V4 + ICMP + quote``)."""
+    q = min(n - ETH, ROOM4)
+    ip = f + ETH - ICMP - V4
+    ic = ip + V4
+    b[ic] = icmp_type
+    b[ic + 1] = code
+    _wr16(b, ic + 2, 0)
+    _wr16(b, ic + 4, 0)
+    _wr16(b, ic + 6, rest & 0xFFFF)
+    _wr16(b, ic + 2, (~ones_sum(b, ic, ICMP + q, 0)) & 0xFFFF)
+    b[ip] = 0x45
+    b[ip + 1] = 0
+    _wr16(b, ip + W.O_IPV4_TOTAL_LENGTH, V4 + ICMP + q)
+    _wr16(b, ip + 4, 0)
+    _wr16(b, ip + W.O_IPV4_FLAGS, 0)
+    b[ip + W.O_IPV4_TTL] = W.DEFAULT_TTL
+    b[ip + W.O_IPV4_PROTO] = W.PROTO_ICMP
+    _wr16(b, ip + W.O_IPV4_CHECKSUM, 0)
+    for j in range(4):
+        sh = 24 - 8 * j
+        b[ip + W.O_IPV4_SRC + j] = (src >> sh) & 0xFF
+        b[ip + W.O_IPV4_DST + j] = (dst >> sh) & 0xFF
+    _wr16(b, ip + W.O_IPV4_CHECKSUM, (~ones_sum(b, ip, V4, 0)) & 0xFFFF)
+    return ip, V4 + ICMP + q
+
+
+@numba.njit(cache=True, nogil=True)
+def icmpv6_error(b, f, n, src, src_o, dst, dst_o, icmp_type, code):
+    """Turn the frame ``b[f:f + n]`` into an ICMPv6 error from the address
+    ``src[src_o:src_o + 16]`` to ``dst[dst_o:dst_o + 16]`` quoting it (the
+    addresses may lie in the frame itself: they are read before anything is
+    written).  Returns the offset of its IPv6 header and its length from there
+    (``V6 + ICMP + quote``)."""
+    q = min(n - ETH, ROOM6)
+    addr = np.empty(32, np.uint8)
+    for j in range(16):
+        addr[j] = src[src_o + j]
+        addr[16 + j] = dst[dst_o + j]
+    ip = f + ETH - ICMP - V6
+    ic = ip + V6
+    plen = ICMP + q
+    b[ic] = icmp_type
+    b[ic + 1] = code
+    for j in range(2, ICMP):
+        b[ic + j] = 0
+    # RFC 8200 8.1 pseudo-header: addresses, upper-layer length, next header.
+    ps = ones_sum(addr, 0, 32, plen + W.PROTO_ICMPV6)
+    _wr16(b, ic + 2, (~ones_sum(b, ic, plen, ps)) & 0xFFFF)
+    b[ip] = 0x60
+    b[ip + 1] = 0
+    b[ip + 2] = 0
+    b[ip + 3] = 0
+    _wr16(b, ip + W.O_IPV6_PAYLOAD_LENGTH, plen)
+    b[ip + W.O_IPV6_NEXT_HEADER] = W.PROTO_ICMPV6
+    b[ip + W.O_IPV6_HOP_LIMIT] = W.DEFAULT_TTL
+    for j in range(16):
+        b[ip + W.O_IPV6_SRC + j] = addr[j]
+        b[ip + W.O_IPV6_DST + j] = addr[16 + j]
+    return ip, V6 + ICMP + q
