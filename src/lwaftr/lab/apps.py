@@ -167,10 +167,11 @@ def soak_serve(a) -> int:
 
 
 def soak(a) -> int:
-    """Transfers one after another for ``a.duration`` seconds; one JSON line each."""
+    """Transfers one after another for ``a.duration`` seconds (or until ``a.stop_file``
+    exists, if given); one JSON line each."""
     end = time.monotonic() + a.duration
     seq = 0
-    while time.monotonic() < end:
+    while time.monotonic() < end and not (a.stop_file and os.path.exists(a.stop_file)):
         t0 = time.monotonic()
         r: dict = {"seq": seq, "start": round(time.time(), 4)}
         try:
@@ -331,6 +332,7 @@ def main(argv: list[str] | None = None) -> int:
     sk.add_argument("--peer-seed", type=int, default=0, help="the server's --seed")
     sk.add_argument("--duration", type=float, required=True)
     sk.add_argument("--timeout", type=float, default=30)
+    sk.add_argument("--stop-file", help="start no new transfer once this file exists")
     u = sub.add_parser("udp-serve")
     u.add_argument("--bind", default="0.0.0.0")
     u.add_argument("--port", type=int, required=True)

@@ -5,7 +5,8 @@ Lab only (``tests/test_soak.py``, ``benchmarks/soak.py``), not part of the route
 On a built :class:`~lwaftr.lab.topology.Topology` with ``lwaftr run``
 started: the Internet host serves connections concurrently (each: ``size``
 bytes each way); alice's and bob's LAN hosts (sharing 192.0.2.1) each make
-one connection after another for ``duration`` seconds, with a socket timeout
+one connection after another for ``duration`` seconds (longer if a
+reconfiguration is still under way then), with a socket timeout
 of ``timeout`` seconds.  Meanwhile, at even intervals, the lwAFTR is
 reloaded (SIGHUP) and its binding table changed through ``lwaftr config``
 (carol's softwire added and removed on the running instance, then the file
@@ -118,9 +119,13 @@ def soak(topo: Topology, duration: float, *, size: int = 256 * 1024, timeout: fl
     before = counters(topo)
     errors_before = ip_errors(topo)
     t0 = time.monotonic()
+    stop = topo.lab.workdir / f"soak-stop-{t0}"
+    # The clients go on until told to stop: after ``duration`` and every event (a slow
+    # ``lwaftr config`` on a loaded machine must not push an event past the transfers).
     clients = {n: topo.lan[n].popen(*APPS, "soak", INTERNET, str(PORT), "--send", str(size), "--seed", str(seed),
                                     "--expect", str(size), "--peer-seed", str(SERVER_SEED),
-                                    "--duration", str(duration), "--timeout", str(timeout), label=f"soak-{n}")
+                                    "--duration", str(duration + 300), "--timeout", str(timeout),
+                                    "--stop-file", str(stop), label=f"soak-{n}")
                for n, seed in CLIENTS}
     events = _events(topo, name) if reconfigure else []
     due = [t0 + duration * (i + 1) / (len(events) + 1) for i in range(len(events))]
@@ -138,7 +143,9 @@ def soak(topo: Topology, duration: float, *, size: int = 256 * 1024, timeout: fl
             s = time.monotonic()
             do()
             done_events.append({"at": round(s - t0, 2), "what": what, "took": round(time.monotonic() - s, 3)})
-        if time.monotonic() > t0 + duration + 3 * timeout + 30:
+        if not events and now >= t0 + duration and not stop.exists():
+            stop.touch()
+        if time.monotonic() > t0 + duration + 300 + 3 * timeout:
             raise LabError("soak clients did not finish")
         time.sleep(0.05)
     elapsed = time.monotonic() - t0
