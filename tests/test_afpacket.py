@@ -145,3 +145,70 @@ def test_rx_ring_rides_out_a_stall_of_the_reader_at_a_low_rate(netns):
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr
     assert r.stdout.split() == ["80", "0"], r.stdout
+
+
+WEDGE_BODY = textwrap.dedent('''
+    import socket, time
+    import numpy as np
+    from lwaftr import counters as C
+    from lwaftr.dataplane.pool import PacketPool
+    from lwaftr.io.afpacket import RxRing, TxRing
+    from lwaftr.io.live import Port
+
+    def frame(i, size):
+        return bytes([2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2]) + b"\\x88\\xb5" + i.to_bytes(4, "big") + bytes(size - 18)
+    pool = PacketPool(1024)
+    port = Port("va")                                   # MTU 1500: at most 1514 bytes leave untagged
+    peer = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x88b5))
+    peer.bind(("vb", 0x88b5))
+    peer.settimeout(2)
+    counters = C.new_array()
+
+    def through(frames):
+        slots = pool.store(frames)
+        n = port.send(pool, slots)
+        pool.free(slots)
+        port.account(counters)
+        return n
+    # A frame the kernel would refuse (EMSGSIZE) between two good ones, then more.
+    assert through([frame(0, 100), frame(1, 1515), frame(2, 1514)]) == 2
+    assert through([frame(3, 100)]) == 1
+    seen = []
+    while len(seen) < 3:
+        data, addr = peer.recvfrom(65535)
+        if addr[2] != socket.PACKET_OUTGOING:
+            seen.append(int.from_bytes(data[14:18], "big"))
+    assert seen == [0, 2, 3], seen
+    assert counters[C.DROP_TX_TOO_BIG_PACKETS] == 1 and counters[C.DROP_TX_FULL_PACKETS] == 0
+
+    # The kernel's receive-ring drops reach the counters (a small ring nobody reads).
+    port.rx.close()
+    port.rx = RxRing("va", block_size=4096, block_nr=2)
+    port._last = {}
+    for i in range(300):
+        peer.send(frame(i, 100))
+    time.sleep(0.05)
+    got = 0
+    while True:
+        slots, _ = port.receive(pool, 64)
+        if len(slots) == 0:
+            break
+        got += len(slots)
+        pool.free(slots)
+    port.account(counters)
+    drops = int(counters[C.DROP_RX_RING_FULL_PACKETS])
+    assert drops > 0 and got + drops >= 300, (got, drops)
+    port.account(counters)
+    assert counters[C.DROP_RX_RING_FULL_PACKETS] == drops         # deltas: counted once
+    print("ok")
+''')
+
+
+def test_an_oversized_frame_is_refused_and_counted_and_does_not_wedge_the_tx_ring(netns):
+    """The kernel marks a TX-ring frame longer than MTU + 18 bytes WRONG_FORMAT and, by
+    default, sends nothing after it ever again: such frames are refused before the ring
+    (drop-tx-too-big-packets) and the frames after them leave.  Ring drops are counted."""
+    r = subprocess.run(["ip", "netns", "exec", netns, sys.executable, "-c", WEDGE_BODY],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.strip() == "ok"

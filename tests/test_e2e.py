@@ -59,17 +59,12 @@ def lwaftr_survives(request):
 
 
 def answered(ping_output: str, count: int = 3) -> bool:
-    """Echoes answered after the path was shown working (topo.ping waits for a first
-    answer): all lost fails.  Intermittently (2 runs of the suite in about 30, both
-    with the built-in control plane, on a machine loaded with other namespace
-    tests) one or two of three replies were lost; not reproduced alone, under
-    investigation, so a partial loss is tolerated here and reported."""
+    """Every one of ``count`` echoes answered, after the path was shown working
+    (topo.ping waits for a first answer).  (Replies once went missing now and
+    then: about one IPv4 packet in 256 towards the B4s left the lwAFTR with a
+    bad header checksum after the TTL decrement, issue 17; nothing is lost now.)"""
     m = re.search(r"(\d+) packets transmitted, (\d+) received", ping_output)
-    if m is None or int(m.group(1)) != count or int(m.group(2)) == 0:
-        return False
-    if int(m.group(2)) < count:
-        print(f"note: {count - int(m.group(2))} of {count} echo replies lost", file=sys.stderr)
-    return True
+    return m is not None and int(m.group(1)) == count and int(m.group(2)) == count
 
 
 def fresh(topo: Topology) -> None:
@@ -89,14 +84,18 @@ def serve_tcp(ns, port: int, send: int, seed: int, count: int = 1):
     return p
 
 
+#: Socket timeout of a test transfer: a few MiB take about a second; a stall this long fails it.
+STALL = 10
+
+
 def connect_tcp(ns, host: str, port: int, send: int, seed: int, *extra: str) -> dict:
-    r = ns.run(*APPS, "tcp-connect", host, str(port), "--send", str(send), "--seed", str(seed), *extra,
-               timeout=120)
+    r = ns.run(*APPS, "tcp-connect", host, str(port), "--send", str(send), "--seed", str(seed),
+               "--timeout", str(STALL), *extra, timeout=60)
     return json.loads(r.stdout)
 
 
 def served(p, count: int = 1) -> list[dict]:
-    p.popen.wait(60)
+    p.popen.wait(2 * STALL)
     lines = [json.loads(line) for line in p.stdout.splitlines() if line.strip()]
     assert len(lines) == count, p.stderr
     return lines
@@ -222,7 +221,8 @@ def test_reload_adds_a_subscriber_while_another_transfers(topo, tmp_path):
     server = serve_tcp(topo.inet, 5002, n, seed=7)
     resume = tmp_path / "resume"
     transfer = topo.lan["bob"].popen(*APPS, "tcp-connect", INTERNET, "5002", "--send", str(n), "--seed", "8",
-                                     "--pause-at", str(n // 3), "--resume-file", str(resume), label="bob-tcp")
+                                     "--pause-at", str(n // 3), "--resume-file", str(resume), "--timeout", str(STALL),
+                                     label="bob-tcp")
     deadline = time.monotonic() + 60
     while not (tmp_path / "resume.paused").exists():     # a third sent, the connection open
         assert transfer.alive() and time.monotonic() < deadline, transfer.stderr

@@ -8,7 +8,8 @@ from dataclasses import replace
 import numpy as np
 import pytest
 from scapy.layers.inet import ICMP, IP, TCP, UDP
-from scapy.layers.inet6 import ICMPv6EchoRequest, ICMPv6ND_NS, IPv6
+from scapy.layers.inet6 import (ICMPv6EchoRequest, ICMPv6MLDMultAddrRec, ICMPv6MLReport, ICMPv6MLReport2,
+                                 ICMPv6ND_NS, IPv6, IPv6ExtHdrHopByHop, RouterAlert)
 from scapy.layers.l2 import ARP, Dot1Q, Ether
 
 from lwaftr import counters as C
@@ -60,6 +61,17 @@ KERNEL_V6 = {
     / IPv6(src="fe80::22", dst="ff02::1:ff00:1", hlim=255) / ICMPv6ND_NS(tgt=OWN6),
     "link-local unicast": Ether(**E6) / IPv6(src="fe80::22", dst="fe80::2") / UDP(dport=3784),
     "ARP on the IPv6 interface": Ether(dst="ff:ff:ff:ff:ff:ff", src=E6["src"]) / ARP(pdst="192.0.2.99"),
+    # MLD: multicast control traffic behind a Hop-by-Hop header (Router Alert), e.g.
+    # a neighbour's reports of 1 and 3 records (110 and 130 bytes), and MLDv1.
+    "MLDv2 report, HBH": Ether(dst="33:33:00:00:00:16", src=E6["src"])
+    / IPv6(src="fe80::22", dst="ff02::16", hlim=1) / IPv6ExtHdrHopByHop(options=[RouterAlert()])
+    / ICMPv6MLReport2(records=[ICMPv6MLDMultAddrRec(dst="ff02::1:ff00:22")]),
+    "MLDv2 report of 3 records, HBH": Ether(dst="33:33:00:00:00:16", src=E6["src"])
+    / IPv6(src="fe80::22", dst="ff02::16", hlim=1) / IPv6ExtHdrHopByHop(options=[RouterAlert()])
+    / ICMPv6MLReport2(records=[ICMPv6MLDMultAddrRec(dst=f"ff02::1:ff00:{i}") for i in (1, 2, 0x22)]),
+    "MLDv1 report, HBH, unspecified source": Ether(dst="33:33:ff:00:00:22", src=E6["src"])
+    / IPv6(src="::", dst="ff02::1:ff00:22", hlim=1) / IPv6ExtHdrHopByHop(options=[RouterAlert()])
+    / ICMPv6MLReport(mladdr="ff02::1:ff00:22"),
 }
 
 
@@ -78,7 +90,8 @@ def test_control_traffic_goes_to_the_kernel_unchanged(fast, icmp_errors, strict)
     assert e.take_kernel_frames() == ([], [])           # taken once
     # Nothing was counted as lwAFTR traffic or answered by built-in responders.
     for name in ("in-ipv4-packets", "in-ipv6-packets", "out-icmpv4-echo-packets", "out-arp-reply-packets",
-                 "out-ndp-na-packets", "drop-all-ipv4-iface-packets"):
+                 "out-ndp-na-packets", "drop-all-ipv4-iface-packets", "drop-all-ipv6-iface-packets",
+                 "drop-malformed-ipv6-packets", "drop-unknown-protocol-ipv6-packets"):
         assert e.counters[C.INDEX[name]] == 0, name
 
 

@@ -133,7 +133,20 @@ COUNTERS: tuple[tuple[str, str], ...] = (
     ("alarm-icmp-rate-limit", "Times the ICMP error rate limiter engaged."),
     ("drop-over-rate-limit-icmpv4-bytes", "ICMPv4 errors suppressed by the rate limiter."),
     ("drop-over-rate-limit-icmpv4-packets", "ICMPv4 errors suppressed by the rate limiter."),
-    ("drop-frame-too-big-packets", "Frames longer than a packet buffer (received or produced), dropped."),
+    ("drop-frame-too-big-packets", "Frames to send (from the slow path or the kernel's TAP) longer than a "
+                                   "packet buffer, dropped."),
+    # What the interfaces' rings hold back, delay or drop, and frames held for a
+    # next hop: no frame is lost or kept without a count.
+    ("drop-rx-ring-full-packets", "Frames the kernel dropped because the receive ring was full "
+                                  "(AF_PACKET PACKET_STATISTICS tp_drops; AF_XDP rx_dropped and rx_ring_full)."),
+    ("drop-rx-too-big-packets", "Frames received that do not fit a packet-pool slot."),
+    ("drop-tx-too-big-packets", "Frames not sent because they are longer than the interface can send "
+                                "(its MTU plus the Ethernet header, and a VLAN tag if it has one)."),
+    ("drop-tx-invalid-packets", "Frames the kernel refused from the transmit ring (AF_XDP tx_invalid_descs)."),
+    ("tx-kick-deferred", "Times the kernel refused a transmit kick (EAGAIN, ENOBUFS): the frames waited "
+                         "in the ring for the next kick."),
+    ("next-hop-held-packets", "Frames held while the next hop was unresolved (built-in control plane): "
+                              "sent once it resolves, or dropped beyond the hold limit (drop-no-next-hop-*)."),
 )
 
 NAMES: tuple[str, ...] = tuple(n for n, _ in COUNTERS)

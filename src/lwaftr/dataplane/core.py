@@ -447,13 +447,16 @@ def _inner_ipv4_ok(inner: bytes) -> bool:
 
 def _with_ttl(f: bytes, ttl: int) -> bytes:
     """``f`` with its IPv4 TTL lowered to ``ttl`` and the header checksum
-    updated incrementally (RFC 1624), with 32-bit folding as Snabb does."""
+    updated incrementally: RFC 1624 eqn. 3, HC' = ~(~HC + ~m + m'), with m and
+    m' the TTL/protocol word before and after (one's complement additions
+    only: a two's complement difference, folded, is off by one when it
+    borrows)."""
     o = W.ETH_HLEN
     b = bytearray(f)
     old = b[o + W.O_IPV4_TTL]
+    proto = b[o + W.O_IPV4_PROTO]
     b[o + W.O_IPV4_TTL] = ttl
-    csum = ((~_u16(b, o + W.O_IPV4_CHECKSUM)) & 0xFFFF) + ((ttl - old) << 8)
-    csum &= 0xFFFFFFFF
+    csum = ((~_u16(b, o + W.O_IPV4_CHECKSUM)) & 0xFFFF) + ((~((old << 8) | proto)) & 0xFFFF) + ((ttl << 8) | proto)
     csum = (csum & 0xFFFF) + (csum >> 16)
     csum = (csum & 0xFFFF) + (csum >> 16)
     struct.pack_into("!H", b, o + W.O_IPV4_CHECKSUM, (~csum) & 0xFFFF)

@@ -165,11 +165,15 @@ def _encapsulate(b, f, n, row, P, sw_tab, br_tab):
     then writes Ethernet in front: :func:`_emit`).  Returns the IPv6 header's
     offset; the packet from there is n - 14 + 40 bytes."""
     o = f + ETH
-    # TTL - 1 with the incremental checksum update Snabb uses (RFC 1624).
+    # TTL - 1 with the incremental checksum update of RFC 1624 (eqn. 3):
+    # HC' = ~(~HC + ~m + m'), the TTL/protocol word m going to m' = m - 0x100,
+    # so ~m + m' = 0xFEFF: one's complement addition only, never a borrow.
+    # (Subtracting 0x100 in two's complement and folding is off by one
+    # whenever ~HC < 0x100, i.e. HC >= 0xFF00: one frame in ~256 then left
+    # with a bad header checksum that the next host drops.)
     old = np.int64(b[o + W.O_IPV4_TTL])
     b[o + W.O_IPV4_TTL] = old - 1
-    cs = ((~rd16(b, o + W.O_IPV4_CHECKSUM)) & 0xFFFF) - 256
-    cs &= 0xFFFFFFFF
+    cs = ((~rd16(b, o + W.O_IPV4_CHECKSUM)) & 0xFFFF) + 0xFEFF
     cs = (cs & 0xFFFF) + (cs >> 16)
     cs = (cs & 0xFFFF) + (cs >> 16)
     wr16(b, o + W.O_IPV4_CHECKSUM, (~cs) & 0xFFFF)

@@ -178,6 +178,7 @@ class _NeighborStage:
             self.c[self._C_DROP_NO_NEXT_HOP] += 1
             return None
         self._held.append(frame)
+        self.c[C.NEXT_HOP_HELD_PACKETS] += 1
         return None
 
 

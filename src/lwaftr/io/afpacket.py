@@ -25,6 +25,7 @@ PACKET_RX_RING = 5
 PACKET_STATISTICS = 6
 PACKET_VERSION = 10
 PACKET_TX_RING = 13
+PACKET_LOSS = 14
 PACKET_QDISC_BYPASS = 20
 PACKET_IGNORE_OUTGOING = 23
 TPACKET_V2 = 1
@@ -33,6 +34,7 @@ ETH_P_ALL = 0x0003
 TP_STATUS_KERNEL = 0
 TP_STATUS_USER = 1
 TP_STATUS_SEND_REQUEST = 1
+TP_STATUS_WRONG_FORMAT = 4
 TP_STATUS_CSUMNOTREADY = 1 << 3
 TP_STATUS_AVAILABLE = 0
 
@@ -50,6 +52,8 @@ O_T2_STATUS = 0
 O_T2_LEN = 4
 O_T2_SNAPLEN = 8
 T2_DATA = 32
+ETH_HLEN = 14
+VLAN_HLEN = 4
 
 
 @numba.njit(cache=True, nogil=True)
@@ -115,17 +119,20 @@ def rx_burst(ring, block_size, block_nr, state, buf, off, length, free_list, n_f
 
 
 @numba.njit(cache=True, nogil=True)
-def tx_burst(ring, frame_size, frame_nr, state, buf, off, length, slots):
+def tx_burst(ring, frame_size, frame_nr, max_len, state, buf, off, length, slots):
     """Copy pool slots into free TX ring frames and mark them for sending.
 
     ``state`` = [next ring frame, frames refused because the ring was full,
-    frames refused for being too big].  Returns the number queued.
+    frames refused for being longer than ``max_len`` (``max_len`` + 4 with
+    an 802.1Q tag)].  Returns the number queued.
     """
     n = 0
     for i in range(slots.shape[0]):
         s = slots[i]
         m = np.int64(length[s])
-        if m > frame_size - T2_DATA:
+        o = off[s]
+        tagged = m >= ETH_HLEN and buf[s, o + 12] == 0x81 and buf[s, o + 13] == 0x00
+        if m > max_len + (VLAN_HLEN if tagged else 0) or m > frame_size - T2_DATA:
             state[2] += 1
             continue
         f = state[0] * frame_size
@@ -133,7 +140,6 @@ def tx_burst(ring, frame_size, frame_nr, state, buf, off, length, slots):
             state[1] += 1                               # ring full: the kernel is behind
             continue
         src = buf[s]
-        o = off[s]
         for k in range(m):
             ring[f + T2_DATA + k] = src[o + k]
         _w32(ring, f + O_T2_LEN, m)
@@ -205,9 +211,33 @@ class RxRing:
         self.map.close()
         self.sock.close()
 
+    @property
+    def too_big(self) -> int:
+        """Frames dropped so far for not fitting a packet-pool slot."""
+        return int(self.state[3])
+
+
+def link_mtu(ifname: str) -> int:
+    with open(f"/sys/class/net/{ifname}/mtu") as f:
+        return int(f.read())
+
 
 class TxRing:
-    """A TPACKET_V2 transmit ring with PACKET_QDISC_BYPASS on one interface."""
+    """A TPACKET_V2 transmit ring with PACKET_QDISC_BYPASS on one interface.
+
+    The kernel refuses a ring frame longer than the interface's MTU plus an
+    Ethernet header (and a VLAN tag if it has one) with EMSGSIZE, marks it
+    ``TP_STATUS_WRONG_FORMAT``
+    and, by default, stops there: that frame never goes back to available and
+    the kernel sends nothing after it, ever (one oversized frame wedged the
+    ring for good).  So frames longer than that are refused here and counted
+    (``state[2]``), and ``PACKET_LOSS`` makes the kernel skip, rather than
+    stop at, any frame it still finds malformed (the MTU lowered meanwhile).
+
+    A kick the kernel refuses (EAGAIN, ENOBUFS) leaves frames in the ring:
+    :attr:`kick_pending` is then set and :meth:`flush` (called every loop
+    iteration, traffic or not) kicks again; ``kicks_deferred`` counts them.
+    """
 
     def __init__(self, ifname: str, *, frame_size: int = 2048, frame_nr: int = 4096) -> None:
         # Protocol 0: a transmit-only socket.  Bound to ETH_P_ALL it would also be
@@ -216,6 +246,7 @@ class TxRing:
         self.sock = _open(0)
         self.sock.setsockopt(SOL_PACKET, PACKET_VERSION, TPACKET_V2)
         self.sock.setsockopt(SOL_PACKET, PACKET_QDISC_BYPASS, 1)
+        self.sock.setsockopt(SOL_PACKET, PACKET_LOSS, 1)
         # struct tpacket_req
         block_size = frame_size * 16
         req = struct.pack("IIII", block_size, frame_nr // 16, frame_size, frame_nr)
@@ -224,19 +255,42 @@ class TxRing:
         self.map = mmap.mmap(self.sock.fileno(), self.size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
         self.ring = np.frombuffer(self.map, np.uint8)
         self.frame_size, self.frame_nr = frame_size, frame_nr
+        self.max_len = link_mtu(ifname) + ETH_HLEN
         self.state = np.zeros(3, np.int64)
+        self.kick_pending = False
+        self.kicks_deferred = 0
         self.sock.bind((ifname, 0))
 
     def send(self, pool: PacketPool, slots: np.ndarray) -> int:
         """Queue the slots' frames and kick the kernel once; returns how many were queued."""
-        n = tx_burst(self.ring, self.frame_size, self.frame_nr, self.state, pool.buf, pool.off, pool.length,
-                     np.asarray(slots, np.int32))
-        if n:
-            try:
-                self.sock.send(b"", socket.MSG_DONTWAIT)
-            except (BlockingIOError, OSError):
-                pass                                    # frames stay queued; the next kick sends them
+        n = tx_burst(self.ring, self.frame_size, self.frame_nr, self.max_len, self.state, pool.buf, pool.off,
+                     pool.length, np.asarray(slots, np.int32))
+        if n or self.kick_pending:
+            self._kick()
         return n
+
+    def flush(self) -> None:
+        """Kick again if the last kick was refused (frames wait in the ring)."""
+        if self.kick_pending:
+            self._kick()
+
+    def _kick(self) -> None:
+        try:
+            self.sock.send(b"", socket.MSG_DONTWAIT)
+            self.kick_pending = False
+        except OSError:                                 # EAGAIN, ENOBUFS: frames stay queued
+            self.kick_pending = True
+            self.kicks_deferred += 1
+
+    @property
+    def ring_full(self) -> int:
+        """Frames refused so far because the ring was full."""
+        return int(self.state[1])
+
+    @property
+    def too_big(self) -> int:
+        """Frames refused so far for being longer than the interface sends."""
+        return int(self.state[2])
 
     def close(self) -> None:
         del self.ring

@@ -64,6 +64,8 @@ TAP_BURST = 64
 BIG_CONFIG = 1 << 20
 #: How often the control socket is looked at while forwarding.
 CONTROL_POLL = 0.001
+#: How often the rings' own figures (the kernel's drops, refusals) go into the counters.
+PORT_STATS_POLL = 0.1
 
 
 class MonitorSink:
@@ -127,6 +129,35 @@ class Port:
         self.kind = "af_packet"
         self.rx = RxRing(name)
         self.tx = TxRing(name)
+
+    def _totals(self) -> dict[int, int]:
+        """What the rings dropped, refused or delayed since they were opened, by counter."""
+        if self.xdp is not None:
+            st = self.xdp.stats()
+            return {C.DROP_RX_RING_FULL_PACKETS: st["rx_dropped"] + st["rx_ring_full"],
+                    C.DROP_RX_TOO_BIG_PACKETS: st["rx_too_big"],
+                    C.DROP_TX_FULL_PACKETS: st["tx_ring_full"],
+                    C.DROP_TX_TOO_BIG_PACKETS: st["tx_too_big"],
+                    C.DROP_TX_INVALID_PACKETS: st["tx_invalid_descs"]}
+        return {C.DROP_RX_RING_FULL_PACKETS: self.rx.stats()["drops"],
+                C.DROP_RX_TOO_BIG_PACKETS: self.rx.too_big,
+                C.DROP_TX_FULL_PACKETS: self.tx.ring_full,
+                C.DROP_TX_TOO_BIG_PACKETS: self.tx.too_big,
+                C.TX_KICK_DEFERRED: self.tx.kicks_deferred}
+
+    def account(self, counters: np.ndarray) -> None:
+        """Add to ``counters`` what the rings dropped, refused or delayed since the last call."""
+        now = self._totals()
+        last = getattr(self, "_last", {})
+        for idx, v in now.items():
+            d = v - last.get(idx, 0)
+            if d:
+                counters[idx] += d
+        self._last = now
+
+    @property
+    def kick_pending(self) -> bool:
+        return self.xdp is None and self.tx.kick_pending
 
     def fileno(self) -> int:
         return self.xdp.fileno() if self.xdp is not None else self.rx.fileno()
@@ -207,14 +238,27 @@ class LiveLoop:
             self.close()
             raise
         self.csum_completed = 0     # frames whose offloaded checksum we finished (veth, local stacks)
+        self._warm_up_rings()
         self._nh_next = 0.0
         self._control_next = 0.0
+        self._stats_next = 0.0
         self.alarms = Alarms(self.state.counters)
         self._alarms_next = time.monotonic() + 1.0
         log.info("instance %s%s: %s control plane, %s", self.name, "" if worker is None else f" worker {worker}",
                  self.mode,
                  ", ".join(f"{p.name} ({p.kind})" for p in {id(p): p for p in (self.p4, self.p6)}.values()),
                  extra={"fields": {"softwires": self.engine.table.count, "state": str(self.state.path)}})
+
+    def _warm_up_rings(self) -> None:
+        """Compile (or load from numba's cache) the ring and checksum kernels now, with
+        nothing to move, so that they do not compile on the first frames after
+        "forwarding" is said (seconds on a cold cache, while frames wait)."""
+        pool = self.engine.pool
+        none = np.zeros(0, np.int32)
+        for p in self._ports():
+            slots, flags = p.receive(pool, 0)
+            complete_flagged(pool.buf, pool.off, pool.length, slots, flags, TP_STATUS_CSUMNOTREADY)
+            p.send(pool, none)
 
     def _narrow(self, cfg: Config) -> Config:
         """``cfg`` as this loop's engine sees it: with its one instance."""
@@ -278,9 +322,7 @@ class LiveLoop:
             frames = self.taps[side].read(TAP_BURST)
             if frames:
                 slots = eng.from_kernel(frames, side)
-                sent = port.send(pool, slots)
-                if sent < len(slots):
-                    eng.counters[C.DROP_TX_FULL_PACKETS] += len(slots) - sent
+                port.send(pool, slots)          # what it refuses is counted by the port (_account_ports)
                 pool.free(slots)
 
     # -- control -----------------------------------------------------------------------------
@@ -431,8 +473,8 @@ class LiveLoop:
         n = len(s4) + len(s6)
         o4, o6 = eng.process(s4, s6, now)
         sent = self.p4.send(pool, o4) + self.p6.send(pool, o6)
-        if sent < len(o4) + len(o6):
-            eng.counters[C.DROP_TX_FULL_PACKETS] += len(o4) + len(o6) - sent
+        if sent < len(o4) + len(o6) or now >= self._stats_next:
+            self._account_ports(now)
         pool.free(o4)
         pool.free(o6)
         if self.kernel:
@@ -458,6 +500,16 @@ class LiveLoop:
             (log.warning if e.raised else log.info)("alarm %s: %s", "raised" if e.raised else "cleared", e.text,
                                                    extra={"fields": {"alarm": e.alarm}})
 
+    def _ports(self) -> list[Port]:
+        return [self.p4] if self.stick else [self.p4, self.p6]
+
+    def _account_ports(self, now: float) -> None:
+        """The rings' drops, refusals and deferred kicks into the counters (at once
+        when a batch was refused, else every PORT_STATS_POLL)."""
+        self._stats_next = now + PORT_STATS_POLL
+        for p in self._ports():
+            p.account(self.engine.counters)
+
     def _waitables(self) -> list:
         out = [self.p4] if self.stick else [self.p4, self.p6]
         out += list(self.taps.values())
@@ -474,9 +526,12 @@ class LiveLoop:
             if self._preparing is not None:
                 self._reload_ready()
             if self.run_once(time.monotonic()) == 0:
-                # Idle: sleep until something has frames (or a request comes).
-                select.select(waitables + list(self.control.clients), [], [], 0.05)
+                # Idle: sleep until something has frames (or a request comes); not at
+                # all while a refused transmit kick leaves frames waiting in a ring.
+                wait = 0.0 if any(p.kick_pending for p in self._ports()) else 0.05
+                select.select(waitables + list(self.control.clients), [], [], wait)
                 self._control_next = 0.0
+        self._account_ports(time.monotonic())
         self.alarms = Alarms(self.state.counters)
         self._alarms_next = time.monotonic() + 1.0
 

@@ -11,6 +11,13 @@ and, for servers, ``listening`` on stderr once ready:
     the peer's address; compare with :func:`expected`.  ``--pause-at B
     --resume-file F`` makes the client stop after ``B`` bytes, create
     ``F.paused`` and wait for ``F`` (a connection held open across an event).
+``soak-serve --port P --send N`` / ``soak HOST PORT --send N --duration S [--timeout T]``
+    A soak: the server takes connections concurrently (a thread each) and
+    on each sends ``N`` bytes while it reads until EOF; the client makes
+    one connection after another for ``S`` seconds, each exchanging ``N``
+    bytes both ways, and prints one JSON line per transfer (start, duration,
+    the longest wait for data, bytes and SHA-256 checks, or the error), with
+    socket timeout ``T``.
 ``udp-serve --port P [--count K]``
     Prints length, SHA-256, the first bytes and the sender of each datagram.
 ``icmp-watch``
@@ -112,6 +119,78 @@ def tcp_connect(a) -> int:
         r["local"] = list(s.getsockname())
     print(json.dumps(r), flush=True)
     return 0 if "send_error" not in r else 1
+
+
+def _soak_one(c: socket.socket, n: int, seed: int, timeout: float) -> dict:
+    """Exchange ``n`` bytes both ways on ``c``; the longest wait between two reads is noted."""
+    c.settimeout(timeout)
+    data = payload(n, seed)
+    result: dict = {"sent": 0}
+    t = threading.Thread(target=_sender, args=(c, data, None, None, result), daemon=True)
+    t.start()
+    h = hashlib.sha256()
+    got, gap, last = 0, 0.0, time.monotonic()
+    try:
+        while True:
+            b = c.recv(1 << 20)
+            now = time.monotonic()
+            gap, last = max(gap, now - last), now
+            if not b:
+                break
+            h.update(b)
+            got += len(b)
+    except OSError as e:
+        result["recv_error"] = f"{type(e).__name__}: {e}"
+    t.join(timeout)
+    result.update(received=got, received_sha256=h.hexdigest(), max_gap=round(gap, 4))
+    return result
+
+
+def soak_serve(a) -> int:
+    ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    ls.bind((a.bind, a.port))
+    ls.listen(64)
+    print("listening", file=sys.stderr, flush=True)
+    lock = threading.Lock()
+
+    def serve(c: socket.socket, peer) -> None:
+        with c:
+            r = _soak_one(c, a.send, a.seed, a.timeout)
+        r["peer"] = list(peer)
+        with lock:
+            print(json.dumps(r), flush=True)
+
+    while True:
+        c, peer = ls.accept()
+        threading.Thread(target=serve, args=(c, peer), daemon=True).start()
+
+
+def soak(a) -> int:
+    """Transfers one after another for ``a.duration`` seconds (or until ``a.stop_file``
+    exists, if given); one JSON line each."""
+    end = time.monotonic() + a.duration
+    seq = 0
+    while time.monotonic() < end and not (a.stop_file and os.path.exists(a.stop_file)):
+        t0 = time.monotonic()
+        r: dict = {"seq": seq, "start": round(time.time(), 4)}
+        try:
+            s = socket.create_connection((a.host, a.port), timeout=a.timeout)
+        except OSError as e:
+            r.update(error=f"connect: {type(e).__name__}: {e}", duration=round(time.monotonic() - t0, 4))
+        else:
+            r["connect"] = round(time.monotonic() - t0, 4)
+            with s:
+                r["local"] = list(s.getsockname())
+                r.update(_soak_one(s, a.send, a.seed, a.timeout))
+            r["duration"] = round(time.monotonic() - t0, 4)
+            r["ok"] = (r.get("sent") == a.send and r["received"] == a.expect
+                       and r["received_sha256"] == expected(a.expect, a.peer_seed)
+                       and "recv_error" not in r and "send_error" not in r)
+        r.setdefault("ok", False)
+        print(json.dumps(r), flush=True)
+        seq += 1
+    return 0
 
 
 def udp_serve(a) -> int:
@@ -238,6 +317,22 @@ def main(argv: list[str] | None = None) -> int:
     for x in (s, c):
         x.add_argument("--send", type=int, default=0, help="bytes to send")
         x.add_argument("--seed", type=int, default=0)
+    ss = sub.add_parser("soak-serve")
+    ss.add_argument("--bind", default="0.0.0.0")
+    ss.add_argument("--port", type=int, required=True)
+    ss.add_argument("--send", type=int, default=0)
+    ss.add_argument("--seed", type=int, default=0)
+    ss.add_argument("--timeout", type=float, default=30)
+    sk = sub.add_parser("soak")
+    sk.add_argument("host")
+    sk.add_argument("port", type=int)
+    sk.add_argument("--send", type=int, required=True, help="bytes to send on each connection")
+    sk.add_argument("--seed", type=int, default=0)
+    sk.add_argument("--expect", type=int, required=True, help="bytes the server sends on each connection")
+    sk.add_argument("--peer-seed", type=int, default=0, help="the server's --seed")
+    sk.add_argument("--duration", type=float, required=True)
+    sk.add_argument("--timeout", type=float, default=30)
+    sk.add_argument("--stop-file", help="start no new transfer once this file exists")
     u = sub.add_parser("udp-serve")
     u.add_argument("--bind", default="0.0.0.0")
     u.add_argument("--port", type=int, required=True)
@@ -262,6 +357,7 @@ def main(argv: list[str] | None = None) -> int:
     i.add_argument("--dport", type=int, default=9999)
     a = p.parse_args(argv)
     return {"tcp-serve": tcp_serve, "tcp-connect": tcp_connect, "udp-serve": udp_serve, "icmp-watch": icmp_watch,
+            "soak-serve": soak_serve, "soak": soak,
             "unreachable-probe": unreachable_probe, "big-udp": big_udp, "inject": inject}[a.cmd](a)
 
 

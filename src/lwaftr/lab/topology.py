@@ -158,9 +158,10 @@ class Topology:
 
     def __init__(self, lab: Lab, mode: str = TWO_INTERFACES, subscribers=SUBSCRIBERS,
                  internal_mtu: int = 1500, external_mtu: int = 1500, generate_icmp_errors: bool = True,
-                 control_plane: str | None = None) -> None:
+                 control_plane: str | None = None, io: str | None = None) -> None:
         """``control_plane``: ``lwaftr run --control-plane`` (``kernel`` or
-        ``built-in``); None: the configuration's default.  The lab works with
+        ``built-in``); None: the configuration's default.  ``io``: ``lwaftr
+        run --io`` (``afpacket`` or ``xdp``); None: its default.  The lab works with
         either: next hops are IP addresses on the lab's links, and nothing
         but the lwAFTR answers on its interfaces."""
         if mode not in MODES:
@@ -172,6 +173,7 @@ class Topology:
         self.internal_mtu, self.external_mtu = internal_mtu, external_mtu
         self.generate_icmp_errors = generate_icmp_errors
         self.control_plane = control_plane
+        self.io = io
         self.conf_path = lab.workdir / "lwaftr.conf"
         self.lwaftr: Process | None = None
         self.b4: dict[str, Netns] = {}
@@ -340,7 +342,8 @@ class Topology:
         ifaces = (["--v4", "v4", "--v6", "v6"] if self.mode == TWO_INTERFACES
                   else ["--on-a-stick", "stick"])
         cp = ["--control-plane", self.control_plane] if self.control_plane else []
-        return [sys.executable, "-m", "lwaftr", "run", "--conf", str(self.conf_path), *ifaces, *cp]
+        io = ["--io", self.io] if self.io else []
+        return [sys.executable, "-m", "lwaftr", "run", "--conf", str(self.conf_path), *ifaces, *cp, *io]
 
     def start_lwaftr(self, timeout: float = 180) -> Process:
         """Start ``lwaftr run`` in ``aftr``; return once it says it is forwarding
