@@ -213,3 +213,33 @@ def test_invariants(sc):
     c = C.to_dict(eng.counters)
     assert c["in-ipv4-packets"] + c["in-ipv6-packets"] == \
         fwd4 + fwd6 + c["drop-all-ipv4-iface-packets"] + c["drop-all-ipv6-iface-packets"]
+
+
+def test_a_flood_for_the_slow_path_is_cut_to_its_budget_and_counted():
+    """Frames only Python handles (here IPv4 fragments) take at most the budget per
+    batch; the rest are dropped and counted, an alarm says so, and the compiled
+    traffic in the same batch is all forwarded."""
+    from lwaftr.mgmt.alarms import Alarms
+    rows = [("192.0.2.1", 1, 4, "2001:db8:1::1", 0), ("192.0.2.2", 0, 0, "2001:db8:1::2", 1)]
+    eng = Engine(make_config(rows), slow_budget=16)
+    alarms = Alarms(eng.counters)
+    alarms.check(0.0)
+    eth = Ether(dst="02:00:00:00:00:01", src="02:00:00:00:00:11")
+    good = [bytes(eth / IP(src="203.0.113.9", dst="192.0.2.1") / UDP(sport=1, dport=4097 + i)) for i in range(100)]
+    frags = [bytes(eth / IP(src="203.0.113.9", dst="192.0.2.2", id=i, flags="MF") / UDP(sport=1, dport=80) / bytes(64))
+             for i in range(100)]
+    slowed = []
+    real = eng.slow.process
+    eng.slow.process = lambda v4, v6, now: slowed.append(len(v4) + len(v6)) or real(v4, v6, now)
+    o4, o6 = eng.process(eng.pool.store(good + frags), eng.pool.store([]), 1.0)
+    assert len(o6) == 100 and len(o4) == 0
+    assert slowed == [16]
+    c = C.to_dict(eng.counters, nonzero=True)
+    assert c["drop-slow-path-budget-packets"] == 84 and c["in-ipv4-frag-needs-reassembly"] == 16
+    assert [(e.alarm, e.raised) for e in alarms.check(1.0)] == [("slow-path-budget", True)]
+    eng.pool.free(o6)
+    assert eng.pool.n_free[0] == eng.pool.n_slots, "slots leaked"
+    # check's strict mode has no budget: it must give Snabb's exact result.
+    strict = Engine(make_config(rows), slow_budget=16)
+    strict.process_frames(good + frags, [], 1.0)
+    assert strict.counters[C.DROP_SLOW_PATH_BUDGET_PACKETS] == 0

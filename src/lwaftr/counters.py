@@ -134,6 +134,8 @@ COUNTERS: tuple[tuple[str, str], ...] = (
     ("drop-over-rate-limit-icmpv4-bytes", "ICMPv4 errors suppressed by the rate limiter."),
     ("drop-over-rate-limit-icmpv4-packets", "ICMPv4 errors suppressed by the rate limiter."),
     ("drop-frame-too-big-packets", "Frames longer than a packet buffer (received or produced), dropped."),
+    ("drop-slow-path-budget-packets", "Frames for the Python slow path beyond its per-batch budget, dropped."),
+    ("alarm-slow-path-budget", "Times the slow path's per-batch budget was exceeded (frames dropped)."),
 )
 
 NAMES: tuple[str, ...] = tuple(n for n, _ in COUNTERS)
