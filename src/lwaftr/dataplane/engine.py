@@ -76,6 +76,7 @@ class Engine:
         P[K.P_VLAN6] = -1 if self.vlan6 is None else self.vlan6
         P[K.P_ICMP4_ERRORS] = int(ext.generate_icmp_errors)
         P[K.P_ICMP6_ERRORS] = int(int_.generate_icmp_errors)
+        P[K.P_ALLOW_ICMP4] = int(ext.allow_incoming_icmp)
         P[K.P_RATE4_PACKETS], P[K.P_RATE4_PERIOD] = ext.error_rate_limit_packets, ext.error_rate_limit_period
         P[K.P_RATE6_PACKETS], P[K.P_RATE6_PERIOD] = int_.error_rate_limit_packets, int_.error_rate_limit_period
         P[K.P_FAST_OFF] = int(not fast_path)
