@@ -69,14 +69,16 @@ def inet_frame(draw, rows):
     ttl = draw(st.sampled_from([0, 1, 2, 64]))
     size = draw(st.sampled_from([0, 10, 1300, 1452, 1480]))
     flags = draw(st.sampled_from(["", "DF"]))
-    l4 = draw(st.sampled_from(["tcp", "udp", "icmp-echo-reply"]))
+    l4 = draw(st.sampled_from(["tcp", "udp", "icmp-echo-reply", "icmp-echo-request", "icmp-bad-checksum"]))
     pay = bytes(size)
     if l4 == "tcp":
         l4p = TCP(sport=80, dport=dport) / pay
     elif l4 == "udp":
         l4p = UDP(sport=53, dport=dport) / pay
+    elif l4 == "icmp-bad-checksum":
+        l4p = ICMP(type=0, id=dport, chksum=0x1234) / pay
     else:
-        l4p = ICMP(type=0, id=dport) / pay
+        l4p = ICMP(type=0 if l4 == "icmp-echo-reply" else 8, id=dport) / pay
     p = Ether(dst=AFTR_MAC_V4, src="02:00:00:00:00:11") / IP(src="203.0.113.9", dst=ip, ttl=ttl, flags=flags,
                                                              tos=draw(st.integers(0, 255))) / l4p
     return bytes(p)
@@ -97,6 +99,11 @@ def b4_frame(draw, rows):
     dst = draw(st.sampled_from(["203.0.113.9", "192.0.2.1", "192.0.2.2"]))
     dport = draw(st.integers(0, 65535))
     size = draw(st.sampled_from([0, 10, 1300, 1440, 1452]))
-    inner = IP(src=ip, dst=dst, ttl=draw(st.sampled_from([1, 2, 64]))) / UDP(sport=sport, dport=dport) / bytes(size)
+    l4 = draw(st.sampled_from(["udp", "udp", "icmp-echo-request", "icmp-echo-reply"]))
+    if l4 == "udp":
+        l4p = UDP(sport=sport, dport=dport)
+    else:   # RFC 7596 8.1: a request is bound by its identifier, a reply by port 0
+        l4p = ICMP(type=8, id=sport) if l4 == "icmp-echo-request" else ICMP(type=0, id=dport)
+    inner = IP(src=ip, dst=dst, ttl=draw(st.sampled_from([1, 2, 64]))) / l4p / bytes(size)
     p = Ether(dst=AFTR_MAC_V6, src="02:00:00:00:00:22") / IPv6(src=b4, dst=[BR0, BR1][br], hlim=64) / inner
     return bytes(p)

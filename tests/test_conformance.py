@@ -92,3 +92,39 @@ def test_vectors_are_all_here():
     missing = sorted(n for n in named if not (VECTORS / n).is_file())
     assert not missing, missing
     assert (VECTORS / "NOTICE").is_file() and (VECTORS / "snabb-softwire-v3.yang").is_file()
+
+
+def _forwarding_case(case: dict) -> bool:
+    """A case the kernel control plane must forward exactly as the built-in one: no
+    ARP, NDP or ping to the router's own addresses, no other ethertype on a side
+    (the kernel's in that mode), and next hops given as MACs."""
+    from lwaftr.config.load import load_config
+    if case["name"] in WRONG_FAMILY or any(w in n for n in case["counters"] for w in ("arp", "ndp", "echo")):
+        return False
+    inst = load_config(VECTORS / case["conf"]).instance
+    return inst.external.next_hop.mac is not None and inst.internal.next_hop.mac is not None
+
+
+FORWARDING = [c for c in _cases(False) if _forwarding_case(c.values[0])]
+
+
+def test_enough_forwarding_cases_for_the_kernel_graph():
+    assert len(FORWARDING) >= 60, len(FORWARDING)
+
+
+@pytest.mark.parametrize("case", FORWARDING)
+@pytest.mark.parametrize("on_a_stick", [False, True], ids=["two-interfaces", "on-a-stick"])
+def test_kernel_control_plane_forwards_as_the_vectors_say(case, on_a_stick, tmp_path):
+    """The production default (kernel control plane) through check: the vectors'
+    forwarding cases give their outputs and counters, and nothing goes to the kernel."""
+    expected_counters = tmp_path / "counters.json"
+    expected_counters.write_text(json.dumps({**case["counters"], "to-kernel-ipv4-interface-packets": 0,
+                                             "to-kernel-ipv6-interface-packets": 0}))
+    out4, out6 = tmp_path / "out4.pcap", tmp_path / "out6.pcap"
+    rc = lwaftr_main(["check", "--control-plane", "kernel"] + (["--on-a-stick"] if on_a_stick else []) + [
+        "--counters", str(expected_counters), str(VECTORS / case["conf"]),
+        str(VECTORS / (case["in_v4"] or "empty.pcap")), str(VECTORS / (case["in_v6"] or "empty.pcap")),
+        str(out4), str(out6)])
+    assert read_frames(out4) == _expected(case, "out_v4"), "IPv4 interface output differs"
+    assert read_frames(out6) == _expected(case, "out_v6"), "IPv6 interface output differs"
+    assert rc == 0, "counters differ (see stderr)"

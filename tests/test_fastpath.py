@@ -86,8 +86,16 @@ def test_common_traffic_never_reaches_the_slow_path(monkeypatch, filters):
     v4 = [bytes(Ether(dst="02:00:00:00:00:01", src="02:00:00:00:00:11") / IP(src="203.0.113.9", dst="192.0.2.1") / UDP(sport=1, dport=4097 + i)) for i in range(50)]
     v6 = [bytes(Ether(dst="02:00:00:00:00:01", src="02:00:00:00:00:11") / IPv6(src="2001:db8:1::2", dst="2001:db8:ffff::2") /
                 IP(src="192.0.2.2", dst="203.0.113.9") / UDP(sport=1000 + i, dport=53)) for i in range(50)]
+    # Pings through the tunnels, both ways (RFC 7596 8.1: requests in by port 0, replies by identifier).
+    eth = Ether(dst="02:00:00:00:00:01", src="02:00:00:00:00:11")
+    v4 += [bytes(eth / IP(src="203.0.113.9", dst="192.0.2.2") / ICMP(type=8, id=7) / b"ping"),
+           bytes(eth / IP(src="203.0.113.9", dst="192.0.2.1") / ICMP(type=0, id=4100) / b"pong")]
+    v6 += [bytes(eth / IPv6(src="2001:db8:1::1", dst="2001:db8:ffff::1") /
+                 IP(src="192.0.2.1", dst="203.0.113.9") / ICMP(type=8, id=4100) / b"ping"),
+           bytes(eth / IPv6(src="2001:db8:1::2", dst="2001:db8:ffff::2") /
+                 IP(src="192.0.2.2", dst="203.0.113.9") / ICMP(type=0, id=9) / b"pong")]
     o4, o6 = eng.process(eng.pool.store(v4), eng.pool.store(v6), 10.01)
-    assert calls == [] and len(o4) == 50 and len(o6) == 50
+    assert calls == [] and len(o4) == 52 and len(o6) == 52
 
 
 def _error_traffic() -> tuple[list[bytes], list[bytes]]:
@@ -158,6 +166,21 @@ def _lookup(table: BindingTable, ip: str, port: int):
     return table.lookup(int(ipaddress.IPv4Address(ip)), port)
 
 
+def _flow(ip_pkt) -> tuple:
+    l4 = ip_pkt.payload
+    if isinstance(l4, ICMP):
+        return ip_pkt.src, ip_pkt.dst, "icmp", l4.type, l4.id
+    return ip_pkt.src, ip_pkt.dst, l4.sport, l4.dport
+
+
+def _b4_port(ip_pkt) -> int:
+    """The port that binds a packet from a B4 (RFC 7596 8.1 for echo)."""
+    l4 = ip_pkt.payload
+    if isinstance(l4, ICMP):
+        return l4.id if l4.type == 8 else 0
+    return l4.sport
+
+
 def _port(ip_pkt, src: bool) -> int:
     l4 = ip_pkt.payload
     if isinstance(l4, ICMP):
@@ -181,15 +204,15 @@ def test_invariants(sc):
     for f in v6:
         outer = Ether(f)[IPv6]
         inner = outer[IP]
-        inputs6.setdefault((inner.src, inner.dst, inner[UDP].sport, inner[UDP].dport), []).append(outer)
+        inputs6.setdefault(_flow(inner), []).append(outer)
     fwd4 = 0
     for f in o4:
         ip = Ether(f)[IP]
         if ip.src == aftr or ip.frag > 0:
             continue   # our own ICMP error, or a later fragment of a packet counted already
         fwd4 += 1
-        b4, br = _lookup(t, ip.src, ip[UDP].sport)
-        outers = inputs6[(ip.src, ip.dst, ip[UDP].sport, ip[UDP].dport)]
+        b4, br = _lookup(t, ip.src, _b4_port(ip))
+        outers = inputs6[_flow(ip)]
         assert any(ipaddress.IPv6Address(o.src).packed == b4 and ipaddress.IPv6Address(o.dst).packed == br
                    for o in outers)
     fwd6 = 0
@@ -213,3 +236,33 @@ def test_invariants(sc):
     c = C.to_dict(eng.counters)
     assert c["in-ipv4-packets"] + c["in-ipv6-packets"] == \
         fwd4 + fwd6 + c["drop-all-ipv4-iface-packets"] + c["drop-all-ipv6-iface-packets"]
+
+
+def test_a_flood_for_the_slow_path_is_cut_to_its_budget_and_counted():
+    """Frames only Python handles (here IPv4 fragments) take at most the budget per
+    batch; the rest are dropped and counted, an alarm says so, and the compiled
+    traffic in the same batch is all forwarded."""
+    from lwaftr.mgmt.alarms import Alarms
+    rows = [("192.0.2.1", 1, 4, "2001:db8:1::1", 0), ("192.0.2.2", 0, 0, "2001:db8:1::2", 1)]
+    eng = Engine(make_config(rows), slow_budget=16)
+    alarms = Alarms(eng.counters)
+    alarms.check(0.0)
+    eth = Ether(dst="02:00:00:00:00:01", src="02:00:00:00:00:11")
+    good = [bytes(eth / IP(src="203.0.113.9", dst="192.0.2.1") / UDP(sport=1, dport=4097 + i)) for i in range(100)]
+    frags = [bytes(eth / IP(src="203.0.113.9", dst="192.0.2.2", id=i, flags="MF") / UDP(sport=1, dport=80) / bytes(64))
+             for i in range(100)]
+    slowed = []
+    real = eng.slow.process
+    eng.slow.process = lambda v4, v6, now: slowed.append(len(v4) + len(v6)) or real(v4, v6, now)
+    o4, o6 = eng.process(eng.pool.store(good + frags), eng.pool.store([]), 1.0)
+    assert len(o6) == 100 and len(o4) == 0
+    assert slowed == [16]
+    c = C.to_dict(eng.counters, nonzero=True)
+    assert c["drop-slow-path-budget-packets"] == 84 and c["in-ipv4-frag-needs-reassembly"] == 16
+    assert [(e.alarm, e.raised) for e in alarms.check(1.0)] == [("slow-path-budget", True)]
+    eng.pool.free(o6)
+    assert eng.pool.n_free[0] == eng.pool.n_slots, "slots leaked"
+    # check's strict mode has no budget: it must give Snabb's exact result.
+    strict = Engine(make_config(rows), slow_budget=16)
+    strict.process_frames(good + frags, [], 1.0)
+    assert strict.counters[C.DROP_SLOW_PATH_BUDGET_PACKETS] == 0

@@ -66,3 +66,22 @@ def test_every_header_checksum_is_right_after_the_ttl_is_lowered(fast_path):
         if inner[8] != 63 or ip_sum(inner) != 0xFFFF or struct.unpack_from("!H", inner, 10)[0] != checksum(fresh):
             bad.append(inner.hex())
     assert not bad, f"{len(bad)} bad headers, e.g. {bad[:3]}"
+
+
+@pytest.mark.parametrize("ttl_from,ttl_to", [(64, 63), (1, 0), (200, 17)])
+def test_set_ttl_keeps_the_checksum_right_for_every_value(ttl_from, ttl_to):
+    """icmperr.set_ttl (the encapsulation's TTL - 1, and the TTL 0 or TTL - 1 an ICMP
+    error quotes): over every old checksum value, the same as computed afresh."""
+    import numpy as np
+    from lwaftr.dataplane.icmperr import set_ttl
+    bad = []
+    for ident in range(0, 65536):
+        h = bytearray(struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20, ident, 0, ttl_from, 17, 0,
+                                  bytes([203, 0, 113, 9]), bytes([192, 0, 2, 1])))
+        struct.pack_into("!H", h, 10, checksum(bytes(h)))
+        b = np.frombuffer(bytes(h), np.uint8).copy()
+        set_ttl(b, 0, ttl_to)
+        got = bytes(b)
+        if got[8] != ttl_to or ip_sum(got) != 0xFFFF:
+            bad.append(ident)
+    assert not bad, f"{len(bad)} bad checksums, e.g. ident {bad[:3]}"

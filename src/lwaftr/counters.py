@@ -147,6 +147,8 @@ COUNTERS: tuple[tuple[str, str], ...] = (
                          "in the ring for the next kick."),
     ("next-hop-held-packets", "Frames held while the next hop was unresolved (built-in control plane): "
                               "sent once it resolves, or dropped beyond the hold limit (drop-no-next-hop-*)."),
+    ("drop-slow-path-budget-packets", "Frames for the Python slow path beyond its per-batch budget, dropped."),
+    ("alarm-slow-path-budget", "Times the slow path's per-batch budget was exceeded (frames dropped)."),
 )
 
 NAMES: tuple[str, ...] = tuple(n for n, _ in COUNTERS)

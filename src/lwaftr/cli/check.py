@@ -33,6 +33,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        **examples("lwaftr check lwaftr.conf from-inet.pcap from-b4.pcap to-inet.pcap to-b4.pcap",
                                   "lwaftr check --counters expected.json lwaftr.conf in4.pcapng empty.pcap o4.pcap o6.pcap"))
     p.add_argument("--on-a-stick", action="store_true", help="one interface carries both families")
+    p.add_argument("--control-plane", choices=("built-in", "kernel"), default="built-in",
+                   help="built-in (default): ARP, NDP and ping answered by the data plane, as Snabb's check; "
+                        "kernel: as lwaftr run's default, frames for the router itself go to the kernel "
+                        "(counted as to-kernel-*; their number is printed) and next hops are the configured MACs")
     p.add_argument("--counters", metavar="EXPECTED.json", help="compare counters with this JSON object")
     p.add_argument("conf", metavar="CONF", help="configuration (snabb-softwire-v3, or RFC 8676 XML/JSON)")
     p.add_argument("in_v4", metavar="IN_V4", help="frames arriving on the Internet (IPv4) side: pcap or pcapng")
@@ -42,12 +46,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def run_check(conf_path: str, in_v4: str, in_v6: str, on_a_stick: bool = False
+def run_check(conf_path: str, in_v4: str, in_v6: str, on_a_stick: bool = False, kernel: bool = False
               ) -> tuple[list[bytes], list[bytes], dict[str, int]]:
-    """Run one check; returns (frames out of v4, frames out of v6, counters)."""
+    """Run one check; returns (frames out of v4, frames out of v6, counters).
+
+    ``kernel``: the kernel control-plane graph of ``lwaftr run`` (frames for
+    the router itself are counted as passed to the kernel's TAPs)."""
     cfg = load_config(conf_path)
     v4, v6 = read_frames(in_v4), read_frames(in_v6)       # bad captures are said before the engine is built
-    engine = Engine(cfg, fragment_id_seeds=SNABB_CHECK_ID_SEEDS)
+    engine = Engine(cfg, fragment_id_seeds=SNABB_CHECK_ID_SEEDS, kernel=kernel)
     now = time.monotonic()
     if on_a_stick:
         out = engine.process_stick(v4 + v6, now)
@@ -79,12 +86,17 @@ def run(args: argparse.Namespace) -> int:
         print(f"lwaftr check: {e}", file=sys.stderr)
         return 2
     try:
-        o4, o6, counters = run_check(args.conf, args.in_v4, args.in_v6, args.on_a_stick)
+        o4, o6, counters = run_check(args.conf, args.in_v4, args.in_v6, args.on_a_stick,
+                                     kernel=args.control_plane == "kernel")
         write_frames(args.out_v4, o4)
         write_frames(args.out_v6, o6)
     except (ConfigError, CaptureError) as e:
         print(f"lwaftr check: {e}", file=sys.stderr)
         return 2
+    if args.control_plane == "kernel":
+        print(f"{counters.get('to-kernel-ipv4-interface-packets', 0)} frame(s) of the IPv4 side and "
+              f"{counters.get('to-kernel-ipv6-interface-packets', 0)} of the IPv6 side went to the kernel",
+              file=sys.stderr)
     if expected is not None:
         # Our own counters beyond snabb-softwire-v3 are compared only when named.
         d = {k: v for k, v in C.diff(counters, expected).items()

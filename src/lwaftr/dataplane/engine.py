@@ -31,6 +31,12 @@ from lwaftr.dataplane.slowpath import SlowPath
 SLOW_TICK = 0.1
 #: Mirrored frames kept until taken (the oldest go first).
 MIRROR_LIMIT = 4096
+#: Frames per batch (both sides together) the Python slow path takes at most
+#: outside ``check``: at 20-45 us a frame it costs up to ~3 ms per batch, so
+#: a flood of frames only it handles (fragments, ICMP, ARP/NDP) cannot starve
+#: the compiled path.  The excess is dropped, counted
+#: (``drop-slow-path-budget-packets``) and alarmed.
+SLOW_BUDGET = 64
 
 
 class Engine:
@@ -38,6 +44,7 @@ class Engine:
 
     def __init__(self, config: Config, *, table: BindingTable | None = None, fast_path: bool = True,
                  pool_slots: int = 4096, max_batch: int = 4096, kernel: bool = False,
+                 slow_budget: int = SLOW_BUDGET,
                  counters: np.ndarray | None = None, fragment_id_seeds: tuple[int, int] | None = None) -> None:
         """``kernel``: the kernel is the control plane (see :mod:`lwaftr.dataplane.punt`);
         ``counters``: an array to count in (e.g. in shared memory), else a new one;
@@ -45,6 +52,7 @@ class Engine:
         reproducing Snabb's vectors), else random ones (:mod:`lwaftr.dataplane.fragment`)."""
         self.config = config
         self.counters = counters if counters is not None else C.new_array()
+        self.slow_budget = slow_budget
         self.table = table if table is not None else BindingTable.build(config.bindings)
         self.kernel = kernel
         self.rate_state = new_rate_state()       # ICMP error rate limiters, shared by kernels and slow path
@@ -68,6 +76,7 @@ class Engine:
         P[K.P_VLAN6] = -1 if self.vlan6 is None else self.vlan6
         P[K.P_ICMP4_ERRORS] = int(ext.generate_icmp_errors)
         P[K.P_ICMP6_ERRORS] = int(int_.generate_icmp_errors)
+        P[K.P_ALLOW_ICMP4] = int(ext.allow_incoming_icmp)
         P[K.P_RATE4_PACKETS], P[K.P_RATE4_PERIOD] = ext.error_rate_limit_packets, ext.error_rate_limit_period
         P[K.P_RATE6_PACKETS], P[K.P_RATE6_PERIOD] = int_.error_rate_limit_packets, int_.error_rate_limit_period
         P[K.P_FAST_OFF] = int(not fast_path)
@@ -192,6 +201,14 @@ class Engine:
                 or self.slow.holding or now - self._last_slow >= SLOW_TICK):
             return out4[:k4].copy(), out6[:k6].copy()
         self._last_slow = now
+        if not strict and s4 + s6 > self.slow_budget:
+            # Over budget: each side keeps at least half of it (more if the other needs less).
+            b4 = min(s4, max(self.slow_budget - s6, self.slow_budget // 2))
+            b6 = min(s6, self.slow_budget - b4)
+            self.counters[C.DROP_SLOW_PATH_BUDGET_PACKETS] += (s4 - b4) + (s6 - b6)
+            pool.free(slow4[b4:s4])
+            pool.free(slow6[b6:s6])
+            s4, s6 = b4, b6
         f4, f6 = pool.frames(slow4[:s4]), pool.frames(slow6[:s6])
         pool.free(slow4[:s4])
         pool.free(slow6[:s6])

@@ -79,14 +79,18 @@ def ones_sum(b, o, n, start):
     return s
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, inline="always")
 def set_ttl(b, o, ttl):
-    """IPv4 TTL at header ``o`` set to ``ttl``, checksum updated incrementally
-    (RFC 1624) with the 32-bit folding Snabb uses (as ``core._with_ttl``)."""
-    old = np.int64(b[o + W.O_IPV4_TTL])
+    """IPv4 TTL at header ``o`` set to ``ttl``, the header checksum updated
+    incrementally by RFC 1624 eqn. 3: HC' = ~(~HC + ~m + m'), m and m' the
+    TTL/protocol word before and after, in one's complement additions only.
+    (A two's complement difference, folded, is off by one when it borrows:
+    for TTL - 1 whenever HC >= 0xFF00, one frame in ~256 then left with a
+    bad checksum that the next host drops: issue 17.)  As ``core._with_ttl``."""
+    m = (np.int64(b[o + W.O_IPV4_TTL]) << 8) | np.int64(b[o + W.O_IPV4_PROTO])
     b[o + W.O_IPV4_TTL] = ttl
-    cs = ((~_rd16(b, o + W.O_IPV4_CHECKSUM)) & 0xFFFF) + ((np.int64(ttl) - old) << 8)
-    cs &= 0xFFFFFFFF
+    m2 = (np.int64(ttl) << 8) | np.int64(b[o + W.O_IPV4_PROTO])
+    cs = ((~_rd16(b, o + W.O_IPV4_CHECKSUM)) & 0xFFFF) + ((~m) & 0xFFFF) + m2
     cs = (cs & 0xFFFF) + (cs >> 16)
     cs = (cs & 0xFFFF) + (cs >> 16)
     _wr16(b, o + W.O_IPV4_CHECKSUM, (~cs) & 0xFFFF)

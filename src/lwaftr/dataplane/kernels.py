@@ -32,7 +32,8 @@ from lwaftr import counters as C
 from lwaftr import wire as W
 from lwaftr.bindingtable.table import is_managed, lookup, lookup_at, probe
 from lwaftr.dataplane.bpf import BPF_MEMWORDS, bpf_exec
-from lwaftr.dataplane.icmperr import HEADROOM_NEEDED, RL_V4, RL_V6, icmpv4_error, icmpv6_error, rate_allow, set_ttl
+from lwaftr.dataplane.icmperr import (HEADROOM_NEEDED, RL_V4, RL_V6, icmpv4_error, icmpv6_error, ones_sum,
+                                      rate_allow, set_ttl)
 from lwaftr.dataplane.pool import HEADROOM
 from lwaftr.dataplane.prefetch import prefetch
 
@@ -49,6 +50,7 @@ ERR = 4         # turned into an ICMP error back out of the interface it came in
 R_NO_SOFTWIRE = 1   # RFC 7596 5.2: ICMPv4 host unreachable
 R_TTL = 2           # TTL <= 1: ICMPv4 time exceeded
 R_DF = 3            # too big for the tunnel, DF set: ICMPv4 fragmentation needed
+R_ICMP_MISS = 4     # ICMPv4 for no softwire: dropped silently (RFC 7596 8.1)
 
 # Parameter vector indices (int64[N_PARAMS])
 P_EXT_IP = 0
@@ -69,7 +71,8 @@ P_RATE4_PACKETS = 14  # ICMPv4 error rate limit: packets per period (seconds)
 P_RATE4_PERIOD = 15
 P_RATE6_PACKETS = 16
 P_RATE6_PERIOD = 17
-N_PARAMS = 18
+P_ALLOW_ICMP4 = 18    # external-interface allow-incoming-icmp
+N_PARAMS = 19
 
 # Filter programs: rows of one uint32[n, 4] array of classic BPF, program k at
 # progs[pidx[k]:pidx[k + 1]] (no rows: no filter)
@@ -165,18 +168,7 @@ def _encapsulate(b, f, n, row, P, sw_tab, br_tab):
     then writes Ethernet in front: :func:`_emit`).  Returns the IPv6 header's
     offset; the packet from there is n - 14 + 40 bytes."""
     o = f + ETH
-    # TTL - 1 with the incremental checksum update of RFC 1624 (eqn. 3):
-    # HC' = ~(~HC + ~m + m'), the TTL/protocol word m going to m' = m - 0x100,
-    # so ~m + m' = 0xFEFF: one's complement addition only, never a borrow.
-    # (Subtracting 0x100 in two's complement and folding is off by one
-    # whenever ~HC < 0x100, i.e. HC >= 0xFF00: one frame in ~256 then left
-    # with a bad header checksum that the next host drops.)
-    old = np.int64(b[o + W.O_IPV4_TTL])
-    b[o + W.O_IPV4_TTL] = old - 1
-    cs = ((~rd16(b, o + W.O_IPV4_CHECKSUM)) & 0xFFFF) + 0xFEFF
-    cs = (cs & 0xFFFF) + (cs >> 16)
-    cs = (cs & 0xFFFF) + (cs >> 16)
-    wr16(b, o + W.O_IPV4_CHECKSUM, (~cs) & 0xFFFF)
+    set_ttl(b, o, np.int64(b[o + W.O_IPV4_TTL]) - 1)     # RFC 1624 eqn. 3 (icmperr.set_ttl)
     tos = np.int64(b[o + W.O_IPV4_TOS])
     payload = n - ETH
     h = o - V6                       # IPv6 header start
@@ -286,13 +278,28 @@ def classify_inet(buf, off, length, slots, P, addr_tab, sw_tab, verdict, rows):
         if fast and n >= ETH + W.IPV4_HLEN + 4 and rd16(b, f + 12) == W.ETHERTYPE_IPV4 and b[o] == 0x45 \
                 and (P[P_MONITOR] == 0 or rd32(b, o + W.O_IPV4_DST) != P[P_MONITOR]):
             total = rd16(b, o + W.O_IPV4_TOTAL_LENGTH)
-            # Not ICMP, not a fragment, lengths and header checksum right.
-            if W.IPV4_HLEN + 4 <= total <= n - ETH and b[o + W.O_IPV4_PROTO] != W.PROTO_ICMP \
-                    and (rd16(b, o + W.O_IPV4_FLAGS) & _FRAG_BITS) == 0 and ipv4_header_sum_ok(b, o, W.IPV4_HLEN):
-                r = lookup_at(sw_tab, keys[i], rows[i])
+            ok = W.IPV4_HLEN + 4 <= total <= n - ETH and (rd16(b, o + W.O_IPV4_FLAGS) & _FRAG_BITS) == 0 \
+                and ipv4_header_sum_ok(b, o, W.IPV4_HLEN)
+            icmp = b[o + W.O_IPV4_PROTO] == W.PROTO_ICMP
+            if ok and icmp:
+                # Echo to or from a subscriber (RFC 7596 8.1: a request reaches the softwire
+                # owning port 0, a reply the one owning its identifier), allowed by policy,
+                # checksum right (RFC 5508), not for our own address; other ICMP: slow path.
+                t = b[o + W.IPV4_HLEN]
+                ok = P[P_ALLOW_ICMP4] != 0 and total >= W.IPV4_HLEN + W.ICMP_HLEN \
+                    and (t == W.ICMPV4_ECHO_REQUEST or t == W.ICMPV4_ECHO_REPLY) \
+                    and rd32(b, o + W.O_IPV4_DST) != P[P_EXT_IP] \
+                    and ones_sum(b, o + W.IPV4_HLEN, total - W.IPV4_HLEN, 0) == 0xFFFF
+            if ok:
+                if icmp:
+                    port = 0 if b[o + W.IPV4_HLEN] == W.ICMPV4_ECHO_REQUEST \
+                        else rd16(b, o + W.IPV4_HLEN + W.O_ICMP_ECHO_ID)
+                    r = lookup(addr_tab, sw_tab, rd32(b, o + W.O_IPV4_DST), port)
+                else:
+                    r = lookup_at(sw_tab, keys[i], rows[i])
                 why = 0
                 if r < 0:
-                    why = R_NO_SOFTWIRE          # RFC 7596 5.2
+                    why = R_ICMP_MISS if icmp else R_NO_SOFTWIRE     # RFC 7596 8.1, 5.2
                     d = rd32(b, o + W.O_IPV4_DST)
                     if P[P_PUNT] and (d == P[P_EXT_IP] or d >= 0xE0000000):
                         why = -1                 # the kernel's (its address, multicast, broadcast)
@@ -303,7 +310,10 @@ def classify_inet(buf, off, length, slots, P, addr_tab, sw_tab, verdict, rows):
                     why = R_DF if rd16(b, o + W.O_IPV4_FLAGS) & W.IPV4_FLAG_DF else -1
                 elif P[P_V6_RESOLVED]:
                     v = TX
-                if why > 0:
+                if why == R_ICMP_MISS:
+                    r = why
+                    v = DROP
+                elif why > 0:
                     r = why
                     if not P[P_ICMP4_ERRORS]:
                         v = DROP
@@ -347,10 +357,15 @@ def apply_inet(buf, off, length, slots, P, macs, sw_tab, br_tab, counters, verdi
         if v == DROP or v == ERR:
             why = rows[i]
             ttl = np.int64(b[o + W.O_IPV4_TTL])
-            if why == R_NO_SOFTWIRE:
+            if why == R_NO_SOFTWIRE or why == R_ICMP_MISS:
                 counters[C.DROP_NO_DEST_SOFTWIRE_IPV4_BYTES] += n
                 counters[C.DROP_NO_DEST_SOFTWIRE_IPV4_PACKETS] += 1
                 t, code, rest = W.ICMPV4_DST_UNREACHABLE, W.ICMPV4_CODE_HOST_UNREACHABLE, 0
+                if why == R_ICMP_MISS and P[P_ICMP4_ERRORS]:
+                    counters[C.DROP_IN_BY_RFC7596_ICMPV4_BYTES] += n
+                    counters[C.DROP_IN_BY_RFC7596_ICMPV4_PACKETS] += 1
+                    _add_drop_ipv4(counters, n, False)
+                    continue
             elif why == R_TTL:
                 if ttl == 1:
                     set_ttl(b, o, 0)     # quoted as it would have left: TTL 0
@@ -429,12 +444,25 @@ def classify_b4(buf, off, length, slots, P, addr_tab, sw_tab, br_tab, verdict, r
         v = SLOW
         r = -1
         hr = -1
-        if fast and n >= ETH + V6 + W.IPV4_HLEN + 4 and rd16(b, f + 12) == W.ETHERTYPE_IPV6 \
-                and (b[h] >> 4) == 6 and V6 + rd16(b, h + W.O_IPV6_PAYLOAD_LENGTH) <= n - ETH \
-                and b[h + W.O_IPV6_NEXT_HEADER] == W.PROTO_IPV4 and b[o] == 0x45 \
-                and b[o + W.O_IPV4_PROTO] != W.PROTO_ICMP \
-                and (P[P_MONITOR] == 0 or rd32(b, o + W.O_IPV4_SRC) != P[P_MONITOR]):
-            r = lookup_at(sw_tab, keys[i], rows[i])
+        icmp = False
+        ok = fast and n >= ETH + V6 + W.IPV4_HLEN + 4 and rd16(b, f + 12) == W.ETHERTYPE_IPV6 \
+            and (b[h] >> 4) == 6 and V6 + rd16(b, h + W.O_IPV6_PAYLOAD_LENGTH) <= n - ETH \
+            and b[h + W.O_IPV6_NEXT_HEADER] == W.PROTO_IPV4 and b[o] == 0x45 \
+            and (P[P_MONITOR] == 0 or rd32(b, o + W.O_IPV4_SRC) != P[P_MONITOR])
+        if ok and b[o + W.O_IPV4_PROTO] == W.PROTO_ICMP:
+            # Echo from a subscriber: a request is bound by its identifier, a reply by
+            # port 0 (RFC 7596 8.1); other ICMP from B4s: slow path.
+            t = b[o + W.IPV4_HLEN]
+            icmp = True
+            ok = n >= ETH + V6 + W.IPV4_HLEN + W.ICMP_HLEN \
+                and (t == W.ICMPV4_ECHO_REQUEST or t == W.ICMPV4_ECHO_REPLY)
+        if ok:
+            if icmp:
+                port = rd16(b, o + W.IPV4_HLEN + W.O_ICMP_ECHO_ID) \
+                    if b[o + W.IPV4_HLEN] == W.ICMPV4_ECHO_REQUEST else 0
+                r = lookup(addr_tab, sw_tab, rd32(b, o + W.O_IPV4_SRC), port)
+            else:
+                r = lookup_at(sw_tab, keys[i], rows[i])
             inner_len = n - ETH - V6
             total = rd16(b, o + W.O_IPV4_TOTAL_LENGTH)
             # The softwire binds this B4 (IPv6 source) and BR (IPv6 destination)?
@@ -454,8 +482,9 @@ def classify_b4(buf, off, length, slots, P, addr_tab, sw_tab, br_tab, verdict, r
                 if v != ERR:
                     r = -1
             elif P[P_HAIRPINNING] and is_managed(addr_tab, rd32(b, o + W.O_IPV4_DST)):
-                # Re-encapsulation checks, as for a frame from the Internet.
-                if (rd16(b, o + W.O_IPV4_FLAGS) & _FRAG_BITS) == 0 and W.IPV4_HLEN + 4 <= total <= inner_len:
+                # Re-encapsulation checks, as for a frame from the Internet (ICMP: slow path).
+                if not icmp and (rd16(b, o + W.O_IPV4_FLAGS) & _FRAG_BITS) == 0 \
+                        and W.IPV4_HLEN + 4 <= total <= inner_len:
                     hr = lookup(addr_tab, sw_tab, rd32(b, o + W.O_IPV4_DST), rd16(b, o + W.IPV4_HLEN + 2))
                     if hr >= 0 and b[o + W.O_IPV4_TTL] > 1 and inner_len + V6 <= P[P_INT_MTU] \
                             and P[P_V6_RESOLVED]:

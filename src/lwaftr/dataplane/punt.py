@@ -16,8 +16,9 @@ Punted to the kernel (untagged frames)::
                them is configured), IPv4 to our address, to multicast or to
                the broadcast address, and any other ethertype
     IPv6 side: IPv6 to a link-local or multicast address, to our address,
-               or to a BR address unless it is IPv4-in-IPv6 or an ICMPv6
-               error (ping and NDP for the BR addresses are the kernel's:
+               or to a BR address unless it is IPv4-in-IPv6 (or a fragment:
+               reassembly is ours) or an ICMPv6 error (ping and NDP for
+               the BR addresses are the kernel's:
                the TAP carries them too), and any other ethertype (ARP,
                IPv4, LLDP, ...)
 """
@@ -129,10 +130,11 @@ class Punt:
             if dst[0] == 0xFF or (dst[0] == 0xFE and dst[1] & 0xC0 == 0x80):
                 kernel.append(f)                # multicast (NDP, MLD, OSPFv3, ...), link-local
             elif dst in brs:
-                # Softwire traffic and ICMPv6 errors about it (RFC 2473) are ours;
-                # ping, NDP and the rest to a BR address are the kernel's.
+                # Softwire traffic (fragmented too: reassembled, then decapsulated) and
+                # ICMPv6 errors about it (RFC 2473) are ours; ping, NDP and the rest to a
+                # BR address are the kernel's.
                 nh = f[W.ETH_HLEN + W.O_IPV6_NEXT_HEADER]
-                ours = nh in (W.PROTO_IPV4, _DEST_OPTS) or (
+                ours = nh in (W.PROTO_IPV4, _DEST_OPTS, W.PROTO_FRAGMENT) or (
                     nh == W.PROTO_ICMPV6 and f[W.ETH_HLEN + W.IPV6_HLEN] < _ICMPV6_INFORMATIONAL)
                 (data if ours else kernel).append(f)
             elif dst == self.ipv6:
