@@ -33,6 +33,20 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
+def yang_leaves(text: str, header: str) -> set[str]:
+    """The names of the leaves inside the YANG block that starts with ``header``
+    (e.g. ``container softwire-state``), nested blocks included."""
+    import re
+    start = text.index("{", text.index(header))
+    depth, i = 0, start
+    while True:
+        depth += {"{": 1, "}": -1}.get(text[i], 0)
+        if depth == 0:
+            break
+        i += 1
+    return set(re.findall(r"leaf ([a-z0-9-]+)", text[start:i]))
+
+
 def rfc4861_expected_ns(frame: bytes) -> bytes:
     """Rewrite an address-resolution NS sent to the target's unicast address
     and the broadcast MAC into the RFC 4861 7.2.2 form: to the target's

@@ -14,7 +14,7 @@ from lwaftr import counters as C
 from lwaftr.cli.main import main as lwaftr_main
 from lwaftr.io.pcap import read_frames
 
-from conftest import VECTORS, rfc4861_expected_ns
+from conftest import VECTORS, rfc4861_expected_ns, yang_leaves
 
 MANIFEST = json.loads((VECTORS / "manifest.json").read_text())
 WRONG_FAMILY = {"sending non-IPv4 traffic to the IPv4 interface", "sending non-IPv6 traffic to the IPv6 interface"}
@@ -64,16 +64,7 @@ def test_on_a_stick(case, tmp_path):
 
 def test_counter_table_matches_yang_softwire_state():
     """Our counter names are the snabb-softwire-v3 softwire-state leaves (plus our extensions)."""
-    import re
-    yang = (VECTORS / "snabb-softwire-v3.yang").read_text()
-    start = yang.index("{", yang.index("container softwire-state"))
-    depth, i = 0, start
-    while True:
-        depth += {"{": 1, "}": -1}.get(yang[i], 0)
-        if depth == 0:
-            break
-        i += 1
-    leaves = set(re.findall(r"leaf ([a-z0-9-]+)", yang[start:i]))
+    leaves = yang_leaves((VECTORS / "snabb-softwire-v3.yang").read_text(), "container softwire-state")
     leaves = {n for n in leaves if n != "discontinuity-time" and not n.startswith("memuse-")}
     ours = set(C.NAMES) - C.EXTENSIONS
     assert leaves <= ours, sorted(leaves - ours)

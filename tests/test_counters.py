@@ -8,22 +8,13 @@ from pathlib import Path
 from lwaftr import counters as C
 from lwaftr.mgmt import alarms, netconf_data, top
 
+from conftest import yang_leaves
+
 YANG = Path(netconf_data.__file__).resolve().parent.parent / "config" / "yang"
 
 
-def _grouping_leaves(text: str, grouping: str) -> set[str]:
-    start = text.index("{", text.index(f"grouping {grouping}"))
-    depth, i = 0, start
-    while True:
-        depth += {"{": 1, "}": -1}.get(text[i], 0)
-        if depth == 0:
-            break
-        i += 1
-    return set(re.findall(r"leaf ([a-z0-9-]+)", text[start:i]))
-
-
 def test_traffic_stat_maps_rfc_8676_leaves_to_our_counters():
-    leaves = _grouping_leaves((YANG / "ietf-softwire-common@2019-11-16.yang").read_text(), "traffic-stat")
+    leaves = yang_leaves((YANG / "ietf-softwire-common@2019-11-16.yang").read_text(), "grouping traffic-stat")
     br = (YANG / "ietf-softwire-br@2019-11-16.yang").read_text()
     binding_stat = br[br.index("container traffic-stat"):br.index("uses softwire-common:algorithm-instance")]
     leaves |= set(re.findall(r"leaf ([a-z0-9-]+)", binding_stat))      # the binding instance's own four

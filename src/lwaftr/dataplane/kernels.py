@@ -224,6 +224,59 @@ def _emit(b, l3, l3_len, macs, dst_row, src_row, vid, ethertype, prog, mem):
     return e
 
 
+# What leaving on a side counts, by family (FAM4: the IPv4 side, FAM6: the IPv6 side).
+FAM4 = 0
+FAM6 = 1
+_C_EGRESS, _C_FRAG_NOT, _C_OUT_BYTES, _C_OUT_PACKETS, _C_ERR_BYTES, _C_ERR_PACKETS, _C_RL_BYTES, _C_RL_PACKETS = range(8)
+_FAM_COUNTERS = np.array([
+    [C.DROP_EGRESS_FILTER_IPV4_PACKETS, C.OUT_IPV4_FRAG_NOT, C.OUT_IPV4_BYTES, C.OUT_IPV4_PACKETS,
+     C.OUT_ICMPV4_ERROR_BYTES, C.OUT_ICMPV4_ERROR_PACKETS,
+     C.DROP_OVER_RATE_LIMIT_ICMPV4_BYTES, C.DROP_OVER_RATE_LIMIT_ICMPV4_PACKETS],
+    [C.DROP_EGRESS_FILTER_IPV6_PACKETS, C.OUT_IPV6_FRAG_NOT, C.OUT_IPV6_BYTES, C.OUT_IPV6_PACKETS,
+     C.OUT_ICMPV6_ERROR_BYTES, C.OUT_ICMPV6_ERROR_PACKETS,
+     C.DROP_OVER_RATE_LIMIT_ICMPV6_BYTES, C.DROP_OVER_RATE_LIMIT_ICMPV6_PACKETS]], np.int64)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _send(b, l3, l3_len, fam, P, macs, counters, prog, mem):
+    """The packet at ``l3`` (``l3_len`` bytes) onto side ``fam``: Ethernet with
+    the next hop's MAC, the egress filter ``prog``, the side's VLAN tag, and
+    ``out-ipvX-frag-not`` (it fits: only unfragmented packets come here).
+    Returns the frame's offset, or -1 if the filter refused it (counted)."""
+    if fam == FAM4:
+        e = _emit(b, l3, l3_len, macs, M_EXT_NEXT, M_EXT_SELF, P[P_VLAN4], W.ETHERTYPE_IPV4, prog, mem)
+    else:
+        e = _emit(b, l3, l3_len, macs, M_INT_NEXT, M_INT_SELF, P[P_VLAN6], W.ETHERTYPE_IPV6, prog, mem)
+    if e < 0:
+        counters[_FAM_COUNTERS[fam, _C_EGRESS]] += 1
+    else:
+        counters[_FAM_COUNTERS[fam, _C_FRAG_NOT]] += 1
+    return e
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _send_error(b, ip, m, fam, P, macs, counters, prog, mem, rate, now):
+    """An ICMP error built at ``ip`` (``m`` bytes) back out of side ``fam``,
+    if the rate limiter allows it (else counted as suppressed).  Returns its
+    frame's offset, or -1 if suppressed or filtered."""
+    if not rate_allow(rate, RL_V4 if fam == FAM4 else RL_V6, P[P_RATE4_PACKETS if fam == FAM4 else P_RATE6_PACKETS],
+                      P[P_RATE4_PERIOD if fam == FAM4 else P_RATE6_PERIOD], now):
+        counters[_FAM_COUNTERS[fam, _C_RL_BYTES]] += ETH + m
+        counters[_FAM_COUNTERS[fam, _C_RL_PACKETS]] += 1
+        return -1
+    counters[_FAM_COUNTERS[fam, _C_ERR_BYTES]] += ETH + m
+    counters[_FAM_COUNTERS[fam, _C_ERR_PACKETS]] += 1
+    counters[_FAM_COUNTERS[fam, _C_OUT_BYTES]] += ETH + m
+    counters[_FAM_COUNTERS[fam, _C_OUT_PACKETS]] += 1
+    return _send(b, ip, m, fam, P, macs, counters, prog, mem)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _framed(P, fam, l3_len):
+    """A frame's length on side ``fam`` for ``l3_len`` bytes of IP: Ethernet and the side's tag."""
+    return ETH + l3_len + (W.VLAN_HLEN if P[P_VLAN4 if fam == FAM4 else P_VLAN6] >= 0 else 0)
+
+
 @numba.njit(cache=True, nogil=True)
 def _probe_all(buf, off, length, slots, addr_tab, sw_tab, o_addr, o_port, min_len, rows):
     """First pass of a classify: each frame's binding-table key and first slot
@@ -382,35 +435,18 @@ def apply_inet(buf, off, length, slots, P, macs, sw_tab, br_tab, counters, verdi
                 counters[C.DROP_OUT_BY_POLICY_ICMPV4_PACKETS] += 1
                 continue
             ip, m = icmpv4_error(b, f, n, P[P_EXT_IP], rd32(b, o + W.O_IPV4_SRC), t, code, rest)
-            if not rate_allow(rate, RL_V4, P[P_RATE4_PACKETS], P[P_RATE4_PERIOD], now):
-                counters[C.DROP_OVER_RATE_LIMIT_ICMPV4_BYTES] += ETH + m
-                counters[C.DROP_OVER_RATE_LIMIT_ICMPV4_PACKETS] += 1
-                verdict[i] = DROP
-                continue
-            counters[C.OUT_ICMPV4_ERROR_BYTES] += ETH + m
-            counters[C.OUT_ICMPV4_ERROR_PACKETS] += 1
-            counters[C.OUT_IPV4_BYTES] += ETH + m
-            counters[C.OUT_IPV4_PACKETS] += 1
-            e = _emit(b, ip, m, macs, M_EXT_NEXT, M_EXT_SELF, P[P_VLAN4], W.ETHERTYPE_IPV4, pout4, mem)
-            if e < 0:
-                counters[C.DROP_EGRESS_FILTER_IPV4_PACKETS] += 1
-                verdict[i] = DROP
-                continue
-            counters[C.OUT_IPV4_FRAG_NOT] += 1
-            off[s] = e
-            length[s] = ETH + m + (W.VLAN_HLEN if P[P_VLAN4] >= 0 else 0)
-            continue
-        h = _encapsulate(b, f, n, rows[i], P, sw_tab, br_tab)
-        counters[C.OUT_IPV6_BYTES] += n + V6
-        counters[C.OUT_IPV6_PACKETS] += 1
-        e = _emit(b, h, n - ETH + V6, macs, M_INT_NEXT, M_INT_SELF, P[P_VLAN6], W.ETHERTYPE_IPV6, pout6, mem)
+            e = _send_error(b, ip, m, FAM4, P, macs, counters, pout4, mem, rate, now)
+        else:
+            h = _encapsulate(b, f, n, rows[i], P, sw_tab, br_tab)
+            m = n - ETH + V6
+            counters[C.OUT_IPV6_BYTES] += ETH + m
+            counters[C.OUT_IPV6_PACKETS] += 1
+            e = _send(b, h, m, FAM6, P, macs, counters, pout6, mem)
         if e < 0:
-            counters[C.DROP_EGRESS_FILTER_IPV6_PACKETS] += 1
             verdict[i] = DROP
             continue
-        counters[C.OUT_IPV6_FRAG_NOT] += 1
-        length[s] = n + V6 + (W.VLAN_HLEN if P[P_VLAN6] >= 0 else 0)
         off[s] = e
+        length[s] = _framed(P, FAM6 if v == TX else FAM4, m)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -545,52 +581,29 @@ def apply_b4(buf, off, length, slots, P, macs, sw_tab, br_tab, counters, verdict
             else:
                 ip, m = icmpv6_error(b, off[s], n, b, h + W.O_IPV6_DST, b, h + W.O_IPV6_SRC,
                                      W.ICMPV6_DST_UNREACHABLE, W.ICMPV6_CODE_POLICY_FAILED)
-            if not rate_allow(rate, RL_V6, P[P_RATE6_PACKETS], P[P_RATE6_PERIOD], now):
-                counters[C.DROP_OVER_RATE_LIMIT_ICMPV6_BYTES] += ETH + m
-                counters[C.DROP_OVER_RATE_LIMIT_ICMPV6_PACKETS] += 1
-                verdict[i] = DROP
-                continue
-            counters[C.OUT_ICMPV6_ERROR_BYTES] += ETH + m
-            counters[C.OUT_ICMPV6_ERROR_PACKETS] += 1
-            counters[C.OUT_IPV6_BYTES] += ETH + m
-            counters[C.OUT_IPV6_PACKETS] += 1
-            e = _emit(b, ip, m, macs, M_INT_NEXT, M_INT_SELF, P[P_VLAN6], W.ETHERTYPE_IPV6, pout6, mem)
-            if e < 0:
-                counters[C.DROP_EGRESS_FILTER_IPV6_PACKETS] += 1
-                verdict[i] = DROP
-                continue
-            counters[C.OUT_IPV6_FRAG_NOT] += 1
-            off[s] = e
-            length[s] = ETH + m + (W.VLAN_HLEN if P[P_VLAN6] >= 0 else 0)
-            continue
-        f = off[s]
-        l3 = f + ETH + V6
-        m = n - V6                  # decapsulated frame length
-        if v == HAIRPIN:
-            counters[C.HAIRPIN_IPV4_BYTES] += m
-            counters[C.HAIRPIN_IPV4_PACKETS] += 1
-            h = _encapsulate(b, l3 - ETH, m, hrows[i], P, sw_tab, br_tab)
-            counters[C.OUT_IPV6_BYTES] += m + V6
-            counters[C.OUT_IPV6_PACKETS] += 1
-            e = _emit(b, h, m - ETH + V6, macs, M_INT_NEXT, M_INT_SELF, P[P_VLAN6], W.ETHERTYPE_IPV6, pout6, mem)
-            if e < 0:
-                counters[C.DROP_EGRESS_FILTER_IPV6_PACKETS] += 1
-                verdict[i] = DROP
-                continue
-            counters[C.OUT_IPV6_FRAG_NOT] += 1
-            off[s] = e
-            length[s] = m + V6 + (W.VLAN_HLEN if P[P_VLAN6] >= 0 else 0)
-            continue
-        counters[C.OUT_IPV4_BYTES] += m
-        counters[C.OUT_IPV4_PACKETS] += 1
-        e = _emit(b, l3, m - ETH, macs, M_EXT_NEXT, M_EXT_SELF, P[P_VLAN4], W.ETHERTYPE_IPV4, pout4, mem)
+            e = _send_error(b, ip, m, FAM6, P, macs, counters, pout6, mem, rate, now)
+            fam = FAM6
+        else:
+            l3 = np.int64(off[s]) + ETH + V6
+            m = n - ETH - V6                 # the inner IPv4 packet
+            if v == HAIRPIN:
+                counters[C.HAIRPIN_IPV4_BYTES] += ETH + m
+                counters[C.HAIRPIN_IPV4_PACKETS] += 1
+                h = _encapsulate(b, l3 - ETH, ETH + m, hrows[i], P, sw_tab, br_tab)
+                m += V6
+                fam = FAM6
+                e = h
+            else:
+                fam = FAM4
+                e = l3
+            counters[_FAM_COUNTERS[fam, _C_OUT_BYTES]] += ETH + m
+            counters[_FAM_COUNTERS[fam, _C_OUT_PACKETS]] += 1
+            e = _send(b, e, m, fam, P, macs, counters, pout6 if fam == FAM6 else pout4, mem)
         if e < 0:
-            counters[C.DROP_EGRESS_FILTER_IPV4_PACKETS] += 1
             verdict[i] = DROP
             continue
-        counters[C.OUT_IPV4_FRAG_NOT] += 1
         off[s] = e
-        length[s] = m + (W.VLAN_HLEN if P[P_VLAN4] >= 0 else 0)
+        length[s] = _framed(P, fam, m)
 
 
 @numba.njit(cache=True, nogil=True)
