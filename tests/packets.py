@@ -85,7 +85,7 @@ def inet_frame(draw, rows):
 
 
 @st.composite
-def b4_frame(draw, rows):
+def b4_frame(draw, rows, icmp: bool = True):
     """A tunnelled frame from a B4: matching its softwire, or spoofing some part."""
     ip, psid, k, b4, br = draw(st.sampled_from(rows))
     sport = port_of(psid, k, draw(st.integers(0, 65535)))
@@ -99,7 +99,7 @@ def b4_frame(draw, rows):
     dst = draw(st.sampled_from(["203.0.113.9", "192.0.2.1", "192.0.2.2"]))
     dport = draw(st.integers(0, 65535))
     size = draw(st.sampled_from([0, 10, 1300, 1440, 1452]))
-    l4 = draw(st.sampled_from(["udp", "udp", "icmp-echo-request", "icmp-echo-reply"]))
+    l4 = draw(st.sampled_from(["udp", "udp", "icmp-echo-request", "icmp-echo-reply"] if icmp else ["udp"]))
     if l4 == "udp":
         l4p = UDP(sport=sport, dport=dport)
     else:   # RFC 7596 8.1: a request is bound by its identifier, a reply by port 0

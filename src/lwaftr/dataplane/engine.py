@@ -77,6 +77,8 @@ class Engine:
         P[K.P_ICMP4_ERRORS] = int(ext.generate_icmp_errors)
         P[K.P_ICMP6_ERRORS] = int(int_.generate_icmp_errors)
         P[K.P_ALLOW_ICMP4] = int(ext.allow_incoming_icmp)
+        P[K.P_ALLOW_ICMP6] = int(int_.allow_incoming_icmp)
+        P[K.P_INT_IP_HI], P[K.P_INT_IP_LO] = np.frombuffer(inst.internal.ip, ">u8").astype(np.uint64).view(np.int64)
         P[K.P_RATE4_PACKETS], P[K.P_RATE4_PERIOD] = ext.error_rate_limit_packets, ext.error_rate_limit_period
         P[K.P_RATE6_PACKETS], P[K.P_RATE6_PERIOD] = int_.error_rate_limit_packets, int_.error_rate_limit_period
         P[K.P_FAST_OFF] = int(not fast_path)

@@ -17,9 +17,12 @@ bound B4.  It also answers, with ICMP errors built in place
 (:mod:`lwaftr.dataplane.icmperr`, under the shared rate limiter) or drops by
 policy: Internet frames for no softwire (RFC 7596 5.2), with TTL <= 1, or too
 big for the tunnel with DF set; B4 frames whose binding does not check
-(RFC 7596 5.1).  Everything else (ICMP, ARP/NDP, fragments, options, errors
-addressed to a softwire, filters, unresolved next hops, malformed frames) is
-``SLOW``.  The slow path
+(RFC 7596 5.1).  ICMP echo crosses the tunnels here (RFC 7596 8.1), and with
+the built-in control plane pings to the router's own addresses are answered
+here (``ECHO``).  The pcap filters run here too.  Everything else (ICMP
+errors arriving, ARP/NDP, fragments, IPv4 options, errors addressed to a
+softwire, IPv6 fragmentation, unresolved next hops, malformed frames, frames
+for the kernel) is ``SLOW``, under the engine's per-batch budget.  The slow path
 (:mod:`lwaftr.dataplane.core`) is the reference: tests run both on the same
 traffic and compare bytes and counters.
 """
@@ -45,12 +48,16 @@ TX = 1          # transmit on the other interface
 HAIRPIN = 2     # decapsulated and re-encapsulated towards another B4 (v6 -> v6)
 DROP = 3        # dropped and counted
 ERR = 4         # turned into an ICMP error back out of the interface it came in on
+ECHO = 5        # an echo request to the router's own address, answered in place (built-in control plane)
 
 # Why an Internet-side frame is DROP or ERR (in ``rows``)
 R_NO_SOFTWIRE = 1   # RFC 7596 5.2: ICMPv4 host unreachable
 R_TTL = 2           # TTL <= 1: ICMPv4 time exceeded
 R_DF = 3            # too big for the tunnel, DF set: ICMPv4 fragmentation needed
 R_ICMP_MISS = 4     # ICMPv4 for no softwire: dropped silently (RFC 7596 8.1)
+# Why a B4-side frame is DROP other than for its binding (in ``rows``)
+R6_ICMP_UNKNOWN = -2    # ICMPv6 echo not for the router: unknown to the lwAFTR
+R6_ICMP_POLICY = -3     # ICMPv6 refused by allow-incoming-icmp
 
 # Parameter vector indices (int64[N_PARAMS])
 P_EXT_IP = 0
@@ -72,7 +79,12 @@ P_RATE4_PERIOD = 15
 P_RATE6_PACKETS = 16
 P_RATE6_PERIOD = 17
 P_ALLOW_ICMP4 = 18    # external-interface allow-incoming-icmp
-N_PARAMS = 19
+P_ALLOW_ICMP6 = 19    # internal-interface allow-incoming-icmp
+P_INT_IP_HI = 20      # the internal interface's IPv6 address, two big-endian words (bits as int64)
+P_INT_IP_LO = 21
+N_PARAMS = 22
+#: TTL / hop limit of echo replies (Snabb's echo apps: 64)
+ECHO_TTL = 64
 
 # Filter programs: rows of one uint32[n, 4] array of classic BPF, program k at
 # progs[pidx[k]:pidx[k + 1]] (no rows: no filter)
@@ -277,6 +289,69 @@ def _framed(P, fam, l3_len):
     return ETH + l3_len + (W.VLAN_HLEN if P[P_VLAN4 if fam == FAM4 else P_VLAN6] >= 0 else 0)
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _reply_out(b, e, n, fam, P, counters, prog, mem):
+    """An echo reply, answered in place at ``b[e:e + n]`` (untagged, Ethernet
+    addresses swapped: Snabb's echo apps bypass the next-hop rewrite), out of
+    side ``fam``: the egress filter, ``out-ipvX-frag-not``, the side's tag.
+    Returns the frame's offset or -1 if the filter refused it (counted)."""
+    if prog.shape[0] and bpf_exec(prog, b, e, n, mem) == 0:
+        counters[_FAM_COUNTERS[fam, _C_EGRESS]] += 1
+        return -1
+    counters[_FAM_COUNTERS[fam, _C_FRAG_NOT]] += 1
+    vid = P[P_VLAN4 if fam == FAM4 else P_VLAN6]
+    if vid < 0:
+        return e
+    for j in range(12):
+        b[e - W.VLAN_HLEN + j] = b[e + j]
+    e -= W.VLAN_HLEN
+    et = rd16(b, e + 12 + W.VLAN_HLEN)
+    wr16(b, e + 12, W.ETHERTYPE_VLAN)
+    wr16(b, e + 14, vid)
+    wr16(b, e + 16, et)
+    return e
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _swap(b, x, y, k):
+    for j in range(k):
+        t = b[x + j]
+        b[x + j] = b[y + j]
+        b[y + j] = t
+
+
+@numba.njit(cache=True, nogil=True)
+def echo4_reply(b, f, n):
+    """ICMPv4 echo reply in place of the request at ``b[f:f + n]`` (IHL 5), as
+    :class:`lwaftr.dataplane.echo.Echo4Stage` writes it (RFC 792)."""
+    o = f + ETH
+    _swap(b, f, f + 6, 6)
+    _swap(b, o + W.O_IPV4_SRC, o + W.O_IPV4_DST, 4)
+    b[o + W.O_IPV4_FLAGS + 1] &= 0x1F      # Snabb's flags quirk (see echo.py)
+    b[o + W.O_IPV4_TTL] = ECHO_TTL
+    wr16(b, o + W.O_IPV4_CHECKSUM, 0)
+    wr16(b, o + W.O_IPV4_CHECKSUM, (~ones_sum(b, o, W.IPV4_HLEN, 0)) & 0xFFFF)
+    ic = o + W.IPV4_HLEN
+    b[ic] = W.ICMPV4_ECHO_REPLY
+    wr16(b, ic + 2, 0)
+    wr16(b, ic + 2, (~ones_sum(b, ic, f + n - ic, 0)) & 0xFFFF)     # to the frame's end, as Snabb
+
+
+@numba.njit(cache=True, nogil=True)
+def echo6_reply(b, f, n):
+    """ICMPv6 echo reply in place of the request at ``b[f:f + n]``, as
+    :class:`lwaftr.dataplane.echo.Echo6Stage` writes it (RFC 4443 4.2)."""
+    h = f + ETH
+    _swap(b, f, f + 6, 6)
+    _swap(b, h + W.O_IPV6_SRC, h + W.O_IPV6_DST, 16)
+    b[h + W.O_IPV6_HOP_LIMIT] = ECHO_TTL
+    ic = h + V6
+    b[ic] = W.ICMPV6_ECHO_REPLY
+    wr16(b, ic + 2, 0)
+    ps = ones_sum(b, h + W.O_IPV6_SRC, 32, rd16(b, h + W.O_IPV6_PAYLOAD_LENGTH) + W.PROTO_ICMPV6)
+    wr16(b, ic + 2, (~ones_sum(b, ic, f + n - ic, ps)) & 0xFFFF)
+
+
 @numba.njit(cache=True, nogil=True)
 def _probe_all(buf, off, length, slots, addr_tab, sw_tab, o_addr, o_port, min_len, rows):
     """First pass of a classify: each frame's binding-table key and first slot
@@ -334,7 +409,11 @@ def classify_inet(buf, off, length, slots, P, addr_tab, sw_tab, verdict, rows):
             ok = W.IPV4_HLEN + 4 <= total <= n - ETH and (rd16(b, o + W.O_IPV4_FLAGS) & _FRAG_BITS) == 0 \
                 and ipv4_header_sum_ok(b, o, W.IPV4_HLEN)
             icmp = b[o + W.O_IPV4_PROTO] == W.PROTO_ICMP
-            if ok and icmp:
+            if ok and icmp and P[P_PUNT] == 0 and rd32(b, o + W.O_IPV4_DST) == P[P_EXT_IP] \
+                    and b[o + W.IPV4_HLEN] == W.ICMPV4_ECHO_REQUEST and b[o + W.IPV4_HLEN + 1] == 0:
+                ok = False
+                v = ECHO                     # ping to the router, answered before the core sees it
+            elif ok and icmp:
                 # Echo to or from a subscriber (RFC 7596 8.1: a request reaches the softwire
                 # owning port 0, a reply the one owning its identifier), allowed by policy,
                 # checksum right (RFC 5508), not for our own address; other ICMP: slow path.
@@ -405,6 +484,19 @@ def apply_inet(buf, off, length, slots, P, macs, sw_tab, br_tab, counters, verdi
             counters[C.DROP_INGRESS_FILTER_IPV4_PACKETS] += 1
             verdict[i] = DROP
             continue
+        if v == ECHO:
+            counters[C.IN_ICMPV4_ECHO_BYTES] += n
+            counters[C.IN_ICMPV4_ECHO_PACKETS] += 1
+            counters[C.OUT_ICMPV4_ECHO_BYTES] += n
+            counters[C.OUT_ICMPV4_ECHO_PACKETS] += 1
+            echo4_reply(b, f, n)
+            e = _reply_out(b, f, n, FAM4, P, counters, pout4, mem)
+            if e < 0:
+                verdict[i] = DROP
+            else:
+                off[s] = e
+                length[s] = n + (e != f) * W.VLAN_HLEN
+            continue
         counters[C.IN_IPV4_BYTES] += n
         counters[C.IN_IPV4_PACKETS] += 1
         if v == DROP or v == ERR:
@@ -449,6 +541,14 @@ def apply_inet(buf, off, length, slots, P, macs, sw_tab, br_tab, counters, verdi
         length[s] = _framed(P, FAM6 if v == TX else FAM4, m)
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _is_br(br64, d0, d1):
+    for j in range(br64.shape[0]):
+        if np.int64(br64[j, 0]) == d0 and np.int64(br64[j, 1]) == d1:
+            return True
+    return False
+
+
 @numba.njit(cache=True, nogil=True)
 def classify_b4(buf, off, length, slots, P, addr_tab, sw_tab, br_tab, verdict, rows, hrows):
     """Pass 1 for frames from the B4 side.  Returns the number of SLOW.
@@ -485,6 +585,24 @@ def classify_b4(buf, off, length, slots, P, addr_tab, sw_tab, br_tab, verdict, r
             and (b[h] >> 4) == 6 and V6 + rd16(b, h + W.O_IPV6_PAYLOAD_LENGTH) <= n - ETH \
             and b[h + W.O_IPV6_NEXT_HEADER] == W.PROTO_IPV4 and b[o] == 0x45 \
             and (P[P_MONITOR] == 0 or rd32(b, o + W.O_IPV4_SRC) != P[P_MONITOR])
+        if not ok and fast and n >= ETH + V6 + W.ICMP_HLEN and rd16(b, f + 12) == W.ETHERTYPE_IPV6 \
+                and (b[h] >> 4) == 6 and V6 + rd16(b, h + W.O_IPV6_PAYLOAD_LENGTH) <= n - ETH \
+                and b[h + W.O_IPV6_NEXT_HEADER] == W.PROTO_ICMPV6 \
+                and (b[o] == W.ICMPV6_ECHO_REQUEST or b[o] == W.ICMPV6_ECHO_REPLY):
+            # Echo: a request to the router's address is answered (built-in control plane);
+            # in kernel mode what is for the router, a BR address or multicast is the kernel's;
+            # the rest is not lwAFTR traffic: dropped (or refused by policy), as the core does.
+            d0 = np.int64(rd64(b, h + W.O_IPV6_DST))
+            d1 = np.int64(rd64(b, h + W.O_IPV6_DST + 8))
+            to_us = d0 == P[P_INT_IP_HI] and d1 == P[P_INT_IP_LO]
+            if to_us and P[P_PUNT] == 0 and b[o] == W.ICMPV6_ECHO_REQUEST and b[o + 1] == 0:
+                v = ECHO
+            elif not to_us and P[P_PUNT] == 0 or not (to_us or b[h + W.O_IPV6_DST] == 0xFF
+                                                      or (b[h + W.O_IPV6_DST] == 0xFE
+                                                          and (b[h + W.O_IPV6_DST + 1] & 0xC0) == 0x80)
+                                                      or _is_br(br64, d0, d1)):
+                v = DROP
+                r = R6_ICMP_UNKNOWN if P[P_ALLOW_ICMP6] else R6_ICMP_POLICY
         if ok and b[o + W.O_IPV4_PROTO] == W.PROTO_ICMP:
             # Echo from a subscriber: a request is bound by its identifier, a reply by
             # port 0 (RFC 7596 8.1); other ICMP from B4s: slow path.
@@ -563,8 +681,32 @@ def apply_b4(buf, off, length, slots, P, macs, sw_tab, br_tab, counters, verdict
             counters[C.DROP_INGRESS_FILTER_IPV6_PACKETS] += 1
             verdict[i] = DROP
             continue
+        if v == ECHO:
+            counters[C.IN_ICMPV6_ECHO_BYTES] += n
+            counters[C.IN_ICMPV6_ECHO_PACKETS] += 1
+            counters[C.OUT_ICMPV6_ECHO_BYTES] += n
+            counters[C.OUT_ICMPV6_ECHO_PACKETS] += 1
+            f = np.int64(off[s])
+            echo6_reply(b, f, n)
+            e = _reply_out(b, f, n, FAM6, P, counters, pout6, mem)
+            if e < 0:
+                verdict[i] = DROP
+            else:
+                off[s] = e
+                length[s] = n + (e != f) * W.VLAN_HLEN
+            continue
         counters[C.IN_IPV6_BYTES] += n
         counters[C.IN_IPV6_PACKETS] += 1
+        if v == DROP and rows[i] <= R6_ICMP_UNKNOWN:
+            if rows[i] == R6_ICMP_POLICY:
+                counters[C.DROP_IN_BY_POLICY_ICMPV6_BYTES] += n
+                counters[C.DROP_IN_BY_POLICY_ICMPV6_PACKETS] += 1
+            else:
+                counters[C.DROP_UNKNOWN_PROTOCOL_ICMPV6_BYTES] += n
+                counters[C.DROP_UNKNOWN_PROTOCOL_ICMPV6_PACKETS] += 1
+            counters[C.DROP_ALL_IPV6_IFACE_BYTES] += n
+            counters[C.DROP_ALL_IPV6_IFACE_PACKETS] += 1
+            continue
         if v == DROP or v == ERR:
             counters[C.DROP_NO_SOURCE_SOFTWIRE_IPV6_BYTES] += n
             counters[C.DROP_NO_SOURCE_SOFTWIRE_IPV6_PACKETS] += 1
@@ -657,6 +799,14 @@ def fast_batch(buf, off, length, free_list, n_free, v4, v6, P, macs, addr_tab, s
     k6 = 0
     s4 = 0
     s6 = 0
+    for i in range(n4):            # echo replies leave first (Snabb: the echo app is last southbound)
+        if verd4[i] == ECHO:
+            out4[k4] = v4[i]
+            k4 += 1
+    for i in range(n6):
+        if verd6[i] == ECHO:
+            out6[k6] = v6[i]
+            k6 += 1
     for i in range(n6):
         v = verd6[i]
         if v == TX:
@@ -682,7 +832,7 @@ def fast_batch(buf, off, length, free_list, n_free, v4, v6, P, macs, addr_tab, s
         elif v == SLOW:
             slow4[s4] = v4[i]
             s4 += 1
-        else:
+        elif v == DROP:
             free_list[n_free[0]] = v4[i]
             n_free[0] += 1
     for i in range(n6):
