@@ -200,6 +200,43 @@ def test_echo_to_the_router_is_answered_in_the_kernels(vlan):
     assert c["drop-unknown-protocol-icmpv6-packets"] == 1
 
 
+@pytest.mark.parametrize("vlan", [None, 9])
+def test_ipv6_fragmentation_is_compiled_and_shares_the_ids(vlan):
+    """Internet frames too big for the tunnel without DF are encapsulated and fragmented
+    (RFC 8200 4.5) in the kernels, VLAN-tagged like the side: the slow path's bytes and
+    counters, the fragment IDs counting on from one shared counter across both paths."""
+    rows = [("192.0.2.1", 1, 4, "2001:db8:1::1", 0), ("192.0.2.2", 0, 0, "2001:db8:1::2", 1)]
+    cfg = make_config(rows)
+    if vlan:
+        inst = cfg.instance
+        cfg = replace(cfg, instances=[replace(inst, internal=replace(inst.internal, vlan_tag=vlan))])
+    eth = Ether(dst="02:00:00:00:00:01", src="02:00:00:00:00:11")
+    big = [bytes(eth / IP(src="203.0.113.9", dst="192.0.2.2", id=i) / UDP(sport=1, dport=80) / bytes(1440 + i))
+           for i in range(3)]
+    fast, slow = Engine(cfg, fragment_id_seeds=IDS), Engine(cfg, fast_path=False, fragment_id_seeds=IDS)
+    fast._last_slow = 100.0
+    calls = []
+    real = fast.slow.process
+    fast.slow.process = lambda *a: calls.append(a) or real(*a)
+    o4, o6 = fast.process(fast.pool.store(big), fast.pool.store([]), 100.0)
+    got = fast.pool.frames(o6)
+    fast.pool.free(o6)
+    assert all(not a[0] and not a[1] for a in calls), "a frame went to the slow path"
+    assert got == slow.process_frames(big, [], 100.0)[1] and len(got) == 6
+    assert C.to_dict(fast.counters) == C.to_dict(slow.counters)
+    # Next batch: one big frame fragmented by the kernels, then one with IPv4 options (the
+    # slow path's) fragmented by the slow path: the IDs go on from one counter.
+    from scapy.layers.inet import IPOption_NOP
+    from scapy.layers.inet6 import IPv6ExtHdrFragment as Frag6
+    opts = bytes(eth / IP(src="203.0.113.9", dst="192.0.2.2", options=[IPOption_NOP()] * 4) / UDP(sport=1, dport=80)
+                 / bytes(1440))
+    o4, o6 = fast.process(fast.pool.store(big[:1] + [opts]), fast.pool.store([]), 100.5)
+    ids = [Ether(f)[Frag6].id for f in fast.pool.frames(o6)]
+    fast.pool.free(o6)
+    assert ids == [IDS[1] + 4] * 2 + [IDS[1] + 5] * 2 and fast.slow.frag6.last_id == IDS[1] + 5
+    assert fast.pool.n_free[0] == fast.pool.n_slots, "slots leaked"
+
+
 def _lookup(table: BindingTable, ip: str, port: int):
     return table.lookup(int(ipaddress.IPv4Address(ip)), port)
 

@@ -149,6 +149,7 @@ COUNTERS: tuple[tuple[str, str], ...] = (
                               "sent once it resolves, or dropped beyond the hold limit (drop-no-next-hop-*)."),
     ("drop-slow-path-budget-packets", "Frames for the Python slow path beyond its per-batch budget, dropped."),
     ("alarm-slow-path-budget", "Times the slow path's per-batch budget was exceeded (frames dropped)."),
+    ("drop-pool-exhausted-packets", "Frames dropped because the packet pool had no free slot for their fragments."),
 )
 
 NAMES: tuple[str, ...] = tuple(n for n, _ in COUNTERS)

@@ -100,7 +100,10 @@ class Engine:
         self._scratch = np.empty((5, max_batch), np.int64)
         self._keep = np.empty(max_batch, np.uint8)
         self._out4 = np.empty(2 * max_batch, np.int32)
-        self._out6 = np.empty(2 * max_batch, np.int32)
+        # IPv6 fragments of the largest frame a slot holds, at the internal MTU (kernels._fragment6)
+        per_frame = -(-(self.pool.max_frame + W.IPV6_HLEN) // ((int_.mtu - W.IPV6_HLEN - W.IPV6_FRAG_HLEN) & ~7))
+        self._frags = np.empty(per_frame * max_batch, np.int32)
+        self._out6 = np.empty(2 * max_batch + len(self._frags), np.int32)
         self._slow4 = np.empty(max_batch, np.int32)
         self._slow6 = np.empty(max_batch, np.int32)
         self.monitor = 0
@@ -198,7 +201,8 @@ class Engine:
         k4, k6, s4, s6 = K.fast_batch(pool.buf, pool.off, pool.length, pool.free_list, pool.n_free, v4, v6,
                                       P, self.macs, t.addr_tab, t.sw_tab, t.br_tab, self.counters, strict,
                                       self._scratch, self._keep, out4, out6, slow4, slow6, self.rate_state,
-                                      float(now), self.filter_progs, self.filter_index)
+                                      float(now), self.filter_progs, self.filter_index, self.slow.frag6.ids,
+                                      self._frags)
         if not (s4 or s6 or not (P[K.P_V4_RESOLVED] and P[K.P_V6_RESOLVED])
                 or self.slow.holding or now - self._last_slow >= SLOW_TICK):
             return out4[:k4].copy(), out6[:k6].copy()

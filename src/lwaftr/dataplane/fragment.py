@@ -99,12 +99,17 @@ class _Fragmenter:
         self.c = counters
         self.mtu = mtu
         seed = int.from_bytes(os.urandom(4), "big") if id_seed is None else id_seed
-        self.last_id = seed & self._ID_MASK
+        #: The last ID used, in an array the compiled fragmentation shares (kernels.py).
+        self.ids = np.array([seed & self._ID_MASK], np.int64)
+
+    @property
+    def last_id(self) -> int:
+        return int(self.ids[0])
 
     def fresh_id(self) -> int:
         """The next fragment ID (Snabb pre-increments)."""
-        self.last_id = (self.last_id + 1) & self._ID_MASK
-        return self.last_id
+        self.ids[0] = (self.ids[0] + 1) & self._ID_MASK
+        return int(self.ids[0])
 
     def _one(self, frame: bytes) -> list[bytes]:
         self.c[self._FRAG_NOT] += 1

@@ -49,6 +49,7 @@ HAIRPIN = 2     # decapsulated and re-encapsulated towards another B4 (v6 -> v6)
 DROP = 3        # dropped and counted
 ERR = 4         # turned into an ICMP error back out of the interface it came in on
 ECHO = 5        # an echo request to the router's own address, answered in place (built-in control plane)
+FRAG = 6        # encapsulated and fragmented (RFC 8200 4.5): its fragments leave last, from ``frags``
 
 # Why an Internet-side frame is DROP or ERR (in ``rows``)
 R_NO_SOFTWIRE = 1   # RFC 7596 5.2: ICMPv4 host unreachable
@@ -353,6 +354,62 @@ def echo6_reply(b, f, n):
 
 
 @numba.njit(cache=True, nogil=True)
+def _fragment6(buf, off, length, free_list, n_free, s, h, m, P, macs, ids, frags, nf, counters):
+    """IPv6 fragments (RFC 8200 4.5, sized as :class:`~lwaftr.dataplane.fragment.Fragmenter6`
+    cuts them) of the packet at ``buf[s, h:h + m]`` (the fixed header, then the
+    payload): the first in place, the others in slots from the pool, each with
+    Ethernet (and the side's tag); their slots are appended to ``frags[nf:]``.
+    Returns the new ``nf``, or -1 when the pool has too few free slots (nothing
+    sent).  The ID is the next of ``ids[0]``, the counter the slow path's
+    fragmenter shares."""
+    b = buf[s]
+    size = (P[P_INT_MTU] - V6 - W.IPV6_FRAG_HLEN) & ~7
+    data = m - V6
+    count = (data + size - 1) // size
+    if n_free[0] < count - 1:
+        return -1
+    ids[0] = (ids[0] + 1) & 0xFFFFFFFF
+    ident = ids[0]
+    hdr = np.empty(V6, np.uint8)
+    for j in range(V6):
+        hdr[j] = b[h + j]
+    nh = hdr[W.O_IPV6_NEXT_HEADER]
+    hdr[W.O_IPV6_NEXT_HEADER] = W.PROTO_FRAGMENT
+    vid = P[P_VLAN6]
+    for k in range(count):
+        at = k * size
+        sz = min(size, data - at)
+        more = 1 if k < count - 1 else 0
+        if k == 0:
+            t = s
+            l3 = h - W.IPV6_FRAG_HLEN          # the data stays where it is
+        else:
+            n_free[0] -= 1
+            t = free_list[n_free[0]]
+            l3 = np.int64(HEADROOM)
+            tb = buf[t]
+            for j in range(sz):
+                tb[l3 + V6 + W.IPV6_FRAG_HLEN + j] = b[h + V6 + at + j]
+        tb = buf[t]
+        for j in range(V6):
+            tb[l3 + j] = hdr[j]
+        wr16(tb, l3 + W.O_IPV6_PAYLOAD_LENGTH, W.IPV6_FRAG_HLEN + sz)
+        fh = l3 + V6
+        tb[fh] = nh
+        tb[fh + 1] = 0
+        wr16(tb, fh + 2, at | more)
+        wr16(tb, fh + 4, (ident >> 16) & 0xFFFF)
+        wr16(tb, fh + 6, ident & 0xFFFF)
+        e = _write_eth(tb, l3, macs, M_INT_NEXT, M_INT_SELF, vid, W.ETHERTYPE_IPV6)
+        off[t] = e
+        length[t] = _framed(P, FAM6, V6 + W.IPV6_FRAG_HLEN + sz)
+        frags[nf] = t
+        nf += 1
+    counters[C.OUT_IPV6_FRAG] += count
+    return nf
+
+
+@numba.njit(cache=True, nogil=True)
 def _probe_all(buf, off, length, slots, addr_tab, sw_tab, o_addr, o_port, min_len, rows):
     """First pass of a classify: each frame's binding-table key and first slot
     (from the address at ``o_addr`` and port at ``o_port`` relative to the
@@ -438,8 +495,11 @@ def classify_inet(buf, off, length, slots, P, addr_tab, sw_tab, verdict, rows):
                 elif b[o + W.O_IPV4_TTL] <= 1:
                     why = R_TTL
                 elif n - ETH + V6 > P[P_INT_MTU]:
-                    # DF: an error; else IPv6 fragmentation (slow path)
-                    why = R_DF if rd16(b, o + W.O_IPV4_FLAGS) & W.IPV4_FLAG_DF else -1
+                    # DF: an error (RFC 2473 7.2); else encapsulated, then IPv6 fragments
+                    if rd16(b, o + W.O_IPV4_FLAGS) & W.IPV4_FLAG_DF:
+                        why = R_DF
+                    elif P[P_V6_RESOLVED]:
+                        v = FRAG
                 elif P[P_V6_RESOLVED]:
                     v = TX
                 if why == R_ICMP_MISS:
@@ -462,10 +522,13 @@ def classify_inet(buf, off, length, slots, P, addr_tab, sw_tab, verdict, rows):
 
 @numba.njit(cache=True, nogil=True)
 def apply_inet(buf, off, length, slots, P, macs, sw_tab, br_tab, counters, verdict, rows, rate, now,
-               progs, pidx):
+               progs, pidx, free_list, n_free, ids, frags):
     """Pass 2 for frames from the Internet side: through the ingress filter,
     then encapsulate, answer with an ICMPv4 error (``ERR``; ``DROP`` when the
-    rate limiter says no) or drop; what leaves passes the egress filter."""
+    rate limiter says no) or drop; what leaves passes the egress filter.
+    ``FRAG`` frames leave as IPv6 fragments: their slots go to ``frags``;
+    returns how many."""
+    nf = 0
     pin = progs[pidx[F_IN4]:pidx[F_IN4 + 1]]
     pout4 = progs[pidx[F_OUT4]:pidx[F_OUT4 + 1]]
     pout6 = progs[pidx[F_OUT6]:pidx[F_OUT6 + 1]]
@@ -533,12 +596,26 @@ def apply_inet(buf, off, length, slots, P, macs, sw_tab, br_tab, counters, verdi
             m = n - ETH + V6
             counters[C.OUT_IPV6_BYTES] += ETH + m
             counters[C.OUT_IPV6_PACKETS] += 1
+            if v == FRAG:
+                # The egress filter sees the whole frame, untagged; then the fragments.
+                if _emit(b, h, m, macs, M_INT_NEXT, M_INT_SELF, -1, W.ETHERTYPE_IPV6, pout6, mem) < 0:
+                    counters[C.DROP_EGRESS_FILTER_IPV6_PACKETS] += 1
+                    verdict[i] = DROP
+                    continue
+                k = _fragment6(buf, off, length, free_list, n_free, s, h, m, P, macs, ids, frags, nf, counters)
+                if k < 0:
+                    counters[C.DROP_POOL_EXHAUSTED_PACKETS] += 1
+                    verdict[i] = DROP
+                else:
+                    nf = k
+                continue
             e = _send(b, h, m, FAM6, P, macs, counters, pout6, mem)
         if e < 0:
             verdict[i] = DROP
             continue
         off[s] = e
         length[s] = _framed(P, FAM6 if v == TX else FAM4, m)
+    return nf
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -765,7 +842,7 @@ def _compact_untagged(buf, off, length, slots, vid, counters, keep, free_list, n
 
 @numba.njit(cache=True, nogil=True)
 def fast_batch(buf, off, length, free_list, n_free, v4, v6, P, macs, addr_tab, sw_tab, br_tab, counters,
-               strict, scratch, keep, out4, out6, slow4, slow6, rate, now, progs, pidx):
+               strict, scratch, keep, out4, out6, slow4, slow6, rate, now, progs, pidx, ids, frags):
     """One whole batch in a single call (no Python per batch but this call).
 
     ``v4``/``v6`` are the received slots (modified: untagged ones compacted).
@@ -794,7 +871,8 @@ def fast_batch(buf, off, length, free_list, n_free, v4, v6, P, macs, addr_tab, s
             slow6[i] = v6[i]
         return 0, 0, n4, n6
     apply_b4(buf, off, length, v6, P, macs, sw_tab, br_tab, counters, verd6, rows6, hrows6, rate, now, progs, pidx)
-    apply_inet(buf, off, length, v4, P, macs, sw_tab, br_tab, counters, verd4, rows4, rate, now, progs, pidx)
+    nf = apply_inet(buf, off, length, v4, P, macs, sw_tab, br_tab, counters, verd4, rows4, rate, now, progs, pidx,
+                    free_list, n_free, ids, frags)
     k4 = 0
     k6 = 0
     s4 = 0
@@ -839,4 +917,7 @@ def fast_batch(buf, off, length, free_list, n_free, v4, v6, P, macs, addr_tab, s
         if verd6[i] == HAIRPIN:
             out6[k6] = v6[i]
             k6 += 1
+    for i in range(nf):            # fragments last, as the slow path's fragmenter orders them
+        out6[k6] = frags[i]
+        k6 += 1
     return k4, k6, s4, s6
