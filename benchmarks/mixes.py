@@ -307,6 +307,35 @@ def _ppid(pid: str) -> int | None:
         return None
 
 
+def _children(pid: int) -> set[int]:
+    return {int(d.name) for d in Path("/proc").iterdir() if d.name.isdigit() and _ppid(d.name) == pid}
+
+
+def _is_worker_of(pid: int, manager_pid: int) -> bool:
+    try:
+        cmd = Path(f"/proc/{pid}/cmdline").read_text()
+    except OSError:
+        return False
+    return "snabb worker" in cmd and f"for {manager_pid}]" in cmd
+
+
+def _stop_workers(manager_pid: int, workers: set[int]) -> None:
+    """End any data-plane worker of ``manager_pid`` that outlived it (only those we saw it start)."""
+    for sig, wait in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 5.0)):
+        alive = [w for w in workers if _is_worker_of(w, manager_pid)]
+        if not alive:
+            return
+        for w in alive:
+            try:
+                os.kill(w, sig)
+            except ProcessLookupError:
+                pass
+        end = time.monotonic() + wait
+        while time.monotonic() < end and any(_is_worker_of(w, manager_pid) for w in alive):
+            time.sleep(0.1)
+    print(f"snabb: worker(s) of {manager_pid} would not stop", file=sys.stderr)
+
+
 def snabb_counters(manager_pid: int) -> dict[str, int]:
     """The counters of the data-plane worker of Snabb process ``manager_pid``: every app's
     ``*.counter`` by name, plus ``offered-v4`` / ``offered-v6`` (frames its reassemblers took in)."""
@@ -335,11 +364,16 @@ def snabb_run(binary: str, conf: Path, v4: Path, v6: Path, duration: float, cpu:
     cmd = [binary, "lwaftr", "bench", "--cpu", str(cpu), "--duration", str(n + SNABB_LOAD_ALLOWANCE),
            "-b", str(csv), str(conf), str(v4), str(v6)]
     with open(log, "w") as fh:
-        p = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT)
+        # Snabb's worker dies with its manager through PR_SET_PDEATHSIG (SIGHUP): not if we
+        # inherited SIGHUP ignored (nohup), so its default is restored.
+        p = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT,
+                             preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_DFL))
     first = c0 = c1 = None
+    workers: set[int] = set()
     t0 = time.monotonic()
     try:
         while p.poll() is None and time.monotonic() - t0 < SNABB_LOAD_ALLOWANCE + n:
+            workers |= _children(p.pid)
             rows = _csv_rows(csv)
             if first is None:
                 first = next((i for i, r in enumerate(rows) if r[1] + r[3] > 0), None)
@@ -357,6 +391,7 @@ def snabb_run(binary: str, conf: Path, v4: Path, v6: Path, duration: float, cpu:
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait()
+        _stop_workers(p.pid, workers)
     rows = _csv_rows(csv)
     steady = rows[first + 1:first + 1 + n] if first is not None else []
     if len(steady) < n:
