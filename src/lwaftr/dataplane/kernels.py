@@ -240,14 +240,32 @@ def _emit(b, l3, l3_len, macs, dst_row, src_row, vid, ethertype, prog, mem):
 # What leaving on a side counts, by family (FAM4: the IPv4 side, FAM6: the IPv6 side).
 FAM4 = 0
 FAM6 = 1
-_C_EGRESS, _C_FRAG_NOT, _C_OUT_BYTES, _C_OUT_PACKETS, _C_ERR_BYTES, _C_ERR_PACKETS, _C_RL_BYTES, _C_RL_PACKETS = range(8)
+(_C_EGRESS, _C_FRAG_NOT, _C_OUT_BYTES, _C_OUT_PACKETS, _C_ERR_BYTES, _C_ERR_PACKETS, _C_RL_BYTES, _C_RL_PACKETS,
+ _C_UNNEEDED, _C_INGRESS, _C_ECHO_IN_BYTES, _C_ECHO_IN_PACKETS, _C_ECHO_OUT_BYTES, _C_ECHO_OUT_PACKETS) = range(14)
 _FAM_COUNTERS = np.array([
     [C.DROP_EGRESS_FILTER_IPV4_PACKETS, C.OUT_IPV4_FRAG_NOT, C.OUT_IPV4_BYTES, C.OUT_IPV4_PACKETS,
      C.OUT_ICMPV4_ERROR_BYTES, C.OUT_ICMPV4_ERROR_PACKETS,
-     C.DROP_OVER_RATE_LIMIT_ICMPV4_BYTES, C.DROP_OVER_RATE_LIMIT_ICMPV4_PACKETS],
+     C.DROP_OVER_RATE_LIMIT_ICMPV4_BYTES, C.DROP_OVER_RATE_LIMIT_ICMPV4_PACKETS,
+     C.IN_IPV4_FRAG_REASSEMBLY_UNNEEDED, C.DROP_INGRESS_FILTER_IPV4_PACKETS,
+     C.IN_ICMPV4_ECHO_BYTES, C.IN_ICMPV4_ECHO_PACKETS, C.OUT_ICMPV4_ECHO_BYTES, C.OUT_ICMPV4_ECHO_PACKETS],
     [C.DROP_EGRESS_FILTER_IPV6_PACKETS, C.OUT_IPV6_FRAG_NOT, C.OUT_IPV6_BYTES, C.OUT_IPV6_PACKETS,
      C.OUT_ICMPV6_ERROR_BYTES, C.OUT_ICMPV6_ERROR_PACKETS,
-     C.DROP_OVER_RATE_LIMIT_ICMPV6_BYTES, C.DROP_OVER_RATE_LIMIT_ICMPV6_PACKETS]], np.int64)
+     C.DROP_OVER_RATE_LIMIT_ICMPV6_BYTES, C.DROP_OVER_RATE_LIMIT_ICMPV6_PACKETS,
+     C.IN_IPV6_FRAG_REASSEMBLY_UNNEEDED, C.DROP_INGRESS_FILTER_IPV6_PACKETS,
+     C.IN_ICMPV6_ECHO_BYTES, C.IN_ICMPV6_ECHO_PACKETS, C.OUT_ICMPV6_ECHO_BYTES, C.OUT_ICMPV6_ECHO_PACKETS]],
+    np.int64)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _ingress(b, f, n, fam, prog, mem, counters):
+    """A frame the kernels finish, as the slow path's first stages see it: not a
+    fragment (``in-ipvX-frag-reassembly-unneeded``), then the ingress filter
+    ``prog``.  False if the filter refused it (counted)."""
+    counters[_FAM_COUNTERS[fam, _C_UNNEEDED]] += 1
+    if prog.shape[0] and bpf_exec(prog, b, f, n, mem) == 0:
+        counters[_FAM_COUNTERS[fam, _C_INGRESS]] += 1
+        return False
+    return True
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -291,11 +309,19 @@ def _framed(P, fam, l3_len):
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _reply_out(b, e, n, fam, P, counters, prog, mem):
-    """An echo reply, answered in place at ``b[e:e + n]`` (untagged, Ethernet
-    addresses swapped: Snabb's echo apps bypass the next-hop rewrite), out of
-    side ``fam``: the egress filter, ``out-ipvX-frag-not``, the side's tag.
-    Returns the frame's offset or -1 if the filter refused it (counted)."""
+def _answer_echo(b, e, n, fam, P, counters, prog, mem):
+    """Answer the echo request at ``b[e:e + n]`` (untagged) in place and send the
+    reply back out of side ``fam`` (Ethernet addresses swapped: Snabb's echo apps
+    bypass the next-hop rewrite): the egress filter, ``out-ipvX-frag-not``, the
+    side's tag.  Returns the frame's offset or -1 if the filter refused it (counted)."""
+    counters[_FAM_COUNTERS[fam, _C_ECHO_IN_BYTES]] += n
+    counters[_FAM_COUNTERS[fam, _C_ECHO_IN_PACKETS]] += 1
+    counters[_FAM_COUNTERS[fam, _C_ECHO_OUT_BYTES]] += n
+    counters[_FAM_COUNTERS[fam, _C_ECHO_OUT_PACKETS]] += 1
+    if fam == FAM4:
+        echo4_reply(b, e, n)
+    else:
+        echo6_reply(b, e, n)
     if prog.shape[0] and bpf_exec(prog, b, e, n, mem) == 0:
         counters[_FAM_COUNTERS[fam, _C_EGRESS]] += 1
         return -1
@@ -542,18 +568,11 @@ def apply_inet(buf, off, length, slots, P, macs, sw_tab, br_tab, counters, verdi
         f = np.int64(off[s])
         n = np.int64(length[s])
         o = f + ETH
-        counters[C.IN_IPV4_FRAG_REASSEMBLY_UNNEEDED] += 1
-        if pin.shape[0] and bpf_exec(pin, b, f, n, mem) == 0:
-            counters[C.DROP_INGRESS_FILTER_IPV4_PACKETS] += 1
+        if not _ingress(b, f, n, FAM4, pin, mem, counters):
             verdict[i] = DROP
             continue
         if v == ECHO:
-            counters[C.IN_ICMPV4_ECHO_BYTES] += n
-            counters[C.IN_ICMPV4_ECHO_PACKETS] += 1
-            counters[C.OUT_ICMPV4_ECHO_BYTES] += n
-            counters[C.OUT_ICMPV4_ECHO_PACKETS] += 1
-            echo4_reply(b, f, n)
-            e = _reply_out(b, f, n, FAM4, P, counters, pout4, mem)
+            e = _answer_echo(b, f, n, FAM4, P, counters, pout4, mem)
             if e < 0:
                 verdict[i] = DROP
             else:
@@ -753,19 +772,12 @@ def apply_b4(buf, off, length, slots, P, macs, sw_tab, br_tab, counters, verdict
         s = slots[i]
         b = buf[s]
         n = np.int64(length[s])
-        counters[C.IN_IPV6_FRAG_REASSEMBLY_UNNEEDED] += 1
-        if pin.shape[0] and bpf_exec(pin, b, off[s], n, mem) == 0:
-            counters[C.DROP_INGRESS_FILTER_IPV6_PACKETS] += 1
+        f = np.int64(off[s])
+        if not _ingress(b, f, n, FAM6, pin, mem, counters):
             verdict[i] = DROP
             continue
         if v == ECHO:
-            counters[C.IN_ICMPV6_ECHO_BYTES] += n
-            counters[C.IN_ICMPV6_ECHO_PACKETS] += 1
-            counters[C.OUT_ICMPV6_ECHO_BYTES] += n
-            counters[C.OUT_ICMPV6_ECHO_PACKETS] += 1
-            f = np.int64(off[s])
-            echo6_reply(b, f, n)
-            e = _reply_out(b, f, n, FAM6, P, counters, pout6, mem)
+            e = _answer_echo(b, f, n, FAM6, P, counters, pout6, mem)
             if e < 0:
                 verdict[i] = DROP
             else:
