@@ -532,8 +532,6 @@ class LiveLoop:
                 select.select(waitables + list(self.control.clients), [], [], wait)
                 self._control_next = 0.0
         self._account_ports(time.monotonic())
-        self.alarms = Alarms(self.state.counters)
-        self._alarms_next = time.monotonic() + 1.0
 
     def counters(self) -> dict[str, int]:
         return C.to_dict(self.engine.counters, nonzero=True)
