@@ -337,6 +337,21 @@ def test_a_flood_for_the_slow_path_is_cut_to_its_budget_and_counted():
     assert [(e.alarm, e.raised) for e in alarms.check(1.0)] == [("slow-path-budget", True)]
     eng.pool.free(o6)
     assert eng.pool.n_free[0] == eng.pool.n_slots, "slots leaked"
+    # Frames for the router itself have a budget of their own, served first: ARP requests
+    # for its address amid the flood are all answered.
+    from scapy.layers.l2 import ARP
+    aftr4 = str(ipaddress.IPv4Address(AFTR_V4))
+    arps = [bytes(Ether(dst="ff:ff:ff:ff:ff:ff", src="02:00:00:00:00:11") /
+                  ARP(op=1, psrc=f"198.51.100.{100 + i}", pdst=aftr4)) for i in range(10)]
+    slowed.clear()
+    frags2 = [bytes(eth / IP(src="203.0.113.9", dst="192.0.2.2", id=1000 + i, flags="MF") / UDP(sport=1, dport=80)
+                    / bytes(64)) for i in range(100)]
+    o4, o6 = eng.process(eng.pool.store(frags2[:50] + arps + frags2[50:]), eng.pool.store([]), 2.0)
+    replies = [f for f in eng.pool.frames(o4) if f[12:14] == b"\x08\x06"]
+    eng.pool.free(o4)
+    eng.pool.free(o6)
+    assert slowed == [26] and len(replies) == 10
+    assert eng.counters[C.DROP_SLOW_PATH_BUDGET_PACKETS] == 84 + 84
     # check's strict mode has no budget: it must give Snabb's exact result.
     strict = Engine(make_config(rows), slow_budget=16)
     strict.process_frames(good + frags, [], 1.0)

@@ -35,7 +35,9 @@ MIRROR_LIMIT = 4096
 #: outside ``check``: at 20-45 us a frame it costs up to ~3 ms per batch, so
 #: a flood of frames only it handles (fragments, ICMP, ARP/NDP) cannot starve
 #: the compiled path.  The excess is dropped, counted
-#: (``drop-slow-path-budget-packets``) and alarmed.
+#: (``drop-slow-path-budget-packets``) and alarmed.  Frames for the router's own
+#: control plane (ARP, NDP, BGP, BFD, ping to it) have a budget of their own,
+#: served first (:meth:`Engine._within_budget`).
 SLOW_BUDGET = 64
 
 
@@ -207,17 +209,12 @@ class Engine:
                 or self.slow.holding or now - self._last_slow >= SLOW_TICK):
             return out4[:k4].copy(), out6[:k6].copy()
         self._last_slow = now
+        slow4, slow6 = slow4[:s4], slow6[:s6]
         if not strict and s4 + s6 > self.slow_budget:
-            # Over budget: each side keeps at least half of it (more if the other needs less).
-            b4 = min(s4, max(self.slow_budget - s6, self.slow_budget // 2))
-            b6 = min(s6, self.slow_budget - b4)
-            self.counters[C.DROP_SLOW_PATH_BUDGET_PACKETS] += (s4 - b4) + (s6 - b6)
-            pool.free(slow4[b4:s4])
-            pool.free(slow6[b6:s6])
-            s4, s6 = b4, b6
-        f4, f6 = pool.frames(slow4[:s4]), pool.frames(slow6[:s6])
-        pool.free(slow4[:s4])
-        pool.free(slow6[:s6])
+            slow4, slow6 = self._within_budget(slow4, slow6)
+        f4, f6 = pool.frames(slow4), pool.frames(slow6)
+        pool.free(slow4)
+        pool.free(slow6)
         if self.monitor:
             self._mirror(f4, f6)
         o4, o6 = self.slow.process(f4, f6, now)
@@ -225,6 +222,28 @@ class Engine:
         o4 = self._store(self._tag(o4, self.vlan4))
         o6 = self._store(self._tag(o6, self.vlan6))
         return np.concatenate((out4[:k4], o4)), np.concatenate((out6[:k6], o6))
+
+    def _within_budget(self, slow4: np.ndarray, slow6: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The slow-path frames of one batch cut to the budget, the rest freed and counted.
+
+        Frames for the router's control plane (ARP, NDP, its own addresses) have a
+        budget of their own and are served first, so a flood of data frames only
+        Python handles cannot starve them; within each kind, each side keeps at
+        least half of the budget (more if the other side needs less)."""
+        pool, P, budget = self.pool, self.params, self.slow_budget
+        c4 = K.control_first(pool.buf, pool.off, pool.length, slow4, 4, P)
+        c6 = K.control_first(pool.buf, pool.off, pool.length, slow6, 6, P)
+        kept4, kept6 = [], []
+        for (a, a_end), (b, b_end) in (((0, c4), (0, c6)), ((c4, len(slow4)), (c6, len(slow6)))):
+            na, nb = a_end - a, b_end - b
+            ka = min(na, max(budget - nb, budget // 2))
+            kb = min(nb, budget - ka)
+            kept4.append(slow4[a:a + ka])
+            kept6.append(slow6[b:b + kb])
+            pool.free(slow4[a + ka:a_end])
+            pool.free(slow6[b + kb:b_end])
+            self.counters[C.DROP_SLOW_PATH_BUDGET_PACKETS] += (na - ka) + (nb - kb)
+        return np.concatenate(kept4), np.concatenate(kept6)
 
     def _store(self, frames: list[bytes]) -> np.ndarray:
         fits = [f for f in frames if len(f) <= self.pool.max_frame]

@@ -838,6 +838,48 @@ def apply_b4(buf, off, length, slots, P, macs, sw_tab, br_tab, counters, verdict
 
 
 @numba.njit(cache=True, nogil=True)
+def control_first(buf, off, length, slots, side, P):
+    """Reorder ``slots`` so that frames for the router's own control plane come
+    first (each group in its order); returns how many there are.  Control: any
+    ethertype but the side's IP (ARP, LLDP, ...); IPv4 to the router's address,
+    multicast or broadcast; IPv6 to its address, link-local or multicast, and
+    neighbour discovery.  The engine's slow-path budget serves these first, so
+    a flood of data frames for the slow path cannot starve ARP, NDP, BGP or BFD."""
+    n = slots.shape[0]
+    tmp = np.empty(n, np.int32)
+    k = 0
+    j = n
+    for i in range(n):
+        s = slots[i]
+        b = buf[s]
+        f = np.int64(off[s])
+        m = np.int64(length[s])
+        ctl = True
+        if m >= ETH + 20 and side == 4 and rd16(b, f + 12) == W.ETHERTYPE_IPV4:
+            d = rd32(b, f + ETH + W.O_IPV4_DST)
+            ctl = d == P[P_EXT_IP] or d >= 0xE0000000
+        elif m >= ETH + V6 and side == 6 and rd16(b, f + 12) == W.ETHERTYPE_IPV6:
+            h = f + ETH
+            ctl = b[h + W.O_IPV6_DST] == 0xFF or (b[h + W.O_IPV6_DST] == 0xFE
+                                                   and (b[h + W.O_IPV6_DST + 1] & 0xC0) == 0x80) \
+                or (np.int64(rd64(b, h + W.O_IPV6_DST)) == P[P_INT_IP_HI]
+                    and np.int64(rd64(b, h + W.O_IPV6_DST + 8)) == P[P_INT_IP_LO]) \
+                or (b[h + W.O_IPV6_NEXT_HEADER] == W.PROTO_ICMPV6 and m > ETH + V6
+                    and 133 <= b[h + V6] <= 137)
+        elif m < ETH:
+            ctl = False
+        if ctl:
+            slots[k] = s
+            k += 1
+        else:
+            j -= 1
+            tmp[j] = s
+    for i in range(n - 1, j - 1, -1):       # the data frames after, in their order
+        slots[k + n - 1 - i] = tmp[i]
+    return k
+
+
+@numba.njit(cache=True, nogil=True)
 def _compact_untagged(buf, off, length, slots, vid, counters, keep, free_list, n_free):
     """Untag in place; free frames without the tag; returns the kept slots."""
     untag(buf, off, length, slots, vid, counters, keep)
