@@ -309,11 +309,12 @@ def _framed(P, fam, l3_len):
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _answer_echo(b, e, n, fam, P, counters, prog, mem):
-    """Answer the echo request at ``b[e:e + n]`` (untagged) in place and send the
-    reply back out of side ``fam`` (Ethernet addresses swapped: Snabb's echo apps
-    bypass the next-hop rewrite): the egress filter, ``out-ipvX-frag-not``, the
-    side's tag.  Returns the frame's offset or -1 if the filter refused it (counted)."""
+def _answer_echo(b, s, e, n, fam, P, counters, prog, mem, off, length):
+    """Answer the echo request in slot ``s`` at ``b[e:e + n]`` (untagged) in place
+    and send the reply back out of side ``fam`` (Ethernet addresses swapped:
+    Snabb's echo apps bypass the next-hop rewrite): the egress filter,
+    ``out-ipvX-frag-not``, the side's tag; the slot's ``off``/``length`` set.
+    False if the filter refused it (counted)."""
     counters[_FAM_COUNTERS[fam, _C_ECHO_IN_BYTES]] += n
     counters[_FAM_COUNTERS[fam, _C_ECHO_IN_PACKETS]] += 1
     counters[_FAM_COUNTERS[fam, _C_ECHO_OUT_BYTES]] += n
@@ -324,11 +325,13 @@ def _answer_echo(b, e, n, fam, P, counters, prog, mem):
         echo6_reply(b, e, n)
     if prog.shape[0] and bpf_exec(prog, b, e, n, mem) == 0:
         counters[_FAM_COUNTERS[fam, _C_EGRESS]] += 1
-        return -1
+        return False
     counters[_FAM_COUNTERS[fam, _C_FRAG_NOT]] += 1
+    off[s] = e
+    length[s] = n
     vid = P[P_VLAN4 if fam == FAM4 else P_VLAN6]
     if vid < 0:
-        return e
+        return True
     for j in range(12):
         b[e - W.VLAN_HLEN + j] = b[e + j]
     e -= W.VLAN_HLEN
@@ -336,7 +339,9 @@ def _answer_echo(b, e, n, fam, P, counters, prog, mem):
     wr16(b, e + 12, W.ETHERTYPE_VLAN)
     wr16(b, e + 14, vid)
     wr16(b, e + 16, et)
-    return e
+    off[s] = e
+    length[s] = n + W.VLAN_HLEN
+    return True
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -572,12 +577,8 @@ def apply_inet(buf, off, length, slots, P, macs, sw_tab, br_tab, counters, verdi
             verdict[i] = DROP
             continue
         if v == ECHO:
-            e = _answer_echo(b, f, n, FAM4, P, counters, pout4, mem)
-            if e < 0:
+            if not _answer_echo(b, s, f, n, FAM4, P, counters, pout4, mem, off, length):
                 verdict[i] = DROP
-            else:
-                off[s] = e
-                length[s] = n + (e != f) * W.VLAN_HLEN
             continue
         counters[C.IN_IPV4_BYTES] += n
         counters[C.IN_IPV4_PACKETS] += 1
@@ -777,12 +778,8 @@ def apply_b4(buf, off, length, slots, P, macs, sw_tab, br_tab, counters, verdict
             verdict[i] = DROP
             continue
         if v == ECHO:
-            e = _answer_echo(b, f, n, FAM6, P, counters, pout6, mem)
-            if e < 0:
+            if not _answer_echo(b, s, f, n, FAM6, P, counters, pout6, mem, off, length):
                 verdict[i] = DROP
-            else:
-                off[s] = e
-                length[s] = n + (e != f) * W.VLAN_HLEN
             continue
         counters[C.IN_IPV6_BYTES] += n
         counters[C.IN_IPV6_PACKETS] += 1

@@ -97,12 +97,18 @@ def exchange(sock: socket.socket, n: int, seed: int, pause_at: int | None = None
     return result
 
 
-def tcp_serve(a) -> int:
+def _listen(a, backlog: int) -> socket.socket:
+    """The server's listening socket on ``a.bind``:``a.port``; says "listening" when ready."""
     ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     ls.bind((a.bind, a.port))
-    ls.listen(16)
+    ls.listen(backlog)
     print("listening", file=sys.stderr, flush=True)
+    return ls
+
+
+def tcp_serve(a) -> int:
+    ls = _listen(a, 16)
     for _ in range(a.count):
         c, peer = ls.accept()
         with c:
@@ -147,11 +153,7 @@ def _soak_one(c: socket.socket, n: int, seed: int, timeout: float) -> dict:
 
 
 def soak_serve(a) -> int:
-    ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    ls.bind((a.bind, a.port))
-    ls.listen(64)
-    print("listening", file=sys.stderr, flush=True)
+    ls = _listen(a, 64)
     lock = threading.Lock()
 
     def serve(c: socket.socket, peer) -> None:
