@@ -18,7 +18,8 @@ host sends to 256 subscribers (16 addresses x 16 port sets), and ``b6`` counts
 what each worker tunnels.  Killing a worker (SIGKILL) takes its TAP and so its
 sessions away: ``up`` withdraws its path (BFD on worker 0's session, the hold
 timer alone on worker 1's) and everything flows through the other; the
-supervisor restarts it, the sessions come back and so does the load.  A hung
+supervisor restarts it (held back here until the failover has been seen),
+the sessions come back and so does the load.  A hung
 worker (SIGSTOP) passes no keepalives: withdrawn when the hold timer expires.
 Killing BIRD withdraws both paths until the supervisor has restarted it; a
 reload announces new subscribers' addresses; a clean stop withdraws at once.
@@ -54,7 +55,8 @@ FLOWS, RATE = 256, 1000          # flows cycled through, packets per second
 BFD_DETECT = 0.3                 # the upstream's BFD: 100 ms intervals, multiplier 3 (router_conf)
 HOLD_TIME = 3.0                  # BGP hold time on both sides (ROUTER_TIMERS, lwaftr's BIRD)
 DETECT_SLACK = 0.5               # BIRD acting on it and the kernel installing the route
-MIN_SETTLED = 300                # packets (0.3 s) that must fall between a withdrawal and the return
+HELD = 1.0                       # s a failed worker is kept from coming back after its withdrawal
+MIN_SETTLED = int(0.8 * HELD * RATE)   # packets that must fall between a withdrawal and the return
 
 
 def _why_not() -> str | None:
@@ -277,25 +279,33 @@ def scenario(lab: Lab, tmp_path, monkeypatch) -> None:
     time.sleep(3)
     spread_counters = worker_out()
     # Three failures: worker 0 killed (its upstream session has BFD), worker 1 killed
-    # (hold timer only: the supervisor restarts it sooner than the hold time, and the
-    # upstream's next keepalive then meets a reset), worker 1 hung (SIGSTOP: its TAP
-    # stays, but nothing passes, keepalives included, until the hold timer expires).
+    # (hold timer only: nothing reaches its BIRD session any more), worker 1 hung
+    # (SIGSTOP: its TAP stays, but nothing passes, keepalives included, until the hold
+    # timer expires).  A killed worker's restart is held back (the supervisor stopped)
+    # until the failover has been seen for HELD s: a restart within the hold time would
+    # let its session come back at once, and leave no failover to check.
+    supervisor = int((run_dir / "e" / "pid").read_text())
     events = []
     for victim, how, sig in (("0", "killed, BFD", signal.SIGKILL), ("1", "killed, hold timer", signal.SIGKILL),
                              ("1", "hung (SIGSTOP), hold timer", signal.SIGSTOP)):
         before = worker_out()
         pid = pid_of(victim)
         survivor_gw = LINKS[1 - int(victim)][2]
-        t_fail = time.time()
-        os.kill(pid, sig)
-        wait_for(f"worker {victim}'s path withdrawn", lambda: nexthops(up, PREFIX) == [survivor_gw],
-                 HOLD_TIME + 2 * DETECT_SLACK)
-        t_withdrawn = time.time()
+        if sig == signal.SIGKILL:
+            os.kill(supervisor, signal.SIGSTOP)
+        try:
+            t_fail = time.time()
+            os.kill(pid, sig)
+            wait_for(f"worker {victim}'s path withdrawn", lambda: nexthops(up, PREFIX) == [survivor_gw],
+                     HOLD_TIME + 2 * DETECT_SLACK)
+            t_withdrawn = time.time()
+            time.sleep(HELD)
+        finally:
+            os.kill(supervisor, signal.SIGCONT)
         if sig == signal.SIGKILL:
             wait_for(f"worker {victim} restarted", lambda: (run_dir / "e" / "workers" / victim / "pid").exists()
                      and pid_of(victim) != pid, 30, 0.05)
         else:
-            time.sleep(1)
             os.kill(pid, signal.SIGCONT)
         t_resumed = time.time()
         wait_for(f"worker {victim}'s path back", lambda: nexthops(up, PREFIX) == gateways, 60)
