@@ -82,7 +82,7 @@ def test_common_traffic_never_reaches_the_slow_path(monkeypatch, filters):
     eng = Engine(cfg)
     eng._last_slow = 10.0   # no timer due
     calls = []
-    monkeypatch.setattr(eng.slow, "process", lambda *a: calls.append(a) or ([], []))
+    monkeypatch.setattr(eng.slow, "process", lambda *a, **kw: calls.append(a) or ([], []))
     v4 = [bytes(Ether(dst="02:00:00:00:00:01", src="02:00:00:00:00:11") / IP(src="203.0.113.9", dst="192.0.2.1") / UDP(sport=1, dport=4097 + i)) for i in range(50)]
     v6 = [bytes(Ether(dst="02:00:00:00:00:01", src="02:00:00:00:00:11") / IPv6(src="2001:db8:1::2", dst="2001:db8:ffff::2") /
                 IP(src="192.0.2.2", dst="203.0.113.9") / UDP(sport=1000 + i, dport=53)) for i in range(50)]
@@ -128,7 +128,7 @@ def test_icmp_errors_are_compiled_and_equal_the_slow_paths():
     fast._last_slow = 100.0   # no timer due
     calls = []
     real = fast.slow.process
-    fast.slow.process = lambda *a: calls.append(a) or real(*a)
+    fast.slow.process = lambda *a, **kw: calls.append(a) or real(*a, **kw)
     v4, v6 = _error_traffic()
     for now in (100.0, 100.5):               # the second batch, in the same window, is all rate-limited
         o4, o6 = fast.process(fast.pool.store(v4), fast.pool.store(v6), now)
@@ -153,7 +153,7 @@ def test_errors_by_policy_off_are_dropped_in_the_kernels():
     fast, slow = Engine(cfg), Engine(cfg, fast_path=False)
     fast._last_slow = 100.0
     calls = []
-    fast.slow.process = lambda *a: calls.append(a) or ([], [])
+    fast.slow.process = lambda *a, **kw: calls.append(a) or ([], [])
     v4, v6 = _error_traffic()
     o4, o6 = fast.process(fast.pool.store(v4), fast.pool.store(v6), 100.0)
     assert len(o4) == len(o6) == 0 and all(not a[0] and not a[1] for a in calls)
@@ -188,7 +188,7 @@ def test_echo_to_the_router_is_answered_in_the_kernels(vlan):
     fast._last_slow = 100.0
     calls = []
     real = fast.slow.process
-    fast.slow.process = lambda *a: calls.append(a) or real(*a)
+    fast.slow.process = lambda *a, **kw: calls.append(a) or real(*a, **kw)
     o4, o6 = fast.process(fast.pool.store(v4), fast.pool.store(v6), 100.0)
     got = fast.pool.frames(o4), fast.pool.frames(o6)
     want = slow.process_frames(v4, v6, 100.0)
@@ -217,7 +217,7 @@ def test_ipv6_fragmentation_is_compiled_and_shares_the_ids(vlan):
     fast._last_slow = 100.0
     calls = []
     real = fast.slow.process
-    fast.slow.process = lambda *a: calls.append(a) or real(*a)
+    fast.slow.process = lambda *a, **kw: calls.append(a) or real(*a, **kw)
     o4, o6 = fast.process(fast.pool.store(big), fast.pool.store([]), 100.0)
     got = fast.pool.frames(o6)
     fast.pool.free(o6)
@@ -314,8 +314,8 @@ def test_invariants(sc):                        # hairpinned ping can itself be 
 
 
 def test_a_flood_for_the_slow_path_is_cut_to_its_budget_and_counted():
-    """Frames only Python handles (here IPv4 fragments) take at most the budget per
-    batch; the rest are dropped and counted, an alarm says so, and the compiled
+    """Frames only Python handles (here ICMP errors from the Internet, relayed to
+    the B4) take at most the budget per batch; the rest are dropped and counted, an alarm says so, and the compiled
     traffic in the same batch is all forwarded."""
     from lwaftr.mgmt.alarms import Alarms
     rows = [("192.0.2.1", 1, 4, "2001:db8:1::1", 0), ("192.0.2.2", 0, 0, "2001:db8:1::2", 1)]
@@ -324,16 +324,18 @@ def test_a_flood_for_the_slow_path_is_cut_to_its_budget_and_counted():
     alarms.check(0.0)
     eth = Ether(dst="02:00:00:00:00:01", src="02:00:00:00:00:11")
     good = [bytes(eth / IP(src="203.0.113.9", dst="192.0.2.1") / UDP(sport=1, dport=4097 + i)) for i in range(100)]
-    frags = [bytes(eth / IP(src="203.0.113.9", dst="192.0.2.2", id=i, flags="MF") / UDP(sport=1, dport=80) / bytes(64))
-             for i in range(100)]
+    # ICMP errors arriving (RFC 7596 8.1, a quoted packet to relay) are the slow path's.
+    quoted = IP(src="192.0.2.2", dst="203.0.113.9") / UDP(sport=80, dport=1)
+    errors = [bytes(eth / IP(src="203.0.113.9", dst="192.0.2.2", id=i) / ICMP(type=3, code=1) / quoted)
+              for i in range(100)]
     slowed = []
     real = eng.slow.process
-    eng.slow.process = lambda v4, v6, now: slowed.append(len(v4) + len(v6)) or real(v4, v6, now)
-    o4, o6 = eng.process(eng.pool.store(good + frags), eng.pool.store([]), 1.0)
-    assert len(o6) == 100 and len(o4) == 0
+    eng.slow.process = lambda v4, v6, now, **kw: slowed.append(len(v4) + len(v6)) or real(v4, v6, now, **kw)
+    o4, o6 = eng.process(eng.pool.store(good + errors), eng.pool.store([]), 1.0)
+    assert len(o6) == 100 + 16 and len(o4) == 0          # all forwarded, 16 errors relayed
     assert slowed == [16]
     c = C.to_dict(eng.counters, nonzero=True)
-    assert c["drop-slow-path-budget-packets"] == 84 and c["in-ipv4-frag-needs-reassembly"] == 16
+    assert c["drop-slow-path-budget-packets"] == 84
     assert [(e.alarm, e.raised) for e in alarms.check(1.0)] == [("slow-path-budget", True)]
     eng.pool.free(o6)
     assert eng.pool.n_free[0] == eng.pool.n_slots, "slots leaked"
@@ -344,9 +346,7 @@ def test_a_flood_for_the_slow_path_is_cut_to_its_budget_and_counted():
     arps = [bytes(Ether(dst="ff:ff:ff:ff:ff:ff", src="02:00:00:00:00:11") /
                   ARP(op=1, psrc=f"198.51.100.{100 + i}", pdst=aftr4)) for i in range(10)]
     slowed.clear()
-    frags2 = [bytes(eth / IP(src="203.0.113.9", dst="192.0.2.2", id=1000 + i, flags="MF") / UDP(sport=1, dport=80)
-                    / bytes(64)) for i in range(100)]
-    o4, o6 = eng.process(eng.pool.store(frags2[:50] + arps + frags2[50:]), eng.pool.store([]), 2.0)
+    o4, o6 = eng.process(eng.pool.store(errors[:50] + arps + errors[50:]), eng.pool.store([]), 2.0)
     replies = [f for f in eng.pool.frames(o4) if f[12:14] == b"\x08\x06"]
     eng.pool.free(o4)
     eng.pool.free(o6)
@@ -354,5 +354,5 @@ def test_a_flood_for_the_slow_path_is_cut_to_its_budget_and_counted():
     assert eng.counters[C.DROP_SLOW_PATH_BUDGET_PACKETS] == 84 + 84
     # check's strict mode has no budget: it must give Snabb's exact result.
     strict = Engine(make_config(rows), slow_budget=16)
-    strict.process_frames(good + frags, [], 1.0)
+    strict.process_frames(good + errors, [], 1.0)
     assert strict.counters[C.DROP_SLOW_PATH_BUDGET_PACKETS] == 0

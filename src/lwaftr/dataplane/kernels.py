@@ -35,6 +35,7 @@ from lwaftr import counters as C
 from lwaftr import wire as W
 from lwaftr.bindingtable.table import is_managed, lookup, lookup_at, probe
 from lwaftr.dataplane.bpf import BPF_MEMWORDS, bpf_exec
+from lwaftr.dataplane.defrag import defrag_batch
 from lwaftr.dataplane.icmperr import (HEADROOM_NEEDED, RL_V4, RL_V6, icmpv4_error, icmpv6_error, ones_sum,
                                       rate_allow, set_ttl)
 from lwaftr.dataplane.pool import HEADROOM
@@ -257,11 +258,13 @@ _FAM_COUNTERS = np.array([
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _ingress(b, f, n, fam, prog, mem, counters):
+def _ingress(b, f, n, fam, prog, mem, counters, whole):
     """A frame the kernels finish, as the slow path's first stages see it: not a
-    fragment (``in-ipvX-frag-reassembly-unneeded``), then the ingress filter
+    fragment (``in-ipvX-frag-reassembly-unneeded``; ``whole``: reassembled, and
+    counted so by :mod:`lwaftr.dataplane.defrag`), then the ingress filter
     ``prog``.  False if the filter refused it (counted)."""
-    counters[_FAM_COUNTERS[fam, _C_UNNEEDED]] += 1
+    if not whole:
+        counters[_FAM_COUNTERS[fam, _C_UNNEEDED]] += 1
     if prog.shape[0] and bpf_exec(prog, b, f, n, mem) == 0:
         counters[_FAM_COUNTERS[fam, _C_INGRESS]] += 1
         return False
@@ -553,12 +556,12 @@ def classify_inet(buf, off, length, slots, P, addr_tab, sw_tab, verdict, rows):
 
 @numba.njit(cache=True, nogil=True)
 def apply_inet(buf, off, length, slots, P, macs, sw_tab, br_tab, counters, verdict, rows, rate, now,
-               progs, pidx, free_list, n_free, ids, frags):
+               progs, pidx, free_list, n_free, ids, frags, first_whole):
     """Pass 2 for frames from the Internet side: through the ingress filter,
     then encapsulate, answer with an ICMPv4 error (``ERR``; ``DROP`` when the
     rate limiter says no) or drop; what leaves passes the egress filter.
     ``FRAG`` frames leave as IPv6 fragments: their slots go to ``frags``;
-    returns how many."""
+    returns how many.  Frames from ``first_whole`` on were reassembled."""
     nf = 0
     pin = progs[pidx[F_IN4]:pidx[F_IN4 + 1]]
     pout4 = progs[pidx[F_OUT4]:pidx[F_OUT4 + 1]]
@@ -573,7 +576,7 @@ def apply_inet(buf, off, length, slots, P, macs, sw_tab, br_tab, counters, verdi
         f = np.int64(off[s])
         n = np.int64(length[s])
         o = f + ETH
-        if not _ingress(b, f, n, FAM4, pin, mem, counters):
+        if not _ingress(b, f, n, FAM4, pin, mem, counters, i >= first_whole):
             verdict[i] = DROP
             continue
         if v == ECHO:
@@ -758,10 +761,11 @@ def classify_b4(buf, off, length, slots, P, addr_tab, sw_tab, br_tab, verdict, r
 
 @numba.njit(cache=True, nogil=True)
 def apply_b4(buf, off, length, slots, P, macs, sw_tab, br_tab, counters, verdict, rows, hrows, rate, now,
-             progs, pidx):
+             progs, pidx, first_whole):
     """Pass 2 for frames from the B4 side: through the ingress filter, then
     decapsulate (and hairpin), answer with an ICMPv6 error (``ERR``; ``DROP``
-    when the rate limiter says no) or drop; what leaves passes the egress filter."""
+    when the rate limiter says no) or drop; what leaves passes the egress filter.
+    Frames from ``first_whole`` on were reassembled."""
     pin = progs[pidx[F_IN6]:pidx[F_IN6 + 1]]
     pout4 = progs[pidx[F_OUT4]:pidx[F_OUT4 + 1]]
     pout6 = progs[pidx[F_OUT6]:pidx[F_OUT6 + 1]]
@@ -774,7 +778,7 @@ def apply_b4(buf, off, length, slots, P, macs, sw_tab, br_tab, counters, verdict
         b = buf[s]
         n = np.int64(length[s])
         f = np.int64(off[s])
-        if not _ingress(b, f, n, FAM6, pin, mem, counters):
+        if not _ingress(b, f, n, FAM6, pin, mem, counters, i >= first_whole):
             verdict[i] = DROP
             continue
         if v == ECHO:
@@ -893,7 +897,7 @@ def _compact_untagged(buf, off, length, slots, vid, counters, keep, free_list, n
 
 @numba.njit(cache=True, nogil=True)
 def fast_batch(buf, off, length, free_list, n_free, v4, v6, P, macs, addr_tab, sw_tab, br_tab, counters,
-               strict, scratch, keep, out4, out6, slow4, slow6, rate, now, progs, pidx, ids, frags):
+               strict, scratch, keep, out4, out6, slow4, slow6, rate, now, progs, pidx, ids, frags, reasm):
     """One whole batch in a single call (no Python per batch but this call).
 
     ``v4``/``v6`` are the received slots (modified: untagged ones compacted).
@@ -902,10 +906,30 @@ def fast_batch(buf, off, length, free_list, n_free, v4, v6, P, macs, addr_tab, s
     side: the slow path's order) and ``slow4``/``slow6`` (frames for the
     slow path); dropped frames go back to the pool.  With ``strict`` and any
     frame needing the slow path, every frame goes there untouched (Snabb's
-    exact order).  Returns (n_out4, n_out6, n_slow4, n_slow6).
+    exact order).  ``reasm``: the reassembly stage's state (:func:`reassembly`);
+    it runs unless ``strict``, the monitor or ``P_FAST_OFF`` sends fragments to
+    the slow path.  Returns (n_out4, n_out6, n_slow4, n_slow6).
     """
     v4 = _compact_untagged(buf, off, length, v4, P[P_VLAN4], counters, keep, free_list, n_free)
     v6 = _compact_untagged(buf, off, length, v6, P[P_VLAN6], counters, keep, free_list, n_free)
+    st4, st6, big4, big_len4, n_big4, big6, big_len6, n_big6, mark = reasm
+    n_big4[0] = 0
+    n_big6[0] = 0
+    first4 = v4.shape[0]
+    first6 = v6.shape[0]
+    if not strict and P[P_FAST_OFF] == 0 and P[P_MONITOR] == 0:
+        br64 = np.empty((br_tab.shape[0], 2), np.int64)
+        for j in range(br_tab.shape[0]):
+            br64[j, 0] = np.int64(rd64(br_tab[j], 0))
+            br64[j, 1] = np.int64(rd64(br_tab[j], 8))
+        k, first4 = defrag_batch(buf, off, length, free_list, n_free, v4, st4, counters, now, big4, big_len4,
+                                 n_big4, mark, P[P_PUNT], P[P_EXT_IP], addr_tab, br64, P[P_INT_IP_HI],
+                                 P[P_INT_IP_LO])
+        v4 = v4[:k]
+        k, first6 = defrag_batch(buf, off, length, free_list, n_free, v6, st6, counters, now, big6, big_len6,
+                                 n_big6, mark, P[P_PUNT], P[P_EXT_IP], addr_tab, br64, P[P_INT_IP_HI],
+                                 P[P_INT_IP_LO])
+        v6 = v6[:k]
     n4 = v4.shape[0]
     n6 = v6.shape[0]
     verd4 = scratch[0, :n4]
@@ -921,9 +945,16 @@ def fast_batch(buf, off, length, free_list, n_free, v4, v6, P, macs, addr_tab, s
         for i in range(n6):
             slow6[i] = v6[i]
         return 0, 0, n4, n6
-    apply_b4(buf, off, length, v6, P, macs, sw_tab, br_tab, counters, verd6, rows6, hrows6, rate, now, progs, pidx)
+    apply_b4(buf, off, length, v6, P, macs, sw_tab, br_tab, counters, verd6, rows6, hrows6, rate, now, progs, pidx,
+             first6)
     nf = apply_inet(buf, off, length, v4, P, macs, sw_tab, br_tab, counters, verd4, rows4, rate, now, progs, pidx,
-                    free_list, n_free, ids, frags)
+                    free_list, n_free, ids, frags, first4)
+    for i in range(first4, n4):      # reassembled frames keep their mark only for the slow path
+        if verd4[i] != SLOW:
+            mark[v4[i]] = 0
+    for i in range(first6, n6):
+        if verd6[i] != SLOW:
+            mark[v6[i]] = 0
     k4 = 0
     k6 = 0
     s4 = 0
