@@ -69,9 +69,18 @@ def inet_frame(draw, rows):
     ttl = draw(st.sampled_from([0, 1, 2, 64]))
     size = draw(st.sampled_from([0, 10, 1300, 1452, 1480]))
     flags = draw(st.sampled_from(["", "DF"]))
-    l4 = draw(st.sampled_from(["tcp", "udp", "icmp-echo-reply", "icmp-echo-request", "icmp-bad-checksum"]))
+    l4 = draw(st.sampled_from(["tcp", "udp", "icmp-echo-reply", "icmp-echo-request", "icmp-bad-checksum",
+                               "icmp-error", "icmp-error"]))
     pay = bytes(size)
-    if l4 == "tcp":
+    if l4 == "icmp-error":
+        # An error about a packet the subscriber sent (its source port finds the softwire),
+        # quoting all of it, its first 8 bytes, or too little; the quote's IHL may lie.
+        quoted = bytes(IP(src=ip, dst="203.0.113.9", ihl=draw(st.sampled_from([None, None, 6, 15])))
+                       / UDP(sport=dport, dport=53) / bytes(draw(st.sampled_from([0, 40]))))
+        quoted = quoted[:draw(st.sampled_from([len(quoted), 28, 21]))]
+        kind = draw(st.sampled_from([(3, 3), (3, 4), (11, 0), (12, 0), (5, 1)]))
+        l4p = ICMP(type=kind[0], code=kind[1]) / quoted
+    elif l4 == "tcp":
         l4p = TCP(sport=80, dport=dport) / pay
     elif l4 == "udp":
         l4p = UDP(sport=53, dport=dport) / pay

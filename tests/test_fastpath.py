@@ -11,7 +11,7 @@ from dataclasses import replace
 
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
-from scapy.layers.inet import ICMP, IP, UDP
+from scapy.layers.inet import ICMP, IP, UDP, IPOption_NOP
 from scapy.layers.inet6 import ICMPv6EchoRequest, IPv6, IPv6ExtHdrFragment
 from scapy.layers.l2 import Dot1Q, Ether
 
@@ -146,6 +146,44 @@ def test_icmp_errors_are_compiled_and_equal_the_slow_paths():
     assert fast.pool.n_free[0] == fast.pool.n_slots, "slots leaked"
 
 
+@pytest.mark.parametrize("allow", [True, False])
+def test_icmp_errors_from_the_internet_are_relayed_in_the_kernels(allow):
+    """An ICMPv4 error about a subscriber's packet goes to the softwire owning the
+    quoted source port (RFC 7596 8.1); one quoting too little, for no softwire or
+    with a bad checksum is dropped; with allow-incoming-icmp off all are refused.
+    No frame reaches the slow path; bytes and counters equal the slow path's."""
+    rows = [("192.0.2.1", 1, 4, "2001:db8:1::1", 0), ("192.0.2.2", 0, 0, "2001:db8:1::2", 1)]
+    cfg = make_config(rows)
+    cfg = replace(cfg, external=replace(cfg.external, allow_incoming_icmp=allow))
+    fast, slow = Engine(cfg, fragment_id_seeds=IDS), Engine(cfg, fast_path=False, fragment_id_seeds=IDS)
+    fast._last_slow = 100.0
+    calls = []
+    real = fast.slow.process
+    fast.slow.process = lambda *a, **kw: calls.append(a) or real(*a, **kw)
+    eth = Ether(dst="02:00:00:00:00:01", src="02:00:00:00:00:11")
+    sub = IP(src="192.0.2.1", dst="198.51.100.9") / UDP(sport=4097, dport=53) / bytes(30)
+    v4 = [bytes(eth / IP(src="198.51.100.9", dst="192.0.2.1") / ICMP(type=3, code=3) / sub),          # relayed
+          bytes(eth / IP(src="203.0.113.1", dst="192.0.2.1") / ICMP(type=3, code=4, nexthopmtu=1400)
+                / bytes(sub)[:28]),                                                                   # relayed
+          bytes(eth / IP(src="203.0.113.1", dst="192.0.2.1") / ICMP(type=11) / bytes(sub)[:21]),      # too short
+          bytes(eth / IP(src="203.0.113.1", dst="192.0.2.1") / ICMP(type=3, code=1)
+                / bytes(IP(src="192.0.2.1", dst="198.51.100.9") / UDP(sport=80, dport=53))),          # no softwire
+          bytes(eth / IP(src="203.0.113.1", dst="192.0.2.2") / ICMP(type=3, chksum=0x4321) / sub)]   # bad checksum
+    o4, o6 = fast.process(fast.pool.store(v4), fast.pool.store([]), 100.0)
+    got = fast.pool.frames(o4), fast.pool.frames(o6)
+    fast.pool.free(o4)
+    fast.pool.free(o6)
+    assert got == slow.process_frames(v4, [], 100.0)
+    assert C.to_dict(fast.counters) == C.to_dict(slow.counters)
+    assert all(not a[0] and not a[1] for a in calls), "a frame went to the slow path"
+    c = C.to_dict(fast.counters, nonzero=True)
+    if allow:
+        assert len(got[1]) == 2 and c["drop-in-by-rfc7596-icmpv4-packets"] == 2
+        assert c["drop-bad-checksum-icmpv4-packets"] == 1
+    else:
+        assert got == ([], []) and c["drop-in-by-policy-icmpv4-packets"] == 5
+
+
 def test_errors_by_policy_off_are_dropped_in_the_kernels():
     rows = [("192.0.2.1", 1, 4, "2001:db8:1::1", 0), ("192.0.2.2", 0, 0, "2001:db8:1::2", 1)]
     cfg = make_config(rows, generate_icmp_errors=False)
@@ -257,9 +295,16 @@ def _b4_port(ip_pkt) -> int:
 
 
 def _port(ip_pkt, src: bool) -> int:
+    """The port that finds the softwire of a packet to a subscriber (RFC 7596 8.1:
+    an echo reply by its identifier, a request port 0, an error the source port
+    of the packet it quotes)."""
     l4 = ip_pkt.payload
     if isinstance(l4, ICMP):
-        return l4.id if l4.type == 0 else 0
+        if l4.type in (0, 8):
+            return l4.id if l4.type == 0 else 0
+        quoted = bytes(l4)[8:]
+        qihl = (quoted[0] & 0xF) * 4
+        return int.from_bytes(quoted[qihl:qihl + 2], "big")
     return l4.sport if src else l4.dport
 
 
@@ -301,10 +346,9 @@ def test_invariants(sc):                        # hairpinned ping can itself be 
         if p.nh != 4:
             continue   # ICMPv6 error
         inner = p[IP]
-        hit = _lookup(t, inner.dst, _port(inner, src=False) if not (isinstance(inner.payload, ICMP)
-                                                                    and inner.payload.type == 3) else 0)
         if inner.src == aftr:
             continue   # our ICMPv4 error to a subscriber
+        hit = _lookup(t, inner.dst, _port(inner, src=False))
         fwd6 += 1
         assert hit is not None
         assert ipaddress.IPv6Address(p.dst).packed == hit[0] and ipaddress.IPv6Address(p.src).packed == hit[1]
@@ -314,8 +358,8 @@ def test_invariants(sc):                        # hairpinned ping can itself be 
 
 
 def test_a_flood_for_the_slow_path_is_cut_to_its_budget_and_counted():
-    """Frames only Python handles (here ICMP errors from the Internet, relayed to
-    the B4) take at most the budget per batch; the rest are dropped and counted, an alarm says so, and the compiled
+    """Frames only Python handles (here IPv4 with options, forwarded to the B4)
+    take at most the budget per batch; the rest are dropped and counted, an alarm says so, and the compiled
     traffic in the same batch is all forwarded."""
     from lwaftr.mgmt.alarms import Alarms
     rows = [("192.0.2.1", 1, 4, "2001:db8:1::1", 0), ("192.0.2.2", 0, 0, "2001:db8:1::2", 1)]
@@ -324,15 +368,14 @@ def test_a_flood_for_the_slow_path_is_cut_to_its_budget_and_counted():
     alarms.check(0.0)
     eth = Ether(dst="02:00:00:00:00:01", src="02:00:00:00:00:11")
     good = [bytes(eth / IP(src="203.0.113.9", dst="192.0.2.1") / UDP(sport=1, dport=4097 + i)) for i in range(100)]
-    # ICMP errors arriving (RFC 7596 8.1, a quoted packet to relay) are the slow path's.
-    quoted = IP(src="192.0.2.2", dst="203.0.113.9") / UDP(sport=80, dport=1)
-    errors = [bytes(eth / IP(src="203.0.113.9", dst="192.0.2.2", id=i) / ICMP(type=3, code=1) / quoted)
-              for i in range(100)]
+    # IPv4 with options is the slow path's.
+    errors = [bytes(eth / IP(src="203.0.113.9", dst="192.0.2.2", id=i, options=[IPOption_NOP()] * 4)
+                    / UDP(sport=1, dport=80)) for i in range(100)]
     slowed = []
     real = eng.slow.process
     eng.slow.process = lambda v4, v6, now, **kw: slowed.append(len(v4) + len(v6)) or real(v4, v6, now, **kw)
     o4, o6 = eng.process(eng.pool.store(good + errors), eng.pool.store([]), 1.0)
-    assert len(o6) == 100 + 16 and len(o4) == 0          # all forwarded, 16 errors relayed
+    assert len(o6) == 100 + 16 and len(o4) == 0          # all forwarded, and 16 with options
     assert slowed == [16]
     c = C.to_dict(eng.counters, nonzero=True)
     assert c["drop-slow-path-budget-packets"] == 84

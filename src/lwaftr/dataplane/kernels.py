@@ -9,22 +9,24 @@ Two passes per batch, as in the playbook:
    encapsulation writes Ethernet + IPv6 into the headroom) and adds to the
    counters exactly what the slow path would have added.
 
-The fast path takes: untagged-or-correctly-tagged, unfragmented, option-less
-IPv4 (not ICMP) from the Internet to a bound softwire with TTL > 1 that fits
-the IPv6 MTU; and IPv4-in-IPv6 (no extension headers, inner not ICMP) from a
-B4 whose binding checks, fitting the IPv4 MTU, or hairpinned to another
-bound B4.  It also answers, with ICMP errors built in place
-(:mod:`lwaftr.dataplane.icmperr`, under the shared rate limiter) or drops by
-policy: Internet frames for no softwire (RFC 7596 5.2), with TTL <= 1, or too
-big for the tunnel with DF set; B4 frames whose binding does not check
-(RFC 7596 5.1).  ICMP echo crosses the tunnels here (RFC 7596 8.1), and with
-the built-in control plane pings to the router's own addresses are answered
-here (``ECHO``).  The pcap filters run here too.  Everything else (ICMP
-errors arriving, ARP/NDP, fragments, IPv4 options, errors addressed to a
-softwire, IPv6 fragmentation, unresolved next hops, malformed frames, frames
-for the kernel) is ``SLOW``, under the engine's per-batch budget.  The slow path
-(:mod:`lwaftr.dataplane.core`) is the reference: tests run both on the same
-traffic and compare bytes and counters.
+The fast path takes: untagged-or-correctly-tagged, option-less IPv4 from the
+Internet to a bound softwire with TTL > 1 that fits the IPv6 MTU (or does
+not, without DF: then IPv6 fragments); and IPv4-in-IPv6 (no extension
+headers) from a B4 whose binding checks, fitting the IPv4 MTU, or hairpinned
+to another bound B4.  Fragments on either side are reassembled first, in
+place (:mod:`lwaftr.dataplane.defrag`).  It also answers, with ICMP errors
+built in place (:mod:`lwaftr.dataplane.icmperr`, under the shared rate
+limiter) or drops by policy: Internet frames for no softwire (RFC 7596 5.2),
+with TTL <= 1, or too big for the tunnel with DF set; B4 frames whose binding
+does not check (RFC 7596 5.1).  ICMPv4 from the Internet (echo and errors)
+goes to the softwire its identifier or quoted port points to (RFC 7596 8.1),
+echo from B4s too, and with the built-in control plane pings to the router's
+own addresses are answered here (``ECHO``).  The pcap filters run here too.
+Everything else (ICMP errors from B4s and ICMPv6 errors, ARP/NDP, IPv4
+options, errors addressed to a softwire, unresolved next hops, malformed
+frames, frames for the kernel) is ``SLOW``, under the engine's per-batch
+budget.  The slow path (:mod:`lwaftr.dataplane.core`) is the reference:
+tests run both on the same traffic and compare bytes and counters.
 """
 from __future__ import annotations
 
@@ -57,6 +59,8 @@ R_NO_SOFTWIRE = 1   # RFC 7596 5.2: ICMPv4 host unreachable
 R_TTL = 2           # TTL <= 1: ICMPv4 time exceeded
 R_DF = 3            # too big for the tunnel, DF set: ICMPv4 fragmentation needed
 R_ICMP_MISS = 4     # ICMPv4 for no softwire: dropped silently (RFC 7596 8.1)
+R_ICMP_POLICY = 5   # ICMPv4 refused by allow-incoming-icmp
+R_ICMP_BADSUM = 6   # ICMPv4 cut short or with a bad checksum (RFC 5508)
 # Why a B4-side frame is DROP other than for its binding (in ``rows``)
 R6_ICMP_UNKNOWN = -2    # ICMPv6 echo not for the router: unknown to the lwAFTR
 R6_ICMP_POLICY = -3     # ICMPv6 refused by allow-incoming-icmp
@@ -505,19 +509,36 @@ def classify_inet(buf, off, length, slots, P, addr_tab, sw_tab, verdict, rows):
                 ok = False
                 v = ECHO                     # ping to the router, answered before the core sees it
             elif ok and icmp:
-                # Echo to or from a subscriber (RFC 7596 8.1: a request reaches the softwire
-                # owning port 0, a reply the one owning its identifier), allowed by policy,
-                # checksum right (RFC 5508), not for our own address; other ICMP: slow path.
-                t = b[o + W.IPV4_HLEN]
-                ok = P[P_ALLOW_ICMP4] != 0 and total >= W.IPV4_HLEN + W.ICMP_HLEN \
-                    and (t == W.ICMPV4_ECHO_REQUEST or t == W.ICMPV4_ECHO_REPLY) \
-                    and rd32(b, o + W.O_IPV4_DST) != P[P_EXT_IP] \
-                    and ones_sum(b, o + W.IPV4_HLEN, total - W.IPV4_HLEN, 0) == 0xFFFF
+                # ICMP to a subscriber: refused by policy, or dropped cut short or with a bad
+                # checksum (RFC 5508); else it goes to the softwire its port points to (below).
+                # ICMP for the router's own address: slow path.
+                if rd32(b, o + W.O_IPV4_DST) == P[P_EXT_IP]:
+                    ok = False
+                elif P[P_ALLOW_ICMP4] == 0:
+                    ok = False
+                    v = DROP
+                    r = R_ICMP_POLICY
+                elif total < W.IPV4_HLEN + W.ICMP_HLEN or ones_sum(b, o + W.IPV4_HLEN, total - W.IPV4_HLEN, 0) != 0xFFFF:
+                    ok = False
+                    v = DROP
+                    r = R_ICMP_BADSUM
             if ok:
                 if icmp:
-                    port = 0 if b[o + W.IPV4_HLEN] == W.ICMPV4_ECHO_REQUEST \
-                        else rd16(b, o + W.IPV4_HLEN + W.O_ICMP_ECHO_ID)
-                    r = lookup(addr_tab, sw_tab, rd32(b, o + W.O_IPV4_DST), port)
+                    # RFC 7596 8.1: an echo request reaches the softwire owning port 0, a reply
+                    # the one owning its identifier; an error the one owning the source port of
+                    # the packet it quotes (none if it quotes too little: dropped silently).
+                    t = b[o + W.IPV4_HLEN]
+                    port = -1
+                    if t == W.ICMPV4_ECHO_REQUEST:
+                        port = 0
+                    elif t == W.ICMPV4_ECHO_REPLY:
+                        port = rd16(b, o + W.IPV4_HLEN + W.O_ICMP_ECHO_ID)
+                    elif total >= W.IPV4_HLEN + W.ICMP_HLEN + W.IPV4_HLEN + 2:
+                        q = o + W.IPV4_HLEN + W.ICMP_HLEN
+                        qihl = (np.int64(b[q]) & 0xF) * 4
+                        if W.ICMP_HLEN + qihl + 2 <= total - W.IPV4_HLEN:
+                            port = rd16(b, q + qihl)
+                    r = lookup(addr_tab, sw_tab, rd32(b, o + W.O_IPV4_DST), port) if port >= 0 else -1
                 else:
                     r = lookup_at(sw_tab, keys[i], rows[i])
                 why = 0
@@ -585,6 +606,15 @@ def apply_inet(buf, off, length, slots, P, macs, sw_tab, br_tab, counters, verdi
             continue
         counters[C.IN_IPV4_BYTES] += n
         counters[C.IN_IPV4_PACKETS] += 1
+        if v == DROP and (rows[i] == R_ICMP_POLICY or rows[i] == R_ICMP_BADSUM):
+            if rows[i] == R_ICMP_POLICY:
+                counters[C.DROP_IN_BY_POLICY_ICMPV4_BYTES] += n
+                counters[C.DROP_IN_BY_POLICY_ICMPV4_PACKETS] += 1
+            else:
+                counters[C.DROP_BAD_CHECKSUM_ICMPV4_BYTES] += n
+                counters[C.DROP_BAD_CHECKSUM_ICMPV4_PACKETS] += 1
+            _add_drop_ipv4(counters, n, False)
+            continue
         if v == DROP or v == ERR:
             why = rows[i]
             ttl = np.int64(b[o + W.O_IPV4_TTL])
