@@ -108,11 +108,19 @@ def b4_frame(draw, rows, icmp: bool = True):
     dst = draw(st.sampled_from(["203.0.113.9", "192.0.2.1", "192.0.2.2"]))
     dport = draw(st.integers(0, 65535))
     size = draw(st.sampled_from([0, 10, 1300, 1440, 1452]))
-    l4 = draw(st.sampled_from(["udp", "udp", "icmp-echo-request", "icmp-echo-reply"] if icmp else ["udp"]))
+    l4 = draw(st.sampled_from(["udp", "udp", "icmp-echo-request", "icmp-echo-reply", "icmp-error"]
+                              if icmp else ["udp"]))
     if l4 == "udp":
-        l4p = UDP(sport=sport, dport=dport)
+        l4p = UDP(sport=sport, dport=dport) / bytes(size)
+    elif l4 == "icmp-error":
+        # An error from a host behind the B4, quoting a packet whose first port is the
+        # subscriber's (or not): whole, cut short (down to nothing), its IHL lying.
+        quoted = bytes(IP(src=ip, dst=dst, ihl=draw(st.sampled_from([None, None, 7, 15])))
+                       / UDP(sport=sport, dport=dport) / bytes(20))
+        l4p = ICMP(type=draw(st.sampled_from([3, 11, 12])), code=3) \
+            / quoted[:draw(st.sampled_from([len(quoted), 28, 22, 21, 1, 0]))]
     else:   # RFC 7596 8.1: a request is bound by its identifier, a reply by port 0
-        l4p = ICMP(type=8, id=sport) if l4 == "icmp-echo-request" else ICMP(type=0, id=dport)
-    inner = IP(src=ip, dst=dst, ttl=draw(st.sampled_from([1, 2, 64]))) / l4p / bytes(size)
+        l4p = (ICMP(type=8, id=sport) if l4 == "icmp-echo-request" else ICMP(type=0, id=dport)) / bytes(size)
+    inner = IP(src=ip, dst=dst, ttl=draw(st.sampled_from([1, 2, 64]))) / l4p
     p = Ether(dst=AFTR_MAC_V6, src="02:00:00:00:00:22") / IPv6(src=b4, dst=[BR0, BR1][br], hlim=64) / inner
     return bytes(p)

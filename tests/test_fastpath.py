@@ -184,6 +184,31 @@ def test_icmp_errors_from_the_internet_are_relayed_in_the_kernels(allow):
         assert got == ([], []) and c["drop-in-by-policy-icmpv4-packets"] == 5
 
 
+def test_icmp_errors_from_b4s_are_decapsulated_in_the_kernels():
+    """An ICMPv4 error from behind a B4 is bound by the first port of the packet it
+    quotes, whole or cut short (RFC 7596 8.1), without the slow path."""
+    rows = [("192.0.2.1", 1, 4, "2001:db8:1::1", 0), ("192.0.2.2", 0, 0, "2001:db8:1::2", 1)]
+    cfg = make_config(rows)
+    fast, slow = Engine(cfg, fragment_id_seeds=IDS), Engine(cfg, fast_path=False, fragment_id_seeds=IDS)
+    fast._last_slow = 100.0
+    calls = []
+    real = fast.slow.process
+    fast.slow.process = lambda *a, **kw: calls.append(a) or real(*a, **kw)
+    eth = Ether(dst="02:00:00:00:00:02", src="02:00:00:00:00:22")
+    quoted = bytes(IP(src="192.0.2.1", dst="198.51.100.9") / UDP(sport=4097, dport=53) / bytes(8))
+    v6 = [bytes(eth / IPv6(src="2001:db8:1::1", dst="2001:db8:ffff::1") / IP(src="192.0.2.1", dst="198.51.100.9")
+                / ICMP(type=3, code=3) / quoted[:cut]) for cut in (len(quoted), 22, 21)]
+    o4, o6 = fast.process(fast.pool.store([]), fast.pool.store(v6), 100.0)
+    got = fast.pool.frames(o4), fast.pool.frames(o6)
+    fast.pool.free(o4)
+    fast.pool.free(o6)
+    assert got == slow.process_frames([], v6, 100.0)
+    assert C.to_dict(fast.counters) == C.to_dict(slow.counters)
+    assert all(not a[0] and not a[1] for a in calls), "a frame went to the slow path"
+    # Whole and 22 bytes: port 4097 (its softwire); 21 bytes: one byte of it, 0x10: none (ICMPv6 1/5).
+    assert len(got[0]) == 2 and len(got[1]) == 1
+
+
 def test_errors_by_policy_off_are_dropped_in_the_kernels():
     rows = [("192.0.2.1", 1, 4, "2001:db8:1::1", 0), ("192.0.2.2", 0, 0, "2001:db8:1::2", 1)]
     cfg = make_config(rows, generate_icmp_errors=False)

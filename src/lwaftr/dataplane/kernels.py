@@ -22,8 +22,8 @@ does not check (RFC 7596 5.1).  ICMPv4 from the Internet (echo and errors)
 goes to the softwire its identifier or quoted port points to (RFC 7596 8.1),
 echo from B4s too, and with the built-in control plane pings to the router's
 own addresses are answered here (``ECHO``).  The pcap filters run here too.
-Everything else (ICMP errors from B4s and ICMPv6 errors, ARP/NDP, IPv4
-options, errors addressed to a softwire, unresolved next hops, malformed
+ICMPv4 from B4s likewise by its identifier or quoted port.  Everything else
+(ICMPv6 errors, ARP/NDP, IPv4 options, errors addressed to a softwire, unresolved next hops, malformed
 frames, frames for the kernel) is ``SLOW``, under the engine's per-batch
 budget.  The slow path (:mod:`lwaftr.dataplane.core`) is the reference:
 tests run both on the same traffic and compare bytes and counters.
@@ -734,16 +734,22 @@ def classify_b4(buf, off, length, slots, P, addr_tab, sw_tab, br_tab, verdict, r
                 v = DROP
                 r = R6_ICMP_UNKNOWN if P[P_ALLOW_ICMP6] else R6_ICMP_POLICY
         if ok and b[o + W.O_IPV4_PROTO] == W.PROTO_ICMP:
-            # Echo from a subscriber: a request is bound by its identifier, a reply by
-            # port 0 (RFC 7596 8.1); other ICMP from B4s: slow path.
-            t = b[o + W.IPV4_HLEN]
+            # ICMP from a subscriber (RFC 7596 8.1): an echo request is bound by its
+            # identifier, a reply by port 0, an error by the first port of the packet it
+            # quotes (as many of its bytes as the frame holds, as the slow path reads it).
             icmp = True
-            ok = n >= ETH + V6 + W.IPV4_HLEN + W.ICMP_HLEN \
-                and (t == W.ICMPV4_ECHO_REQUEST or t == W.ICMPV4_ECHO_REPLY)
+            ok = n >= ETH + V6 + W.IPV4_HLEN + W.ICMP_HLEN
         if ok:
             if icmp:
-                port = rd16(b, o + W.IPV4_HLEN + W.O_ICMP_ECHO_ID) \
-                    if b[o + W.IPV4_HLEN] == W.ICMPV4_ECHO_REQUEST else 0
+                t = b[o + W.IPV4_HLEN]
+                if t == W.ICMPV4_ECHO_REQUEST:
+                    port = rd16(b, o + W.IPV4_HLEN + W.O_ICMP_ECHO_ID)
+                elif t == W.ICMPV4_ECHO_REPLY:
+                    port = 0
+                else:
+                    q = o + W.IPV4_HLEN + W.ICMP_HLEN
+                    p = q + (np.int64(b[q]) & 0xF) * 4 if q < f + n else f + n
+                    port = rd16(b, p) if p + 2 <= f + n else (np.int64(b[p]) if p + 1 == f + n else 0)
                 r = lookup(addr_tab, sw_tab, rd32(b, o + W.O_IPV4_SRC), port)
             else:
                 r = lookup_at(sw_tab, keys[i], rows[i])
