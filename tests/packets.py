@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import Ether
+from scapy.packet import Raw
 
 from lwaftr.config.model import Bindings, Config
 from lwaftr.examples import example_config
@@ -122,5 +123,15 @@ def b4_frame(draw, rows, icmp: bool = True):
     else:   # RFC 7596 8.1: a request is bound by its identifier, a reply by port 0
         l4p = (ICMP(type=8, id=sport) if l4 == "icmp-echo-request" else ICMP(type=0, id=dport)) / bytes(size)
     inner = IP(src=ip, dst=dst, ttl=draw(st.sampled_from([1, 2, 64]))) / l4p
-    p = Ether(dst=AFTR_MAC_V6, src="02:00:00:00:00:22") / IPv6(src=b4, dst=[BR0, BR1][br], hlim=64) / inner
-    return bytes(p)
+    eth = Ether(dst=AFTR_MAC_V6, src="02:00:00:00:00:22")
+    if icmp and draw(st.integers(0, 5)) == 0:
+        # An ICMPv6 error about a packet we tunnelled to this B4 (RFC 2473 8.3), quoting
+        # it whole or cut short; of each type and code the core tells apart.
+        ours = bytes(IPv6(src=[BR0, BR1][br], dst=b4) / IP(src=dst, dst=ip) / UDP(sport=53, dport=sport)
+                     / bytes(size))
+        t, code = draw(st.sampled_from([(1, 0), (1, 3), (2, 0), (2, 1), (3, 0), (3, 1), (4, 0), (0, 0), (100, 0)]))
+        err = bytes([t, code, 0, 0]) + draw(st.sampled_from([1280, 1400, 30])).to_bytes(4, "big") \
+            + ours[:draw(st.sampled_from([len(ours), 68, 59, 40]))]
+        return bytes(eth / IPv6(src=draw(st.sampled_from(["2001:db8:9::1", b4])), dst=[BR0, BR1][br], nh=58,
+                                hlim=64) / Raw(err))
+    return bytes(eth / IPv6(src=b4, dst=[BR0, BR1][br], hlim=64) / inner)

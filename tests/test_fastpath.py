@@ -209,6 +209,44 @@ def test_icmp_errors_from_b4s_are_decapsulated_in_the_kernels():
     assert len(got[0]) == 2 and len(got[1]) == 1
 
 
+@pytest.mark.parametrize("kernel", [False, True])
+def test_icmpv6_errors_are_relayed_as_icmpv4_in_the_kernels(kernel):
+    """RFC 2473 8.3: an ICMPv6 error about a packet we tunnelled becomes an ICMPv4
+    error for its IPv4 sender (packet too big: fragmentation needed, MTU less 40),
+    or is dropped for its code or type; no frame reaches the slow path."""
+    from scapy.packet import Raw
+    rows = [("192.0.2.1", 1, 4, "2001:db8:1::1", 0), ("192.0.2.2", 0, 0, "2001:db8:1::2", 1)]
+    cfg = make_config(rows)
+    fast = Engine(cfg, fragment_id_seeds=IDS, kernel=kernel)
+    slow = Engine(cfg, fast_path=False, fragment_id_seeds=IDS, kernel=kernel)
+    for e in (fast, slow) if kernel else ():
+        e.set_next_hops(bytes.fromhex("020000000011"), bytes.fromhex("020000000022"))
+    fast._last_slow = 100.0
+    calls = []
+    real = fast.slow.process
+    fast.slow.process = lambda *a, **kw: calls.append(a) or real(*a, **kw)
+    ours = bytes(IPv6(src="2001:db8:ffff::1", dst="2001:db8:1::1") / IP(src="198.51.100.9", dst="192.0.2.1")
+                 / UDP(sport=53, dport=4097) / bytes(100))
+    eth = Ether(dst="02:00:00:00:00:02", src="02:00:00:00:00:22")
+    v6 = [bytes(eth / IPv6(src="2001:db8:9::1", dst="2001:db8:ffff::1", nh=58)
+                / Raw(bytes([t, code, 0, 0]) + (1400).to_bytes(4, "big") + ours))
+          for t, code in ((2, 0), (1, 3), (3, 0), (4, 1), (2, 1), (3, 1), (5, 0))]
+    o4, o6 = fast.process(fast.pool.store([]), fast.pool.store(v6), 100.0)
+    got = fast.pool.frames(o4), fast.pool.frames(o6)
+    fast.pool.free(o4)
+    fast.pool.free(o6)
+    assert got == slow.process_frames([], v6, 100.0)
+    assert C.to_dict(fast.counters) == C.to_dict(slow.counters)
+    assert all(not a[0] and not a[1] for a in calls), "a frame went to the slow path"
+    relayed = [Ether(f)[ICMP] for f in got[0]]
+    assert [(p.type, p.code) for p in relayed] == [(3, 4), (3, 1), (3, 1), (3, 1)]
+    assert relayed[0].nexthopmtu == 1400 - 40
+    c = C.to_dict(fast.counters, nonzero=True)
+    assert c["drop-too-big-type-but-not-code-icmpv6-packets"] == 1
+    assert c["drop-over-time-but-not-hop-limit-icmpv6-packets"] == 1
+    assert c["drop-unknown-protocol-icmpv6-packets"] == 1
+
+
 def test_errors_by_policy_off_are_dropped_in_the_kernels():
     rows = [("192.0.2.1", 1, 4, "2001:db8:1::1", 0), ("192.0.2.2", 0, 0, "2001:db8:1::2", 1)]
     cfg = make_config(rows, generate_icmp_errors=False)

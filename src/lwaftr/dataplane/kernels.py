@@ -22,8 +22,9 @@ does not check (RFC 7596 5.1).  ICMPv4 from the Internet (echo and errors)
 goes to the softwire its identifier or quoted port points to (RFC 7596 8.1),
 echo from B4s too, and with the built-in control plane pings to the router's
 own addresses are answered here (``ECHO``).  The pcap filters run here too.
-ICMPv4 from B4s likewise by its identifier or quoted port.  Everything else
-(ICMPv6 errors, ARP/NDP, IPv4 options, errors addressed to a softwire, unresolved next hops, malformed
+ICMPv4 from B4s likewise by its identifier or quoted port; ICMPv6 errors
+about tunnelled packets are relayed as ICMPv4 to the sender (RFC 2473 8.3).  Everything else
+(ARP/NDP, IPv4 options, errors addressed to a softwire, unresolved next hops, malformed
 frames, frames for the kernel) is ``SLOW``, under the engine's per-batch
 budget.  The slow path (:mod:`lwaftr.dataplane.core`) is the reference:
 tests run both on the same traffic and compare bytes and counters.
@@ -53,6 +54,7 @@ DROP = 3        # dropped and counted
 ERR = 4         # turned into an ICMP error back out of the interface it came in on
 ECHO = 5        # an echo request to the router's own address, answered in place (built-in control plane)
 FRAG = 6        # encapsulated and fragmented (RFC 8200 4.5): its fragments leave last, from ``frags``
+RELAY = 7       # an ICMPv6 error about a tunnelled packet, relayed as ICMPv4 to its sender (RFC 2473 8.3)
 
 # Why an Internet-side frame is DROP or ERR (in ``rows``)
 R_NO_SOFTWIRE = 1   # RFC 7596 5.2: ICMPv4 host unreachable
@@ -64,6 +66,8 @@ R_ICMP_BADSUM = 6   # ICMPv4 cut short or with a bad checksum (RFC 5508)
 # Why a B4-side frame is DROP other than for its binding (in ``rows``)
 R6_ICMP_UNKNOWN = -2    # ICMPv6 echo not for the router: unknown to the lwAFTR
 R6_ICMP_POLICY = -3     # ICMPv6 refused by allow-incoming-icmp
+R6_TOO_BIG_CODE = -4    # ICMPv6 packet too big with a code other than 0
+R6_TIME_CODE = -5       # ICMPv6 time exceeded that is not hop limit exceeded
 
 # Parameter vector indices (int64[N_PARAMS])
 P_EXT_IP = 0
@@ -733,6 +737,42 @@ def classify_b4(buf, off, length, slots, P, addr_tab, sw_tab, br_tab, verdict, r
                                                       or _is_br(br64, d0, d1)):
                 v = DROP
                 r = R6_ICMP_UNKNOWN if P[P_ALLOW_ICMP6] else R6_ICMP_POLICY
+        elif not ok and fast and n >= ETH + V6 + W.ICMP_HLEN and rd16(b, f + 12) == W.ETHERTYPE_IPV6 \
+                and (b[h] >> 4) == 6 and V6 + rd16(b, h + W.O_IPV6_PAYLOAD_LENGTH) <= n - ETH \
+                and b[h + W.O_IPV6_NEXT_HEADER] == W.PROTO_ICMPV6 and b[o] < W.ICMPV6_ECHO_REQUEST:
+            # An ICMPv6 error about a packet we tunnelled: relayed to the IPv4 sender it quotes
+            # as ICMPv4 (RFC 2473 8.3: packet too big -> fragmentation needed with the MTU
+            # less the tunnel header, the others -> host unreachable), or dropped by policy,
+            # for its code or type.  In kernel mode, errors for the router's own address (not
+            # a BR), multicast or link-local are the kernel's; an error quoting too little, or
+            # for a softwire's address (hairpinned): slow path.
+            d0 = np.int64(rd64(b, h + W.O_IPV6_DST))
+            d1 = np.int64(rd64(b, h + W.O_IPV6_DST + 8))
+            kernels = P[P_PUNT] != 0 and (b[h + W.O_IPV6_DST] == 0xFF or (
+                b[h + W.O_IPV6_DST] == 0xFE and (b[h + W.O_IPV6_DST + 1] & 0xC0) == 0x80) or (
+                d0 == P[P_INT_IP_HI] and d1 == P[P_INT_IP_LO] and not _is_br(br64, d0, d1)))
+            t = b[o]
+            code = b[o + 1]
+            q4 = o + W.ICMP_HLEN + V6              # the quoted packet's inner IPv4 header
+            if kernels:
+                pass
+            elif not P[P_ALLOW_ICMP6]:
+                v = DROP
+                r = R6_ICMP_POLICY
+            elif t == W.ICMPV6_PACKET_TOO_BIG and code != 0:
+                v = DROP
+                r = R6_TOO_BIG_CODE
+            elif t == W.ICMPV6_TIME_EXCEEDED and code != W.ICMPV6_CODE_HOP_LIMIT:
+                v = DROP
+                r = R6_TIME_CODE
+            elif t > W.ICMPV6_PARAMETER_PROBLEM:
+                v = DROP
+                r = R6_ICMP_UNKNOWN
+            elif q4 + W.IPV4_HLEN <= f + n and not is_managed(addr_tab, rd32(b, q4 + W.O_IPV4_SRC)) \
+                    and P[P_V4_RESOLVED]:
+                v = RELAY
+                r = W.ICMPV4_CODE_FRAG_NEEDED if t == W.ICMPV6_PACKET_TOO_BIG else W.ICMPV4_CODE_HOST_UNREACHABLE
+                hr = (rd16(b, o + W.O_ICMP_MTU) - V6) & 0xFFFF if t == W.ICMPV6_PACKET_TOO_BIG else 0
         if ok and b[o + W.O_IPV4_PROTO] == W.PROTO_ICMP:
             # ICMP from a subscriber (RFC 7596 8.1): an echo request is bound by its
             # identifier, a reply by port 0, an error by the first port of the packet it
@@ -823,10 +863,27 @@ def apply_b4(buf, off, length, slots, P, macs, sw_tab, br_tab, counters, verdict
             continue
         counters[C.IN_IPV6_BYTES] += n
         counters[C.IN_IPV6_PACKETS] += 1
+        if v == RELAY:                      # RFC 2473 8.3; the ICMPv6 error itself is not a drop
+            skip = V6 + W.ICMP_HLEN + V6
+            to = rd32(b, f + ETH + skip + W.O_IPV4_SRC)
+            ip, m = icmpv4_error(b, f + skip, n - skip, P[P_EXT_IP], to, W.ICMPV4_DST_UNREACHABLE, rows[i], hrows[i])
+            e = _send_error(b, ip, m, FAM4, P, macs, counters, pout4, mem, rate, now)
+            if e < 0:
+                verdict[i] = DROP
+                continue
+            off[s] = e
+            length[s] = _framed(P, FAM4, m)
+            continue
         if v == DROP and rows[i] <= R6_ICMP_UNKNOWN:
             if rows[i] == R6_ICMP_POLICY:
                 counters[C.DROP_IN_BY_POLICY_ICMPV6_BYTES] += n
                 counters[C.DROP_IN_BY_POLICY_ICMPV6_PACKETS] += 1
+            elif rows[i] == R6_TOO_BIG_CODE:
+                counters[C.DROP_TOO_BIG_TYPE_BUT_NOT_CODE_ICMPV6_BYTES] += n
+                counters[C.DROP_TOO_BIG_TYPE_BUT_NOT_CODE_ICMPV6_PACKETS] += 1
+            elif rows[i] == R6_TIME_CODE:
+                counters[C.DROP_OVER_TIME_BUT_NOT_HOP_LIMIT_ICMPV6_BYTES] += n
+                counters[C.DROP_OVER_TIME_BUT_NOT_HOP_LIMIT_ICMPV6_PACKETS] += 1
             else:
                 counters[C.DROP_UNKNOWN_PROTOCOL_ICMPV6_BYTES] += n
                 counters[C.DROP_UNKNOWN_PROTOCOL_ICMPV6_PACKETS] += 1
@@ -1003,6 +1060,10 @@ def fast_batch(buf, off, length, free_list, n_free, v4, v6, P, macs, addr_tab, s
         if verd6[i] == ECHO:
             out6[k6] = v6[i]
             k6 += 1
+    for i in range(n6):            # ICMPv6 errors relayed as ICMPv4 first, as the core sends them
+        if verd6[i] == RELAY:
+            out4[k4] = v6[i]
+            k4 += 1
     for i in range(n6):
         v = verd6[i]
         if v == TX:
