@@ -423,16 +423,17 @@ def _gather(buf, off, length, free_list, n_free, keys, ent, frag, dense, free, i
 
 @numba.njit(cache=True, nogil=True)
 def push(buf, off, length, free_list, n_free, s, keys, created, ent, frag, dense, free, index, g, counters,
-         now, big, big_len, n_big):
+         now, big, big_len, n_big, k):
     """One frame in slot ``s``: ``PASS`` if it is not a fragment (or one this
     stage leaves to the slow path: it fails the length checks that come first
-    there), else what happened to it and the slot to go on with (``DONE``)."""
+    there), else what happened to it and the slot to go on with (``DONE``).
+    ``k``: scratch for the key (uint64[5])."""
     fam = g[G_FAMILY]
     b = buf[s]
     f = np.int64(off[s])
     n = np.int64(length[s])
     o = f + ETH
-    k = np.zeros(5, np.uint64)
+    k[:] = 0
     if fam == 0:
         if n < ETH + W.IPV4_HLEN or _rd16(b, f + 12) != W.ETHERTYPE_IPV4:
             return PASS, np.int64(s)
@@ -537,18 +538,27 @@ def defrag_batch(buf, off, length, free_list, n_free, slots, st, counters, now, 
     fam = g[G_FAMILY]
     n = slots.shape[0]
     done = np.empty(n, np.int32)
+    key = np.empty(5, np.uint64)
     nd = 0
     k = 0
     for i in range(n):
         s = slots[i]
         f = np.int64(off[s])
-        if punt and np.int64(length[s]) >= ETH + (W.IPV4_HLEN if fam == 0 else V6) \
-                and _kernels_frame(buf[s], f, np.int64(length[s]), fam, punt, ext_ip, addr_tab, br64, int_hi, int_lo):
+        m = np.int64(length[s])
+        b = buf[s]
+        # Not a fragment at first sight (the common case, one test): on at once.
+        if fam == 0:
+            frag_like = m >= ETH + W.IPV4_HLEN and _rd16(b, f + 12) == W.ETHERTYPE_IPV4 \
+                and (_rd16(b, f + ETH + W.O_IPV4_FLAGS) & (W.IPV4_FLAG_MF | W.IPV4_FRAG_OFFSET_MASK)) != 0
+        else:
+            frag_like = m >= ETH + V6 and _rd16(b, f + 12) == W.ETHERTYPE_IPV6 \
+                and b[f + ETH + W.O_IPV6_NEXT_HEADER] == W.PROTO_FRAGMENT
+        if not frag_like or (punt and _kernels_frame(b, f, m, fam, punt, ext_ip, addr_tab, br64, int_hi, int_lo)):
             slots[k] = s
             k += 1
             continue
         r, out = push(buf, off, length, free_list, n_free, s, keys, created, ent, frag, dense, free, index, g,
-                      counters, now, big, big_len, n_big)
+                      counters, now, big, big_len, n_big, key)
         if r == PASS:
             slots[k] = s
             k += 1
