@@ -247,6 +247,33 @@ def test_icmpv6_errors_are_relayed_as_icmpv4_in_the_kernels(kernel):
     assert c["drop-unknown-protocol-icmpv6-packets"] == 1
 
 
+def test_icmp_between_b4s_is_hairpinned_in_the_kernels():
+    """A ping from one subscriber to another and its reply, and an error about a
+    packet between them, are hairpinned by RFC 7596 8.1's rules, without the slow path."""
+    rows = [("192.0.2.1", 1, 4, "2001:db8:1::1", 0), ("192.0.2.2", 0, 0, "2001:db8:1::2", 1)]
+    cfg = make_config(rows, hairpinning=True)
+    fast, slow = Engine(cfg, fragment_id_seeds=IDS), Engine(cfg, fast_path=False, fragment_id_seeds=IDS)
+    fast._last_slow = 100.0
+    calls = []
+    real = fast.slow.process
+    fast.slow.process = lambda *a, **kw: calls.append(a) or real(*a, **kw)
+    eth = Ether(dst="02:00:00:00:00:02", src="02:00:00:00:00:22")
+    a = IPv6(src="2001:db8:1::1", dst="2001:db8:ffff::1")
+    b = IPv6(src="2001:db8:1::2", dst="2001:db8:ffff::2")
+    quoted = IP(src="192.0.2.1", dst="192.0.2.2") / UDP(sport=4097, dport=9) / bytes(8)
+    v6 = [bytes(eth / a / IP(src="192.0.2.1", dst="192.0.2.2") / ICMP(type=8, id=4097) / bytes(32)),
+          bytes(eth / b / IP(src="192.0.2.2", dst="192.0.2.1") / ICMP(type=0, id=4097) / bytes(32)),
+          bytes(eth / b / IP(src="192.0.2.2", dst="192.0.2.1") / ICMP(type=3, code=3) / quoted)]
+    o4, o6 = fast.process(fast.pool.store([]), fast.pool.store(v6), 100.0)
+    got = fast.pool.frames(o4), fast.pool.frames(o6)
+    fast.pool.free(o4)
+    fast.pool.free(o6)
+    assert got == slow.process_frames([], v6, 100.0)
+    assert C.to_dict(fast.counters) == C.to_dict(slow.counters)
+    assert all(not a[0] and not a[1] for a in calls), "a frame went to the slow path"
+    assert len(got[1]) == 3 and C.to_dict(fast.counters)["hairpin-ipv4-packets"] == 3
+
+
 def test_errors_by_policy_off_are_dropped_in_the_kernels():
     rows = [("192.0.2.1", 1, 4, "2001:db8:1::1", 0), ("192.0.2.2", 0, 0, "2001:db8:1::2", 1)]
     cfg = make_config(rows, generate_icmp_errors=False)

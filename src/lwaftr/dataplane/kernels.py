@@ -812,10 +812,27 @@ def classify_b4(buf, off, length, slots, P, addr_tab, sw_tab, br_tab, verdict, r
                 if v != ERR:
                     r = -1
             elif P[P_HAIRPINNING] and is_managed(addr_tab, rd32(b, o + W.O_IPV4_DST)):
-                # Re-encapsulation checks, as for a frame from the Internet (ICMP: slow path).
-                if not icmp and (rd16(b, o + W.O_IPV4_FLAGS) & _FRAG_BITS) == 0 \
-                        and W.IPV4_HLEN + 4 <= total <= inner_len:
-                    hr = lookup(addr_tab, sw_tab, rd32(b, o + W.O_IPV4_DST), rd16(b, o + W.IPV4_HLEN + 2))
+                # Re-encapsulation checks, as for a frame from the Internet: the destination
+                # softwire by port, or for ICMP (allowed, checksum right) by RFC 7596 8.1's rules;
+                # what fails them (a miss, an ICMP drop, a fragment, TTL, MTU): slow path.
+                hport = -1
+                if (rd16(b, o + W.O_IPV4_FLAGS) & _FRAG_BITS) == 0 and W.IPV4_HLEN + 4 <= total <= inner_len:
+                    if not icmp:
+                        hport = rd16(b, o + W.IPV4_HLEN + 2)
+                    elif P[P_ALLOW_ICMP4] != 0 and total >= W.IPV4_HLEN + W.ICMP_HLEN \
+                            and ones_sum(b, o + W.IPV4_HLEN, total - W.IPV4_HLEN, 0) == 0xFFFF:
+                        t = b[o + W.IPV4_HLEN]
+                        if t == W.ICMPV4_ECHO_REQUEST:
+                            hport = 0
+                        elif t == W.ICMPV4_ECHO_REPLY:
+                            hport = rd16(b, o + W.IPV4_HLEN + W.O_ICMP_ECHO_ID)
+                        elif total >= W.IPV4_HLEN + W.ICMP_HLEN + W.IPV4_HLEN + 2:
+                            q = o + W.IPV4_HLEN + W.ICMP_HLEN
+                            qihl = (np.int64(b[q]) & 0xF) * 4
+                            if W.ICMP_HLEN + qihl + 2 <= total - W.IPV4_HLEN:
+                                hport = rd16(b, q + qihl)
+                if hport >= 0:
+                    hr = lookup(addr_tab, sw_tab, rd32(b, o + W.O_IPV4_DST), hport)
                     if hr >= 0 and b[o + W.O_IPV4_TTL] > 1 and inner_len + V6 <= P[P_INT_MTU] \
                             and P[P_V6_RESOLVED]:
                         v = HAIRPIN
