@@ -7,7 +7,7 @@ from dataclasses import replace
 import numpy as np
 from hypothesis import strategies as st
 from scapy.layers.inet import ICMP, IP, TCP, UDP
-from scapy.layers.inet6 import IPv6
+from scapy.layers.inet6 import HBHOptUnknown, IPv6, IPv6ExtHdrDestOpt
 from scapy.layers.l2 import Ether
 from scapy.packet import Raw
 
@@ -134,4 +134,9 @@ def b4_frame(draw, rows, icmp: bool = True):
             + ours[:draw(st.sampled_from([len(ours), 68, 59, 40]))]
         return bytes(eth / IPv6(src=draw(st.sampled_from(["2001:db8:9::1", b4])), dst=[BR0, BR1][br], nh=58,
                                 hlim=64) / Raw(err))
-    return bytes(eth / IPv6(src=b4, dst=[BR0, BR1][br], hlim=64) / inner)
+    outer = IPv6(src=b4, dst=[BR0, BR1][br], hlim=64)
+    opt = draw(st.sampled_from([None, None, None, 4, 4, 5]))
+    if opt is not None:
+        # A Destination Options header: the Tunnel Encapsulation Limit (Linux ip6tnl), or another option.
+        outer = outer / IPv6ExtHdrDestOpt(options=[HBHOptUnknown(otype=opt, optdata=b"\x04")])
+    return bytes(eth / outer / inner)

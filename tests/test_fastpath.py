@@ -274,6 +274,35 @@ def test_icmp_between_b4s_is_hairpinned_in_the_kernels():
     assert len(got[1]) == 3 and C.to_dict(fast.counters)["hairpin-ipv4-packets"] == 3
 
 
+@pytest.mark.parametrize("hairpinning", [False, True])
+def test_the_tunnel_encapsulation_limit_header_is_compiled(hairpinning):
+    """Linux ip6tnl B4s add a Destination Options header with the Tunnel
+    Encapsulation Limit (RFC 2473 4.1.1) to every packet: decapsulated, hairpinned
+    and answered with ICMPv6 1/5 (quoting the packet without it) in the kernels."""
+    from scapy.layers.inet6 import HBHOptUnknown, IPv6ExtHdrDestOpt
+    rows = [("192.0.2.1", 1, 4, "2001:db8:1::1", 0), ("192.0.2.2", 0, 0, "2001:db8:1::2", 1)]
+    cfg = make_config(rows, hairpinning=hairpinning)
+    fast, slow = Engine(cfg, fragment_id_seeds=IDS), Engine(cfg, fast_path=False, fragment_id_seeds=IDS)
+    fast._last_slow = 100.0
+    calls = []
+    real = fast.slow.process
+    fast.slow.process = lambda *a, **kw: calls.append(a) or real(*a, **kw)
+    eth = Ether(dst="02:00:00:00:00:02", src="02:00:00:00:00:22")
+    tel = IPv6ExtHdrDestOpt(options=[HBHOptUnknown(otype=4, optdata=b"\x04")])
+    a = IPv6(src="2001:db8:1::1", dst="2001:db8:ffff::1") / tel
+    v6 = [bytes(eth / a / IP(src="192.0.2.1", dst="203.0.113.9") / UDP(sport=4097, dport=53) / bytes(100)),
+          bytes(eth / a / IP(src="192.0.2.1", dst="192.0.2.2") / UDP(sport=4097, dport=53) / bytes(100)),
+          bytes(eth / a / IP(src="192.0.2.1", dst="203.0.113.9") / UDP(sport=80, dport=53) / bytes(100))]
+    o4, o6 = fast.process(fast.pool.store([]), fast.pool.store(v6), 100.0)
+    got = fast.pool.frames(o4), fast.pool.frames(o6)
+    fast.pool.free(o4)
+    fast.pool.free(o6)
+    assert got == slow.process_frames([], v6, 100.0)
+    assert C.to_dict(fast.counters) == C.to_dict(slow.counters)
+    assert all(not a[0] and not a[1] for a in calls), "a frame went to the slow path"
+    assert len(got[0]) == (1 if hairpinning else 2) and len(got[1]) == (2 if hairpinning else 1)
+
+
 def test_errors_by_policy_off_are_dropped_in_the_kernels():
     rows = [("192.0.2.1", 1, 4, "2001:db8:1::1", 0), ("192.0.2.2", 0, 0, "2001:db8:1::2", 1)]
     cfg = make_config(rows, generate_icmp_errors=False)

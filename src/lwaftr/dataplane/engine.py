@@ -103,7 +103,7 @@ class Engine:
         self._last_slow = -1e18
         # Per-batch scratch and outputs, allocated once.
         self.max_batch = max_batch
-        self._scratch = np.empty((5, max_batch), np.int64)
+        self._scratch = np.empty((6, max_batch), np.int64)
         self._keep = np.empty(max_batch, np.uint8)
         self._out4 = np.empty(2 * max_batch, np.int32)
         # IPv6 fragments of the largest frame a slot holds, at the internal MTU (kernels._fragment6)

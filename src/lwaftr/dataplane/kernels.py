@@ -684,11 +684,41 @@ def _is_br(br64, d0, d1):
 
 
 @numba.njit(cache=True, nogil=True)
-def classify_b4(buf, off, length, slots, P, addr_tab, sw_tab, br_tab, verdict, rows, hrows):
+def tunnel_encap_limit(b, d, end):
+    """Length of the Destination Options header at ``d`` if it holds only the
+    Tunnel Encapsulation Limit option and pads and IPv4 follows (RFC 2473 4.1.1;
+    Linux ``ip6tnl`` adds it), else 0: ``core.strip_tunnel_encap_limit``'s rule."""
+    if d + 8 > end or b[d] != W.PROTO_IPV4:
+        return 0
+    hlen = (np.int64(b[d + 1]) + 1) * 8
+    if d + hlen > end:
+        return 0
+    i = d + 2
+    seen = False
+    while i < d + hlen:
+        t = b[i]
+        if t == W.IPV6_OPT_PAD1:
+            i += 1
+            continue
+        if i + 2 > d + hlen:
+            return 0
+        ln = np.int64(b[i + 1])
+        if t == W.IPV6_OPT_TUNNEL_ENCAP_LIMIT and ln == 1 and not seen:
+            seen = True
+        elif t != W.IPV6_OPT_PADN:
+            return 0
+        i += 2 + ln
+    return hlen if i == d + hlen and seen else 0
+
+
+@numba.njit(cache=True, nogil=True)
+def classify_b4(buf, off, length, slots, P, addr_tab, sw_tab, br_tab, verdict, rows, hrows, xoff):
     """Pass 1 for frames from the B4 side.  Returns the number of SLOW.
 
     ``rows`` gets the source softwire, ``hrows`` the destination softwire of
-    a hairpinned frame.  One flat loop, like :func:`classify_inet`.
+    a hairpinned frame, ``xoff`` the length of a Tunnel Encapsulation Limit
+    header between IPv6 and IPv4 (0: none).  One flat loop, like
+    :func:`classify_inet`.
     """
     nslow = 0
     fast = P[P_FAST_OFF] == 0
@@ -710,14 +740,17 @@ def classify_b4(buf, off, length, slots, P, addr_tab, sw_tab, br_tab, verdict, r
         f = np.int64(off[s])
         n = np.int64(length[s])
         h = f + ETH
-        o = h + V6
+        x = 0
+        if n >= ETH + V6 + 8 and b[h + W.O_IPV6_NEXT_HEADER] == W.PROTO_DSTOPTS:
+            x = tunnel_encap_limit(b, h + V6, f + n)
+        o = h + V6 + x
         v = SLOW
         r = -1
         hr = -1
         icmp = False
-        ok = fast and n >= ETH + V6 + W.IPV4_HLEN + 4 and rd16(b, f + 12) == W.ETHERTYPE_IPV6 \
+        ok = fast and n >= ETH + V6 + x + W.IPV4_HLEN + 4 and rd16(b, f + 12) == W.ETHERTYPE_IPV6 \
             and (b[h] >> 4) == 6 and V6 + rd16(b, h + W.O_IPV6_PAYLOAD_LENGTH) <= n - ETH \
-            and b[h + W.O_IPV6_NEXT_HEADER] == W.PROTO_IPV4 and b[o] == 0x45 \
+            and (b[h + W.O_IPV6_NEXT_HEADER] == W.PROTO_IPV4 or x > 0) and b[o] == 0x45 \
             and (P[P_MONITOR] == 0 or rd32(b, o + W.O_IPV4_SRC) != P[P_MONITOR])
         if not ok and fast and n >= ETH + V6 + W.ICMP_HLEN and rd16(b, f + 12) == W.ETHERTYPE_IPV6 \
                 and (b[h] >> 4) == 6 and V6 + rd16(b, h + W.O_IPV6_PAYLOAD_LENGTH) <= n - ETH \
@@ -792,8 +825,9 @@ def classify_b4(buf, off, length, slots, P, addr_tab, sw_tab, br_tab, verdict, r
                     port = rd16(b, p) if p + 2 <= f + n else (np.int64(b[p]) if p + 1 == f + n else 0)
                 r = lookup(addr_tab, sw_tab, rd32(b, o + W.O_IPV4_SRC), port)
             else:
-                r = lookup_at(sw_tab, keys[i], rows[i])
-            inner_len = n - ETH - V6
+                r = lookup_at(sw_tab, keys[i], rows[i]) if x == 0 \
+                    else lookup(addr_tab, sw_tab, rd32(b, o + W.O_IPV4_SRC), rd16(b, o + W.IPV4_HLEN))
+            inner_len = n - ETH - V6 - x
             total = rd16(b, o + W.O_IPV4_TOTAL_LENGTH)
             # The softwire binds this B4 (IPv6 source) and BR (IPv6 destination)?
             # (Inline: as a helper function taking the arrays it cost ~30 ns more per frame.)
@@ -847,13 +881,14 @@ def classify_b4(buf, off, length, slots, P, addr_tab, sw_tab, br_tab, verdict, r
         verdict[i] = v
         rows[i] = r
         hrows[i] = hr
+        xoff[i] = x
         if v == SLOW:
             nslow += 1
     return nslow
 
 
 @numba.njit(cache=True, nogil=True)
-def apply_b4(buf, off, length, slots, P, macs, sw_tab, br_tab, counters, verdict, rows, hrows, rate, now,
+def apply_b4(buf, off, length, slots, P, macs, sw_tab, br_tab, counters, verdict, rows, hrows, xoff, rate, now,
              progs, pidx, first_whole):
     """Pass 2 for frames from the B4 side: through the ingress filter, then
     decapsulate (and hairpin), answer with an ICMPv6 error (``ERR``; ``DROP``
@@ -915,6 +950,15 @@ def apply_b4(buf, off, length, slots, P, macs, sw_tab, br_tab, counters, verdict
             if v == DROP:
                 counters[C.DROP_OUT_BY_POLICY_ICMPV6_PACKETS] += 1
                 continue
+            x = xoff[i]
+            if x:                            # the error quotes the packet without the option header
+                f0 = np.int64(off[s])
+                for j in range(ETH + V6 - 1, -1, -1):
+                    b[f0 + x + j] = b[f0 + j]
+                off[s] = f0 + x
+                n -= x
+                wr16(b, f0 + x + ETH + W.O_IPV6_PAYLOAD_LENGTH, rd16(b, f0 + x + ETH + W.O_IPV6_PAYLOAD_LENGTH) - x)
+                b[f0 + x + ETH + W.O_IPV6_NEXT_HEADER] = W.PROTO_IPV4
             h = np.int64(off[s]) + ETH
             r = rows[i]
             if r >= 0:
@@ -926,8 +970,8 @@ def apply_b4(buf, off, length, slots, P, macs, sw_tab, br_tab, counters, verdict
             e = _send_error(b, ip, m, FAM6, P, macs, counters, pout6, mem, rate, now)
             fam = FAM6
         else:
-            l3 = np.int64(off[s]) + ETH + V6
-            m = n - ETH - V6                 # the inner IPv4 packet
+            l3 = np.int64(off[s]) + ETH + V6 + xoff[i]
+            m = n - ETH - V6 - xoff[i]       # the inner IPv4 packet
             if v == HAIRPIN:
                 counters[C.HAIRPIN_IPV4_BYTES] += ETH + m
                 counters[C.HAIRPIN_IPV4_PACKETS] += 1
@@ -1047,16 +1091,17 @@ def fast_batch(buf, off, length, free_list, n_free, v4, v6, P, macs, addr_tab, s
     verd6 = scratch[2, :n6]
     rows6 = scratch[3, :n6]
     hrows6 = scratch[4, :n6]
+    xoff6 = scratch[5, :n6]
     ns4 = classify_inet(buf, off, length, v4, P, addr_tab, sw_tab, verd4, rows4)
-    ns6 = classify_b4(buf, off, length, v6, P, addr_tab, sw_tab, br_tab, verd6, rows6, hrows6)
+    ns6 = classify_b4(buf, off, length, v6, P, addr_tab, sw_tab, br_tab, verd6, rows6, hrows6, xoff6)
     if strict and (ns4 or ns6):
         for i in range(n4):
             slow4[i] = v4[i]
         for i in range(n6):
             slow6[i] = v6[i]
         return 0, 0, n4, n6
-    apply_b4(buf, off, length, v6, P, macs, sw_tab, br_tab, counters, verd6, rows6, hrows6, rate, now, progs, pidx,
-             first6)
+    apply_b4(buf, off, length, v6, P, macs, sw_tab, br_tab, counters, verd6, rows6, hrows6, xoff6, rate, now, progs,
+             pidx, first6)
     nf = apply_inet(buf, off, length, v4, P, macs, sw_tab, br_tab, counters, verd4, rows4, rate, now, progs, pidx,
                     free_list, n_free, ids, frags, first4)
     for i in range(first4, n4):      # reassembled frames keep their mark only for the slow path
