@@ -11,7 +11,7 @@ from dataclasses import replace
 
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
-from scapy.layers.inet import ICMP, IP, UDP, IPOption_NOP
+from scapy.layers.inet import ICMP, IP, UDP, IPOption_NOP, fragment
 from scapy.layers.inet6 import ICMPv6EchoRequest, IPv6, IPv6ExtHdrFragment
 from scapy.layers.l2 import Dot1Q, Ether
 
@@ -21,7 +21,7 @@ from lwaftr.dataplane.engine import Engine
 from lwaftr.dataplane.fragment import SNABB_CHECK_ID_SEEDS as IDS  # both engines fragment alike
 from lwaftr.examples import AFTR_V4
 
-from packets import b4_frame, inet_frame, make_config, tables
+from packets import b4_frame, inet_frame, make_config, port_of, tables
 
 SETTINGS = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -518,3 +518,76 @@ def test_a_flood_for_the_slow_path_is_cut_to_its_budget_and_counted():
     strict = Engine(make_config(rows), slow_budget=16)
     strict.process_frames(good + errors, [], 1.0)
     assert strict.counters[C.DROP_SLOW_PATH_BUDGET_PACKETS] == 0
+
+
+def _mangle(draw, f: bytes) -> bytes:
+    """The frame as is, or malformed: cut short, or one byte of its headers changed."""
+    how = draw(st.sampled_from(["none", "none", "none", "cut", "byte"]))
+    if how == "cut":
+        return f[:draw(st.integers(0, len(f)))]
+    if how == "byte" and len(f) > 14:
+        i = draw(st.integers(12, min(len(f), 100) - 1))
+        return f[:i] + bytes([draw(st.integers(0, 255))]) + f[i + 1:]
+    return f
+
+
+@st.composite
+def wide_scenario(draw):
+    """Traffic over other configurations than the default: VLAN tags, small MTUs,
+    the kernel control plane, ICMP off, malformed frames, fragments, several batches."""
+    from lwaftr.dataplane import vlan as V
+    rows = draw(tables())
+    cfg = make_config(rows, hairpinning=draw(st.booleans()), generate_icmp_errors=draw(st.booleans()),
+                      mtu=draw(st.sampled_from([1280, 1500, 2000])),
+                      allow_incoming_icmp=draw(st.booleans()))
+    cfg = replace(cfg, external=replace(cfg.external, mtu=draw(st.sampled_from([576, 1500])),
+                                        generate_icmp_errors=draw(st.booleans()),
+                                        allow_incoming_icmp=draw(st.booleans())))
+    tags = draw(st.sampled_from([(None, None), (7, 9), (5, 5)]))
+    if tags[0] is not None:
+        cfg = replace(cfg, external=replace(cfg.external, vlan_tag=tags[0]),
+                      internal=replace(cfg.internal, vlan_tag=tags[1]))
+    kernel = draw(st.booleans())
+
+    def tag(f: bytes, vid):
+        return V.push_tag(f, vid) if vid is not None and draw(st.integers(0, 9)) else f   # 1 in 10 untagged
+    batches = []
+    for _ in range(draw(st.integers(1, 3))):
+        v4 = [tag(_mangle(draw, f), tags[0]) for f in draw(st.lists(inet_frame(rows), max_size=10))]
+        v6 = [tag(_mangle(draw, f), tags[1]) for f in draw(st.lists(b4_frame(rows), max_size=10))]
+        if draw(st.booleans()):        # a fragmented packet, in order or not
+            eth = Ether(dst="02:00:00:00:00:01", src="02:00:00:00:00:11")
+            big = IP(src="203.0.113.9", dst=rows[0][0], id=draw(st.integers(0, 65535))) / UDP(
+                sport=53, dport=port_of(rows[0][1], rows[0][2], 7)) / bytes(draw(st.integers(8, 1400)))
+            frags = [bytes(eth / p) for p in fragment(big, fragsize=draw(st.sampled_from([256, 512])))]
+            v4 += [tag(f, tags[0]) for f in draw(st.permutations(frags))]
+        batches.append((v4, v6))
+    return cfg, kernel, batches
+
+
+@SETTINGS
+@given(wide_scenario())
+def test_the_kernels_equal_the_slow_path_in_other_configurations(sc):
+    """Kernels (unordered, live) against the slow path: the same frames (as sets),
+    the same counters, every slot back, over VLANs, small MTUs, kernel mode, ICMP
+    policies, malformed frames and fragments across batches."""
+    cfg, kernel, batches = sc
+    fast = Engine(cfg, fragment_id_seeds=IDS, kernel=kernel)
+    slow = Engine(cfg, fast_path=False, fragment_id_seeds=IDS, kernel=kernel)
+    if kernel:
+        for e in (fast, slow):
+            e.set_next_hops(bytes.fromhex("020000000011"), bytes.fromhex("020000000022"))
+    got, want = ([], []), ([], [])
+    for i, (v4, v6) in enumerate(batches):
+        o4, o6 = fast.process(fast.pool.store(v4), fast.pool.store(v6), 10.0 + i)
+        got[0].extend(fast.pool.frames(o4))
+        got[1].extend(fast.pool.frames(o6))
+        fast.pool.free(o4)
+        fast.pool.free(o6)
+        r4, r6 = slow.process_frames(v4, v6, 10.0 + i)
+        want[0].extend(r4)
+        want[1].extend(r6)
+    assert sorted(got[0]) == sorted(want[0]) and sorted(got[1]) == sorted(want[1])
+    assert fast.take_kernel_frames() == slow.take_kernel_frames()
+    assert C.to_dict(fast.counters) == C.to_dict(slow.counters)
+    assert fast.pool.n_free[0] + fast.defrag4.held + fast.defrag6.held == fast.pool.n_slots, "slots leaked"
