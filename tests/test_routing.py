@@ -185,6 +185,8 @@ def test_ospf_routers_configuration_and_leaves():
     assert 'route 192.0.2.2/32 via "cp4-s1";' in text and 'route 2001:db8:ffff::1/128 via "cp-b1";' in text
     assert "protocol bgp" not in text and "protocol bfd" not in text
     assert B.ospf_plan(replace(cfg, ospf=Ospf()), SPECS) == []
+    with pytest.raises(B.RoutingError, match="ospf needs the kernel control plane"):
+        B.Bird.for_run("x.conf", cfg, table, SPECS, "t", mode="built-in")
     if BIRD is None:
         pytest.skip("BIRD 2 is not installed: the text is not checked by bird -p")
     bird = B.Bird.for_run("x.conf", cfg, table, SPECS, "t")        # OSPF alone runs BIRD

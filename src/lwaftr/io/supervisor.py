@@ -16,8 +16,9 @@ The supervisor:
 * keeps ``NAME/pid`` and ``NAME/counters.json``; each worker counts in
   ``NAME/workers/ID/counters`` (kept across its restarts), which ``lwaftr
   counters``, ``metrics`` and ``top`` sum;
-* with ``lwaftr { bgp { enable true; } }``, runs BIRD once the workers are
-  started (:mod:`lwaftr.routing.bird`: a BGP session per worker interface),
+* with ``lwaftr { bgp { enable true; } }`` (or ``ospf``), runs BIRD once the
+  workers are started (:mod:`lwaftr.routing.bird`: a BGP session per worker
+  interface, OSPF routers per worker),
   has it recompute its announcements on reload, and stops it first on exit;
 * with ``--snmp-agentx``, runs the SNMP subagent (:mod:`lwaftr.mgmt.snmp`) the
   same way: started, polled, told of reloads, stopped;
