@@ -226,7 +226,11 @@ def test_counters_over_snmp_follow_the_traffic(tmp_path):
         run_dir = tmp_path / "run"
         os.environ["LWAFTR_RUN_DIR"] = str(run_dir)
         try:
-            snmpd = start_snmpd(lw, tmp_path)
+            (tmp_path / "snmptrapd.conf").write_text("disableAuthorization yes\nsnmpTrapdAddr udp:127.0.0.1:162\n")
+            trapd = lw.popen("env", "MIBS=", "snmptrapd", "-f", "-Lo", "-On", "-C", "-c",
+                             str(tmp_path / "snmptrapd.conf"), label="snmptrapd")
+            trapd.wait_for("NET-SNMP version", stream="stdout", timeout=30)
+            snmpd = start_snmpd(lw, tmp_path, traps=True)
             aftr = lw.popen("env", f"LWAFTR_RUN_DIR={run_dir}", sys.executable, "-m", "lwaftr", "run",
                             "--conf", str(conf), "--name", "n", "--snmp-agentx", str(tmp_path / "agentx.sock"),
                             label="lwaftr")
@@ -236,10 +240,12 @@ def test_counters_over_snmp_follow_the_traffic(tmp_path):
             oids = [f"{IFX_IN_OCTETS}.{idx['i1']}", f"{IFX_IN_PKTS}.{idx['i1']}",
                     f"{IFX_OUT_OCTETS}.{idx['b1']}", f"{IFX_OUT_PKTS}.{idx['b1']}", f"{IF_IN_OCTETS}.{idx['i1']}"]
 
-            def send(n: int) -> None:       # carol owns 192.0.2.2 whole: each is tunnelled to her B4
+            def send(n: int, to: str = "192.0.2.2", port: int = 5000) -> None:
+                # carol owns 192.0.2.2 whole: each is tunnelled to her B4
                 peer.python("import socket,sys,time\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n"
                             "for i in range(int(sys.argv[1])):\n"
-                            "    s.sendto(bytes(100),('192.0.2.2',5000)); time.sleep(0.002)", str(n))
+                            "    s.sendto(bytes(100),(sys.argv[2],int(sys.argv[3]))); time.sleep(0.002)",
+                            str(n), to, str(port))
 
             def settled() -> dict[str, int]:
                 """Counters that stopped moving, and what snmpget says of them then."""
@@ -282,6 +288,15 @@ def test_counters_over_snmp_follow_the_traffic(tmp_path):
             # snmpd's own IF-MIB rows are still there, for the other interfaces (lo, the TAPs)
             assert len(snmp(lw, "snmpwalk", dotted(S.IFX_ENTRY + (1,)))) >= 4
 
+            # An alarm, end to end: port 100 of 192.0.2.1 is no softwire's, so each packet is
+            # answered with an ICMPv4 error, more than the limiter lets out (200 per 2 s).
+            alarms = run_dir / "n" / "workers" / "0" / "alarms.json"
+            assert json.loads(alarms.read_text()) == {}
+            send(300, "192.0.2.1", 100)
+            trap = trapd.wait_for(rf"{dotted(S.ALARM_RAISED)}.*?icmp-rate-limit.*", stream="stdout", timeout=20)
+            assert "errors suppressed" in trap
+            assert "icmp-rate-limit" in json.loads(alarms.read_text())
+
             aftr.send_signal(15)
             assert aftr.popen.wait(60) == 0, aftr.stderr[-3000:]
             snmpd.stop()
@@ -303,8 +318,10 @@ def test_alarm_notifications_and_snmpd_restarts(tmp_path, monkeypatch):
     (top / "counters.json").write_text(json.dumps({"names": list(C.NAMES), "pid": os.getpid(),
                                                    "started": time.time()}))
     worker.counters[C.IN_IPV4_PACKETS] = 42
+    worker.write_alarms({})
     agent = S.Subagent.for_run("n", [["--on-a-stick", "nonexistent0"]], str(tmp_path / "agentx.sock"))
     in_ipv4 = dotted(S.COUNTERS + (C.INDEX["in-ipv4-packets"] + 1, 0))
+    raised, cleared = dotted(S.ALARM_RAISED), dotted(S.ALARM_CLEARED)
     with Lab(prefix="snmpn") as lab:
         ns = lab.netns("snmp")
         ns.run("ip", "link", "set", "lo", "up")
@@ -316,9 +333,13 @@ def test_alarm_notifications_and_snmpd_restarts(tmp_path, monkeypatch):
         agent.start()
         try:
             wait_for("the subagent's counters through snmpd", lambda: snmp(ns, "snmpget", in_ipv4).get(in_ipv4) == 42, 20)
-            worker.counters[C.ALARM_REASSEMBLY_LIMIT] += 1
-            trap = trapd.wait_for(rf"{dotted(S.ALARM_RAISED)}.*?reassembly-limit", stream="stdout", timeout=20)
-            assert "reassembly-limit" in trap
+            # raised: name, worker and text; then cleared, with the text it was raised with
+            worker.write_alarms({"reassembly-limit": "reassembly limits hit: fragments dropped (+3)"})
+            trapd.wait_for(rf"{raised}.*?reassembly-limit.*?\"0\".*?fragments dropped \(\+3\)", stream="stdout",
+                           timeout=20)
+            worker.write_alarms({})
+            trapd.wait_for(rf"{cleared}.*?reassembly-limit.*?fragments dropped \(\+3\)", stream="stdout", timeout=20)
+            assert trapd.stdout.count(raised) == 1 and trapd.stdout.count(cleared) == 1
 
             # snmpd restarts: the subagent opens a new session and is served again
             snmpd.stop()
@@ -328,8 +349,8 @@ def test_alarm_notifications_and_snmpd_restarts(tmp_path, monkeypatch):
             wait_for("the subagent back after snmpd's restart",
                      lambda: snmp(ns, "snmpget", in_ipv4).get(in_ipv4) == 43, 20)
             assert agent.sessions == 2
-            worker.counters[C.ALARM_NEXT_HOP_UNRESOLVED] += 1
-            trapd.wait_for(rf"{dotted(S.ALARM_RAISED)}.*?next-hop-unresolved", stream="stdout", timeout=20)
+            worker.write_alarms({"next-hop-unresolved": "next hop 198.51.100.2 unresolved: its traffic is dropped"})
+            trapd.wait_for(rf"{raised}.*?next-hop-unresolved.*?198\.51\.100\.2", stream="stdout", timeout=20)
         finally:
             agent.stop()
             worker.close()

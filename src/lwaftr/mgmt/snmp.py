@@ -18,9 +18,11 @@ or ``tcp:HOST:PORT``) and serves, read-only, from the workers' counters
   are registered per row (more specific than snmpd's own ``IF-MIB``, and at a
   higher priority), so the other columns still come from snmpd.
 
-An alarm raised by a worker (its ``alarm-*`` counter goes up; see
-:mod:`lwaftr.mgmt.alarms`) is sent as an ``lwaftrAlarmRaised`` notification:
-snmpd passes it to its ``trap2sink``/``trapsess`` destinations.  When snmpd
+An alarm raised by a worker (see :mod:`lwaftr.mgmt.alarms`; the worker keeps
+those raised and not cleared in its ``alarms.json``) is sent as an
+``lwaftrAlarmRaised`` notification, and as ``lwaftrAlarmCleared`` when the
+worker clears it (or restarts): snmpd passes them to its
+``trap2sink``/``trapsess`` destinations.  When snmpd
 goes away (restart, crash) the subagent reconnects, re-opens its session and
 registers again, every ``RECONNECT_FIRST`` seconds doubling up to
 ``RECONNECT_MAX``.
@@ -28,6 +30,7 @@ registers again, every ``RECONNECT_FIRST`` seconds doubling up to
 from __future__ import annotations
 
 import bisect
+import json
 import logging
 import re
 import select
@@ -38,6 +41,7 @@ from dataclasses import dataclass, field
 
 from lwaftr import counters as C
 from lwaftr.mgmt import agentx as X
+from lwaftr.io import state
 from lwaftr.mgmt import snapshot
 
 log = logging.getLogger("lwaftr.snmp")
@@ -47,7 +51,7 @@ log = logging.getLogger("lwaftr.snmp")
 PEN = 32473
 LWAFTR_MIB: X.OID = (1, 3, 6, 1, 4, 1, PEN, 7596)
 NOTIFICATIONS = LWAFTR_MIB + (0,)
-ALARM_RAISED = NOTIFICATIONS + (1,)
+ALARM_RAISED, ALARM_CLEARED = NOTIFICATIONS + (1,), NOTIFICATIONS + (2,)
 OBJECTS = LWAFTR_MIB + (1,)
 COUNTERS = OBJECTS + (1,)                  # .i.0: counter i (1-based), summed over the workers
 WORKER_ENTRY = OBJECTS + (2, 1)            # .column.row
@@ -65,9 +69,8 @@ IF_COLUMNS = ((IF_ENTRY, 10, X.COUNTER32, "in-octets"), (IF_ENTRY, 11, X.COUNTER
               (IFX_ENTRY, 10, X.COUNTER64, "out-octets"), (IFX_ENTRY, 11, X.COUNTER64, "out-packets"))
 _SIDE = {4: ("ipv4",), 6: ("ipv6",), 0: ("ipv4", "ipv6")}     # 0: on a stick
 
-ALARMS = tuple(n for n in C.NAMES if n.startswith("alarm-"))
 RECONNECT_FIRST, RECONNECT_MAX = 0.5, 5.0
-ALARM_POLL = 1.0          # seconds between looks at the alarm counters
+ALARM_POLL = 1.0          # seconds between looks at the workers' alarms
 VIEW_TTL = 0.2            # a view (one read of the counters) answers requests for this long
 TIMEOUT = 5               # seconds the master waits for our answers (Open)
 
@@ -148,10 +151,15 @@ def mib_text() -> str:
     out += ["lwaftrAlarmRaised NOTIFICATION-TYPE",
             "    OBJECTS     { lwaftrAlarmName, lwaftrAlarmWorker, lwaftrAlarmText }",
             "    STATUS      current",
-            '    DESCRIPTION "A worker raised an alarm (its alarm-* counter went up): the condition',
-            "                 holds now; the worker clears it after some seconds without it",
-            '                 (lwaftr logs both)."',
+            '    DESCRIPTION "A worker raised an alarm (and counted it in its alarm-* counter):',
+            '                 the condition holds now."',
             "    ::= { lwaftrNotifications 1 }", "",
+            "lwaftrAlarmCleared NOTIFICATION-TYPE",
+            "    OBJECTS     { lwaftrAlarmName, lwaftrAlarmWorker, lwaftrAlarmText }",
+            "    STATUS      current",
+            '    DESCRIPTION "The worker cleared the alarm (its condition has not held for some',
+            "                 seconds) or restarted; lwaftrAlarmText is what it was raised with.\"",
+            "    ::= { lwaftrNotifications 2 }", "",
             "lwaftrCompliances OBJECT IDENTIFIER ::= { lwaftrConformance 1 }",
             "lwaftrGroups      OBJECT IDENTIFIER ::= { lwaftrConformance 2 }", "",
             "lwaftrCompliance MODULE-COMPLIANCE", "    STATUS      current",
@@ -174,7 +182,7 @@ def mib_text() -> str:
             "    STATUS      current", '    DESCRIPTION "What an alarm notification carries."',
             "    ::= { lwaftrGroups 3 }", "",
             "lwaftrNotificationGroup NOTIFICATION-GROUP",
-            "    NOTIFICATIONS { lwaftrAlarmRaised }",
+            "    NOTIFICATIONS { lwaftrAlarmRaised, lwaftrAlarmCleared }",
             "    STATUS      current", '    DESCRIPTION "The alarm notifications."',
             "    ::= { lwaftrGroups 4 }", "",
             "END"]
@@ -311,7 +319,7 @@ class Subagent:
     _view: list = field(default_factory=list)
     _view_at: float = -1.0
     _ifindex: dict[int, DataInterface] = field(default_factory=dict)
-    _alarms: dict[tuple[str, str], int] | None = None
+    _alarms: dict[tuple[str, str], str] = field(default_factory=dict)    # (worker, alarm) -> text
     #: sessions opened so far (a reconnection after snmpd restarted opens another)
     sessions: int = 0
 
@@ -458,26 +466,33 @@ class Subagent:
             self._view_at = now
         return self._view
 
+    def _raised(self) -> dict[tuple[str, str], str]:
+        """The alarms the workers have raised and not cleared: (worker, alarm) -> text."""
+        out = {}
+        for f in sorted((state.run_dir() / self.name / snapshot.WORKERS).glob(f"*/{state.ALARMS}")):
+            try:
+                raised = json.loads(f.read_text())
+            except (OSError, ValueError):
+                continue                 # a worker stopping (or not started): next time
+            out.update({(f.parent.name, str(a)): str(t) for a, t in raised.items()})
+        return out
+
     def _check_alarms(self) -> None:
-        snap = self._snapshot()
-        if snap is None:
-            return
-        now = {(w, a): v.get(a, 0) for w, v in snap.workers.items() for a in ALARMS}
-        if self._alarms is not None:
-            for (w, a), count in sorted(now.items()):
-                if count > self._alarms.get((w, a), 0):
-                    self._notify(w, a)
+        now = self._raised()
+        for key in sorted(now.keys() - self._alarms.keys()):
+            self._notify(ALARM_RAISED, *key, now[key])
+        for key in sorted(self._alarms.keys() - now.keys()):
+            self._notify(ALARM_CLEARED, *key, self._alarms[key])
         self._alarms = now
 
-    def _notify(self, worker: str, counter: str) -> None:
-        name = counter[len("alarm-"):]
-        text = dict(C.COUNTERS)[counter]
+    def _notify(self, what: X.OID, worker: str, alarm: str, text: str) -> None:
         self._sock.sendall(X.notify_pdu(self._session, self._next_packet(), [
-            X.VarBind(SNMP_TRAP_OID, X.OBJECT_IDENTIFIER, ALARM_RAISED),
-            X.VarBind(ALARM_OBJECTS + (1, 0), X.OCTET_STRING, name.encode()),
+            X.VarBind(SNMP_TRAP_OID, X.OBJECT_IDENTIFIER, what),
+            X.VarBind(ALARM_OBJECTS + (1, 0), X.OCTET_STRING, alarm.encode()),
             X.VarBind(ALARM_OBJECTS + (2, 0), X.OCTET_STRING, worker.encode()),
-            X.VarBind(ALARM_OBJECTS + (3, 0), X.OCTET_STRING, text.encode())]))
-        log.info("SNMP: notification lwaftrAlarmRaised %s (worker %s) sent", name, worker)
+            X.VarBind(ALARM_OBJECTS + (3, 0), X.OCTET_STRING, text.encode()[:255])]))
+        log.info("SNMP: notification %s %s (worker %s) sent",
+                 "lwaftrAlarmRaised" if what == ALARM_RAISED else "lwaftrAlarmCleared", alarm, worker)
 
 
 if __name__ == "__main__":
