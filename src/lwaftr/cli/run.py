@@ -138,8 +138,8 @@ def run(args: argparse.Namespace) -> int:
     if args.snmp_agentx and args.worker is None:
         logging.getLogger("lwaftr.run").warning("--snmp-agentx: the SNMP subagent runs only under the supervisor "
                                                 "(lwaftr run --conf F without interface options)")
-    if loop.config.bgp.enable and args.worker is None:
-        logging.getLogger("lwaftr.run").warning("bgp: BIRD runs only under the supervisor (lwaftr run --conf F "
+    if (loop.config.bgp.enable or loop.config.ospf.enable) and args.worker is None:
+        logging.getLogger("lwaftr.run").warning("bgp/ospf: BIRD runs only under the supervisor (lwaftr run --conf F "
                                                 "without interface options); this process announces nothing")
     signal.signal(signal.SIGHUP, lambda *_: loop.request_reload())
     signal.signal(signal.SIGTERM, lambda *_: loop.stop())
@@ -165,7 +165,7 @@ def _supervise(args: argparse.Namespace) -> int:
         specs = _specs(args, cfg.instances)
         check_run(_named(specs, not args.instance))
         name = args.name or cfg.name or "lwaftr"
-        bird = Bird.for_run(args.conf, cfg, table, specs, name, args.control_plane)   # None without bgp
+        bird = Bird.for_run(args.conf, cfg, table, specs, name, args.control_plane)   # None without bgp, ospf
         snmp = None
         if args.snmp_agentx:
             from lwaftr.mgmt.snmp import Subagent
