@@ -69,3 +69,18 @@ def test_only_flagged_slots_are_touched():
     slots = pool.store([broken, broken])
     assert complete_flagged(pool.buf, pool.off, pool.length, slots, np.array([8, 0], np.int64), 8) == 1
     assert pool.frame(int(slots[0])) == good and pool.frame(int(slots[1])) == broken
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(min_size=0, max_size=1600), st.integers(0, 15), st.integers(0, 0xFFFF))
+def test_ones_sum_equals_rfc_1071_word_by_word(data, lead, start):
+    """The vectorised one's complement sum (little-endian words through a view,
+    swapped) equals RFC 1071's big-endian word-by-word sum, at any offset (odd
+    ones too) and length (odd ones padded), from any start."""
+    from lwaftr.dataplane.icmperr import ones_sum
+    b = np.frombuffer(bytes(lead) + data + bytes(3), np.uint8).copy()
+    padded = data + (b"\0" if len(data) % 2 else b"")
+    s = start + sum(int.from_bytes(padded[i:i + 2], "big") for i in range(0, len(padded), 2))
+    while s >> 16:
+        s = (s & 0xFFFF) + (s >> 16)
+    assert ones_sum(b, lead, len(data), start) == s
