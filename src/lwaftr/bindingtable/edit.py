@@ -150,6 +150,19 @@ def _others(sw_tab, ipv4, psid_length, psid):
 
 
 @numba.njit(cache=True, nogil=True)
+def _psids(sw_tab, ipv4, psid_length):
+    """The PSIDs ``ipv4`` has softwires for (at most 2^16 probes)."""
+    out = np.empty(1 << psid_length, np.int64)
+    n = 0
+    for p in range(1 << psid_length):
+        row, _ = _sw_find(sw_tab, (ipv4 << np.uint64(16)) | np.uint64(p))
+        if row >= 0:
+            out[n] = p
+            n += 1
+    return out[:n]
+
+
+@numba.njit(cache=True, nogil=True)
 def _rehash_sw(old, new):
     for r in range(old.shape[0]):
         w = old[r, 0]
@@ -245,6 +258,12 @@ class TableEditor:
         w = t.sw_tab[row]
         return Softwire(ipv4, psid, int(plen), int(w[1]).to_bytes(8, "big") + int(w[2]).to_bytes(8, "big"),
                         t.br_tab[int(w[3])].tobytes(), int(16 - plen - shift))
+
+    def of_address(self, ipv4: int) -> list[Softwire]:
+        """The softwires of one IPv4 address, by PSID."""
+        plen, _ = addr_params(self.table.addr_tab, np.uint32(ipv4))
+        return [sw for p in _psids(self.table.sw_tab, np.uint64(ipv4), int(plen)).tolist()
+                if (sw := self.get(ipv4, p)) is not None]
 
     def _exists(self, ipv4: int, psid: int) -> bool:
         row, _ = _sw_find(self.table.sw_tab, np.uint64((ipv4 << 16) | psid))

@@ -151,10 +151,10 @@ def run(args: argparse.Namespace) -> int:
 def _supervise(args: argparse.Namespace) -> int:
     from lwaftr.io.state import InstanceBusy
     from lwaftr.io.supervisor import Supervisor
-    from lwaftr.config.load import load_table
+    from lwaftr.mgmt.persist import load_persisted
     from lwaftr.routing.bird import Bird
     try:
-        cfg, table = load_table(args.conf)
+        cfg, table, _ = load_persisted(args.conf)      # the file and its journal: what the workers will serve
         specs = _specs(args, cfg.instances)
         check_run(_named(specs, not args.instance))
         name = args.name or cfg.name or "lwaftr"

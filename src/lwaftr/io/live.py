@@ -17,6 +17,12 @@ engine (every other state kept); other changes build a new engine.  A
 configuration that does not load, or that changes what needs a restart
 (interfaces, addresses, control-plane mode), is refused with a log line and
 the running one stays.  Counters live in shared memory (:mod:`lwaftr.io.state`).
+
+Changes made through the control socket are durable: the instance starts and
+reloads from the file with its journal replayed (:mod:`lwaftr.mgmt.persist`),
+and, run alone, appends each change to the journal (fsynced) before it answers;
+under a supervisor the supervisor writes the journal, and the worker hands it
+each change's record.
 """
 from __future__ import annotations
 
@@ -37,7 +43,7 @@ from pyroute2 import IPRoute
 from lwaftr import counters as C
 from lwaftr import wire as W
 from lwaftr.config.errors import ConfigError
-from lwaftr.config.load import load_table
+from lwaftr.config.journal import Journal, journal_path
 from lwaftr.config.model import KERNEL, Bindings, Config
 from lwaftr.dataplane.checksum import complete_flagged
 from lwaftr.dataplane.engine import Engine
@@ -49,6 +55,7 @@ from lwaftr.io.pcap import CaptureError, PcapWriter
 from lwaftr.io.state import StateDir
 from lwaftr.io.tap import QuietInterface, Tap, configure_tap, tap_name
 from lwaftr.mgmt.alarms import Alarms
+from lwaftr.mgmt.persist import Compactor, load_persisted
 from lwaftr.mgmt.service import ConfigService
 
 log = logging.getLogger("lwaftr.live")
@@ -199,7 +206,7 @@ class LiveLoop:
         self._preparing: subprocess.Popen | None = None     # a big reload being compiled
         self.monitor_sink: MonitorSink | None = None
         self.instance_index = instance
-        self.config, table = load_table(conf_path, private=True)
+        self.config, table, self.seq = load_persisted(conf_path)   # seq: the last journal record it holds
         self._narrow(self.config)           # ConfigError now if there is no such instance
         self.mode = control_plane or self.config.control_plane.mode
         self.kernel = self.mode == KERNEL
@@ -214,6 +221,13 @@ class LiveLoop:
             self._closers.append(lambda: self.state.close(keep_counters=worker is not None))
             self.engine = self._engine(self.config, table)
             self.service = ConfigService(self.config, table, counters=self.state.counters)
+            self.journal: Journal | None = None         # under a supervisor, the supervisor writes it
+            self.compactor: Compactor | None = None
+            if worker is None:
+                self.journal = Journal(journal_path(conf_path))
+                self._closers.append(self.journal.close)
+                self.compactor = Compactor(conf_path, self.journal)
+                self._closers.append(self.compactor.stop)
             self.control = ControlServer(self.state.path / "control.sock", self._control)
             self._closers.append(self.control.close)
             self.ipr = IPRoute()
@@ -363,16 +377,16 @@ class LiveLoop:
         self.reload()
 
     def reload(self) -> bool:
-        """Load the configuration file again; swap it in only if it loads, validates
-        and changes nothing that needs a restart.  (Changes made through the
-        control socket since the last load are replaced by the file's content.)"""
+        """Load the configuration file and its journal again; swap them in only if
+        they load, validate and change nothing that needs a restart."""
         self.reload_requested = False
         try:
-            cfg, table = load_table(self.conf_path, private=True)
+            cfg, table, seq = load_persisted(self.conf_path)
             self._apply(cfg, table)
         except (ConfigError, OSError, ValueError) as e:
             log.error("reload refused, keeping the running configuration: %s", e)
             return False
+        self.seq = seq
         log.info("configuration reloaded", extra={"fields": {"softwires": table.count}})
         return True
 
@@ -395,8 +409,17 @@ class LiveLoop:
         """A control-socket request, between batches."""
         if req.get("op") == "monitor":
             return self._monitor(req)
-        if req.get("op") == "ping":
-            return {"ok": True, "pid": os.getpid()}
+        op = req.get("op")
+        if op == "ping":
+            return {"ok": True, "pid": os.getpid(), "seq": self.seq}
+        if op == "reload":                  # from the supervisor, in order with the changes
+            return {"ok": True, "seq": self.seq} if self.reload() else \
+                {"ok": False, "error": "reload refused (see the log)"}
+        if op == "compact" and self.compactor is not None:
+            self.compactor.start()
+            return {"ok": True, "through": self.compactor.through}
+        if op == "replay" and self.journal is not None:
+            return {"ok": False, "error": "replay is for a supervisor's workers"}
         r = self.service.handle(req)
         if r.table_changed:
             self.engine.set_table(self.service.table)   # arrays may have grown; BR addresses may be new
@@ -405,9 +428,34 @@ class LiveLoop:
                 self._apply(r.config, r.table if r.table is not None else self.engine.table)
             except ConfigError as e:
                 return {"ok": False, "error": str(e)}
-            log.info("configuration changed through the control socket: %s %s", req.get("op"),
-                     req.get("path", ""))
+            log.info("configuration changed through the control socket: %s %s", op, req.get("path", ""))
+        if not r.reply.get("ok"):
+            return r.reply
+        if op == "replay" and isinstance(req.get("seq"), int):
+            self.seq = req["seq"]
+        if r.record is None:
+            return r.reply
+        if self.journal is None:            # the supervisor journals it, and may take it back
+            if isinstance(req.get("seq"), int):
+                self.seq = req["seq"]
+            return dict(r.reply, record=r.record, undo=r.undo)
+        try:
+            self.seq = self.journal.append(r.record)
+        except OSError as e:
+            log.error("cannot write the journal %s: %s; change taken back", self.journal.path, e)
+            if r.undo is not None:
+                self._take_back(r.undo)
+            return {"ok": False, "error": f"cannot write the journal {self.journal.path}: {e}"}
+        if r.record.get("load") is not None and self.compactor is not None:
+            self.compactor.start()          # a whole new configuration: fold it into the file now
         return r.reply
+
+    def _take_back(self, undo: dict) -> None:
+        r = self.service.handle({"op": "replay", "records": [undo]})
+        if r.table_changed:
+            self.engine.set_table(self.service.table)
+        if r.config is not None:
+            self._apply(r.config, self.engine.table)
 
     def _monitor(self, req: dict) -> dict:
         """Start (``ipv4`` and ``pcap`` or ``tap``) or stop (``ipv4`` null) mirroring a subscriber."""
@@ -485,6 +533,8 @@ class LiveLoop:
         if now >= self._control_next:
             self._control_next = now + CONTROL_POLL
             n += self.control.poll()
+            if self.compactor is not None:
+                self.compactor.poll()
         if now >= self._alarms_next:
             self._alarms_next = now + 1.0
             self._check_alarms(now)

@@ -1,0 +1,152 @@
+"""The change journal beside a configuration file: changes made while running, on disk.
+
+``CONF.journal`` holds, one per line, the changes made to a running instance
+(through its control socket, ``lwaftr config``, NETCONF) since ``CONF`` was
+last written: each line is ``CRC32-HEX JSON`` and ends with a newline; the
+first line is ``{"base": N}`` and then records ``{"seq": N+1, ...}``,
+``{"seq": N+2, ...}`` follow in order.  A record is appended and fsynced
+before the change is acknowledged; a line that is cut short or fails its
+checksum (a crash while writing) ends the journal and is dropped, so a change
+is either whole on disk or not there at all.
+
+Records say what the configuration *is* after the change, not what was done
+(a softwire's new value or its absence, a leaf's new value, a whole new
+configuration), so replaying one that the files already hold changes
+nothing.  That makes compaction simple (see :mod:`lwaftr.mgmt.persist`):
+the files are rewritten with every record up to N folded in, then the
+journal is rewritten keeping only the records after N; a crash between the
+two leaves records that replay harmlessly.  Readers read the journal *before*
+the files: an old journal replayed over newer files gives the same state.
+
+The payload of a record (see :meth:`lwaftr.mgmt.service.ConfigService.apply_record`)::
+
+    {"sw": [[ipv4, psid, [psid-length, reserved, b4-hex, br-hex] or null], ...]}
+    {"req": {"op": "set"|"remove", "path": P, "value": V}}     (not a softwire)
+    {"load": TEXT}                                              (a whole configuration)
+"""
+from __future__ import annotations
+
+import json
+import os
+import zlib
+from pathlib import Path
+from typing import Any
+
+from lwaftr.fileutil import fsync_dir, write_atomic
+
+SUFFIX = ".journal"
+
+
+def journal_path(conf: str | os.PathLike) -> Path:
+    """Where the journal of configuration file ``conf`` is kept."""
+    return Path(str(conf) + SUFFIX)
+
+
+def _line(obj: dict[str, Any]) -> bytes:
+    data = json.dumps(obj, separators=(",", ":")).encode()
+    return b"%08x %s\n" % (zlib.crc32(data), data)
+
+
+def _parse(line: bytes) -> dict[str, Any] | None:
+    """The object of one whole line, or None if the line is damaged."""
+    if len(line) < 10 or not line.endswith(b"\n") or line[8:9] != b" ":
+        return None
+    data = line[9:-1]
+    try:
+        if int(line[:8], 16) != zlib.crc32(data):
+            return None
+        obj = json.loads(data)
+    except ValueError:
+        return None
+    return obj if isinstance(obj, dict) else None
+
+
+def read(path: str | os.PathLike) -> tuple[int, list[dict[str, Any]], int]:
+    """``(base, records, good_bytes)`` of the journal at ``path``: records in
+    order, up to the first damaged or out-of-order line; ``good_bytes`` is how
+    much of the file they fill.  A missing journal is ``(0, [], 0)``."""
+    try:
+        with open(path, "rb") as fh:
+            lines = fh.readlines()
+    except FileNotFoundError:
+        return 0, [], 0
+    if not lines:
+        return 0, [], 0
+    head = _parse(lines[0])
+    if head is None or not isinstance(head.get("base"), int):
+        return 0, [], 0
+    base = head["base"]
+    good = len(lines[0])
+    records = []
+    for line in lines[1:]:
+        rec = _parse(line)
+        if rec is None or rec.get("seq") != base + len(records) + 1:
+            break
+        records.append(rec)
+        good += len(line)
+    return base, records, good
+
+
+def last_seq(base: int, records: list[dict[str, Any]]) -> int:
+    return records[-1]["seq"] if records else base
+
+
+class Journal:
+    """The writer of one journal (one process writes it: the instance, or its supervisor)."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        base, records, good = read(self.path)
+        if not self.path.exists() or good == 0:
+            self._write_whole(base, [])
+        else:
+            with open(self.path, "r+b") as fh:            # drop a torn or damaged tail
+                if os.fstat(fh.fileno()).st_size != good:
+                    fh.truncate(good)
+                    os.fsync(fh.fileno())
+        self.base = base
+        self.seq = last_seq(base, records)
+        self.size = good if good else self.path.stat().st_size
+        self.fh = open(self.path, "ab")
+
+    def _write_whole(self, base: int, records: list[dict[str, Any]]) -> None:
+        write_atomic(self.path, [_line({"base": base}), *map(_line, records)], fsync=True)
+        fsync_dir(self.path.parent)
+
+    def records(self, after: int = 0) -> list[dict[str, Any]]:
+        """The records on disk with a sequence number above ``after``."""
+        _, records, _ = read(self.path)
+        return [r for r in records if r["seq"] > after]
+
+    def append(self, payload: dict[str, Any]) -> int:
+        """Write one record and fsync it; its sequence number.  On OSError the
+        journal is as before (the partial line is cut off)."""
+        seq = self.seq + 1
+        line = _line({"seq": seq, **payload})
+        try:
+            self.fh.write(line)
+            self.fh.flush()
+            os.fsync(self.fh.fileno())
+        except OSError:
+            try:
+                self.fh.close()
+                with open(self.path, "r+b") as fh:
+                    fh.truncate(self.size)
+            finally:
+                self.fh = open(self.path, "ab")
+            raise
+        self.seq = seq
+        self.size += len(line)
+        return seq
+
+    def compacted(self, through: int) -> None:
+        """The files now hold every record up to ``through``: keep only the later ones."""
+        keep = self.records(through)
+        self.fh.close()
+        self._write_whole(through, keep)
+        self.base = through
+        self.size = self.path.stat().st_size
+        self.fh = open(self.path, "ab")
+
+    def close(self) -> None:
+        self.fh.close()
