@@ -183,6 +183,53 @@ def test_get_config_filters_and_get_state():
         "operation-not-supported"
 
 
+def whole_table_fetched(inst: FakeInstance, since: int) -> bool:
+    return any(r["op"] == "get-config" and r.get("bindings", True) for r in inst.requests[since:])
+
+
+def test_reads_and_edits_by_key_touch_only_their_entries():
+    """Names, one entry by key or IPv4 address, and edits of entries by key never
+    fetch the whole table; the rest of the configuration is fetched again only
+    when it changed (generation)."""
+    srv, inst = server()
+    s = session(srv)
+    names = f'<br-instances xmlns="{BR_NS}"><binding><bind-instance><name/></bind-instance></binding></br-instances>'
+    n = len(inst.requests)
+    data = config_of(srv, s, names)
+    assert text_at(data, "//br:name") == ["lwaftr"] and not data.xpath("//br:binding-entry", namespaces=NS)
+    data = config_of(srv, s, names)
+    assert inst.requests[-1] == {"op": "get-config", "bindings": False, "if_generation": srv._rest[0]}
+    by_key = (f'<br-instances xmlns="{BR_NS}"><binding><bind-instance><binding-table><binding-entry>'
+              f'<binding-ipv6info>2001:db8:1::b</binding-ipv6info></binding-entry></binding-table></bind-instance>'
+              f'</binding></br-instances>')
+    data = config_of(srv, s, by_key)
+    assert text_at(data, "//br:binding-ipv4-addr") == ["192.0.2.1"] and text_at(data, "//br:psid") == ["2"]
+    # add one, change its PSID, delete it: each a batch of its own changes
+    ok(edit(srv, s, bi(f"<binding-table>{entry('2001:db8:9::1', '203.0.113.9', 1, 2)}</binding-table>")))
+    ok(edit(srv, s, bi("<binding-table><binding-entry><binding-ipv6info>2001:db8:9::1</binding-ipv6info>"
+                       "<port-set><psid>3</psid></port-set></binding-entry></binding-table>")))
+    assert [r["op"] for r in inst.requests[-1]["requests"]] == ["remove", "add"]
+    assert "psid 3;" in inst.service.handle({"op": "get", "path": "/softwire-config/binding-table/softwire"
+                                             "[ipv4=203.0.113.9][psid=3]"}).reply["value"]
+    data = ok(rpc(srv, s, f"<get><filter>{by_key.replace('2001:db8:1::b', '2001:db8:9::1')}</filter></get>")) \
+        .find("nc:data", NS)
+    assert text_at(data, "//br:psid") == ["3"]
+    data = ok(rpc(srv, s, f'<get><filter><br-instances xmlns="{BR_NS}"><binding><bind-instance><traffic-stat>'
+                          f'<active-softwire-num/></traffic-stat></bind-instance></binding></br-instances></filter>'
+                          f'</get>')).find("nc:data", NS)
+    assert text_at(data, "//br:active-softwire-num") == ["4"]
+    ok(edit(srv, s, bi(f'<binding-table><binding-entry {NCOP} nc:operation="delete"><binding-ipv6info>'
+                       f'2001:db8:9::1</binding-ipv6info></binding-entry></binding-table>')))
+    assert inst.service.table.count == 3
+    # refused by the table's own rules (the neighbours' port-set layout): nothing changed
+    e = error(edit(srv, s, bi(f"<binding-table>{entry('2001:db8:9::2', '192.0.2.1', 3, 6)}</binding-table>")))
+    assert e["error-tag"] == "operation-failed" and "port-set layout" in e["error-message"]
+    assert not whole_table_fetched(inst, n) and inst.service.table.count == 3
+    # a filter selecting every entry, or an edit above the entries, still works the whole way
+    assert len(config_of(srv, s).xpath("//br:binding-entry", namespaces=NS)) == 3
+    assert whole_table_fetched(inst, n)
+
+
 def test_edit_operations_and_all_or_nothing():
     srv, inst = server()
     s = session(srv)
@@ -204,7 +251,9 @@ def test_edit_operations_and_all_or_nothing():
     n = len(inst.requests)
     ok(edit(srv, s, bi(f'<binding-table><binding-entry {NCOP} nc:operation="remove"><binding-ipv6info>'
                        f'2001:db8:9::2</binding-ipv6info></binding-entry></binding-table>')))
-    assert [r["op"] for r in inst.requests[n:]] == ["get-config"]
+    # (read: the configuration without softwires, and the one softwire by its key; nothing changed)
+    assert [(r["op"], r.get("bindings", True)) for r in inst.requests[n:]] == [("get-config", False),
+                                                                               ("softwires", True)]
     # a new B4 address for the same port set: set in place (the key is written another way)
     ok(edit(srv, s, bi(f'<binding-table><binding-entry {NCOP} nc:operation="delete"><binding-ipv6info>'
                        f'2001:DB8:9:0::1</binding-ipv6info></binding-entry>'
@@ -246,7 +295,7 @@ def test_edit_operations_and_all_or_nothing():
                               f'<external-interface><ip>198.51.100.77</ip></external-interface></queue></instance>')))
     assert e["error-tag"] == "operation-failed" and "restart" in e["error-message"]
     assert e["error-path"].endswith("/lwx:instance")
-    assert inst.text() == before and all(r["op"] == "get-config" for r in inst.requests[n:])
+    assert inst.text() == before and all(r["op"] in ("get-config", "softwires") for r in inst.requests[n:])
     # choice: a next-hop MAC replaces the next-hop IP; test-only changes nothing
     nh = (f'<instance xmlns="{EXT_NS}"><device>example</device><queue><id>0</id><external-interface><next-hop>'
           f'<ip>198.51.100.2</ip></next-hop></external-interface></queue></instance>')

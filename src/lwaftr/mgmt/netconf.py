@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import ipaddress
 import logging
 import os
 import signal
@@ -57,7 +58,7 @@ from lxml import etree
 from lwaftr.config.errors import ConfigError
 from lwaftr.config.model import Bindings, Config
 from lwaftr.mgmt.netconf_auth import UsersFile, asyncssh_module
-from lwaftr.mgmt.netconf_data import BR_NS, EXT_NS, Schema
+from lwaftr.mgmt.netconf_data import BR_NS, EXT_NS, NC_OPERATION, Schema
 from lwaftr.mgmt.netconf_proto import (BASE_10, BASE_11, CANDIDATE, NC, ROLLBACK_ON_ERROR, VALIDATE,
                                        VALIDATE_10, WRITABLE_RUNNING, Framer, FramingError, MalformedMessage,
                                        RpcError, elements, error_reply, frame, hello, local, ns_of,
@@ -113,6 +114,21 @@ class Instance:
         if not r.get("ok"):
             raise RpcError("operation-failed", f"the instance refused get-config: {r.get('error')}")
         return r["text"]
+
+    def rest(self, generation: int | None) -> tuple[str | None, int, int]:
+        """``(text, generation, softwires)``: the configuration without its softwires,
+        or text None when it is still ``generation``."""
+        r = self.request({"op": "get-config", "bindings": False, "if_generation": generation})
+        if not r.get("ok"):
+            raise RpcError("operation-failed", f"the instance refused get-config: {r.get('error')}")
+        return (None if r.get("unchanged") else r["text"]), r.get("generation", -1), r.get("softwires", 0)
+
+    def softwires(self, **query) -> list[list]:
+        """Softwires by ``b4=[...]`` or ``ipv4=[...]`` (and ``psid``), straight from the table."""
+        r = self.request({"op": "softwires", **query})
+        if not r.get("ok"):
+            raise RpcError("operation-failed", f"the instance refused a softwire lookup: {r.get('error')}")
+        return r["entries"]
 
     @staticmethod
     def parse(text: str) -> Config:
@@ -243,6 +259,155 @@ def _sw_text(sw: tuple) -> str:
     return f"{{ ipv4 {_ip4(ip)}; psid {psid}; b4-ipv6 {_ip6(b4)}; br-address {_ip6(br)}; port-set {{ {ps} }} }}"
 
 
+# --- what a filter or an edit touches of the binding table ------------------------------------------
+
+#: The path from the top to the binding entries.
+ENTRY_PATH = ("br-instances", "binding", "bind-instance", "binding-table", "binding-entry")
+
+
+def _kids(e: etree._Element, name: str) -> list[etree._Element]:
+    return [c for c in elements(e) if local(c.tag) == name and ns_of(c.tag) in (BR_NS, None, "")]
+
+
+def _content(e: etree._Element, name: str) -> str | None:
+    """The text of content-match child ``name`` of ``e``, if there is one."""
+    for c in _kids(e, name):
+        if not elements(c) and (c.text or "").strip():
+            return c.text.strip()
+    return None
+
+
+def _ours(e: etree._Element, name: str) -> bool:
+    """Whether filter or edit node ``e`` is ``name`` of ietf-softwire-br (or of no namespace)."""
+    return local(e.tag) == name and ns_of(e.tag) in (BR_NS, NC, None, "")
+
+
+def _is_content_match(e: etree._Element) -> bool:
+    return not elements(e) and bool((e.text or "").strip())
+
+
+def entry_selection(flt: etree._Element | None) -> tuple[set[str], set[tuple[str, int | None]]] | None:
+    """Which binding entries a subtree filter can select (RFC 6241 section 6):
+    ``(B4 keys, {(IPv4, PSID or None)})``, both empty for none at all, or None
+    for any (the whole table is needed).  A superset is fine: the filter itself
+    is applied to what is fetched."""
+    if flt is None:
+        return None
+    b4s: set[str] = set()
+    ipv4s: set[tuple[str, int | None]] = set()
+    last = len(ENTRY_PATH) - 1
+
+    def walk(e: etree._Element, depth: int) -> bool:
+        """False when ``e`` may select any entry."""
+        kids = elements(e)
+        if not kids:
+            return False                    # a selection node: everything below it
+        if depth == last:
+            key = _content(e, "binding-ipv6info")
+            if key is not None:
+                try:
+                    b4s.add(str(ipaddress.IPv6Address(key)))
+                except ValueError:
+                    return False            # a prefix key: looked for the whole way
+                return True
+            ip = _content(e, "binding-ipv4-addr")
+            if ip is None:
+                return False
+            psid = None
+            for ps in _kids(e, "port-set"):
+                v = _content(ps, "psid")
+                if v is not None and v.isdigit():
+                    psid = int(v)
+            try:
+                ipv4s.add((str(ipaddress.IPv4Address(ip)), psid))
+            except ValueError:
+                return False
+            return True
+        if all(_is_content_match(c) for c in kids):
+            return False                    # only content-match nodes: the whole subtree
+        return all(walk(c, depth + 1) for c in kids if _ours(c, ENTRY_PATH[depth + 1]))
+
+    for top in elements(flt):
+        if _ours(top, ENTRY_PATH[0]) and not walk(top, 0):
+            return None
+    return b4s, ipv4s
+
+
+def edited_entry_keys(config: etree._Element, default: str) -> set[str] | None:
+    """The B4 keys of the binding entries an ``<edit-config>`` names, or None when it
+    may touch anything else (an operation above the entries, a replace, another
+    node, a key that is a prefix or missing)."""
+    if default == "replace":
+        return None
+    keys: set[str] = set()
+    last = len(ENTRY_PATH) - 1
+
+    def walk(e: etree._Element, depth: int) -> bool:
+        if NC_OPERATION in e.attrib:
+            return False
+        for c in elements(e):
+            if ns_of(c.tag) == BR_NS and local(c.tag) == ENTRY_PATH[depth + 1]:
+                if depth + 1 == last:
+                    k = _content(c, "binding-ipv6info")
+                    if k is None or "/" in k:
+                        return False
+                    try:
+                        keys.add(str(ipaddress.IPv6Address(k)))
+                    except ValueError:
+                        return False
+                elif not walk(c, depth + 1):
+                    return False
+            elif not (depth + 1 == 3 and ns_of(c.tag) == BR_NS and local(c.tag) == "name"
+                      and NC_OPERATION not in c.attrib):
+                return False                # anything but the bind-instance's name
+        return True
+
+    tops = elements(config)
+    if not tops or not all(ns_of(t.tag) == BR_NS and local(t.tag) == ENTRY_PATH[0] and walk(t, 0) for t in tops):
+        return None
+    return keys
+
+
+def _entries_config(cfg: Config, entries: list[list]) -> etree._Element:
+    """A ``<config>`` merging these softwires (``softwires`` replies) as binding entries."""
+    from lwaftr.config.ietf import DEFAULT_NAME
+    import numpy as np
+    from lwaftr.config.ietf import offset_of_reserved
+    k = np.array([e[2] for e in entries], np.int64)
+    r = np.array([e[3] for e in entries], np.int64)
+    off = offset_of_reserved(k, r).tolist()
+    root = etree.Element(qn(NC, "config"), nsmap={None: NC})
+    top = etree.SubElement(root, qn(BR_NS, "br-instances"), nsmap={None: BR_NS})
+    bi = etree.SubElement(etree.SubElement(top, qn(BR_NS, "binding")), qn(BR_NS, "bind-instance"))
+    etree.SubElement(bi, qn(BR_NS, "name")).text = cfg.name if cfg.name is not None else DEFAULT_NAME
+    bt = etree.SubElement(bi, qn(BR_NS, "binding-table"))
+    for (ip, psid, plen, _, b4, br), a in zip(entries, off):
+        if a < 0:
+            raise RpcError("operation-failed", f"softwire {ip} psid {psid}: its port set has no RFC 8676 "
+                           f"psid-offset")
+        be = etree.SubElement(bt, qn(BR_NS, "binding-entry"))
+        etree.SubElement(be, qn(BR_NS, "binding-ipv6info")).text = b4
+        etree.SubElement(be, qn(BR_NS, "binding-ipv4-addr")).text = ip
+        ps = etree.SubElement(be, qn(BR_NS, "port-set"))
+        if a:
+            etree.SubElement(ps, qn(BR_NS, "psid-offset")).text = str(a)
+        etree.SubElement(ps, qn(BR_NS, "psid-len")).text = str(plen)
+        etree.SubElement(ps, qn(BR_NS, "psid")).text = str(psid)
+        etree.SubElement(be, qn(BR_NS, "br-ipv6-addr")).text = br
+    return root
+
+
+def _without_entries(tree: etree._Element) -> bytes:
+    """``tree`` written without its binding entries (to tell whether anything else changed)."""
+    t = copy.deepcopy(tree)
+    for e in list(t.iter(qn(BR_NS, "binding-entry"))):
+        e.getparent().remove(e)
+    for e in list(t.iter(qn(BR_NS, "binding-table"))):
+        if not len(e):
+            e.getparent().remove(e)
+    return etree.tostring(t, method="c14n")
+
+
 # --- sessions and operations ----------------------------------------------------------------------
 
 @dataclass(eq=False)
@@ -279,6 +444,7 @@ class NetconfServer:
         self._ids = threading.Lock()
         self.loop: asyncio.AbstractEventLoop | None = None
         self._cache: tuple[str, Config, etree._Element] | None = None   # the running text, parsed
+        self._rest: tuple[int, Config, etree._Element, int] | None = None   # (generation, config, tree, count)
 
     def capabilities(self) -> list[str]:
         caps = [BASE_10, BASE_11, WRITABLE_RUNNING, CANDIDATE, VALIDATE_10, VALIDATE, ROLLBACK_ON_ERROR]
@@ -436,6 +602,76 @@ class NetconfServer:
         _, cfg, tree = self._cache
         return cfg, copy.deepcopy(tree) if copy_ else tree
 
+    # -- targeted reads and edits: what they touch, not the whole table --------------------------
+    def _rest_of_running(self) -> tuple[Config, etree._Element, int]:
+        """The running configuration without its softwires, its tree (never changed in
+        place), and how many softwires it has; fetched again only when it changed."""
+        gen = self._rest[0] if self._rest is not None else None
+        text, gen, count = self.instance.rest(gen)
+        if text is not None or self._rest is None:
+            if text is None:
+                text, gen, count = self.instance.rest(None)
+            cfg = self.instance.parse(text)
+            self._rest = (gen, cfg, self._tree_of(cfg), count)
+        _, cfg, tree, _ = self._rest
+        return cfg, tree, count
+
+    def _with_entries(self, tree: etree._Element, cfg: Config, entries: list[list]) -> etree._Element:
+        """A copy of ``tree`` with these softwires as binding-entry items."""
+        out = copy.deepcopy(tree)
+        if entries:
+            self.schema.edit(out, _entries_config(cfg, entries), "merge")
+        return out
+
+    def _selected(self, flt: etree._Element | None) -> tuple[Config, etree._Element, int] | None:
+        """The running tree with the softwires a filter can select (by key or IPv4
+        address), or None when it may select any (the whole table is needed)."""
+        sel = entry_selection(flt)
+        if sel is None:
+            return None
+        cfg, tree, count = self._rest_of_running()
+        b4s, ipv4s = sel
+        entries: list[list] = []
+        if b4s:
+            entries += self.instance.softwires(b4=sorted(b4s))
+        for ip, psid in sorted(ipv4s, key=str):
+            entries += self.instance.softwires(ipv4=[ip], **({} if psid is None else {"psid": psid}))
+        seen, unique = set(), []
+        for e in entries:
+            if e[4] not in seen:
+                seen.add(e[4])
+                unique.append(e)
+        return cfg, self._with_entries(tree, cfg, unique), count
+
+    def _targeted_edit(self, s: Session, config: etree._Element, default: str, test: str) -> bool:
+        """An edit of binding entries only, by key: applied with the entries it names
+        fetched from the instance, validated (libyang and the loader on them, the
+        table's own rules in the instance) and sent as softwire changes.  False when
+        the edit may touch anything else (the caller does it the whole way)."""
+        keys = edited_entry_keys(config, default)
+        if keys is None:
+            return False
+        cfg, tree, _ = self._rest_of_running()
+        entries = self.instance.softwires(b4=sorted(keys)) if keys else []
+        if len({e[4] for e in entries}) != len(entries):
+            return False                        # one B4 with several softwires: not RFC 8676 data
+        before = self._with_entries(tree, cfg, entries)
+        after = copy.deepcopy(before)
+        self.schema.edit(after, config, default)
+        if _without_entries(after) != _without_entries(before):
+            return False
+        new = self.schema.config_of(after)
+        if test == "test-only":
+            return True
+        self._check_lock(s, RUNNING)
+        old = self.schema.config_of(before)
+        removes, sets, adds = softwire_changes(old.bindings, new.bindings)
+        if removes or sets or adds:
+            self.instance._softwires(removes, sets, adds)
+        log.info("session %d (%s) edit-config on running: %d softwires added, %d removed, %d changed", s.id,
+                 s.username, len(adds), len(removes), len(sets))
+        return True
+
     def _read(self, ds: str, copy_: bool = True) -> etree._Element:
         if ds == CANDIDATE_DS and self.candidate is not None:
             return copy.deepcopy(self.candidate) if copy_ else self.candidate
@@ -464,14 +700,24 @@ class NetconfServer:
     def _op_get_config(self, s: Session, op: etree._Element) -> etree._Element:
         p = self._params(op, {"source", "filter"})
         ds, _ = self._datastore(p, "source", (RUNNING, CANDIDATE_DS))
-        return self.schema.filter(self._read(ds, copy_=False), self._filter(p))
+        flt = self._filter(p)
+        if ds == RUNNING or self.candidate is None:
+            part = self._selected(flt)
+            if part is not None:
+                return self.schema.filter(part[1], flt)
+        return self.schema.filter(self._read(ds, copy_=False), flt)
 
     def _op_get(self, s: Session, op: etree._Element) -> etree._Element:
         p = self._params(op, {"filter"})
         flt = self._filter(p)
-        cfg, data = self._running()
+        part = self._selected(flt)
+        if part is not None:
+            _, data, count = part
+        else:
+            cfg, data = self._running()
+            count = len(cfg.bindings)
         counters, started = self.instance.counters()
-        self.schema.add_state(data, counters, started, len(cfg.bindings))
+        self.schema.add_state(data, counters, started, count)
         return self.schema.filter(data, flt)
 
     def _op_edit_config(self, s: Session, op: etree._Element) -> None:
@@ -489,6 +735,8 @@ class NetconfServer:
             raise RpcError("missing-element", "<config> is required", type="protocol",
                            info=[("bad-element", "config")])
         self._check_lock(s, ds)
+        if ds == RUNNING and self._targeted_edit(s, p["config"], default, test):
+            return None
         if ds == RUNNING:
             old, tree = self._running()
             self.schema.edit(tree, p["config"], default)

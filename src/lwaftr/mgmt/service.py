@@ -467,7 +467,8 @@ class ConfigService:
 
     def _op_get_config(self, req: dict) -> Result:
         if req.get("if_generation") == self.generation:
-            return Result({"ok": True, "unchanged": True, "generation": self.generation})
+            return Result({"ok": True, "unchanged": True, "generation": self.generation,
+                           "softwires": self.table.count})
         return Result({"ok": True, "text": self.text(bool(req.get("bindings", True))),
                        "generation": self.generation, "softwires": self.table.count})
 
