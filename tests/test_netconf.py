@@ -225,9 +225,31 @@ def test_reads_and_edits_by_key_touch_only_their_entries():
     e = error(edit(srv, s, bi(f"<binding-table>{entry('2001:db8:9::2', '192.0.2.1', 3, 6)}</binding-table>")))
     assert e["error-tag"] == "operation-failed" and "port-set layout" in e["error-message"]
     assert not whole_table_fetched(inst, n) and inst.service.table.count == 3
-    # a filter selecting every entry, or an edit above the entries, still works the whole way
-    assert len(config_of(srv, s).xpath("//br:binding-entry", namespaces=NS)) == 3
-    assert whole_table_fetched(inst, n)
+    # the whole configuration: written page by page from the instance (the same as the old way)
+    import lwaftr.mgmt.netconf as ncmod
+    ncmod.PAGE, page = 2, ncmod.PAGE
+    try:
+        streamed = srv.handle_stream(s, f'<rpc message-id="9" xmlns="{NC}"><get-config><source><running/>'
+                                        f'</source></get-config></rpc>'.encode())
+        pieces = list(streamed)
+    finally:
+        ncmod.PAGE = page
+    assert len(pieces) == 4 and not whole_table_fetched(inst, n)        # head, two pages, tail
+    assert [r.get("from") for r in inst.requests if r["op"] == "softwires" and "from" in r][-2:] != [None, None]
+    data = etree.fromstring(b"".join(pieces)).find("nc:data", NS)
+    want = srv.schema.filter(srv._running()[1], None)
+    def entries_of(d):                  # (the list is ordered by the system: table order here)
+        return sorted(etree.tostring(e, method="c14n") for e in d.xpath("//br:binding-entry", namespaces=NS))
+    assert len(entries_of(data)) == 3 and entries_of(data) == entries_of(want)
+    assert ncmod._without_entries(data) == ncmod._without_entries(want)
+    data = ok(rpc(srv, s, "<get/>")).find("nc:data", NS)
+    assert text_at(data, "//br:traffic-stat/br:active-softwire-num") == ["3"]
+    assert len(data.xpath("//br:binding-entry", namespaces=NS)) == 3
+    # a filter selecting every entry's key works the whole way
+    data = config_of(srv, s, f'<br-instances xmlns="{BR_NS}"><binding><bind-instance><binding-table><binding-entry>'
+                             f'<binding-ipv6info/></binding-entry></binding-table></bind-instance></binding>'
+                             f'</br-instances>')
+    assert len(data.xpath("//br:binding-ipv6info", namespaces=NS)) == 3 and whole_table_fetched(inst, n)
 
 
 def test_edit_operations_and_all_or_nothing():

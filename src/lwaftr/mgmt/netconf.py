@@ -51,7 +51,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from lxml import etree
 
@@ -59,7 +59,7 @@ from lwaftr.config.errors import ConfigError
 from lwaftr.config.model import Bindings, Config
 from lwaftr.mgmt.netconf_auth import UsersFile, asyncssh_module
 from lwaftr.mgmt.netconf_data import BR_NS, EXT_NS, NC_OPERATION, Schema
-from lwaftr.mgmt.netconf_proto import (BASE_10, BASE_11, CANDIDATE, NC, ROLLBACK_ON_ERROR, VALIDATE,
+from lwaftr.mgmt.netconf_proto import (BASE_10, BASE_11, CANDIDATE, EOM, NC, ROLLBACK_ON_ERROR, VALIDATE,
                                        VALIDATE_10, WRITABLE_RUNNING, Framer, FramingError, MalformedMessage,
                                        RpcError, elements, error_reply, frame, hello, local, ns_of,
                                        parse_hello, parse_xml, qn, reply)
@@ -71,6 +71,8 @@ SOFTWIRES = "/softwire-config/binding-table/softwire"
 #: more softwire changes than this in one edit go as one load-config request
 BULK_CHANGES = 1000
 HELLO_TIMEOUT = 60.0
+#: A streamed reply waits while more than this is queued for the client.
+WRITE_HIGH = 4 << 20
 CONTROL_TIMEOUT = 120.0
 RUNNING, CANDIDATE_DS = "running", "candidate"
 
@@ -129,6 +131,17 @@ class Instance:
         if not r.get("ok"):
             raise RpcError("operation-failed", f"the instance refused a softwire lookup: {r.get('error')}")
         return r["entries"]
+
+    def pages(self) -> Iterator[list[list]]:
+        """Every softwire, a page at a time, in table order."""
+        row: int | None = 0
+        while row is not None:
+            r = self.request({"op": "softwires", "from": row, "max": PAGE})
+            if not r.get("ok"):
+                raise RpcError("operation-failed", f"the instance refused to list its softwires: {r.get('error')}")
+            row = r.get("next")
+            if r["entries"]:
+                yield r["entries"]
 
     @staticmethod
     def parse(text: str) -> Config:
@@ -397,6 +410,37 @@ def _entries_config(cfg: Config, entries: list[list]) -> etree._Element:
     return root
 
 
+#: Softwires asked of the instance at a time when the whole table is written (a page
+#: costs the instance ~10 ms between two batches).
+PAGE = 2000
+ENTRIES_MARK = "lwaftr:entries"
+
+
+@dataclass
+class Streamed:
+    """A reply written piece by piece: ``data`` holds a comment where the binding
+    entries go, and ``entries`` yields them as XML text, a page at a time."""
+    data: etree._Element
+    entries: Iterator[bytes]
+
+
+def _entries_text(entries: list[list]) -> bytes:
+    import numpy as np
+    from lwaftr.config.ietf import offset_of_reserved
+    off = offset_of_reserved(np.array([e[2] for e in entries], np.int64),
+                             np.array([e[3] for e in entries], np.int64)).tolist()
+    out = []
+    for (ip, psid, plen, _, b4, br), a in zip(entries, off):
+        if a < 0:
+            raise RpcError("operation-failed", f"softwire {ip} psid {psid}: its port set has no RFC 8676 "
+                           f"psid-offset")
+        out.append(f"<binding-entry><binding-ipv6info>{b4}</binding-ipv6info><binding-ipv4-addr>{ip}"
+                   f"</binding-ipv4-addr><port-set>{f'<psid-offset>{a}</psid-offset>' if a else ''}"
+                   f"<psid-len>{plen}</psid-len><psid>{psid}</psid></port-set><br-ipv6-addr>{br}"
+                   f"</br-ipv6-addr></binding-entry>")
+    return "".join(out).encode()
+
+
 def _without_entries(tree: etree._Element) -> bytes:
     """``tree`` written without its binding entries (to tell whether anything else changed)."""
     t = copy.deepcopy(tree)
@@ -421,6 +465,13 @@ class Session:
     closing: bool = False           # close once the reply is sent
     close: Callable[[], None] = lambda: None     # ends the transport (from the event loop)
     started: float = field(default_factory=time.time)
+
+
+def _pieces(text: bytes, entries: Iterator[bytes]) -> Iterator[bytes]:
+    head, tail = text.split(f"<!--{ENTRIES_MARK}-->".encode(), 1)
+    yield head
+    yield from entries
+    yield tail
 
 
 def _data_wrapper() -> etree._Element:
@@ -488,7 +539,13 @@ class NetconfServer:
 
     # -- messages --------------------------------------------------------------------------------
     def handle(self, s: Session, msg: bytes) -> bytes | None:
-        """The reply to one message of session ``s`` (None if the session is gone)."""
+        """The reply to one message of session ``s`` (None if the session is gone), whole."""
+        out = self.handle_stream(s, msg)
+        return out if out is None or isinstance(out, bytes) else b"".join(out)
+
+    def handle_stream(self, s: Session, msg: bytes) -> bytes | Iterator[bytes] | None:
+        """The reply to one message of session ``s``: bytes, or pieces for a big one
+        (an error while they are written ends the session: the reply cannot be taken back)."""
         if not s.alive:
             return None
         try:
@@ -519,6 +576,8 @@ class NetconfServer:
         except Exception as e:          # never let a request end the server
             log.exception("session %d: %s failed", s.id, local(ops[0].tag))
             return error_reply(attrs, [RpcError("operation-failed", f"internal error: {e}")])
+        if isinstance(body, Streamed):
+            return _pieces(reply(attrs, body.data), body.entries)
         return reply(attrs, body)
 
     def _malformed(self, s: Session, message: str) -> RpcError:
@@ -643,6 +702,18 @@ class NetconfServer:
                 unique.append(e)
         return cfg, self._with_entries(tree, cfg, unique), count
 
+    def _streamed(self, state: bool) -> Streamed:
+        """The whole running configuration (and state), its softwires written as
+        they are read from the instance: never the whole table in memory."""
+        cfg, tree, count = self._rest_of_running()
+        data = self._with_entries(tree, cfg, [["0.0.0.0", 0, 0, 0, "::", "::"]])
+        mark = next(data.iter(qn(BR_NS, "binding-entry")))
+        mark.getparent().replace(mark, etree.Comment(ENTRIES_MARK))
+        if state:
+            counters, started = self.instance.counters()
+            self.schema.add_state(data, counters, started, count)
+        return Streamed(data, (_entries_text(page) for page in self.instance.pages()))
+
     def _targeted_edit(self, s: Session, config: etree._Element, default: str, test: str) -> bool:
         """An edit of binding entries only, by key: applied with the entries it names
         fetched from the instance, validated (libyang and the loader on them, the
@@ -701,6 +772,8 @@ class NetconfServer:
         p = self._params(op, {"source", "filter"})
         ds, _ = self._datastore(p, "source", (RUNNING, CANDIDATE_DS))
         flt = self._filter(p)
+        if (ds == RUNNING or self.candidate is None) and flt is None:
+            return self._streamed(state=False)
         if ds == RUNNING or self.candidate is None:
             part = self._selected(flt)
             if part is not None:
@@ -710,6 +783,8 @@ class NetconfServer:
     def _op_get(self, s: Session, op: etree._Element) -> etree._Element:
         p = self._params(op, {"filter"})
         flt = self._filter(p)
+        if flt is None:
+            return self._streamed(state=True)
         part = self._selected(flt)
         if part is not None:
             _, data, count = part
@@ -946,6 +1021,27 @@ def _ssh_classes():
                 self.chan.close()
             self.queue.put_nowait(None)
 
+        async def _stream(self, pieces: Iterator[bytes]) -> bool:
+            """Write a reply piece by piece, as fast as the client reads it (False: the
+            session must end)."""
+            loop = asyncio.get_running_loop()
+            chunked = self.session.chunked
+            while True:
+                try:
+                    piece = await loop.run_in_executor(self.nc.executor, next, pieces, None)
+                except Exception as e:          # noqa: BLE001 (half a reply is out: end the session)
+                    log.error("session %d: reply cut short: %s", self.session.id, e)
+                    return False
+                if piece is None or self.closed:
+                    break
+                if piece:
+                    self.chan.write(b"\n#%d\n" % len(piece) + piece if chunked else piece)
+                while not self.closed and self.chan.get_write_buffer_size() > WRITE_HIGH:
+                    await asyncio.sleep(0.005)
+            if not self.closed:
+                self.chan.write(b"\n##\n" if chunked else EOM)
+            return not self.closed
+
         async def _run(self) -> None:
             loop = asyncio.get_running_loop()
             s = self.session
@@ -956,9 +1052,11 @@ def _ssh_classes():
                         break
                     if self.queue.qsize() < 4 and self.chan is not None:
                         self.chan.resume_reading()
-                    out = await loop.run_in_executor(self.nc.executor, self.nc.server.handle, s, msg)
-                    if out is not None:
+                    out = await loop.run_in_executor(self.nc.executor, self.nc.server.handle_stream, s, msg)
+                    if isinstance(out, bytes):
                         self._write(out)
+                    elif out is not None and not await self._stream(out):
+                        break
                     if s.closing:
                         break
             finally:

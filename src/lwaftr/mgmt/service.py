@@ -145,51 +145,6 @@ def _entry_text(sw: Softwire) -> str:
             f"br-address {ipaddress.IPv6Address(sw.br)};\nport-set {{ {ps} }}\n")
 
 
-class B4Index:
-    """Softwires by B4 address: a sorted snapshot of the table plus what changed since.
-
-    Built on the first lookup (about 24 bytes a softwire); entries changed
-    afterwards are remembered aside, and every hit is checked against the
-    table, so a lookup is always current."""
-
-    REBUILD = 100_000       # changes remembered aside before the snapshot is rebuilt
-
-    def __init__(self) -> None:
-        self.b4: np.ndarray | None = None       # uint64[n, 2] (hi, lo), sorted
-        self.key: np.ndarray | None = None      # uint64[n]: ipv4 << 16 | psid
-        self.since: dict[bytes, set[tuple[int, int]]] = {}
-
-    def changed(self, sws: list[Softwire]) -> None:
-        if self.b4 is None:
-            return
-        for sw in sws:
-            self.since.setdefault(sw.b4, set()).add((sw.ipv4, sw.psid))
-        if len(self.since) > self.REBUILD:
-            self.b4 = self.key = None
-
-    def _build(self, table: BindingTable) -> None:
-        sw = table.sw_tab
-        rows = sw[sw[:, 0] != 0]
-        order = np.lexsort((rows[:, 2], rows[:, 1]))
-        self.b4 = np.ascontiguousarray(rows[order][:, 1:3])
-        self.key = (rows[order][:, 0] & ~SW_OCCUPIED)
-        self.since = {}
-
-    def find(self, editor: TableEditor, b4: bytes) -> list[Softwire]:
-        if self.b4 is None:
-            self._build(editor.table)
-        hi, lo = int.from_bytes(b4[:8], "big"), int.from_bytes(b4[8:], "big")
-        cands = set(self.since.get(b4, ()))
-        i = int(np.searchsorted(self.b4[:, 0], np.uint64(hi), "left"))
-        j = int(np.searchsorted(self.b4[:, 0], np.uint64(hi), "right"))
-        if j > i:
-            k0 = i + int(np.searchsorted(self.b4[i:j, 1], np.uint64(lo), "left"))
-            k1 = i + int(np.searchsorted(self.b4[i:j, 1], np.uint64(lo), "right"))
-            cands.update((int(k) >> 16, int(k) & 0xFFFF) for k in self.key[k0:k1])
-        out = [sw for ip, p in sorted(cands) if (sw := editor.get(ip, p)) is not None and sw.b4 == b4]
-        return out
-
-
 def entry_of(sw: Softwire) -> list:
     """A softwire as the ``softwires`` request answers it."""
     return [str(ipaddress.IPv4Address(sw.ipv4)), sw.psid, sw.psid_length, sw.reserved_ports_bit_count,
@@ -207,7 +162,6 @@ class ConfigService:
         self._depth = 0
         self._touched: dict[tuple[int, int], Softwire | None] = {}    # key -> value before the request
         self.generation = 0             # counts changes: a reader holding generation G has seen them all
-        self.by_b4 = B4Index()
 
     @property
     def table(self) -> BindingTable:
@@ -220,7 +174,6 @@ class ConfigService:
         self.generation += 1
         if table is not self.editor.table:
             self.editor = TableEditor(table)
-            self.by_b4 = B4Index()
 
     # -- requests --------------------------------------------------------------------------
     def handle(self, req: dict[str, Any]) -> Result:
@@ -245,7 +198,6 @@ class ConfigService:
                 self._record(req, r)
             if r.table_changed or r.config is not None:
                 self.generation += 1
-                self.by_b4.changed([sw for k in self._touched if (sw := self.editor.get(*k)) is not None])
         return r
 
     def _record(self, req: dict[str, Any], r: Result) -> None:
@@ -477,7 +429,7 @@ class ConfigService:
         out: list[Softwire] = []
         if "b4" in req:
             for a in req["b4"]:
-                out += self.by_b4.find(self.editor, ipaddress.IPv6Address(a).packed)
+                out += self.editor.of_b4(ipaddress.IPv6Address(a).packed)
         elif "ipv4" in req:
             psid = req.get("psid")
             for a in req["ipv4"]:
@@ -492,26 +444,24 @@ class ConfigService:
 
     def _page(self, start: int, limit: int) -> Result:
         """Up to ``limit`` softwires from row ``start`` of the table, in table order."""
+        import socket
+        from lwaftr.bindingtable.edit import port_sets
         t = self.table
         sw = t.sw_tab
         rows = np.flatnonzero(sw[start:, 0] != 0)[:limit] + start
         nxt = int(rows[-1]) + 1 if len(rows) == limit and int(rows[-1]) + 1 < sw.shape[0] else None
         r = sw[rows]
         key = r[:, 0] & ~SW_OCCUPIED
-        ipv4 = (key >> np.uint64(16)).tolist()
-        psid = (key & np.uint64(0xFFFF)).tolist()
-        from lwaftr.bindingtable.table import addr_params
-        brs = [str(ipaddress.IPv6Address(t.br_tab[i].tobytes())) for i in range(t.br_tab.shape[0])]
+        ip = key >> np.uint64(16)
+        plen, shift = port_sets(t.addr_tab, ip)
+        raw4 = ip.astype(">u4").tobytes()
         b4 = r[:, 1:3].astype(">u8").tobytes()
-        entries, params = [], {}
-        for i, (ip, p, br) in enumerate(zip(ipv4, psid, r[:, 3].tolist())):
-            if ip not in params:
-                params[ip] = addr_params(t.addr_tab, np.uint32(ip))
-            plen, shift = params[ip]
-            entries.append([str(ipaddress.IPv4Address(ip)), p, int(plen), int(16 - plen - shift),
-                            str(ipaddress.IPv6Address(b4[16 * i:16 * i + 16])), brs[br]])
+        ntop, v4, v6 = socket.inet_ntop, socket.AF_INET, socket.AF_INET6
+        brs = [ntop(v6, t.br_tab[i].tobytes()) for i in range(t.br_tab.shape[0])]
+        entries = [[ntop(v4, raw4[4 * i:4 * i + 4]), p, k, 16 - k - h, ntop(v6, b4[16 * i:16 * i + 16]), brs[br]]
+                   for i, (p, k, h, br) in enumerate(zip((key & np.uint64(0xFFFF)).tolist(), plen.tolist(),
+                                                         shift.tolist(), r[:, 3].tolist()))]
         return Result({"ok": True, "entries": entries, "next": nxt, "generation": self.generation})
-
     def _op_load_config(self, req: dict) -> Result:
         cfg = loads_snabb(req["text"], "<load-config>")
         if (cfg.instances, cfg.control_plane) != (self.config.instances, self.config.control_plane):
