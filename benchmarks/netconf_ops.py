@@ -117,6 +117,7 @@ def main() -> int:
     ap.add_argument("--ops", type=int, default=1000)
     ap.add_argument("--big", action="store_true")
     ap.add_argument("--full", action="store_true", help="also one full get-config of the table")
+    ap.add_argument("--window", type=int, default=32, help="requests in flight for the pipelined run")
     ap.add_argument("--tick", type=float, default=0.001, help="ncclient's polling interval (its default: 0.1 s)")
     ap.add_argument("--changes", type=int, default=5000, help="durable changes through the control socket")
     args = ap.parse_args()
@@ -195,18 +196,28 @@ def main() -> int:
                   f"{max(xs) * 1e3:8.1f}")
         print(f"\nNETCONF server resident: {rss_mib(nc.pid):.0f} MiB (peak {rss_mib(nc.pid, 'VmHWM'):.0f} MiB)")
         print(f"lwaftr run resident: {rss_run0:.0f} MiB before the edits, {rss_mib(run.pid):.0f} MiB after")
-        # Durable changes through the control socket: each acknowledged after fsync.
-        c = Client(sock)
-        t = time.perf_counter()
-        for i in range(args.changes):
-            r = c({"op": "add", "path": "/softwire-config/binding-table/softwire",
-                   "value": f"{{ ipv4 198.19.{i >> 8 & 255}.{i & 255}; psid 0; b4-ipv6 2001:db8:78::{i:x}; "
-                            f"br-address {BR}; port-set {{ psid-length 6; }} }}"})
-            assert r["ok"], r
-        dt = time.perf_counter() - t
-        c.close()
-        print(f"durable changes through the control socket: {args.changes / dt:.0f} per second "
-              f"({args.changes} adds, one connection, each fsynced before its reply)")
+        # Durable changes through the control socket: each acknowledged after fsync; one at a
+        # time, then WINDOW requests in flight (those read together share one fsync).
+        for window in (1, args.window):
+            c = Client(sock)
+            t = time.perf_counter()
+            sent = done = 0
+            base = 0 if window == 1 else args.changes
+            while done < args.changes:
+                while sent < args.changes and sent - done < window:
+                    i = base + sent
+                    c.send({"op": "add", "path": "/softwire-config/binding-table/softwire",
+                            "value": f"{{ ipv4 198.19.{i >> 8 & 255}.{i & 255}; psid {i >> 16}; "
+                                     f"b4-ipv6 2001:db8:78::{i:x}; br-address {BR}; "
+                                     f"port-set {{ psid-length 6; }} }}"})
+                    sent += 1
+                r = c.receive()
+                assert r["ok"], r
+                done += 1
+            dt = time.perf_counter() - t
+            c.close()
+            print(f"durable changes through the control socket, {window} in flight: {args.changes / dt:.0f} per "
+                  f"second ({args.changes} adds; acknowledged once fsynced)", flush=True)
         print(f"lwaftr run resident after them: {rss_mib(run.pid):.0f} MiB; journal "
               f"{(Path(str(conf) + '.journal')).stat().st_size / 1e6:.1f} MB")
         if args.full:

@@ -159,3 +159,34 @@ def test_a_record_that_does_not_replay_is_a_clear_error(tmp_path):
     j.close()
     with pytest.raises(ConfigError, match=r"lw\.conf\.journal.*record 1"):
         load_persisted(conf)
+
+
+def test_group_commit_and_a_failed_fsync(tmp_path, monkeypatch):
+    """Records written together are made durable by one fsync; if it fails, they
+    are cut off (the owner takes the changes back) and the journal goes on."""
+    p = tmp_path / "j"
+    j = journal.Journal(p)
+    j.append({"sw": [[1, 0, None]]})
+    calls = []
+    real = journal.os.fsync
+    monkeypatch.setattr(journal.os, "fsync", lambda fd: calls.append(fd) or real(fd))
+    for i in range(2, 5):
+        j.append({"sw": [[i, 0, None]]}, sync=False)
+    assert calls == [] and j.synced[1] == 1
+    j.sync()
+    assert len(calls) == 1 and j.synced[1] == 4
+    j.sync()
+    assert len(calls) == 1                                  # nothing new: no fsync
+
+    def broken(fd):
+        raise OSError(5, "Input/output error")
+    monkeypatch.setattr(journal.os, "fsync", broken)
+    j.append({"sw": [[5, 0, None]]}, sync=False)
+    j.append({"sw": [[6, 0, None]]}, sync=False)
+    with pytest.raises(OSError):
+        j.sync()
+    assert j.seq == 4 and [r["seq"] for r in journal.read(p)[1]] == [1, 2, 3, 4]
+    monkeypatch.setattr(journal.os, "fsync", real)
+    assert j.append({"sw": [[7, 0, None]]}) == 5
+    assert [r["sw"][0][0] for r in journal.read(p)[1]] == [1, 2, 3, 4, 7]
+    j.close()

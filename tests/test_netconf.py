@@ -27,7 +27,7 @@ from lwaftr.examples import example_config
 from lwaftr.mgmt.netconf import Instance, NetconfServer, softwire_changes
 from lwaftr.mgmt.netconf_auth import UsersFile, hash_password, parse_users, verify_password
 from lwaftr.mgmt.netconf_data import BR_NS, EXT_NS, STATE_NS, Schema
-from lwaftr.mgmt.netconf_proto import BASE_10, BASE_11, NC, Framer, FramingError, frame
+from lwaftr.mgmt.netconf_proto import BASE_10, BASE_11, NC, NCM, NCWD, Framer, FramingError, frame
 from lwaftr.mgmt.service import ConfigService
 
 NCNS = NC
@@ -330,6 +330,67 @@ def test_edit_operations_and_all_or_nothing():
     # the table's version is kept by the instance and shown again
     ok(edit(srv, s, bi("<binding-table-versioning><version>42</version></binding-table-versioning>")))
     assert text_at(config_of(srv, s), BIP + "/br:binding-table-versioning/br:version") == ["42"]
+
+
+def test_confirmed_commit_rolls_back_unless_confirmed():
+    srv, inst = server()
+    a, b = session(srv), session(srv)
+    # confirmed, then not confirmed in time: rolled back
+    ok(edit(srv, a, bi(mtu(1300)), target="candidate"))
+    ok(rpc(srv, a, "<commit><confirmed/><confirm-timeout>5</confirm-timeout></commit>"))
+    assert inst.service.config.external.mtu == 1300
+    srv.tick(time.monotonic() + 1)
+    assert inst.service.config.external.mtu == 1300
+    assert error(rpc(srv, b, "<commit/>"))["error-tag"] == "in-use"      # another session cannot confirm it
+    srv.tick(time.monotonic() + 6)
+    assert inst.service.config.external.mtu == 1460 and srv.pending is None
+    # confirmed, then confirmed by a plain commit: kept
+    ok(edit(srv, a, bi(mtu(1310)), target="candidate"))
+    ok(rpc(srv, a, "<commit><confirmed/></commit>"))
+    ok(rpc(srv, a, "<commit/>"))
+    srv.tick(time.monotonic() + 10_000)
+    assert inst.service.config.external.mtu == 1310
+    # the session ends before confirming: rolled back
+    c = session(srv)
+    ok(edit(srv, c, bi(mtu(1320)), target="candidate"))
+    ok(rpc(srv, c, "<commit><confirmed/></commit>"))
+    srv.end_session(c)
+    assert inst.service.config.external.mtu == 1310
+    # persist: any session confirms or cancels with the persist-id; softwires roll back too
+    ok(edit(srv, a, bi(f"<binding-table>{entry('2001:db8:9::1', '203.0.113.9', 0, 0)}</binding-table>"),
+            target="candidate"))
+    ok(rpc(srv, a, "<commit><confirmed/><persist>tok</persist></commit>"))
+    assert inst.service.table.count == 4
+    srv.end_session(a)
+    assert inst.service.table.count == 4
+    assert error(rpc(srv, b, "<cancel-commit><persist-id>nope</persist-id></cancel-commit>"))["error-tag"] == \
+        "invalid-value"
+    ok(rpc(srv, b, "<cancel-commit><persist-id>tok</persist-id></cancel-commit>"))
+    assert inst.service.table.count == 3 and srv.pending is None
+    assert error(rpc(srv, b, "<cancel-commit/>"))["error-tag"] == "operation-failed"
+
+
+def test_get_schema_and_with_defaults():
+    srv, inst = server()
+    s = session(srv)
+    caps = srv.capabilities()
+    assert "urn:ietf:params:netconf:capability:confirmed-commit:1.1" in caps
+    assert "urn:ietf:params:netconf:capability:with-defaults:1.0?basic-mode=report-all" in caps
+    assert any(c.startswith(f"{NCM}?module=ietf-netconf-monitoring") for c in caps)
+    r = rpc(srv, s, f'<get-schema xmlns="{NCM}"><identifier>ietf-softwire-br</identifier>'
+                    f'<version>2019-11-16</version><format>yang</format></get-schema>')
+    text = r.find(f"{{{NCM}}}data").text
+    assert text.lstrip().startswith("module ietf-softwire-br") and "binding-entry" in text
+    r = rpc(srv, s, f'<get-schema xmlns="{NCM}"><identifier>lwaftr-softwire-state</identifier></get-schema>')
+    assert "drop-no-dest-softwire-ipv4-packets" in r.find(f"{{{NCM}}}data").text
+    e = error(rpc(srv, s, f'<get-schema xmlns="{NCM}"><identifier>ietf-interfaces</identifier></get-schema>'))
+    assert e["error-tag"] == "invalid-value"
+    # with-defaults: report-all, the only basic mode (every value is reported)
+    data = ok(rpc(srv, s, f'<get-config><source><running/></source><with-defaults xmlns="{NCWD}">report-all'
+                          f'</with-defaults></get-config>')).find("nc:data", NS)
+    assert text_at(data, "//br:softwire-num-max") == ["4294967295"]
+    e = error(rpc(srv, s, f'<get><with-defaults xmlns="{NCWD}">trim</with-defaults></get>'))
+    assert e["error-tag"] == "invalid-value" and "report-all" in e["error-message"]
 
 
 def test_malformed_messages_and_rpc_errors():

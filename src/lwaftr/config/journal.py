@@ -107,6 +107,7 @@ class Journal:
         self.base = base
         self.seq = last_seq(base, records)
         self.size = good if good else self.path.stat().st_size
+        self.synced = (self.size, self.seq)       # what is known to be on disk
         self.fh = open(self.path, "ab")
 
     def _write_whole(self, base: int, records: list[dict[str, Any]]) -> None:
@@ -118,26 +119,44 @@ class Journal:
         _, records, _ = read(self.path)
         return [r for r in records if r["seq"] > after]
 
-    def append(self, payload: dict[str, Any]) -> int:
-        """Write one record and fsync it; its sequence number.  On OSError the
-        journal is as before (the partial line is cut off)."""
+    def append(self, payload: dict[str, Any], *, sync: bool = True) -> int:
+        """Write one record (and fsync it unless ``sync`` is False: then :meth:`sync`
+        before acknowledging it); its sequence number.  On OSError the journal is
+        as before (the partial line is cut off)."""
         seq = self.seq + 1
         line = _line({"seq": seq, **payload})
         try:
             self.fh.write(line)
             self.fh.flush()
-            os.fsync(self.fh.fileno())
         except OSError:
-            try:
-                self.fh.close()
-                with open(self.path, "r+b") as fh:
-                    fh.truncate(self.size)
-            finally:
-                self.fh = open(self.path, "ab")
+            self._cut(self.size, self.seq)
             raise
         self.seq = seq
         self.size += len(line)
+        if sync:
+            self.sync()
         return seq
+
+    def sync(self) -> None:
+        """Make every record written so far durable (group commit); on OSError, the
+        records since the last sync are cut off and must be taken back."""
+        if self.synced == (self.size, self.seq):
+            return
+        try:
+            os.fsync(self.fh.fileno())
+        except OSError:
+            self._cut(*self.synced)
+            raise
+        self.synced = (self.size, self.seq)
+
+    def _cut(self, size: int, seq: int) -> None:
+        try:
+            self.fh.close()
+            with open(self.path, "r+b") as fh:
+                fh.truncate(size)
+        finally:
+            self.fh = open(self.path, "ab")
+            self.size, self.seq = size, seq
 
     def compacted(self, through: int) -> None:
         """The files now hold every record up to ``through``: keep only the later ones."""
@@ -146,6 +165,7 @@ class Journal:
         self._write_whole(through, keep)
         self.base = through
         self.size = self.path.stat().st_size
+        self.synced = (self.size, self.seq)
         self.fh = open(self.path, "ab")
 
     def close(self) -> None:

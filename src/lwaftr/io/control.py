@@ -22,8 +22,13 @@ MAX_REQUEST = 64 << 20      # a whole configuration with a big binding table fit
 
 
 class ControlServer:
-    def __init__(self, path: Path, handle: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
+    def __init__(self, path: Path, handle: Callable[[dict[str, Any]], dict[str, Any]],
+                 flush: Callable[[], None] | None = None) -> None:
+        """``flush``: called before the replies to the requests read together are sent
+        (the owner makes its changes durable there, all at once, and may turn
+        replies into refusals in place)."""
         self.path = Path(path)
+        self.flush = flush
         try:
             self.path.unlink()
         except FileNotFoundError:
@@ -71,6 +76,7 @@ class ControlServer:
                 self._reply(s, {"ok": False, "error": "request too large"})
                 self._drop(s)
                 continue
+            replies = []
             while b"\n" in buf:
                 line, _, rest = bytes(buf).partition(b"\n")
                 buf[:] = rest
@@ -80,13 +86,16 @@ class ControlServer:
                     if not isinstance(req, dict):
                         raise ValueError("a request is a JSON object")
                 except ValueError as e:
-                    self._reply(s, {"ok": False, "error": f"malformed request: {e}"})
+                    replies.append({"ok": False, "error": f"malformed request: {e}"})
                     continue
                 try:
-                    reply = self.handle(req)
+                    replies.append(self.handle(req))
                 except Exception as e:              # never let a request end the worker
                     log.exception("control request failed")
-                    reply = {"ok": False, "error": f"internal error: {e}"}
+                    replies.append({"ok": False, "error": f"internal error: {e}"})
+            if replies and self.flush is not None:
+                self.flush()                # (a client sending several requests at once: one fsync)
+            for reply in replies:
                 self._reply(s, reply)
         return handled
 

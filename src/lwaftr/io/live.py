@@ -228,7 +228,9 @@ class LiveLoop:
                 self._closers.append(self.journal.close)
                 self.compactor = Compactor(conf_path, self.journal)
                 self._closers.append(self.compactor.stop)
-            self.control = ControlServer(self.state.path / "control.sock", self._control)
+            self._unsynced: list[tuple[dict, dict | None]] = []     # replies of changes not yet fsynced
+            self.control = ControlServer(self.state.path / "control.sock", self._control,
+                                         flush=self._sync if self.journal is not None else None)
             self._closers.append(self.control.close)
             self.ipr = IPRoute()
             self._closers.append(self.ipr.close)
@@ -440,15 +442,32 @@ class LiveLoop:
                 self.seq = req["seq"]
             return dict(r.reply, record=r.record, undo=r.undo)
         try:
-            self.seq = self.journal.append(r.record)
+            self.seq = self.journal.append(r.record, sync=False)
         except OSError as e:
             log.error("cannot write the journal %s: %s; change taken back", self.journal.path, e)
             if r.undo is not None:
                 self._take_back(r.undo)
             return {"ok": False, "error": f"cannot write the journal {self.journal.path}: {e}"}
-        if r.record.get("load") is not None and self.compactor is not None:
-            self.compactor.start()          # a whole new configuration: fold it into the file now
-        return r.reply
+        reply = dict(r.reply)
+        self._unsynced.append((reply, r.undo))
+        return reply
+
+    def _sync(self) -> None:
+        """Before the replies go out: the changes made since the last call on disk, or
+        taken back and their replies turned into refusals."""
+        if not self._unsynced:
+            return
+        batch, self._unsynced = self._unsynced, []
+        try:
+            self.journal.sync()
+        except OSError as e:
+            log.error("cannot write the journal %s: %s; %d changes taken back", self.journal.path, e, len(batch))
+            for reply, undo in reversed(batch):
+                if undo is not None:
+                    self._take_back(undo)
+                reply.clear()
+                reply.update({"ok": False, "error": f"cannot write the journal {self.journal.path}: {e}"})
+            self.seq = self.journal.seq
 
     def _take_back(self, undo: dict) -> None:
         r = self.service.handle({"op": "replay", "records": [undo]})

@@ -89,7 +89,8 @@ class Supervisor:
         self._preparing: subprocess.Popen | None = None     # a reload being compiled
         self.running = True
         self.reload_requested = False
-        self.control = ControlServer(self.top / "control.sock", self._control)
+        self._unsynced: list[tuple[dict, list[Worker], dict[str, dict | None]]] = []   # not yet fsynced
+        self.control = ControlServer(self.top / "control.sock", self._control, flush=self._sync)
 
     # -- workers -----------------------------------------------------------------------------
     def _socket(self, w: Worker) -> Path:
@@ -175,23 +176,41 @@ class Supervisor:
             record = next((r["record"] for r in replies.values() if r.get("record")), None)
             if not bad and record is not None:
                 try:
-                    self.journal.append(record)
-                    if record.get("load") is not None:
-                        self.compactor.start()      # a whole new configuration: into the file now
+                    self.journal.append(record, sync=False)
                 except OSError as e:
                     log.error("cannot write the journal %s: %s; change taken back", self.journal.path, e)
                     bad = {"all": f"cannot write the journal {self.journal.path}: {e}"}
             if bad:
                 self._take_back([w for w in live if replies[w.id].get("ok")], replies)
+            elif record is not None:
+                undo = {w.id: replies[w.id].get("undo") for w in live}
             for r in replies.values():
                 r.pop("record", None)
                 r.pop("undo", None)
         if bad:
             return {"ok": False, "error": "; ".join(f"worker {i}: {e}" for i, e in bad.items())}
         first = replies[live[0].id]
+        if change and record is not None:
+            first = dict(first)
+            self._unsynced.append((first, live, undo))
         if op == "monitor":
             first = dict(first, target=", ".join(r.get("target", "") for r in replies.values()))
         return first
+
+    def _sync(self) -> None:
+        """Before the replies go out: the changes since the last call on disk (one
+        fsync), or taken back on every worker and their replies turned into refusals."""
+        if not self._unsynced:
+            return
+        batch, self._unsynced = self._unsynced, []
+        try:
+            self.journal.sync()
+        except OSError as e:
+            log.error("cannot write the journal %s: %s; %d changes taken back", self.journal.path, e, len(batch))
+            for reply, workers, undo in reversed(batch):
+                self._take_back(workers, {w.id: {"undo": undo[w.id], "record": True} for w in workers})
+                reply.clear()
+                reply.update({"ok": False, "error": f"cannot write the journal {self.journal.path}: {e}"})
 
     def _take_back(self, workers: list[Worker], replies: dict[str, dict]) -> None:
         """Undo a change on ``workers`` (it was refused elsewhere, or not written)."""

@@ -59,7 +59,8 @@ from lwaftr.config.errors import ConfigError
 from lwaftr.config.model import Bindings, Config
 from lwaftr.mgmt.netconf_auth import UsersFile, asyncssh_module
 from lwaftr.mgmt.netconf_data import BR_NS, EXT_NS, NC_OPERATION, Schema
-from lwaftr.mgmt.netconf_proto import (BASE_10, BASE_11, CANDIDATE, EOM, NC, ROLLBACK_ON_ERROR, VALIDATE,
+from lwaftr.mgmt.netconf_proto import (BASE_10, BASE_11, CANDIDATE, CONFIRMED_COMMIT, EOM, MONITORING, NC, NCM,
+                                       NCWD, WITH_DEFAULTS, ROLLBACK_ON_ERROR, VALIDATE,
                                        VALIDATE_10, WRITABLE_RUNNING, Framer, FramingError, MalformedMessage,
                                        RpcError, elements, error_reply, frame, hello, local, ns_of,
                                        parse_hello, parse_xml, qn, reply)
@@ -71,6 +72,8 @@ SOFTWIRES = "/softwire-config/binding-table/softwire"
 #: more softwire changes than this in one edit go as one load-config request
 BULK_CHANGES = 1000
 HELLO_TIMEOUT = 60.0
+#: RFC 6241's default confirm-timeout (seconds).
+CONFIRM_TIMEOUT = 600
 #: A streamed reply waits while more than this is queued for the client.
 WRITE_HIGH = 4 << 20
 CONTROL_TIMEOUT = 120.0
@@ -474,6 +477,15 @@ def _pieces(text: bytes, entries: Iterator[bytes]) -> Iterator[bytes]:
     yield tail
 
 
+@dataclass
+class Pending:
+    """A confirmed commit awaiting its confirmation."""
+    saved: Config                   # running before it: what a rollback restores
+    deadline: float                 # time.monotonic()
+    session: int
+    persist: str | None             # its <persist> token, if any (then any session may follow up)
+
+
 def _data_wrapper() -> etree._Element:
     return etree.Element(qn(NC, "data"), nsmap={None: NC})
 
@@ -496,9 +508,11 @@ class NetconfServer:
         self.loop: asyncio.AbstractEventLoop | None = None
         self._cache: tuple[str, Config, etree._Element] | None = None   # the running text, parsed
         self._rest: tuple[int, Config, etree._Element, int] | None = None   # (generation, config, tree, count)
+        self.pending: Pending | None = None                  # a confirmed commit not yet confirmed
 
     def capabilities(self) -> list[str]:
-        caps = [BASE_10, BASE_11, WRITABLE_RUNNING, CANDIDATE, VALIDATE_10, VALIDATE, ROLLBACK_ON_ERROR]
+        caps = [BASE_10, BASE_11, WRITABLE_RUNNING, CANDIDATE, VALIDATE_10, VALIDATE, ROLLBACK_ON_ERROR,
+                CONFIRMED_COMMIT, WITH_DEFAULTS, MONITORING]
         for name, rev, ns, feats in self.schema.modules:
             c = f"{ns}?module={name}" + (f"&revision={rev}" if rev else "")
             if feats:
@@ -531,6 +545,8 @@ class NetconfServer:
             return
         s.alive = False
         del self.sessions[s.id]
+        if self.pending is not None and self.pending.persist is None and self.pending.session == s.id:
+            self._rollback(f"session {s.id} ended before confirming")
         if self.locks.get(CANDIDATE_DS) == s.id:
             self.candidate, self.candidate_editors = None, set()
         for ds in [d for d, owner in self.locks.items() if owner == s.id]:
@@ -566,7 +582,11 @@ class NetconfServer:
                                info=[("bad-element", "rpc" if not ops else local(ops[1].tag))])
             op = ops[0]
             handler = getattr(self, "_op_" + local(op.tag).replace("-", "_"), None)
-            if ns_of(op.tag) != NC or handler is None:
+            if ns_of(op.tag) == NCM and local(op.tag) == "get-schema":
+                handler = self._get_schema
+            elif ns_of(op.tag) != NC:
+                handler = None
+            if handler is None:
                 raise RpcError("operation-not-supported", f"operation {local(op.tag)!r} is not supported",
                                type="protocol", info=[("bad-element", local(op.tag))])
             body = handler(s, op)
@@ -768,7 +788,39 @@ class NetconfServer:
         log.info("session %d (%s) %s on running: %s", s.id, s.username, what, summary)
 
     # -- operations ------------------------------------------------------------------------------
+    @staticmethod
+    def _with_defaults(op: etree._Element) -> None:
+        """RFC 6243 basic mode report-all: the only mode, so the parameter only
+        names it (taken out of ``op``)."""
+        for c in elements(op):
+            if ns_of(c.tag) == NCWD and local(c.tag) == "with-defaults":
+                if (c.text or "").strip() != "report-all":
+                    raise RpcError("invalid-value", f"with-defaults {c.text!r}: only report-all (every value, "
+                                   f"defaults included) is supported", type="protocol",
+                                   info=[("bad-element", "with-defaults")])
+                op.remove(c)
+
+    def _get_schema(self, s: Session, op: etree._Element) -> etree._Element:
+        """RFC 6022 get-schema: the YANG text of one of the modules in the hello."""
+        p = {local(c.tag): (c.text or "").strip() for c in elements(op) if ns_of(c.tag) == NCM}
+        ident, version, fmt = p.get("identifier"), p.get("version"), p.get("format", "yang")
+        if not ident:
+            raise RpcError("missing-element", "<identifier> is required", type="protocol",
+                           info=[("bad-element", "identifier")])
+        if fmt.rpartition(":")[2] != "yang":
+            raise RpcError("invalid-value", f"format {fmt!r}: only yang", type="protocol",
+                           info=[("bad-element", "format")])
+        known = {name: rev for name, rev, _, _ in self.schema.modules}
+        if ident not in known or (version and version != known[ident]):
+            raise RpcError("invalid-value", f"no schema {ident!r}" + (f" revision {version}" if version else ""),
+                           type="protocol", info=[("bad-element", "identifier")])
+        text = self.schema.module_text(ident, known[ident])
+        out = etree.Element(qn(NCM, "data"), nsmap={None: NCM})
+        out.text = text
+        return out
+
     def _op_get_config(self, s: Session, op: etree._Element) -> etree._Element:
+        self._with_defaults(op)
         p = self._params(op, {"source", "filter"})
         ds, _ = self._datastore(p, "source", (RUNNING, CANDIDATE_DS))
         flt = self._filter(p)
@@ -781,6 +833,7 @@ class NetconfServer:
         return self.schema.filter(self._read(ds, copy_=False), flt)
 
     def _op_get(self, s: Session, op: etree._Element) -> etree._Element:
+        self._with_defaults(op)
         p = self._params(op, {"filter"})
         flt = self._filter(p)
         if flt is None:
@@ -855,16 +908,86 @@ class NetconfServer:
         return None
 
     def _op_commit(self, s: Session, op: etree._Element) -> None:
+        """Commit the candidate; ``<confirmed/>``: roll back unless confirmed in time
+        (RFC 6241 section 8.4, :confirmed-commit:1.1)."""
         p = self._params(op, {"confirmed", "confirm-timeout", "persist", "persist-id"})
-        if p:
-            raise RpcError("operation-not-supported", "confirmed commit is not supported", type="protocol",
-                           info=[("bad-element", local(next(iter(p.values())).tag))])
         self._check_lock(s, CANDIDATE_DS)
-        if self.candidate is None:
+        self._may_follow_up(s, p)
+        pending = self.pending
+        if "confirmed" in p:
+            timeout = self._timeout(p)
+            saved = pending.saved if pending is not None else self.instance.config()
+            if self.candidate is not None:
+                self._write_running(s, self.candidate, saved, "confirmed commit")
+                self.candidate, self.candidate_editors = None, set()
+            persist = p.get("persist")
+            self.pending = Pending(saved, time.monotonic() + timeout, s.id,
+                                   (persist.text or "").strip() if persist is not None else None)
+            log.info("session %d (%s): confirmed commit, rolled back in %d s unless confirmed", s.id, s.username,
+                     timeout)
             return None
-        self._write_running(s, self.candidate, None, "commit")
-        self.candidate, self.candidate_editors = None, set()
+        if self.candidate is not None:
+            self._write_running(s, self.candidate, None, "commit")
+            self.candidate, self.candidate_editors = None, set()
+        if pending is not None:
+            self.pending = None
+            log.info("session %d (%s) confirmed the commit", s.id, s.username)
         return None
+
+    @staticmethod
+    def _timeout(p: dict[str, etree._Element]) -> int:
+        e = p.get("confirm-timeout")
+        try:
+            t = int((e.text or "").strip()) if e is not None else CONFIRM_TIMEOUT
+            if not 1 <= t <= 0xFFFFFFFF:
+                raise ValueError
+        except ValueError:
+            raise RpcError("invalid-value", "<confirm-timeout> is 1..4294967295 seconds", type="protocol",
+                           info=[("bad-element", "confirm-timeout")]) from None
+        return t
+
+    def _may_follow_up(self, s: Session, p: dict[str, etree._Element]) -> None:
+        """A pending confirmed commit is followed up on its session, or with its persist-id."""
+        pending = self.pending
+        given = p.get("persist-id")
+        if pending is None:
+            if given is not None:
+                raise RpcError("invalid-value", "no confirmed commit is pending", type="protocol",
+                               info=[("bad-element", "persist-id")])
+            return
+        if pending.persist is not None:
+            if given is None or (given.text or "").strip() != pending.persist:
+                raise RpcError("invalid-value", "a persistent confirmed commit is pending: give its <persist-id>",
+                               type="protocol", info=[("bad-element", "persist-id")])
+        elif pending.session != s.id:
+            raise RpcError("in-use", f"a confirmed commit of session {pending.session} is pending",
+                           type="protocol", info=[("session-id", str(pending.session))])
+
+    def _op_cancel_commit(self, s: Session, op: etree._Element) -> None:
+        p = self._params(op, {"persist-id"})
+        if self.pending is None:
+            raise RpcError("operation-failed", "no confirmed commit is pending", type="protocol")
+        self._may_follow_up(s, p)
+        self._rollback(f"cancelled by session {s.id}")
+        return None
+
+    def _rollback(self, why: str) -> None:
+        """Put running back as it was before the pending confirmed commit."""
+        pending, self.pending = self.pending, None
+        if pending is None:
+            return
+        try:
+            summary = self.instance.apply(self.instance.config(), pending.saved)
+        except RpcError as e:
+            log.error("rollback of the confirmed commit failed (%s): %s", why, e)
+            return
+        self.candidate, self.candidate_editors = None, set()
+        log.warning("confirmed commit rolled back (%s): %s", why, summary)
+
+    def tick(self, now: float | None = None) -> None:
+        """Call every second or so: a confirmed commit not confirmed in time is rolled back."""
+        if self.pending is not None and (now if now is not None else time.monotonic()) >= self.pending.deadline:
+            self._rollback("not confirmed in time")
 
     def _op_discard_changes(self, s: Session, op: etree._Element) -> None:
         self._params(op, set())
@@ -1134,6 +1257,13 @@ class SSHFrontend:
             x11_forwarding=False, kbdint_auth=False, login_timeout=60, keepalive_interval=30)
         return self.acceptor
 
+    async def tick(self) -> None:
+        """Timers of the server (confirmed commits), every second, in turn with the requests."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(1.0)
+            await loop.run_in_executor(self.executor, self.server.tick)
+
     def close(self) -> None:
         if self.acceptor is not None:
             self.acceptor.close()
@@ -1181,12 +1311,14 @@ def serve(listen: str, name: str | None, host_key_path: str, users_path: str,
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         acceptor = await front.start(host, port)
+        ticker = loop.create_task(front.tick())
         bound = acceptor.sockets[0].getsockname()[:2] if acceptor.sockets else (host, port)
         log.info("NETCONF over SSH on %s port %d", bound[0], bound[1],
                  extra={"fields": {"fingerprint": key.get_fingerprint()}})
         if ready is not None:
             ready(bound)
         await stop.wait()
+        ticker.cancel()
         acceptor.close()
         await acceptor.wait_closed()
 

@@ -228,6 +228,15 @@ class Schema:
                     node = self._node(sn, i)
                     self.top[node.tag] = node
 
+    def module_text(self, name: str, revision: str | None) -> str:
+        """The YANG text of one of :attr:`modules` (what get-schema sends)."""
+        if name == STATE_MODULE:
+            return state_module()
+        for path in (yanglib.YANG_DIR / f"{name}@{revision}.yang", yanglib.YANG_DIR / f"{name}.yang"):
+            if path.exists():
+                return path.read_text()
+        raise RpcError("operation-failed", f"the text of module {name} is not installed")
+
     def _node(self, sn, order: int) -> SNode:
         import libyang
         ffi, lib = self._ffi, self._lib

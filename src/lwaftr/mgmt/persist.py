@@ -116,9 +116,10 @@ class Compactor:
 
     def start(self) -> None:
         """Compact now (unless one is under way or there is nothing to fold in)."""
-        if self.proc is not None or self.journal.seq == self.journal.base:
+        through = self.journal.synced[1]         # only what is acknowledged may reach the files
+        if self.proc is not None or through == self.journal.base:
             return
-        self.through = self.journal.seq
+        self.through = through
         self.proc = subprocess.Popen([sys.executable, "-m", "lwaftr.mgmt.persist", self.conf, str(self.through),
                                       str(os.getpid())],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
