@@ -751,6 +751,49 @@ def test_live_lock_candidate_and_kill_session(lab):
 
 
 @live
+def test_live_confirmed_commit_get_schema_with_defaults_and_persistence(lab):
+    """With ncclient: a confirmed commit not confirmed in time is rolled back, a
+    confirmed one stays; get-schema hands out our modules; with-defaults
+    report-all; a change made over NETCONF is in the journal on disk."""
+    from ncclient.operations.rpc import RPCError
+    from lwaftr.config.journal import journal_path, read
+    with connect(lab) as m:
+        assert "urn:ietf:params:netconf:capability:confirmed-commit:1.1" in m.server_capabilities
+        m.edit_config(target="candidate", config=bi(mtu(1410)))
+        m.commit(confirmed=True, timeout="1")
+        assert "mtu 1410;" in running_text(lab).split("internal-interface")[0]
+        deadline = time.time() + 10
+        while "mtu 1410;" in running_text(lab).split("internal-interface")[0]:
+            assert time.time() < deadline, "the confirmed commit was not rolled back"
+            time.sleep(0.1)
+        m.edit_config(target="candidate", config=bi(mtu(1420)))
+        m.commit(confirmed=True, timeout="30")
+        m.commit()                                  # confirmed
+        time.sleep(1.5)
+        assert "mtu 1420;" in running_text(lab).split("internal-interface")[0]
+        with pytest.raises(RPCError) as e:
+            m.cancel_commit()
+        assert e.value.tag == "operation-failed"
+        # get-schema: every module of the hello, as YANG
+        for cap in m.server_capabilities:
+            if "module=" in cap and "ietf-netconf-monitoring" not in cap:
+                name = cap.split("module=")[1].split("&")[0]
+                text = m.get_schema(name).data
+                assert text.lstrip().startswith(f"module {name}"), name
+        with pytest.raises(RPCError) as e:
+            m.get_schema("no-such-module")
+        assert e.value.tag == "invalid-value"
+        data = m.get_config(source="running", with_defaults="report-all").data_ele
+        assert text_at(data, "//br:softwire-num-max") == ["4294967295"]
+        # durable: the change is the journal's last record, fsynced before the reply
+        _, records, _ = read(journal_path(lab["tmp"] / "lw.conf"))
+        assert "mtu 1420;" in records[-1]["load"].split("internal-interface")[0]   # (a policy change: whole)
+        m.edit_config(target="running", config=bi(mtu(1460)))
+        _, after, _ = read(journal_path(lab["tmp"] / "lw.conf"))
+        assert len(after) == len(records) + 1
+
+
+@live
 def test_live_authentication(lab):
     from ncclient.transport.errors import AuthenticationError
     for user, pw in (("admin", "wrong"), ("nobody", PASSWORD), ("ops", PASSWORD), ("", "")):
