@@ -6,16 +6,27 @@ The data is the RFC 8676 ``ietf-softwire-br`` model with our
 ``lwaftr-softwire-ext`` augmentation (:mod:`lwaftr.config.ietf`), plus the
 per-reason counters as operational state (``lwaftr-softwire-state``,
 :mod:`lwaftr.mgmt.netconf_data`).  The server keeps no configuration of its
-own: the ``running`` datastore is the running instance's configuration, read
-through its control socket (``get-config``) for every operation, and an edit
-is applied to it through the same socket.
+own: the ``running`` datastore is the running instance's, read through its
+control socket, and an operation costs what it touches:
 
-An edit (``edit-config``, ``copy-config``, ``commit``) is all or nothing.  The
-new configuration is built from the current one written as RFC 8676 XML
-(``dumps_ietf``) with the edit merged into it, then validated whole by
-libyang and the loader (``loads_ietf``); a refusal is an ``rpc-error`` naming
-the node (``error-path``) and nothing is sent to the instance.  Then, against
-the running configuration:
+* the configuration without its softwires is asked for with the generation
+  number last seen, and parsed again only when it changed;
+* a filter that can select only entries chosen by key (``binding-ipv6info``)
+  or IPv4 address (and PSID), or none (:func:`entry_selection`), gets those
+  entries straight from the table (``softwires`` requests);
+* an ``edit-config`` of binding entries by key (:func:`edited_entry_keys`)
+  fetches those entries, applies the edit to them and validates them
+  (libyang and the loader, on the small tree; the table's own rules in the
+  instance) and sends only the softwire changes (:meth:`NetconfServer._targeted_edit`);
+* a whole ``get-config`` or ``get`` is streamed (:class:`Streamed`): the
+  entries are listed a page at a time and written as they come.
+
+Anything else (a policy change, the candidate, a filter selecting every entry
+in part) goes the whole way: the new configuration is built from the current
+one written as RFC 8676 XML (``dumps_ietf``) with the edit merged into it,
+then validated whole by libyang and the loader (``loads_ietf``); a refusal is
+an ``rpc-error`` naming the node (``error-path``) and nothing is sent to the
+instance.  Then, against the running configuration:
 
 * only softwires changed: ``remove``, ``set`` and ``add`` requests on
   ``/softwire-config/binding-table/softwire`` (applied in place between two
@@ -25,6 +36,11 @@ the running configuration:
   whole or refuses;
 * instances, interfaces, addresses or the control plane changed: refused
   (they need a restart of the instance), as the instance itself would.
+
+The instance acknowledges a change once it is in its journal on disk
+(:mod:`lwaftr.config.journal`): ``running`` is persistent, and there is no
+``startup`` datastore.  ``commit`` may be confirmed (RFC 6241 section 8.4):
+running is put back unless confirmed in time (:meth:`NetconfServer.tick`).
 
 Requests are handled one at a time, in arrival order across sessions (one
 worker thread), so two sessions' edits never interleave.  A message is only
