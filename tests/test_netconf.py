@@ -393,6 +393,35 @@ def test_get_schema_and_with_defaults():
     assert e["error-tag"] == "invalid-value" and "report-all" in e["error-message"]
 
 
+def test_read_only_group_reads_and_is_refused_changes():
+    from lwaftr.mgmt.netconf_auth import parse_users
+    users = parse_users("viewer:group read-only\nadmin:ssh-ed25519 "
+                        "AAAAC3NzaC1lZDI1NTE5AAAAIFx5Vz0gq4Z6e9mHhE6cJpX0ykTqTZbB5n8vE0Jt0b1C\n")
+    assert users["viewer"].group == "read-only" and users["admin"].group == "read-write"
+    with pytest.raises(ValueError, match=r"<users>:1: unknown group 'admins'"):
+        parse_users("x:group admins")
+    inst = FakeInstance()
+    srv = NetconfServer(inst, _SCHEMA or Schema(), group=lambda u: users[u].group if u in users else "read-only")
+    v = srv.open_session("viewer")
+    srv.client_hello(v, f'<hello xmlns="{NC}"><capabilities><capability>{BASE_11}</capability></capabilities>'
+                        f'</hello>'.encode())
+    assert text_at(config_of(srv, v), "//br:name") == ["lwaftr"]
+    ok(rpc(srv, v, "<get/>"))
+    ok(rpc(srv, v, "<validate><source><running/></source></validate>"))
+    for body in (f"<edit-config><target><running/></target>{bi(mtu(1400))}</edit-config>",
+                 "<lock><target><running/></target></lock>", "<commit/>", "<discard-changes/>",
+                 "<copy-config><target><candidate/></target><source><running/></source></copy-config>",
+                 "<kill-session><session-id>99</session-id></kill-session>"):
+        e = error(rpc(srv, v, body))
+        assert e["error-tag"] == "access-denied" and "read-only" in e["error-message"], body
+    assert inst.service.config.external.mtu == 1460
+    a = srv.open_session("admin")
+    srv.client_hello(a, f'<hello xmlns="{NC}"><capabilities><capability>{BASE_11}</capability></capabilities>'
+                        f'</hello>'.encode())
+    ok(edit(srv, a, bi(mtu(1400))))
+    assert inst.service.config.external.mtu == 1400
+
+
 def test_malformed_messages_and_rpc_errors():
     srv, inst = server()
     s = session(srv)
@@ -615,7 +644,8 @@ def lab(tmp_path_factory):
         os.chmod(tmp / "ops_key", 0o600)
         users = tmp / "users"
         users.write_text(f"admin:{hash_password(PASSWORD, ln=12)}\n"
-                         f"ops:{key.export_public_key().decode().strip()}\n")
+                         f"ops:{key.export_public_key().decode().strip()}\n"
+                         f"viewer:{hash_password(PASSWORD, ln=12)}\nviewer:group read-only\n")
         port = _free_port()
         nc = subprocess.Popen([sys.executable, "-m", "lwaftr", "netconf", "--listen", f"127.0.0.1:{port}",
                                "--name", "t", "--host-key", str(tmp / "host_key"), "--users", str(users)],
@@ -791,6 +821,21 @@ def test_live_confirmed_commit_get_schema_with_defaults_and_persistence(lab):
         m.edit_config(target="running", config=bi(mtu(1460)))
         _, after, _ = read(journal_path(lab["tmp"] / "lw.conf"))
         assert len(after) == len(records) + 1
+
+
+@live
+def test_live_read_only_user(lab):
+    from ncclient.operations.rpc import RPCError
+    before = running_text(lab)
+    with connect(lab, "viewer") as m:
+        assert text_at(m.get_config(source="running").data_ele, "//br:name") == ["lwaftr"]
+        with pytest.raises(RPCError) as e:
+            m.edit_config(target="running", config=bi(mtu(1300)))
+        assert e.value.tag == "access-denied"
+        with pytest.raises(RPCError) as e:
+            m.lock(target="running")
+        assert e.value.tag == "access-denied"
+    assert running_text(lab) == before
 
 
 @live

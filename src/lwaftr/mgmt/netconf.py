@@ -73,7 +73,7 @@ from lxml import etree
 
 from lwaftr.config.errors import ConfigError
 from lwaftr.config.model import Bindings, Config
-from lwaftr.mgmt.netconf_auth import UsersFile, asyncssh_module
+from lwaftr.mgmt.netconf_auth import READ_WRITE, UsersFile, asyncssh_module
 from lwaftr.mgmt.netconf_data import BR_NS, EXT_NS, NC_OPERATION, Schema
 from lwaftr.mgmt.netconf_proto import (BASE_10, BASE_11, CANDIDATE, CONFIRMED_COMMIT, EOM, MONITORING, NC, NCM,
                                        NCWD, WITH_DEFAULTS, ROLLBACK_ON_ERROR, VALIDATE,
@@ -88,6 +88,8 @@ SOFTWIRES = "/softwire-config/binding-table/softwire"
 #: more softwire changes than this in one edit go as one load-config request
 BULK_CHANGES = 1000
 HELLO_TIMEOUT = 60.0
+#: What a read-only user may do (NACM, RFC 8341: a fixed subset of its rules).
+READ_OPERATIONS = frozenset({"get", "get-config", "get-schema", "validate", "close-session"})
 #: RFC 6241's default confirm-timeout (seconds).
 CONFIRM_TIMEOUT = 600
 #: A streamed reply waits while more than this is queued for the client.
@@ -512,8 +514,11 @@ class NetconfServer:
     :meth:`handle` takes one whole message of a session and returns the reply;
     the caller runs every call on the same thread."""
 
-    def __init__(self, instance: Instance, schema: Schema | None = None) -> None:
+    def __init__(self, instance: Instance, schema: Schema | None = None,
+                 group: Callable[[str], str] = lambda user: READ_WRITE) -> None:
+        """``group``: a user's access group (:mod:`lwaftr.mgmt.netconf_auth`)."""
         self.instance = instance
+        self.group = group
         self.schema = schema or Schema()
         self.sessions: dict[int, Session] = {}
         self.locks: dict[str, int] = {}
@@ -605,6 +610,9 @@ class NetconfServer:
             if handler is None:
                 raise RpcError("operation-not-supported", f"operation {local(op.tag)!r} is not supported",
                                type="protocol", info=[("bad-element", local(op.tag))])
+            if local(op.tag) not in READ_OPERATIONS and self.group(s.username) != READ_WRITE:
+                raise RpcError("access-denied", f"user {s.username!r} ({self.group(s.username)}) may not "
+                               f"{local(op.tag)}", type="protocol", info=[("bad-element", local(op.tag))])
             body = handler(s, op)
         except RpcError as e:
             log.info("session %d: %s refused: %s", s.id, local(ops[0].tag) if ops else "rpc", e)
@@ -1318,7 +1326,7 @@ def serve(listen: str, name: str | None, host_key_path: str, users_path: str,
     host, port = parse_listen(listen)
     users = UsersFile(users_path)
     key = host_key(host_key_path)
-    server = NetconfServer(Instance(name))
+    server = NetconfServer(Instance(name), group=users.group)
     front = SSHFrontend(server, users, key)
 
     async def main() -> None:
