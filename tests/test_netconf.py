@@ -27,7 +27,7 @@ from lwaftr.examples import example_config
 from lwaftr.mgmt.netconf import Instance, NetconfServer, softwire_changes
 from lwaftr.mgmt.netconf_auth import UsersFile, hash_password, parse_users, verify_password
 from lwaftr.mgmt.netconf_data import BR_NS, EXT_NS, STATE_NS, Schema
-from lwaftr.mgmt.netconf_proto import BASE_10, BASE_11, NC, NCM, NCWD, Framer, FramingError, frame
+from lwaftr.mgmt.netconf_proto import BASE_10, BASE_11, NC, NCEVENT, NCM, NCN, NCWD, Framer, FramingError, frame
 from lwaftr.mgmt.service import ConfigService
 
 NCNS = NC
@@ -420,6 +420,34 @@ def test_read_only_group_reads_and_is_refused_changes():
                         f'</hello>'.encode())
     ok(edit(srv, a, bi(mtu(1400))))
     assert inst.service.config.external.mtu == 1400
+
+
+def test_notifications_of_configuration_changes():
+    srv, inst = server()
+    a, b = session(srv), session(srv)
+    got: list[etree._Element] = []
+    b.notify = lambda msg: got.append(etree.fromstring(msg))
+    a.notify = lambda msg: pytest.fail("a did not subscribe")
+    ok(rpc(srv, b, f'<create-subscription xmlns="{NCEVENT}"/>'))
+    assert error(rpc(srv, b, f'<create-subscription xmlns="{NCEVENT}"/>'))["error-tag"] == "operation-failed"
+    e = error(rpc(srv, a, f'<create-subscription xmlns="{NCEVENT}"><startTime>2026-01-01T00:00:00Z</startTime>'
+                          f'</create-subscription>'))
+    assert e["error-tag"] == "operation-failed" and "replay" in e["error-message"]
+    ok(edit(srv, a, bi(f"<binding-table>{entry('2001:db8:9::1', '203.0.113.9', 0, 0)}</binding-table>")))
+    ok(edit(srv, a, bi(mtu(1400))))
+    ok(edit(srv, a, bi(f'<binding-table><binding-entry {NCOP} nc:operation="delete"><binding-ipv6info>'
+                       f'2001:db8:9::1</binding-ipv6info></binding-entry></binding-table>')))
+    ok(edit(srv, a, bi(mtu(1400))))                     # no change: no notification
+    ns = {"n": NCEVENT, "c": NCN}
+    assert len(got) == 3
+    assert [g.findtext("c:netconf-config-change/c:changed-by/c:username", namespaces=ns) for g in got] == \
+        ["tester"] * 3
+    assert got[0].findtext("c:netconf-config-change/c:datastore", namespaces=ns) == "running"
+    assert [e.findtext("c:operation", namespaces=ns) for e in got[0].iterfind(".//c:edit", ns)] == ["create"]
+    assert "binding-ipv6info='2001:db8:9::1'" in got[0].findtext(".//c:edit/c:target", namespaces=ns)
+    assert got[1].find(".//c:edit", ns) is None                          # a whole-configuration change
+    assert [e.findtext("c:operation", namespaces=ns) for e in got[2].iterfind(".//c:edit", ns)] == ["delete"]
+    assert got[0].findtext("n:eventTime", namespaces=ns).endswith("Z")
 
 
 def test_malformed_messages_and_rpc_errors():
@@ -836,6 +864,22 @@ def test_live_read_only_user(lab):
             m.lock(target="running")
         assert e.value.tag == "access-denied"
     assert running_text(lab) == before
+
+
+@live
+def test_live_notifications(lab):
+    """ncclient subscribes; an edit made in another session is announced to it."""
+    with connect(lab) as sub, connect(lab) as m:
+        assert "urn:ietf:params:netconf:capability:notification:1.0" in sub.server_capabilities
+        sub.create_subscription()
+        m.edit_config(target="running", config=bi(mtu(1440)))
+        n = sub.take_notification(block=True, timeout=10)
+        assert n is not None, "no notification"
+        x = n.notification_ele
+        assert x.findtext(f".//{{{NCN}}}netconf-config-change/{{{NCN}}}datastore") == "running"
+        assert x.findtext(f".//{{{NCN}}}username") == "admin"
+        m.edit_config(target="running", config=bi(mtu(1460)))
+        assert sub.take_notification(block=True, timeout=10) is not None
 
 
 @live

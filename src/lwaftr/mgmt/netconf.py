@@ -75,8 +75,8 @@ from lwaftr.config.errors import ConfigError
 from lwaftr.config.model import Bindings, Config
 from lwaftr.mgmt.netconf_auth import READ_WRITE, UsersFile, asyncssh_module
 from lwaftr.mgmt.netconf_data import BR_NS, EXT_NS, NC_OPERATION, Schema
-from lwaftr.mgmt.netconf_proto import (BASE_10, BASE_11, CANDIDATE, CONFIRMED_COMMIT, EOM, MONITORING, NC, NCM,
-                                       NCWD, WITH_DEFAULTS, ROLLBACK_ON_ERROR, VALIDATE,
+from lwaftr.mgmt.netconf_proto import (BASE_10, BASE_11, CANDIDATE, CONFIRMED_COMMIT, EOM, MONITORING, NC, NCEVENT,
+                                       NCM, NCN, NCWD, NOTIFICATION, WITH_DEFAULTS, XML_DECL, tostring, ROLLBACK_ON_ERROR, VALIDATE,
                                        VALIDATE_10, WRITABLE_RUNNING, Framer, FramingError, MalformedMessage,
                                        RpcError, elements, error_reply, frame, hello, local, ns_of,
                                        parse_hello, parse_xml, qn, reply)
@@ -89,7 +89,7 @@ SOFTWIRES = "/softwire-config/binding-table/softwire"
 BULK_CHANGES = 1000
 HELLO_TIMEOUT = 60.0
 #: What a read-only user may do (NACM, RFC 8341: a fixed subset of its rules).
-READ_OPERATIONS = frozenset({"get", "get-config", "get-schema", "validate", "close-session"})
+READ_OPERATIONS = frozenset({"get", "get-config", "get-schema", "validate", "close-session", "create-subscription"})
 #: RFC 6241's default confirm-timeout (seconds).
 CONFIRM_TIMEOUT = 600
 #: A streamed reply waits while more than this is queued for the client.
@@ -486,6 +486,8 @@ class Session:
     closing: bool = False           # close once the reply is sent
     close: Callable[[], None] = lambda: None     # ends the transport (from the event loop)
     started: float = field(default_factory=time.time)
+    notify: Callable[[bytes], None] | None = None   # sends a notification (set by the transport)
+    subscribed: bool = False        # create-subscription done (RFC 5277)
 
 
 def _pieces(text: bytes, entries: Iterator[bytes]) -> Iterator[bytes]:
@@ -533,7 +535,7 @@ class NetconfServer:
 
     def capabilities(self) -> list[str]:
         caps = [BASE_10, BASE_11, WRITABLE_RUNNING, CANDIDATE, VALIDATE_10, VALIDATE, ROLLBACK_ON_ERROR,
-                CONFIRMED_COMMIT, WITH_DEFAULTS, MONITORING]
+                CONFIRMED_COMMIT, WITH_DEFAULTS, MONITORING, NOTIFICATION]
         for name, rev, ns, feats in self.schema.modules:
             c = f"{ns}?module={name}" + (f"&revision={rev}" if rev else "")
             if feats:
@@ -605,6 +607,8 @@ class NetconfServer:
             handler = getattr(self, "_op_" + local(op.tag).replace("-", "_"), None)
             if ns_of(op.tag) == NCM and local(op.tag) == "get-schema":
                 handler = self._get_schema
+            elif ns_of(op.tag) == NCEVENT and local(op.tag) == "create-subscription":
+                handler = self._create_subscription
             elif ns_of(op.tag) != NC:
                 handler = None
             if handler is None:
@@ -783,9 +787,64 @@ class NetconfServer:
         removes, sets, adds = softwire_changes(old.bindings, new.bindings)
         if removes or sets or adds:
             self.instance._softwires(removes, sets, adds)
+            gone = {sw[4] for sw in removes} - {sw[4] for sw in adds}
+            edits = [("delete", b4) for b4 in sorted(map(_ip6, gone))]
+            edits += [("replace", _ip6(n[4])) for _, n in sets]
+            edits += [("create" if sw[4] not in {o[4] for o in removes} else "replace", _ip6(sw[4])) for sw in adds]
+            self._config_changed(s, cfg, edits)
         log.info("session %d (%s) edit-config on running: %d softwires added, %d removed, %d changed", s.id,
                  s.username, len(adds), len(removes), len(sets))
         return True
+
+    # -- notifications (RFC 5277, RFC 6470) ------------------------------------------------------
+    def _create_subscription(self, s: Session, op: etree._Element) -> None:
+        p = {local(c.tag): c for c in elements(op) if ns_of(c.tag) == NCEVENT}
+        if s.subscribed:
+            raise RpcError("operation-failed", "this session has a subscription already", type="protocol")
+        stream = p.get("stream")
+        if stream is not None and (stream.text or "").strip() != "NETCONF":
+            raise RpcError("invalid-value", "the only stream is NETCONF", type="protocol",
+                           info=[("bad-element", "stream")])
+        for replay in ("startTime", "stopTime"):
+            if replay in p:
+                raise RpcError("operation-failed", "replay is not supported (no startTime or stopTime)",
+                               type="protocol", info=[("bad-element", replay)])
+        s.subscribed = True
+        return None
+
+    def _config_changed(self, s: Session | None, cfg: Config | None, edits: list[tuple[str, str]]) -> None:
+        """``netconf-config-change`` to the subscribed sessions: running changed
+        (``edits``: (operation, B4 key) of binding entries, if known)."""
+        targets = [t for t in self.sessions.values() if t.subscribed and t.notify is not None and t.alive]
+        if not targets:
+            return
+        root = etree.Element(qn(NCEVENT, "notification"), nsmap={None: NCEVENT})
+        etree.SubElement(root, qn(NCEVENT, "eventTime")).text = \
+            time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        ch = etree.SubElement(root, qn(NCN, "netconf-config-change"), nsmap={None: NCN})
+        by = etree.SubElement(ch, qn(NCN, "changed-by"))
+        if s is None:
+            etree.SubElement(by, qn(NCN, "server"))
+        else:
+            etree.SubElement(by, qn(NCN, "username")).text = s.username
+            etree.SubElement(by, qn(NCN, "session-id")).text = str(s.id)
+        etree.SubElement(ch, qn(NCN, "datastore")).text = "running"
+        if cfg is not None:
+            from lwaftr.config.ietf import DEFAULT_NAME
+            name = cfg.name if cfg.name is not None else DEFAULT_NAME
+            for operation, b4 in edits:
+                e = etree.SubElement(ch, qn(NCN, "edit"))
+                t = etree.SubElement(e, qn(NCN, "target"), nsmap={"softwire-br": BR_NS})
+                t.text = (f"/softwire-br:br-instances/softwire-br:binding/softwire-br:bind-instance"
+                          f"[softwire-br:name='{name}']/softwire-br:binding-table/softwire-br:binding-entry"
+                          f"[softwire-br:binding-ipv6info='{b4}']")
+                etree.SubElement(e, qn(NCN, "operation")).text = operation
+        msg = XML_DECL + tostring(root)
+        for t in targets:
+            try:
+                t.notify(msg)
+            except Exception as e:          # noqa: BLE001 (a session going away)
+                log.debug("session %d: notification not sent: %s", t.id, e)
 
     def _read(self, ds: str, copy_: bool = True) -> etree._Element:
         if ds == CANDIDATE_DS and self.candidate is not None:
@@ -809,6 +868,8 @@ class NetconfServer:
         new = self.schema.config_of(new_tree)
         old = old if old is not None else self.instance.config()
         summary = self.instance.apply(old, new)
+        if summary != "no change":
+            self._config_changed(s, None, [])
         log.info("session %d (%s) %s on running: %s", s.id, s.username, what, summary)
 
     # -- operations ------------------------------------------------------------------------------
@@ -1006,6 +1067,7 @@ class NetconfServer:
             log.error("rollback of the confirmed commit failed (%s): %s", why, e)
             return
         self.candidate, self.candidate_editors = None, set()
+        self._config_changed(None, None, [])
         log.warning("confirmed commit rolled back (%s): %s", why, summary)
 
     def tick(self, now: float | None = None) -> None:
@@ -1089,6 +1151,7 @@ def _ssh_classes():
             self.closed = False
             self.task: asyncio.Task | None = None
             self.timer = None
+            self.streaming: list[bytes] | None = None     # notifications held during a streamed reply
 
         def connection_made(self, chan) -> None:
             self.chan = chan
@@ -1108,9 +1171,17 @@ def _ssh_classes():
         def session_started(self) -> None:
             loop = asyncio.get_running_loop()
             self.session = self.nc.server.open_session(self.username, self.peer, close=self._close)
+            self.session.notify = lambda msg: loop.call_soon_threadsafe(self._notify, msg)
             self._write(self.nc.server.hello(self.session), chunked=False)
             self.timer = loop.call_later(HELLO_TIMEOUT, self._hello_timeout)
             self.task = loop.create_task(self._run())
+
+        def _notify(self, msg: bytes) -> None:
+            """A notification, between two whole messages (held while a reply is streamed)."""
+            if self.streaming is not None:
+                self.streaming.append(msg)
+            else:
+                self._write(msg)
 
         def _hello_timeout(self) -> None:
             if self.session is not None and not self.session.hello_done:
@@ -1173,6 +1244,15 @@ def _ssh_classes():
             session must end)."""
             loop = asyncio.get_running_loop()
             chunked = self.session.chunked
+            self.streaming = []
+            try:
+                return await self._pieces(loop, pieces, chunked)
+            finally:
+                held, self.streaming = self.streaming, None
+                for msg in held:
+                    self._write(msg)
+
+        async def _pieces(self, loop, pieces: Iterator[bytes], chunked: bool) -> bool:
             while True:
                 try:
                     piece = await loop.run_in_executor(self.nc.executor, next, pieces, None)
