@@ -5,7 +5,8 @@ batches), MTU changes and compactions into a running ``lwaftr run`` through
 its control socket, remembering what was acknowledged; the whole instance
 (process group: supervisor, workers, a compaction under way) is killed with
 SIGKILL at a random moment; restarted from its files, it must hold every
-acknowledged change, and of the one request in flight either all or nothing.
+acknowledged change, and of the requests in flight (several: the client
+pipelines them) the first k for some k, each whole.
 Run alone (one process writes the journal) and supervised (two workers; the
 supervisor writes it, and a worker killed alone catches up from it).
 """
@@ -154,21 +155,36 @@ def change(rng: random.Random, state: State) -> tuple[dict, State]:
     return one(address()), new
 
 
+#: Requests a client keeps in flight (those read together share one fsync).
+WINDOW = 4
+
+
 def edits(sock, rng: random.Random, state: State, log: dict, stop: threading.Event) -> None:
-    """Send changes until the connection dies; ``log``: last acknowledged state and the one in flight."""
+    """Send changes, WINDOW at a time, until the connection dies.  ``log["states"]``:
+    the state after each request sent but not acknowledged, in order; ``state``
+    is kept as the last acknowledged one."""
     c = Client(sock, timeout=60)
+    expected: list[str] = []                # per request in flight: "change" or "compact"
+    predicted = state
     try:
         while not stop.is_set():
-            if rng.random() < 0.05:
-                c({"op": "compact"})
-            req, new = change(rng, state)
-            log["in_flight"] = new
-            r = c(req)
-            assert r.get("ok"), (req, r)
-            state.clear()
-            state.update(new)
-            log["in_flight"] = None
-            log["acked"] += 1
+            while len(expected) < WINDOW:
+                if rng.random() < 0.05:
+                    c.send({"op": "compact"})
+                    expected.append("compact")
+                    continue
+                req, predicted = change(rng, predicted)
+                c.send(req)
+                log["states"].append(predicted)
+                expected.append("change")
+            r = c.receive()
+            kind = expected.pop(0)
+            assert r.get("ok"), (kind, r)
+            if kind == "change":
+                acked = log["states"].pop(0)
+                state.clear()
+                state.update(acked)
+                log["acked"] += 1
     except (OSError, ConnectionError, ValueError):
         pass                              # killed mid-request
     finally:
@@ -185,7 +201,7 @@ def test_acknowledged_changes_survive_kill_9(netns, tmp_path, supervised):
         lw.start()
         state = observed(lw.sock)
         for rnd in range(ROUNDS):
-            log = {"in_flight": None, "acked": 0}
+            log = {"states": [], "acked": 0}
             stop = threading.Event()
             t = threading.Thread(target=edits, args=(lw.sock, rng, state, log, stop))
             t.start()
@@ -194,10 +210,10 @@ def test_acknowledged_changes_survive_kill_9(netns, tmp_path, supervised):
             stop.set()
             t.join(timeout=60)
             total += log["acked"]
-            in_flight = log["in_flight"]
             lw.start()
             got = observed(lw.sock)
-            assert got == state or (in_flight is not None and got == in_flight), \
+            # every acknowledged change, and of those in flight the first k (in order, each whole)
+            assert got == state or got in log["states"], \
                 f"round {rnd}: after {log['acked']} acknowledged changes, the restart differs"
             state.clear()
             state.update(got)

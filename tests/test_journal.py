@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import ipaddress
+import time
 
 import pytest
 
@@ -189,4 +190,38 @@ def test_group_commit_and_a_failed_fsync(tmp_path, monkeypatch):
     monkeypatch.setattr(journal.os, "fsync", real)
     assert j.append({"sw": [[7, 0, None]]}) == 5
     assert [r["sw"][0][0] for r in journal.read(p)[1]] == [1, 2, 3, 4, 7]
+    j.close()
+
+
+def test_flusher_fsyncs_aside_and_takes_back_on_failure(tmp_path, monkeypatch):
+    """Batches flushed while an fsync runs share the next one; a failed fsync fails
+    every batch not yet on disk, newest item first, and cuts their records off."""
+    import threading
+    p = tmp_path / "j"
+    j = journal.Journal(p)
+    failed: list = []
+    f = journal.Flusher(j, lambda items, e: failed.append((items, str(e))))
+    gate = threading.Event()
+    real = journal.os.fsync
+    monkeypatch.setattr(journal.os, "fsync", lambda fd: (gate.wait(10), real(fd)))
+    j.append({"sw": [[1, 0, None]]}, sync=False)
+    r1 = f.flush(["a"])
+    j.append({"sw": [[2, 0, None]]}, sync=False)
+    r2 = f.flush(["b"])
+    assert not r1() and not r2() and f.busy()
+    gate.set()
+    deadline = time.time() + 10
+    while not (r1() and r2()):
+        assert time.time() < deadline
+        time.sleep(0.001)
+    assert j.synced[1] == 2 and not f.busy() and failed == []
+
+    def broken(fd):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(journal.os, "fsync", broken)
+    j.append({"sw": [[3, 0, None]]}, sync=False)
+    r3 = f.flush(["c1", "c2"])
+    f.wait()
+    assert r3() and failed == [(["c2", "c1"], "[Errno 28] No space left on device")]
+    assert j.seq == 2 and [r["seq"] for r in journal.read(p)[1]] == [1, 2]
     j.close()

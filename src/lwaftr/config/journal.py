@@ -28,9 +28,11 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import zlib
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from lwaftr.fileutil import fsync_dir, write_atomic
 
@@ -170,3 +172,74 @@ class Journal:
 
     def close(self) -> None:
         self.fh.close()
+
+
+@dataclass(eq=False)
+class _Batch:
+    items: list[Any]
+    done: bool = False
+
+
+def _fsync_into(fd: int, box: dict[str, OSError]) -> None:
+    try:
+        os.fsync(fd)
+    except OSError as e:
+        box["error"] = e
+
+
+@dataclass(eq=False)
+class Flusher:
+    """Group commit off the caller's thread (the forwarding loop): what was appended
+    since the last :meth:`flush` is fsynced by a helper thread (``os.fsync``
+    releases the GIL) while the caller goes on; the caller holds the replies
+    until the batch's ``ready()`` says so.  One fsync at a time; batches flushed
+    meanwhile share the next one.  If an fsync fails, every record not yet on
+    disk is cut off and ``fail(items, error)`` is called with their items,
+    newest first, to take the changes back."""
+
+    journal: Journal
+    fail: Callable[[list[Any], OSError], None]
+    queued: list[_Batch] = field(default_factory=list)
+    _round: tuple[list[_Batch], tuple[int, int], threading.Thread, dict] | None = None
+
+    def flush(self, items: list[Any]) -> Callable[[], bool]:
+        batch = _Batch(items)
+        self.queued.append(batch)
+        self.poll()
+        return lambda: self.poll() or batch.done
+
+    def busy(self) -> bool:
+        return self._round is not None or bool(self.queued)
+
+    def poll(self) -> None:
+        """Finish the fsync under way if it is done; start the next one."""
+        if self._round is not None:
+            batches, target, thread, box = self._round
+            if thread.is_alive():
+                return
+            self._round = None
+            if "error" not in box:
+                self.journal.synced = max(self.journal.synced, target)
+                for b in batches:
+                    b.done = True
+            else:
+                failed, self.queued = batches + self.queued, []
+                self.journal._cut(*self.journal.synced)
+                self.fail([item for b in reversed(failed) for item in reversed(b.items)], box["error"])
+                for b in failed:
+                    b.done = True
+                return
+        if self.queued:
+            batches, self.queued = self.queued, []
+            box: dict = {}
+            thread = threading.Thread(target=_fsync_into, args=(self.journal.fh.fileno(), box), daemon=True,
+                                      name="journal-fsync")
+            thread.start()
+            self._round = (batches, (self.journal.size, self.journal.seq), thread, box)
+
+    def wait(self) -> None:
+        """Until nothing is waiting for an fsync (on stop)."""
+        while self.busy():
+            if self._round is not None:
+                self._round[2].join()
+            self.poll()

@@ -43,7 +43,7 @@ from pyroute2 import IPRoute
 from lwaftr import counters as C
 from lwaftr import wire as W
 from lwaftr.config.errors import ConfigError
-from lwaftr.config.journal import Journal, journal_path
+from lwaftr.config.journal import Flusher, Journal, journal_path
 from lwaftr.config.model import KERNEL, Bindings, Config
 from lwaftr.dataplane.checksum import complete_flagged
 from lwaftr.dataplane.engine import Engine
@@ -226,11 +226,13 @@ class LiveLoop:
             if worker is None:
                 self.journal = Journal(journal_path(conf_path))
                 self._closers.append(self.journal.close)
+                self.flusher = Flusher(self.journal, self._not_written)
+                self._closers.append(self.flusher.wait)
                 self.compactor = Compactor(conf_path, self.journal)
                 self._closers.append(self.compactor.stop)
             self._unsynced: list[tuple[dict, dict | None]] = []     # replies of changes not yet fsynced
             self.control = ControlServer(self.state.path / "control.sock", self._control,
-                                         flush=self._sync if self.journal is not None else None)
+                                         flush=self._flush if self.journal is not None else None)
             self._closers.append(self.control.close)
             self.ipr = IPRoute()
             self._closers.append(self.ipr.close)
@@ -452,22 +454,25 @@ class LiveLoop:
         self._unsynced.append((reply, r.undo))
         return reply
 
-    def _sync(self) -> None:
-        """Before the replies go out: the changes made since the last call on disk, or
-        taken back and their replies turned into refusals."""
+    def _flush(self):
+        """Before the replies go out: the changes since the last call are fsynced by a
+        helper thread while forwarding goes on; the control server holds their
+        replies until it is done (see :class:`lwaftr.config.journal.Flusher`)."""
         if not self._unsynced:
-            return
-        batch, self._unsynced = self._unsynced, []
-        try:
-            self.journal.sync()
-        except OSError as e:
-            log.error("cannot write the journal %s: %s; %d changes taken back", self.journal.path, e, len(batch))
-            for reply, undo in reversed(batch):
-                if undo is not None:
-                    self._take_back(undo)
-                reply.clear()
-                reply.update({"ok": False, "error": f"cannot write the journal {self.journal.path}: {e}"})
-            self.seq = self.journal.seq
+            return None
+        items, self._unsynced = self._unsynced, []
+        return self.flusher.flush(items)
+
+    def _not_written(self, items: list[tuple[dict, dict | None]], e: OSError) -> None:
+        """The journal could not be fsynced: those changes are taken back, newest first,
+        and their replies become refusals."""
+        log.error("cannot write the journal %s: %s; %d changes taken back", self.journal.path, e, len(items))
+        for reply, undo in items:
+            if undo is not None:
+                self._take_back(undo)
+            reply.clear()
+            reply.update({"ok": False, "error": f"cannot write the journal {self.journal.path}: {e}"})
+        self.seq = self.journal.seq
 
     def _take_back(self, undo: dict) -> None:
         r = self.service.handle({"op": "replay", "records": [undo]})
@@ -552,8 +557,8 @@ class LiveLoop:
         if now >= self._control_next:
             self._control_next = now + CONTROL_POLL
             n += self.control.poll()
-            if self.compactor is not None:
-                self.compactor.poll()
+            if self.compactor is not None and not self.flusher.busy():
+                self.compactor.poll()           # (never while an fsync of the journal is under way)
         if now >= self._alarms_next:
             self._alarms_next = now + 1.0
             self._check_alarms(now)
@@ -597,7 +602,8 @@ class LiveLoop:
             if self.run_once(time.monotonic()) == 0:
                 # Idle: sleep until something has frames (or a request comes); not at
                 # all while a refused transmit kick leaves frames waiting in a ring.
-                wait = 0.0 if any(p.kick_pending for p in self._ports()) else 0.05
+                wait = 0.0 if any(p.kick_pending for p in self._ports()) else \
+                    0.0005 if self.control.busy else 0.05           # (replies waiting for an fsync)
                 select.select(waitables + list(self.control.clients), [], [], wait)
                 self._control_next = 0.0
         self._account_ports(time.monotonic())
