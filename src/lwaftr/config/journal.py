@@ -37,6 +37,8 @@ from typing import Any, Callable
 from lwaftr.fileutil import fsync_dir, write_atomic
 
 SUFFIX = ".journal"
+#: Records are buffered in memory until they are made durable (one write and one fsync a group).
+BUFFER = 1 << 20
 
 
 def journal_path(conf: str | os.PathLike) -> Path:
@@ -110,7 +112,7 @@ class Journal:
         self.seq = last_seq(base, records)
         self.size = good if good else self.path.stat().st_size
         self.synced = (self.size, self.seq)       # what is known to be on disk
-        self.fh = open(self.path, "ab")
+        self.fh = open(self.path, "ab", buffering=BUFFER)
 
     def _write_whole(self, base: int, records: list[dict[str, Any]]) -> None:
         write_atomic(self.path, [_line({"base": base}), *map(_line, records)], fsync=True)
@@ -128,8 +130,7 @@ class Journal:
         seq = self.seq + 1
         line = _line({"seq": seq, **payload})
         try:
-            self.fh.write(line)
-            self.fh.flush()
+            self.fh.write(line)             # (buffered: written out by sync(), or a Flusher's thread)
         except OSError:
             self._cut(self.size, self.seq)
             raise
@@ -145,6 +146,7 @@ class Journal:
         if self.synced == (self.size, self.seq):
             return
         try:
+            self.fh.flush()
             os.fsync(self.fh.fileno())
         except OSError:
             self._cut(*self.synced)
@@ -153,22 +155,26 @@ class Journal:
 
     def _cut(self, size: int, seq: int) -> None:
         try:
-            self.fh.close()
+            try:
+                self.fh.close()
+            except OSError:
+                pass                        # what it could not write is cut off anyway
             with open(self.path, "r+b") as fh:
                 fh.truncate(size)
         finally:
-            self.fh = open(self.path, "ab")
+            self.fh = open(self.path, "ab", buffering=BUFFER)
             self.size, self.seq = size, seq
 
     def compacted(self, through: int) -> None:
         """The files now hold every record up to ``through``: keep only the later ones."""
+        self.fh.flush()
         keep = self.records(through)
         self.fh.close()
         self._write_whole(through, keep)
         self.base = through
         self.size = self.path.stat().st_size
         self.synced = (self.size, self.seq)
-        self.fh = open(self.path, "ab")
+        self.fh = open(self.path, "ab", buffering=BUFFER)
 
     def close(self) -> None:
         self.fh.close()
@@ -180,18 +186,19 @@ class _Batch:
     done: bool = False
 
 
-def _fsync_into(fd: int, box: dict[str, OSError]) -> None:
+def _write_out(fh, box: dict[str, OSError]) -> None:
     try:
-        os.fsync(fd)
-    except OSError as e:
-        box["error"] = e
+        fh.flush()
+        os.fsync(fh.fileno())
+    except (OSError, ValueError) as e:
+        box["error"] = e if isinstance(e, OSError) else OSError(str(e))
 
 
 @dataclass(eq=False)
 class Flusher:
     """Group commit off the caller's thread (the forwarding loop): what was appended
-    since the last :meth:`flush` is fsynced by a helper thread (``os.fsync``
-    releases the GIL) while the caller goes on; the caller holds the replies
+    since the last :meth:`flush` is written out and fsynced by a helper thread
+    (both release the GIL) while the caller goes on; the caller holds the replies
     until the batch's ``ready()`` says so.  One fsync at a time; batches flushed
     meanwhile share the next one.  If an fsync fails, every record not yet on
     disk is cut off and ``fail(items, error)`` is called with their items,
@@ -232,7 +239,7 @@ class Flusher:
         if self.queued:
             batches, self.queued = self.queued, []
             box: dict = {}
-            thread = threading.Thread(target=_fsync_into, args=(self.journal.fh.fileno(), box), daemon=True,
+            thread = threading.Thread(target=_write_out, args=(self.journal.fh, box), daemon=True,
                                       name="journal-fsync")
             thread.start()
             self._round = (batches, (self.journal.size, self.journal.seq), thread, box)
