@@ -33,11 +33,12 @@ FROM python:3.11-slim-bookworm
 # libyang2: the configuration layer (RFC 8676 YANG); libpcap0.8: pcap filters
 # (and tcpdump); libxdp1, libbpf1: AF_XDP (LWAFTR_IO=xdp); iproute2, ethtool:
 # the entry point and operators; tcpdump: watching `lwaftr monitor` TAPs;
-# bird2: BGP/OSPF on the control-plane TAPs; nftables, iputils-ping, procps:
+# bird2: BGP/OSPF on the control-plane TAPs; snmpd: the master agent of the
+# SNMP subagent (`lwaftr run --snmp-agentx`); nftables, iputils-ping, procps:
 # the namespace lab of `lwaftr demo`.
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-        libyang2 libpcap0.8 libxdp1 libbpf1 iproute2 ethtool tcpdump bird2 \
+        libyang2 libpcap0.8 libxdp1 libbpf1 iproute2 ethtool tcpdump bird2 snmpd \
         nftables iputils-ping procps \
  && rm -rf /var/lib/apt/lists/*
 

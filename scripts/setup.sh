@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DEBS="libpcap0.8 libpcap0.8-dev tcpdump iproute2 ethtool nftables iputils-ping libxdp1 libbpf1 libyang2-dev gcc bird2"
+DEBS="libpcap0.8 libpcap0.8-dev tcpdump iproute2 ethtool nftables iputils-ping libxdp1 libbpf1 libyang2-dev gcc bird2 snmpd snmp snmptrapd smitools"
 missing=""
 for d in $DEBS; do dpkg -s "$d" >/dev/null 2>&1 || missing="$missing $d"; done
 if [ -n "$missing" ]; then

@@ -7,8 +7,9 @@ from dataclasses import replace
 import numpy as np
 from hypothesis import strategies as st
 from scapy.layers.inet import ICMP, IP, TCP, UDP
-from scapy.layers.inet6 import IPv6
+from scapy.layers.inet6 import HBHOptUnknown, IPv6, IPv6ExtHdrDestOpt
 from scapy.layers.l2 import Ether
+from scapy.packet import Raw
 
 from lwaftr.config.model import Bindings, Config
 from lwaftr.examples import example_config
@@ -69,9 +70,18 @@ def inet_frame(draw, rows):
     ttl = draw(st.sampled_from([0, 1, 2, 64]))
     size = draw(st.sampled_from([0, 10, 1300, 1452, 1480]))
     flags = draw(st.sampled_from(["", "DF"]))
-    l4 = draw(st.sampled_from(["tcp", "udp", "icmp-echo-reply", "icmp-echo-request", "icmp-bad-checksum"]))
+    l4 = draw(st.sampled_from(["tcp", "udp", "icmp-echo-reply", "icmp-echo-request", "icmp-bad-checksum",
+                               "icmp-error", "icmp-error"]))
     pay = bytes(size)
-    if l4 == "tcp":
+    if l4 == "icmp-error":
+        # An error about a packet the subscriber sent (its source port finds the softwire),
+        # quoting all of it, its first 8 bytes, or too little; the quote's IHL may lie.
+        quoted = bytes(IP(src=ip, dst="203.0.113.9", ihl=draw(st.sampled_from([None, None, 6, 15])))
+                       / UDP(sport=dport, dport=53) / bytes(draw(st.sampled_from([0, 40]))))
+        quoted = quoted[:draw(st.sampled_from([len(quoted), 28, 21]))]
+        kind = draw(st.sampled_from([(3, 3), (3, 4), (11, 0), (12, 0), (5, 1)]))
+        l4p = ICMP(type=kind[0], code=kind[1]) / quoted
+    elif l4 == "tcp":
         l4p = TCP(sport=80, dport=dport) / pay
     elif l4 == "udp":
         l4p = UDP(sport=53, dport=dport) / pay
@@ -99,11 +109,34 @@ def b4_frame(draw, rows, icmp: bool = True):
     dst = draw(st.sampled_from(["203.0.113.9", "192.0.2.1", "192.0.2.2"]))
     dport = draw(st.integers(0, 65535))
     size = draw(st.sampled_from([0, 10, 1300, 1440, 1452]))
-    l4 = draw(st.sampled_from(["udp", "udp", "icmp-echo-request", "icmp-echo-reply"] if icmp else ["udp"]))
+    l4 = draw(st.sampled_from(["udp", "udp", "icmp-echo-request", "icmp-echo-reply", "icmp-error"]
+                              if icmp else ["udp"]))
     if l4 == "udp":
-        l4p = UDP(sport=sport, dport=dport)
+        l4p = UDP(sport=sport, dport=dport) / bytes(size)
+    elif l4 == "icmp-error":
+        # An error from a host behind the B4, quoting a packet whose first port is the
+        # subscriber's (or not): whole, cut short (down to nothing), its IHL lying.
+        quoted = bytes(IP(src=ip, dst=dst, ihl=draw(st.sampled_from([None, None, 7, 15])))
+                       / UDP(sport=sport, dport=dport) / bytes(20))
+        l4p = ICMP(type=draw(st.sampled_from([3, 11, 12])), code=3) \
+            / quoted[:draw(st.sampled_from([len(quoted), 28, 22, 21, 1, 0]))]
     else:   # RFC 7596 8.1: a request is bound by its identifier, a reply by port 0
-        l4p = ICMP(type=8, id=sport) if l4 == "icmp-echo-request" else ICMP(type=0, id=dport)
-    inner = IP(src=ip, dst=dst, ttl=draw(st.sampled_from([1, 2, 64]))) / l4p / bytes(size)
-    p = Ether(dst=AFTR_MAC_V6, src="02:00:00:00:00:22") / IPv6(src=b4, dst=[BR0, BR1][br], hlim=64) / inner
-    return bytes(p)
+        l4p = (ICMP(type=8, id=sport) if l4 == "icmp-echo-request" else ICMP(type=0, id=dport)) / bytes(size)
+    inner = IP(src=ip, dst=dst, ttl=draw(st.sampled_from([1, 2, 64]))) / l4p
+    eth = Ether(dst=AFTR_MAC_V6, src="02:00:00:00:00:22")
+    if icmp and draw(st.integers(0, 5)) == 0:
+        # An ICMPv6 error about a packet we tunnelled to this B4 (RFC 2473 8.3), quoting
+        # it whole or cut short; of each type and code the core tells apart.
+        ours = bytes(IPv6(src=[BR0, BR1][br], dst=b4) / IP(src=dst, dst=ip) / UDP(sport=53, dport=sport)
+                     / bytes(size))
+        t, code = draw(st.sampled_from([(1, 0), (1, 3), (2, 0), (2, 1), (3, 0), (3, 1), (4, 0), (0, 0), (100, 0)]))
+        err = bytes([t, code, 0, 0]) + draw(st.sampled_from([1280, 1400, 30])).to_bytes(4, "big") \
+            + ours[:draw(st.sampled_from([len(ours), 68, 59, 40]))]
+        return bytes(eth / IPv6(src=draw(st.sampled_from(["2001:db8:9::1", b4])), dst=[BR0, BR1][br], nh=58,
+                                hlim=64) / Raw(err))
+    outer = IPv6(src=b4, dst=[BR0, BR1][br], hlim=64)
+    opt = draw(st.sampled_from([None, None, None, 4, 4, 5]))
+    if opt is not None:
+        # A Destination Options header: the Tunnel Encapsulation Limit (Linux ip6tnl), or another option.
+        outer = outer / IPv6ExtHdrDestOpt(options=[HBHOptUnknown(otype=opt, optdata=b"\x04")])
+    return bytes(eth / outer / inner)

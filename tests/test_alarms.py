@@ -16,8 +16,10 @@ def test_counter_alarm_raised_once_then_cleared():
     assert a.check(2.0) == []                             # still the same alarm
     assert c[C.ALARM_REASSEMBLY_LIMIT] == 1
     assert a.check(2.0 + HOLD - 0.1) == []
+    assert a.raised() == {"reassembly-limit": ev[0].text}        # what alarms.json holds
     ev = a.check(2.0 + HOLD)
     assert [(e.alarm, e.raised) for e in ev] == [("reassembly-limit", False)]
+    assert a.raised() == {}
     c[C.DROP_OVER_RATE_LIMIT_ICMPV6_PACKETS] += 1
     c[C.DROP_IPV4_FRAG_RANDOM_EVICTED] += 1
     ev = a.check(30.0)

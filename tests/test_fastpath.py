@@ -11,7 +11,7 @@ from dataclasses import replace
 
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
-from scapy.layers.inet import ICMP, IP, UDP
+from scapy.layers.inet import ICMP, IP, UDP, IPOption_NOP, fragment
 from scapy.layers.inet6 import ICMPv6EchoRequest, IPv6, IPv6ExtHdrFragment
 from scapy.layers.l2 import Dot1Q, Ether
 
@@ -21,7 +21,7 @@ from lwaftr.dataplane.engine import Engine
 from lwaftr.dataplane.fragment import SNABB_CHECK_ID_SEEDS as IDS  # both engines fragment alike
 from lwaftr.examples import AFTR_V4
 
-from packets import b4_frame, inet_frame, make_config, tables
+from packets import b4_frame, inet_frame, make_config, port_of, tables
 
 SETTINGS = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -82,7 +82,7 @@ def test_common_traffic_never_reaches_the_slow_path(monkeypatch, filters):
     eng = Engine(cfg)
     eng._last_slow = 10.0   # no timer due
     calls = []
-    monkeypatch.setattr(eng.slow, "process", lambda *a: calls.append(a) or ([], []))
+    monkeypatch.setattr(eng.slow, "process", lambda *a, **kw: calls.append(a) or ([], []))
     v4 = [bytes(Ether(dst="02:00:00:00:00:01", src="02:00:00:00:00:11") / IP(src="203.0.113.9", dst="192.0.2.1") / UDP(sport=1, dport=4097 + i)) for i in range(50)]
     v6 = [bytes(Ether(dst="02:00:00:00:00:01", src="02:00:00:00:00:11") / IPv6(src="2001:db8:1::2", dst="2001:db8:ffff::2") /
                 IP(src="192.0.2.2", dst="203.0.113.9") / UDP(sport=1000 + i, dport=53)) for i in range(50)]
@@ -128,7 +128,7 @@ def test_icmp_errors_are_compiled_and_equal_the_slow_paths():
     fast._last_slow = 100.0   # no timer due
     calls = []
     real = fast.slow.process
-    fast.slow.process = lambda *a: calls.append(a) or real(*a)
+    fast.slow.process = lambda *a, **kw: calls.append(a) or real(*a, **kw)
     v4, v6 = _error_traffic()
     for now in (100.0, 100.5):               # the second batch, in the same window, is all rate-limited
         o4, o6 = fast.process(fast.pool.store(v4), fast.pool.store(v6), now)
@@ -146,6 +146,163 @@ def test_icmp_errors_are_compiled_and_equal_the_slow_paths():
     assert fast.pool.n_free[0] == fast.pool.n_slots, "slots leaked"
 
 
+@pytest.mark.parametrize("allow", [True, False])
+def test_icmp_errors_from_the_internet_are_relayed_in_the_kernels(allow):
+    """An ICMPv4 error about a subscriber's packet goes to the softwire owning the
+    quoted source port (RFC 7596 8.1); one quoting too little, for no softwire or
+    with a bad checksum is dropped; with allow-incoming-icmp off all are refused.
+    No frame reaches the slow path; bytes and counters equal the slow path's."""
+    rows = [("192.0.2.1", 1, 4, "2001:db8:1::1", 0), ("192.0.2.2", 0, 0, "2001:db8:1::2", 1)]
+    cfg = make_config(rows)
+    cfg = replace(cfg, external=replace(cfg.external, allow_incoming_icmp=allow))
+    fast, slow = Engine(cfg, fragment_id_seeds=IDS), Engine(cfg, fast_path=False, fragment_id_seeds=IDS)
+    fast._last_slow = 100.0
+    calls = []
+    real = fast.slow.process
+    fast.slow.process = lambda *a, **kw: calls.append(a) or real(*a, **kw)
+    eth = Ether(dst="02:00:00:00:00:01", src="02:00:00:00:00:11")
+    sub = IP(src="192.0.2.1", dst="198.51.100.9") / UDP(sport=4097, dport=53) / bytes(30)
+    v4 = [bytes(eth / IP(src="198.51.100.9", dst="192.0.2.1") / ICMP(type=3, code=3) / sub),          # relayed
+          bytes(eth / IP(src="203.0.113.1", dst="192.0.2.1") / ICMP(type=3, code=4, nexthopmtu=1400)
+                / bytes(sub)[:28]),                                                                   # relayed
+          bytes(eth / IP(src="203.0.113.1", dst="192.0.2.1") / ICMP(type=11) / bytes(sub)[:21]),      # too short
+          bytes(eth / IP(src="203.0.113.1", dst="192.0.2.1") / ICMP(type=3, code=1)
+                / bytes(IP(src="192.0.2.1", dst="198.51.100.9") / UDP(sport=80, dport=53))),          # no softwire
+          bytes(eth / IP(src="203.0.113.1", dst="192.0.2.2") / ICMP(type=3, chksum=0x4321) / sub)]   # bad checksum
+    o4, o6 = fast.process(fast.pool.store(v4), fast.pool.store([]), 100.0)
+    got = fast.pool.frames(o4), fast.pool.frames(o6)
+    fast.pool.free(o4)
+    fast.pool.free(o6)
+    assert got == slow.process_frames(v4, [], 100.0)
+    assert C.to_dict(fast.counters) == C.to_dict(slow.counters)
+    assert all(not a[0] and not a[1] for a in calls), "a frame went to the slow path"
+    c = C.to_dict(fast.counters, nonzero=True)
+    if allow:
+        assert len(got[1]) == 2 and c["drop-in-by-rfc7596-icmpv4-packets"] == 2
+        assert c["drop-bad-checksum-icmpv4-packets"] == 1
+    else:
+        assert got == ([], []) and c["drop-in-by-policy-icmpv4-packets"] == 5
+
+
+def test_icmp_errors_from_b4s_are_decapsulated_in_the_kernels():
+    """An ICMPv4 error from behind a B4 is bound by the first port of the packet it
+    quotes, whole or cut short (RFC 7596 8.1), without the slow path."""
+    rows = [("192.0.2.1", 1, 4, "2001:db8:1::1", 0), ("192.0.2.2", 0, 0, "2001:db8:1::2", 1)]
+    cfg = make_config(rows)
+    fast, slow = Engine(cfg, fragment_id_seeds=IDS), Engine(cfg, fast_path=False, fragment_id_seeds=IDS)
+    fast._last_slow = 100.0
+    calls = []
+    real = fast.slow.process
+    fast.slow.process = lambda *a, **kw: calls.append(a) or real(*a, **kw)
+    eth = Ether(dst="02:00:00:00:00:02", src="02:00:00:00:00:22")
+    quoted = bytes(IP(src="192.0.2.1", dst="198.51.100.9") / UDP(sport=4097, dport=53) / bytes(8))
+    v6 = [bytes(eth / IPv6(src="2001:db8:1::1", dst="2001:db8:ffff::1") / IP(src="192.0.2.1", dst="198.51.100.9")
+                / ICMP(type=3, code=3) / quoted[:cut]) for cut in (len(quoted), 22, 21)]
+    o4, o6 = fast.process(fast.pool.store([]), fast.pool.store(v6), 100.0)
+    got = fast.pool.frames(o4), fast.pool.frames(o6)
+    fast.pool.free(o4)
+    fast.pool.free(o6)
+    assert got == slow.process_frames([], v6, 100.0)
+    assert C.to_dict(fast.counters) == C.to_dict(slow.counters)
+    assert all(not a[0] and not a[1] for a in calls), "a frame went to the slow path"
+    # Whole and 22 bytes: port 4097 (its softwire); 21 bytes: one byte of it, 0x10: none (ICMPv6 1/5).
+    assert len(got[0]) == 2 and len(got[1]) == 1
+
+
+@pytest.mark.parametrize("kernel", [False, True])
+def test_icmpv6_errors_are_relayed_as_icmpv4_in_the_kernels(kernel):
+    """RFC 2473 8.3: an ICMPv6 error about a packet we tunnelled becomes an ICMPv4
+    error for its IPv4 sender (packet too big: fragmentation needed, MTU less 40),
+    or is dropped for its code or type; no frame reaches the slow path."""
+    from scapy.packet import Raw
+    rows = [("192.0.2.1", 1, 4, "2001:db8:1::1", 0), ("192.0.2.2", 0, 0, "2001:db8:1::2", 1)]
+    cfg = make_config(rows)
+    fast = Engine(cfg, fragment_id_seeds=IDS, kernel=kernel)
+    slow = Engine(cfg, fast_path=False, fragment_id_seeds=IDS, kernel=kernel)
+    for e in (fast, slow) if kernel else ():
+        e.set_next_hops(bytes.fromhex("020000000011"), bytes.fromhex("020000000022"))
+    fast._last_slow = 100.0
+    calls = []
+    real = fast.slow.process
+    fast.slow.process = lambda *a, **kw: calls.append(a) or real(*a, **kw)
+    ours = bytes(IPv6(src="2001:db8:ffff::1", dst="2001:db8:1::1") / IP(src="198.51.100.9", dst="192.0.2.1")
+                 / UDP(sport=53, dport=4097) / bytes(100))
+    eth = Ether(dst="02:00:00:00:00:02", src="02:00:00:00:00:22")
+    v6 = [bytes(eth / IPv6(src="2001:db8:9::1", dst="2001:db8:ffff::1", nh=58)
+                / Raw(bytes([t, code, 0, 0]) + (1400).to_bytes(4, "big") + ours))
+          for t, code in ((2, 0), (1, 3), (3, 0), (4, 1), (2, 1), (3, 1), (5, 0))]
+    o4, o6 = fast.process(fast.pool.store([]), fast.pool.store(v6), 100.0)
+    got = fast.pool.frames(o4), fast.pool.frames(o6)
+    fast.pool.free(o4)
+    fast.pool.free(o6)
+    assert got == slow.process_frames([], v6, 100.0)
+    assert C.to_dict(fast.counters) == C.to_dict(slow.counters)
+    assert all(not a[0] and not a[1] for a in calls), "a frame went to the slow path"
+    relayed = [Ether(f)[ICMP] for f in got[0]]
+    assert [(p.type, p.code) for p in relayed] == [(3, 4), (3, 1), (3, 1), (3, 1)]
+    assert relayed[0].nexthopmtu == 1400 - 40
+    c = C.to_dict(fast.counters, nonzero=True)
+    assert c["drop-too-big-type-but-not-code-icmpv6-packets"] == 1
+    assert c["drop-over-time-but-not-hop-limit-icmpv6-packets"] == 1
+    assert c["drop-unknown-protocol-icmpv6-packets"] == 1
+
+
+def test_icmp_between_b4s_is_hairpinned_in_the_kernels():
+    """A ping from one subscriber to another and its reply, and an error about a
+    packet between them, are hairpinned by RFC 7596 8.1's rules, without the slow path."""
+    rows = [("192.0.2.1", 1, 4, "2001:db8:1::1", 0), ("192.0.2.2", 0, 0, "2001:db8:1::2", 1)]
+    cfg = make_config(rows, hairpinning=True)
+    fast, slow = Engine(cfg, fragment_id_seeds=IDS), Engine(cfg, fast_path=False, fragment_id_seeds=IDS)
+    fast._last_slow = 100.0
+    calls = []
+    real = fast.slow.process
+    fast.slow.process = lambda *a, **kw: calls.append(a) or real(*a, **kw)
+    eth = Ether(dst="02:00:00:00:00:02", src="02:00:00:00:00:22")
+    a = IPv6(src="2001:db8:1::1", dst="2001:db8:ffff::1")
+    b = IPv6(src="2001:db8:1::2", dst="2001:db8:ffff::2")
+    quoted = IP(src="192.0.2.1", dst="192.0.2.2") / UDP(sport=4097, dport=9) / bytes(8)
+    v6 = [bytes(eth / a / IP(src="192.0.2.1", dst="192.0.2.2") / ICMP(type=8, id=4097) / bytes(32)),
+          bytes(eth / b / IP(src="192.0.2.2", dst="192.0.2.1") / ICMP(type=0, id=4097) / bytes(32)),
+          bytes(eth / b / IP(src="192.0.2.2", dst="192.0.2.1") / ICMP(type=3, code=3) / quoted)]
+    o4, o6 = fast.process(fast.pool.store([]), fast.pool.store(v6), 100.0)
+    got = fast.pool.frames(o4), fast.pool.frames(o6)
+    fast.pool.free(o4)
+    fast.pool.free(o6)
+    assert got == slow.process_frames([], v6, 100.0)
+    assert C.to_dict(fast.counters) == C.to_dict(slow.counters)
+    assert all(not a[0] and not a[1] for a in calls), "a frame went to the slow path"
+    assert len(got[1]) == 3 and C.to_dict(fast.counters)["hairpin-ipv4-packets"] == 3
+
+
+@pytest.mark.parametrize("hairpinning", [False, True])
+def test_the_tunnel_encapsulation_limit_header_is_compiled(hairpinning):
+    """Linux ip6tnl B4s add a Destination Options header with the Tunnel
+    Encapsulation Limit (RFC 2473 4.1.1) to every packet: decapsulated, hairpinned
+    and answered with ICMPv6 1/5 (quoting the packet without it) in the kernels."""
+    from scapy.layers.inet6 import HBHOptUnknown, IPv6ExtHdrDestOpt
+    rows = [("192.0.2.1", 1, 4, "2001:db8:1::1", 0), ("192.0.2.2", 0, 0, "2001:db8:1::2", 1)]
+    cfg = make_config(rows, hairpinning=hairpinning)
+    fast, slow = Engine(cfg, fragment_id_seeds=IDS), Engine(cfg, fast_path=False, fragment_id_seeds=IDS)
+    fast._last_slow = 100.0
+    calls = []
+    real = fast.slow.process
+    fast.slow.process = lambda *a, **kw: calls.append(a) or real(*a, **kw)
+    eth = Ether(dst="02:00:00:00:00:02", src="02:00:00:00:00:22")
+    tel = IPv6ExtHdrDestOpt(options=[HBHOptUnknown(otype=4, optdata=b"\x04")])
+    a = IPv6(src="2001:db8:1::1", dst="2001:db8:ffff::1") / tel
+    v6 = [bytes(eth / a / IP(src="192.0.2.1", dst="203.0.113.9") / UDP(sport=4097, dport=53) / bytes(100)),
+          bytes(eth / a / IP(src="192.0.2.1", dst="192.0.2.2") / UDP(sport=4097, dport=53) / bytes(100)),
+          bytes(eth / a / IP(src="192.0.2.1", dst="203.0.113.9") / UDP(sport=80, dport=53) / bytes(100))]
+    o4, o6 = fast.process(fast.pool.store([]), fast.pool.store(v6), 100.0)
+    got = fast.pool.frames(o4), fast.pool.frames(o6)
+    fast.pool.free(o4)
+    fast.pool.free(o6)
+    assert got == slow.process_frames([], v6, 100.0)
+    assert C.to_dict(fast.counters) == C.to_dict(slow.counters)
+    assert all(not a[0] and not a[1] for a in calls), "a frame went to the slow path"
+    assert len(got[0]) == (1 if hairpinning else 2) and len(got[1]) == (2 if hairpinning else 1)
+
+
 def test_errors_by_policy_off_are_dropped_in_the_kernels():
     rows = [("192.0.2.1", 1, 4, "2001:db8:1::1", 0), ("192.0.2.2", 0, 0, "2001:db8:1::2", 1)]
     cfg = make_config(rows, generate_icmp_errors=False)
@@ -153,7 +310,7 @@ def test_errors_by_policy_off_are_dropped_in_the_kernels():
     fast, slow = Engine(cfg), Engine(cfg, fast_path=False)
     fast._last_slow = 100.0
     calls = []
-    fast.slow.process = lambda *a: calls.append(a) or ([], [])
+    fast.slow.process = lambda *a, **kw: calls.append(a) or ([], [])
     v4, v6 = _error_traffic()
     o4, o6 = fast.process(fast.pool.store(v4), fast.pool.store(v6), 100.0)
     assert len(o4) == len(o6) == 0 and all(not a[0] and not a[1] for a in calls)
@@ -188,7 +345,7 @@ def test_echo_to_the_router_is_answered_in_the_kernels(vlan):
     fast._last_slow = 100.0
     calls = []
     real = fast.slow.process
-    fast.slow.process = lambda *a: calls.append(a) or real(*a)
+    fast.slow.process = lambda *a, **kw: calls.append(a) or real(*a, **kw)
     o4, o6 = fast.process(fast.pool.store(v4), fast.pool.store(v6), 100.0)
     got = fast.pool.frames(o4), fast.pool.frames(o6)
     want = slow.process_frames(v4, v6, 100.0)
@@ -217,7 +374,7 @@ def test_ipv6_fragmentation_is_compiled_and_shares_the_ids(vlan):
     fast._last_slow = 100.0
     calls = []
     real = fast.slow.process
-    fast.slow.process = lambda *a: calls.append(a) or real(*a)
+    fast.slow.process = lambda *a, **kw: calls.append(a) or real(*a, **kw)
     o4, o6 = fast.process(fast.pool.store(big), fast.pool.store([]), 100.0)
     got = fast.pool.frames(o6)
     fast.pool.free(o6)
@@ -257,9 +414,16 @@ def _b4_port(ip_pkt) -> int:
 
 
 def _port(ip_pkt, src: bool) -> int:
+    """The port that finds the softwire of a packet to a subscriber (RFC 7596 8.1:
+    an echo reply by its identifier, a request port 0, an error the source port
+    of the packet it quotes)."""
     l4 = ip_pkt.payload
     if isinstance(l4, ICMP):
-        return l4.id if l4.type == 0 else 0
+        if l4.type in (0, 8):
+            return l4.id if l4.type == 0 else 0
+        quoted = bytes(l4)[8:]
+        qihl = (quoted[0] & 0xF) * 4
+        return int.from_bytes(quoted[qihl:qihl + 2], "big")
     return l4.sport if src else l4.dport
 
 
@@ -301,10 +465,9 @@ def test_invariants(sc):                        # hairpinned ping can itself be 
         if p.nh != 4:
             continue   # ICMPv6 error
         inner = p[IP]
-        hit = _lookup(t, inner.dst, _port(inner, src=False) if not (isinstance(inner.payload, ICMP)
-                                                                    and inner.payload.type == 3) else 0)
         if inner.src == aftr:
             continue   # our ICMPv4 error to a subscriber
+        hit = _lookup(t, inner.dst, _port(inner, src=False))
         fwd6 += 1
         assert hit is not None
         assert ipaddress.IPv6Address(p.dst).packed == hit[0] and ipaddress.IPv6Address(p.src).packed == hit[1]
@@ -314,8 +477,8 @@ def test_invariants(sc):                        # hairpinned ping can itself be 
 
 
 def test_a_flood_for_the_slow_path_is_cut_to_its_budget_and_counted():
-    """Frames only Python handles (here IPv4 fragments) take at most the budget per
-    batch; the rest are dropped and counted, an alarm says so, and the compiled
+    """Frames only Python handles (here IPv4 with options, forwarded to the B4)
+    take at most the budget per batch; the rest are dropped and counted, an alarm says so, and the compiled
     traffic in the same batch is all forwarded."""
     from lwaftr.mgmt.alarms import Alarms
     rows = [("192.0.2.1", 1, 4, "2001:db8:1::1", 0), ("192.0.2.2", 0, 0, "2001:db8:1::2", 1)]
@@ -324,16 +487,17 @@ def test_a_flood_for_the_slow_path_is_cut_to_its_budget_and_counted():
     alarms.check(0.0)
     eth = Ether(dst="02:00:00:00:00:01", src="02:00:00:00:00:11")
     good = [bytes(eth / IP(src="203.0.113.9", dst="192.0.2.1") / UDP(sport=1, dport=4097 + i)) for i in range(100)]
-    frags = [bytes(eth / IP(src="203.0.113.9", dst="192.0.2.2", id=i, flags="MF") / UDP(sport=1, dport=80) / bytes(64))
-             for i in range(100)]
+    # IPv4 with options is the slow path's.
+    errors = [bytes(eth / IP(src="203.0.113.9", dst="192.0.2.2", id=i, options=[IPOption_NOP()] * 4)
+                    / UDP(sport=1, dport=80)) for i in range(100)]
     slowed = []
     real = eng.slow.process
-    eng.slow.process = lambda v4, v6, now: slowed.append(len(v4) + len(v6)) or real(v4, v6, now)
-    o4, o6 = eng.process(eng.pool.store(good + frags), eng.pool.store([]), 1.0)
-    assert len(o6) == 100 and len(o4) == 0
+    eng.slow.process = lambda v4, v6, now, **kw: slowed.append(len(v4) + len(v6)) or real(v4, v6, now, **kw)
+    o4, o6 = eng.process(eng.pool.store(good + errors), eng.pool.store([]), 1.0)
+    assert len(o6) == 100 + 16 and len(o4) == 0          # all forwarded, and 16 with options
     assert slowed == [16]
     c = C.to_dict(eng.counters, nonzero=True)
-    assert c["drop-slow-path-budget-packets"] == 84 and c["in-ipv4-frag-needs-reassembly"] == 16
+    assert c["drop-slow-path-budget-packets"] == 84
     assert [(e.alarm, e.raised) for e in alarms.check(1.0)] == [("slow-path-budget", True)]
     eng.pool.free(o6)
     assert eng.pool.n_free[0] == eng.pool.n_slots, "slots leaked"
@@ -344,9 +508,7 @@ def test_a_flood_for_the_slow_path_is_cut_to_its_budget_and_counted():
     arps = [bytes(Ether(dst="ff:ff:ff:ff:ff:ff", src="02:00:00:00:00:11") /
                   ARP(op=1, psrc=f"198.51.100.{100 + i}", pdst=aftr4)) for i in range(10)]
     slowed.clear()
-    frags2 = [bytes(eth / IP(src="203.0.113.9", dst="192.0.2.2", id=1000 + i, flags="MF") / UDP(sport=1, dport=80)
-                    / bytes(64)) for i in range(100)]
-    o4, o6 = eng.process(eng.pool.store(frags2[:50] + arps + frags2[50:]), eng.pool.store([]), 2.0)
+    o4, o6 = eng.process(eng.pool.store(errors[:50] + arps + errors[50:]), eng.pool.store([]), 2.0)
     replies = [f for f in eng.pool.frames(o4) if f[12:14] == b"\x08\x06"]
     eng.pool.free(o4)
     eng.pool.free(o6)
@@ -354,5 +516,78 @@ def test_a_flood_for_the_slow_path_is_cut_to_its_budget_and_counted():
     assert eng.counters[C.DROP_SLOW_PATH_BUDGET_PACKETS] == 84 + 84
     # check's strict mode has no budget: it must give Snabb's exact result.
     strict = Engine(make_config(rows), slow_budget=16)
-    strict.process_frames(good + frags, [], 1.0)
+    strict.process_frames(good + errors, [], 1.0)
     assert strict.counters[C.DROP_SLOW_PATH_BUDGET_PACKETS] == 0
+
+
+def _mangle(draw, f: bytes) -> bytes:
+    """The frame as is, or malformed: cut short, or one byte of its headers changed."""
+    how = draw(st.sampled_from(["none", "none", "none", "cut", "byte"]))
+    if how == "cut":
+        return f[:draw(st.integers(0, len(f)))]
+    if how == "byte" and len(f) > 14:
+        i = draw(st.integers(12, min(len(f), 100) - 1))
+        return f[:i] + bytes([draw(st.integers(0, 255))]) + f[i + 1:]
+    return f
+
+
+@st.composite
+def wide_scenario(draw):
+    """Traffic over other configurations than the default: VLAN tags, small MTUs,
+    the kernel control plane, ICMP off, malformed frames, fragments, several batches."""
+    from lwaftr.dataplane import vlan as V
+    rows = draw(tables())
+    cfg = make_config(rows, hairpinning=draw(st.booleans()), generate_icmp_errors=draw(st.booleans()),
+                      mtu=draw(st.sampled_from([1280, 1500, 2000])),
+                      allow_incoming_icmp=draw(st.booleans()))
+    cfg = replace(cfg, external=replace(cfg.external, mtu=draw(st.sampled_from([576, 1500])),
+                                        generate_icmp_errors=draw(st.booleans()),
+                                        allow_incoming_icmp=draw(st.booleans())))
+    tags = draw(st.sampled_from([(None, None), (7, 9), (5, 5)]))
+    if tags[0] is not None:
+        cfg = replace(cfg, external=replace(cfg.external, vlan_tag=tags[0]),
+                      internal=replace(cfg.internal, vlan_tag=tags[1]))
+    kernel = draw(st.booleans())
+
+    def tag(f: bytes, vid):
+        return V.push_tag(f, vid) if vid is not None and draw(st.integers(0, 9)) else f   # 1 in 10 untagged
+    batches = []
+    for _ in range(draw(st.integers(1, 3))):
+        v4 = [tag(_mangle(draw, f), tags[0]) for f in draw(st.lists(inet_frame(rows), max_size=10))]
+        v6 = [tag(_mangle(draw, f), tags[1]) for f in draw(st.lists(b4_frame(rows), max_size=10))]
+        if draw(st.booleans()):        # a fragmented packet, in order or not
+            eth = Ether(dst="02:00:00:00:00:01", src="02:00:00:00:00:11")
+            big = IP(src="203.0.113.9", dst=rows[0][0], id=draw(st.integers(0, 65535))) / UDP(
+                sport=53, dport=port_of(rows[0][1], rows[0][2], 7)) / bytes(draw(st.integers(8, 1400)))
+            frags = [bytes(eth / p) for p in fragment(big, fragsize=draw(st.sampled_from([256, 512])))]
+            v4 += [tag(f, tags[0]) for f in draw(st.permutations(frags))]
+        batches.append((v4, v6))
+    return cfg, kernel, batches
+
+
+@SETTINGS
+@given(wide_scenario())
+def test_the_kernels_equal_the_slow_path_in_other_configurations(sc):
+    """Kernels (unordered, live) against the slow path: the same frames (as sets),
+    the same counters, every slot back, over VLANs, small MTUs, kernel mode, ICMP
+    policies, malformed frames and fragments across batches."""
+    cfg, kernel, batches = sc
+    fast = Engine(cfg, fragment_id_seeds=IDS, kernel=kernel)
+    slow = Engine(cfg, fast_path=False, fragment_id_seeds=IDS, kernel=kernel)
+    if kernel:
+        for e in (fast, slow):
+            e.set_next_hops(bytes.fromhex("020000000011"), bytes.fromhex("020000000022"))
+    got, want = ([], []), ([], [])
+    for i, (v4, v6) in enumerate(batches):
+        o4, o6 = fast.process(fast.pool.store(v4), fast.pool.store(v6), 10.0 + i)
+        got[0].extend(fast.pool.frames(o4))
+        got[1].extend(fast.pool.frames(o6))
+        fast.pool.free(o4)
+        fast.pool.free(o6)
+        r4, r6 = slow.process_frames(v4, v6, 10.0 + i)
+        want[0].extend(r4)
+        want[1].extend(r6)
+    assert sorted(got[0]) == sorted(want[0]) and sorted(got[1]) == sorted(want[1])
+    assert fast.take_kernel_frames() == slow.take_kernel_frames()
+    assert C.to_dict(fast.counters) == C.to_dict(slow.counters)
+    assert fast.pool.n_free[0] + fast.defrag4.held + fast.defrag6.held == fast.pool.n_slots, "slots leaked"

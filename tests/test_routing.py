@@ -165,3 +165,38 @@ def test_control_protocol(tmp_path):
                                                 (8002, "x, line 3: syntax error")]
     t.join(5)
     srv.close()
+
+
+def test_ospf_routers_configuration_and_leaves():
+    """OSPF (alone, without BGP): a v2 and a v3 router per worker on its TAPs, checked by
+    bird -p; the lwaftr { ospf { ... } } leaves in both formats, and their rules."""
+    from lwaftr.config import ietf
+    from lwaftr.config.model import Ospf
+    cfg = replace(two_instances(), bgp=Bgp(), ospf=Ospf(enable=True, area=7, hello_interval=2, dead_interval=9,
+                                                        cost=30))
+    table = BindingTable.build(cfg.bindings)
+    routers = B.ospf_plan(cfg, SPECS)
+    assert [(r.name, r.family, r.tap, r.router_id) for r in routers] == [
+        ("w0_ospf4", 4, "cp-i1", "198.51.100.1"), ("w0_ospf6", 6, "cp-b1", "198.51.100.1"),
+        ("w1_ospf4", 4, "cp4-s1", "198.51.100.65"), ("w1_ospf6", 6, "cp6-s1", "198.51.100.65")]
+    text = B.render(cfg, [], *B.announced(cfg, table), "t", routers)
+    assert text.count("protocol ospf v2 ") == 2 and text.count("protocol ospf v3 ") == 2
+    assert 'interface "cp6-s1" { type ptp; hello 2; dead 9; cost 30; };' in text and "area 7 {" in text
+    assert 'route 192.0.2.2/32 via "cp4-s1";' in text and 'route 2001:db8:ffff::1/128 via "cp-b1";' in text
+    assert "protocol bgp" not in text and "protocol bfd" not in text
+    assert B.ospf_plan(replace(cfg, ospf=Ospf()), SPECS) == []
+    with pytest.raises(B.RoutingError, match="ospf needs the kernel control plane"):
+        B.Bird.for_run("x.conf", cfg, table, SPECS, "t", mode="built-in")
+    if BIRD is None:
+        pytest.skip("BIRD 2 is not installed: the text is not checked by bird -p")
+    bird = B.Bird.for_run("x.conf", cfg, table, SPECS, "t")        # OSPF alone runs BIRD
+    assert bird is not None and bird.routers == routers
+    bird.check()
+    assert loads_snabb(dump_snabb(cfg)).ospf == cfg.ospf
+    for fmt in (ietf.XML, ietf.JSON):
+        assert ietf.loads_ietf(ietf.dumps_ietf(cfg, fmt)).ospf == cfg.ospf
+    text = dump_snabb(cfg)
+    with pytest.raises(ConfigError, match="dead-interval 2 must be longer than hello-interval 2"):
+        loads_snabb(text.replace("dead-interval 9", "dead-interval 2"))
+    with pytest.raises(ConfigError, match="out of range"):
+        loads_snabb(text.replace("cost 30", "cost 0"))

@@ -3,6 +3,7 @@
     lwaftr run --conf FILE (--v4 IFACE --v6 IFACE | --on-a-stick IFACE)   one instance, one process
     lwaftr run --conf FILE [--instance V4,V6 | --instance IFACE]...       a worker per instance
                [--name NAME] [--io afpacket|xdp] [--control-plane kernel|built-in]
+               [--snmp-agentx SOCKET]                                     supervised: SNMP subagent
 
 Frames move through AF_PACKET rings (TPACKET_V3 in, TX ring out; or AF_XDP
 with ``--io xdp`` where the kernel allows it) and the same engine as
@@ -56,6 +57,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--control-plane", choices=[KERNEL, BUILT_IN],
                    help="override the configuration's control-plane mode")
     p.add_argument("--batch", type=int, default=256, metavar="N", help="frames per ring per batch (default 256)")
+    p.add_argument("--snmp-agentx", metavar="SOCKET",
+                   help="supervised: serve LWAFTR-MIB and the data interfaces' IF-MIB counters to snmpd, "
+                        "an AgentX subagent of its master socket (a path, or tcp:HOST:PORT)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"], help=LOG_LEVEL_HELP)
     p.add_argument("--log-format", default="text", choices=["text", "json", "syslog"], help=LOG_FORMAT_HELP)
     p.add_argument("--worker", help=argparse.SUPPRESS)            # set by the supervisor
@@ -131,8 +135,11 @@ def run(args: argparse.Namespace) -> int:
     except (OSError, IndexError) as e:
         print(f"lwaftr run: cannot set up the interfaces: {e}", file=sys.stderr)
         return 1
-    if loop.config.bgp.enable and args.worker is None:
-        logging.getLogger("lwaftr.run").warning("bgp: BIRD runs only under the supervisor (lwaftr run --conf F "
+    if args.snmp_agentx and args.worker is None:
+        logging.getLogger("lwaftr.run").warning("--snmp-agentx: the SNMP subagent runs only under the supervisor "
+                                                "(lwaftr run --conf F without interface options)")
+    if (loop.config.bgp.enable or loop.config.ospf.enable) and args.worker is None:
+        logging.getLogger("lwaftr.run").warning("bgp/ospf: BIRD runs only under the supervisor (lwaftr run --conf F "
                                                 "without interface options); this process announces nothing")
     signal.signal(signal.SIGHUP, lambda *_: loop.request_reload())
     signal.signal(signal.SIGTERM, lambda *_: loop.stop())
@@ -158,8 +165,12 @@ def _supervise(args: argparse.Namespace) -> int:
         specs = _specs(args, cfg.instances)
         check_run(_named(specs, not args.instance))
         name = args.name or cfg.name or "lwaftr"
-        bird = Bird.for_run(args.conf, cfg, table, specs, name, args.control_plane)   # None without bgp
-        sup = Supervisor(args.conf, specs, name, _passthrough(args), bird=bird)
+        bird = Bird.for_run(args.conf, cfg, table, specs, name, args.control_plane)   # None without bgp, ospf
+        snmp = None
+        if args.snmp_agentx:
+            from lwaftr.mgmt.snmp import Subagent
+            snmp = Subagent.for_run(name, specs, args.snmp_agentx)
+        sup = Supervisor(args.conf, specs, name, _passthrough(args), bird=bird, snmp=snmp)
     except (ConfigError, InterfaceError, PrivilegeError) as e:
         print(f"lwaftr run: {e}", file=sys.stderr)
         return 2

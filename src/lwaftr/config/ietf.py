@@ -55,7 +55,7 @@ from lwaftr.config import yanglib
 from lwaftr.config.bindings_check import (Names, Reject, br_index, check_port_sets, fmt4, ints,
                                          optional_ints, packed, pton4, pton6, uint)
 from lwaftr.config.errors import ConfigError
-from lwaftr.config.model import (Bgp, BgpPeer, Bindings, Config, ControlPlane, Instance, InterfaceAddresses,
+from lwaftr.config.model import (Bgp, BgpPeer, Bindings, Config, ControlPlane, Instance, InterfaceAddresses, Ospf,
                                  InterfacePolicy, NextHop, TableVersion)
 
 __all__ = ["XML", "JSON", "SNABB", "sniff", "load_ietf", "loads_ietf", "dumps_ietf",
@@ -281,7 +281,18 @@ def _config(bi: dict, given: dict, bindings: Bindings, source: str) -> Config:
     instances = _instances(bi.get(f"{_X}instance", []), source)
     return Config(external=external, internal=internal, bindings=bindings,
                   instances=instances, name=bi["name"], bgp=_bgp(bi.get(f"{_X}bgp", {}), instances, source),
+                  ospf=_ospf(bi.get(f"{_X}ospf", {}), source),
                   control_plane=control, source=source)
+
+
+def _ospf(r: dict, source: str) -> Ospf:
+    """``lwx:ospf`` (see :class:`Ospf`)."""
+    ospf = Ospf(enable=r.get("enable", False), area=r.get("area", 0), hello_interval=r.get("hello-interval", 1),
+                dead_interval=r.get("dead-interval", 4), cost=r.get("cost", 10))
+    problem = ospf.problem()
+    if problem is not None:
+        raise _err(source, f"{_X}ospf/{problem[0]}", problem[1])
+    return ospf
 
 
 def _bgp(r: dict, instances: list[Instance], source: str) -> Bgp:
@@ -721,6 +732,10 @@ def dumps_ietf(config: Config, fmt: str = XML, binding_table_file: str | None = 
     }
     if config.bgp != Bgp():
         bi[f"{_X}bgp"] = _dump_bgp(config.bgp)
+    if config.ospf != Ospf():
+        o = config.ospf
+        bi[f"{_X}ospf"] = {"enable": o.enable, "area": o.area, "hello-interval": o.hello_interval,
+                           "dead-interval": o.dead_interval, "cost": o.cost}
     b = config.bindings
     if b.version is not None:
         ver = {}
@@ -743,7 +758,7 @@ def dumps_ietf(config: Config, fmt: str = XML, binding_table_file: str | None = 
 
 #: Config fields this module writes; any other must hold its default (a setting
 #: added to the model but not yet to lwaftr-softwire-ext is refused, never dropped).
-_MAPPED = {"external", "internal", "bindings", "instances", "name", "control_plane", "bgp"}
+_MAPPED = {"external", "internal", "bindings", "instances", "name", "control_plane", "bgp", "ospf"}
 
 
 def _check_mapped(config: Config) -> None:

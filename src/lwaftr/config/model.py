@@ -228,6 +228,32 @@ class Bgp:
         return None
 
 
+@dataclass(frozen=True)
+class Ospf:
+    """OSPF announcements by BIRD 2 (:mod:`lwaftr.routing.bird`; our extension), the
+    alternative to :class:`Bgp` for networks that carry the lwAFTR's addresses in
+    their IGP.
+
+    With ``enable``, a supervised ``lwaftr run`` runs in BIRD one OSPFv2 and one
+    OSPFv3 router per worker (router ID: the worker's IPv4 address), each on the
+    worker's TAPs as point-to-point interfaces in ``area``, announcing as
+    external routes the softwires' IPv4 prefixes (OSPFv2, on the IPv4 side) and
+    the BR addresses (OSPFv3, on the IPv6 side) while the TAP is up.  A dead
+    worker's routes go when its neighbours' dead interval expires."""
+    enable: bool = False
+    area: int = 0
+    hello_interval: int = 1              # seconds
+    dead_interval: int = 4               # seconds
+    cost: int = 10
+
+    def problem(self) -> tuple[str, str] | None:
+        """What is wrong with these settings, as (leaf under ``ospf``, message), or None."""
+        if self.dead_interval <= self.hello_interval:
+            return "dead-interval", (f"dead-interval {self.dead_interval} must be longer than "
+                                     f"hello-interval {self.hello_interval}")
+        return None
+
+
 @dataclass
 class Config:
     """A whole lwAFTR configuration."""
@@ -243,6 +269,8 @@ class Config:
     binding_table_file: str | None = field(default=None, compare=False)
     #: BGP announcements (our extension; off by default)
     bgp: Bgp = field(default_factory=Bgp)
+    #: OSPF announcements (our extension; off by default)
+    ospf: Ospf = field(default_factory=Ospf)
 
     @property
     def instance(self) -> Instance:

@@ -33,7 +33,7 @@ from lwaftr.config.bindings_check import (Names, Reject as _Reject, br_index as 
                                          optional_ints as _optional_ints, packed as _packed,
                                          pton4 as _pton4, pton6 as _pton6, uint as _uint)
 from lwaftr.config.errors import ConfigError
-from lwaftr.config.model import (BUILT_IN, KERNEL, Bgp, BgpPeer, Bindings, Config, ControlPlane, Instance,
+from lwaftr.config.model import (BUILT_IN, KERNEL, Bgp, BgpPeer, Bindings, Config, ControlPlane, Instance, Ospf,
                                  InterfaceAddresses, InterfacePolicy, NextHop, TableVersion)
 from lwaftr.config.yangdata import Compact, Document, Node, no_gc, parse, quote
 
@@ -223,6 +223,13 @@ _EXT_SCHEMA = Container({
             "ipv6-peer-as": Leaf(_uint(32, 1)),
         })),
     }),
+    "ospf": Container({
+        "enable": Leaf(_boolean, False),
+        "area": Leaf(_uint(32), 0),
+        "hello-interval": Leaf(_uint(16, 1), 1),
+        "dead-interval": Leaf(_uint(32, 2), 4),
+        "cost": Leaf(_uint(16, 1), 10),
+    }),
 })
 
 
@@ -348,6 +355,7 @@ def loads_snabb(text: str, source: str = "<string>") -> Config:
         config = Config(external=_policy(rec["external-interface"], internal=False),
                         internal=_policy(rec["internal-interface"], internal=True),
                         instances=instances, bgp=_bgp(doc, ext_rec["bgp"], instances),
+                        ospf=_ospf(doc, ext_rec["ospf"]),
                         bindings=_bindings(doc, rec["binding-table"]["softwire"],
                                            rec["binding-table"]["version"]),
                         name=rec.get("name"), control_plane=_control_plane(ext_rec), source=source)
@@ -405,6 +413,15 @@ def _bgp(doc: Document, r: Rec, instances: list[Instance]) -> Bgp:
             at = next(where[p.device] for p in bgp.peers if p.device not in {i.device for i in instances})
         raise doc.error(msg, at, f"{path}/{leaf}")
     return bgp
+
+
+def _ospf(doc: Document, r: Rec) -> Ospf:
+    ospf = Ospf(enable=r["enable"], area=r["area"], hello_interval=r["hello-interval"],
+                dead_interval=r["dead-interval"], cost=r["cost"])
+    problem = ospf.problem()
+    if problem is not None:
+        raise doc.error(problem[1], r.pos.get(problem[0], r.at), f"{EXT}/ospf/{problem[0]}")
+    return ospf
 
 
 def load_snabb(path: str) -> Config:
@@ -615,21 +632,24 @@ def dump_snabb(config: Config) -> str:
     out += _dump_policy("internal-interface", config.internal, internal=True)
     out += _dump_instances(config.instances)
     out.append("}")
-    out += _dump_extensions(config.control_plane, config.bgp)
+    out += _dump_extensions(config.control_plane, config.bgp, config.ospf)
     return "\n".join(out) + "\n"
 
 
-def _dump_extensions(cp: ControlPlane, bgp: Bgp = Bgp()) -> list[str]:
+def _dump_extensions(cp: ControlPlane, bgp: Bgp = Bgp(), ospf: Ospf = Ospf()) -> list[str]:
     """Our ``lwaftr`` container, only when something differs from the defaults
     (so a plain Snabb configuration is written back as Snabb can read it)."""
-    if cp == ControlPlane() and bgp == Bgp():
+    if cp == ControlPlane() and bgp == Bgp() and ospf == Ospf():
         return []
     return [f"{EXT} {{", "  control-plane {", f"    mode {cp.mode};",
             f"    answer-arp-for-softwires {_bool(cp.answer_arp_for_softwires)};",
             f"    external-prefix-length {cp.external_prefix_length};",
             f"    internal-prefix-length {cp.internal_prefix_length};", "  }",
             f"  next-hop-cache-refresh-interval {cp.next_hop_refresh_interval:g};",
-            *(_dump_bgp(bgp) if bgp != Bgp() else []), "}"]
+            *(_dump_bgp(bgp) if bgp != Bgp() else []),
+            *(["  ospf {", f"    enable {_bool(ospf.enable)};", f"    area {ospf.area};",
+               f"    hello-interval {ospf.hello_interval};", f"    dead-interval {ospf.dead_interval};",
+               f"    cost {ospf.cost};", "  }"] if ospf != Ospf() else []), "}"]
 
 
 def _dump_bgp(b: Bgp) -> list[str]:

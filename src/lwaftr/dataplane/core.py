@@ -337,10 +337,11 @@ class LwAftrCore:
                 port = _u16(body, W.O_ICMP_ECHO_ID)   # RFC 7596 8.1
             else:
                 emb = W.ICMP_HLEN
-                if len(body) < emb + W.IPV4_HLEN + 2:
-                    port = -1
+                qihl = (body[emb] & 0xF) * 4 if len(body) > emb else 0
+                if len(body) < emb + W.IPV4_HLEN + 2 or len(body) < emb + qihl + 2:
+                    port = -1                   # quotes too little to find its softwire
                 else:
-                    port = _u16(body, emb + (body[emb] & 0xF) * 4)
+                    port = _u16(body, emb + qihl)
             queue.append((f, _u32(f, o + W.O_IPV4_DST), port))
             return
         flags = _u16(f, o + W.O_IPV4_FLAGS)

@@ -22,6 +22,7 @@ from lwaftr import wire as W
 from lwaftr.bindingtable.table import BindingTable
 from lwaftr.config.model import Config
 from lwaftr.dataplane import kernels as K
+from lwaftr.dataplane import defrag
 from lwaftr.dataplane import vlan
 from lwaftr.dataplane.icmperr import new_rate_state
 from lwaftr.dataplane.pool import HEADROOM, PacketPool
@@ -39,6 +40,9 @@ MIRROR_LIMIT = 4096
 #: control plane (ARP, NDP, BGP, BFD, ping to it) have a budget of their own,
 #: served first (:meth:`Engine._within_budget`).
 SLOW_BUDGET = 64
+#: Reassembled packets too large for a pool slot, per side and batch, handed to
+#: the slow path's later stages (beyond: dropped and counted with the budget's).
+BIG_PER_BATCH = 8
 
 
 class Engine:
@@ -99,7 +103,7 @@ class Engine:
         self._last_slow = -1e18
         # Per-batch scratch and outputs, allocated once.
         self.max_batch = max_batch
-        self._scratch = np.empty((5, max_batch), np.int64)
+        self._scratch = np.empty((6, max_batch), np.int64)
         self._keep = np.empty(max_batch, np.uint8)
         self._out4 = np.empty(2 * max_batch, np.int32)
         # IPv6 fragments of the largest frame a slot holds, at the internal MTU (kernels._fragment6)
@@ -110,6 +114,19 @@ class Engine:
         self._slow6 = np.empty(max_batch, np.int32)
         self.monitor = 0
         self._mirrored: list[bytes] = []
+        # Reassembly in the kernels (outside check): fragments are held in their slots,
+        # a quarter of the pool at most, so fragments cannot take the pool from forwarding.
+        held = max(1, pool_slots // 4)
+        self.defrag4 = defrag.Defrag(4, ext.reassembly_max_fragments_per_packet, ext.reassembly_max_packets,
+                                     max_held=held)
+        self.defrag6 = defrag.Defrag(6, int_.reassembly_max_fragments_per_packet, int_.reassembly_max_packets,
+                                     max_held=held)
+        big = lambda: (np.empty((BIG_PER_BATCH, defrag.SNABB_MAX_FRAME), np.uint8),   # noqa: E731
+                       np.zeros(BIG_PER_BATCH, np.int64), np.zeros(1, np.int64))
+        self._big4, self._big6 = big(), big()
+        self._whole = np.zeros(pool_slots, np.uint8)      # slots holding a reassembled packet
+        self._reasm = (defrag.state(self.defrag4), defrag.state(self.defrag6), *self._big4, *self._big6,
+                       self._whole)
         self._refresh_next_hops()
 
     # -- tables ----------------------------------------------------------------
@@ -204,24 +221,35 @@ class Engine:
                                       P, self.macs, t.addr_tab, t.sw_tab, t.br_tab, self.counters, strict,
                                       self._scratch, self._keep, out4, out6, slow4, slow6, self.rate_state,
                                       float(now), self.filter_progs, self.filter_index, self.slow.frag6.ids,
-                                      self._frags)
-        if not (s4 or s6 or not (P[K.P_V4_RESOLVED] and P[K.P_V6_RESOLVED])
+                                      self._frags, self._reasm)
+        nb4, nb6 = int(self._big4[2][0]), int(self._big6[2][0])
+        if not (s4 or s6 or nb4 or nb6 or not (P[K.P_V4_RESOLVED] and P[K.P_V6_RESOLVED])
                 or self.slow.holding or now - self._last_slow >= SLOW_TICK):
             return out4[:k4].copy(), out6[:k6].copy()
         self._last_slow = now
         slow4, slow6 = slow4[:s4], slow6[:s6]
         if not strict and s4 + s6 > self.slow_budget:
             slow4, slow6 = self._within_budget(slow4, slow6)
-        f4, f6 = pool.frames(slow4), pool.frames(slow6)
-        pool.free(slow4)
-        pool.free(slow6)
+        (f4, w4), (f6, w6) = self._slow_frames(slow4, self._big4, nb4), self._slow_frames(slow6, self._big6, nb6)
         if self.monitor:
             self._mirror(f4, f6)
-        o4, o6 = self.slow.process(f4, f6, now)
+        o4, o6 = self.slow.process(f4, f6, now, whole4=w4, whole6=w6)
         self._refresh_next_hops()
         o4 = self._store(self._tag(o4, self.vlan4))
         o6 = self._store(self._tag(o6, self.vlan6))
         return np.concatenate((out4[:k4], o4)), np.concatenate((out6[:k6], o6))
+
+    def _slow_frames(self, slots: np.ndarray, big: tuple, nbig: int) -> tuple[list[bytes], list[bytes]]:
+        """Slow-path slots -> (frames, reassembled packets) as bytes; the slots are freed."""
+        whole = self._whole
+        frames, done = [], []
+        for s in slots:
+            (done if whole[s] else frames).append(self.pool.frame(int(s)))
+            whole[s] = 0
+        self.pool.free(slots)
+        buf, lens, _ = big
+        done += [buf[i, :lens[i]].tobytes() for i in range(nbig)]
+        return frames, done
 
     def _within_budget(self, slow4: np.ndarray, slow6: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The slow-path frames of one batch cut to the budget, the rest freed and counted.

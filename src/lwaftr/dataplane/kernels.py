@@ -9,22 +9,25 @@ Two passes per batch, as in the playbook:
    encapsulation writes Ethernet + IPv6 into the headroom) and adds to the
    counters exactly what the slow path would have added.
 
-The fast path takes: untagged-or-correctly-tagged, unfragmented, option-less
-IPv4 (not ICMP) from the Internet to a bound softwire with TTL > 1 that fits
-the IPv6 MTU; and IPv4-in-IPv6 (no extension headers, inner not ICMP) from a
-B4 whose binding checks, fitting the IPv4 MTU, or hairpinned to another
-bound B4.  It also answers, with ICMP errors built in place
-(:mod:`lwaftr.dataplane.icmperr`, under the shared rate limiter) or drops by
-policy: Internet frames for no softwire (RFC 7596 5.2), with TTL <= 1, or too
-big for the tunnel with DF set; B4 frames whose binding does not check
-(RFC 7596 5.1).  ICMP echo crosses the tunnels here (RFC 7596 8.1), and with
-the built-in control plane pings to the router's own addresses are answered
-here (``ECHO``).  The pcap filters run here too.  Everything else (ICMP
-errors arriving, ARP/NDP, fragments, IPv4 options, errors addressed to a
-softwire, IPv6 fragmentation, unresolved next hops, malformed frames, frames
-for the kernel) is ``SLOW``, under the engine's per-batch budget.  The slow path
-(:mod:`lwaftr.dataplane.core`) is the reference: tests run both on the same
-traffic and compare bytes and counters.
+The fast path takes: untagged-or-correctly-tagged, option-less IPv4 from the
+Internet to a bound softwire with TTL > 1 that fits the IPv6 MTU (or does
+not, without DF: then IPv6 fragments); and IPv4-in-IPv6 (no extension
+headers) from a B4 whose binding checks, fitting the IPv4 MTU, or hairpinned
+to another bound B4.  Fragments on either side are reassembled first, in
+place (:mod:`lwaftr.dataplane.defrag`).  It also answers, with ICMP errors
+built in place (:mod:`lwaftr.dataplane.icmperr`, under the shared rate
+limiter) or drops by policy: Internet frames for no softwire (RFC 7596 5.2),
+with TTL <= 1, or too big for the tunnel with DF set; B4 frames whose binding
+does not check (RFC 7596 5.1).  ICMPv4 from the Internet (echo and errors)
+goes to the softwire its identifier or quoted port points to (RFC 7596 8.1),
+echo from B4s too, and with the built-in control plane pings to the router's
+own addresses are answered here (``ECHO``).  The pcap filters run here too.
+ICMPv4 from B4s likewise by its identifier or quoted port; ICMPv6 errors
+about tunnelled packets are relayed as ICMPv4 to the sender (RFC 2473 8.3).  Everything else
+(ARP/NDP, IPv4 options, errors addressed to a softwire, unresolved next hops, malformed
+frames, frames for the kernel) is ``SLOW``, under the engine's per-batch
+budget.  The slow path (:mod:`lwaftr.dataplane.core`) is the reference:
+tests run both on the same traffic and compare bytes and counters.
 """
 from __future__ import annotations
 
@@ -35,6 +38,7 @@ from lwaftr import counters as C
 from lwaftr import wire as W
 from lwaftr.bindingtable.table import is_managed, lookup, lookup_at, probe
 from lwaftr.dataplane.bpf import BPF_MEMWORDS, bpf_exec
+from lwaftr.dataplane.defrag import defrag_batch
 from lwaftr.dataplane.icmperr import (HEADROOM_NEEDED, RL_V4, RL_V6, icmpv4_error, icmpv6_error, ones_sum,
                                       rate_allow, set_ttl)
 from lwaftr.dataplane.pool import HEADROOM
@@ -50,15 +54,20 @@ DROP = 3        # dropped and counted
 ERR = 4         # turned into an ICMP error back out of the interface it came in on
 ECHO = 5        # an echo request to the router's own address, answered in place (built-in control plane)
 FRAG = 6        # encapsulated and fragmented (RFC 8200 4.5): its fragments leave last, from ``frags``
+RELAY = 7       # an ICMPv6 error about a tunnelled packet, relayed as ICMPv4 to its sender (RFC 2473 8.3)
 
 # Why an Internet-side frame is DROP or ERR (in ``rows``)
 R_NO_SOFTWIRE = 1   # RFC 7596 5.2: ICMPv4 host unreachable
 R_TTL = 2           # TTL <= 1: ICMPv4 time exceeded
 R_DF = 3            # too big for the tunnel, DF set: ICMPv4 fragmentation needed
 R_ICMP_MISS = 4     # ICMPv4 for no softwire: dropped silently (RFC 7596 8.1)
+R_ICMP_POLICY = 5   # ICMPv4 refused by allow-incoming-icmp
+R_ICMP_BADSUM = 6   # ICMPv4 cut short or with a bad checksum (RFC 5508)
 # Why a B4-side frame is DROP other than for its binding (in ``rows``)
 R6_ICMP_UNKNOWN = -2    # ICMPv6 echo not for the router: unknown to the lwAFTR
 R6_ICMP_POLICY = -3     # ICMPv6 refused by allow-incoming-icmp
+R6_TOO_BIG_CODE = -4    # ICMPv6 packet too big with a code other than 0
+R6_TIME_CODE = -5       # ICMPv6 time exceeded that is not hop limit exceeded
 
 # Parameter vector indices (int64[N_PARAMS])
 P_EXT_IP = 0
@@ -257,11 +266,13 @@ _FAM_COUNTERS = np.array([
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _ingress(b, f, n, fam, prog, mem, counters):
+def _ingress(b, f, n, fam, prog, mem, counters, whole):
     """A frame the kernels finish, as the slow path's first stages see it: not a
-    fragment (``in-ipvX-frag-reassembly-unneeded``), then the ingress filter
+    fragment (``in-ipvX-frag-reassembly-unneeded``; ``whole``: reassembled, and
+    counted so by :mod:`lwaftr.dataplane.defrag`), then the ingress filter
     ``prog``.  False if the filter refused it (counted)."""
-    counters[_FAM_COUNTERS[fam, _C_UNNEEDED]] += 1
+    if not whole:
+        counters[_FAM_COUNTERS[fam, _C_UNNEEDED]] += 1
     if prog.shape[0] and bpf_exec(prog, b, f, n, mem) == 0:
         counters[_FAM_COUNTERS[fam, _C_INGRESS]] += 1
         return False
@@ -502,19 +513,36 @@ def classify_inet(buf, off, length, slots, P, addr_tab, sw_tab, verdict, rows):
                 ok = False
                 v = ECHO                     # ping to the router, answered before the core sees it
             elif ok and icmp:
-                # Echo to or from a subscriber (RFC 7596 8.1: a request reaches the softwire
-                # owning port 0, a reply the one owning its identifier), allowed by policy,
-                # checksum right (RFC 5508), not for our own address; other ICMP: slow path.
-                t = b[o + W.IPV4_HLEN]
-                ok = P[P_ALLOW_ICMP4] != 0 and total >= W.IPV4_HLEN + W.ICMP_HLEN \
-                    and (t == W.ICMPV4_ECHO_REQUEST or t == W.ICMPV4_ECHO_REPLY) \
-                    and rd32(b, o + W.O_IPV4_DST) != P[P_EXT_IP] \
-                    and ones_sum(b, o + W.IPV4_HLEN, total - W.IPV4_HLEN, 0) == 0xFFFF
+                # ICMP to a subscriber: refused by policy, or dropped cut short or with a bad
+                # checksum (RFC 5508); else it goes to the softwire its port points to (below).
+                # ICMP for the router's own address: slow path.
+                if rd32(b, o + W.O_IPV4_DST) == P[P_EXT_IP]:
+                    ok = False
+                elif P[P_ALLOW_ICMP4] == 0:
+                    ok = False
+                    v = DROP
+                    r = R_ICMP_POLICY
+                elif total < W.IPV4_HLEN + W.ICMP_HLEN or ones_sum(b, o + W.IPV4_HLEN, total - W.IPV4_HLEN, 0) != 0xFFFF:
+                    ok = False
+                    v = DROP
+                    r = R_ICMP_BADSUM
             if ok:
                 if icmp:
-                    port = 0 if b[o + W.IPV4_HLEN] == W.ICMPV4_ECHO_REQUEST \
-                        else rd16(b, o + W.IPV4_HLEN + W.O_ICMP_ECHO_ID)
-                    r = lookup(addr_tab, sw_tab, rd32(b, o + W.O_IPV4_DST), port)
+                    # RFC 7596 8.1: an echo request reaches the softwire owning port 0, a reply
+                    # the one owning its identifier; an error the one owning the source port of
+                    # the packet it quotes (none if it quotes too little: dropped silently).
+                    t = b[o + W.IPV4_HLEN]
+                    port = -1
+                    if t == W.ICMPV4_ECHO_REQUEST:
+                        port = 0
+                    elif t == W.ICMPV4_ECHO_REPLY:
+                        port = rd16(b, o + W.IPV4_HLEN + W.O_ICMP_ECHO_ID)
+                    elif total >= W.IPV4_HLEN + W.ICMP_HLEN + W.IPV4_HLEN + 2:
+                        q = o + W.IPV4_HLEN + W.ICMP_HLEN
+                        qihl = (np.int64(b[q]) & 0xF) * 4
+                        if W.ICMP_HLEN + qihl + 2 <= total - W.IPV4_HLEN:
+                            port = rd16(b, q + qihl)
+                    r = lookup(addr_tab, sw_tab, rd32(b, o + W.O_IPV4_DST), port) if port >= 0 else -1
                 else:
                     r = lookup_at(sw_tab, keys[i], rows[i])
                 why = 0
@@ -553,12 +581,12 @@ def classify_inet(buf, off, length, slots, P, addr_tab, sw_tab, verdict, rows):
 
 @numba.njit(cache=True, nogil=True)
 def apply_inet(buf, off, length, slots, P, macs, sw_tab, br_tab, counters, verdict, rows, rate, now,
-               progs, pidx, free_list, n_free, ids, frags):
+               progs, pidx, free_list, n_free, ids, frags, first_whole):
     """Pass 2 for frames from the Internet side: through the ingress filter,
     then encapsulate, answer with an ICMPv4 error (``ERR``; ``DROP`` when the
     rate limiter says no) or drop; what leaves passes the egress filter.
     ``FRAG`` frames leave as IPv6 fragments: their slots go to ``frags``;
-    returns how many."""
+    returns how many.  Frames from ``first_whole`` on were reassembled."""
     nf = 0
     pin = progs[pidx[F_IN4]:pidx[F_IN4 + 1]]
     pout4 = progs[pidx[F_OUT4]:pidx[F_OUT4 + 1]]
@@ -573,7 +601,7 @@ def apply_inet(buf, off, length, slots, P, macs, sw_tab, br_tab, counters, verdi
         f = np.int64(off[s])
         n = np.int64(length[s])
         o = f + ETH
-        if not _ingress(b, f, n, FAM4, pin, mem, counters):
+        if not _ingress(b, f, n, FAM4, pin, mem, counters, i >= first_whole):
             verdict[i] = DROP
             continue
         if v == ECHO:
@@ -582,6 +610,15 @@ def apply_inet(buf, off, length, slots, P, macs, sw_tab, br_tab, counters, verdi
             continue
         counters[C.IN_IPV4_BYTES] += n
         counters[C.IN_IPV4_PACKETS] += 1
+        if v == DROP and (rows[i] == R_ICMP_POLICY or rows[i] == R_ICMP_BADSUM):
+            if rows[i] == R_ICMP_POLICY:
+                counters[C.DROP_IN_BY_POLICY_ICMPV4_BYTES] += n
+                counters[C.DROP_IN_BY_POLICY_ICMPV4_PACKETS] += 1
+            else:
+                counters[C.DROP_BAD_CHECKSUM_ICMPV4_BYTES] += n
+                counters[C.DROP_BAD_CHECKSUM_ICMPV4_PACKETS] += 1
+            _add_drop_ipv4(counters, n, False)
+            continue
         if v == DROP or v == ERR:
             why = rows[i]
             ttl = np.int64(b[o + W.O_IPV4_TTL])
@@ -647,11 +684,41 @@ def _is_br(br64, d0, d1):
 
 
 @numba.njit(cache=True, nogil=True)
-def classify_b4(buf, off, length, slots, P, addr_tab, sw_tab, br_tab, verdict, rows, hrows):
+def tunnel_encap_limit(b, d, end):
+    """Length of the Destination Options header at ``d`` if it holds only the
+    Tunnel Encapsulation Limit option and pads and IPv4 follows (RFC 2473 4.1.1;
+    Linux ``ip6tnl`` adds it), else 0: ``core.strip_tunnel_encap_limit``'s rule."""
+    if d + 8 > end or b[d] != W.PROTO_IPV4:
+        return 0
+    hlen = (np.int64(b[d + 1]) + 1) * 8
+    if d + hlen > end:
+        return 0
+    i = d + 2
+    seen = False
+    while i < d + hlen:
+        t = b[i]
+        if t == W.IPV6_OPT_PAD1:
+            i += 1
+            continue
+        if i + 2 > d + hlen:
+            return 0
+        ln = np.int64(b[i + 1])
+        if t == W.IPV6_OPT_TUNNEL_ENCAP_LIMIT and ln == 1 and not seen:
+            seen = True
+        elif t != W.IPV6_OPT_PADN:
+            return 0
+        i += 2 + ln
+    return hlen if i == d + hlen and seen else 0
+
+
+@numba.njit(cache=True, nogil=True)
+def classify_b4(buf, off, length, slots, P, addr_tab, sw_tab, br_tab, verdict, rows, hrows, xoff):
     """Pass 1 for frames from the B4 side.  Returns the number of SLOW.
 
     ``rows`` gets the source softwire, ``hrows`` the destination softwire of
-    a hairpinned frame.  One flat loop, like :func:`classify_inet`.
+    a hairpinned frame, ``xoff`` the length of a Tunnel Encapsulation Limit
+    header between IPv6 and IPv4 (0: none).  One flat loop, like
+    :func:`classify_inet`.
     """
     nslow = 0
     fast = P[P_FAST_OFF] == 0
@@ -673,14 +740,17 @@ def classify_b4(buf, off, length, slots, P, addr_tab, sw_tab, br_tab, verdict, r
         f = np.int64(off[s])
         n = np.int64(length[s])
         h = f + ETH
-        o = h + V6
+        x = 0
+        if n >= ETH + V6 + 8 and b[h + W.O_IPV6_NEXT_HEADER] == W.PROTO_DSTOPTS:
+            x = tunnel_encap_limit(b, h + V6, f + n)
+        o = h + V6 + x
         v = SLOW
         r = -1
         hr = -1
         icmp = False
-        ok = fast and n >= ETH + V6 + W.IPV4_HLEN + 4 and rd16(b, f + 12) == W.ETHERTYPE_IPV6 \
+        ok = fast and n >= ETH + V6 + x + W.IPV4_HLEN + 4 and rd16(b, f + 12) == W.ETHERTYPE_IPV6 \
             and (b[h] >> 4) == 6 and V6 + rd16(b, h + W.O_IPV6_PAYLOAD_LENGTH) <= n - ETH \
-            and b[h + W.O_IPV6_NEXT_HEADER] == W.PROTO_IPV4 and b[o] == 0x45 \
+            and (b[h + W.O_IPV6_NEXT_HEADER] == W.PROTO_IPV4 or x > 0) and b[o] == 0x45 \
             and (P[P_MONITOR] == 0 or rd32(b, o + W.O_IPV4_SRC) != P[P_MONITOR])
         if not ok and fast and n >= ETH + V6 + W.ICMP_HLEN and rd16(b, f + 12) == W.ETHERTYPE_IPV6 \
                 and (b[h] >> 4) == 6 and V6 + rd16(b, h + W.O_IPV6_PAYLOAD_LENGTH) <= n - ETH \
@@ -700,21 +770,64 @@ def classify_b4(buf, off, length, slots, P, addr_tab, sw_tab, br_tab, verdict, r
                                                       or _is_br(br64, d0, d1)):
                 v = DROP
                 r = R6_ICMP_UNKNOWN if P[P_ALLOW_ICMP6] else R6_ICMP_POLICY
+        elif not ok and fast and n >= ETH + V6 + W.ICMP_HLEN and rd16(b, f + 12) == W.ETHERTYPE_IPV6 \
+                and (b[h] >> 4) == 6 and V6 + rd16(b, h + W.O_IPV6_PAYLOAD_LENGTH) <= n - ETH \
+                and b[h + W.O_IPV6_NEXT_HEADER] == W.PROTO_ICMPV6 and b[o] < W.ICMPV6_ECHO_REQUEST:
+            # An ICMPv6 error about a packet we tunnelled: relayed to the IPv4 sender it quotes
+            # as ICMPv4 (RFC 2473 8.3: packet too big -> fragmentation needed with the MTU
+            # less the tunnel header, the others -> host unreachable), or dropped by policy,
+            # for its code or type.  In kernel mode, errors for the router's own address (not
+            # a BR), multicast or link-local are the kernel's; an error quoting too little, or
+            # for a softwire's address (hairpinned): slow path.
+            d0 = np.int64(rd64(b, h + W.O_IPV6_DST))
+            d1 = np.int64(rd64(b, h + W.O_IPV6_DST + 8))
+            kernels = P[P_PUNT] != 0 and (b[h + W.O_IPV6_DST] == 0xFF or (
+                b[h + W.O_IPV6_DST] == 0xFE and (b[h + W.O_IPV6_DST + 1] & 0xC0) == 0x80) or (
+                d0 == P[P_INT_IP_HI] and d1 == P[P_INT_IP_LO] and not _is_br(br64, d0, d1)))
+            t = b[o]
+            code = b[o + 1]
+            q4 = o + W.ICMP_HLEN + V6              # the quoted packet's inner IPv4 header
+            if kernels:
+                pass
+            elif not P[P_ALLOW_ICMP6]:
+                v = DROP
+                r = R6_ICMP_POLICY
+            elif t == W.ICMPV6_PACKET_TOO_BIG and code != 0:
+                v = DROP
+                r = R6_TOO_BIG_CODE
+            elif t == W.ICMPV6_TIME_EXCEEDED and code != W.ICMPV6_CODE_HOP_LIMIT:
+                v = DROP
+                r = R6_TIME_CODE
+            elif t > W.ICMPV6_PARAMETER_PROBLEM:
+                v = DROP
+                r = R6_ICMP_UNKNOWN
+            elif q4 + W.IPV4_HLEN <= f + n and not is_managed(addr_tab, rd32(b, q4 + W.O_IPV4_SRC)) \
+                    and P[P_V4_RESOLVED]:
+                v = RELAY
+                r = W.ICMPV4_CODE_FRAG_NEEDED if t == W.ICMPV6_PACKET_TOO_BIG else W.ICMPV4_CODE_HOST_UNREACHABLE
+                hr = (rd16(b, o + W.O_ICMP_MTU) - V6) & 0xFFFF if t == W.ICMPV6_PACKET_TOO_BIG else 0
         if ok and b[o + W.O_IPV4_PROTO] == W.PROTO_ICMP:
-            # Echo from a subscriber: a request is bound by its identifier, a reply by
-            # port 0 (RFC 7596 8.1); other ICMP from B4s: slow path.
-            t = b[o + W.IPV4_HLEN]
+            # ICMP from a subscriber (RFC 7596 8.1): an echo request is bound by its
+            # identifier, a reply by port 0, an error by the first port of the packet it
+            # quotes (as many of its bytes as the frame holds, as the slow path reads it).
             icmp = True
-            ok = n >= ETH + V6 + W.IPV4_HLEN + W.ICMP_HLEN \
-                and (t == W.ICMPV4_ECHO_REQUEST or t == W.ICMPV4_ECHO_REPLY)
+            ok = n >= ETH + V6 + W.IPV4_HLEN + W.ICMP_HLEN
         if ok:
             if icmp:
-                port = rd16(b, o + W.IPV4_HLEN + W.O_ICMP_ECHO_ID) \
-                    if b[o + W.IPV4_HLEN] == W.ICMPV4_ECHO_REQUEST else 0
+                t = b[o + W.IPV4_HLEN]
+                if t == W.ICMPV4_ECHO_REQUEST:
+                    port = rd16(b, o + W.IPV4_HLEN + W.O_ICMP_ECHO_ID)
+                elif t == W.ICMPV4_ECHO_REPLY:
+                    port = 0
+                else:
+                    q = o + W.IPV4_HLEN + W.ICMP_HLEN
+                    p = q + (np.int64(b[q]) & 0xF) * 4 if q < f + n else f + n
+                    port = rd16(b, p) if p + 2 <= f + n else (np.int64(b[p]) if p + 1 == f + n else 0)
                 r = lookup(addr_tab, sw_tab, rd32(b, o + W.O_IPV4_SRC), port)
             else:
-                r = lookup_at(sw_tab, keys[i], rows[i])
-            inner_len = n - ETH - V6
+                r = lookup_at(sw_tab, keys[i], rows[i]) if x == 0 \
+                    else lookup(addr_tab, sw_tab, rd32(b, o + W.O_IPV4_SRC), rd16(b, o + W.IPV4_HLEN))
+            inner_len = n - ETH - V6 - x
             total = rd16(b, o + W.O_IPV4_TOTAL_LENGTH)
             # The softwire binds this B4 (IPv6 source) and BR (IPv6 destination)?
             # (Inline: as a helper function taking the arrays it cost ~30 ns more per frame.)
@@ -733,10 +846,27 @@ def classify_b4(buf, off, length, slots, P, addr_tab, sw_tab, br_tab, verdict, r
                 if v != ERR:
                     r = -1
             elif P[P_HAIRPINNING] and is_managed(addr_tab, rd32(b, o + W.O_IPV4_DST)):
-                # Re-encapsulation checks, as for a frame from the Internet (ICMP: slow path).
-                if not icmp and (rd16(b, o + W.O_IPV4_FLAGS) & _FRAG_BITS) == 0 \
-                        and W.IPV4_HLEN + 4 <= total <= inner_len:
-                    hr = lookup(addr_tab, sw_tab, rd32(b, o + W.O_IPV4_DST), rd16(b, o + W.IPV4_HLEN + 2))
+                # Re-encapsulation checks, as for a frame from the Internet: the destination
+                # softwire by port, or for ICMP (allowed, checksum right) by RFC 7596 8.1's rules;
+                # what fails them (a miss, an ICMP drop, a fragment, TTL, MTU): slow path.
+                hport = -1
+                if (rd16(b, o + W.O_IPV4_FLAGS) & _FRAG_BITS) == 0 and W.IPV4_HLEN + 4 <= total <= inner_len:
+                    if not icmp:
+                        hport = rd16(b, o + W.IPV4_HLEN + 2)
+                    elif P[P_ALLOW_ICMP4] != 0 and total >= W.IPV4_HLEN + W.ICMP_HLEN \
+                            and ones_sum(b, o + W.IPV4_HLEN, total - W.IPV4_HLEN, 0) == 0xFFFF:
+                        t = b[o + W.IPV4_HLEN]
+                        if t == W.ICMPV4_ECHO_REQUEST:
+                            hport = 0
+                        elif t == W.ICMPV4_ECHO_REPLY:
+                            hport = rd16(b, o + W.IPV4_HLEN + W.O_ICMP_ECHO_ID)
+                        elif total >= W.IPV4_HLEN + W.ICMP_HLEN + W.IPV4_HLEN + 2:
+                            q = o + W.IPV4_HLEN + W.ICMP_HLEN
+                            qihl = (np.int64(b[q]) & 0xF) * 4
+                            if W.ICMP_HLEN + qihl + 2 <= total - W.IPV4_HLEN:
+                                hport = rd16(b, q + qihl)
+                if hport >= 0:
+                    hr = lookup(addr_tab, sw_tab, rd32(b, o + W.O_IPV4_DST), hport)
                     if hr >= 0 and b[o + W.O_IPV4_TTL] > 1 and inner_len + V6 <= P[P_INT_MTU] \
                             and P[P_V6_RESOLVED]:
                         v = HAIRPIN
@@ -751,17 +881,19 @@ def classify_b4(buf, off, length, slots, P, addr_tab, sw_tab, br_tab, verdict, r
         verdict[i] = v
         rows[i] = r
         hrows[i] = hr
+        xoff[i] = x
         if v == SLOW:
             nslow += 1
     return nslow
 
 
 @numba.njit(cache=True, nogil=True)
-def apply_b4(buf, off, length, slots, P, macs, sw_tab, br_tab, counters, verdict, rows, hrows, rate, now,
-             progs, pidx):
+def apply_b4(buf, off, length, slots, P, macs, sw_tab, br_tab, counters, verdict, rows, hrows, xoff, rate, now,
+             progs, pidx, first_whole):
     """Pass 2 for frames from the B4 side: through the ingress filter, then
     decapsulate (and hairpin), answer with an ICMPv6 error (``ERR``; ``DROP``
-    when the rate limiter says no) or drop; what leaves passes the egress filter."""
+    when the rate limiter says no) or drop; what leaves passes the egress filter.
+    Frames from ``first_whole`` on were reassembled."""
     pin = progs[pidx[F_IN6]:pidx[F_IN6 + 1]]
     pout4 = progs[pidx[F_OUT4]:pidx[F_OUT4 + 1]]
     pout6 = progs[pidx[F_OUT6]:pidx[F_OUT6 + 1]]
@@ -774,7 +906,7 @@ def apply_b4(buf, off, length, slots, P, macs, sw_tab, br_tab, counters, verdict
         b = buf[s]
         n = np.int64(length[s])
         f = np.int64(off[s])
-        if not _ingress(b, f, n, FAM6, pin, mem, counters):
+        if not _ingress(b, f, n, FAM6, pin, mem, counters, i >= first_whole):
             verdict[i] = DROP
             continue
         if v == ECHO:
@@ -783,10 +915,27 @@ def apply_b4(buf, off, length, slots, P, macs, sw_tab, br_tab, counters, verdict
             continue
         counters[C.IN_IPV6_BYTES] += n
         counters[C.IN_IPV6_PACKETS] += 1
+        if v == RELAY:                      # RFC 2473 8.3; the ICMPv6 error itself is not a drop
+            skip = V6 + W.ICMP_HLEN + V6
+            to = rd32(b, f + ETH + skip + W.O_IPV4_SRC)
+            ip, m = icmpv4_error(b, f + skip, n - skip, P[P_EXT_IP], to, W.ICMPV4_DST_UNREACHABLE, rows[i], hrows[i])
+            e = _send_error(b, ip, m, FAM4, P, macs, counters, pout4, mem, rate, now)
+            if e < 0:
+                verdict[i] = DROP
+                continue
+            off[s] = e
+            length[s] = _framed(P, FAM4, m)
+            continue
         if v == DROP and rows[i] <= R6_ICMP_UNKNOWN:
             if rows[i] == R6_ICMP_POLICY:
                 counters[C.DROP_IN_BY_POLICY_ICMPV6_BYTES] += n
                 counters[C.DROP_IN_BY_POLICY_ICMPV6_PACKETS] += 1
+            elif rows[i] == R6_TOO_BIG_CODE:
+                counters[C.DROP_TOO_BIG_TYPE_BUT_NOT_CODE_ICMPV6_BYTES] += n
+                counters[C.DROP_TOO_BIG_TYPE_BUT_NOT_CODE_ICMPV6_PACKETS] += 1
+            elif rows[i] == R6_TIME_CODE:
+                counters[C.DROP_OVER_TIME_BUT_NOT_HOP_LIMIT_ICMPV6_BYTES] += n
+                counters[C.DROP_OVER_TIME_BUT_NOT_HOP_LIMIT_ICMPV6_PACKETS] += 1
             else:
                 counters[C.DROP_UNKNOWN_PROTOCOL_ICMPV6_BYTES] += n
                 counters[C.DROP_UNKNOWN_PROTOCOL_ICMPV6_PACKETS] += 1
@@ -801,6 +950,15 @@ def apply_b4(buf, off, length, slots, P, macs, sw_tab, br_tab, counters, verdict
             if v == DROP:
                 counters[C.DROP_OUT_BY_POLICY_ICMPV6_PACKETS] += 1
                 continue
+            x = xoff[i]
+            if x:                            # the error quotes the packet without the option header
+                f0 = np.int64(off[s])
+                for j in range(ETH + V6 - 1, -1, -1):
+                    b[f0 + x + j] = b[f0 + j]
+                off[s] = f0 + x
+                n -= x
+                wr16(b, f0 + x + ETH + W.O_IPV6_PAYLOAD_LENGTH, rd16(b, f0 + x + ETH + W.O_IPV6_PAYLOAD_LENGTH) - x)
+                b[f0 + x + ETH + W.O_IPV6_NEXT_HEADER] = W.PROTO_IPV4
             h = np.int64(off[s]) + ETH
             r = rows[i]
             if r >= 0:
@@ -812,8 +970,8 @@ def apply_b4(buf, off, length, slots, P, macs, sw_tab, br_tab, counters, verdict
             e = _send_error(b, ip, m, FAM6, P, macs, counters, pout6, mem, rate, now)
             fam = FAM6
         else:
-            l3 = np.int64(off[s]) + ETH + V6
-            m = n - ETH - V6                 # the inner IPv4 packet
+            l3 = np.int64(off[s]) + ETH + V6 + xoff[i]
+            m = n - ETH - V6 - xoff[i]       # the inner IPv4 packet
             if v == HAIRPIN:
                 counters[C.HAIRPIN_IPV4_BYTES] += ETH + m
                 counters[C.HAIRPIN_IPV4_PACKETS] += 1
@@ -893,7 +1051,7 @@ def _compact_untagged(buf, off, length, slots, vid, counters, keep, free_list, n
 
 @numba.njit(cache=True, nogil=True)
 def fast_batch(buf, off, length, free_list, n_free, v4, v6, P, macs, addr_tab, sw_tab, br_tab, counters,
-               strict, scratch, keep, out4, out6, slow4, slow6, rate, now, progs, pidx, ids, frags):
+               strict, scratch, keep, out4, out6, slow4, slow6, rate, now, progs, pidx, ids, frags, reasm):
     """One whole batch in a single call (no Python per batch but this call).
 
     ``v4``/``v6`` are the received slots (modified: untagged ones compacted).
@@ -902,10 +1060,30 @@ def fast_batch(buf, off, length, free_list, n_free, v4, v6, P, macs, addr_tab, s
     side: the slow path's order) and ``slow4``/``slow6`` (frames for the
     slow path); dropped frames go back to the pool.  With ``strict`` and any
     frame needing the slow path, every frame goes there untouched (Snabb's
-    exact order).  Returns (n_out4, n_out6, n_slow4, n_slow6).
+    exact order).  ``reasm``: the reassembly stage's state (:func:`reassembly`);
+    it runs unless ``strict``, the monitor or ``P_FAST_OFF`` sends fragments to
+    the slow path.  Returns (n_out4, n_out6, n_slow4, n_slow6).
     """
     v4 = _compact_untagged(buf, off, length, v4, P[P_VLAN4], counters, keep, free_list, n_free)
     v6 = _compact_untagged(buf, off, length, v6, P[P_VLAN6], counters, keep, free_list, n_free)
+    st4, st6, big4, big_len4, n_big4, big6, big_len6, n_big6, mark = reasm
+    n_big4[0] = 0
+    n_big6[0] = 0
+    first4 = v4.shape[0]
+    first6 = v6.shape[0]
+    if not strict and P[P_FAST_OFF] == 0 and P[P_MONITOR] == 0:
+        br64 = np.empty((br_tab.shape[0], 2), np.int64)
+        for j in range(br_tab.shape[0]):
+            br64[j, 0] = np.int64(rd64(br_tab[j], 0))
+            br64[j, 1] = np.int64(rd64(br_tab[j], 8))
+        k, first4 = defrag_batch(buf, off, length, free_list, n_free, v4, st4, counters, now, big4, big_len4,
+                                 n_big4, mark, P[P_PUNT], P[P_EXT_IP], addr_tab, br64, P[P_INT_IP_HI],
+                                 P[P_INT_IP_LO])
+        v4 = v4[:k]
+        k, first6 = defrag_batch(buf, off, length, free_list, n_free, v6, st6, counters, now, big6, big_len6,
+                                 n_big6, mark, P[P_PUNT], P[P_EXT_IP], addr_tab, br64, P[P_INT_IP_HI],
+                                 P[P_INT_IP_LO])
+        v6 = v6[:k]
     n4 = v4.shape[0]
     n6 = v6.shape[0]
     verd4 = scratch[0, :n4]
@@ -913,17 +1091,25 @@ def fast_batch(buf, off, length, free_list, n_free, v4, v6, P, macs, addr_tab, s
     verd6 = scratch[2, :n6]
     rows6 = scratch[3, :n6]
     hrows6 = scratch[4, :n6]
+    xoff6 = scratch[5, :n6]
     ns4 = classify_inet(buf, off, length, v4, P, addr_tab, sw_tab, verd4, rows4)
-    ns6 = classify_b4(buf, off, length, v6, P, addr_tab, sw_tab, br_tab, verd6, rows6, hrows6)
+    ns6 = classify_b4(buf, off, length, v6, P, addr_tab, sw_tab, br_tab, verd6, rows6, hrows6, xoff6)
     if strict and (ns4 or ns6):
         for i in range(n4):
             slow4[i] = v4[i]
         for i in range(n6):
             slow6[i] = v6[i]
         return 0, 0, n4, n6
-    apply_b4(buf, off, length, v6, P, macs, sw_tab, br_tab, counters, verd6, rows6, hrows6, rate, now, progs, pidx)
+    apply_b4(buf, off, length, v6, P, macs, sw_tab, br_tab, counters, verd6, rows6, hrows6, xoff6, rate, now, progs,
+             pidx, first6)
     nf = apply_inet(buf, off, length, v4, P, macs, sw_tab, br_tab, counters, verd4, rows4, rate, now, progs, pidx,
-                    free_list, n_free, ids, frags)
+                    free_list, n_free, ids, frags, first4)
+    for i in range(first4, n4):      # reassembled frames keep their mark only for the slow path
+        if verd4[i] != SLOW:
+            mark[v4[i]] = 0
+    for i in range(first6, n6):
+        if verd6[i] != SLOW:
+            mark[v6[i]] = 0
     k4 = 0
     k6 = 0
     s4 = 0
@@ -936,6 +1122,10 @@ def fast_batch(buf, off, length, free_list, n_free, v4, v6, P, macs, addr_tab, s
         if verd6[i] == ECHO:
             out6[k6] = v6[i]
             k6 += 1
+    for i in range(n6):            # ICMPv6 errors relayed as ICMPv4 first, as the core sends them
+        if verd6[i] == RELAY:
+            out4[k4] = v6[i]
+            k4 += 1
     for i in range(n6):
         v = verd6[i]
         if v == TX:

@@ -88,7 +88,8 @@ class SlowPath:
         assert isinstance(self.arp, KernelNextHop) and isinstance(self.ndp, KernelNextHop)
         self.arp.next_mac, self.ndp.next_mac = mac4, mac6
 
-    def _process_kernel(self, v4: list[bytes], v6: list[bytes], now: float) -> tuple[list[bytes], list[bytes]]:
+    def _process_kernel(self, v4: list[bytes], v6: list[bytes], now: float, whole4: list[bytes],
+                        whole6: list[bytes]) -> tuple[list[bytes], list[bytes]]:
         """Kernel mode: punt what is the kernel's, the rest through reassembly,
         the ingress filter and the core; MACs from the kernel's next hops."""
         assert self.punt is not None
@@ -105,8 +106,8 @@ class SlowPath:
                 else:
                     dest.append(f)
                     self.c[counter] += 1
-        north4 = self._northbound(v4, self.reasm4, self.in_filter4, C.DROP_INGRESS_FILTER_IPV4_PACKETS, now)
-        north6 = self._northbound(v6, self.reasm6, self.in_filter6, C.DROP_INGRESS_FILTER_IPV6_PACKETS, now)
+        north4 = self._northbound(v4, self.reasm4, self.in_filter4, C.DROP_INGRESS_FILTER_IPV4_PACKETS, now, whole4)
+        north6 = self._northbound(v6, self.reasm6, self.in_filter6, C.DROP_INGRESS_FILTER_IPV6_PACKETS, now, whole6)
         out = self.core.process(north6, north4, now)
         south4 = arp_replies + [g for g in map(self.arp.to_wire, out.v4) if g is not None]
         south6 = [g for g in map(self.ndp.to_wire, out.v6) if g is not None]
@@ -119,8 +120,11 @@ class SlowPath:
         self.to_kernel4, self.to_kernel6 = [], []
         return k4, k6
 
-    def process(self, v4: list[bytes], v6: list[bytes], now: float) -> tuple[list[bytes], list[bytes]]:
-        """One batch in, what leaves each interface out.
+    def process(self, v4: list[bytes], v6: list[bytes], now: float, *, whole4: list[bytes] = (),
+                whole6: list[bytes] = ()) -> tuple[list[bytes], list[bytes]]:
+        """One batch in, what leaves each interface out.  ``whole4``/``whole6``:
+        packets the kernels have reassembled (:mod:`lwaftr.dataplane.defrag`),
+        which join after reassembly (and are the data plane's, in kernel mode).
 
         Southbound order is Snabb's (its chain is core -> ARP|NDP -> echo ->
         egress filter -> fragmenter, so echo replies skip the MAC rewrite):
@@ -128,11 +132,11 @@ class SlowPath:
         frames (and frames held for an unresolved next hop, once resolved).
         """
         if self.punt is not None:
-            return self._process_kernel(v4, v6, now)
+            return self._process_kernel(v4, v6, now, whole4, whole6)
         pre4, pre6 = self.arp.poll(now), self.ndp.poll(now)
 
-        north4 = self._northbound(v4, self.reasm4, self.in_filter4, C.DROP_INGRESS_FILTER_IPV4_PACKETS, now)
-        north6 = self._northbound(v6, self.reasm6, self.in_filter6, C.DROP_INGRESS_FILTER_IPV6_PACKETS, now)
+        north4 = self._northbound(v4, self.reasm4, self.in_filter4, C.DROP_INGRESS_FILTER_IPV4_PACKETS, now, whole4)
+        north6 = self._northbound(v6, self.reasm6, self.in_filter6, C.DROP_INGRESS_FILTER_IPV6_PACKETS, now, whole6)
 
         north4, nb4 = self._neighbor(self.arp, north4, pre4, now)
         north6, nb6 = self._neighbor(self.ndp, north6, pre6, now)
@@ -154,10 +158,10 @@ class SlowPath:
         return bool(self.arp.held or self.ndp.held)
 
     def _northbound(self, frames: list[bytes], reasm, filt: PacketFilter | None, drop_idx: int,
-                    now: float) -> list[bytes]:
+                    now: float, whole: list[bytes] = ()) -> list[bytes]:
         out = []
         # push_batch keeps Snabb's order: whole packets first, then reassembled ones.
-        for g in reasm.push_batch(frames, now):
+        for g in [*reasm.push_batch(frames, now), *whole]:
             if filt is not None and not filt(g):
                 self.c[drop_idx] += 1
                 continue

@@ -261,6 +261,7 @@ class LiveLoop:
         self._control_next = 0.0
         self._stats_next = 0.0
         self.alarms = Alarms(self.state.counters)
+        self.state.write_alarms({})             # none raised yet (a restarted worker's are gone)
         self._alarms_next = time.monotonic() + 1.0
         log.info("instance %s%s: %s control plane, %s", self.name, "" if worker is None else f" worker {worker}",
                  self.mode,
@@ -570,9 +571,12 @@ class LiveLoop:
                       for side, hop, stage in (("IPv4 side", inst.external.next_hop, self.engine.slow.arp),
                                                ("IPv6 side", inst.internal.next_hop, self.engine.slow.ndp))
                       if stage.next_mac is None]
-        for e in self.alarms.check(now, unresolved):
+        events = self.alarms.check(now, unresolved)
+        for e in events:
             (log.warning if e.raised else log.info)("alarm %s: %s", "raised" if e.raised else "cleared", e.text,
                                                    extra={"fields": {"alarm": e.alarm}})
+        if events:
+            self.state.write_alarms(self.alarms.raised())
 
     def _ports(self) -> list[Port]:
         return [self.p4] if self.stick else [self.p4, self.p6]

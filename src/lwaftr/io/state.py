@@ -7,6 +7,8 @@
     counters       uint64 counters, in the order of ``counters.json``, which the
                    data plane increments in place (a shared file mapping)
     counters.json  {"names": [...], "pid": ..., "started": ...}
+    alarms.json    the alarms raised and not cleared, {name: text} (see
+                   ``lwaftr.mgmt.alarms``); rewritten when one is raised or cleared
 
 ``lwaftr counters`` maps the file read-only and prints the values while the
 instance forwards: no socket, no request, nothing asked of the data plane.
@@ -24,6 +26,10 @@ import numpy as np
 
 from lwaftr import counters as C
 from lwaftr.fileutil import write_atomic
+
+
+#: A worker's alarms file (see :meth:`StateDir.write_alarms`).
+ALARMS = "alarms.json"
 
 
 def run_dir() -> Path:
@@ -81,6 +87,10 @@ class StateDir:
                      json.dumps({"names": list(C.NAMES), "pid": os.getpid(), "started": time.time()}).encode())
         write_atomic(pid_file, f"{os.getpid()}\n".encode())
 
+    def write_alarms(self, raised: dict[str, str]) -> None:
+        """Replace ``alarms.json``: the alarms raised and not cleared, name -> text."""
+        write_atomic(self.path / ALARMS, json.dumps(raised, sort_keys=True).encode())
+
     def _same_names(self) -> bool:
         try:
             return json.loads((self.path / "counters.json").read_text())["names"] == list(C.NAMES)
@@ -93,7 +103,7 @@ class StateDir:
             self._map.close()
         except BufferError:         # an engine still holds a view: the mapping goes with it
             pass
-        for f in ("pid",) if keep_counters else ("pid", "counters", "counters.json"):
+        for f in ("pid", ALARMS) if keep_counters else ("pid", ALARMS, "counters", "counters.json"):
             try:
                 (self.path / f).unlink()
             except OSError:

@@ -21,9 +21,12 @@ The supervisor:
 * keeps ``NAME/pid`` and ``NAME/counters.json``; each worker counts in
   ``NAME/workers/ID/counters`` (kept across its restarts), which ``lwaftr
   counters``, ``metrics`` and ``top`` sum;
-* with ``lwaftr { bgp { enable true; } }``, runs BIRD once the workers are
-  started (:mod:`lwaftr.routing.bird`: a BGP session per worker interface),
+* with ``lwaftr { bgp { enable true; } }`` (or ``ospf``), runs BIRD once the
+  workers are started (:mod:`lwaftr.routing.bird`: a BGP session per worker
+  interface, OSPF routers per worker),
   has it recompute its announcements on reload, and stops it first on exit;
+* with ``--snmp-agentx``, runs the SNMP subagent (:mod:`lwaftr.mgmt.snmp`) the
+  same way: started, polled, told of reloads, stopped;
 * on SIGTERM stops the workers and prints the summed counters.
 """
 from __future__ import annotations
@@ -66,11 +69,15 @@ class Worker:
 
 
 class Supervisor:
-    def __init__(self, conf: str, specs: list[list[str]], name: str, extra: list[str], bird=None) -> None:
+    def __init__(self, conf: str, specs: list[list[str]], name: str, extra: list[str], bird=None,
+                 snmp=None) -> None:
         """``specs``: the interface arguments of each worker (``--v4 A --v6 B`` or
         ``--on-a-stick C``); ``extra``: arguments passed on to every worker;
-        ``bird``: a :class:`lwaftr.routing.bird.Bird` to run (BGP), or None."""
-        self.conf, self.name, self.extra, self.bird = conf, name, extra, bird
+        ``bird``: a :class:`lwaftr.routing.bird.Bird` to run (BGP), or None;
+        ``snmp``: a :class:`lwaftr.mgmt.snmp.Subagent` to run, or None."""
+        self.conf, self.name, self.extra, self.bird, self.snmp = conf, name, extra, bird, snmp
+        #: what runs beside the workers: start(), poll(now), reload(), stop()
+        self.services = [s for s in (bird, snmp) if s is not None]
         self.top = state.run_dir() / name
         self.top.mkdir(parents=True, exist_ok=True)
         try:
@@ -260,8 +267,8 @@ class Supervisor:
                 r = {"ok": False, "error": str(e)}
             if not r.get("ok"):
                 log.error("worker %s: reload refused: %s", w.id, r.get("error"))
-        if self.bird is not None:
-            self.bird.reload()
+        for s in self.services:
+            s.reload()
 
     # -- main loop ---------------------------------------------------------------------------
     def stop(self) -> None:
@@ -276,8 +283,8 @@ class Supervisor:
         for w in self.workers:
             self._start(w)
         try:
-            if self.bird is not None:
-                self.bird.start()
+            for s in self.services:
+                s.start()
             while self.running:
                 if self.reload_requested:
                     self._reload()
@@ -286,8 +293,8 @@ class Supervisor:
                 now = time.monotonic()
                 for w in self.workers:
                     self._check(w, now)
-                if self.bird is not None:
-                    self.bird.poll(now)
+                for s in self.services:
+                    s.poll(now)
                 select.select([self.control, *self.control.clients], [], [], 0.1)
                 self.control.poll()
         finally:
@@ -300,8 +307,8 @@ class Supervisor:
             self._preparing.kill()
             self._preparing.wait()
         self.journal.close()
-        if self.bird is not None:           # withdraw the routes before forwarding stops
-            self.bird.stop()
+        for s in self.services:             # BIRD: withdraw the routes before forwarding stops
+            s.stop()
         for w in self.workers:
             if w.proc is not None and w.proc.poll() is None:
                 w.proc.send_signal(signal.SIGTERM)

@@ -14,7 +14,9 @@ slow-path-budget         frames beyond the slow path's per-batch budget   alarm-
 An alarm is raised once (a warning log line, its counter + 1) and cleared
 (an info line) after ``HOLD`` seconds without its condition, so a condition
 that persists is one alarm, not a stream of them.  The live loop calls
-:meth:`Alarms.check` about once a second.
+:meth:`Alarms.check` about once a second, and keeps :meth:`Alarms.raised` in
+its state directory (``alarms.json``), where the SNMP subagent
+(:mod:`lwaftr.mgmt.snmp`) sees alarms raised and cleared.
 """
 from __future__ import annotations
 
@@ -50,6 +52,7 @@ class Event:
 class Alarms:
     counters: np.ndarray
     active: dict[str, float] = field(default_factory=dict)     # alarm -> last time its condition held
+    texts: dict[str, str] = field(default_factory=dict)        # alarm -> what it said when raised
     _last: dict[str, int] = field(default_factory=dict)
     _unresolved_since: dict[str, float] = field(default_factory=dict)
 
@@ -74,10 +77,16 @@ class Alarms:
         for name, text in held.items():
             if name not in self.active:
                 self.counters[counters_of[name]] += 1
+                self.texts[name] = text
                 events.append(Event(name, True, text))
             self.active[name] = now
         for name, last in list(self.active.items()):
             if name not in held and now - last >= HOLD:
                 del self.active[name]
+                del self.texts[name]
                 events.append(Event(name, False, f"{name} cleared"))
         return events
+
+    def raised(self) -> dict[str, str]:
+        """The alarms raised and not cleared: name -> the text they were raised with."""
+        return dict(self.texts)

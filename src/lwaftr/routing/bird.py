@@ -172,17 +172,67 @@ def plan(cfg: Config, specs: list[list[str]]) -> tuple[list[Session], list[str]]
     return sessions, notes
 
 
-def render(cfg: Config, sessions: list[Session], v4: list[IPNet], v6: list[IPNet], name: str) -> str:
-    """BIRD 2 configuration text."""
+@dataclass(frozen=True)
+class OspfRouter:
+    """One OSPF router of a worker: OSPFv2 on its IPv4 TAP or OSPFv3 on its IPv6 TAP."""
+    name: str            # BIRD protocol name
+    worker: str
+    family: int          # 4 (OSPFv2) or 6 (OSPFv3)
+    tap: str
+    router_id: str
+
+    def describe(self) -> str:
+        return f"worker {self.worker} OSPFv{2 if self.family == 4 else 3} on {self.tap}, router ID {self.router_id}"
+
+
+def ospf_plan(cfg: Config, specs: list[list[str]]) -> list[OspfRouter]:
+    """The OSPF routers of worker ``i`` (instance ``i``, interfaces ``specs[i]``):
+    none unless OSPF is enabled."""
+    if not cfg.ospf.enable:
+        return []
+    out = []
+    for i, spec in enumerate(specs):
+        taps = worker_taps(spec)
+        rid = str(ipaddress.IPv4Address(cfg.instances[i].external.ip))
+        out += [OspfRouter(f"w{i}_ospf{f}", str(i), f, taps[f], rid) for f in (4, 6)]
+    return out
+
+
+def _render_ospf(cfg: Config, routers: list[OspfRouter], v4: list[IPNet], v6: list[IPNet]) -> list[str]:
+    o, out = cfg.ospf, []
+    for r in routers:
+        fam = f"ipv{r.family}"
+        table, routes = f"{r.name}_table", f"{r.name}_routes"
+        out += ["", f"# {r.describe()}",
+                f"{fam} table {table};",
+                f"protocol static {routes} {{",
+                f"  {fam} {{ table {table}; }};",
+                *(f'  route {p} via "{r.tap}";' for p in (v4 if r.family == 4 else v6)),
+                "}",
+                f"protocol ospf v{2 if r.family == 4 else 3} {r.name} {{",
+                f'  description "{r.describe()}";',
+                f"  router id {r.router_id};",
+                f'  {fam} {{ table {table}; import none; export where proto = "{routes}"; }};',
+                f"  area {o.area} {{",
+                f'    interface "{r.tap}" {{ type ptp; hello {o.hello_interval}; dead {o.dead_interval}; '
+                f"cost {o.cost}; }};",
+                "  };",
+                "}"]
+    return out
+
+
+def render(cfg: Config, sessions: list[Session], v4: list[IPNet], v6: list[IPNet], name: str,
+           routers: list[OspfRouter] = ()) -> str:
+    """BIRD 2 configuration text: the BGP ``sessions`` and the OSPF ``routers``."""
     bgp = cfg.bgp
-    out = [f"# lwaftr instance {name}: BGP announcements, generated from {cfg.source or 'its configuration'}",
+    out = [f"# lwaftr instance {name}: BGP/OSPF announcements, generated from {cfg.source or 'its configuration'}",
            "# (rewritten on every start and reload: edit the lwaftr configuration instead).",
            "log stderr { info, remote, warning, error, auth, fatal, bug };",
            f"router id {ipaddress.IPv4Address(cfg.instances[0].external.ip)};",
            "timeformat protocol iso long;",
            "",
            "protocol device lwaftr_device { scan time 10; }"]
-    if bgp.bfd:
+    if bgp.bfd and sessions:
         us = max(1, round(bgp.bfd_interval * 1e6))
         every = f"{us // 1000} ms" if us % 1000 == 0 else f"{us} us"
         taps = ", ".join(f'"{s.tap}"' for s in sessions) or '"cp-*"'
@@ -211,6 +261,7 @@ def render(cfg: Config, sessions: list[Session], v4: list[IPNet], v6: list[IPNet
                 *(["  bfd on;"] if bgp.bfd else []),
                 f'  {fam} {{ table {table}; import none; export where proto = "{routes}"; next hop self; }};',
                 "}"]
+    out += _render_ospf(cfg, list(routers), v4, v6)
     return "\n".join(out) + "\n"
 
 
@@ -311,15 +362,16 @@ class Bird:
                 mode: str | None = None) -> "Bird | None":
         """The BIRD of ``lwaftr run --conf`` (supervised), or None when BGP is off.
         RoutingError when it is on and cannot run."""
-        if not cfg.bgp.enable:
+        if not (cfg.bgp.enable or cfg.ospf.enable):
             return None
+        what = "bgp" if cfg.bgp.enable else "ospf"
         if (mode or cfg.control_plane.mode) == BUILT_IN:
-            raise RoutingError("bgp needs the kernel control plane (its sessions run over the TAPs)",
-                               file=conf_path, path="lwaftr/bgp/enable")
+            raise RoutingError(f"{what} needs the kernel control plane (it runs over the TAPs)",
+                               file=conf_path, path=f"lwaftr/{what}/enable")
         binary = _binary()
         if binary is None:
-            raise RoutingError("bgp is enabled but BIRD 2 is not installed (apt-get install bird2)",
-                               file=conf_path, path="lwaftr/bgp/enable")
+            raise RoutingError(f"{what} is enabled but BIRD 2 is not installed (apt-get install bird2)",
+                               file=conf_path, path=f"lwaftr/{what}/enable")
         from lwaftr.io import state
         bird = cls(conf_path, cfg, table, specs, name, state.run_dir() / name / "bird", binary)
         if len(os.fsencode(bird.sock)) > 107:
@@ -329,11 +381,12 @@ class Bird:
         return bird
 
     def _build(self, cfg: Config, table) -> tuple[list[Session], str, list, list]:
-        sessions, notes = plan(cfg, self.specs)
+        sessions, notes = plan(cfg, self.specs) if cfg.bgp.enable else ([], [])
         for n in notes:
             log.warning("%s", n)
         v4, v6 = announced(cfg, table)
-        return sessions, render(cfg, sessions, v4, v6, self.name), v4, v6
+        self.routers = ospf_plan(cfg, self.specs)
+        return sessions, render(cfg, sessions, v4, v6, self.name, self.routers), v4, v6
 
     def check(self, text: str | None = None) -> None:
         """Have BIRD parse the configuration (``bird -p``); RoutingError if it refuses."""
@@ -347,7 +400,7 @@ class Bird:
                                file=self.conf_path, path="lwaftr/bgp")
 
     def _summary(self) -> str:
-        return (f"{len(self.sessions)} sessions; IPv4 {', '.join(map(str, self.v4)) or 'nothing'}; "
+        return (f"{len(self.sessions)} BGP sessions, {len(self.routers)} OSPF routers; IPv4 {', '.join(map(str, self.v4)) or 'nothing'}; "
                 f"IPv6 {', '.join(map(str, self.v6)) or 'nothing'}")
 
     # -- process ---------------------------------------------------------------------------------
@@ -447,6 +500,13 @@ class Bird:
             states = protocols(self.sock, timeout=2.0)
         except OSError:
             return                               # starting, or busy: next time
+        for r in self.routers:
+            state, info = states.get(r.name, ("?", ""))
+            up = state == "up"
+            if up != self._up.get(r.name, False):
+                self._up[r.name] = up
+                (log.info if up else log.warning)("OSPF %s: %s (%s)", "up" if up else "down", r.name,
+                                                  r.describe() if up else info or state)
         self.states = {s.name: states.get(s.name, ("?", "")) for s in self.sessions}
         for s in self.sessions:
             state, info = self.states[s.name]
@@ -493,8 +553,8 @@ class Bird:
             if (cfg.instances, cfg.control_plane) != (self.cfg.instances, self.cfg.control_plane):
                 raise ConfigError("changes to instances, interfaces, addresses or the control plane need a "
                                   "restart", file=self.conf_path)
-            if not cfg.bgp.enable:
-                raise ConfigError("turning BGP off needs a restart", file=self.conf_path)
+            if (cfg.bgp.enable, cfg.ospf.enable) != (self.cfg.bgp.enable, self.cfg.ospf.enable):
+                raise ConfigError("turning BGP or OSPF on or off needs a restart", file=self.conf_path)
             sessions, text, v4, v6 = self._build(cfg, table)
             if text != self.text:
                 self.check(text)
