@@ -221,6 +221,7 @@ class LiveLoop:
             self._closers.append(lambda: self.state.close(keep_counters=worker is not None))
             self.engine = self._engine(self.config, table)
             self.service = ConfigService(self.config, table, counters=self.state.counters)
+            self.service.warm_up()
             self.journal: Journal | None = None         # under a supervisor, the supervisor writes it
             self.compactor: Compactor | None = None
             if worker is None:

@@ -533,6 +533,18 @@ class NetconfServer:
         self._rest: tuple[int, Config, etree._Element, int] | None = None   # (generation, config, tree, count)
         self.pending: Pending | None = None                  # a confirmed commit not yet confirmed
 
+    def warm_up(self) -> None:
+        """Run the paths of a first edit and read once (libyang, the loader, the
+        filters), so that the first operation of a session is as fast as the next."""
+        from lwaftr.examples import example_config
+        tree = self._tree_of(example_config())
+        self.schema.config_of(tree)
+        self.schema.filter(tree, etree.fromstring(f'<filter xmlns="{NC}"><br-instances xmlns="{BR_NS}"><binding>'
+                                                  f'<bind-instance><name/></bind-instance></binding></br-instances>'
+                                                  f'</filter>'))
+        self.schema.edit(copy.deepcopy(tree), _entries_config(example_config(), [["192.0.2.9", 0, 0, 0, "::1",
+                                                                                   "::2"]]), "merge")
+
     def capabilities(self) -> list[str]:
         caps = [BASE_10, BASE_11, WRITABLE_RUNNING, CANDIDATE, VALIDATE_10, VALIDATE, ROLLBACK_ON_ERROR,
                 CONFIRMED_COMMIT, WITH_DEFAULTS, MONITORING, NOTIFICATION]
@@ -1407,6 +1419,7 @@ def serve(listen: str, name: str | None, host_key_path: str, users_path: str,
     users = UsersFile(users_path)
     key = host_key(host_key_path)
     server = NetconfServer(Instance(name), group=users.group)
+    server.warm_up()
     front = SSHFrontend(server, users, key)
 
     async def main() -> None:
