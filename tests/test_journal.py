@@ -225,3 +225,20 @@ def test_flusher_fsyncs_aside_and_takes_back_on_failure(tmp_path, monkeypatch):
     assert r3() and failed == [(["c2", "c1"], "[Errno 28] No space left on device")]
     assert j.seq == 2 and [r["seq"] for r in journal.read(p)[1]] == [1, 2]
     j.close()
+
+
+def test_a_whole_configuration_record_replays(tmp_path):
+    """load-config (NETCONF's policy changes) is journalled whole and replays to the same."""
+    conf = tmp_path / "lw.conf"
+    conf.write_text(dump_snabb(example_config()))
+    cfg0, table, _ = load_persisted(conf)
+    s = ConfigService(cfg0, table)
+    text = s.text().replace("mtu 1460;", "mtu 1440;").replace("2001:db8:1::c", "2001:db8:1::77")
+    r = s.handle({"op": "load-config", "text": text})
+    assert r.reply["ok"] and r.record == {"load": text} and r.undo is None
+    j = journal.Journal(journal.journal_path(conf))
+    j.append(r.record)
+    j.close()
+    cfg1, t1, seq = load_persisted(conf)
+    assert seq == 1 and cfg1.external.mtu == 1440
+    assert "2001:db8:1::77" in ConfigService(cfg1, t1).text()
