@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """NETCONF operations and durable changes on a running instance with Snabb's 1M-softwire table.
 
-    .venv/bin/python benchmarks/netconf_ops.py [--ops N] [--big] [--full] [--crash ROUNDS]
+    .venv/bin/python benchmarks/netconf_ops.py [--ops N] [--big] [--full] [--changes N] [--window W]
 
 As an operator would: ``lwaftr run`` on two veth pairs in a namespace,
 ``lwaftr netconf`` beside it, ncclient as the client, one operation at a
@@ -15,11 +15,10 @@ p50 / p99 / max, and the first one on a fresh session:
 
 Then: resident memory of the NETCONF server (peak) and of ``lwaftr run``
 (before and after the edits), durable binding changes per second through the
-control socket (each acknowledged after fsync), and, with ``--full``, one
-full get-config of the table.  ``--crash R``: R rounds of a stream of edits,
-``kill -9`` at a random moment, restart, every acknowledged change checked
-(the CI version is ``tests/test_durability.py``, on a small table).
-``--big``: the 4M table instead.
+control socket (each acknowledged after fsync; one at a time, then W in
+flight), and, with ``--full``, one full get-config of the table.  ``--big``:
+the 4M table instead.  The crash test (``kill -9`` during a stream of edits)
+is ``tests/test_durability.py``, on a small table.
 """
 from __future__ import annotations
 
