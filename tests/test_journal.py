@@ -242,3 +242,12 @@ def test_a_whole_configuration_record_replays(tmp_path):
     cfg1, t1, seq = load_persisted(conf)
     assert seq == 1 and cfg1.external.mtu == 1440
     assert "2001:db8:1::77" in ConfigService(cfg1, t1).text()
+
+
+def test_one_writer_at_a_time(tmp_path):
+    p = tmp_path / "lw.conf.journal"
+    j = journal.Journal(p)
+    with pytest.raises(journal.JournalBusy, match="another running instance"):
+        journal.Journal(p)
+    j.close()
+    journal.Journal(p).close()

@@ -91,6 +91,24 @@ def read(path: str | os.PathLike) -> tuple[int, list[dict[str, Any]], int]:
     return base, records, good
 
 
+class JournalBusy(OSError):
+    """Another process writes this journal (another instance of the same configuration file)."""
+
+
+def _writer_lock(path: Path) -> int:
+    """An exclusive lock on ``PATH.lock`` for as long as the writer lives (a process
+    that dies drops it): two instances of one configuration file would interleave
+    their changes."""
+    import fcntl
+    fd = os.open(str(path) + ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise JournalBusy(f"{path} is written by another running instance of this configuration") from None
+    return fd
+
+
 def last_seq(base: int, records: list[dict[str, Any]]) -> int:
     return records[-1]["seq"] if records else base
 
@@ -100,6 +118,7 @@ class Journal:
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
+        self._lock = _writer_lock(self.path)
         base, records, good = read(self.path)
         if not self.path.exists() or good == 0:
             self._write_whole(base, [])
@@ -178,6 +197,7 @@ class Journal:
 
     def close(self) -> None:
         self.fh.close()
+        os.close(self._lock)
 
 
 @dataclass(eq=False)

@@ -56,7 +56,7 @@ from lwaftr.io.state import StateDir
 from lwaftr.io.tap import QuietInterface, Tap, configure_tap, tap_name
 from lwaftr.mgmt.alarms import Alarms
 from lwaftr.mgmt.persist import Compactor, load_persisted
-from lwaftr.mgmt.service import ConfigService
+from lwaftr.mgmt.service import ConfigService, warm_up
 
 log = logging.getLogger("lwaftr.live")
 
@@ -217,11 +217,8 @@ class LiveLoop:
         self.name = name or self.config.name or "lwaftr"
         self._closers: list = []
         try:
-            self.state = StateDir(self.name, worker)
-            self._closers.append(lambda: self.state.close(keep_counters=worker is not None))
-            self.engine = self._engine(self.config, table)
-            self.service = ConfigService(self.config, table, counters=self.state.counters)
-            self.service.warm_up()
+            # The journal (its writer's lock) and the compiled lookups first: the
+            # state directory, and then the control socket, follow closely.
             self.journal: Journal | None = None         # under a supervisor, the supervisor writes it
             self.compactor: Compactor | None = None
             if worker is None:
@@ -231,6 +228,11 @@ class LiveLoop:
                 self._closers.append(self.flusher.wait)
                 self.compactor = Compactor(conf_path, self.journal)
                 self._closers.append(self.compactor.stop)
+            warm_up(table)
+            self.state = StateDir(self.name, worker)
+            self._closers.append(lambda: self.state.close(keep_counters=worker is not None))
+            self.engine = self._engine(self.config, table)
+            self.service = ConfigService(self.config, table, counters=self.state.counters)
             self._unsynced: list[tuple[dict, dict | None]] = []     # replies of changes not yet fsynced
             self.control = ControlServer(self.state.path / "control.sock", self._control,
                                          flush=self._flush if self.journal is not None else None)

@@ -145,6 +145,16 @@ def _entry_text(sw: Softwire) -> str:
             f"br-address {ipaddress.IPv6Address(sw.br)};\nport-set {{ {ps} }}\n")
 
 
+def warm_up(table: BindingTable) -> None:
+    """Load the compiled lookups the requests use (numba's cache: tens of ms on a
+    first call), so that the first request is as fast as the next ones."""
+    ed = TableEditor(table)
+    ed.of_b4(bytes(16))
+    ed.of_address(0)
+    from lwaftr.bindingtable.edit import port_sets
+    port_sets(table.addr_tab, np.zeros(1, np.uint64))
+
+
 def entry_of(sw: Softwire) -> list:
     """A softwire as the ``softwires`` request answers it."""
     return [str(ipaddress.IPv4Address(sw.ipv4)), sw.psid, sw.psid_length, sw.reserved_ports_bit_count,
@@ -166,13 +176,6 @@ class ConfigService:
     @property
     def table(self) -> BindingTable:
         return self.editor.table
-
-    def warm_up(self) -> None:
-        """Load the compiled lookups the requests use (numba's cache: tens of ms on a
-        first call), so that the first request is as fast as the next ones."""
-        self.editor.of_b4(bytes(16))
-        self.editor.of_address(0)
-        self._page(0, 1)
 
     def adopt(self, config: Config, table: BindingTable) -> None:
         """The instance now runs ``config`` with ``table`` (after a reload or a swap)."""
