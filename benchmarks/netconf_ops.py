@@ -234,6 +234,7 @@ def main() -> int:
                 except subprocess.TimeoutExpired:
                     p.kill()
         sh("ip", "netns", "del", NS, check=False)
+        shutil.rmtree(tmp, ignore_errors=True)
     return 0
 
 
