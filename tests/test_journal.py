@@ -251,3 +251,18 @@ def test_one_writer_at_a_time(tmp_path):
         journal.Journal(p)
     j.close()
     journal.Journal(p).close()
+
+
+def test_a_directory_that_cannot_be_written_keeps_the_journal_in_memory(tmp_path, caplog):
+    import logging
+    log = logging.getLogger("test.journal")
+    conf = tmp_path / "gone" / "lw.conf"             # (as root, a missing directory: nothing can be written)
+    j = journal.open_journal(conf, log)
+    assert isinstance(j, journal.MemoryJournal) and "will not survive a restart" in caplog.text
+    assert j.append({"sw": [[1, 0, None]]}) == 1 and j.append({"sw": [[2, 0, None]]}, sync=False) == 2
+    assert [r["seq"] for r in j.records(after=1)] == [2] and j.synced[1] == 2
+    ok = journal.open_journal(tmp_path / "lw.conf", log)
+    assert isinstance(ok, journal.Journal)
+    with pytest.raises(journal.JournalBusy):
+        journal.open_journal(tmp_path / "lw.conf", log)
+    ok.close()

@@ -200,6 +200,47 @@ class Journal:
         os.close(self._lock)
 
 
+class MemoryJournal:
+    """A journal kept in memory, where the configuration's directory cannot be
+    written: changes are not durable, but a supervisor still brings restarted
+    workers up to date from it (they read no journal file, so they start at 0)."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        self.base = self.seq = self.size = 0
+        self._records: list[dict[str, Any]] = []
+        self.synced = (0, 0)
+
+    def records(self, after: int = 0) -> list[dict[str, Any]]:
+        return [r for r in self._records if r["seq"] > after]
+
+    def append(self, payload: dict[str, Any], *, sync: bool = True) -> int:
+        self.seq += 1
+        self._records.append({"seq": self.seq, **payload})
+        self.synced = (0, self.seq)
+        return self.seq
+
+    def sync(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def open_journal(conf: str | os.PathLike, log) -> "Journal | MemoryJournal":
+    """The writer of ``conf``'s journal; in memory (with a warning) when its directory
+    cannot be written.  JournalBusy if another instance writes it."""
+    path = journal_path(conf)
+    try:
+        return Journal(path)
+    except JournalBusy:
+        raise
+    except OSError as e:
+        log.warning("cannot write %s (%s): changes made while running will not survive a restart", path,
+                    getattr(e, "strerror", None) or e)
+        return MemoryJournal(path)
+
+
 @dataclass(eq=False)
 class _Batch:
     items: list[Any]

@@ -43,7 +43,7 @@ from pyroute2 import IPRoute
 from lwaftr import counters as C
 from lwaftr import wire as W
 from lwaftr.config.errors import ConfigError
-from lwaftr.config.journal import Flusher, Journal, journal_path
+from lwaftr.config.journal import Flusher, Journal, open_journal
 from lwaftr.config.model import KERNEL, Bindings, Config
 from lwaftr.dataplane.checksum import complete_flagged
 from lwaftr.dataplane.engine import Engine
@@ -221,13 +221,16 @@ class LiveLoop:
             # state directory, and then the control socket, follow closely.
             self.journal: Journal | None = None         # under a supervisor, the supervisor writes it
             self.compactor: Compactor | None = None
+            self.supervised = worker is not None
             if worker is None:
-                self.journal = Journal(journal_path(conf_path))
-                self._closers.append(self.journal.close)
-                self.flusher = Flusher(self.journal, self._not_written)
-                self._closers.append(self.flusher.wait)
-                self.compactor = Compactor(conf_path, self.journal)
-                self._closers.append(self.compactor.stop)
+                jr = open_journal(conf_path, log)
+                if isinstance(jr, Journal):         # (else: a read-only directory, changes in memory)
+                    self.journal = jr
+                    self._closers.append(self.journal.close)
+                    self.flusher = Flusher(self.journal, self._not_written)
+                    self._closers.append(self.flusher.wait)
+                    self.compactor = Compactor(conf_path, self.journal)
+                    self._closers.append(self.compactor.stop)
             warm_up(table)
             self.state = StateDir(self.name, worker)
             self._closers.append(lambda: self.state.close(keep_counters=worker is not None))
@@ -426,7 +429,7 @@ class LiveLoop:
         if op == "compact" and self.compactor is not None:
             self.compactor.start()
             return {"ok": True, "through": self.compactor.through}
-        if op == "replay" and self.journal is not None:
+        if op == "replay" and not self.supervised:
             return {"ok": False, "error": "replay is for a supervisor's workers"}
         r = self.service.handle(req)
         if r.table_changed:
@@ -441,9 +444,9 @@ class LiveLoop:
             return r.reply
         if op == "replay" and isinstance(req.get("seq"), int):
             self.seq = req["seq"]
-        if r.record is None:
-            return r.reply
-        if self.journal is None:            # the supervisor journals it, and may take it back
+        if r.record is None or (self.journal is None and not self.supervised):
+            return r.reply                  # (no journal: a read-only directory, logged at start)
+        if self.supervised:                 # the supervisor journals it, and may take it back
             if isinstance(req.get("seq"), int):
                 self.seq = req["seq"]
             return dict(r.reply, record=r.record, undo=r.undo)

@@ -44,7 +44,7 @@ from pathlib import Path
 
 from lwaftr import counters as C
 from lwaftr.io import state
-from lwaftr.config.journal import Journal, journal_path
+from lwaftr.config.journal import Journal, open_journal
 from lwaftr.io.control import ControlServer, request
 from lwaftr.fileutil import write_atomic
 from lwaftr.mgmt.persist import Compactor
@@ -91,8 +91,8 @@ class Supervisor:
                      json.dumps({"names": list(C.NAMES), "pid": os.getpid(), "started": time.time()}).encode())
         write_atomic(self.top / "pid", f"{os.getpid()}\n".encode())
         self.workers = [Worker(str(i), spec) for i, spec in enumerate(specs)]
-        self.journal = Journal(journal_path(conf))
-        self.compactor = Compactor(conf, self.journal)
+        self.journal = open_journal(conf, log)
+        self.compactor = Compactor(conf, self.journal) if isinstance(self.journal, Journal) else None
         self._preparing: subprocess.Popen | None = None     # a reload being compiled
         self.running = True
         self.reload_requested = False
@@ -161,6 +161,8 @@ class Supervisor:
             self.request_reload()
             return {"ok": True}
         if op == "compact":
+            if self.compactor is None:
+                return {"ok": False, "error": f"no journal on disk ({self.journal.path} cannot be written)"}
             self.compactor.start()
             return {"ok": True, "through": self.compactor.through}
         change = op in CHANGES
@@ -289,7 +291,8 @@ class Supervisor:
                 if self.reload_requested:
                     self._reload()
                 self._reload_ready()
-                self.compactor.poll()
+                if self.compactor is not None:
+                    self.compactor.poll()
                 now = time.monotonic()
                 for w in self.workers:
                     self._check(w, now)
@@ -302,7 +305,8 @@ class Supervisor:
         return totals
 
     def _shutdown(self) -> dict[str, int]:
-        self.compactor.stop()
+        if self.compactor is not None:
+            self.compactor.stop()
         if self._preparing is not None:
             self._preparing.kill()
             self._preparing.wait()
