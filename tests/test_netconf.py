@@ -450,6 +450,34 @@ def test_notifications_of_configuration_changes():
     assert got[0].findtext("n:eventTime", namespaces=ns).endswith("Z")
 
 
+def test_alarm_notifications(tmp_path, monkeypatch):
+    """Alarms a worker raises and clears (its alarms.json) are notified to subscribers."""
+    import json
+    monkeypatch.setenv("LWAFTR_RUN_DIR", str(tmp_path))
+    srv, inst = server()
+    s = session(srv)
+    got: list[etree._Element] = []
+    s.notify = lambda msg: got.append(etree.fromstring(msg))
+    ok(rpc(srv, s, f'<create-subscription xmlns="{NCEVENT}"/>'))
+    w1 = tmp_path / "t" / "workers" / "1"
+    w1.mkdir(parents=True)
+    (w1 / "alarms.json").write_text(json.dumps({"next-hop-unresolved": "IPv4 next hop 198.51.100.2 unresolved"}))
+    srv.tick()                              # (the first look: what is raised already is not news)
+    assert got == []
+    (w1 / "alarms.json").write_text("{}")
+    (tmp_path / "t" / "alarms.json").write_text(json.dumps({"icmp-rate-limit": "ICMP errors limited"}))
+    srv.tick()
+    ns = {"a": STATE_NS}
+    seen = sorted((g.findtext(".//a:worker", namespaces=ns), g.findtext(".//a:name", namespaces=ns),
+                   g.findtext(".//a:state", namespaces=ns)) for g in got)
+    assert seen == [("0", "icmp-rate-limit", "raised"), ("1", "next-hop-unresolved", "cleared")]
+    assert any(g.findtext(".//a:text", namespaces=ns) == "ICMP errors limited" for g in got)
+    srv.tick()
+    assert len(got) == 2
+    r = rpc(srv, s, f'<get-schema xmlns="{NCM}"><identifier>lwaftr-softwire-state</identifier></get-schema>')
+    assert "notification alarm" in r.find(f"{{{NCM}}}data").text
+
+
 def test_malformed_messages_and_rpc_errors():
     srv, inst = server()
     s = session(srv)

@@ -74,7 +74,7 @@ from lxml import etree
 from lwaftr.config.errors import ConfigError
 from lwaftr.config.model import Bindings, Config
 from lwaftr.mgmt.netconf_auth import READ_WRITE, UsersFile, asyncssh_module
-from lwaftr.mgmt.netconf_data import BR_NS, EXT_NS, NC_OPERATION, Schema
+from lwaftr.mgmt.netconf_data import BR_NS, EXT_NS, NC_OPERATION, STATE_NS, Schema
 from lwaftr.mgmt.netconf_proto import (BASE_10, BASE_11, CANDIDATE, CONFIRMED_COMMIT, EOM, MONITORING, NC, NCEVENT,
                                        NCM, NCN, NCWD, NOTIFICATION, WITH_DEFAULTS, XML_DECL, tostring, ROLLBACK_ON_ERROR, VALIDATE,
                                        VALIDATE_10, WRITABLE_RUNNING, Framer, FramingError, MalformedMessage,
@@ -175,6 +175,23 @@ class Instance:
     def config(self) -> Config:
         """The running configuration (softwires included)."""
         return self.parse(self.config_text())
+
+    def alarms(self) -> dict[tuple[str, str], str]:
+        """The alarms raised and not cleared: (worker, alarm) -> text (the workers'
+        ``alarms.json``, or the instance's own when it runs alone)."""
+        import json
+        from lwaftr.io import state
+        from lwaftr.mgmt import snapshot
+        top = state.run_dir() / self.name
+        out: dict[tuple[str, str], str] = {}
+        for f in [top / state.ALARMS, *sorted((top / snapshot.WORKERS).glob(f"*/{state.ALARMS}"))]:
+            try:
+                raised = json.loads(f.read_text())
+            except (OSError, ValueError):
+                continue                     # not there, or a worker starting or stopping
+            worker = "0" if f.parent == top else f.parent.name
+            out.update({(worker, str(a)): str(t) for a, t in raised.items()})
+        return out
 
     def counters(self) -> tuple[dict[str, int], float | None]:
         """The counters (summed over workers) and when the instance started."""
@@ -532,6 +549,7 @@ class NetconfServer:
         self._cache: tuple[str, Config, etree._Element] | None = None   # the running text, parsed
         self._rest: tuple[int, Config, etree._Element, int] | None = None   # (generation, config, tree, count)
         self.pending: Pending | None = None                  # a confirmed commit not yet confirmed
+        self._alarms: dict[tuple[str, str], str] | None = None     # raised at the last tick
 
     def warm_up(self) -> None:
         """Run the paths of a first edit and read once (libyang, the loader, the
@@ -851,12 +869,7 @@ class NetconfServer:
                           f"[softwire-br:name='{name}']/softwire-br:binding-table/softwire-br:binding-entry"
                           f"[softwire-br:binding-ipv6info='{b4}']")
                 etree.SubElement(e, qn(NCN, "operation")).text = operation
-        msg = XML_DECL + tostring(root)
-        for t in targets:
-            try:
-                t.notify(msg)
-            except Exception as e:          # noqa: BLE001 (a session going away)
-                log.debug("session %d: notification not sent: %s", t.id, e)
+        self._send(XML_DECL + tostring(root))
 
     def _read(self, ds: str, copy_: bool = True) -> etree._Element:
         if ds == CANDIDATE_DS and self.candidate is not None:
@@ -1083,9 +1096,36 @@ class NetconfServer:
         log.warning("confirmed commit rolled back (%s): %s", why, summary)
 
     def tick(self, now: float | None = None) -> None:
-        """Call every second or so: a confirmed commit not confirmed in time is rolled back."""
+        """Call every second or so: a confirmed commit not confirmed in time is rolled
+        back; alarms raised or cleared since the last call are notified."""
         if self.pending is not None and (now if now is not None else time.monotonic()) >= self.pending.deadline:
             self._rollback("not confirmed in time")
+        try:
+            raised = self.instance.alarms()
+        except RpcError:
+            return                          # no instance running (yet)
+        if self._alarms is not None:
+            for key in sorted(raised.keys() - self._alarms.keys()):
+                self._alarm(*key, "raised", raised[key])
+            for key in sorted(self._alarms.keys() - raised.keys()):
+                self._alarm(*key, "cleared", self._alarms[key])
+        self._alarms = raised
+
+    def _alarm(self, worker: str, name: str, what: str, text: str) -> None:
+        root = etree.Element(qn(NCEVENT, "notification"), nsmap={None: NCEVENT})
+        etree.SubElement(root, qn(NCEVENT, "eventTime")).text = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        a = etree.SubElement(root, qn(STATE_NS, "alarm"), nsmap={None: STATE_NS})
+        for leaf, value in (("worker", worker), ("name", name), ("state", what), ("text", text)):
+            etree.SubElement(a, qn(STATE_NS, leaf)).text = value
+        self._send(XML_DECL + tostring(root))
+
+    def _send(self, msg: bytes) -> None:
+        """A notification to every subscribed session."""
+        for t in [t for t in self.sessions.values() if t.subscribed and t.notify is not None and t.alive]:
+            try:
+                t.notify(msg)
+            except Exception as e:          # noqa: BLE001 (a session going away)
+                log.debug("session %d: notification not sent: %s", t.id, e)
 
     def _op_discard_changes(self, s: Session, op: etree._Element) -> None:
         self._params(op, set())

@@ -117,6 +117,34 @@ def state_module() -> str:
         "Counters of the running instance, summed over its workers.";
 {leaves}    }}
   }}
+
+  notification alarm {{
+    description
+      "An alarm of the instance (lwaftr.mgmt.alarms) raised or cleared.";
+    leaf worker {{
+      type string;
+      description
+        "The worker that raised it (0 for an instance of one process).";
+    }}
+    leaf name {{
+      type string;
+      description
+        "The alarm.";
+    }}
+    leaf state {{
+      type enumeration {{
+        enum raised;
+        enum cleared;
+      }}
+      description
+        "Raised or cleared.";
+    }}
+    leaf text {{
+      type string;
+      description
+        "What the instance logged when it was raised.";
+    }}
+  }}
 }}
 """
 
