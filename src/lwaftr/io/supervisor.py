@@ -265,6 +265,10 @@ class Supervisor:
                 continue                        # it loads the files when it starts
             try:
                 r = request(self._socket(w), {"op": "reload"}, timeout=120)
+                missed = self.journal.records(after=int(r.get("seq", 0))) if r.get("ok") else []
+                if missed:                      # (a journal kept in memory: the worker read none)
+                    r = request(self._socket(w), {"op": "replay", "records": missed, "seq": self.journal.seq},
+                                timeout=120)
             except OSError as e:
                 r = {"ok": False, "error": str(e)}
             if not r.get("ok"):
