@@ -16,7 +16,10 @@ is loss caused by the changes.
 
 Prints: changes applied per second, request latency (median, 99th
 percentile, max), forwarding rate with changes and without (same run
-length), and frames lost.
+length), and frames lost.  ``--journal DIR``: each request is also made
+durable as the live loop makes it (its record appended to a journal in DIR,
+fsynced by a helper thread while forwarding goes on); how long until it is
+on disk is printed too.
 """
 from __future__ import annotations
 
@@ -56,13 +59,19 @@ def key(i: int) -> str:
 
 
 def run(engine: Engine, service: ConfigService | None, t4: Templates, t6: Templates, duration: float, rate: float,
-        per_request: int, batch: int = 256) -> dict:
+        per_request: int, batch: int = 256, journal=None) -> dict:
     pool = engine.pool
     c = engine.counters
     c[:] = 0
     offered = 0
     changes = 0
     latencies: list[float] = []     # per request
+    acks: list = []                 # (sent, ready) of changes waiting for their fsync
+    ack_latencies: list[float] = []
+    journal_flusher = None
+    if journal is not None:
+        from lwaftr.config.journal import Flusher
+        journal_flusher = Flusher(journal, lambda items, e: (_ for _ in ()).throw(e))
     added: list[int] = []        # live extra softwires, oldest first
     next_new = 0
     n_req = 0
@@ -77,6 +86,8 @@ def run(engine: Engine, service: ConfigService | None, t4: Templates, t6: Templa
         pool.free(o4)
         pool.free(o6)
         now = time.perf_counter()
+        while acks and acks[0][1]():
+            ack_latencies.append(now - acks.pop(0)[0])
         if service is None:
             continue
         # Changes due by now, served between batches as the live loop serves them.
@@ -99,17 +110,24 @@ def run(engine: Engine, service: ConfigService | None, t4: Templates, t6: Templa
                 r = service.handle(json.loads(json.dumps(req)))     # the JSON of the control socket
                 assert r.reply["ok"], r.reply
                 engine.set_table(service.table)
+                if journal is not None:                             # acknowledged only once on disk:
+                    journal.append(r.record, sync=False)            # fsynced aside, as the live loop does
+                    acks.append((time.perf_counter(), journal_flusher.flush([None])))
             latencies.append((time.perf_counter() - t0) / len(reqs))
             changes += per_request
             n_req += 1
     elapsed = now - start
+    if journal_flusher is not None:
+        journal_flusher.wait()
     out = int(c[C.OUT_IPV4_PACKETS] + c[C.OUT_IPV6_PACKETS])
+    ack = np.array(ack_latencies) * 1e3 if ack_latencies else np.zeros(1)
     lat = np.array(latencies) * 1e3 if latencies else np.zeros(1)
     return {"seconds": elapsed, "changes": changes, "changes_per_s": changes / elapsed,
             "requests": len(latencies), "latency_ms_p50": float(np.median(lat)),
             "latency_ms_p99": float(np.percentile(lat, 99)), "latency_ms_max": float(lat.max()),
             "mpps": offered / elapsed / 1e6, "offered": offered, "forwarded": out, "lost": offered - out,
-            "softwires_at_end": engine.table.count}
+            "softwires_at_end": engine.table.count,
+            "ack_ms_p50": float(np.median(ack)), "ack_ms_p99": float(np.percentile(ack, 99))}
 
 
 def main() -> int:
@@ -118,6 +136,7 @@ def main() -> int:
     ap.add_argument("--per-request", type=int, default=10, help="softwires per add/set request (default 10)")
     ap.add_argument("--duration", type=float, default=10)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--journal", metavar="DIR", help="make each change durable (journal in DIR, fsynced)")
     args = ap.parse_args()
     conf, v4, v6 = generate("1m-550", TABLE_ARGS, 550, 10000, 10000)
     t0 = time.perf_counter()
@@ -131,18 +150,29 @@ def main() -> int:
     engine = Engine(config, table=table, max_batch=256, pool_slots=2048)
     service = ConfigService(config, table)
     run(engine, None, t4, t6, 0.5, 0, 1)
-    res = run(engine, service, t4, t6, args.duration, args.rate, args.per_request)
+    journal = None
+    if args.journal:
+        from lwaftr.config.journal import Journal
+        Path(args.journal).mkdir(parents=True, exist_ok=True)
+        jpath = Path(args.journal) / "binding_changes.journal"
+        jpath.unlink(missing_ok=True)
+        journal = Journal(jpath)
+    res = run(engine, service, t4, t6, args.duration, args.rate, args.per_request, journal=journal)
     res["baseline_mpps"] = base["mpps"]
     res["baseline_lost"] = base["lost"]
     if args.json:
         print(json.dumps(res))
         return 0
     print(f"binding changes while forwarding ({at_start:,}-softwire table at start, "
-          f"{args.per_request} softwires per add/set request, removes one per request)")
+          f"{args.per_request} softwires per add/set request, removes one per request"
+          + (", each request fsynced to a journal" if journal is not None else "") + ")")
     print(f"  changes applied     {res['changes']:,} in {res['seconds']:.1f} s = {res['changes_per_s']:,.0f}/s "
           f"(target {args.rate:,.0f}/s)")
     print(f"  request latency     median {res['latency_ms_p50']:.3f} ms, p99 {res['latency_ms_p99']:.3f} ms, "
           f"max {res['latency_ms_max']:.3f} ms ({res['requests']:,} requests)")
+    if journal is not None:
+        print(f"  on disk (fsynced)   median {res['ack_ms_p50']:.2f} ms, p99 {res['ack_ms_p99']:.2f} ms after "
+              f"the request (its reply waits for it)")
     print(f"  forwarding          {res['mpps']:.2f} Mpps with changes, {base['mpps']:.2f} Mpps without "
           f"(both directions)")
     print(f"  frames lost         {res['lost']:,} of {res['offered']:,} (without changes: {base['lost']:,})")

@@ -27,7 +27,7 @@ from lwaftr.examples import example_config
 from lwaftr.mgmt.netconf import Instance, NetconfServer, softwire_changes
 from lwaftr.mgmt.netconf_auth import UsersFile, hash_password, parse_users, verify_password
 from lwaftr.mgmt.netconf_data import BR_NS, EXT_NS, STATE_NS, Schema
-from lwaftr.mgmt.netconf_proto import BASE_10, BASE_11, NC, Framer, FramingError, frame
+from lwaftr.mgmt.netconf_proto import BASE_10, BASE_11, NC, NCEVENT, NCM, NCN, NCWD, Framer, FramingError, frame
 from lwaftr.mgmt.service import ConfigService
 
 NCNS = NC
@@ -183,6 +183,75 @@ def test_get_config_filters_and_get_state():
         "operation-not-supported"
 
 
+def whole_table_fetched(inst: FakeInstance, since: int) -> bool:
+    return any(r["op"] == "get-config" and r.get("bindings", True) for r in inst.requests[since:])
+
+
+def test_reads_and_edits_by_key_touch_only_their_entries():
+    """Names, one entry by key or IPv4 address, and edits of entries by key never
+    fetch the whole table; the rest of the configuration is fetched again only
+    when it changed (generation)."""
+    srv, inst = server()
+    s = session(srv)
+    names = f'<br-instances xmlns="{BR_NS}"><binding><bind-instance><name/></bind-instance></binding></br-instances>'
+    n = len(inst.requests)
+    data = config_of(srv, s, names)
+    assert text_at(data, "//br:name") == ["lwaftr"] and not data.xpath("//br:binding-entry", namespaces=NS)
+    data = config_of(srv, s, names)
+    assert inst.requests[-1] == {"op": "get-config", "bindings": False, "if_generation": srv._rest[0]}
+    by_key = (f'<br-instances xmlns="{BR_NS}"><binding><bind-instance><binding-table><binding-entry>'
+              f'<binding-ipv6info>2001:db8:1::b</binding-ipv6info></binding-entry></binding-table></bind-instance>'
+              f'</binding></br-instances>')
+    data = config_of(srv, s, by_key)
+    assert text_at(data, "//br:binding-ipv4-addr") == ["192.0.2.1"] and text_at(data, "//br:psid") == ["2"]
+    # add one, change its PSID, delete it: each a batch of its own changes
+    ok(edit(srv, s, bi(f"<binding-table>{entry('2001:db8:9::1', '203.0.113.9', 1, 2)}</binding-table>")))
+    ok(edit(srv, s, bi("<binding-table><binding-entry><binding-ipv6info>2001:db8:9::1</binding-ipv6info>"
+                       "<port-set><psid>3</psid></port-set></binding-entry></binding-table>")))
+    assert [r["op"] for r in inst.requests[-1]["requests"]] == ["remove", "add"]
+    assert "psid 3;" in inst.service.handle({"op": "get", "path": "/softwire-config/binding-table/softwire"
+                                             "[ipv4=203.0.113.9][psid=3]"}).reply["value"]
+    data = ok(rpc(srv, s, f"<get><filter>{by_key.replace('2001:db8:1::b', '2001:db8:9::1')}</filter></get>")) \
+        .find("nc:data", NS)
+    assert text_at(data, "//br:psid") == ["3"]
+    data = ok(rpc(srv, s, f'<get><filter><br-instances xmlns="{BR_NS}"><binding><bind-instance><traffic-stat>'
+                          f'<active-softwire-num/></traffic-stat></bind-instance></binding></br-instances></filter>'
+                          f'</get>')).find("nc:data", NS)
+    assert text_at(data, "//br:active-softwire-num") == ["4"]
+    ok(edit(srv, s, bi(f'<binding-table><binding-entry {NCOP} nc:operation="delete"><binding-ipv6info>'
+                       f'2001:db8:9::1</binding-ipv6info></binding-entry></binding-table>')))
+    assert inst.service.table.count == 3
+    # refused by the table's own rules (the neighbours' port-set layout): nothing changed
+    e = error(edit(srv, s, bi(f"<binding-table>{entry('2001:db8:9::2', '192.0.2.1', 3, 6)}</binding-table>")))
+    assert e["error-tag"] == "operation-failed" and "port-set layout" in e["error-message"]
+    assert not whole_table_fetched(inst, n) and inst.service.table.count == 3
+    # the whole configuration: written page by page from the instance (the same as the old way)
+    import lwaftr.mgmt.netconf as ncmod
+    ncmod.PAGE, page = 2, ncmod.PAGE
+    try:
+        streamed = srv.handle_stream(s, f'<rpc message-id="9" xmlns="{NC}"><get-config><source><running/>'
+                                        f'</source></get-config></rpc>'.encode())
+        pieces = list(streamed)
+    finally:
+        ncmod.PAGE = page
+    assert len(pieces) == 4 and not whole_table_fetched(inst, n)        # head, two pages, tail
+    assert [r.get("from") for r in inst.requests if r["op"] == "softwires" and "from" in r][-2:] != [None, None]
+    data = etree.fromstring(b"".join(pieces)).find("nc:data", NS)
+    want = srv.schema.filter(srv._running()[1], None)
+    def entries_of(d):                  # (the list is ordered by the system: table order here)
+        return sorted(etree.tostring(e, method="c14n") for e in d.xpath("//br:binding-entry", namespaces=NS))
+    assert len(entries_of(data)) == 3 and entries_of(data) == entries_of(want)
+    assert ncmod._without_entries(data) == ncmod._without_entries(want)
+    data = ok(rpc(srv, s, "<get/>")).find("nc:data", NS)
+    assert text_at(data, "//br:traffic-stat/br:active-softwire-num") == ["3"]
+    assert len(data.xpath("//br:binding-entry", namespaces=NS)) == 3
+    # a filter selecting every entry's key works the whole way
+    data = config_of(srv, s, f'<br-instances xmlns="{BR_NS}"><binding><bind-instance><binding-table><binding-entry>'
+                             f'<binding-ipv6info/></binding-entry></binding-table></bind-instance></binding>'
+                             f'</br-instances>')
+    assert len(data.xpath("//br:binding-ipv6info", namespaces=NS)) == 3 and whole_table_fetched(inst, n)
+
+
 def test_edit_operations_and_all_or_nothing():
     srv, inst = server()
     s = session(srv)
@@ -204,7 +273,9 @@ def test_edit_operations_and_all_or_nothing():
     n = len(inst.requests)
     ok(edit(srv, s, bi(f'<binding-table><binding-entry {NCOP} nc:operation="remove"><binding-ipv6info>'
                        f'2001:db8:9::2</binding-ipv6info></binding-entry></binding-table>')))
-    assert [r["op"] for r in inst.requests[n:]] == ["get-config"]
+    # (read: the configuration without softwires, and the one softwire by its key; nothing changed)
+    assert [(r["op"], r.get("bindings", True)) for r in inst.requests[n:]] == [("get-config", False),
+                                                                               ("softwires", True)]
     # a new B4 address for the same port set: set in place (the key is written another way)
     ok(edit(srv, s, bi(f'<binding-table><binding-entry {NCOP} nc:operation="delete"><binding-ipv6info>'
                        f'2001:DB8:9:0::1</binding-ipv6info></binding-entry>'
@@ -246,7 +317,7 @@ def test_edit_operations_and_all_or_nothing():
                               f'<external-interface><ip>198.51.100.77</ip></external-interface></queue></instance>')))
     assert e["error-tag"] == "operation-failed" and "restart" in e["error-message"]
     assert e["error-path"].endswith("/lwx:instance")
-    assert inst.text() == before and all(r["op"] == "get-config" for r in inst.requests[n:])
+    assert inst.text() == before and all(r["op"] in ("get-config", "softwires") for r in inst.requests[n:])
     # choice: a next-hop MAC replaces the next-hop IP; test-only changes nothing
     nh = (f'<instance xmlns="{EXT_NS}"><device>example</device><queue><id>0</id><external-interface><next-hop>'
           f'<ip>198.51.100.2</ip></next-hop></external-interface></queue></instance>')
@@ -259,6 +330,152 @@ def test_edit_operations_and_all_or_nothing():
     # the table's version is kept by the instance and shown again
     ok(edit(srv, s, bi("<binding-table-versioning><version>42</version></binding-table-versioning>")))
     assert text_at(config_of(srv, s), BIP + "/br:binding-table-versioning/br:version") == ["42"]
+
+
+def test_confirmed_commit_rolls_back_unless_confirmed():
+    srv, inst = server()
+    a, b = session(srv), session(srv)
+    # confirmed, then not confirmed in time: rolled back
+    ok(edit(srv, a, bi(mtu(1300)), target="candidate"))
+    ok(rpc(srv, a, "<commit><confirmed/><confirm-timeout>5</confirm-timeout></commit>"))
+    assert inst.service.config.external.mtu == 1300
+    srv.tick(time.monotonic() + 1)
+    assert inst.service.config.external.mtu == 1300
+    assert error(rpc(srv, b, "<commit/>"))["error-tag"] == "in-use"      # another session cannot confirm it
+    srv.tick(time.monotonic() + 6)
+    assert inst.service.config.external.mtu == 1460 and srv.pending is None
+    # confirmed, then confirmed by a plain commit: kept
+    ok(edit(srv, a, bi(mtu(1310)), target="candidate"))
+    ok(rpc(srv, a, "<commit><confirmed/></commit>"))
+    ok(rpc(srv, a, "<commit/>"))
+    srv.tick(time.monotonic() + 10_000)
+    assert inst.service.config.external.mtu == 1310
+    # the session ends before confirming: rolled back
+    c = session(srv)
+    ok(edit(srv, c, bi(mtu(1320)), target="candidate"))
+    ok(rpc(srv, c, "<commit><confirmed/></commit>"))
+    srv.end_session(c)
+    assert inst.service.config.external.mtu == 1310
+    # persist: any session confirms or cancels with the persist-id; softwires roll back too
+    ok(edit(srv, a, bi(f"<binding-table>{entry('2001:db8:9::1', '203.0.113.9', 0, 0)}</binding-table>"),
+            target="candidate"))
+    ok(rpc(srv, a, "<commit><confirmed/><persist>tok</persist></commit>"))
+    assert inst.service.table.count == 4
+    srv.end_session(a)
+    assert inst.service.table.count == 4
+    assert error(rpc(srv, b, "<cancel-commit><persist-id>nope</persist-id></cancel-commit>"))["error-tag"] == \
+        "invalid-value"
+    ok(rpc(srv, b, "<cancel-commit><persist-id>tok</persist-id></cancel-commit>"))
+    assert inst.service.table.count == 3 and srv.pending is None
+    assert error(rpc(srv, b, "<cancel-commit/>"))["error-tag"] == "operation-failed"
+
+
+def test_get_schema_and_with_defaults():
+    srv, inst = server()
+    s = session(srv)
+    caps = srv.capabilities()
+    assert "urn:ietf:params:netconf:capability:confirmed-commit:1.1" in caps
+    assert "urn:ietf:params:netconf:capability:with-defaults:1.0?basic-mode=report-all" in caps
+    assert any(c.startswith(f"{NCM}?module=ietf-netconf-monitoring") for c in caps)
+    r = rpc(srv, s, f'<get-schema xmlns="{NCM}"><identifier>ietf-softwire-br</identifier>'
+                    f'<version>2019-11-16</version><format>yang</format></get-schema>')
+    text = r.find(f"{{{NCM}}}data").text
+    assert text.lstrip().startswith("module ietf-softwire-br") and "binding-entry" in text
+    r = rpc(srv, s, f'<get-schema xmlns="{NCM}"><identifier>lwaftr-softwire-state</identifier></get-schema>')
+    assert "drop-no-dest-softwire-ipv4-packets" in r.find(f"{{{NCM}}}data").text
+    e = error(rpc(srv, s, f'<get-schema xmlns="{NCM}"><identifier>ietf-interfaces</identifier></get-schema>'))
+    assert e["error-tag"] == "invalid-value"
+    # with-defaults: report-all, the only basic mode (every value is reported)
+    data = ok(rpc(srv, s, f'<get-config><source><running/></source><with-defaults xmlns="{NCWD}">report-all'
+                          f'</with-defaults></get-config>')).find("nc:data", NS)
+    assert text_at(data, "//br:softwire-num-max") == ["4294967295"]
+    e = error(rpc(srv, s, f'<get><with-defaults xmlns="{NCWD}">trim</with-defaults></get>'))
+    assert e["error-tag"] == "invalid-value" and "report-all" in e["error-message"]
+
+
+def test_read_only_group_reads_and_is_refused_changes():
+    from lwaftr.mgmt.netconf_auth import parse_users
+    users = parse_users("viewer:group read-only\nadmin:ssh-ed25519 "
+                        "AAAAC3NzaC1lZDI1NTE5AAAAIFx5Vz0gq4Z6e9mHhE6cJpX0ykTqTZbB5n8vE0Jt0b1C\n")
+    assert users["viewer"].group == "read-only" and users["admin"].group == "read-write"
+    with pytest.raises(ValueError, match=r"<users>:1: unknown group 'admins'"):
+        parse_users("x:group admins")
+    inst = FakeInstance()
+    srv = NetconfServer(inst, _SCHEMA or Schema(), group=lambda u: users[u].group if u in users else "read-only")
+    v = srv.open_session("viewer")
+    srv.client_hello(v, f'<hello xmlns="{NC}"><capabilities><capability>{BASE_11}</capability></capabilities>'
+                        f'</hello>'.encode())
+    assert text_at(config_of(srv, v), "//br:name") == ["lwaftr"]
+    ok(rpc(srv, v, "<get/>"))
+    ok(rpc(srv, v, "<validate><source><running/></source></validate>"))
+    for body in (f"<edit-config><target><running/></target>{bi(mtu(1400))}</edit-config>",
+                 "<lock><target><running/></target></lock>", "<commit/>", "<discard-changes/>",
+                 "<copy-config><target><candidate/></target><source><running/></source></copy-config>",
+                 "<kill-session><session-id>99</session-id></kill-session>"):
+        e = error(rpc(srv, v, body))
+        assert e["error-tag"] == "access-denied" and "read-only" in e["error-message"], body
+    assert inst.service.config.external.mtu == 1460
+    a = srv.open_session("admin")
+    srv.client_hello(a, f'<hello xmlns="{NC}"><capabilities><capability>{BASE_11}</capability></capabilities>'
+                        f'</hello>'.encode())
+    ok(edit(srv, a, bi(mtu(1400))))
+    assert inst.service.config.external.mtu == 1400
+
+
+def test_notifications_of_configuration_changes():
+    srv, inst = server()
+    a, b = session(srv), session(srv)
+    got: list[etree._Element] = []
+    b.notify = lambda msg: got.append(etree.fromstring(msg))
+    a.notify = lambda msg: pytest.fail("a did not subscribe")
+    ok(rpc(srv, b, f'<create-subscription xmlns="{NCEVENT}"/>'))
+    assert error(rpc(srv, b, f'<create-subscription xmlns="{NCEVENT}"/>'))["error-tag"] == "operation-failed"
+    e = error(rpc(srv, a, f'<create-subscription xmlns="{NCEVENT}"><startTime>2026-01-01T00:00:00Z</startTime>'
+                          f'</create-subscription>'))
+    assert e["error-tag"] == "operation-failed" and "replay" in e["error-message"]
+    ok(edit(srv, a, bi(f"<binding-table>{entry('2001:db8:9::1', '203.0.113.9', 0, 0)}</binding-table>")))
+    ok(edit(srv, a, bi(mtu(1400))))
+    ok(edit(srv, a, bi(f'<binding-table><binding-entry {NCOP} nc:operation="delete"><binding-ipv6info>'
+                       f'2001:db8:9::1</binding-ipv6info></binding-entry></binding-table>')))
+    ok(edit(srv, a, bi(mtu(1400))))                     # no change: no notification
+    ns = {"n": NCEVENT, "c": NCN}
+    assert len(got) == 3
+    assert [g.findtext("c:netconf-config-change/c:changed-by/c:username", namespaces=ns) for g in got] == \
+        ["tester"] * 3
+    assert got[0].findtext("c:netconf-config-change/c:datastore", namespaces=ns) == "running"
+    assert [e.findtext("c:operation", namespaces=ns) for e in got[0].iterfind(".//c:edit", ns)] == ["create"]
+    assert "binding-ipv6info='2001:db8:9::1'" in got[0].findtext(".//c:edit/c:target", namespaces=ns)
+    assert got[1].find(".//c:edit", ns) is None                          # a whole-configuration change
+    assert [e.findtext("c:operation", namespaces=ns) for e in got[2].iterfind(".//c:edit", ns)] == ["delete"]
+    assert got[0].findtext("n:eventTime", namespaces=ns).endswith("Z")
+
+
+def test_alarm_notifications(tmp_path, monkeypatch):
+    """Alarms a worker raises and clears (its alarms.json) are notified to subscribers."""
+    import json
+    monkeypatch.setenv("LWAFTR_RUN_DIR", str(tmp_path))
+    srv, inst = server()
+    s = session(srv)
+    got: list[etree._Element] = []
+    s.notify = lambda msg: got.append(etree.fromstring(msg))
+    ok(rpc(srv, s, f'<create-subscription xmlns="{NCEVENT}"/>'))
+    w1 = tmp_path / "t" / "workers" / "1"
+    w1.mkdir(parents=True)
+    (w1 / "alarms.json").write_text(json.dumps({"next-hop-unresolved": "IPv4 next hop 198.51.100.2 unresolved"}))
+    srv.tick()                              # (the first look: what is raised already is not news)
+    assert got == []
+    (w1 / "alarms.json").write_text("{}")
+    (tmp_path / "t" / "alarms.json").write_text(json.dumps({"icmp-rate-limit": "ICMP errors limited"}))
+    srv.tick()
+    ns = {"a": STATE_NS}
+    seen = sorted((g.findtext(".//a:worker", namespaces=ns), g.findtext(".//a:name", namespaces=ns),
+                   g.findtext(".//a:state", namespaces=ns)) for g in got)
+    assert seen == [("0", "icmp-rate-limit", "raised"), ("1", "next-hop-unresolved", "cleared")]
+    assert any(g.findtext(".//a:text", namespaces=ns) == "ICMP errors limited" for g in got)
+    srv.tick()
+    assert len(got) == 2
+    r = rpc(srv, s, f'<get-schema xmlns="{NCM}"><identifier>lwaftr-softwire-state</identifier></get-schema>')
+    assert "notification alarm" in r.find(f"{{{NCM}}}data").text
 
 
 def test_malformed_messages_and_rpc_errors():
@@ -483,7 +700,8 @@ def lab(tmp_path_factory):
         os.chmod(tmp / "ops_key", 0o600)
         users = tmp / "users"
         users.write_text(f"admin:{hash_password(PASSWORD, ln=12)}\n"
-                         f"ops:{key.export_public_key().decode().strip()}\n")
+                         f"ops:{key.export_public_key().decode().strip()}\n"
+                         f"viewer:{hash_password(PASSWORD, ln=12)}\nviewer:group read-only\n")
         port = _free_port()
         nc = subprocess.Popen([sys.executable, "-m", "lwaftr", "netconf", "--listen", f"127.0.0.1:{port}",
                                "--name", "t", "--host-key", str(tmp / "host_key"), "--users", str(users)],
@@ -616,6 +834,80 @@ def test_live_lock_candidate_and_kill_session(lab):
         for m in (a, b):
             if m.connected:
                 m.close_session()
+
+
+@live
+def test_live_confirmed_commit_get_schema_with_defaults_and_persistence(lab):
+    """With ncclient: a confirmed commit not confirmed in time is rolled back, a
+    confirmed one stays; get-schema hands out our modules; with-defaults
+    report-all; a change made over NETCONF is in the journal on disk."""
+    from ncclient.operations.rpc import RPCError
+    from lwaftr.config.journal import journal_path, read
+    with connect(lab) as m:
+        assert "urn:ietf:params:netconf:capability:confirmed-commit:1.1" in m.server_capabilities
+        m.edit_config(target="candidate", config=bi(mtu(1410)))
+        m.commit(confirmed=True, timeout="1")
+        assert "mtu 1410;" in running_text(lab).split("internal-interface")[0]
+        deadline = time.time() + 10
+        while "mtu 1410;" in running_text(lab).split("internal-interface")[0]:
+            assert time.time() < deadline, "the confirmed commit was not rolled back"
+            time.sleep(0.1)
+        m.edit_config(target="candidate", config=bi(mtu(1420)))
+        m.commit(confirmed=True, timeout="30")
+        m.commit()                                  # confirmed
+        time.sleep(1.5)
+        assert "mtu 1420;" in running_text(lab).split("internal-interface")[0]
+        with pytest.raises(RPCError) as e:
+            m.cancel_commit()
+        assert e.value.tag == "operation-failed"
+        # get-schema: every module of the hello, as YANG
+        for cap in m.server_capabilities:
+            if "module=" in cap and "ietf-netconf-monitoring" not in cap:
+                name = cap.split("module=")[1].split("&")[0]
+                text = m.get_schema(name).data
+                assert text.lstrip().startswith(f"module {name}"), name
+        with pytest.raises(RPCError) as e:
+            m.get_schema("no-such-module")
+        assert e.value.tag == "invalid-value"
+        data = m.get_config(source="running", with_defaults="report-all").data_ele
+        assert text_at(data, "//br:softwire-num-max") == ["4294967295"]
+        # durable: the change is the journal's last record, fsynced before the reply
+        _, records, _ = read(journal_path(lab["tmp"] / "lw.conf"))
+        assert "mtu 1420;" in records[-1]["load"].split("internal-interface")[0]   # (a policy change: whole)
+        m.edit_config(target="running", config=bi(mtu(1460)))
+        _, after, _ = read(journal_path(lab["tmp"] / "lw.conf"))
+        assert len(after) == len(records) + 1
+
+
+@live
+def test_live_read_only_user(lab):
+    from ncclient.operations.rpc import RPCError
+    before = running_text(lab)
+    with connect(lab, "viewer") as m:
+        assert text_at(m.get_config(source="running").data_ele, "//br:name") == ["lwaftr"]
+        with pytest.raises(RPCError) as e:
+            m.edit_config(target="running", config=bi(mtu(1300)))
+        assert e.value.tag == "access-denied"
+        with pytest.raises(RPCError) as e:
+            m.lock(target="running")
+        assert e.value.tag == "access-denied"
+    assert running_text(lab) == before
+
+
+@live
+def test_live_notifications(lab):
+    """ncclient subscribes; an edit made in another session is announced to it."""
+    with connect(lab) as sub, connect(lab) as m:
+        assert "urn:ietf:params:netconf:capability:notification:1.0" in sub.server_capabilities
+        sub.create_subscription()
+        m.edit_config(target="running", config=bi(mtu(1440)))
+        n = sub.take_notification(block=True, timeout=10)
+        assert n is not None, "no notification"
+        x = n.notification_ele
+        assert x.findtext(f".//{{{NCN}}}netconf-config-change/{{{NCN}}}datastore") == "running"
+        assert x.findtext(f".//{{{NCN}}}username") == "admin"
+        m.edit_config(target="running", config=bi(mtu(1460)))
+        assert sub.take_notification(block=True, timeout=10) is not None
 
 
 @live

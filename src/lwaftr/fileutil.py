@@ -44,3 +44,12 @@ def write_atomic(path: str | os.PathLike, data: bytes | Sequence, *, fsync: bool
         except OSError:
             pass
         raise
+
+
+def fsync_dir(path: str | os.PathLike) -> None:
+    """Make the renames and creations in directory ``path`` durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -150,6 +150,40 @@ def _others(sw_tab, ipv4, psid_length, psid):
 
 
 @numba.njit(cache=True, nogil=True)
+def _psids(sw_tab, ipv4, psid_length):
+    """The PSIDs ``ipv4`` has softwires for (at most 2^16 probes)."""
+    out = np.empty(1 << psid_length, np.int64)
+    n = 0
+    for p in range(1 << psid_length):
+        row, _ = _sw_find(sw_tab, (ipv4 << np.uint64(16)) | np.uint64(p))
+        if row >= 0:
+            out[n] = p
+            n += 1
+    return out[:n]
+
+
+@numba.njit(cache=True, nogil=True)
+def port_sets(addr_tab, ipv4s):
+    """(psid-length, shift) of each address of ``ipv4s`` (uint64), (0, 0) where unmanaged."""
+    plen = np.zeros(ipv4s.shape[0], np.int64)
+    shift = np.zeros(ipv4s.shape[0], np.int64)
+    for i in range(ipv4s.shape[0]):
+        plen[i], shift[i] = addr_params(addr_tab, np.uint32(ipv4s[i]))
+    return plen, shift
+
+
+@numba.njit(cache=True, nogil=True)
+def _rows_of_b4(sw_tab, hi, lo):
+    """The rows holding B4 address (hi, lo): one pass over the table (about 2 ms a
+    million softwires), so no index has to be built or kept."""
+    out = []
+    for r in range(sw_tab.shape[0]):
+        if sw_tab[r, 1] == hi and sw_tab[r, 2] == lo and sw_tab[r, 0] != 0:
+            out.append(r)
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
 def _rehash_sw(old, new):
     for r in range(old.shape[0]):
         w = old[r, 0]
@@ -245,6 +279,23 @@ class TableEditor:
         w = t.sw_tab[row]
         return Softwire(ipv4, psid, int(plen), int(w[1]).to_bytes(8, "big") + int(w[2]).to_bytes(8, "big"),
                         t.br_tab[int(w[3])].tobytes(), int(16 - plen - shift))
+
+    def of_b4(self, b4: bytes) -> list[Softwire]:
+        """The softwires whose B4 address is ``b4``."""
+        hi, lo = _b4_words(b4)
+        out = []
+        for r in _rows_of_b4(self.table.sw_tab, hi, lo):
+            key = int(self.table.sw_tab[r, 0] & _KEY_MASK)
+            sw = self.get(key >> 16, key & 0xFFFF)
+            if sw is not None:
+                out.append(sw)
+        return sorted(out, key=lambda sw: (sw.ipv4, sw.psid))
+
+    def of_address(self, ipv4: int) -> list[Softwire]:
+        """The softwires of one IPv4 address, by PSID."""
+        plen, _ = addr_params(self.table.addr_tab, np.uint32(ipv4))
+        return [sw for p in _psids(self.table.sw_tab, np.uint64(ipv4), int(plen)).tolist()
+                if (sw := self.get(ipv4, p)) is not None]
 
     def _exists(self, ipv4: int, psid: int) -> bool:
         row, _ = _sw_find(self.table.sw_tab, np.uint64((ipv4 << 16) | psid))

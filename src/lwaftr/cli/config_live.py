@@ -11,9 +11,11 @@ VALUE is a leaf value or data text (``'{ ipv4 ...; psid ...; ... }'``, one
 or more entries for ``add``; ``-`` reads it from standard input).  The
 request goes to the instance's control socket (a supervisor passes it to
 every worker); a change is validated whole and applied between two batches,
-or refused with the reason and nothing changed (exit status 1).  Changes live
-in the running instance: the file is not rewritten, and a reload from the
-file replaces them.
+or refused with the reason and nothing changed (exit status 1).  A change is
+acknowledged once it is in the configuration's journal on disk
+(``CONF.journal``, fsynced; see :mod:`lwaftr.config.journal`): it survives a
+restart, a crash and ``lwaftr reload``, and is folded into the file itself in
+the background.
 """
 from __future__ import annotations
 

@@ -1,8 +1,9 @@
 """``lwaftr reload [NAME]``: ask a running instance to reload its configuration.
 
-The same as sending it SIGHUP: it loads the file aside and swaps it in
-between batches, or refuses it (and says why in its log) and keeps the
-running one.
+The same as sending it SIGHUP: it loads the file (with its journal of the
+changes made while running, see :mod:`lwaftr.config.journal`) aside and
+swaps it in between batches, or refuses it (and says why in its log) and
+keeps the running one.
 """
 from __future__ import annotations
 

@@ -111,6 +111,7 @@ def run(args: argparse.Namespace) -> int:
         print("lwaftr run: give --v4 and --v6, or --on-a-stick, or --instance (or nothing: "
               "the configuration's instances)", file=sys.stderr)
         return 2
+    from lwaftr.config.journal import JournalBusy
     from lwaftr.io.state import InstanceBusy
     if not single:
         return _supervise(args)
@@ -129,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as e:
         print(f"lwaftr run: {e}", file=sys.stderr)
         return 2
-    except InstanceBusy as e:
+    except (InstanceBusy, JournalBusy) as e:
         print(f"lwaftr run: {e}", file=sys.stderr)
         return 1
     except (OSError, IndexError) as e:
@@ -156,12 +157,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _supervise(args: argparse.Namespace) -> int:
+    from lwaftr.config.journal import JournalBusy
     from lwaftr.io.state import InstanceBusy
     from lwaftr.io.supervisor import Supervisor
-    from lwaftr.config.load import load_table
+    from lwaftr.mgmt.persist import load_persisted
     from lwaftr.routing.bird import Bird
     try:
-        cfg, table = load_table(args.conf)
+        cfg, table, _ = load_persisted(args.conf)      # the file and its journal: what the workers will serve
         specs = _specs(args, cfg.instances)
         check_run(_named(specs, not args.instance))
         name = args.name or cfg.name or "lwaftr"
@@ -174,7 +176,7 @@ def _supervise(args: argparse.Namespace) -> int:
     except (ConfigError, InterfaceError, PrivilegeError) as e:
         print(f"lwaftr run: {e}", file=sys.stderr)
         return 2
-    except InstanceBusy as e:
+    except (InstanceBusy, JournalBusy) as e:
         print(f"lwaftr run: {e}", file=sys.stderr)
         return 1
     signal.signal(signal.SIGHUP, lambda *_: sup.request_reload())

@@ -22,8 +22,15 @@ MAX_REQUEST = 64 << 20      # a whole configuration with a big binding table fit
 
 
 class ControlServer:
-    def __init__(self, path: Path, handle: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
+    def __init__(self, path: Path, handle: Callable[[dict[str, Any]], dict[str, Any]],
+                 flush: Callable[[], Callable[[], bool] | None] | None = None) -> None:
+        """``flush``: called before the replies to the requests read together are sent
+        (the owner makes its changes durable there, all at once, and may turn
+        replies into refusals in place); it may return ``ready()``: the replies
+        (and further requests of that client) then wait until it is true."""
         self.path = Path(path)
+        self.flush = flush
+        self.held: list[tuple[socket.socket, list[dict[str, Any]], Callable[[], bool]]] = []
         try:
             self.path.unlink()
         except FileNotFoundError:
@@ -44,7 +51,9 @@ class ControlServer:
 
     def poll(self) -> int:
         """Accept, read and answer whatever is ready, without blocking; returns requests handled."""
-        socks = [self.sock, *self.clients]
+        self._release()
+        waiting = {h[0] for h in self.held}
+        socks = [self.sock, *(c for c in self.clients if c not in waiting)]
         ready = select.select(socks, [], [], 0)[0]
         handled = 0
         for s in ready:
@@ -71,6 +80,7 @@ class ControlServer:
                 self._reply(s, {"ok": False, "error": "request too large"})
                 self._drop(s)
                 continue
+            replies = []
             while b"\n" in buf:
                 line, _, rest = bytes(buf).partition(b"\n")
                 buf[:] = rest
@@ -80,15 +90,36 @@ class ControlServer:
                     if not isinstance(req, dict):
                         raise ValueError("a request is a JSON object")
                 except ValueError as e:
-                    self._reply(s, {"ok": False, "error": f"malformed request: {e}"})
+                    replies.append({"ok": False, "error": f"malformed request: {e}"})
                     continue
                 try:
-                    reply = self.handle(req)
+                    replies.append(self.handle(req))
                 except Exception as e:              # never let a request end the worker
                     log.exception("control request failed")
-                    reply = {"ok": False, "error": f"internal error: {e}"}
+                    replies.append({"ok": False, "error": f"internal error: {e}"})
+            if replies and self.flush is not None:
+                done = self.flush()         # (a client sending several requests at once: one fsync)
+                if done is not None and not done():
+                    self.held.append((s, replies, done))
+                    continue
+            for reply in replies:
                 self._reply(s, reply)
         return handled
+
+    @property
+    def busy(self) -> bool:
+        """Replies are waiting for their changes to be on disk."""
+        return bool(self.held)
+
+    def _release(self) -> None:
+        still = []
+        for s, replies, done in self.held:
+            if not done():
+                still.append((s, replies, done))
+            elif s in self.clients:
+                for reply in replies:
+                    self._reply(s, reply)
+        self.held = still
 
     def _reply(self, s: socket.socket, reply: dict[str, Any]) -> None:
         data = (json.dumps(reply) + "\n").encode()

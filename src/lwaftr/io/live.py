@@ -17,6 +17,12 @@ engine (every other state kept); other changes build a new engine.  A
 configuration that does not load, or that changes what needs a restart
 (interfaces, addresses, control-plane mode), is refused with a log line and
 the running one stays.  Counters live in shared memory (:mod:`lwaftr.io.state`).
+
+Changes made through the control socket are durable: the instance starts and
+reloads from the file with its journal replayed (:mod:`lwaftr.mgmt.persist`),
+and, run alone, appends each change to the journal (fsynced) before it answers;
+under a supervisor the supervisor writes the journal, and the worker hands it
+each change's record.
 """
 from __future__ import annotations
 
@@ -37,7 +43,7 @@ from pyroute2 import IPRoute
 from lwaftr import counters as C
 from lwaftr import wire as W
 from lwaftr.config.errors import ConfigError
-from lwaftr.config.load import load_table
+from lwaftr.config.journal import Flusher, Journal, open_journal
 from lwaftr.config.model import KERNEL, Bindings, Config
 from lwaftr.dataplane.checksum import complete_flagged
 from lwaftr.dataplane.engine import Engine
@@ -49,7 +55,8 @@ from lwaftr.io.pcap import CaptureError, PcapWriter
 from lwaftr.io.state import StateDir
 from lwaftr.io.tap import QuietInterface, Tap, configure_tap, tap_name
 from lwaftr.mgmt.alarms import Alarms
-from lwaftr.mgmt.service import ConfigService
+from lwaftr.mgmt.persist import Compactor, load_persisted
+from lwaftr.mgmt.service import ConfigService, warm_up
 
 log = logging.getLogger("lwaftr.live")
 
@@ -199,7 +206,7 @@ class LiveLoop:
         self._preparing: subprocess.Popen | None = None     # a big reload being compiled
         self.monitor_sink: MonitorSink | None = None
         self.instance_index = instance
-        self.config, table = load_table(conf_path, private=True)
+        self.config, table, self.seq = load_persisted(conf_path)   # seq: the last journal record it holds
         self._narrow(self.config)           # ConfigError now if there is no such instance
         self.mode = control_plane or self.config.control_plane.mode
         self.kernel = self.mode == KERNEL
@@ -210,11 +217,28 @@ class LiveLoop:
         self.name = name or self.config.name or "lwaftr"
         self._closers: list = []
         try:
+            # The journal (its writer's lock) and the compiled lookups first: the
+            # state directory, and then the control socket, follow closely.
+            self.journal: Journal | None = None         # under a supervisor, the supervisor writes it
+            self.compactor: Compactor | None = None
+            self.supervised = worker is not None
+            if worker is None:
+                jr = open_journal(conf_path, log)
+                if isinstance(jr, Journal):         # (else: a read-only directory, changes in memory)
+                    self.journal = jr
+                    self._closers.append(self.journal.close)
+                    self.flusher = Flusher(self.journal, self._not_written)
+                    self._closers.append(self.flusher.wait)
+                    self.compactor = Compactor(conf_path, self.journal)
+                    self._closers.append(self.compactor.stop)
+            warm_up(table)
             self.state = StateDir(self.name, worker)
             self._closers.append(lambda: self.state.close(keep_counters=worker is not None))
             self.engine = self._engine(self.config, table)
             self.service = ConfigService(self.config, table, counters=self.state.counters)
-            self.control = ControlServer(self.state.path / "control.sock", self._control)
+            self._unsynced: list[tuple[dict, dict | None]] = []     # replies of changes not yet fsynced
+            self.control = ControlServer(self.state.path / "control.sock", self._control,
+                                         flush=self._flush if self.journal is not None else None)
             self._closers.append(self.control.close)
             self.ipr = IPRoute()
             self._closers.append(self.ipr.close)
@@ -364,16 +388,16 @@ class LiveLoop:
         self.reload()
 
     def reload(self) -> bool:
-        """Load the configuration file again; swap it in only if it loads, validates
-        and changes nothing that needs a restart.  (Changes made through the
-        control socket since the last load are replaced by the file's content.)"""
+        """Load the configuration file and its journal again; swap them in only if
+        they load, validate and change nothing that needs a restart."""
         self.reload_requested = False
         try:
-            cfg, table = load_table(self.conf_path, private=True)
+            cfg, table, seq = load_persisted(self.conf_path)
             self._apply(cfg, table)
         except (ConfigError, OSError, ValueError) as e:
             log.error("reload refused, keeping the running configuration: %s", e)
             return False
+        self.seq = seq
         log.info("configuration reloaded", extra={"fields": {"softwires": table.count}})
         return True
 
@@ -396,8 +420,17 @@ class LiveLoop:
         """A control-socket request, between batches."""
         if req.get("op") == "monitor":
             return self._monitor(req)
-        if req.get("op") == "ping":
-            return {"ok": True, "pid": os.getpid()}
+        op = req.get("op")
+        if op == "ping":
+            return {"ok": True, "pid": os.getpid(), "seq": self.seq}
+        if op == "reload":                  # from the supervisor, in order with the changes
+            return {"ok": True, "seq": self.seq} if self.reload() else \
+                {"ok": False, "error": "reload refused (see the log)"}
+        if op == "compact" and self.compactor is not None:
+            self.compactor.start()
+            return {"ok": True, "through": self.compactor.through}
+        if op == "replay" and not self.supervised:
+            return {"ok": False, "error": "replay is for a supervisor's workers"}
         r = self.service.handle(req)
         if r.table_changed:
             self.engine.set_table(self.service.table)   # arrays may have grown; BR addresses may be new
@@ -406,9 +439,54 @@ class LiveLoop:
                 self._apply(r.config, r.table if r.table is not None else self.engine.table)
             except ConfigError as e:
                 return {"ok": False, "error": str(e)}
-            log.info("configuration changed through the control socket: %s %s", req.get("op"),
-                     req.get("path", ""))
-        return r.reply
+            log.info("configuration changed through the control socket: %s %s", op, req.get("path", ""))
+        if not r.reply.get("ok"):
+            return r.reply
+        if op == "replay" and isinstance(req.get("seq"), int):
+            self.seq = req["seq"]
+        if r.record is None or (self.journal is None and not self.supervised):
+            return r.reply                  # (no journal: a read-only directory, logged at start)
+        if self.supervised:                 # the supervisor journals it, and may take it back
+            if isinstance(req.get("seq"), int):
+                self.seq = req["seq"]
+            return dict(r.reply, record=r.record, undo=r.undo)
+        try:
+            self.seq = self.journal.append(r.record, sync=False)
+        except OSError as e:
+            log.error("cannot write the journal %s: %s; change taken back", self.journal.path, e)
+            if r.undo is not None:
+                self._take_back(r.undo)
+            return {"ok": False, "error": f"cannot write the journal {self.journal.path}: {e}"}
+        reply = dict(r.reply)
+        self._unsynced.append((reply, r.undo))
+        return reply
+
+    def _flush(self):
+        """Before the replies go out: the changes since the last call are fsynced by a
+        helper thread while forwarding goes on; the control server holds their
+        replies until it is done (see :class:`lwaftr.config.journal.Flusher`)."""
+        if not self._unsynced:
+            return None
+        items, self._unsynced = self._unsynced, []
+        return self.flusher.flush(items)
+
+    def _not_written(self, items: list[tuple[dict, dict | None]], e: OSError) -> None:
+        """The journal could not be fsynced: those changes are taken back, newest first,
+        and their replies become refusals."""
+        log.error("cannot write the journal %s: %s; %d changes taken back", self.journal.path, e, len(items))
+        for reply, undo in items:
+            if undo is not None:
+                self._take_back(undo)
+            reply.clear()
+            reply.update({"ok": False, "error": f"cannot write the journal {self.journal.path}: {e}"})
+        self.seq = self.journal.seq
+
+    def _take_back(self, undo: dict) -> None:
+        r = self.service.handle({"op": "replay", "records": [undo]})
+        if r.table_changed:
+            self.engine.set_table(self.service.table)
+        if r.config is not None:
+            self._apply(r.config, self.engine.table)
 
     def _monitor(self, req: dict) -> dict:
         """Start (``ipv4`` and ``pcap`` or ``tap``) or stop (``ipv4`` null) mirroring a subscriber."""
@@ -486,6 +564,8 @@ class LiveLoop:
         if now >= self._control_next:
             self._control_next = now + CONTROL_POLL
             n += self.control.poll()
+            if self.compactor is not None and not self.flusher.busy():
+                self.compactor.poll()           # (never while an fsync of the journal is under way)
         if now >= self._alarms_next:
             self._alarms_next = now + 1.0
             self._check_alarms(now)
@@ -532,7 +612,8 @@ class LiveLoop:
             if self.run_once(time.monotonic()) == 0:
                 # Idle: sleep until something has frames (or a request comes); not at
                 # all while a refused transmit kick leaves frames waiting in a ring.
-                wait = 0.0 if any(p.kick_pending for p in self._ports()) else 0.05
+                wait = 0.0 if any(p.kick_pending for p in self._ports()) else \
+                    0.0005 if self.control.busy else 0.05           # (replies waiting for an fsync)
                 select.select(waitables + list(self.control.clients), [], [], wait)
                 self._control_next = 0.0
         self._account_ports(time.monotonic())

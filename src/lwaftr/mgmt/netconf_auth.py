@@ -5,8 +5,13 @@ One entry a line, ``#`` starts a comment::
     admin:$scrypt$ln=15,r=8,p=1$<salt>$<hash>     a password (hashlib.scrypt; base64 without padding)
     admin:$2b$12$...                                a password (bcrypt, when the bcrypt package is installed)
     admin:ssh-ed25519 AAAAC3Nza... admin@laptop     an authorized public key (any type asyncssh knows)
+    viewer:group read-only                          the user's access group (NACM, RFC 8341, a subset)
 
-A user may have several lines (a password and keys).  ``lwaftr netconf
+A user may have several lines (a password and keys).  Access groups:
+``read-write`` (every operation; a user without a group line is in it) and
+``read-only`` (reads only: ``get``, ``get-config``, ``get-schema``,
+``validate``, ``close-session``; anything that changes a datastore, locks
+or ends another session is refused with ``access-denied``).  ``lwaftr netconf
 --hash-password`` prints the hash of a password read from the terminal or
 standard input.  The file is read again when it changes, so users can be
 added or removed without restarting the server.  No anonymous access: a user
@@ -84,10 +89,15 @@ def verify_password(password: str, hashed: str) -> bool:
 _DUMMY = hash_password("not a password")
 
 
+READ_ONLY, READ_WRITE = "read-only", "read-write"
+GROUPS = (READ_ONLY, READ_WRITE)
+
+
 @dataclass
 class User:
     passwords: list[str] = field(default_factory=list)
     keys: list[object] = field(default_factory=list)      # asyncssh SSHKey (public)
+    group: str = READ_WRITE
 
 
 class UsersFile:
@@ -123,6 +133,11 @@ class UsersFile:
             ok = verify_password(password, h) or ok
         return ok
 
+    def group(self, username: str) -> str:
+        """The user's access group (read-only for a user no longer in the file)."""
+        u = self.users().get(username)
+        return u.group if u is not None else READ_ONLY
+
     def check_key(self, username: str, key) -> bool:
         u = self.users().get(username)
         if u is None:
@@ -144,6 +159,12 @@ def parse_users(text: str, source: str = "<users>") -> dict[str, User]:
         if not sep or not name or not value:
             raise ValueError(f"{source}:{n}: expected 'USER:PASSWORD-HASH' or 'USER:SSH-PUBLIC-KEY'")
         u = users.setdefault(name, User())
+        if value.startswith("group ") or value == "group":
+            group = value[len("group"):].strip()
+            if group not in GROUPS:
+                raise ValueError(f"{source}:{n}: unknown group {group!r} (one of {', '.join(GROUPS)})")
+            u.group = group
+            continue
         if value.startswith("$"):
             if not value.startswith(("$scrypt$", "$2a$", "$2b$", "$2y$")):
                 raise ValueError(f"{source}:{n}: unknown password hash (use lwaftr netconf --hash-password)")

@@ -117,6 +117,34 @@ def state_module() -> str:
         "Counters of the running instance, summed over its workers.";
 {leaves}    }}
   }}
+
+  notification alarm {{
+    description
+      "An alarm of the instance (lwaftr.mgmt.alarms) raised or cleared.";
+    leaf worker {{
+      type string;
+      description
+        "The worker that raised it (0 for an instance of one process).";
+    }}
+    leaf name {{
+      type string;
+      description
+        "The alarm.";
+    }}
+    leaf state {{
+      type enumeration {{
+        enum raised;
+        enum cleared;
+      }}
+      description
+        "Raised or cleared.";
+    }}
+    leaf text {{
+      type string;
+      description
+        "What the instance logged when it was raised.";
+    }}
+  }}
 }}
 """
 
@@ -227,6 +255,15 @@ class Schema:
                                      libyang.SNode.LEAFLIST):
                     node = self._node(sn, i)
                     self.top[node.tag] = node
+
+    def module_text(self, name: str, revision: str | None) -> str:
+        """The YANG text of one of :attr:`modules` (what get-schema sends)."""
+        if name == STATE_MODULE:
+            return state_module()
+        for path in (yanglib.YANG_DIR / f"{name}@{revision}.yang", yanglib.YANG_DIR / f"{name}.yang"):
+            if path.exists():
+                return path.read_text()
+        raise RpcError("operation-failed", f"the text of module {name} is not installed")
 
     def _node(self, sn, order: int) -> SNode:
         import libyang

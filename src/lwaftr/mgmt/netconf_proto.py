@@ -23,6 +23,14 @@ CANDIDATE = CAP + "candidate:1.0"
 VALIDATE = CAP + "validate:1.1"
 VALIDATE_10 = CAP + "validate:1.0"
 ROLLBACK_ON_ERROR = CAP + "rollback-on-error:1.0"
+CONFIRMED_COMMIT = CAP + "confirmed-commit:1.1"
+WITH_DEFAULTS = CAP + "with-defaults:1.0?basic-mode=report-all"
+NCM = "urn:ietf:params:xml:ns:yang:ietf-netconf-monitoring"       # RFC 6022
+NCWD = "urn:ietf:params:xml:ns:yang:ietf-netconf-with-defaults"   # RFC 6243
+MONITORING = f"{NCM}?module=ietf-netconf-monitoring&revision=2010-10-04"
+NOTIFICATION = CAP + "notification:1.0"                         # RFC 5277
+NCEVENT = "urn:ietf:params:xml:ns:netconf:notification:1.0"
+NCN = "urn:ietf:params:xml:ns:yang:ietf-netconf-notifications"  # RFC 6470
 
 EOM = b"]]>]]>"
 #: the largest message accepted (a whole configuration with a big binding table fits)

@@ -7,10 +7,25 @@ A request is a dict (JSON on the control socket, see :mod:`lwaftr.io.control`)::
     {"op": "add",        "path": P, "value": V}     (list entries)
     {"op": "remove",     "path": P}
     {"op": "validate",   "text": T}                 (a whole configuration; nothing applied)
-    {"op": "get-config", "bindings": bool}          -> {"text": T}
+    {"op": "get-config", "bindings": bool, "if_generation": G}
+                                                    -> {"text": T, "generation": G, "softwires": N}
+                                                       (or {"unchanged": true} if still generation G)
+    {"op": "softwires",  "b4": [IPv6, ...]}         -> {"entries": [E, ...], "generation": G}
+    {"op": "softwires",  "ipv4": [IPv4, ...], "psid": P (optional)}
+    {"op": "softwires",  "from": ROW, "max": N}     -> {"entries": [...], "next": ROW or null}
+                                                       (E: [ipv4, psid, psid-length, reserved, b4, br])
     {"op": "load-config","text": T}                 (a whole configuration, replacing the running one)
     {"op": "counters"}                              -> {"counters": {...}}
     {"op": "batch",      "requests": [R, ...]}      (softwire add/remove/set: all or none)
+    {"op": "replay",     "records": [J, ...]}       (journal records, see :mod:`lwaftr.config.journal`)
+
+(and, answered by the instance itself: ``ping``, ``monitor``, ``reload`` (the
+file and its journal again), ``compact`` (fold the journal into the file now).)
+
+A change that was applied also yields its journal record (:attr:`Result.record`:
+what the configuration now is where it changed) and the record that puts
+things back (:attr:`Result.undo`), so its owner can write it to disk before
+acknowledging it, or take it back.
 
 Changes to softwires (``/softwire-config/binding-table/softwire...``) go
 straight into the binding table through :class:`TableEditor` (microseconds,
@@ -48,6 +63,8 @@ class Result:
     config: Config | None = None          # a candidate configuration to swap in
     table: BindingTable | None = None     # a whole new table to swap in with it
     table_changed: bool = False           # the running table was edited in place
+    record: dict[str, Any] | None = None  # the change as a journal record (None: nothing changed)
+    undo: dict[str, Any] | None = None    # the record that takes it back (None: cannot be taken back)
 
 
 def table_bindings(table: BindingTable) -> Bindings:
@@ -104,6 +121,16 @@ def _missing(what: str) -> int:
     raise RequestError(f"softwire: missing '{what}'")
 
 
+def sw_state(sw: Softwire | None) -> list | None:
+    """A softwire's value as a journal record holds it (None: absent)."""
+    return None if sw is None else [sw.psid_length, sw.reserved_ports_bit_count, sw.b4.hex(), sw.br.hex()]
+
+
+def sw_of_state(ipv4: int, psid: int, state: list) -> Softwire:
+    plen, reserved, b4, br = state
+    return Softwire(ipv4, psid, int(plen), bytes.fromhex(b4), bytes.fromhex(br), int(reserved))
+
+
 def _version_only(cfg: Config) -> Bindings:
     """No softwires (the table holds them), but the table's version."""
     b = Bindings.empty()
@@ -118,6 +145,22 @@ def _entry_text(sw: Softwire) -> str:
             f"br-address {ipaddress.IPv6Address(sw.br)};\nport-set {{ {ps} }}\n")
 
 
+def warm_up(table: BindingTable) -> None:
+    """Load the compiled lookups the requests use (numba's cache: tens of ms on a
+    first call), so that the first request is as fast as the next ones."""
+    ed = TableEditor(table)
+    ed.of_b4(bytes(16))
+    ed.of_address(0)
+    from lwaftr.bindingtable.edit import port_sets
+    port_sets(table.addr_tab, np.zeros(1, np.uint64))
+
+
+def entry_of(sw: Softwire) -> list:
+    """A softwire as the ``softwires`` request answers it."""
+    return [str(ipaddress.IPv4Address(sw.ipv4)), sw.psid, sw.psid_length, sw.reserved_ports_bit_count,
+            str(ipaddress.IPv6Address(sw.b4)), str(ipaddress.IPv6Address(sw.br))]
+
+
 class ConfigService:
     """Answers requests against a running configuration and its binding table."""
 
@@ -126,6 +169,9 @@ class ConfigService:
         self.version = config.bindings.version                      # ... but not the table's version
         self.editor = TableEditor(table)
         self.counters = counters
+        self._depth = 0
+        self._touched: dict[tuple[int, int], Softwire | None] = {}    # key -> value before the request
+        self.generation = 0             # counts changes: a reader holding generation G has seen them all
 
     @property
     def table(self) -> BindingTable:
@@ -135,6 +181,7 @@ class ConfigService:
         """The instance now runs ``config`` with ``table`` (after a reload or a swap)."""
         self.config = replace(config, bindings=Bindings.empty())
         self.version = config.bindings.version
+        self.generation += 1
         if table is not self.editor.table:
             self.editor = TableEditor(table)
 
@@ -144,12 +191,92 @@ class ConfigService:
         handler = getattr(self, "_op_" + str(op).replace("-", "_"), None)
         if handler is None:
             return Result({"ok": False, "error": f"unknown op {op!r}"})
+        top = self._depth == 0
+        if top:
+            self._touched = {}
+        self._depth += 1
         try:
-            return handler(req)
+            r = handler(req)
         except (RequestError, PathError, EditError, ConfigError) as e:
-            return Result({"ok": False, "error": str(e)})
+            r = Result({"ok": False, "error": str(e)})
         except (KeyError, TypeError) as e:
-            return Result({"ok": False, "error": f"bad request: {e}"})
+            r = Result({"ok": False, "error": f"bad request: {e}"})
+        finally:
+            self._depth -= 1
+        if top and r.reply.get("ok"):
+            if op != "replay":
+                self._record(req, r)
+            if r.table_changed or r.config is not None:
+                self.generation += 1
+        return r
+
+    def _record(self, req: dict[str, Any], r: Result) -> None:
+        """Fill in ``r.record`` and ``r.undo`` for an applied change."""
+        if self._touched:
+            now = {k: self.editor.get(*k) for k in self._touched}
+            changed = [k for k, old in self._touched.items() if now[k] != old]
+            if changed:
+                r.record = {"sw": [[*k, sw_state(now[k])] for k in changed]}
+                r.undo = {"sw": [[*k, sw_state(self._touched[k])] for k in changed]}
+        elif r.config is not None and req.get("op") in ("set", "remove"):
+            r.record = {"req": {k: req[k] for k in ("op", "path", "value") if k in req}}
+            r.undo = {"rest": self.text(bindings=False)}
+        elif r.config is not None and req.get("op") == "load-config":
+            r.record = {"load": req["text"]}
+
+    # -- softwire changes, remembering what was there ----------------------------------------
+    def _touch(self, ipv4: int, psid: int) -> None:
+        if (ipv4, psid) not in self._touched:
+            self._touched[(ipv4, psid)] = self.editor.get(ipv4, psid)
+
+    def _put(self, sw: Softwire, replace: bool = True) -> None:
+        self._touch(sw.ipv4, sw.psid)
+        self.editor.put(sw, replace=replace)
+
+    def _remove(self, ipv4: int, psid: int) -> None:
+        self._touch(ipv4, psid)
+        self.editor.remove(ipv4, psid)
+
+    # -- journal records ---------------------------------------------------------------------
+    def apply_record(self, rec: dict[str, Any]) -> Result:
+        """Make the configuration what journal record ``rec`` says (replaying one
+        already applied changes nothing).  A config in the result is for the
+        caller to swap in, as for a request."""
+        if "sw" in rec:
+            entries = [(ipv4, psid, None if state is None else sw_of_state(ipv4, psid, state))
+                       for ipv4, psid, state in rec["sw"]]
+            for ipv4, psid, sw in entries:          # first what goes, or changes its port-set layout
+                old = self.editor.get(ipv4, psid)
+                if old is not None and (sw is None or (old.psid_length, old.reserved_ports_bit_count)
+                                        != (sw.psid_length, sw.reserved_ports_bit_count)):
+                    self._remove(ipv4, psid)
+            for ipv4, psid, sw in entries:
+                if sw is not None and self.editor.get(ipv4, psid) != sw:
+                    self._put(sw)
+            return Result({"ok": True}, table_changed=True)
+        if "req" in rec:
+            r = self.handle(rec["req"])
+            if not r.reply["ok"] and rec["req"].get("op") == "remove":
+                return Result({"ok": True})                      # already gone
+            return r
+        if "rest" in rec:
+            cfg = loads_snabb(rec["rest"], "<journal>")
+            return Result({"ok": True}, config=replace(cfg, bindings=_version_only(cfg), source=self.config.source))
+        if "load" in rec:
+            return self._op_load_config({"text": rec["load"]})
+        raise RequestError(f"unknown journal record {sorted(rec)}")
+
+    def _op_replay(self, req: dict) -> Result:
+        """Journal records, in order; stops at the first that fails."""
+        out = Result({"ok": True})
+        for rec in req["records"]:
+            r = self.apply_record(rec)
+            if not r.reply["ok"]:
+                return r
+            out.table_changed |= r.table_changed
+            if r.config is not None:
+                out.config, out.table = r.config, r.table
+        return out
 
     def text(self, bindings: bool = True) -> str:
         b = table_bindings(self.table) if bindings else Bindings.empty()
@@ -237,7 +364,7 @@ class ConfigService:
             if len(steps) != 3 or not {"ipv4", "psid"} <= steps[2].keys.keys():
                 raise RequestError(f"{path}: remove one softwire, with [ipv4=...][psid=...]")
             sw = self._find(steps[2].keys)
-            self.editor.remove(sw.ipv4, sw.psid)
+            self._remove(sw.ipv4, sw.psid)
             return Result({"ok": True}, table_changed=True)
         root = self._tree(False)
         remove_at(root, path)
@@ -249,7 +376,7 @@ class ConfigService:
         try:
             for sw in sws:
                 old = self.editor.get(sw.ipv4, sw.psid) if replace_ok else None
-                self.editor.put(sw, replace=replace_ok)
+                self._put(sw, replace=replace_ok)
                 done.append((sw, old))
         except EditError:
             for sw, old in reversed(done):
@@ -301,8 +428,50 @@ class ConfigService:
         return Result({"ok": True})
 
     def _op_get_config(self, req: dict) -> Result:
-        return Result({"ok": True, "text": self.text(bool(req.get("bindings", True)))})
+        if req.get("if_generation") == self.generation:
+            return Result({"ok": True, "unchanged": True, "generation": self.generation,
+                           "softwires": self.table.count})
+        return Result({"ok": True, "text": self.text(bool(req.get("bindings", True))),
+                       "generation": self.generation, "softwires": self.table.count})
 
+    def _op_softwires(self, req: dict) -> Result:
+        """Softwires by B4 address, by IPv4 address (and PSID), or a page of the whole table."""
+        out: list[Softwire] = []
+        if "b4" in req:
+            for a in req["b4"]:
+                out += self.editor.of_b4(ipaddress.IPv6Address(a).packed)
+        elif "ipv4" in req:
+            psid = req.get("psid")
+            for a in req["ipv4"]:
+                ip = int(ipaddress.IPv4Address(a))
+                if psid is None:
+                    out += self.editor.of_address(ip)
+                elif 0 <= int(psid) < 1 << 16 and (sw := self.editor.get(ip, int(psid))) is not None:
+                    out.append(sw)
+        else:
+            return self._page(int(req.get("from", 0)), int(req.get("max", 10000)))
+        return Result({"ok": True, "entries": [entry_of(sw) for sw in out], "generation": self.generation})
+
+    def _page(self, start: int, limit: int) -> Result:
+        """Up to ``limit`` softwires from row ``start`` of the table, in table order."""
+        import socket
+        from lwaftr.bindingtable.edit import port_sets
+        t = self.table
+        sw = t.sw_tab
+        rows = np.flatnonzero(sw[start:, 0] != 0)[:limit] + start
+        nxt = int(rows[-1]) + 1 if len(rows) == limit and int(rows[-1]) + 1 < sw.shape[0] else None
+        r = sw[rows]
+        key = r[:, 0] & ~SW_OCCUPIED
+        ip = key >> np.uint64(16)
+        plen, shift = port_sets(t.addr_tab, ip)
+        raw4 = ip.astype(">u4").tobytes()
+        b4 = r[:, 1:3].astype(">u8").tobytes()
+        ntop, v4, v6 = socket.inet_ntop, socket.AF_INET, socket.AF_INET6
+        brs = [ntop(v6, t.br_tab[i].tobytes()) for i in range(t.br_tab.shape[0])]
+        entries = [[ntop(v4, raw4[4 * i:4 * i + 4]), p, k, 16 - k - h, ntop(v6, b4[16 * i:16 * i + 16]), brs[br]]
+                   for i, (p, k, h, br) in enumerate(zip((key & np.uint64(0xFFFF)).tolist(), plen.tolist(),
+                                                         shift.tolist(), r[:, 3].tolist()))]
+        return Result({"ok": True, "entries": entries, "next": nxt, "generation": self.generation})
     def _op_load_config(self, req: dict) -> Result:
         cfg = loads_snabb(req["text"], "<load-config>")
         if (cfg.instances, cfg.control_plane) != (self.config.instances, self.config.control_plane):
