@@ -60,6 +60,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--log-format", default="text", choices=["text", "json", "syslog"], help=LOG_FORMAT_HELP)
     p.add_argument("--worker", help=argparse.SUPPRESS)            # set by the supervisor
     p.add_argument("--instance-index", type=int, default=0, help=argparse.SUPPRESS)
+    p.add_argument("--cpu", type=int, help=argparse.SUPPRESS)                # set by the supervisor
     p.set_defaults(func=run)
 
 
@@ -91,6 +92,18 @@ def _named(specs: list[list[str]], from_config: bool) -> list[tuple[str, str]]:
             for i, spec in enumerate(specs) for k in range(0, len(spec), 2)]
 
 
+def _placed(specs: list[list[str]], cpus: tuple[int, ...]) -> list[list[str]]:
+    """Each worker's arguments with ``--cpu`` (:mod:`lwaftr.io.placement`) when it gets a core."""
+    from lwaftr.io.placement import assign
+    receive = [spec[spec.index("--v6") + 1] if "--v6" in spec else spec[1] for spec in specs]
+    out = []
+    for spec, cpu in zip(specs, assign(receive, cpus)):
+        out.append(spec + ["--cpu", str(cpu)] if cpu is not None else spec)
+        logging.getLogger("lwaftr.run").info("worker %d (%s): %s", len(out) - 1, " ".join(spec),
+                                             f"core {cpu}" if cpu is not None else "unpinned")
+    return out
+
+
 def _passthrough(args: argparse.Namespace) -> list[str]:
     out = ["--io", args.io, "--batch", str(args.batch), "--log-level", args.log_level,
            "--log-format", args.log_format]
@@ -118,6 +131,9 @@ def run(args: argparse.Namespace) -> int:
         return 2
     from lwaftr.io.live import LiveLoop
 
+    if args.cpu is not None:            # before the pool, rings and UMEM are allocated: on the core's node
+        from lwaftr.io.placement import pin
+        pin(args.cpu)
     try:
         loop = LiveLoop(args.conf, args.v4, args.v6, args.on_a_stick, batch=args.batch, io=args.io,
                         control_plane=args.control_plane, name=args.name, instance=args.instance_index,
@@ -153,14 +169,16 @@ def _supervise(args: argparse.Namespace) -> int:
     from lwaftr.io.supervisor import Supervisor
     from lwaftr.config.load import load_table
     from lwaftr.routing.bird import Bird
+    from lwaftr.io.placement import PlacementError
     try:
         cfg, table = load_table(args.conf)
         specs = _specs(args, cfg.instances)
         check_run(_named(specs, not args.instance))
         name = args.name or cfg.name or "lwaftr"
         bird = Bird.for_run(args.conf, cfg, table, specs, name, args.control_plane)   # None without bgp
+        specs = _placed(specs, cfg.cpus)
         sup = Supervisor(args.conf, specs, name, _passthrough(args), bird=bird)
-    except (ConfigError, InterfaceError, PrivilegeError) as e:
+    except (ConfigError, InterfaceError, PrivilegeError, PlacementError) as e:
         print(f"lwaftr run: {e}", file=sys.stderr)
         return 2
     except InstanceBusy as e:

@@ -281,7 +281,12 @@ def _config(bi: dict, given: dict, bindings: Bindings, source: str) -> Config:
     instances = _instances(bi.get(f"{_X}instance", []), source)
     return Config(external=external, internal=internal, bindings=bindings,
                   instances=instances, name=bi["name"], bgp=_bgp(bi.get(f"{_X}bgp", {}), instances, source),
-                  control_plane=control, source=source)
+                  control_plane=control, cpus=_cpus(bi.get(f"{_X}cpu", []), source), source=source)
+
+
+def _cpus(items: list, source: str) -> tuple[int, ...]:
+    """``lwx:cpu`` (a core per worker; the leaf-list's uniqueness is YANG's)."""
+    return tuple(int(c) for c in items)
 
 
 def _bgp(r: dict, instances: list[Instance], source: str) -> Bgp:
@@ -721,6 +726,8 @@ def dumps_ietf(config: Config, fmt: str = XML, binding_table_file: str | None = 
     }
     if config.bgp != Bgp():
         bi[f"{_X}bgp"] = _dump_bgp(config.bgp)
+    if config.cpus:
+        bi[f"{_X}cpu"] = list(config.cpus)
     b = config.bindings
     if b.version is not None:
         ver = {}
@@ -743,7 +750,7 @@ def dumps_ietf(config: Config, fmt: str = XML, binding_table_file: str | None = 
 
 #: Config fields this module writes; any other must hold its default (a setting
 #: added to the model but not yet to lwaftr-softwire-ext is refused, never dropped).
-_MAPPED = {"external", "internal", "bindings", "instances", "name", "control_plane", "bgp"}
+_MAPPED = {"external", "internal", "bindings", "instances", "name", "control_plane", "bgp", "cpus"}
 
 
 def _check_mapped(config: Config) -> None:

@@ -243,6 +243,10 @@ class Config:
     binding_table_file: str | None = field(default=None, compare=False)
     #: BGP announcements (our extension; off by default)
     bgp: Bgp = field(default_factory=Bgp)
+    #: Cores for the workers, one each in the order of the instances and their
+    #: queues (our extension; empty: each worker on a core of its interface's
+    #: NUMA node, see lwaftr.io.placement)
+    cpus: tuple[int, ...] = ()
 
     @property
     def instance(self) -> Instance:

@@ -27,7 +27,9 @@ PACKET_VERSION = 10
 PACKET_TX_RING = 13
 PACKET_LOSS = 14
 PACKET_QDISC_BYPASS = 20
+PACKET_FANOUT = 18
 PACKET_IGNORE_OUTGOING = 23
+PACKET_FANOUT_HASH = 0
 TPACKET_V2 = 1
 TPACKET_V3 = 2
 ETH_P_ALL = 0x0003
@@ -162,10 +164,17 @@ class RxRing:
     ``block_nr`` timeouts of traffic, whatever its size: many small blocks
     (128 x 128 KiB: 128 ms, and ~26k 550-byte frames when full) ride out a
     stall of the reader that 16 x 1 MiB (16 ms) does not (benchmarks/live.py).
+
+    ``fanout``: the id of a ``PACKET_FANOUT_HASH`` group this ring joins, so
+    that several rings (one per worker) on one interface share its frames
+    by flow: the kernel picks the member from the frame's flow hash, so the
+    frames of one flow always reach the same ring, in order.  Rollover is
+    off: a full ring drops rather than reorder a flow onto another worker.
+    When a member leaves (its worker died), its flows go to the others.
     """
 
     def __init__(self, ifname: str, *, block_size: int = 1 << 17, block_nr: int = 128,
-                 frame_size: int = 2048, timeout_ms: int = 1) -> None:
+                 frame_size: int = 2048, timeout_ms: int = 1, fanout: int | None = None) -> None:
         self.sock = _open()
         self.sock.setsockopt(SOL_PACKET, PACKET_VERSION, TPACKET_V3)
         try:
@@ -183,6 +192,8 @@ class RxRing:
         self.state = np.zeros(4, np.int64)
         self._stats = [0, 0, 0]
         self.sock.bind((ifname, ETH_P_ALL))
+        if fanout is not None:
+            self.sock.setsockopt(SOL_PACKET, PACKET_FANOUT, (fanout & 0xFFFF) | PACKET_FANOUT_HASH << 16)
 
     def fileno(self) -> int:
         return self.sock.fileno()
@@ -220,6 +231,13 @@ class RxRing:
 def link_mtu(ifname: str) -> int:
     with open(f"/sys/class/net/{ifname}/mtu") as f:
         return int(f.read())
+
+
+def fanout_group(ifname: str) -> int:
+    """The fanout group id the workers of ``ifname`` agree on without talking:
+    its ifindex (a group is per network namespace, and one instance serves an
+    interface)."""
+    return socket.if_nametoindex(ifname) & 0xFFFF
 
 
 class TxRing:

@@ -553,17 +553,22 @@ def rx_queues(ifname: str) -> int:
         return 0
 
 
-def open_xdp(ifname: str, queue: int = 0, **kwargs) -> XdpPort | None:
-    """An :class:`XdpPort`, or None (with one warning line saying why) when
-    AF_XDP cannot be used here, so the caller falls back to AF_PACKET.
+def open_xdp(ifname: str, queue: int = 0, *, queues: int = 1, **kwargs) -> XdpPort | None:
+    """An :class:`XdpPort` on ``ifname`` queue ``queue``, or None (with one warning
+    line saying why) when AF_XDP cannot be used here, so the caller falls back
+    to AF_PACKET.
 
-    Refuses interfaces with more than one RX queue: one port serves one
-    queue, and the XDP program hands the other queues' frames to the kernel
-    stack (construct one :class:`XdpPort` per queue to use them all)."""
+    ``queues``: how many workers serve ``ifname``, one RX queue each (queues
+    ``0 .. queues - 1``).  Refused when the interface has more RX queues than
+    that: the XDP program hands the frames of a queue no socket serves to the
+    kernel stack, where nothing forwards them."""
     had_program = _xdp_attached(ifname)
     try:
-        if rx_queues(ifname) > 1:
-            raise OSError(errno.EOPNOTSUPP, f"{rx_queues(ifname)} RX queues, one XdpPort serves one")
+        n = rx_queues(ifname)
+        if n > queues:
+            raise OSError(errno.EOPNOTSUPP, f"{n} RX queues, {queues} served (one worker per queue)")
+        if queue >= max(n, 1):
+            raise OSError(errno.EINVAL, f"no RX queue {queue} ({n} queues)")
         return XdpPort(ifname, queue, **kwargs)
     except Exception as e:                              # no libxdp, kernel refusal, permissions...
         why = e.strerror if isinstance(e, OSError) and e.strerror else str(e)

@@ -41,7 +41,7 @@ from lwaftr.config.load import load_table
 from lwaftr.config.model import KERNEL, Bindings, Config
 from lwaftr.dataplane.checksum import complete_flagged
 from lwaftr.dataplane.engine import Engine
-from lwaftr.io.afpacket import SOL_PACKET, TP_STATUS_CSUMNOTREADY, RxRing, TxRing
+from lwaftr.io.afpacket import SOL_PACKET, TP_STATUS_CSUMNOTREADY, RxRing, TxRing, fanout_group
 from lwaftr.io.control import ControlServer
 from lwaftr.io.interfaces import InterfaceError, check_tap_name
 from lwaftr.io.neighbors import NextHops
@@ -108,16 +108,20 @@ class MonitorSink:
 
 
 class Port:
-    """One data interface: AF_XDP if asked for and possible, else AF_PACKET rings."""
+    """One data interface: AF_XDP if asked for and possible, else AF_PACKET rings.
 
-    def __init__(self, name: str, io: str = "afpacket") -> None:
+    With ``queues`` > 1 this port is one of the several workers serving the
+    interface, on RX queue ``queue``: with AF_XDP the socket of that queue,
+    with AF_PACKET a member of the interface's fanout group (flow hash)."""
+
+    def __init__(self, name: str, io: str = "afpacket", queue: int = 0, queues: int = 1) -> None:
         self.name = name
         self.xdp = None
         if io == "xdp":
             from lwaftr.io.afxdp import open_xdp
             # 16k UMEM frames: 8k to receive into, so a scheduling hiccup does not
             # empty the fill ring (4k dropped a few % in a measurement here).
-            self.xdp = open_xdp(name, n_frames=16384)    # None (and a log line saying why) if not possible
+            self.xdp = open_xdp(name, queue, queues=queues, n_frames=16384)    # None (and a log line) if not possible
         # Frames for the instance MAC, which need not be the interface's own: promiscuous
         # for as long as this socket lives (it receives nothing itself when XDP is used).
         self._promisc = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
@@ -127,7 +131,7 @@ class Port:
             self.kind = "af_xdp"
             return
         self.kind = "af_packet"
-        self.rx = RxRing(name)
+        self.rx = RxRing(name, fanout=fanout_group(name) if queues > 1 else None)
         self.tx = TxRing(name)
 
     def _totals(self) -> dict[int, int]:
@@ -208,6 +212,7 @@ class LiveLoop:
         self.reload_requested = False
         self.stick = stick is not None
         self.name = name or self.config.name or "lwaftr"
+        self.queue, self.queues = self._queue(worker is not None)
         self._closers: list = []
         try:
             self.state = StateDir(self.name, worker)
@@ -219,16 +224,18 @@ class LiveLoop:
             self.ipr = IPRoute()
             self._closers.append(self.ipr.close)
             devices = [stick] if stick else [v4, v6]
-            for dev in devices:
-                q = QuietInterface(self.ipr, dev)
-                self._closers.append(q.restore)
+            if self.queue == min(self.queues):      # one worker of the interface's set quietens it
+                for dev in devices:
+                    q = QuietInterface(self.ipr, dev)
+                    self._closers.append(q.restore)
+            qa = (self.queue if len(self.queues) > 1 else 0, len(self.queues))
             if stick:
-                self.p4 = self.p6 = Port(stick, io)
+                self.p4 = self.p6 = Port(stick, io, *qa)
                 self._closers.append(self.p4.close)
             else:
-                self.p4 = Port(v4, io)
+                self.p4 = Port(v4, io, *qa)
                 self._closers.append(self.p4.close)
-                self.p6 = Port(v6, io)
+                self.p6 = Port(v6, io, *qa)
                 self._closers.append(self.p6.close)
             self.taps: dict[int, Tap] = {}
             self.next_hops: NextHops | None = None
@@ -244,8 +251,8 @@ class LiveLoop:
         self._stats_next = 0.0
         self.alarms = Alarms(self.state.counters)
         self._alarms_next = time.monotonic() + 1.0
-        log.info("instance %s%s: %s control plane, %s", self.name, "" if worker is None else f" worker {worker}",
-                 self.mode,
+        log.info("instance %s%s%s: %s control plane, %s", self.name, "" if worker is None else f" worker {worker}",
+                 "" if len(self.queues) == 1 else f" queue {self.queue} of {len(self.queues)}", self.mode,
                  ", ".join(f"{p.name} ({p.kind})" for p in {id(p): p for p in (self.p4, self.p6)}.values()),
                  extra={"fields": {"softwires": self.engine.table.count, "state": str(self.state.path)}})
 
@@ -259,6 +266,22 @@ class LiveLoop:
             slots, flags = p.receive(pool, 0)
             complete_flagged(pool.buf, pool.off, pool.length, slots, flags, TP_STATUS_CSUMNOTREADY)
             p.send(pool, none)
+
+    def _queue(self, supervised: bool) -> tuple[int, tuple[int, ...]]:
+        """This worker's receive queue and the queues of all the workers of its
+        device(s): the configuration's ``queue`` entries of the instance, a
+        worker each under the supervisor.  Alone (interfaces given) it serves
+        every queue: queue 0 of one."""
+        inst = self.config.instances[self.instance_index]
+        if not supervised:
+            return 0, (0,)
+        group = [i for i in self.config.instances
+                 if (i.device, i.external_device) == (inst.device, inst.external_device)]
+        if self.kernel and any((i.external, i.internal) != (inst.external, inst.internal) for i in group):
+            raise ConfigError(f"instance {inst.device!r}: its queues have different addresses, but the kernel "
+                              f"control plane gives the device one TAP (one set of addresses) for all its "
+                              f"queues", file=self.conf_path)
+        return inst.queue_id, tuple(sorted(i.queue_id for i in group))
 
     def _narrow(self, cfg: Config) -> Config:
         """``cfg`` as this loop's engine sees it: with its one instance."""
@@ -283,7 +306,7 @@ class LiveLoop:
                 (4, inst.external, cfg.external, cp.external_prefix_length, []),
                 (6, inst.internal, cfg.internal, cp.internal_prefix_length,
                  [(b, 128) for b in brs if b != inst.internal.ip])):
-            tap = Tap(names[side])
+            tap = Tap(names[side], multi_queue=len(self.queues) > 1)
             self.taps[side] = tap
             self._closers.append(tap.close)
             idx = configure_tap(self.ipr, tap.name, addr.mac, policy.mtu, [(addr.ip, plen)] + extra,
