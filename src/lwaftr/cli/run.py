@@ -92,12 +92,16 @@ def _named(specs: list[list[str]], from_config: bool) -> list[tuple[str, str]]:
             for i, spec in enumerate(specs) for k in range(0, len(spec), 2)]
 
 
-def _placed(specs: list[list[str]], cpus: tuple[int, ...]) -> list[list[str]]:
+def _placed(specs: list[list[str]], cpus: tuple[int, ...], conf: str) -> list[list[str]]:
     """Each worker's arguments with ``--cpu`` (:mod:`lwaftr.io.placement`) when it gets a core."""
-    from lwaftr.io.placement import assign
+    from lwaftr.io.placement import PlacementError, assign
     receive = [spec[spec.index("--v6") + 1] if "--v6" in spec else spec[1] for spec in specs]
+    try:
+        cores = assign(receive, cpus)
+    except PlacementError as e:
+        raise ConfigError(str(e), file=conf, path="lwaftr/cpu") from None
     out = []
-    for spec, cpu in zip(specs, assign(receive, cpus)):
+    for spec, cpu in zip(specs, cores):
         out.append(spec + ["--cpu", str(cpu)] if cpu is not None else spec)
         logging.getLogger("lwaftr.run").info("worker %d (%s): %s", len(out) - 1, " ".join(spec),
                                              f"core {cpu}" if cpu is not None else "unpinned")
@@ -169,16 +173,15 @@ def _supervise(args: argparse.Namespace) -> int:
     from lwaftr.io.supervisor import Supervisor
     from lwaftr.config.load import load_table
     from lwaftr.routing.bird import Bird
-    from lwaftr.io.placement import PlacementError
     try:
         cfg, table = load_table(args.conf)
         specs = _specs(args, cfg.instances)
         check_run(_named(specs, not args.instance))
         name = args.name or cfg.name or "lwaftr"
         bird = Bird.for_run(args.conf, cfg, table, specs, name, args.control_plane)   # None without bgp
-        specs = _placed(specs, cfg.cpus)
+        specs = _placed(specs, cfg.cpus, args.conf)
         sup = Supervisor(args.conf, specs, name, _passthrough(args), bird=bird)
-    except (ConfigError, InterfaceError, PrivilegeError, PlacementError) as e:
+    except (ConfigError, InterfaceError, PrivilegeError) as e:
         print(f"lwaftr run: {e}", file=sys.stderr)
         return 2
     except InstanceBusy as e:
