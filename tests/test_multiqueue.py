@@ -216,6 +216,10 @@ def test_two_workers_share_the_flows_in_order_as_check_forwards(lab, io):
         kind = "af_xdp" if io == "xdp" else "af_packet"
         for q in (0, 1):
             assert f"queue {q} of 2" in log and f"i1 ({kind}), b1 ({kind})" in log, log[-3000:]
+            if io == "xdp":     # zero copy in user space; the veth driver copies (logged)
+                for dev in ("i1", "b1"):
+                    assert f"AF_XDP on {dev} queue {q}: the UMEM is the packet pool" in log, log[-3000:]
+                    assert f"AF_XDP on {dev} queue {q}: copy mode (native XDP" in log, log[-3000:]
         # Each worker on a core of its own (the default placement: the veths have no NUMA node).
         cores = [os.sched_getaffinity(sup.pid(w)) for w in ("0", "1")]
         assert all(len(c) == 1 for c in cores) and cores[0] != cores[1], cores

@@ -40,7 +40,8 @@ from lwaftr.config.errors import ConfigError
 from lwaftr.config.load import load_table
 from lwaftr.config.model import KERNEL, Bindings, Config
 from lwaftr.dataplane.checksum import complete_flagged
-from lwaftr.dataplane.engine import Engine
+from lwaftr.dataplane.engine import Engine, slot_size
+from lwaftr.dataplane.pool import PacketPool
 from lwaftr.io.afpacket import SOL_PACKET, TP_STATUS_CSUMNOTREADY, RxRing, TxRing, fanout_group
 from lwaftr.io.control import ControlServer
 from lwaftr.io.interfaces import InterfaceError, check_tap_name
@@ -64,6 +65,10 @@ TAP_BURST = 64
 BIG_CONFIG = 1 << 20
 #: How often the control socket is looked at while forwarding.
 CONTROL_POLL = 0.001
+#: AF_XDP ring sizes with the UMEM as the packet pool (fill ring: frames posted to receive into).
+XDP_RING = 4096
+#: Packet-pool slots with AF_XDP: two ports' fill rings, their frames in flight and the batches.
+XDP_POOL_SLOTS = 32768
 #: How often the rings' own figures (the kernel's drops, refusals) go into the counters.
 PORT_STATS_POLL = 0.1
 
@@ -114,14 +119,20 @@ class Port:
     interface, on RX queue ``queue``: with AF_XDP the socket of that queue,
     with AF_PACKET a member of the interface's fanout group (flow hash)."""
 
-    def __init__(self, name: str, io: str = "afpacket", queue: int = 0, queues: int = 1) -> None:
+    def __init__(self, name: str, io: str = "afpacket", queue: int = 0, queues: int = 1,
+                 pool: PacketPool | None = None) -> None:
+        """``pool``: the engine's packet pool, which AF_XDP takes as its UMEM
+        (no copy in user space) when its slots are UMEM-sized."""
         self.name = name
         self.xdp = None
         if io == "xdp":
             from lwaftr.io.afxdp import open_xdp
-            # 16k UMEM frames: 8k to receive into, so a scheduling hiccup does not
-            # empty the fill ring (4k dropped a few % in a measurement here).
-            self.xdp = open_xdp(name, queue, queues=queues, n_frames=16384)    # None (and a log line) if not possible
+            if pool is not None and pool.slot_size in (2048, 4096):
+                self.xdp = open_xdp(name, queue, queues=queues, pool=pool, ring_size=XDP_RING)
+            else:
+                # Own UMEM of 16k frames: 8k to receive into, so a scheduling hiccup does not
+                # empty the fill ring (4k dropped a few % in a measurement here).
+                self.xdp = open_xdp(name, queue, queues=queues, n_frames=16384)   # None (and a log line) if not possible
         # Frames for the instance MAC, which need not be the interface's own: promiscuous
         # for as long as this socket lives (it receives nothing itself when XDP is used).
         self._promisc = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
@@ -169,8 +180,15 @@ class Port:
     def receive(self, pool, max_frames: int) -> tuple[np.ndarray, np.ndarray]:
         return (self.xdp or self.rx).receive(pool, max_frames)
 
-    def send(self, pool, slots: np.ndarray) -> int:
-        return (self.xdp or self.tx).send(pool, slots)
+    def transmit(self, pool: PacketPool, slots: np.ndarray) -> int:
+        """Send the slots' frames and give the slots up (to the pool at once, or,
+        with the UMEM as pool, once the kernel has sent them); returns how many
+        were queued (the refused ones are counted by the port: :meth:`account`)."""
+        if self.xdp is not None and self.xdp.owns_sent:
+            return self.xdp.send(pool, slots)
+        n = (self.xdp or self.tx).send(pool, slots)
+        pool.free(slots)
+        return n
 
     def close(self) -> None:
         if self.xdp is not None:
@@ -208,6 +226,7 @@ class LiveLoop:
         self.mode = control_plane or self.config.control_plane.mode
         self.kernel = self.mode == KERNEL
         self.batch = batch
+        self.io = io
         self.running = True
         self.reload_requested = False
         self.stick = stick is not None
@@ -228,7 +247,7 @@ class LiveLoop:
                 for dev in devices:
                     q = QuietInterface(self.ipr, dev)
                     self._closers.append(q.restore)
-            qa = (self.queue if len(self.queues) > 1 else 0, len(self.queues))
+            qa = (self.queue if len(self.queues) > 1 else 0, len(self.queues), self.engine.pool)
             if stick:
                 self.p4 = self.p6 = Port(stick, io, *qa)
                 self._closers.append(self.p4.close)
@@ -265,7 +284,7 @@ class LiveLoop:
         for p in self._ports():
             slots, flags = p.receive(pool, 0)
             complete_flagged(pool.buf, pool.off, pool.length, slots, flags, TP_STATUS_CSUMNOTREADY)
-            p.send(pool, none)
+            p.transmit(pool, none)
 
     def _queue(self, supervised: bool) -> tuple[int, tuple[int, ...]]:
         """This worker's receive queue and the queues of all the workers of its
@@ -291,7 +310,11 @@ class LiveLoop:
         return replace(cfg, instances=[cfg.instances[self.instance_index]])
 
     def _engine(self, cfg: Config, table) -> Engine:
-        return Engine(self._narrow(cfg), table=table, max_batch=self.batch, kernel=self.kernel, counters=self.state.counters)
+        """An engine for ``cfg``; a rebuilt one keeps the packet pool (the ports' UMEM)."""
+        old = getattr(self, "engine", None)
+        return Engine(self._narrow(cfg), table=table, max_batch=self.batch, kernel=self.kernel,
+                      counters=self.state.counters, pool=old.pool if old is not None else None,
+                      pool_slots=XDP_POOL_SLOTS if self.io == "xdp" and slot_size(cfg) <= 4096 else 4096)
 
     # -- the kernel side ---------------------------------------------------------------------
     def _setup_kernel_side(self, v4: str | None, v6: str | None, stick: str | None) -> None:
@@ -345,8 +368,7 @@ class LiveLoop:
             frames = self.taps[side].read(TAP_BURST)
             if frames:
                 slots = eng.from_kernel(frames, side)
-                port.send(pool, slots)          # what it refuses is counted by the port (_account_ports)
-                pool.free(slots)
+                port.transmit(pool, slots)      # what it refuses is counted by the port (_account_ports)
 
     # -- control -----------------------------------------------------------------------------
     def stop(self) -> None:
@@ -407,7 +429,10 @@ class LiveLoop:
         if _without_bindings(cfg) == _without_bindings(self.config):
             self.engine.set_table(table)                # every other state (reassembly, ...) kept
         else:
-            new = self._engine(cfg, table)
+            try:
+                new = self._engine(cfg, table)
+            except ValueError as e:                     # the MTUs outgrew the running packet pool
+                raise ConfigError(str(e), file=self.conf_path) from None
             if self.kernel:
                 new.set_next_hops(self.engine.slow.arp.next_mac, self.engine.slow.ndp.next_mac)
             self.engine = new
@@ -495,11 +520,9 @@ class LiveLoop:
                                                     TP_STATUS_CSUMNOTREADY)
         n = len(s4) + len(s6)
         o4, o6 = eng.process(s4, s6, now)
-        sent = self.p4.send(pool, o4) + self.p6.send(pool, o6)
+        sent = self.p4.transmit(pool, o4) + self.p6.transmit(pool, o6)
         if sent < len(o4) + len(o6) or now >= self._stats_next:
             self._account_ports(now)
-        pool.free(o4)
-        pool.free(o6)
         if self.kernel:
             self._poll_next_hops(now)
             self._kernel_io()
