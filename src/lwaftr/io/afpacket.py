@@ -10,6 +10,7 @@ Layouts are those of ``<linux/if_packet.h>``; offsets are named below.
 """
 from __future__ import annotations
 
+import fcntl
 import mmap
 import socket
 import struct
@@ -228,9 +229,20 @@ class RxRing:
         return int(self.state[3])
 
 
-def link_mtu(ifname: str) -> int:
-    with open(f"/sys/class/net/{ifname}/mtu") as f:
-        return int(f.read())
+SIOCGIFMTU = 0x8921
+
+
+def link_mtu(ifname: str, sock: socket.socket | None = None) -> int:
+    """``ifname``'s MTU, asked of the kernel (``SIOCGIFMTU``) in the network
+    namespace of ``sock`` (else of this process): sysfs shows the namespace it
+    was mounted in, not necessarily ours (a process that ``setns()``-ed)."""
+    s = sock if sock is not None else socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        req = fcntl.ioctl(s.fileno(), SIOCGIFMTU, struct.pack("16si12x", ifname.encode(), 0))
+    finally:
+        if sock is None:
+            s.close()
+    return struct.unpack_from("i", req, 16)[0]
 
 
 def fanout_group(ifname: str) -> int:
@@ -273,7 +285,7 @@ class TxRing:
         self.map = mmap.mmap(self.sock.fileno(), self.size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
         self.ring = np.frombuffer(self.map, np.uint8)
         self.frame_size, self.frame_nr = frame_size, frame_nr
-        self.max_len = link_mtu(ifname) + ETH_HLEN
+        self.max_len = link_mtu(ifname, self.sock) + ETH_HLEN
         self.state = np.zeros(3, np.int64)
         self.kick_pending = False
         self.kicks_deferred = 0
