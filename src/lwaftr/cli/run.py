@@ -14,7 +14,9 @@ if it does not load: the running one stays); ``lwaftr counters NAME`` reads
 the counters while it runs; SIGTERM and SIGINT stop cleanly and print them.
 
 Without interface options, every instance of the configuration runs in a
-worker process of its own, supervised (see :mod:`lwaftr.io.supervisor`):
+worker process of its own, supervised (see :mod:`lwaftr.io.supervisor`), a
+worker per ``queue`` entry (on that receive queue: ``docs/deployment.md``),
+each pinned to a core (:mod:`lwaftr.io.placement`):
 instance ``device D; external-device E;`` uses E (IPv4) and D (IPv6),
 an instance without ``external-device`` runs on a stick on D.
 ``--instance`` gives the interfaces of the configuration's instances in
