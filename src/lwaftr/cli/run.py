@@ -1,7 +1,8 @@
 """``lwaftr run``: forward live traffic between Linux interfaces.
 
     lwaftr run --conf FILE (--v4 IFACE --v6 IFACE | --on-a-stick IFACE)   one instance, one process
-    lwaftr run --conf FILE [--instance V4,V6 | --instance IFACE]...       a worker per instance
+               [--cpu N]
+    lwaftr run --conf FILE [--instance V4,V6 | --instance IFACE]...       a worker per instance and queue
                [--name NAME] [--io afpacket|xdp] [--control-plane kernel|built-in]
 
 Frames move through AF_PACKET rings (TPACKET_V3 in, TX ring out; or AF_XDP
@@ -58,11 +59,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--control-plane", choices=[KERNEL, BUILT_IN],
                    help="override the configuration's control-plane mode")
     p.add_argument("--batch", type=int, default=256, metavar="N", help="frames per ring per batch (default 256)")
+    p.add_argument("--cpu", type=int, metavar="N",
+                   help="run on core N only, pinned before the packet memory is allocated (with interface "
+                        "options; the supervisor gives each worker its core: docs/deployment.md)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"], help=LOG_LEVEL_HELP)
     p.add_argument("--log-format", default="text", choices=["text", "json", "syslog"], help=LOG_FORMAT_HELP)
     p.add_argument("--worker", help=argparse.SUPPRESS)            # set by the supervisor
     p.add_argument("--instance-index", type=int, default=0, help=argparse.SUPPRESS)
-    p.add_argument("--cpu", type=int, help=argparse.SUPPRESS)                # set by the supervisor
     p.set_defaults(func=run)
 
 
