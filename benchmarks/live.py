@@ -4,6 +4,7 @@
     .venv/bin/python benchmarks/live.py [--duration S] [--size 64,550] [--cases encap,decap,both]
                                         [--rate MPPS] [--search N] [--runs N] [--rps] [--json]
                                         [--gen-only] [--no-kernel] [--lwaftr-args '--io xdp']
+                                        [--queues N] [--workers N] [--worker-cpus 0,1]
 
 Needs root.  Three network namespaces (names carry this process's id; they
 are always deleted, on Ctrl-C too)::
@@ -48,6 +49,15 @@ the flat-out offered rate, as RFC 2544's throughput test; a step counts at
 the rate the generator really offered).  The VM is shared: a trial during
 which other work took more than ``--max-other`` of the CPUs is run again.
 
+Several queues, several workers: ``--queues N`` creates the veths with N
+queues each way (``numrxqueues N numtxqueues N``); the generator then sends
+through the qdisc layer (no ``PACKET_QDISC_BYPASS``), so each frame's
+transmit queue, hence the DUT's receive queue, comes from its flow hash (with
+the bypass it would come from the generator's CPU: one queue).
+``--workers N`` runs the lwAFTR under its supervisor with the instance's
+``queue`` list 0..N-1 (a worker per receive queue: AF_XDP sockets, or an
+AF_PACKET fanout group), the workers pinned to ``--worker-cpus``.
+
 Placement on a small machine: the generator runs on ``--gen-cpu`` and the
 DUT (the ``lwaftr run`` process, or with ``--rps`` the kernel's receive
 processing of the DUT's interfaces) on ``--dut-cpu``.  A veth delivers a
@@ -73,7 +83,8 @@ from pathlib import Path
 import numba
 import numpy as np
 
-from lwaftr.io.afpacket import O_T2_LEN, O_T2_SNAPLEN, O_T2_STATUS, T2_DATA, TxRing
+from lwaftr.io.afpacket import (O_T2_LEN, O_T2_SNAPLEN, O_T2_STATUS, PACKET_QDISC_BYPASS, SOL_PACKET, T2_DATA,
+                                TxRing)
 from lwaftr.io.pcap import read_frames, write_frames
 
 HERE = Path(__file__).resolve().parent
@@ -124,21 +135,24 @@ def mark(ring, frame_size, frame_nr, state, lens, n):
 
 
 def _gen_main(argv: list[str]) -> int:
-    """``live.py _gen CPU BATCH NS:IF:FRAMES.pcap ...``; commands on stdin:
-    ``run PPS SECONDS IF[,IF]`` (PPS 0 = flat out) -> ``go`` ... ``done SENT ELAPSED``; ``quit``."""
-    cpu, batch = int(argv[0]), int(argv[1])
+    """``live.py _gen CPU BATCH HASH NS:IF:FRAMES.pcap ...``; commands on stdin:
+    ``run PPS SECONDS IF[,IF]`` (PPS 0 = flat out) -> ``go`` ... ``done SENT ELAPSED``; ``quit``.
+    HASH 1: through the qdisc layer (transmit queue from the flow hash)."""
+    cpu, batch, spread = int(argv[0]), int(argv[1]), argv[2] == "1"
     if cpu >= 0:
         os.sched_setaffinity(0, {cpu})
     libc = ctypes.CDLL(None, use_errno=True)
     home = os.open("/proc/self/ns/net", os.O_RDONLY)
     rings = {}
-    for spec in argv[2:]:
+    for spec in argv[3:]:
         ns, ifname, pcap = spec.split(":", 2)
         fd = os.open(f"/var/run/netns/{ns}", os.O_RDONLY)
         if libc.setns(fd, CLONE_NEWNET) != 0:
             raise OSError(ctypes.get_errno(), f"setns {ns}")
         os.close(fd)
         tx = TxRing(ifname)                               # opened (and bound) inside that namespace
+        if spread:
+            tx.sock.setsockopt(SOL_PACKET, PACKET_QDISC_BYPASS, 0)
         libc.setns(home, CLONE_NEWNET)
         frames = read_frames(pcap)
         if tx.frame_nr % len(frames):
@@ -199,8 +213,10 @@ def sh(*cmd: str, check: bool = True) -> subprocess.CompletedProcess:
 class Lab:
     """Three namespaces and two veth pairs; ``close`` deletes everything it made."""
 
-    def __init__(self, tag: str) -> None:
+    def __init__(self, tag: str, queues: int = 1) -> None:
         self.ns = {k: f"lwlive-{os.getpid()}-{tag}-{k}" for k in ("inet", "dut", "b4")}
+        self.queues = queues
+        q = ["numtxqueues", str(queues), "numrxqueues", str(queues)]
         self.of = {"i0": self.ns["inet"], "b0": self.ns["b4"], "v4": self.ns["dut"], "v6": self.ns["dut"]}
         self.procs: list[subprocess.Popen] = []
         self.made: list[str] = []
@@ -209,10 +225,10 @@ class Lab:
             for ns in self.ns.values():
                 sh("ip", "netns", "add", ns)
                 self.made.append(ns)
-            sh("ip", "-n", self.ns["inet"], "link", "add", "i0", "type", "veth", "peer", "name", "v4",
-               "netns", self.ns["dut"])
-            sh("ip", "-n", self.ns["b4"], "link", "add", "b0", "type", "veth", "peer", "name", "v6",
-               "netns", self.ns["dut"])
+            sh("ip", "-n", self.ns["inet"], "link", "add", "i0", *q, "type", "veth", "peer", "name", "v4",
+               "netns", self.ns["dut"], *q)
+            sh("ip", "-n", self.ns["b4"], "link", "add", "b0", *q, "type", "veth", "peer", "name", "v6",
+               "netns", self.ns["dut"], *q)
             for dev, ns in self.of.items():
                 self.sysctl(ns, f"net.ipv6.conf.{dev}.disable_ipv6", 1)
                 sh("ip", "-n", ns, "link", "set", dev, "address", MACS[dev], "up")
@@ -249,8 +265,9 @@ class Lab:
     def set_rps(self, cpu: int | None) -> None:
         mask = "0" if cpu is None else format(1 << cpu, "x")
         for dev in ("v4", "v6"):
-            sh("ip", "netns", "exec", self.ns["dut"], "sh", "-c",
-               f"echo {mask} > /sys/class/net/{dev}/queues/rx-0/rps_cpus")
+            for q in range(self.queues):
+                sh("ip", "netns", "exec", self.ns["dut"], "sh", "-c",
+                   f"echo {mask} > /sys/class/net/{dev}/queues/rx-{q}/rps_cpus")
 
     def kernel_router(self) -> None:
         """The DUT namespace as a plain IPv4/IPv6 router with the lwAFTR's MACs and next hops."""
@@ -299,7 +316,9 @@ class Generator:
     def __init__(self, lab: Lab, pcaps: dict[str, Path], cpu: int, batch: int) -> None:
         specs = [f"{lab.of[dev]}:{dev}:{pcaps[dev]}" for dev in ("i0", "b0")]
         env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
-        self.p = lab.spawn([sys.executable, str(Path(__file__).resolve()), "_gen", str(cpu), str(batch), *specs],
+        spread = "1" if lab.queues > 1 else "0"
+        self.p = lab.spawn([sys.executable, str(Path(__file__).resolve()), "_gen", str(cpu), str(batch), spread,
+                            *specs],
                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
         self.expect("ready", 300)
 
@@ -331,28 +350,50 @@ class LwaftrDut:
     """``lwaftr run`` in the DUT namespace, one process per trial (its counters come on SIGTERM)."""
 
     def __init__(self, lab: Lab, conf: Path, cpu: int, workdir: Path, py_args: list[str],
-                 log: str | None = None, extra: list[str] | None = None) -> None:
+                 log: str | None = None, extra: list[str] | None = None, workers: int = 1,
+                 worker_cpus: tuple[int, ...] = ()) -> None:
+        """``workers`` > 1: under the supervisor, a worker per queue 0..workers-1 on ``worker_cpus``."""
         self.lab, self.conf, self.cpu, self.workdir, self.py_args, self.log = lab, conf, cpu, workdir, py_args, log
         self.extra = extra or []
+        self.workers = workers
+        if workers > 1:
+            from dataclasses import replace
+            from lwaftr.config.snabb import dump_snabb, load_snabb
+            cfg = load_snabb(str(conf))
+            inst = replace(cfg.instances[0], device="v6", external_device="v4")
+            self.conf = workdir / f"{conf.stem}-{workers}q.conf"
+            self.conf.write_text(dump_snabb(replace(cfg, instances=[replace(inst, queue_id=q) for q in range(workers)],
+                                                    cpus=tuple(worker_cpus[:workers]))))
 
     def start(self) -> None:
         self.out = open(self.workdir / "lwaftr.out", "w+")
         self.err = open(self.workdir / "lwaftr.err", "w+")
-        pin = ["taskset", "-c", str(self.cpu)] if self.cpu >= 0 else []
+        pin = ["taskset", "-c", str(self.cpu)] if self.cpu >= 0 and self.workers == 1 else []
+        ifaces = ["--v4", "v4", "--v6", "v6"] if self.workers == 1 else ["--name", "bench"]
         self.env = dict(os.environ, LWAFTR_RUN_DIR=str(self.workdir / "run"),   # our own instance state
                         PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")])))
         env = self.env
         self.p = self.lab.spawn(["ip", "netns", "exec", self.lab.ns["dut"], *pin, sys.executable, *self.py_args,
-                                 "run", "--conf", str(self.conf), "--v4", "v4", "--v6", "v6", *self.extra],
+                                 "run", "--conf", str(self.conf), *ifaces, *self.extra],
                                 stdout=self.out, stderr=self.err, env=env)
         deadline = time.time() + 300
         while time.time() < deadline:
             if self.p.poll() is not None:
                 raise RuntimeError(f"lwaftr run exited {self.p.returncode}: {self._text(self.err)[-2000:]}")
-            if "forwarding" in self._text(self.err):
+            if self._text(self.err).count("forwarding") >= self.workers:
                 return
             time.sleep(0.05)
         raise RuntimeError("lwaftr run did not start in 300 s")
+
+    def pids(self) -> list[int]:
+        """The lwAFTR's processes (under a supervisor: it and its workers)."""
+        out = [self.p.pid]
+        for f in (self.workdir / "run").glob("*/workers/*/pid"):
+            try:
+                out.append(int(f.read_text()))
+            except (OSError, ValueError):
+                pass
+        return out
 
     def snapshot(self) -> dict[str, int] | None:
         """The running instance's counters (``lwaftr counters --json``), or None if that is not possible."""
@@ -511,7 +552,7 @@ def trial(lab: Lab, gen: Generator, dut: LwaftrDut | None, case: str, pps: float
     t0 = time.perf_counter()
     skip = min(1.0, seconds / 4)
     time.sleep(skip)
-    ours = [gen.p.pid] + ([dut.p.pid] if dut else [])
+    ours = [gen.p.pid] + (dut.pids() if dut else [])
     a, ca, pa = lab.counters(), cpu_times(), proc_ticks(ours)
     time.sleep(max(0.1, seconds - skip - 0.25 - (time.perf_counter() - t0 - skip)))
     b, cb, pb = lab.counters(), cpu_times(), proc_ticks(ours)
@@ -618,6 +659,10 @@ def main() -> int:
     ap.add_argument("--lwaftr-args", default="", help="more arguments for lwaftr run (e.g. '--io xdp')")
     ap.add_argument("--max-other", type=float, default=0.05,
                     help="repeat a trial (up to 3 times) when other work took more of the CPUs (default 0.05)")
+    ap.add_argument("--queues", type=int, default=1, help="queues of each veth, each way (default 1)")
+    ap.add_argument("--workers", type=int, default=1,
+                    help="lwAFTR workers, one per queue, under the supervisor (default 1: one process)")
+    ap.add_argument("--worker-cpus", default="0,1", help="cores of the workers with --workers > 1 (default 0,1)")
     ap.add_argument("--json", action="store_true", help="print the rows as JSON")
     ap.add_argument("--dut-python-args", default="-m lwaftr", help=argparse.SUPPRESS)   # e.g. a profiling wrapper
     ap.add_argument("--dut-log", metavar="FILE", help="append the lwAFTR's standard error to FILE")
@@ -642,14 +687,15 @@ def main() -> int:
                 + ([] if args.no_lwaftr else ["lwaftr"])
             kernel_rate: dict[str, float] = {}
             for mode in modes:
-                lab = Lab(f"{size}{mode[0]}")
+                lab = Lab(f"{size}{mode[0]}", args.queues)
                 if mode == "kernel":
                     lab.kernel_router()
                 if args.rps:
                     lab.set_rps(args.dut_cpu)
                 gen = Generator(lab, pcaps, args.gen_cpu, args.batch)
                 dut = LwaftrDut(lab, conf, args.dut_cpu, work, args.dut_python_args.split(),
-                                args.dut_log, args.lwaftr_args.split()) if mode == "lwaftr" else None
+                                args.dut_log, args.lwaftr_args.split(), args.workers,
+                                tuple(int(c) for c in args.worker_cpus.split(","))) if mode == "lwaftr" else None
                 for case in cases:
                     def one(pps: float, seconds: float) -> dict:
                         """A trial; again (up to 3 times) if other work took more than --max-other of the CPUs."""
@@ -675,7 +721,8 @@ def main() -> int:
                         r["runs_forwarded_mpps"] = []
                         r["drops"] = 0
                     else:
-                        r = run(args.rate * 1e6, f"{size}B {case}: {mode}" + (" (flat out)" if not args.rate
+                        who = mode if mode != "lwaftr" else f"lwaftr x{args.workers}"
+                        r = run(args.rate * 1e6, f"{size}B {case}: {who}" + (" (flat out)" if not args.rate
                                                                               else f" at {args.rate} Mpps"))
                     if mode == "kernel":
                         kernel_rate[case] = r["forwarded_mpps"]
@@ -713,7 +760,8 @@ def main() -> int:
     for r in rows:
         print(fmt_row(r))
     print(f"\n(machine: {os.cpu_count()} CPUs, kernel {os.uname().release}; generator on CPU {args.gen_cpu}, "
-          f"DUT on CPU {args.dut_cpu}{', RPS to the DUT CPU' if args.rps else ''}; "
+          + (f"DUT on CPU {args.dut_cpu}" if args.workers == 1 else f"{args.workers} workers on CPUs {args.worker_cpus}")
+          + f"{', RPS to the DUT CPU' if args.rps else ''}; {args.queues} queue(s) per veth; "
           f"{args.duration:g} s per trial, median of {args.runs})")
     return 0
 

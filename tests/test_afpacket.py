@@ -166,8 +166,8 @@ WEDGE_BODY = textwrap.dedent('''
 
     def through(frames):
         slots = pool.store(frames)
-        n = port.send(pool, slots)
-        pool.free(slots)
+        n = port.transmit(pool, slots)                  # the slots are given up
+        assert pool.n_free[0] == pool.n_slots
         port.account(counters)
         return n
     # A frame the kernel would refuse (EMSGSIZE) between two good ones, then more.

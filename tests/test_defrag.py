@@ -241,3 +241,14 @@ def test_eviction_when_max_packets_are_in_progress():
     assert C.to_dict(fast.counters) == C.to_dict(slow.counters)
     assert fast.counters[C.DROP_IPV4_FRAG_RANDOM_EVICTED] == 3 and len(fast.defrag4) == 5
     assert _slots_accounted(fast)
+
+
+def test_an_engine_replaced_on_its_pool_gives_the_held_slots_back():
+    """A reload that rebuilds the engine keeps the pool (AF_XDP's UMEM): the
+    fragments the old engine held return to it."""
+    old = Engine(_config())
+    o4, o6 = old.process(old.pool.store([_frags4(i)[0] for i in range(30)]), old.pool.store([]), 1.0)
+    assert old.defrag4.held == 30
+    new = Engine(_config(), pool=old.pool)
+    old.release()
+    assert len(old.defrag4) == 0 and new.pool.n_free[0] == new.pool.n_slots

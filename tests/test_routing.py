@@ -70,6 +70,15 @@ def test_sessions_per_worker_interface():
     assert len(notes) == 1 and "worker 1 IPv6 (cp6-s1)" in notes[0]   # next hop by MAC, no address given
 
 
+def test_one_session_per_device_when_its_queues_have_a_worker_each():
+    """Queue workers of one device share its TAPs: the sessions are the device's, made once."""
+    cfg = two_instances()
+    first = cfg.instances[0]
+    cfg = replace(cfg, instances=[first, replace(first, queue_id=1), cfg.instances[1]])
+    sessions, _ = B.plan(cfg, [SPECS[0], SPECS[0], SPECS[1]])
+    assert sorted(s.name for s in sessions) == ["w0_v4", "w0_v6", "w2_v4"]
+
+
 def test_bird_configuration():
     cfg = two_instances(bfd=True)
     table = BindingTable.build(cfg.bindings)

@@ -1,7 +1,8 @@
 """``lwaftr run``: forward live traffic between Linux interfaces.
 
     lwaftr run --conf FILE (--v4 IFACE --v6 IFACE | --on-a-stick IFACE)   one instance, one process
-    lwaftr run --conf FILE [--instance V4,V6 | --instance IFACE]...       a worker per instance
+               [--cpu N]
+    lwaftr run --conf FILE [--instance V4,V6 | --instance IFACE]...       a worker per instance and queue
                [--name NAME] [--io afpacket|xdp] [--control-plane kernel|built-in]
                [--snmp-agentx SOCKET]                                     supervised: SNMP subagent
 
@@ -15,7 +16,9 @@ if it does not load: the running one stays); ``lwaftr counters NAME`` reads
 the counters while it runs; SIGTERM and SIGINT stop cleanly and print them.
 
 Without interface options, every instance of the configuration runs in a
-worker process of its own, supervised (see :mod:`lwaftr.io.supervisor`):
+worker process of its own, supervised (see :mod:`lwaftr.io.supervisor`), a
+worker per ``queue`` entry (on that receive queue: ``docs/deployment.md``),
+each pinned to a core (:mod:`lwaftr.io.placement`):
 instance ``device D; external-device E;`` uses E (IPv4) and D (IPv6),
 an instance without ``external-device`` runs on a stick on D.
 ``--instance`` gives the interfaces of the configuration's instances in
@@ -60,6 +63,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--snmp-agentx", metavar="SOCKET",
                    help="supervised: serve LWAFTR-MIB and the data interfaces' IF-MIB counters to snmpd, "
                         "an AgentX subagent of its master socket (a path, or tcp:HOST:PORT)")
+    p.add_argument("--cpu", type=int, metavar="N",
+                   help="run on core N only, pinned before the packet memory is allocated (with interface "
+                        "options; the supervisor gives each worker its core: docs/deployment.md)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"], help=LOG_LEVEL_HELP)
     p.add_argument("--log-format", default="text", choices=["text", "json", "syslog"], help=LOG_FORMAT_HELP)
     p.add_argument("--worker", help=argparse.SUPPRESS)            # set by the supervisor
@@ -95,6 +101,22 @@ def _named(specs: list[list[str]], from_config: bool) -> list[tuple[str, str]]:
             for i, spec in enumerate(specs) for k in range(0, len(spec), 2)]
 
 
+def _placed(specs: list[list[str]], cpus: tuple[int, ...], conf: str) -> list[list[str]]:
+    """Each worker's arguments with ``--cpu`` (:mod:`lwaftr.io.placement`) when it gets a core."""
+    from lwaftr.io.placement import PlacementError, assign
+    receive = [spec[spec.index("--v6") + 1] if "--v6" in spec else spec[1] for spec in specs]
+    try:
+        cores = assign(receive, cpus)
+    except PlacementError as e:
+        raise ConfigError(str(e), file=conf, path="lwaftr/cpu") from None
+    out = []
+    for spec, cpu in zip(specs, cores):
+        out.append(spec + ["--cpu", str(cpu)] if cpu is not None else spec)
+        logging.getLogger("lwaftr.run").info("worker %d (%s): %s", len(out) - 1, " ".join(spec),
+                                             f"core {cpu}" if cpu is not None else "unpinned")
+    return out
+
+
 def _passthrough(args: argparse.Namespace) -> list[str]:
     out = ["--io", args.io, "--batch", str(args.batch), "--log-level", args.log_level,
            "--log-format", args.log_format]
@@ -123,6 +145,9 @@ def run(args: argparse.Namespace) -> int:
         return 2
     from lwaftr.io.live import LiveLoop
 
+    if args.cpu is not None:            # before the pool, rings and UMEM are allocated: on the core's node
+        from lwaftr.io.placement import pin
+        pin(args.cpu)
     try:
         loop = LiveLoop(args.conf, args.v4, args.v6, args.on_a_stick, batch=args.batch, io=args.io,
                         control_plane=args.control_plane, name=args.name, instance=args.instance_index,
@@ -168,6 +193,7 @@ def _supervise(args: argparse.Namespace) -> int:
         check_run(_named(specs, not args.instance))
         name = args.name or cfg.name or "lwaftr"
         bird = Bird.for_run(args.conf, cfg, table, specs, name, args.control_plane)   # None without bgp, ospf
+        specs = _placed(specs, cfg.cpus, args.conf)
         snmp = None
         if args.snmp_agentx:
             from lwaftr.mgmt.snmp import Subagent

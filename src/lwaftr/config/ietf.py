@@ -282,7 +282,12 @@ def _config(bi: dict, given: dict, bindings: Bindings, source: str) -> Config:
     return Config(external=external, internal=internal, bindings=bindings,
                   instances=instances, name=bi["name"], bgp=_bgp(bi.get(f"{_X}bgp", {}), instances, source),
                   ospf=_ospf(bi.get(f"{_X}ospf", {}), source),
-                  control_plane=control, source=source)
+                  control_plane=control, cpus=_cpus(bi.get(f"{_X}cpu", []), source), source=source)
+
+
+def _cpus(items: list, source: str) -> tuple[int, ...]:
+    """``lwx:cpu`` (a core per worker; the leaf-list's uniqueness is YANG's)."""
+    return tuple(int(c) for c in items)
 
 
 def _ospf(r: dict, source: str) -> Ospf:
@@ -736,6 +741,8 @@ def dumps_ietf(config: Config, fmt: str = XML, binding_table_file: str | None = 
         o = config.ospf
         bi[f"{_X}ospf"] = {"enable": o.enable, "area": o.area, "hello-interval": o.hello_interval,
                            "dead-interval": o.dead_interval, "cost": o.cost}
+    if config.cpus:
+        bi[f"{_X}cpu"] = list(config.cpus)
     b = config.bindings
     if b.version is not None:
         ver = {}
@@ -758,7 +765,7 @@ def dumps_ietf(config: Config, fmt: str = XML, binding_table_file: str | None = 
 
 #: Config fields this module writes; any other must hold its default (a setting
 #: added to the model but not yet to lwaftr-softwire-ext is refused, never dropped).
-_MAPPED = {"external", "internal", "bindings", "instances", "name", "control_plane", "bgp", "ospf"}
+_MAPPED = {"external", "internal", "bindings", "instances", "name", "control_plane", "bgp", "ospf", "cpus"}
 
 
 def _check_mapped(config: Config) -> None:

@@ -271,6 +271,10 @@ class Config:
     bgp: Bgp = field(default_factory=Bgp)
     #: OSPF announcements (our extension; off by default)
     ospf: Ospf = field(default_factory=Ospf)
+    #: Cores for the workers, one each in the order of the instances and their
+    #: queues (our extension; empty: each worker on a core of its interface's
+    #: NUMA node, see lwaftr.io.placement)
+    cpus: tuple[int, ...] = ()
 
     @property
     def instance(self) -> Instance:

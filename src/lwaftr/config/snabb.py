@@ -204,6 +204,7 @@ _EXT_SCHEMA = Container({
         "internal-prefix-length": Leaf(_uint(8, 1, 128), 128),
     }),
     "next-hop-cache-refresh-interval": Leaf(_seconds, 1.0),
+    "cpu": LeafList(_u16),
     "bgp": Container({
         "enable": Leaf(_boolean, False),
         "local-as": Leaf(_uint(32, 1)),
@@ -358,7 +359,8 @@ def loads_snabb(text: str, source: str = "<string>") -> Config:
                         ospf=_ospf(doc, ext_rec["ospf"]),
                         bindings=_bindings(doc, rec["binding-table"]["softwire"],
                                            rec["binding-table"]["version"]),
-                        name=rec.get("name"), control_plane=_control_plane(ext_rec), source=source)
+                        name=rec.get("name"), control_plane=_control_plane(ext_rec),
+                        cpus=_cpus(doc, ext_rec), source=source)
         del doc, rec    # free the (acyclic) tree by reference counting, before the GC sees it
     return config
 
@@ -387,6 +389,15 @@ def _control_plane(r: Rec) -> ControlPlane:
                         external_prefix_length=cp["external-prefix-length"],
                         internal_prefix_length=cp["internal-prefix-length"],
                         next_hop_refresh_interval=r["next-hop-cache-refresh-interval"])
+
+
+def _cpus(doc: Document, r: Rec) -> tuple[int, ...]:
+    """``lwaftr { cpu N; ... }``: a core per worker, none twice."""
+    cpus = tuple(r["cpu"])
+    for i, c in enumerate(cpus):
+        if c in cpus[:i]:
+            raise doc.error(f"cpu {c} is given twice: one worker per core", r.pos.get("cpu", r.at), f"{EXT}/cpu")
+    return cpus
 
 
 def _bgp(doc: Document, r: Rec, instances: list[Instance]) -> Bgp:
@@ -632,20 +643,21 @@ def dump_snabb(config: Config) -> str:
     out += _dump_policy("internal-interface", config.internal, internal=True)
     out += _dump_instances(config.instances)
     out.append("}")
-    out += _dump_extensions(config.control_plane, config.bgp, config.ospf)
+    out += _dump_extensions(config.control_plane, config.bgp, config.ospf, config.cpus)
     return "\n".join(out) + "\n"
 
 
-def _dump_extensions(cp: ControlPlane, bgp: Bgp = Bgp(), ospf: Ospf = Ospf()) -> list[str]:
+def _dump_extensions(cp: ControlPlane, bgp: Bgp = Bgp(), ospf: Ospf = Ospf(), cpus: tuple[int, ...] = ()) -> list[str]:
     """Our ``lwaftr`` container, only when something differs from the defaults
     (so a plain Snabb configuration is written back as Snabb can read it)."""
-    if cp == ControlPlane() and bgp == Bgp() and ospf == Ospf():
+    if cp == ControlPlane() and bgp == Bgp() and ospf == Ospf() and not cpus:
         return []
     return [f"{EXT} {{", "  control-plane {", f"    mode {cp.mode};",
             f"    answer-arp-for-softwires {_bool(cp.answer_arp_for_softwires)};",
             f"    external-prefix-length {cp.external_prefix_length};",
             f"    internal-prefix-length {cp.internal_prefix_length};", "  }",
             f"  next-hop-cache-refresh-interval {cp.next_hop_refresh_interval:g};",
+            *(f"  cpu {c};" for c in cpus),
             *(_dump_bgp(bgp) if bgp != Bgp() else []),
             *(["  ospf {", f"    enable {_bool(ospf.enable)};", f"    area {ospf.area};",
                f"    hello-interval {ospf.hello_interval};", f"    dead-interval {ospf.dead_interval};",

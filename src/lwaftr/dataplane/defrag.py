@@ -576,3 +576,11 @@ def defrag_batch(buf, off, length, free_list, n_free, slots, st, counters, now, 
 def state(d: Defrag) -> tuple:
     """The arrays :func:`defrag_batch` takes."""
     return (d.keys, d.created, d.ent, d.frag, d.dense, d.free, d.index, d.g, float(d.timeout))
+
+
+@numba.njit(cache=True, nogil=True)
+def release_all(keys, created, ent, frag, dense, free, index, g, free_list, n_free):
+    """Abandon every reassembly in progress, its slots back to the pool (an
+    engine replaced while its pool lives on: uncounted, as a restart's loss)."""
+    while g[G_HEAD] >= 0:
+        _release(keys, ent, frag, dense, free, index, g, g[G_HEAD], free_list, n_free, True)

@@ -45,14 +45,24 @@ SLOW_BUDGET = 64
 BIG_PER_BATCH = 8
 
 
+def slot_size(config: Config) -> int:
+    """The packet-pool slot size ``config``'s MTUs need (2048 bytes up to ~1.9k MTUs)."""
+    biggest = max(config.external.mtu, config.internal.mtu) + W.ETH_HLEN + W.VLAN_HLEN + W.IPV6_HLEN
+    return max(2048, -(-(HEADROOM + biggest) // 64) * 64)
+
+
 class Engine:
     """An lwAFTR instance: configuration, binding table, counters, stages."""
 
     def __init__(self, config: Config, *, table: BindingTable | None = None, fast_path: bool = True,
                  pool_slots: int = 4096, max_batch: int = 4096, kernel: bool = False,
                  slow_budget: int = SLOW_BUDGET,
-                 counters: np.ndarray | None = None, fragment_id_seeds: tuple[int, int] | None = None) -> None:
+                 counters: np.ndarray | None = None, fragment_id_seeds: tuple[int, int] | None = None,
+                 pool: PacketPool | None = None) -> None:
         """``kernel``: the kernel is the control plane (see :mod:`lwaftr.dataplane.punt`);
+        ``pool``: the packet pool to use (a rebuilt engine keeps the one its ports
+        receive into), else a new one of ``pool_slots``; ValueError if its slots
+        are too small for this configuration's MTUs;
         ``counters``: an array to count in (e.g. in shared memory), else a new one;
         ``fragment_id_seeds``: the (IPv4, IPv6) fragment IDs to count up from (``check``
         reproducing Snabb's vectors), else random ones (:mod:`lwaftr.dataplane.fragment`)."""
@@ -67,9 +77,11 @@ class Engine:
         inst = config.instance
         self.vlan4 = inst.external.vlan_tag if inst.external.vlan_tag is not None else config.external.vlan_tag
         self.vlan6 = inst.internal.vlan_tag if inst.internal.vlan_tag is not None else config.internal.vlan_tag
-        biggest = max(config.external.mtu, config.internal.mtu) + W.ETH_HLEN + W.VLAN_HLEN + W.IPV6_HLEN
-        slot = max(2048, -(-(HEADROOM + biggest) // 64) * 64)
-        self.pool = PacketPool(pool_slots, slot)
+        slot = slot_size(config)
+        if pool is not None and pool.slot_size < slot:
+            raise ValueError(f"the MTUs need {slot}-byte packet slots, the running pool has "
+                             f"{pool.slot_size}: restart to use them")
+        self.pool = pool if pool is not None else PacketPool(pool_slots, slot)
         self.fast_path = fast_path
         ext, int_ = config.external, config.internal
         P = np.zeros(K.N_PARAMS, np.int64)
@@ -116,7 +128,7 @@ class Engine:
         self._mirrored: list[bytes] = []
         # Reassembly in the kernels (outside check): fragments are held in their slots,
         # a quarter of the pool at most, so fragments cannot take the pool from forwarding.
-        held = max(1, pool_slots // 4)
+        held = max(1, self.pool.n_slots // 4)
         self.defrag4 = defrag.Defrag(4, ext.reassembly_max_fragments_per_packet, ext.reassembly_max_packets,
                                      max_held=held)
         self.defrag6 = defrag.Defrag(6, int_.reassembly_max_fragments_per_packet, int_.reassembly_max_packets,
@@ -124,12 +136,19 @@ class Engine:
         big = lambda: (np.empty((BIG_PER_BATCH, defrag.SNABB_MAX_FRAME), np.uint8),   # noqa: E731
                        np.zeros(BIG_PER_BATCH, np.int64), np.zeros(1, np.int64))
         self._big4, self._big6 = big(), big()
-        self._whole = np.zeros(pool_slots, np.uint8)      # slots holding a reassembled packet
+        self._whole = np.zeros(self.pool.n_slots, np.uint8)   # slots holding a reassembled packet
         self._reasm = (defrag.state(self.defrag4), defrag.state(self.defrag6), *self._big4, *self._big6,
                        self._whole)
         self._refresh_next_hops()
 
     # -- tables ----------------------------------------------------------------
+    def release(self) -> None:
+        """Give back the slots this engine's reassembly holds, for an engine that
+        replaces it on the same pool (a reload that rebuilds the engine)."""
+        for d in (self.defrag4, self.defrag6):
+            st = defrag.state(d)
+            defrag.release_all(*st[:8], self.pool.free_list, self.pool.n_free)
+
     def set_table(self, table: BindingTable) -> None:
         """Swap in a new binding table; takes effect from the next batch."""
         self.table = table

@@ -5,8 +5,15 @@
 :data:`HEADROOM` bytes free in front of the frame, so encapsulation prepends
 the IPv6 header in place and decapsulation just moves ``off``.  Batches are
 arrays of slot indices; nothing is allocated per packet.
+
+``buf`` is one private anonymous mapping, page-aligned (so an AF_XDP UMEM
+can be registered over it: :mod:`lwaftr.io.afxdp` receives into and sends
+from the slots themselves) and advised for transparent huge pages, which
+this machine kind gives only to memory that asks (``madvise`` mode).
 """
 from __future__ import annotations
+
+import mmap
 
 import numba
 import numpy as np
@@ -47,7 +54,10 @@ class PacketPool:
             raise ValueError("slot_size too small")
         self.n_slots = n_slots
         self.slot_size = slot_size
-        self.buf = np.zeros((n_slots, slot_size), np.uint8)
+        self._map = mmap.mmap(-1, n_slots * slot_size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+        if hasattr(mmap, "MADV_HUGEPAGE"):
+            self._map.madvise(mmap.MADV_HUGEPAGE)
+        self.buf = np.frombuffer(self._map, np.uint8).reshape(n_slots, slot_size)
         self.off = np.full(n_slots, HEADROOM, np.int32)
         self.length = np.zeros(n_slots, np.int32)
         self.free_list = np.arange(n_slots - 1, -1, -1, dtype=np.int32)

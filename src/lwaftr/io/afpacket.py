@@ -10,6 +10,7 @@ Layouts are those of ``<linux/if_packet.h>``; offsets are named below.
 """
 from __future__ import annotations
 
+import fcntl
 import mmap
 import socket
 import struct
@@ -27,7 +28,9 @@ PACKET_VERSION = 10
 PACKET_TX_RING = 13
 PACKET_LOSS = 14
 PACKET_QDISC_BYPASS = 20
+PACKET_FANOUT = 18
 PACKET_IGNORE_OUTGOING = 23
+PACKET_FANOUT_HASH = 0
 TPACKET_V2 = 1
 TPACKET_V3 = 2
 ETH_P_ALL = 0x0003
@@ -162,10 +165,17 @@ class RxRing:
     ``block_nr`` timeouts of traffic, whatever its size: many small blocks
     (128 x 128 KiB: 128 ms, and ~26k 550-byte frames when full) ride out a
     stall of the reader that 16 x 1 MiB (16 ms) does not (benchmarks/live.py).
+
+    ``fanout``: the id of a ``PACKET_FANOUT_HASH`` group this ring joins, so
+    that several rings (one per worker) on one interface share its frames
+    by flow: the kernel picks the member from the frame's flow hash, so the
+    frames of one flow always reach the same ring, in order.  Rollover is
+    off: a full ring drops rather than reorder a flow onto another worker.
+    When a member leaves (its worker died), its flows go to the others.
     """
 
     def __init__(self, ifname: str, *, block_size: int = 1 << 17, block_nr: int = 128,
-                 frame_size: int = 2048, timeout_ms: int = 1) -> None:
+                 frame_size: int = 2048, timeout_ms: int = 1, fanout: int | None = None) -> None:
         self.sock = _open()
         self.sock.setsockopt(SOL_PACKET, PACKET_VERSION, TPACKET_V3)
         try:
@@ -183,6 +193,8 @@ class RxRing:
         self.state = np.zeros(4, np.int64)
         self._stats = [0, 0, 0]
         self.sock.bind((ifname, ETH_P_ALL))
+        if fanout is not None:
+            self.sock.setsockopt(SOL_PACKET, PACKET_FANOUT, (fanout & 0xFFFF) | PACKET_FANOUT_HASH << 16)
 
     def fileno(self) -> int:
         return self.sock.fileno()
@@ -217,9 +229,27 @@ class RxRing:
         return int(self.state[3])
 
 
-def link_mtu(ifname: str) -> int:
-    with open(f"/sys/class/net/{ifname}/mtu") as f:
-        return int(f.read())
+SIOCGIFMTU = 0x8921
+
+
+def link_mtu(ifname: str, sock: socket.socket | None = None) -> int:
+    """``ifname``'s MTU, asked of the kernel (``SIOCGIFMTU``) in the network
+    namespace of ``sock`` (else of this process): sysfs shows the namespace it
+    was mounted in, not necessarily ours (a process that ``setns()``-ed)."""
+    s = sock if sock is not None else socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        req = fcntl.ioctl(s.fileno(), SIOCGIFMTU, struct.pack("16si12x", ifname.encode(), 0))
+    finally:
+        if sock is None:
+            s.close()
+    return struct.unpack_from("i", req, 16)[0]
+
+
+def fanout_group(ifname: str) -> int:
+    """The fanout group id the workers of ``ifname`` agree on without talking:
+    its ifindex (a group is per network namespace, and one instance serves an
+    interface)."""
+    return socket.if_nametoindex(ifname) & 0xFFFF
 
 
 class TxRing:
@@ -255,7 +285,7 @@ class TxRing:
         self.map = mmap.mmap(self.sock.fileno(), self.size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
         self.ring = np.frombuffer(self.map, np.uint8)
         self.frame_size, self.frame_nr = frame_size, frame_nr
-        self.max_len = link_mtu(ifname) + ETH_HLEN
+        self.max_len = link_mtu(ifname, self.sock) + ETH_HLEN
         self.state = np.zeros(3, np.int64)
         self.kick_pending = False
         self.kicks_deferred = 0

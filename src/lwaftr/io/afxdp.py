@@ -1,24 +1,37 @@
 """AF_XDP port (XDP socket), driven in batches from compiled code.
 
-An XDP socket shares one memory area, the UMEM (here ``n_frames`` frames of
-``frame_size`` bytes in a page-aligned anonymous mmap viewed as numpy), with
-the kernel through four single-producer/single-consumer rings mapped from the
-socket:
+An XDP socket shares one memory area, the UMEM (frames of ``frame_size``
+bytes), with the kernel through four single-producer/single-consumer rings
+mapped from the socket:
 
 ====== ============ ===================================== ===================
-ring   producer     entries                               here
+ring   producer     entries                               pool as UMEM
 ====== ============ ===================================== ===================
-fill   user         u64 UMEM address of a free frame      RX frames go back
-rx     kernel       ``struct xdp_desc`` {u64 addr; u32    copied to pool slots
+fill   user         u64 UMEM address of a free frame      free pool slots
+rx     kernel       ``struct xdp_desc`` {u64 addr; u32    received slots
                     len; u32 options} of a received frame
-tx     user         ``struct xdp_desc`` of a frame to     pool slots copied in
+tx     user         ``struct xdp_desc`` of a frame to     slots to send
                     send
-comp   kernel       u64 address of a frame the kernel     back on the free
-                    has finished sending                  TX stack
+comp   kernel       u64 address of a frame the kernel     back to the pool
+                    has finished sending
 ====== ============ ===================================== ===================
 
-Half the frames circulate fill -> rx -> fill, the other half free -> tx ->
-comp -> free, so no frame is ever held outside a call.
+Two ways to use it (:class:`XdpPort`):
+
+- *The UMEM is the packet pool* (``pool=``, what ``lwaftr run --io xdp``
+  does): the kernel writes each frame into a pool slot, 256 bytes in
+  (``XDP_PACKET_HEADROOM``, room for the 40-byte IPv6 header encapsulation
+  prepends), the engine processes it there and the same slot is posted for
+  transmit; completed slots return to the pool, which keeps the fill ring
+  stocked.  No user-space copy.  Each interface's socket registers the pool's
+  memory as a UMEM of its own, so a slot received on one interface leaves on
+  another.  Whether the *kernel* copies (``XDP_COPY``: veth, and any driver
+  without AF_XDP zero-copy) or the NIC DMAs straight into the slot
+  (``XDP_ZEROCOPY``) is the driver's choice; copy mode is logged.
+- *An own UMEM* (tests, a pool with slots larger than 4096 bytes): frames
+  are copied between UMEM frames and pool slots; half the frames circulate
+  fill -> rx -> fill, the other half free -> tx -> comp -> free, so no
+  frame is ever held outside a call.
 
 Each ring is mapped as ``{u32 producer; pad; u32 consumer; pad; u32 flags;
 desc[size]}`` (offsets from ``getsockopt(XDP_MMAP_OFFSETS)``,
@@ -281,6 +294,99 @@ def _tx_burst(umem, hdr, ix, tx_m, comp_m, chunk_mask, frame_size, frames, n_fra
     return k
 
 
+# ---------------------------------------------------------------- the UMEM as the packet pool
+
+@numba.njit(cache=True, nogil=True)
+def _pool_rx(hdr, ix, rx_m, frame_size, off, length, out):
+    """Hand up to ``len(out)`` received frames over as the pool slots they are in
+    (slot = UMEM frame; the frame starts after the kernel's headroom, which
+    ``off`` records).  Returns the number received.  Nothing is copied."""
+    n = _cons_avail(hdr[RX], rx_m, ix[RX], out.shape[0])
+    c = np.int64(hdr[RX, C_CONS])
+    mask = np.int64(hdr[RX, MASK])
+    d = ix[RX, I_DESC]
+    for i in range(n):
+        e = d + 4 * ((c + i) & mask)
+        addr = np.int64(rx_m[e]) | (np.int64(rx_m[e + 1]) << 32)
+        s = addr // frame_size
+        off[s] = addr - s * frame_size
+        length[s] = rx_m[e + 2]
+        out[i] = s
+    if n:
+        _cons_release(hdr[RX], rx_m, ix[RX], n)
+    return n
+
+
+@numba.njit(cache=True, nogil=True)
+def _pool_fill(hdr, fill_m, ix, frame_size, free_list, n_free, reserve):
+    """Post free pool slots on the fill ring, as many as it takes, keeping
+    ``reserve`` slots in the pool for the engine.  Returns the number posted."""
+    k = _prod_free(hdr[FILL], fill_m, ix[FILL], max(np.int64(0), n_free[0] - reserve))
+    p = np.int64(hdr[FILL, C_PROD])
+    mask = np.int64(hdr[FILL, MASK])
+    d = ix[FILL, I_DESC]
+    for i in range(k):
+        n_free[0] -= 1
+        a = np.int64(free_list[n_free[0]]) * frame_size
+        e = d + 2 * ((p + i) & mask)
+        fill_m[e] = a & M32
+        fill_m[e + 1] = a >> 32
+    if k:
+        _prod_submit(hdr[FILL], fill_m, ix[FILL], k)
+    return k
+
+
+@numba.njit(cache=True, nogil=True)
+def _pool_reclaim(hdr, ix, comp_m, frame_size, free_list, n_free):
+    """Slots the kernel has finished sending go back to the pool."""
+    n = _cons_avail(hdr[COMP], comp_m, ix[COMP], np.int64(M32))
+    c = np.int64(hdr[COMP, C_CONS])
+    mask = np.int64(hdr[COMP, MASK])
+    d = ix[COMP, I_DESC]
+    for i in range(n):
+        e = d + 2 * ((c + i) & mask)
+        free_list[n_free[0]] = (np.int64(comp_m[e]) | (np.int64(comp_m[e + 1]) << 32)) // frame_size
+        n_free[0] += 1
+    if n:
+        _cons_release(hdr[COMP], comp_m, ix[COMP], n)
+    return n
+
+
+@numba.njit(cache=True, nogil=True)
+def _pool_tx(hdr, ix, tx_m, comp_m, frame_size, free_list, n_free, off, length, slots, max_len, stats):
+    """Post the slots themselves on the TX ring (the kernel sends each from where
+    it lies, then returns it through the completion ring).  A slot refused (ring
+    full, frame longer than ``max_len``) goes back to the pool at once: every
+    slot given here is the port's.  Returns the number queued."""
+    _pool_reclaim(hdr, ix, comp_m, frame_size, free_list, n_free)
+    room = _prod_free(hdr[TX], tx_m, ix[TX], slots.shape[0])
+    p = np.int64(hdr[TX, C_PROD])
+    mask = np.int64(hdr[TX, MASK])
+    d = ix[TX, I_DESC]
+    k = 0
+    for i in range(slots.shape[0]):
+        s = slots[i]
+        m = np.int64(length[s])
+        if m > max_len or off[s] + m > frame_size:
+            stats[S_TX_TOO_BIG] += 1
+        elif k == room:
+            stats[S_TX_FULL] += 1
+        else:
+            a = np.int64(s) * frame_size + off[s]
+            e = d + 4 * ((p + k) & mask)
+            tx_m[e] = a & M32
+            tx_m[e + 1] = a >> 32
+            tx_m[e + 2] = m
+            tx_m[e + 3] = 0
+            k += 1
+            continue
+        free_list[n_free[0]] = s
+        n_free[0] += 1
+    if k:
+        _prod_submit(hdr[TX], tx_m, ix[TX], k)
+    return k
+
+
 # ---------------------------------------------------------------- libxdp and set-up
 
 _PRINT_FN = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p)
@@ -353,32 +459,57 @@ def _view(ring: _Ring, entry_u32: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 class XdpPort:
-    """One AF_XDP socket on ``ifname`` queue ``queue``, with its own UMEM.
+    """One AF_XDP socket on ``ifname`` queue ``queue``.
 
     ``mode``: ``"native"`` (driver XDP), ``"generic"`` (skb XDP) or ``"auto"``
     (native, else generic).  The kernel picks zero-copy where the driver
-    supports it, copy mode otherwise (``self.zerocopy`` says which).
-    Ring sizes are ``n_frames // 2``; frames larger than ``frame_size - 256``
-    are dropped by the kernel on receive.
+    supports it, copy mode otherwise (``self.zerocopy`` says which; copy
+    mode is logged).
+
+    Without ``pool`` the port has a UMEM of its own (``n_frames`` frames,
+    rings of ``n_frames // 2``): frames are copied between it and the pool
+    given to :meth:`receive` and :meth:`send`.  With ``pool`` the UMEM *is*
+    that pool (its slots must be 2048 or 4096 bytes: UMEM chunks): a frame is
+    received into a slot, processed where it lies (the kernel's 256 bytes of
+    headroom take an encapsulating header), and sent from that slot; the
+    port then owns every slot given to :meth:`send` (``owns_sent``) and
+    returns it to the pool once sent or refused.  Several ports (interfaces)
+    may register the same pool, each as a UMEM of its own over the same
+    memory, so a frame received on one is sent from the same slot on another.
+    The fill ring is kept full from the pool's free slots, short of
+    ``reserve`` left for the engine.
     """
 
     def __init__(self, ifname: str, queue: int = 0, *, frame_size: int = 2048, n_frames: int = 4096,
-                 mode: str = "auto") -> None:
-        if frame_size & (frame_size - 1) or not 2048 <= frame_size <= 65536:
-            raise ValueError("frame_size must be a power of two in 2048..65536")
-        if n_frames & (n_frames - 1) or n_frames < 16:
-            raise ValueError("n_frames must be a power of two >= 16")
+                 mode: str = "auto", pool: PacketPool | None = None, ring_size: int = 2048,
+                 reserve: int | None = None) -> None:
+        if pool is not None:
+            frame_size, n_frames = pool.slot_size, pool.n_slots
+            if frame_size not in (2048, 4096):
+                raise ValueError(f"a UMEM over the packet pool needs 2048- or 4096-byte slots, not {frame_size}")
+            if ring_size & (ring_size - 1) or ring_size < 16:
+                raise ValueError("ring_size must be a power of two >= 16")
+        else:
+            if frame_size & (frame_size - 1) or not 2048 <= frame_size <= 65536:
+                raise ValueError("frame_size must be a power of two in 2048..65536")
+            if n_frames & (n_frames - 1) or n_frames < 16:
+                raise ValueError("n_frames must be a power of two >= 16")
+            ring_size = n_frames // 2
         if mode not in ("auto", "native", "generic"):
             raise ValueError("mode must be auto, native or generic")
         socket.if_nametoindex(ifname)                   # fail early and plainly on a missing interface
         lib = _libxdp()
         ensure_bpffs()
-        self.ifname, self.queue = ifname, queue
-        self.frame_size, self.n_frames = frame_size, n_frames
+        self.ifname, self.queue, self.pool = ifname, queue, pool
+        self.owns_sent = pool is not None
+        self.frame_size, self.n_frames, self.ring_size = frame_size, n_frames, ring_size
+        self.reserve = (n_frames // 4 if reserve is None else reserve) if pool is not None else 0
         self.chunk_mask = ~(frame_size - 1)
-        half = n_frames // 2
-        self._umem_map = mmap.mmap(-1, n_frames * frame_size)  # anonymous, shared: stays put across fork()
-        self.umem = np.frombuffer(self._umem_map, np.uint8)
+        if pool is None:
+            self._umem_map = mmap.mmap(-1, n_frames * frame_size)  # anonymous, shared: stays put across fork()
+            self.umem = np.frombuffer(self._umem_map, np.uint8)
+        else:
+            self.umem = pool.buf.reshape(-1)            # page-aligned (see PacketPool)
         self._rings = (_Ring * 4)()
         self._umem_p = ctypes.c_void_p()
         self._xsk = ctypes.c_void_p()
@@ -389,7 +520,7 @@ class XdpPort:
             _check(fd, "xsk_socket__fd")
             self._sock = socket.socket(AF_XDP, socket.SOCK_RAW, 0, fileno=os.dup(fd))
             try:
-                self._sock.setsockopt(SOL_XDP, XDP_MAX_TX_SKB_BUDGET, half)
+                self._sock.setsockopt(SOL_XDP, XDP_MAX_TX_SKB_BUDGET, ring_size)
             except OSError:
                 pass                                    # older kernel: 32 per sendto(), _kick loops
         except BaseException:
@@ -397,6 +528,9 @@ class XdpPort:
             raise
         opts = self._sock.getsockopt(SOL_XDP, XDP_OPTIONS, 4)
         self.zerocopy = bool(struct.unpack("I", opts)[0] & XDP_OPTIONS_ZEROCOPY)
+        if not self.zerocopy:
+            log.info("AF_XDP on %s queue %d: copy mode (%s XDP; the driver offers no zero-copy): the kernel "
+                     "copies each frame between its buffers and the UMEM", ifname, queue, self.mode)
         # One u32 row per ring struct (cached_prod, cached_cons, mask, size, pointers...).
         self._hdr = np.ctypeslib.as_array((ctypes.c_uint32 * (4 * ctypes.sizeof(_Ring) // 4))
                                           .from_buffer(self._rings)).reshape(4, -1)
@@ -404,7 +538,13 @@ class XdpPort:
         self._fill_m, self._comp_m, self._rx_m, self._tx_m = (v[0] for v in views)
         self._ix = np.stack([v[1] for v in views])
         self.stats_user = np.zeros(3, np.int64)
+        if pool is not None:
+            _pool_fill(self._hdr, self._fill_m, self._ix, frame_size, pool.free_list, pool.n_free, self.reserve)
+            log.info("AF_XDP on %s queue %d: the UMEM is the packet pool (%d slots): frames are processed "
+                     "where they are received and sent from there", ifname, queue, n_frames)
+            return
         # Frames [0, half) circulate through fill/rx; [half, n_frames) are the free TX stack.
+        half = ring_size
         addrs = np.arange(n_frames, dtype=np.int64) * frame_size
         if _fill_init(self._hdr, self._fill_m, self._ix, addrs[:half], half) != half:
             self.close()
@@ -434,10 +574,12 @@ class XdpPort:
 
     def _try_attach(self, lib: ctypes.CDLL, xdp_flags: int) -> tuple[int, str]:
         """One attempt from a fresh UMEM (a failed one may leave the UMEM's socket bound)."""
-        half = self.n_frames // 2
+        half = self.ring_size
         self._rings = (_Ring * 4)()
-        # fill/comp as large as each half: the fill ring always has room for every RX frame
-        # (the kernel may publish its consumer index late), comp for every TX frame.
+        # Own UMEM: fill/comp as large as each half, so the fill ring always has room for
+        # every RX frame (the kernel may publish its consumer index late), comp for every
+        # TX frame.  Pool UMEM: the fill ring is topped up to what it has room for, and
+        # comp as large as TX holds every frame in flight.
         ucfg = _UmemConfig(half, half, self.frame_size, 0, 0)
         rc = lib.xsk_umem__create(ctypes.byref(self._umem_p), self.umem.ctypes.data, self.umem.nbytes,
                                   ctypes.byref(self._rings[FILL]), ctypes.byref(self._rings[COMP]),
@@ -458,8 +600,17 @@ class XdpPort:
         return self._sock.fileno()
 
     def receive(self, pool: PacketPool, max_frames: int) -> tuple[np.ndarray, np.ndarray]:
-        """Up to ``max_frames`` frames as pool slots (frame at ``HEADROOM``), and flags (all 0)."""
+        """Up to ``max_frames`` frames as pool slots, and flags (all 0)."""
         out = np.empty(max_frames, np.int32)
+        if self.pool is not None:
+            if pool is not self.pool:
+                raise ValueError("this port's UMEM is another pool")
+            n = _pool_rx(self._hdr, self._ix, self._rx_m, self.frame_size, pool.off, pool.length, out)
+            _pool_fill(self._hdr, self._fill_m, self._ix, self.frame_size, pool.free_list, pool.n_free,
+                       self.reserve)
+            if self._fill_m[self._ix[FILL, I_FLAGS]] & XDP_RING_NEED_WAKEUP:
+                self._wake_rx()
+            return out[:n], np.zeros(n, np.int64)
         n = _rx_burst(self.umem, self._hdr, self._ix, self._rx_m, self._fill_m, self.chunk_mask, pool.buf,
                       pool.off, pool.length, pool.free_list, pool.n_free, pool.max_frame, out, self.stats_user)
         if self._fill_m[self._ix[FILL, I_FLAGS]] & XDP_RING_NEED_WAKEUP:
@@ -470,7 +621,17 @@ class XdpPort:
         """Queue the slots' frames on the TX ring, kick the kernel if it asks; returns how many were queued.
 
         Frames that do not fit (no free UMEM frame or ring entry: the kernel
-        is behind) are refused and counted, like the AF_PACKET TX ring."""
+        is behind) are refused and counted, like the AF_PACKET TX ring.  With
+        the UMEM as pool, every slot given is the port's from now on."""
+        if self.pool is not None:
+            if pool is not self.pool:
+                raise ValueError("this port's UMEM is another pool")
+            n = _pool_tx(self._hdr, self._ix, self._tx_m, self._comp_m, self.frame_size, pool.free_list,
+                         pool.n_free, pool.off, pool.length, np.asarray(slots, np.int32), self.frame_size,
+                         self.stats_user)
+            if self._tx_m[self._ix[TX, I_FLAGS]] & XDP_RING_NEED_WAKEUP and self._tx_pending():
+                self._kick()
+            return n
         n = _tx_burst(self.umem, self._hdr, self._ix, self._tx_m, self._comp_m, self.chunk_mask, self.frame_size,
                       self._tx_frames, self._tx_free, pool.buf, pool.off, pool.length,
                       np.asarray(slots, np.int32), self.stats_user)
@@ -501,12 +662,19 @@ class XdpPort:
 
     def reclaim(self) -> int:
         """Take back the frames the kernel has finished sending; returns how many."""
+        if self.pool is not None:
+            return _pool_reclaim(self._hdr, self._ix, self._comp_m, self.frame_size, self.pool.free_list,
+                                 self.pool.n_free)
         return _reclaim(self._hdr, self._ix, self._comp_m, self.chunk_mask, self._tx_frames, self._tx_free)
 
     def frames_accounted(self) -> int:
-        """UMEM frames free for TX plus frames posted for RX and not yet received:
-        ``n_frames`` whenever nothing is in flight (no frame leaked)."""
+        """Own UMEM: frames free for TX plus frames posted for RX and not yet
+        received, ``n_frames`` whenever nothing is in flight (no frame leaked).
+        Pool UMEM: the slots the kernel holds (posted for RX and not received,
+        or queued for TX and not completed)."""
         posted = (int(self._hdr[FILL, C_PROD]) - int(self._hdr[RX, C_CONS])) & M32
+        if self.pool is not None:
+            return posted + ((int(self._hdr[TX, C_PROD]) - int(self._hdr[COMP, C_CONS])) & M32)
         return int(self._tx_free[0]) + posted
 
     def stats(self) -> dict[str, int]:
@@ -535,7 +703,7 @@ class XdpPort:
             if rc < 0:
                 log.warning("xsk_umem__delete: %s", os.strerror(-rc))
             self._umem_p = ctypes.c_void_p()
-        if self.__dict__.pop("umem", None) is not None:
+        if self.__dict__.pop("umem", None) is not None and self.pool is None:
             self._umem_map.close()
 
     def __enter__(self) -> XdpPort:
@@ -553,17 +721,22 @@ def rx_queues(ifname: str) -> int:
         return 0
 
 
-def open_xdp(ifname: str, queue: int = 0, **kwargs) -> XdpPort | None:
-    """An :class:`XdpPort`, or None (with one warning line saying why) when
-    AF_XDP cannot be used here, so the caller falls back to AF_PACKET.
+def open_xdp(ifname: str, queue: int = 0, *, queues: int = 1, **kwargs) -> XdpPort | None:
+    """An :class:`XdpPort` on ``ifname`` queue ``queue``, or None (with one warning
+    line saying why) when AF_XDP cannot be used here, so the caller falls back
+    to AF_PACKET.
 
-    Refuses interfaces with more than one RX queue: one port serves one
-    queue, and the XDP program hands the other queues' frames to the kernel
-    stack (construct one :class:`XdpPort` per queue to use them all)."""
+    ``queues``: how many workers serve ``ifname``, one RX queue each (queues
+    ``0 .. queues - 1``).  Refused when the interface has more RX queues than
+    that: the XDP program hands the frames of a queue no socket serves to the
+    kernel stack, where nothing forwards them."""
     had_program = _xdp_attached(ifname)
     try:
-        if rx_queues(ifname) > 1:
-            raise OSError(errno.EOPNOTSUPP, f"{rx_queues(ifname)} RX queues, one XdpPort serves one")
+        n = rx_queues(ifname)
+        if n > queues:
+            raise OSError(errno.EOPNOTSUPP, f"{n} RX queues, {queues} served (one worker per queue)")
+        if queue >= max(n, 1):
+            raise OSError(errno.EINVAL, f"no RX queue {queue} ({n} queues)")
         return XdpPort(ifname, queue, **kwargs)
     except Exception as e:                              # no libxdp, kernel refusal, permissions...
         why = e.strerror if isinstance(e, OSError) and e.strerror else str(e)

@@ -46,8 +46,9 @@ from lwaftr.config.errors import ConfigError
 from lwaftr.config.journal import Flusher, Journal, open_journal
 from lwaftr.config.model import KERNEL, Bindings, Config
 from lwaftr.dataplane.checksum import complete_flagged
-from lwaftr.dataplane.engine import Engine
-from lwaftr.io.afpacket import SOL_PACKET, TP_STATUS_CSUMNOTREADY, RxRing, TxRing
+from lwaftr.dataplane.engine import Engine, slot_size
+from lwaftr.dataplane.pool import PacketPool
+from lwaftr.io.afpacket import SOL_PACKET, TP_STATUS_CSUMNOTREADY, RxRing, TxRing, fanout_group
 from lwaftr.io.control import ControlServer
 from lwaftr.io.interfaces import InterfaceError, check_tap_name
 from lwaftr.io.neighbors import NextHops
@@ -71,6 +72,10 @@ TAP_BURST = 64
 BIG_CONFIG = 1 << 20
 #: How often the control socket is looked at while forwarding.
 CONTROL_POLL = 0.001
+#: AF_XDP ring sizes with the UMEM as the packet pool (fill ring: frames posted to receive into).
+XDP_RING = 4096
+#: Packet-pool slots with AF_XDP: two ports' fill rings, their frames in flight and the batches.
+XDP_POOL_SLOTS = 32768
 #: How often the rings' own figures (the kernel's drops, refusals) go into the counters.
 PORT_STATS_POLL = 0.1
 
@@ -115,16 +120,26 @@ class MonitorSink:
 
 
 class Port:
-    """One data interface: AF_XDP if asked for and possible, else AF_PACKET rings."""
+    """One data interface: AF_XDP if asked for and possible, else AF_PACKET rings.
 
-    def __init__(self, name: str, io: str = "afpacket") -> None:
+    With ``queues`` > 1 this port is one of the several workers serving the
+    interface, on RX queue ``queue``: with AF_XDP the socket of that queue,
+    with AF_PACKET a member of the interface's fanout group (flow hash)."""
+
+    def __init__(self, name: str, io: str = "afpacket", queue: int = 0, queues: int = 1,
+                 pool: PacketPool | None = None) -> None:
+        """``pool``: the engine's packet pool, which AF_XDP takes as its UMEM
+        (no copy in user space) when its slots are UMEM-sized."""
         self.name = name
         self.xdp = None
         if io == "xdp":
             from lwaftr.io.afxdp import open_xdp
-            # 16k UMEM frames: 8k to receive into, so a scheduling hiccup does not
-            # empty the fill ring (4k dropped a few % in a measurement here).
-            self.xdp = open_xdp(name, n_frames=16384)    # None (and a log line saying why) if not possible
+            if pool is not None and pool.slot_size in (2048, 4096):
+                self.xdp = open_xdp(name, queue, queues=queues, pool=pool, ring_size=XDP_RING)
+            else:
+                # Own UMEM of 16k frames: 8k to receive into, so a scheduling hiccup does not
+                # empty the fill ring (4k dropped a few % in a measurement here).
+                self.xdp = open_xdp(name, queue, queues=queues, n_frames=16384)   # None (and a log line) if not possible
         # Frames for the instance MAC, which need not be the interface's own: promiscuous
         # for as long as this socket lives (it receives nothing itself when XDP is used).
         self._promisc = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
@@ -134,7 +149,7 @@ class Port:
             self.kind = "af_xdp"
             return
         self.kind = "af_packet"
-        self.rx = RxRing(name)
+        self.rx = RxRing(name, fanout=fanout_group(name) if queues > 1 else None)
         self.tx = TxRing(name)
 
     def _totals(self) -> dict[int, int]:
@@ -172,8 +187,15 @@ class Port:
     def receive(self, pool, max_frames: int) -> tuple[np.ndarray, np.ndarray]:
         return (self.xdp or self.rx).receive(pool, max_frames)
 
-    def send(self, pool, slots: np.ndarray) -> int:
-        return (self.xdp or self.tx).send(pool, slots)
+    def transmit(self, pool: PacketPool, slots: np.ndarray) -> int:
+        """Send the slots' frames and give the slots up (to the pool at once, or,
+        with the UMEM as pool, once the kernel has sent them); returns how many
+        were queued (the refused ones are counted by the port: :meth:`account`)."""
+        if self.xdp is not None and self.xdp.owns_sent:
+            return self.xdp.send(pool, slots)
+        n = (self.xdp or self.tx).send(pool, slots)
+        pool.free(slots)
+        return n
 
     def close(self) -> None:
         if self.xdp is not None:
@@ -211,10 +233,12 @@ class LiveLoop:
         self.mode = control_plane or self.config.control_plane.mode
         self.kernel = self.mode == KERNEL
         self.batch = batch
+        self.io = io
         self.running = True
         self.reload_requested = False
         self.stick = stick is not None
         self.name = name or self.config.name or "lwaftr"
+        self.queue, self.queues = self._queue(worker is not None)
         self._closers: list = []
         try:
             # The journal (its writer's lock) and the compiled lookups first: the
@@ -243,16 +267,18 @@ class LiveLoop:
             self.ipr = IPRoute()
             self._closers.append(self.ipr.close)
             devices = [stick] if stick else [v4, v6]
-            for dev in devices:
-                q = QuietInterface(self.ipr, dev)
-                self._closers.append(q.restore)
+            if self.queue == min(self.queues):      # one worker of the interface's set quietens it
+                for dev in devices:
+                    q = QuietInterface(self.ipr, dev)
+                    self._closers.append(q.restore)
+            qa = (self.queue if len(self.queues) > 1 else 0, len(self.queues), self.engine.pool)
             if stick:
-                self.p4 = self.p6 = Port(stick, io)
+                self.p4 = self.p6 = Port(stick, io, *qa)
                 self._closers.append(self.p4.close)
             else:
-                self.p4 = Port(v4, io)
+                self.p4 = Port(v4, io, *qa)
                 self._closers.append(self.p4.close)
-                self.p6 = Port(v6, io)
+                self.p6 = Port(v6, io, *qa)
                 self._closers.append(self.p6.close)
             self.taps: dict[int, Tap] = {}
             self.next_hops: NextHops | None = None
@@ -269,8 +295,8 @@ class LiveLoop:
         self.alarms = Alarms(self.state.counters)
         self.state.write_alarms({})             # none raised yet (a restarted worker's are gone)
         self._alarms_next = time.monotonic() + 1.0
-        log.info("instance %s%s: %s control plane, %s", self.name, "" if worker is None else f" worker {worker}",
-                 self.mode,
+        log.info("instance %s%s%s: %s control plane, %s", self.name, "" if worker is None else f" worker {worker}",
+                 "" if len(self.queues) == 1 else f" queue {self.queue} of {len(self.queues)}", self.mode,
                  ", ".join(f"{p.name} ({p.kind})" for p in {id(p): p for p in (self.p4, self.p6)}.values()),
                  extra={"fields": {"softwires": self.engine.table.count, "state": str(self.state.path)}})
 
@@ -283,7 +309,23 @@ class LiveLoop:
         for p in self._ports():
             slots, flags = p.receive(pool, 0)
             complete_flagged(pool.buf, pool.off, pool.length, slots, flags, TP_STATUS_CSUMNOTREADY)
-            p.send(pool, none)
+            p.transmit(pool, none)
+
+    def _queue(self, supervised: bool) -> tuple[int, tuple[int, ...]]:
+        """This worker's receive queue and the queues of all the workers of its
+        device(s): the configuration's ``queue`` entries of the instance, a
+        worker each under the supervisor.  Alone (interfaces given) it serves
+        every queue: queue 0 of one."""
+        inst = self.config.instances[self.instance_index]
+        if not supervised:
+            return 0, (0,)
+        group = [i for i in self.config.instances
+                 if (i.device, i.external_device) == (inst.device, inst.external_device)]
+        if self.kernel and any((i.external, i.internal) != (inst.external, inst.internal) for i in group):
+            raise ConfigError(f"instance {inst.device!r}: its queues have different addresses, but the kernel "
+                              f"control plane gives the device one TAP (one set of addresses) for all its "
+                              f"queues", file=self.conf_path)
+        return inst.queue_id, tuple(sorted(i.queue_id for i in group))
 
     def _narrow(self, cfg: Config) -> Config:
         """``cfg`` as this loop's engine sees it: with its one instance."""
@@ -293,7 +335,11 @@ class LiveLoop:
         return replace(cfg, instances=[cfg.instances[self.instance_index]])
 
     def _engine(self, cfg: Config, table) -> Engine:
-        return Engine(self._narrow(cfg), table=table, max_batch=self.batch, kernel=self.kernel, counters=self.state.counters)
+        """An engine for ``cfg``; a rebuilt one keeps the packet pool (the ports' UMEM)."""
+        old = getattr(self, "engine", None)
+        return Engine(self._narrow(cfg), table=table, max_batch=self.batch, kernel=self.kernel,
+                      counters=self.state.counters, pool=old.pool if old is not None else None,
+                      pool_slots=XDP_POOL_SLOTS if self.io == "xdp" and slot_size(cfg) <= 4096 else 4096)
 
     # -- the kernel side ---------------------------------------------------------------------
     def _setup_kernel_side(self, v4: str | None, v6: str | None, stick: str | None) -> None:
@@ -308,7 +354,7 @@ class LiveLoop:
                 (4, inst.external, cfg.external, cp.external_prefix_length, []),
                 (6, inst.internal, cfg.internal, cp.internal_prefix_length,
                  [(b, 128) for b in brs if b != inst.internal.ip])):
-            tap = Tap(names[side])
+            tap = Tap(names[side], multi_queue=len(self.queues) > 1)
             self.taps[side] = tap
             self._closers.append(tap.close)
             idx = configure_tap(self.ipr, tap.name, addr.mac, policy.mtu, [(addr.ip, plen)] + extra,
@@ -347,8 +393,7 @@ class LiveLoop:
             frames = self.taps[side].read(TAP_BURST)
             if frames:
                 slots = eng.from_kernel(frames, side)
-                port.send(pool, slots)          # what it refuses is counted by the port (_account_ports)
-                pool.free(slots)
+                port.transmit(pool, slots)      # what it refuses is counted by the port (_account_ports)
 
     # -- control -----------------------------------------------------------------------------
     def stop(self) -> None:
@@ -409,9 +454,13 @@ class LiveLoop:
         if _without_bindings(cfg) == _without_bindings(self.config):
             self.engine.set_table(table)                # every other state (reassembly, ...) kept
         else:
-            new = self._engine(cfg, table)
+            try:
+                new = self._engine(cfg, table)
+            except ValueError as e:                     # the MTUs outgrew the running packet pool
+                raise ConfigError(str(e), file=self.conf_path) from None
             if self.kernel:
                 new.set_next_hops(self.engine.slow.arp.next_mac, self.engine.slow.ndp.next_mac)
+            self.engine.release()                       # fragments it holds: back to the shared pool
             self.engine = new
         self.config = cfg
         self.service.adopt(cfg, table)
@@ -551,11 +600,9 @@ class LiveLoop:
                                                     TP_STATUS_CSUMNOTREADY)
         n = len(s4) + len(s6)
         o4, o6 = eng.process(s4, s6, now)
-        sent = self.p4.send(pool, o4) + self.p6.send(pool, o6)
+        sent = self.p4.transmit(pool, o4) + self.p6.transmit(pool, o6)
         if sent < len(o4) + len(o6) or now >= self._stats_next:
             self._account_ports(now)
-        pool.free(o4)
-        pool.free(o6)
         if self.kernel:
             self._poll_next_hops(now)
             self._kernel_io()

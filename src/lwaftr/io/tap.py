@@ -27,6 +27,7 @@ log = logging.getLogger("lwaftr.io.tap")
 TUNSETIFF = 0x400454CA
 IFF_TAP = 0x0002
 IFF_NO_PI = 0x1000
+IFF_MULTI_QUEUE = 0x0100
 IFA_F_NODAD = 0x02
 NTF_EXT_MANAGED = 0x01   # the kernel keeps resolving this neighbour (Linux 5.16+)
 IFNAMSIZ = 16
@@ -39,13 +40,19 @@ def tap_name(device: str, side: int | None = None) -> str:
 
 
 class Tap:
-    """One TAP device (it disappears when closed)."""
+    """One TAP device (it disappears when closed).
 
-    def __init__(self, name: str) -> None:
+    ``multi_queue``: one queue of a multi-queue TAP that several workers of
+    one interface open under the same name, each reading and writing its own
+    queue (the kernel spreads what it sends over the queues by flow); the
+    device disappears with its last queue."""
+
+    def __init__(self, name: str, multi_queue: bool = False) -> None:
         self.name = name
         self.fd = os.open("/dev/net/tun", os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+        flags = IFF_TAP | IFF_NO_PI | (IFF_MULTI_QUEUE if multi_queue else 0)
         try:
-            fcntl.ioctl(self.fd, TUNSETIFF, struct.pack("16sH", name.encode(), IFF_TAP | IFF_NO_PI))
+            fcntl.ioctl(self.fd, TUNSETIFF, struct.pack("16sH", name.encode(), flags))
         except OSError:
             os.close(self.fd)
             raise

@@ -154,6 +154,8 @@ def plan(cfg: Config, specs: list[list[str]]) -> tuple[list[Session], list[str]]
     sessions, notes = [], []
     for i, spec in enumerate(specs):
         inst = cfg.instances[i]
+        if any((o.device, o.external_device) == (inst.device, inst.external_device) for o in cfg.instances[:i]):
+            continue                    # another queue of a device: its workers share the TAPs and sessions
         taps = worker_taps(spec)
         peer = bgp.peer(inst.device)
         for family, addrs, explicit, peer_as, plen in (
