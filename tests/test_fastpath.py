@@ -146,20 +146,41 @@ def test_icmp_errors_are_compiled_and_equal_the_slow_paths():
     assert fast.pool.n_free[0] == fast.pool.n_slots, "slots leaked"
 
 
+ROWS = [("192.0.2.1", 1, 4, "2001:db8:1::1", 0), ("192.0.2.2", 0, 0, "2001:db8:1::2", 1)]
+
+
+def _compiled_as_slow(cfg, v4: list[bytes], v6: list[bytes], kernel: bool = False) -> tuple[list, list]:
+    """One batch through the kernels, none of whose frames may reach the slow path,
+    and through the slow path: the same frames, in order, and the same counters.
+    Returns the frames and the kernels' engine's counters (nonzero)."""
+    fast = Engine(cfg, fragment_id_seeds=IDS, kernel=kernel)
+    slow = Engine(cfg, fast_path=False, fragment_id_seeds=IDS, kernel=kernel)
+    if kernel:
+        for e in (fast, slow):
+            e.set_next_hops(bytes.fromhex("020000000011"), bytes.fromhex("020000000022"))
+    fast._last_slow = 100.0   # no timer due
+    calls = []
+    real = fast.slow.process
+    fast.slow.process = lambda *a, **kw: calls.append(a) or real(*a, **kw)
+    o4, o6 = fast.process(fast.pool.store(v4), fast.pool.store(v6), 100.0)
+    got = fast.pool.frames(o4), fast.pool.frames(o6)
+    fast.pool.free(o4)
+    fast.pool.free(o6)
+    assert got == slow.process_frames(v4, v6, 100.0)
+    assert C.to_dict(fast.counters) == C.to_dict(slow.counters)
+    assert all(not a[0] and not a[1] for a in calls), "a frame went to the slow path"
+    assert fast.pool.n_free[0] == fast.pool.n_slots, "slots leaked"
+    return got, C.to_dict(fast.counters, nonzero=True)
+
+
 @pytest.mark.parametrize("allow", [True, False])
 def test_icmp_errors_from_the_internet_are_relayed_in_the_kernels(allow):
     """An ICMPv4 error about a subscriber's packet goes to the softwire owning the
     quoted source port (RFC 7596 8.1); one quoting too little, for no softwire or
     with a bad checksum is dropped; with allow-incoming-icmp off all are refused.
     No frame reaches the slow path; bytes and counters equal the slow path's."""
-    rows = [("192.0.2.1", 1, 4, "2001:db8:1::1", 0), ("192.0.2.2", 0, 0, "2001:db8:1::2", 1)]
-    cfg = make_config(rows)
+    cfg = make_config(ROWS)
     cfg = replace(cfg, external=replace(cfg.external, allow_incoming_icmp=allow))
-    fast, slow = Engine(cfg, fragment_id_seeds=IDS), Engine(cfg, fast_path=False, fragment_id_seeds=IDS)
-    fast._last_slow = 100.0
-    calls = []
-    real = fast.slow.process
-    fast.slow.process = lambda *a, **kw: calls.append(a) or real(*a, **kw)
     eth = Ether(dst="02:00:00:00:00:01", src="02:00:00:00:00:11")
     sub = IP(src="192.0.2.1", dst="198.51.100.9") / UDP(sport=4097, dport=53) / bytes(30)
     v4 = [bytes(eth / IP(src="198.51.100.9", dst="192.0.2.1") / ICMP(type=3, code=3) / sub),          # relayed
@@ -169,14 +190,7 @@ def test_icmp_errors_from_the_internet_are_relayed_in_the_kernels(allow):
           bytes(eth / IP(src="203.0.113.1", dst="192.0.2.1") / ICMP(type=3, code=1)
                 / bytes(IP(src="192.0.2.1", dst="198.51.100.9") / UDP(sport=80, dport=53))),          # no softwire
           bytes(eth / IP(src="203.0.113.1", dst="192.0.2.2") / ICMP(type=3, chksum=0x4321) / sub)]   # bad checksum
-    o4, o6 = fast.process(fast.pool.store(v4), fast.pool.store([]), 100.0)
-    got = fast.pool.frames(o4), fast.pool.frames(o6)
-    fast.pool.free(o4)
-    fast.pool.free(o6)
-    assert got == slow.process_frames(v4, [], 100.0)
-    assert C.to_dict(fast.counters) == C.to_dict(slow.counters)
-    assert all(not a[0] and not a[1] for a in calls), "a frame went to the slow path"
-    c = C.to_dict(fast.counters, nonzero=True)
+    got, c = _compiled_as_slow(cfg, v4, [])
     if allow:
         assert len(got[1]) == 2 and c["drop-in-by-rfc7596-icmpv4-packets"] == 2
         assert c["drop-bad-checksum-icmpv4-packets"] == 1
@@ -187,24 +201,11 @@ def test_icmp_errors_from_the_internet_are_relayed_in_the_kernels(allow):
 def test_icmp_errors_from_b4s_are_decapsulated_in_the_kernels():
     """An ICMPv4 error from behind a B4 is bound by the first port of the packet it
     quotes, whole or cut short (RFC 7596 8.1), without the slow path."""
-    rows = [("192.0.2.1", 1, 4, "2001:db8:1::1", 0), ("192.0.2.2", 0, 0, "2001:db8:1::2", 1)]
-    cfg = make_config(rows)
-    fast, slow = Engine(cfg, fragment_id_seeds=IDS), Engine(cfg, fast_path=False, fragment_id_seeds=IDS)
-    fast._last_slow = 100.0
-    calls = []
-    real = fast.slow.process
-    fast.slow.process = lambda *a, **kw: calls.append(a) or real(*a, **kw)
     eth = Ether(dst="02:00:00:00:00:02", src="02:00:00:00:00:22")
     quoted = bytes(IP(src="192.0.2.1", dst="198.51.100.9") / UDP(sport=4097, dport=53) / bytes(8))
     v6 = [bytes(eth / IPv6(src="2001:db8:1::1", dst="2001:db8:ffff::1") / IP(src="192.0.2.1", dst="198.51.100.9")
                 / ICMP(type=3, code=3) / quoted[:cut]) for cut in (len(quoted), 22, 21)]
-    o4, o6 = fast.process(fast.pool.store([]), fast.pool.store(v6), 100.0)
-    got = fast.pool.frames(o4), fast.pool.frames(o6)
-    fast.pool.free(o4)
-    fast.pool.free(o6)
-    assert got == slow.process_frames([], v6, 100.0)
-    assert C.to_dict(fast.counters) == C.to_dict(slow.counters)
-    assert all(not a[0] and not a[1] for a in calls), "a frame went to the slow path"
+    got, _ = _compiled_as_slow(make_config(ROWS), [], v6)
     # Whole and 22 bytes: port 4097 (its softwire); 21 bytes: one byte of it, 0x10: none (ICMPv6 1/5).
     assert len(got[0]) == 2 and len(got[1]) == 1
 
@@ -215,33 +216,16 @@ def test_icmpv6_errors_are_relayed_as_icmpv4_in_the_kernels(kernel):
     error for its IPv4 sender (packet too big: fragmentation needed, MTU less 40),
     or is dropped for its code or type; no frame reaches the slow path."""
     from scapy.packet import Raw
-    rows = [("192.0.2.1", 1, 4, "2001:db8:1::1", 0), ("192.0.2.2", 0, 0, "2001:db8:1::2", 1)]
-    cfg = make_config(rows)
-    fast = Engine(cfg, fragment_id_seeds=IDS, kernel=kernel)
-    slow = Engine(cfg, fast_path=False, fragment_id_seeds=IDS, kernel=kernel)
-    for e in (fast, slow) if kernel else ():
-        e.set_next_hops(bytes.fromhex("020000000011"), bytes.fromhex("020000000022"))
-    fast._last_slow = 100.0
-    calls = []
-    real = fast.slow.process
-    fast.slow.process = lambda *a, **kw: calls.append(a) or real(*a, **kw)
     ours = bytes(IPv6(src="2001:db8:ffff::1", dst="2001:db8:1::1") / IP(src="198.51.100.9", dst="192.0.2.1")
                  / UDP(sport=53, dport=4097) / bytes(100))
     eth = Ether(dst="02:00:00:00:00:02", src="02:00:00:00:00:22")
     v6 = [bytes(eth / IPv6(src="2001:db8:9::1", dst="2001:db8:ffff::1", nh=58)
                 / Raw(bytes([t, code, 0, 0]) + (1400).to_bytes(4, "big") + ours))
           for t, code in ((2, 0), (1, 3), (3, 0), (4, 1), (2, 1), (3, 1), (5, 0))]
-    o4, o6 = fast.process(fast.pool.store([]), fast.pool.store(v6), 100.0)
-    got = fast.pool.frames(o4), fast.pool.frames(o6)
-    fast.pool.free(o4)
-    fast.pool.free(o6)
-    assert got == slow.process_frames([], v6, 100.0)
-    assert C.to_dict(fast.counters) == C.to_dict(slow.counters)
-    assert all(not a[0] and not a[1] for a in calls), "a frame went to the slow path"
+    got, c = _compiled_as_slow(make_config(ROWS), [], v6, kernel=kernel)
     relayed = [Ether(f)[ICMP] for f in got[0]]
     assert [(p.type, p.code) for p in relayed] == [(3, 4), (3, 1), (3, 1), (3, 1)]
     assert relayed[0].nexthopmtu == 1400 - 40
-    c = C.to_dict(fast.counters, nonzero=True)
     assert c["drop-too-big-type-but-not-code-icmpv6-packets"] == 1
     assert c["drop-over-time-but-not-hop-limit-icmpv6-packets"] == 1
     assert c["drop-unknown-protocol-icmpv6-packets"] == 1
@@ -250,13 +234,6 @@ def test_icmpv6_errors_are_relayed_as_icmpv4_in_the_kernels(kernel):
 def test_icmp_between_b4s_is_hairpinned_in_the_kernels():
     """A ping from one subscriber to another and its reply, and an error about a
     packet between them, are hairpinned by RFC 7596 8.1's rules, without the slow path."""
-    rows = [("192.0.2.1", 1, 4, "2001:db8:1::1", 0), ("192.0.2.2", 0, 0, "2001:db8:1::2", 1)]
-    cfg = make_config(rows, hairpinning=True)
-    fast, slow = Engine(cfg, fragment_id_seeds=IDS), Engine(cfg, fast_path=False, fragment_id_seeds=IDS)
-    fast._last_slow = 100.0
-    calls = []
-    real = fast.slow.process
-    fast.slow.process = lambda *a, **kw: calls.append(a) or real(*a, **kw)
     eth = Ether(dst="02:00:00:00:00:02", src="02:00:00:00:00:22")
     a = IPv6(src="2001:db8:1::1", dst="2001:db8:ffff::1")
     b = IPv6(src="2001:db8:1::2", dst="2001:db8:ffff::2")
@@ -264,14 +241,8 @@ def test_icmp_between_b4s_is_hairpinned_in_the_kernels():
     v6 = [bytes(eth / a / IP(src="192.0.2.1", dst="192.0.2.2") / ICMP(type=8, id=4097) / bytes(32)),
           bytes(eth / b / IP(src="192.0.2.2", dst="192.0.2.1") / ICMP(type=0, id=4097) / bytes(32)),
           bytes(eth / b / IP(src="192.0.2.2", dst="192.0.2.1") / ICMP(type=3, code=3) / quoted)]
-    o4, o6 = fast.process(fast.pool.store([]), fast.pool.store(v6), 100.0)
-    got = fast.pool.frames(o4), fast.pool.frames(o6)
-    fast.pool.free(o4)
-    fast.pool.free(o6)
-    assert got == slow.process_frames([], v6, 100.0)
-    assert C.to_dict(fast.counters) == C.to_dict(slow.counters)
-    assert all(not a[0] and not a[1] for a in calls), "a frame went to the slow path"
-    assert len(got[1]) == 3 and C.to_dict(fast.counters)["hairpin-ipv4-packets"] == 3
+    got, c = _compiled_as_slow(make_config(ROWS, hairpinning=True), [], v6)
+    assert len(got[1]) == 3 and c["hairpin-ipv4-packets"] == 3
 
 
 @pytest.mark.parametrize("hairpinning", [False, True])
@@ -280,26 +251,13 @@ def test_the_tunnel_encapsulation_limit_header_is_compiled(hairpinning):
     Encapsulation Limit (RFC 2473 4.1.1) to every packet: decapsulated, hairpinned
     and answered with ICMPv6 1/5 (quoting the packet without it) in the kernels."""
     from scapy.layers.inet6 import HBHOptUnknown, IPv6ExtHdrDestOpt
-    rows = [("192.0.2.1", 1, 4, "2001:db8:1::1", 0), ("192.0.2.2", 0, 0, "2001:db8:1::2", 1)]
-    cfg = make_config(rows, hairpinning=hairpinning)
-    fast, slow = Engine(cfg, fragment_id_seeds=IDS), Engine(cfg, fast_path=False, fragment_id_seeds=IDS)
-    fast._last_slow = 100.0
-    calls = []
-    real = fast.slow.process
-    fast.slow.process = lambda *a, **kw: calls.append(a) or real(*a, **kw)
     eth = Ether(dst="02:00:00:00:00:02", src="02:00:00:00:00:22")
     tel = IPv6ExtHdrDestOpt(options=[HBHOptUnknown(otype=4, optdata=b"\x04")])
     a = IPv6(src="2001:db8:1::1", dst="2001:db8:ffff::1") / tel
     v6 = [bytes(eth / a / IP(src="192.0.2.1", dst="203.0.113.9") / UDP(sport=4097, dport=53) / bytes(100)),
           bytes(eth / a / IP(src="192.0.2.1", dst="192.0.2.2") / UDP(sport=4097, dport=53) / bytes(100)),
           bytes(eth / a / IP(src="192.0.2.1", dst="203.0.113.9") / UDP(sport=80, dport=53) / bytes(100))]
-    o4, o6 = fast.process(fast.pool.store([]), fast.pool.store(v6), 100.0)
-    got = fast.pool.frames(o4), fast.pool.frames(o6)
-    fast.pool.free(o4)
-    fast.pool.free(o6)
-    assert got == slow.process_frames([], v6, 100.0)
-    assert C.to_dict(fast.counters) == C.to_dict(slow.counters)
-    assert all(not a[0] and not a[1] for a in calls), "a frame went to the slow path"
+    got, _ = _compiled_as_slow(make_config(ROWS, hairpinning=hairpinning), [], v6)
     assert len(got[0]) == (1 if hairpinning else 2) and len(got[1]) == (2 if hairpinning else 1)
 
 

@@ -451,6 +451,25 @@ def _fragment6(buf, off, length, free_list, n_free, s, h, m, P, macs, ids, frags
     return nf
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _icmp_port_to(b, o, total):
+    """The port that finds the softwire an ICMPv4 packet (header at ``o``, no
+    options, ``total`` bytes) goes to, RFC 7596 8.1: an echo request the one
+    owning port 0, a reply the one owning its identifier, an error the one owning
+    the source port of the packet it quotes; -1 if it quotes too little."""
+    t = b[o + W.IPV4_HLEN]
+    if t == W.ICMPV4_ECHO_REQUEST:
+        return 0
+    if t == W.ICMPV4_ECHO_REPLY:
+        return rd16(b, o + W.IPV4_HLEN + W.O_ICMP_ECHO_ID)
+    if total >= W.IPV4_HLEN + W.ICMP_HLEN + W.IPV4_HLEN + 2:
+        q = o + W.IPV4_HLEN + W.ICMP_HLEN
+        qihl = (np.int64(b[q]) & 0xF) * 4
+        if W.ICMP_HLEN + qihl + 2 <= total - W.IPV4_HLEN:
+            return rd16(b, q + qihl)
+    return -1
+
+
 @numba.njit(cache=True, nogil=True)
 def _probe_all(buf, off, length, slots, addr_tab, sw_tab, o_addr, o_port, min_len, rows):
     """First pass of a classify: each frame's binding-table key and first slot
@@ -528,20 +547,8 @@ def classify_inet(buf, off, length, slots, P, addr_tab, sw_tab, verdict, rows):
                     r = R_ICMP_BADSUM
             if ok:
                 if icmp:
-                    # RFC 7596 8.1: an echo request reaches the softwire owning port 0, a reply
-                    # the one owning its identifier; an error the one owning the source port of
-                    # the packet it quotes (none if it quotes too little: dropped silently).
-                    t = b[o + W.IPV4_HLEN]
-                    port = -1
-                    if t == W.ICMPV4_ECHO_REQUEST:
-                        port = 0
-                    elif t == W.ICMPV4_ECHO_REPLY:
-                        port = rd16(b, o + W.IPV4_HLEN + W.O_ICMP_ECHO_ID)
-                    elif total >= W.IPV4_HLEN + W.ICMP_HLEN + W.IPV4_HLEN + 2:
-                        q = o + W.IPV4_HLEN + W.ICMP_HLEN
-                        qihl = (np.int64(b[q]) & 0xF) * 4
-                        if W.ICMP_HLEN + qihl + 2 <= total - W.IPV4_HLEN:
-                            port = rd16(b, q + qihl)
+                    # RFC 7596 8.1 (none if it quotes too little: dropped silently)
+                    port = _icmp_port_to(b, o, total)
                     r = lookup(addr_tab, sw_tab, rd32(b, o + W.O_IPV4_DST), port) if port >= 0 else -1
                 else:
                     r = lookup_at(sw_tab, keys[i], rows[i])
@@ -890,16 +897,7 @@ def classify_b4(buf, off, length, slots, P, addr_tab, sw_tab, br_tab, verdict, r
                         hport = rd16(b, o + W.IPV4_HLEN + 2)
                     elif P[P_ALLOW_ICMP4] != 0 and total >= W.IPV4_HLEN + W.ICMP_HLEN \
                             and ones_sum(b, o + W.IPV4_HLEN, total - W.IPV4_HLEN, 0) == 0xFFFF:
-                        t = b[o + W.IPV4_HLEN]
-                        if t == W.ICMPV4_ECHO_REQUEST:
-                            hport = 0
-                        elif t == W.ICMPV4_ECHO_REPLY:
-                            hport = rd16(b, o + W.IPV4_HLEN + W.O_ICMP_ECHO_ID)
-                        elif total >= W.IPV4_HLEN + W.ICMP_HLEN + W.IPV4_HLEN + 2:
-                            q = o + W.IPV4_HLEN + W.ICMP_HLEN
-                            qihl = (np.int64(b[q]) & 0xF) * 4
-                            if W.ICMP_HLEN + qihl + 2 <= total - W.IPV4_HLEN:
-                                hport = rd16(b, q + qihl)
+                        hport = _icmp_port_to(b, o, total)
                 if hport >= 0:
                     hr = lookup(addr_tab, sw_tab, rd32(b, o + W.O_IPV4_DST), hport)
                     if hr >= 0 and b[o + W.O_IPV4_TTL] > 1 and inner_len + V6 <= P[P_INT_MTU] \
