@@ -19,13 +19,23 @@ import sys
 
 
 def main() -> int:
+    from lwaftr.bindingtable.table import BindingTable
     from lwaftr.dataplane.warmup import warm_up
+    from lwaftr.examples import example_config
+    from lwaftr.mgmt.service import warm_up as warm_up_requests
 
     warm_up()
+    # The table lookups the control requests use, which lwaftr run loads at start:
+    # on writable arrays and on read-only ones (a mapped compiled table), which numba
+    # compiles apart.
+    for writable in (True, False):
+        table = BindingTable.build(example_config().bindings)
+        for a in (table.addr_tab, table.sw_tab, table.br_tab):
+            a.setflags(write=writable)
+        warm_up_requests(table)
 
     from lwaftr.dataplane.checksum import complete_flagged
     from lwaftr.dataplane.engine import Engine
-    from lwaftr.examples import example_config
     from lwaftr.io.afpacket import TP_STATUS_CSUMNOTREADY, RxRing, TxRing
 
     pool = Engine(example_config()).pool

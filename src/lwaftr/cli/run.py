@@ -193,11 +193,11 @@ def _supervise(args: argparse.Namespace) -> int:
         check_run(_named(specs, not args.instance))
         name = args.name or cfg.name or "lwaftr"
         bird = Bird.for_run(args.conf, cfg, table, specs, name, args.control_plane)   # None without bgp, ospf
-        specs = _placed(specs, cfg.cpus, args.conf)
         snmp = None
         if args.snmp_agentx:
             from lwaftr.mgmt.snmp import Subagent
-            snmp = Subagent.for_run(name, specs, args.snmp_agentx)
+            snmp = Subagent.for_run(name, specs, args.snmp_agentx)               # (interfaces, not cores)
+        specs = _placed(specs, cfg.cpus, args.conf)
         sup = Supervisor(args.conf, specs, name, _passthrough(args), bird=bird, snmp=snmp)
     except (ConfigError, InterfaceError, PrivilegeError) as e:
         print(f"lwaftr run: {e}", file=sys.stderr)
