@@ -82,9 +82,8 @@ def run(engine: Engine, service: ConfigService | None, t4: Templates, t6: Templa
         s4 = fill(pool, t4, batch)
         s6 = fill(pool, t6, batch)
         offered += len(s4) + len(s6)
-        o4, o6 = engine.process(s4, s6, now)
-        pool.free(o4)
-        pool.free(o6)
+        for s in engine.process(s4, s6, now).slots():
+            pool.free(s)
         now = time.perf_counter()
         while acks and acks[0][1]():
             ack_latencies.append(now - acks.pop(0)[0])

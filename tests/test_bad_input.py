@@ -27,7 +27,7 @@ def drops(e: Engine) -> dict[str, int]:
 
 def run(frames4=(), frames6=(), **internal):
     e = Engine(make_config(ROWS, **internal))
-    o4, o6 = e.process_frames(list(frames4), list(frames6), 1.0)
+    o4, o6, *_ = e.process_frames(list(frames4), list(frames6), 1.0)
     return e, o4, o6
 
 

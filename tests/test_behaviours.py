@@ -45,7 +45,7 @@ def from_b4(b4="2001:db8:1::a", br=BR0, src="192.0.2.1", sport=4100, dst=HOST, t
 
 
 def run(e: Engine, v4=(), v6=()):
-    o4, o6 = e.process_frames(list(v4), list(v6), 100.0)
+    o4, o6, *_ = e.process_frames(list(v4), list(v6), 100.0)
     return [Ether(f) for f in o4], [Ether(f) for f in o6]
 
 

@@ -55,9 +55,9 @@ def test_bench_forwards_exactly_what_check_does(tmp_path):
     engine = Engine(load_config(conf), fragment_id_seeds=SNABB_CHECK_ID_SEEDS)   # as check's
     got4, got6 = [], []
 
-    def sink(eng, o4, o6):
-        got4.extend(eng.pool.frames(o4))
-        got6.extend(eng.pool.frames(o6))
+    def sink(eng, out):
+        got4.extend(eng.pool.frames(out.v4))
+        got6.extend(eng.pool.frames(out.v6))
 
     # One pass over both pcaps in one batch each, through bench's own loop.
     replay(engine, Templates(v4), Templates(v6), max(len(v4), len(v6)), time.perf_counter() + 60,

@@ -17,9 +17,9 @@ from scapy.layers.l2 import Dot1Q, Ether
 
 from lwaftr import counters as C
 from lwaftr.bindingtable.table import BindingTable
-from lwaftr.dataplane.engine import Engine
+from lwaftr.dataplane.engine import Engine, Frames, Output
 from lwaftr.dataplane.fragment import SNABB_CHECK_ID_SEEDS as IDS  # both engines fragment alike
-from lwaftr.examples import AFTR_V4
+from lwaftr.examples import AFTR_V4, BR, NEXT_V4
 
 from packets import b4_frame, inet_frame, make_config, port_of, tables
 
@@ -31,6 +31,117 @@ FILTERS_IN4 = [None, None, "ip", "udp", "not udp port 53", "ip[8] > 1", "len > 6
 FILTERS_IN6 = [None, None, "ip6", "ip6[6] = 4 and ip6[49] = 17", "len < 1000", "not ip6"]
 FILTERS_OUT4 = [None, None, "ip", "icmp", "not icmp", "udp dst portrange 30000-65535"]
 FILTERS_OUT6 = [None, None, "ip6", "icmp6", "not icmp6", "len > 600"]
+
+AFTR4 = str(ipaddress.IPv4Address(AFTR_V4))
+AFTR6 = str(ipaddress.IPv6Address(BR))           # the example's internal address is its first BR
+NEXT_HOP4 = "203.0.113.254"                      # the IPv4 next hop, when it is resolved by ARP
+HOST_MAC = "02:00:00:00:00:33"
+
+
+@st.composite
+def arp_frame(draw, rows) -> bytes:
+    """ARP on the IPv4 side: requests for the router, a softwire or someone else, replies
+    (from the next hop, with its MAC or a new one, or from others), gratuitous ARP,
+    other operations, not Ethernet/IPv4, padded, and malformed (cut, a byte changed)."""
+    from scapy.layers.l2 import ARP
+    op = draw(st.sampled_from([1, 1, 1, 2, 2, 3]))
+    pdst = draw(st.sampled_from([AFTR4, AFTR4, rows[0][0], "198.51.100.99", NEXT_HOP4]))
+    psrc = draw(st.sampled_from(["203.0.113.9", NEXT_HOP4, pdst]))          # pdst: gratuitous
+    hwsrc = draw(st.sampled_from([NEXT_V4.hex(":"), HOST_MAC]))
+    arp = ARP(op=op, psrc=psrc, pdst=pdst, hwsrc=hwsrc, hwdst=draw(st.sampled_from(["00:00:00:00:00:00", hwsrc])))
+    if draw(st.integers(0, 9)) == 0:
+        arp.hwlen, arp.hwtype = draw(st.sampled_from([(8, 1), (6, 6)]))
+    f = bytes(Ether(dst=draw(st.sampled_from(["ff:ff:ff:ff:ff:ff", "02:00:00:00:00:01"])), src=hwsrc) / arp)
+    f += bytes(draw(st.sampled_from([0, 0, 18])))                            # padded to 60 bytes
+    return _mangle(draw, f)
+
+
+@st.composite
+def ndp_frame(draw) -> bytes:
+    """NDP on the IPv6 side: Neighbour Solicitations for the router or others, from a
+    neighbour or "::" (DAD), with or without options (some malformed), NAs, RS/RA,
+    hop limits other than 255, and malformed frames (cut, a byte changed)."""
+    from scapy.layers.inet6 import (ICMPv6ND_NA, ICMPv6ND_NS, ICMPv6ND_RS, ICMPv6NDOptDstLLAddr,
+                                    ICMPv6NDOptSrcLLAddr)
+    from scapy.packet import Raw
+    kind = draw(st.sampled_from(["ns", "ns", "ns", "na", "rs"]))
+    src = draw(st.sampled_from(["fe80::22", "2001:db8:2::9", "::"]))
+    tgt = draw(st.sampled_from([AFTR6, AFTR6, "2001:db8:ffff::2", "ff02::1"]))
+    dst = draw(st.sampled_from([AFTR6, "ff02::1:ff00:1", "ff02::1"]))
+    hlim = draw(st.sampled_from([255, 255, 255, 64]))
+    if kind == "ns":
+        msg = ICMPv6ND_NS(tgt=tgt)
+    elif kind == "na":
+        msg = ICMPv6ND_NA(tgt=tgt, R=draw(st.booleans()), S=draw(st.booleans()))
+    else:
+        msg = ICMPv6ND_RS()
+    opt = draw(st.sampled_from(["none", "src", "dst", "zero", "long"]))
+    if opt == "src":
+        msg = msg / ICMPv6NDOptSrcLLAddr(lladdr=HOST_MAC)
+    elif opt == "dst":
+        msg = msg / ICMPv6NDOptDstLLAddr(lladdr=HOST_MAC)
+    elif opt == "zero":
+        msg = msg / Raw(b"\x01\x00" + bytes(6))
+    elif opt == "long":
+        msg = msg / Raw(b"\x01\x02" + bytes(6))
+    f = bytes(Ether(dst="33:33:ff:00:00:01", src=HOST_MAC) / IPv6(src=src, dst=dst, hlim=hlim) / msg)
+    return _mangle(draw, f)
+
+
+@st.composite
+def kernel_frame(draw, rows) -> tuple[int, bytes]:
+    """(side, frame) of what kernel mode punts: to the router, multicast, link-local, other
+    ethertypes, and what it must not (to a BR, to a subscriber)."""
+    from scapy.layers.inet import TCP
+    eth = Ether(dst="02:00:00:00:00:01", src=HOST_MAC)
+    pick = draw(st.integers(0, 7))
+    if pick == 0:
+        return 4, bytes(eth / IP(src="203.0.113.9", dst=AFTR4) / TCP(dport=179))
+    if pick == 1:
+        return 4, bytes(eth / IP(src="203.0.113.9", dst=draw(st.sampled_from(["224.0.0.5", "255.255.255.255"])))
+                        / UDP(dport=520))
+    if pick == 2:
+        return draw(st.sampled_from([4, 6])), bytes(Ether(dst="01:80:c2:00:00:0e", src=HOST_MAC, type=0x88CC)
+                                                    / bytes(46))
+    if pick == 3:
+        return 6, bytes(eth / IPv6(src="fe80::22", dst=draw(st.sampled_from(["fe80::2", "ff02::5", AFTR6])))
+                        / UDP(dport=3784))
+    if pick == 4:
+        return 6, bytes(eth / IPv6(src="2001:db8:2::9", dst=draw(st.sampled_from([AFTR6, "2001:db8:ffff::2"])))
+                        / ICMPv6EchoRequest())
+    if pick == 5:
+        return 6, bytes(eth / IPv6(src="2001:db8:2::9", dst=AFTR6) / UDP(dport=179))
+    if pick == 6:
+        return 4, bytes(eth / IPv6(src="fe80::1", dst="ff02::1"))
+    return 6, bytes(eth / IPv6(src="fe80::22", dst=draw(st.sampled_from(["ff02::2", "2001:db8:2::1"])))
+                    / IP(src=rows[0][0], dst="203.0.113.9") / UDP(sport=1, dport=53))
+
+
+def _teaches_next_hop(f: bytes) -> bool:
+    """An Ethernet/IPv4 ARP reply from :data:`NEXT_HOP4` with a MAC other than its own."""
+    return len(f) >= 42 and f[12:22] == bytes.fromhex("08060001080006040002") \
+        and f[28:32] == ipaddress.IPv4Address(NEXT_HOP4).packed and f[22:28] != NEXT_V4
+
+
+def _with_control_plane(draw, cfg, v4: list[bytes], v6: list[bytes], rows, kernel: bool):
+    """``cfg`` with the IPv4 next hop also resolvable by ARP (sometimes), answering ARP
+    for softwires (sometimes, kernel mode), and ARP, NDP (and kernel) frames mixed into
+    the traffic at random places."""
+    from lwaftr.config.model import ControlPlane, NextHop
+    inst = cfg.instance
+    if draw(st.booleans()):
+        hop = NextHop(mac=inst.external.next_hop.mac, ip=ipaddress.IPv4Address(NEXT_HOP4).packed)
+        cfg = replace(cfg, instances=[replace(inst, external=replace(inst.external, next_hop=hop))])
+    if kernel:
+        cfg = replace(cfg, control_plane=ControlPlane(answer_arp_for_softwires=draw(st.booleans())))
+    extra4 = draw(st.lists(arp_frame(rows), max_size=4))
+    extra6 = draw(st.lists(ndp_frame(), max_size=4))
+    for side, f in (draw(st.lists(kernel_frame(rows), max_size=4)) if kernel else []):
+        (extra4 if side == 4 else extra6).append(f)
+    for extra, frames in ((extra4, v4), (extra6, v6)):
+        for f in extra:
+            frames.insert(draw(st.integers(0, len(frames))), f)
+    return cfg
 
 
 @st.composite
@@ -46,6 +157,24 @@ def scenario(draw, filters: bool = True, b4_icmp: bool = True):
     return rows, cfg, v4, v6
 
 
+@st.composite
+def control_scenario(draw):
+    """:func:`scenario`'s traffic with ARP and NDP (and, in kernel mode, the kernel's
+    frames) mixed in, in either control-plane mode."""
+    rows, cfg, v4, v6 = draw(scenario())
+    kernel = draw(st.booleans())
+    return kernel, _with_control_plane(draw, cfg, v4, v6, rows, kernel), v4, v6
+
+
+def _engines(cfg, kernel: bool = False) -> tuple[Engine, Engine]:
+    fast = Engine(cfg, fragment_id_seeds=IDS, kernel=kernel)
+    slow = Engine(cfg, fast_path=False, fragment_id_seeds=IDS, kernel=kernel)
+    if kernel:
+        for e in (fast, slow):
+            e.set_next_hops(bytes.fromhex("020000000011"), bytes.fromhex("020000000022"))
+    return fast, slow
+
+
 @SETTINGS
 @given(scenario())
 def test_fast_path_gives_the_slow_paths_bytes_and_counters(sc):
@@ -56,16 +185,39 @@ def test_fast_path_gives_the_slow_paths_bytes_and_counters(sc):
 
 
 @SETTINGS
+@given(control_scenario())
+def test_the_kernels_equal_the_slow_path_with_arp_ndp_and_punted_traffic(sc):
+    """ARP and NDP (for us, for others, replies, gratuitous, malformed) and, in kernel
+    mode, the kernel's frames, amid the data traffic: in ``check``'s strict order (frame
+    by frame, the TAPs' frames too) and in the live order (as sets), the same counters,
+    every slot back.  (In the live order a next hop's MAC learned from a batch's ARP
+    reply applies from the next batch: the kernels' frames of that batch have left.)"""
+    kernel, cfg, v4, v6 = sc
+    fast, slow = _engines(cfg, kernel)
+    assert fast.process_frames(v4, v6, 10.0) == slow.process_frames(v4, v6, 10.0)
+    assert C.to_dict(fast.counters) == C.to_dict(slow.counters)
+    assert fast.pool.n_free[0] == fast.pool.n_slots, "slots leaked"
+    if not kernel and any(_teaches_next_hop(f) for f in v4):
+        return
+    fast, slow = _engines(cfg, kernel)
+    got = _frames(fast, fast.process(fast.pool.store(v4), fast.pool.store(v6), 10.0))
+    want = slow.process_frames(v4, v6, 10.0)
+    assert [sorted(f) for f in got] == [sorted(f) for f in want]
+    assert C.to_dict(fast.counters) == C.to_dict(slow.counters)
+    assert fast.pool.n_free[0] + fast.defrag4.held + fast.defrag6.held == fast.pool.n_slots, "slots leaked"
+
+
+@SETTINGS
 @given(scenario())
 def test_unordered_batches_give_the_same_frames_and_counters(sc):
     """The live path (fast frames first, slow after) loses and adds nothing."""
     _, cfg, v4, v6 = sc
     fast, slow = Engine(cfg, fragment_id_seeds=IDS), Engine(cfg, fast_path=False, fragment_id_seeds=IDS)
-    o4, o6 = fast.process(fast.pool.store(v4), fast.pool.store(v6), 10.0)
+    o4, o6, *_ = fast.process(fast.pool.store(v4), fast.pool.store(v6), 10.0)
     f4, f6 = fast.pool.frames(o4), fast.pool.frames(o6)
     fast.pool.free(o4)
     fast.pool.free(o6)
-    r4, r6 = slow.process_frames(v4, v6, 10.0)
+    r4, r6, *_ = slow.process_frames(v4, v6, 10.0)
     assert sorted(f4) == sorted(r4) and sorted(f6) == sorted(r6)
     assert C.to_dict(fast.counters) == C.to_dict(slow.counters)
     assert fast.pool.n_free[0] == fast.pool.n_slots, "slots leaked"
@@ -94,7 +246,7 @@ def test_common_traffic_never_reaches_the_slow_path(monkeypatch, filters):
                  IP(src="192.0.2.1", dst="203.0.113.9") / ICMP(type=8, id=4100) / b"ping"),
            bytes(eth / IPv6(src="2001:db8:1::2", dst="2001:db8:ffff::2") /
                  IP(src="192.0.2.2", dst="203.0.113.9") / ICMP(type=0, id=9) / b"pong")]
-    o4, o6 = eng.process(eng.pool.store(v4), eng.pool.store(v6), 10.01)
+    o4, o6, *_ = eng.process(eng.pool.store(v4), eng.pool.store(v6), 10.01)
     assert calls == [] and len(o4) == 52 and len(o6) == 52
 
 
@@ -131,10 +283,7 @@ def test_icmp_errors_are_compiled_and_equal_the_slow_paths():
     fast.slow.process = lambda *a, **kw: calls.append(a) or real(*a, **kw)
     v4, v6 = _error_traffic()
     for now in (100.0, 100.5):               # the second batch, in the same window, is all rate-limited
-        o4, o6 = fast.process(fast.pool.store(v4), fast.pool.store(v6), now)
-        got = fast.pool.frames(o4), fast.pool.frames(o6)
-        fast.pool.free(o4)
-        fast.pool.free(o6)
+        got = _frames(fast, fast.process(fast.pool.store(v4), fast.pool.store(v6), now))
         want = slow.process_frames(v4, v6, now)
         assert got == want
         assert C.to_dict(fast.counters) == C.to_dict(slow.counters)
@@ -149,10 +298,19 @@ def test_icmp_errors_are_compiled_and_equal_the_slow_paths():
 ROWS = [("192.0.2.1", 1, 4, "2001:db8:1::1", 0), ("192.0.2.2", 0, 0, "2001:db8:1::2", 1)]
 
 
-def _compiled_as_slow(cfg, v4: list[bytes], v6: list[bytes], kernel: bool = False) -> tuple[list, list]:
+def _frames(eng: Engine, out: Output) -> Frames:
+    """``out`` as bytes; its slots freed."""
+    frames = Frames(*(eng.pool.frames(s) for s in out.slots()), out.mirrored)
+    for s in out.slots():
+        eng.pool.free(s)
+    return frames
+
+
+def _compiled_as_slow(cfg, v4: list[bytes], v6: list[bytes], kernel: bool = False) -> Frames:
     """One batch through the kernels, none of whose frames may reach the slow path,
-    and through the slow path: the same frames, in order, and the same counters.
-    Returns the frames and the kernels' engine's counters (nonzero)."""
+    and through the slow path: the same frames (each side's and the TAPs'), in
+    order, and the same counters.  Returns the frames and the kernels' engine's
+    counters (nonzero)."""
     fast = Engine(cfg, fragment_id_seeds=IDS, kernel=kernel)
     slow = Engine(cfg, fast_path=False, fragment_id_seeds=IDS, kernel=kernel)
     if kernel:
@@ -162,10 +320,7 @@ def _compiled_as_slow(cfg, v4: list[bytes], v6: list[bytes], kernel: bool = Fals
     calls = []
     real = fast.slow.process
     fast.slow.process = lambda *a, **kw: calls.append(a) or real(*a, **kw)
-    o4, o6 = fast.process(fast.pool.store(v4), fast.pool.store(v6), 100.0)
-    got = fast.pool.frames(o4), fast.pool.frames(o6)
-    fast.pool.free(o4)
-    fast.pool.free(o6)
+    got = _frames(fast, fast.process(fast.pool.store(v4), fast.pool.store(v6), 100.0))
     assert got == slow.process_frames(v4, v6, 100.0)
     assert C.to_dict(fast.counters) == C.to_dict(slow.counters)
     assert all(not a[0] and not a[1] for a in calls), "a frame went to the slow path"
@@ -195,7 +350,7 @@ def test_icmp_errors_from_the_internet_are_relayed_in_the_kernels(allow):
         assert len(got[1]) == 2 and c["drop-in-by-rfc7596-icmpv4-packets"] == 2
         assert c["drop-bad-checksum-icmpv4-packets"] == 1
     else:
-        assert got == ([], []) and c["drop-in-by-policy-icmpv4-packets"] == 5
+        assert got == Frames([], [], [], [], []) and c["drop-in-by-policy-icmpv4-packets"] == 5
 
 
 def test_icmp_errors_from_b4s_are_decapsulated_in_the_kernels():
@@ -270,7 +425,7 @@ def test_errors_by_policy_off_are_dropped_in_the_kernels():
     calls = []
     fast.slow.process = lambda *a, **kw: calls.append(a) or ([], [])
     v4, v6 = _error_traffic()
-    o4, o6 = fast.process(fast.pool.store(v4), fast.pool.store(v6), 100.0)
+    o4, o6, *_ = fast.process(fast.pool.store(v4), fast.pool.store(v6), 100.0)
     assert len(o4) == len(o6) == 0 and all(not a[0] and not a[1] for a in calls)
     slow.process_frames(v4, v6, 100.0)
     assert C.to_dict(fast.counters) == C.to_dict(slow.counters)
@@ -304,8 +459,7 @@ def test_echo_to_the_router_is_answered_in_the_kernels(vlan):
     calls = []
     real = fast.slow.process
     fast.slow.process = lambda *a, **kw: calls.append(a) or real(*a, **kw)
-    o4, o6 = fast.process(fast.pool.store(v4), fast.pool.store(v6), 100.0)
-    got = fast.pool.frames(o4), fast.pool.frames(o6)
+    got = _frames(fast, fast.process(fast.pool.store(v4), fast.pool.store(v6), 100.0))
     want = slow.process_frames(v4, v6, 100.0)
     assert got == want and len(got[0]) == 3 and len(got[1]) == 3
     assert all(not a[0] and not a[1] for a in calls), "a frame went to the slow path"
@@ -333,7 +487,7 @@ def test_ipv6_fragmentation_is_compiled_and_shares_the_ids(vlan):
     calls = []
     real = fast.slow.process
     fast.slow.process = lambda *a, **kw: calls.append(a) or real(*a, **kw)
-    o4, o6 = fast.process(fast.pool.store(big), fast.pool.store([]), 100.0)
+    o4, o6, *_ = fast.process(fast.pool.store(big), fast.pool.store([]), 100.0)
     got = fast.pool.frames(o6)
     fast.pool.free(o6)
     assert all(not a[0] and not a[1] for a in calls), "a frame went to the slow path"
@@ -345,7 +499,7 @@ def test_ipv6_fragmentation_is_compiled_and_shares_the_ids(vlan):
     from scapy.layers.inet6 import IPv6ExtHdrFragment as Frag6
     opts = bytes(eth / IP(src="203.0.113.9", dst="192.0.2.2", options=[IPOption_NOP()] * 4) / UDP(sport=1, dport=80)
                  / bytes(1440))
-    o4, o6 = fast.process(fast.pool.store(big[:1] + [opts]), fast.pool.store([]), 100.5)
+    o4, o6, *_ = fast.process(fast.pool.store(big[:1] + [opts]), fast.pool.store([]), 100.5)
     ids = [Ether(f)[Frag6].id for f in fast.pool.frames(o6)]
     fast.pool.free(o6)
     assert ids == [IDS[1] + 4] * 2 + [IDS[1] + 5] * 2 and fast.slow.frag6.last_id == IDS[1] + 5
@@ -393,7 +547,7 @@ def test_invariants(sc):                        # hairpinned ping can itself be 
     as forwarded or dropped."""
     _, cfg, v4, v6 = sc
     eng = Engine(cfg)
-    o4, o6 = eng.process_frames(v4, v6, 10.0)
+    o4, o6, *_ = eng.process_frames(v4, v6, 10.0)
     t = eng.table
     aftr = str(ipaddress.IPv4Address(AFTR_V4))
     # Inputs by inner 4-tuple (fragments of a forwarded packet carry their first bytes only).
@@ -451,7 +605,7 @@ def test_a_flood_for_the_slow_path_is_cut_to_its_budget_and_counted():
     slowed = []
     real = eng.slow.process
     eng.slow.process = lambda v4, v6, now, **kw: slowed.append(len(v4) + len(v6)) or real(v4, v6, now, **kw)
-    o4, o6 = eng.process(eng.pool.store(good + errors), eng.pool.store([]), 1.0)
+    o4, o6, *_ = eng.process(eng.pool.store(good + errors), eng.pool.store([]), 1.0)
     assert len(o6) == 100 + 16 and len(o4) == 0          # all forwarded, and 16 with options
     assert slowed == [16]
     c = C.to_dict(eng.counters, nonzero=True)
@@ -459,18 +613,18 @@ def test_a_flood_for_the_slow_path_is_cut_to_its_budget_and_counted():
     assert [(e.alarm, e.raised) for e in alarms.check(1.0)] == [("slow-path-budget", True)]
     eng.pool.free(o6)
     assert eng.pool.n_free[0] == eng.pool.n_slots, "slots leaked"
-    # Frames for the router itself have a budget of their own, served first: ARP requests
-    # for its address amid the flood are all answered.
+    # ARP requests for the router's address amid the flood are all answered, by the kernels:
+    # they cost none of the budget.
     from scapy.layers.l2 import ARP
     aftr4 = str(ipaddress.IPv4Address(AFTR_V4))
     arps = [bytes(Ether(dst="ff:ff:ff:ff:ff:ff", src="02:00:00:00:00:11") /
                   ARP(op=1, psrc=f"198.51.100.{100 + i}", pdst=aftr4)) for i in range(10)]
     slowed.clear()
-    o4, o6 = eng.process(eng.pool.store(errors[:50] + arps + errors[50:]), eng.pool.store([]), 2.0)
+    o4, o6, *_ = eng.process(eng.pool.store(errors[:50] + arps + errors[50:]), eng.pool.store([]), 2.0)
     replies = [f for f in eng.pool.frames(o4) if f[12:14] == b"\x08\x06"]
     eng.pool.free(o4)
     eng.pool.free(o6)
-    assert slowed == [26] and len(replies) == 10
+    assert slowed == [16] and len(replies) == 10
     assert eng.counters[C.DROP_SLOW_PATH_BUDGET_PACKETS] == 84 + 84
     # check's strict mode has no budget: it must give Snabb's exact result.
     strict = Engine(make_config(rows), slow_budget=16)
@@ -519,6 +673,11 @@ def wide_scenario(draw):
                 sport=53, dport=port_of(rows[0][1], rows[0][2], 7)) / bytes(draw(st.integers(8, 1400)))
             frags = [bytes(eth / p) for p in fragment(big, fragsize=draw(st.sampled_from([256, 512])))]
             v4 += [tag(f, tags[0]) for f in draw(st.permutations(frags))]
+        c4, c6 = [], []
+        cfg = _with_control_plane(draw, cfg, c4, c6, rows, kernel) if not batches else cfg
+        # (a next hop's new MAC would apply from the next batch here: see the test above)
+        v4 += [tag(f, tags[0]) for f in c4 if not _teaches_next_hop(f)]
+        v6 += [tag(f, tags[1]) for f in c6]
         batches.append((v4, v6))
     return cfg, kernel, batches
 
@@ -535,17 +694,124 @@ def test_the_kernels_equal_the_slow_path_in_other_configurations(sc):
     if kernel:
         for e in (fast, slow):
             e.set_next_hops(bytes.fromhex("020000000011"), bytes.fromhex("020000000022"))
-    got, want = ([], []), ([], [])
+    got, want = ([], [], [], []), ([], [], [], [])
     for i, (v4, v6) in enumerate(batches):
-        o4, o6 = fast.process(fast.pool.store(v4), fast.pool.store(v6), 10.0 + i)
-        got[0].extend(fast.pool.frames(o4))
-        got[1].extend(fast.pool.frames(o6))
-        fast.pool.free(o4)
-        fast.pool.free(o6)
-        r4, r6 = slow.process_frames(v4, v6, 10.0 + i)
-        want[0].extend(r4)
-        want[1].extend(r6)
+        out = _frames(fast, fast.process(fast.pool.store(v4), fast.pool.store(v6), 10.0 + i))
+        ref = slow.process_frames(v4, v6, 10.0 + i)
+        for g, w, o, r in zip(got, want, out, ref):
+            g.extend(o)
+            w.extend(r)
     assert sorted(got[0]) == sorted(want[0]) and sorted(got[1]) == sorted(want[1])
-    assert fast.take_kernel_frames() == slow.take_kernel_frames()
+    assert sorted(got[2]) == sorted(want[2]) and sorted(got[3]) == sorted(want[3])      # for the TAPs
     assert C.to_dict(fast.counters) == C.to_dict(slow.counters)
     assert fast.pool.n_free[0] + fast.defrag4.held + fast.defrag6.held == fast.pool.n_slots, "slots leaked"
+
+
+def _arp_traffic() -> list[bytes]:
+    from scapy.layers.l2 import ARP
+    req = Ether(dst="ff:ff:ff:ff:ff:ff", src=HOST_MAC) / ARP(psrc="203.0.113.9", pdst=AFTR4, hwsrc=HOST_MAC)
+    return [bytes(req),
+            bytes(req) + bytes(18),                                                          # padded to 60
+            bytes(Ether(dst="ff:ff:ff:ff:ff:ff", src=HOST_MAC)
+                  / ARP(psrc="203.0.113.9", pdst="198.51.100.77", hwsrc=HOST_MAC)),          # not for us
+            bytes(Ether(dst="02:00:00:00:00:01", src=HOST_MAC)
+                  / ARP(op=2, psrc="203.0.113.9", pdst=AFTR4, hwsrc=HOST_MAC)),              # a reply
+            bytes(Ether(dst="ff:ff:ff:ff:ff:ff", src=HOST_MAC)
+                  / ARP(op=1, psrc="203.0.113.9", pdst="203.0.113.9", hwsrc=HOST_MAC)),      # gratuitous
+            bytes(Ether(dst="ff:ff:ff:ff:ff:ff", src=HOST_MAC) / ARP(hwlen=8, pdst=AFTR4))]  # not Ethernet
+
+
+def _ndp_traffic() -> list[bytes]:
+    from scapy.layers.inet6 import ICMPv6ND_NA, ICMPv6ND_NS, ICMPv6ND_RS, ICMPv6NDOptSrcLLAddr
+    eth = Ether(dst="33:33:ff:00:00:01", src=HOST_MAC)
+    return [bytes(eth / IPv6(src="fe80::22", dst="ff02::1:ff00:1", hlim=255) / ICMPv6ND_NS(tgt=AFTR6)
+                  / ICMPv6NDOptSrcLLAddr(lladdr=HOST_MAC)),
+            bytes(eth / IPv6(src="::", dst="ff02::1:ff00:1", hlim=255) / ICMPv6ND_NS(tgt=AFTR6)),      # DAD
+            bytes(eth / IPv6(src="fe80::22", dst=AFTR6, hlim=64) / ICMPv6ND_NS(tgt=AFTR6)),            # hop limit
+            bytes(eth / IPv6(src="fe80::22", dst="ff02::1:ff00:2", hlim=255)
+                  / ICMPv6ND_NS(tgt="2001:db8:ffff::2")),                                              # not us
+            bytes(eth / IPv6(src="fe80::22", dst="ff02::1", hlim=255) / ICMPv6ND_NA(tgt="fe80::22", S=1)),
+            bytes(eth / IPv6(src="fe80::22", dst="ff02::2", hlim=255) / ICMPv6ND_RS())]
+
+
+@pytest.mark.parametrize("vlan", [None, (7, 9)])
+@pytest.mark.parametrize("egress", [None, "not arp"])
+def test_arp_and_ndp_are_answered_in_the_kernels(vlan, egress):
+    """Built-in control plane: ARP requests for the router's IPv4 address and NSs for its
+    IPv6 address are answered, and other ARP/NDP consumed, in the kernels: no frame reaches
+    the slow path; replies, order and counters are the slow path's, byte for byte (VLAN
+    tags, an egress filter that refuses ARP replies too)."""
+    rows = [("192.0.2.1", 1, 4, "2001:db8:1::1", 0)]
+    cfg = make_config(rows)
+    cfg = replace(cfg, external=replace(cfg.external, egress_filter=egress))
+    v4, v6 = _arp_traffic(), _ndp_traffic()
+    if vlan:
+        from lwaftr.dataplane import vlan as V
+        inst = cfg.instance
+        cfg = replace(cfg, instances=[replace(inst, external=replace(inst.external, vlan_tag=vlan[0]),
+                                              internal=replace(inst.internal, vlan_tag=vlan[1]))])
+        v4, v6 = [V.push_tag(f, vlan[0]) for f in v4], [V.push_tag(f, vlan[1]) for f in v6]
+    got, c = _compiled_as_slow(cfg, v4, v6)
+    assert len(got.v4) == (0 if egress else 2) and len(got.v6) == 2
+    assert c["in-arp-request-packets"] == 4 and c["in-arp-reply-packets"] == 1
+    assert c["out-arp-reply-packets"] == 2 and c.get("drop-egress-filter-ipv4-packets", 0) == (2 if egress else 0)
+    assert c["in-ndp-ns-packets"] == 3 and c["in-ndp-na-packets"] == 1 and c["out-ndp-na-packets"] == 2
+
+
+def test_the_compiled_replies_are_arpstages_and_ndpstages_bytes():
+    """Each reply, unit by unit, against the stage that writes it in Python."""
+    from lwaftr import counters as Cn
+    from lwaftr.dataplane.neighbor import ArpStage, NdpStage
+    inst = make_config(ROWS).instance
+    arp = ArpStage(Cn.new_array(), inst.external.ip, inst.external.mac, None, NEXT_V4)
+    ndp = NdpStage(Cn.new_array(), inst.internal.ip, inst.internal.mac, None, NEXT_V4)
+    v4, v6 = _arp_traffic()[:2], _ndp_traffic()[:2]
+    got, _ = _compiled_as_slow(make_config(ROWS), v4, v6)
+    assert got.v4 == [arp.from_wire(f, 0.0)[1][0] for f in v4]
+    assert got.v6 == [ndp.from_wire(f, 0.0)[1][0] for f in v6]
+    na = Ether(got.v6[1])                       # to "::": to all nodes, Router only (RFC 4861 7.2.4)
+    assert na.dst == "33:33:00:00:00:01" and na[IPv6].dst == "ff02::1" and na[IPv6].hlim == 255
+
+
+def test_arp_that_may_teach_the_next_hop_goes_to_the_slow_path():
+    """A reply from the next hop with another MAC changes where frames go: control work,
+    Python's; the same reply with the MAC already known is consumed in the kernels."""
+    from lwaftr.config.model import NextHop
+    from scapy.layers.l2 import ARP
+    cfg = make_config(ROWS)
+    inst = cfg.instance
+    hop = NextHop(mac=NEXT_V4, ip=ipaddress.IPv4Address(NEXT_HOP4).packed)
+    cfg = replace(cfg, instances=[replace(inst, external=replace(inst.external, next_hop=hop))])
+    known = bytes(Ether(src=NEXT_V4.hex(":")) / ARP(op=2, psrc=NEXT_HOP4, pdst=AFTR4, hwsrc=NEXT_V4.hex(":")))
+    _compiled_as_slow(cfg, [known], [])
+    moved = bytes(Ether(src=HOST_MAC) / ARP(op=2, psrc=NEXT_HOP4, pdst=AFTR4, hwsrc=HOST_MAC))
+    eng = Engine(cfg)
+    eng._last_slow = 100.0
+    calls = []
+    real = eng.slow.process
+    eng.slow.process = lambda *a, **kw: calls.append(a) or real(*a, **kw)
+    eng.process(eng.pool.store([moved]), eng.pool.store([]), 100.0)
+    assert [len(a[0]) for a in calls] == [1] and eng.slow.arp.next_mac == bytes.fromhex(HOST_MAC.replace(":", ""))
+
+
+@pytest.mark.parametrize("proxy", [False, True])
+def test_the_punt_to_the_kernel_is_decided_in_the_kernels(proxy):
+    """Kernel mode: frames for the router, multicast, link-local and other ethertypes
+    leave ``process`` for the TAPs without the slow path (with ``answer-arp-for-softwires``,
+    ARP for a softwire's address is answered instead), an ingress filter applied, counted
+    ``to-kernel-*``; the slow path's frames and counters."""
+    from lwaftr.config.model import ControlPlane
+    from scapy.layers.l2 import ARP
+    cfg = make_config(ROWS, ingress_filter="not udp port 3784")
+    cfg = replace(cfg, control_plane=ControlPlane(answer_arp_for_softwires=proxy))
+    eth = Ether(dst="02:00:00:00:00:01", src=HOST_MAC)
+    v4 = _arp_traffic() + [bytes(Ether(dst="ff:ff:ff:ff:ff:ff", src=HOST_MAC) / ARP(pdst="192.0.2.1", psrc="203.0.113.9")),
+                           bytes(eth / IP(src="203.0.113.9", dst=AFTR4) / ICMP()),
+                           bytes(eth / IP(src="203.0.113.9", dst="224.0.0.5", proto=89))]
+    v6 = _ndp_traffic() + [bytes(eth / IPv6(src="fe80::22", dst="fe80::2") / UDP(dport=3784)),      # filtered
+                           bytes(eth / IPv6(src="2001:db8:2::9", dst=AFTR6) / ICMPv6EchoRequest())]
+    got, c = _compiled_as_slow(cfg, v4, v6, kernel=True)
+    assert len(got.v4) == int(proxy) and got.v6 == []
+    assert got.kernel4 == v4[:6] + v4[6 + proxy:] and got.kernel6 == v6[:6] + v6[7:]
+    assert c["to-kernel-ipv4-interface-packets"] == len(v4) - proxy and c["to-kernel-ipv6-interface-packets"] == 7
+    assert c["drop-ingress-filter-ipv6-packets"] == 1

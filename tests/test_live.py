@@ -109,7 +109,7 @@ def test_run_forwards_live_and_survives_a_bad_reload(lab, tmp_path, io):
     # What the data plane must send, from the same frames through check's path.
     traffic = example_traffic()
     eng = Engine(example_config())
-    exp4, exp6 = eng.process_frames([f for _, s, f in traffic if s == "v4"], [f for _, s, f in traffic if s == "v6"],
+    exp4, exp6, *_ = eng.process_frames([f for _, s, f in traffic if s == "v4"], [f for _, s, f in traffic if s == "v6"],
                                     time.monotonic())
     log = tmp_path / "run.log"
     with open(log, "w") as err_file:

@@ -208,7 +208,7 @@ def test_two_workers_share_the_flows_in_order_as_check_forwards(lab, io):
     conf.write_text(dump_snabb(cfg))
     v4, v6 = traffic(g)
     # What check's path forwards for the same frames (one instance: the queues share it).
-    exp4, exp6 = Engine(replace(cfg, instances=cfg.instances[:1])).process_frames(v4, v6, time.monotonic())
+    exp4, exp6, *_ = Engine(replace(cfg, instances=cfg.instances[:1])).process_frames(v4, v6, time.monotonic())
     assert len(exp4) == len(exp6) == FLOWS * PER_FLOW
     sup = Supervised(lab, conf, io)
     try:

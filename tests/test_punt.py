@@ -14,7 +14,7 @@ from scapy.layers.l2 import ARP, Dot1Q, Ether
 
 from lwaftr import counters as C
 from lwaftr.config.model import ControlPlane
-from lwaftr.dataplane.engine import Engine
+from lwaftr.dataplane.engine import Engine, Frames
 from lwaftr.examples import (AFTR_V4, BR, MAC_V4, MAC_V6, NEXT_V4, NEXT_V6, example_config,
                              example_traffic, tunnelled, udp_v4)
 
@@ -35,15 +35,16 @@ def engine(*, icmp_errors: bool = True, proxy: bool = False, static: bool = True
     return e
 
 
-def run(e: Engine, v4=(), v6=(), *, strict: bool = True) -> tuple[list[bytes], list[bytes]]:
+def run(e: Engine, v4=(), v6=(), *, strict: bool = True) -> Frames:
+    """One batch, strict (``check``'s way) or not (the live way), as frames."""
     if strict:
         return e.process_frames([bytes(f) for f in v4], [bytes(f) for f in v6], 0.0)
     pool = e.pool
-    o4, o6 = e.process(pool.store([bytes(f) for f in v4]), pool.store([bytes(f) for f in v6]), 0.0)
-    f4, f6 = pool.frames(o4), pool.frames(o6)
-    pool.free(o4)
-    pool.free(o6)
-    return f4, f6
+    out = e.process(pool.store([bytes(f) for f in v4]), pool.store([bytes(f) for f in v6]), 0.0)
+    frames = Frames(*(pool.frames(s) for s in out.slots()), out.mirrored)
+    for s in out.slots():
+        pool.free(s)
+    return frames
 
 
 KERNEL_V4 = {
@@ -80,14 +81,13 @@ KERNEL_V6 = {
 @pytest.mark.parametrize("strict", [True, False])
 def test_control_traffic_goes_to_the_kernel_unchanged(fast, icmp_errors, strict):
     e = engine(icmp_errors=icmp_errors, fast=fast)
-    o4, o6 = run(e, KERNEL_V4.values(), KERNEL_V6.values(), strict=strict)
-    assert (o4, o6) == ([], [])                         # nothing answered by the data plane
-    k4, k6 = e.take_kernel_frames()
-    assert k4 == [bytes(f) for f in KERNEL_V4.values()]
-    assert k6 == [bytes(f) for f in KERNEL_V6.values()]
+    out = run(e, KERNEL_V4.values(), KERNEL_V6.values(), strict=strict)
+    assert (out.v4, out.v6) == ([], [])                 # nothing answered by the data plane
+    assert out.kernel4 == [bytes(f) for f in KERNEL_V4.values()]
+    assert out.kernel6 == [bytes(f) for f in KERNEL_V6.values()]
     assert e.counters[C.TO_KERNEL_IPV4_INTERFACE_PACKETS] == len(KERNEL_V4)
     assert e.counters[C.TO_KERNEL_IPV6_INTERFACE_PACKETS] == len(KERNEL_V6)
-    assert e.take_kernel_frames() == ([], [])           # taken once
+    assert run(e, strict=strict) == Frames([], [], [], [], [])     # returned once
     # Nothing was counted as lwAFTR traffic or answered by built-in responders.
     for name in ("in-ipv4-packets", "in-ipv6-packets", "out-icmpv4-echo-packets", "out-arp-reply-packets",
                  "out-ndp-na-packets", "drop-all-ipv4-iface-packets", "drop-all-ipv6-iface-packets",
@@ -103,8 +103,7 @@ def test_lwaftr_work_is_unchanged(strict):
     builtin, kernel = Engine(example_config()), engine()
     for _, side, frame in traffic:
         v4, v6 = ([frame], []) if side == "v4" else ([], [frame])
-        assert run(kernel, v4, v6, strict=strict) == run(builtin, v4, v6, strict=strict)
-    assert kernel.take_kernel_frames() == ([], [])
+        assert run(kernel, v4, v6, strict=strict) == run(builtin, v4, v6, strict=strict)   # none for the TAPs
 
 
 def test_unknown_next_hop_drops_and_counts_then_forwards_once_known():
@@ -113,35 +112,33 @@ def test_unknown_next_hop_drops_and_counts_then_forwards_once_known():
     from_alice = tunnelled(ipaddress.IPv6Address("2001:db8:1::a").packed,
                            udp_v4(ipaddress.IPv4Address("192.0.2.1").packed, ipaddress.IPv4Address(HOST).packed, 4101, 53))
     for strict in (True, False):
-        assert run(e, [to_alice], [from_alice], strict=strict) == ([], [])
+        assert run(e, [to_alice], [from_alice], strict=strict) == Frames([], [], [], [], [])
     assert e.counters[C.DROP_NO_NEXT_HOP_IPV6_PACKETS] == 2
     assert e.counters[C.DROP_NO_NEXT_HOP_IPV4_PACKETS] == 2
     learned4, learned6 = bytes.fromhex("0200000000aa"), bytes.fromhex("0200000000bb")
     e.set_next_hops(learned4, learned6)
     for strict in (True, False):
-        o4, o6 = run(e, [to_alice], [from_alice], strict=strict)
+        o4, o6, *_ = run(e, [to_alice], [from_alice], strict=strict)
         assert [f[:12] for f in o6] == [learned6 + MAC_V6]
         assert [f[:12] for f in o4] == [learned4 + MAC_V4]
     e.set_next_hops(None, learned6)             # the kernel lost one: drop again, never reuse the old MAC
-    assert run(e, [], [from_alice], strict=False) == ([], [])
+    assert run(e, [], [from_alice], strict=False) == Frames([], [], [], [], [])
     assert e.counters[C.DROP_NO_NEXT_HOP_IPV4_PACKETS] == 3
 
 
 def test_arp_for_softwire_addresses_answered_only_when_configured():
     ask = Ether(dst="ff:ff:ff:ff:ff:ff", src=E4["src"]) / ARP(pdst="192.0.2.1", psrc=HOST, hwsrc=E4["src"])
     e = engine(proxy=False)
-    assert run(e, [ask]) == ([], [])
-    assert e.take_kernel_frames()[0] == [bytes(ask)]
+    assert run(e, [ask]) == Frames([], [], [bytes(ask)], [], [])
     e = engine(proxy=True)
-    o4, _ = run(e, [ask])
-    reply = Ether(o4[0])
+    out = run(e, [ask])
+    assert out.kernel4 == []
+    reply = Ether(out.v4[0])
     assert reply[ARP].op == 2 and reply[ARP].psrc == "192.0.2.1" and reply[ARP].hwsrc == "02:00:00:00:00:01"
     assert reply[ARP].pdst == HOST and reply.dst == E4["src"]
-    assert e.take_kernel_frames() == ([], [])
     # Not a softwire address, and our own: still the kernel's.
     others = [Ether(dst="ff:ff:ff:ff:ff:ff", src=E4["src"]) / ARP(pdst=a, psrc=HOST) for a in ("192.0.2.77", OWN4)]
-    assert run(e, others) == ([], [])
-    assert e.take_kernel_frames()[0] == [bytes(f) for f in others]
+    assert run(e, others) == Frames([], [], [bytes(f) for f in others], [], [])
 
 
 def test_kernel_frames_leave_tagged_like_their_side():
@@ -154,13 +151,12 @@ def test_kernel_frames_leave_tagged_like_their_side():
     assert e.counters[C.FROM_KERNEL_IPV6_INTERFACE_PACKETS] == 1
     # And what comes in tagged goes to the kernel untagged.
     tagged = Ether(**E6) / Dot1Q(vlan=42) / IPv6(src="2001:db8:2::1", dst=OWN6) / ICMPv6EchoRequest()
-    run(e, [], [tagged])
-    assert e.take_kernel_frames()[1] == [bytes(KERNEL_V6["ping to our address"])]
+    assert run(e, [], [tagged]).kernel6 == [bytes(KERNEL_V6["ping to our address"])]
 
 
 def test_builtin_mode_still_answers_itself():
     e = Engine(example_config())
-    o4, _ = e.process_frames([bytes(KERNEL_V4["ping to our address"])], [], 0.0)
+    o4, _, *_ = e.process_frames([bytes(KERNEL_V4["ping to our address"])], [], 0.0)
     assert len(o4) == 1 and Ether(o4[0])[ICMP].type == 0
     with pytest.raises(AssertionError):
         e.set_next_hops(NEXT_V4, NEXT_V6)
@@ -175,11 +171,10 @@ def test_icmpv6_errors_and_softwire_traffic_to_a_br_address_stay_in_the_data_pla
     inner = IPv6(src=OWN6, dst="2001:db8:1::a") / IP(src=HOST, dst="192.0.2.1") / UDP(sport=53, dport=4100)
     ptb = Ether(**E6) / IPv6(src="2001:db8:2::1", dst=OWN6) / ICMPv6PacketTooBig(mtu=1280) / inner
     e = engine()
-    o4, _ = run(e, [], [ptb])
-    assert e.take_kernel_frames() == ([], [])
+    o4, _, k4, k6, _ = run(e, [], [ptb])
+    assert (k4, k6) == ([], [])
     # The core turned it into "fragmentation needed" for the Internet host (RFC 7596 8).
     assert len(o4) == 1 and (Ether(o4[0])[ICMP].type, Ether(o4[0])[ICMP].code) == (3, 4)
     assert Ether(o4[0])[IP].dst == HOST
     ping_br = Ether(**E6) / IPv6(src="2001:db8:2::1", dst=OWN6) / ICMPv6EchoRequest()
-    run(e, [], [ping_br])
-    assert e.take_kernel_frames()[1] == [bytes(ping_br)]
+    assert run(e, [], [ping_br]).kernel6 == [bytes(ping_br)]

@@ -68,8 +68,8 @@ def replay(engine: Engine, t4: Templates, t6: Templates, batch: int, deadline: f
            shared: np.ndarray | None = None, sink=None, batches: int | None = None) -> float:
     """Run until ``deadline`` (perf_counter) or for ``batches`` batches; returns
     the elapsed seconds.  ``shared`` (if given) gets the out counters every few
-    batches; ``sink(engine, out4, out6)`` (if given) sees each batch's output
-    slots before they are freed."""
+    batches; ``sink(engine, output)`` (if given) sees each batch's
+    :class:`~lwaftr.dataplane.engine.Output` before its slots are freed."""
     pool = engine.pool
     start = now = time.perf_counter()
     i = 0
@@ -77,11 +77,11 @@ def replay(engine: Engine, t4: Templates, t6: Templates, batch: int, deadline: f
     while now < deadline and (batches is None or i < batches):
         s4 = fill(pool, t4, batch)
         s6 = fill(pool, t6, batch)
-        o4, o6 = engine.process(s4, s6, now)
+        out = engine.process(s4, s6, now)
         if sink is not None:
-            sink(engine, o4, o6)
-        pool.free(o4)
-        pool.free(o6)
+            sink(engine, out)
+        for s in out.slots():
+            pool.free(s)
         i += 1
         if i & 7 == 0:
             now = time.perf_counter()

@@ -61,7 +61,8 @@ def run_check(conf_path: str, in_v4: str, in_v6: str, on_a_stick: bool = False, 
         o4 = [f for f in out if vlan.inner_ethertype(f) in (W.ETHERTYPE_IPV4, W.ETHERTYPE_ARP)]
         o6 = [f for f in out if vlan.inner_ethertype(f) not in (W.ETHERTYPE_IPV4, W.ETHERTYPE_ARP)]
     else:
-        o4, o6 = engine.process_frames(v4, v6, now)
+        out = engine.process_frames(v4, v6, now)
+        o4, o6 = out.v4, out.v6
     return o4, o6, C.to_dict(engine.counters, nonzero=True)
 
 

@@ -285,7 +285,8 @@ def run_offline() -> int:
     for desc, side, frame in example_traffic():
         before = engine.counters.copy()
         v4, v6 = ([frame], []) if side == "v4" else ([], [frame])
-        o4, o6 = engine.process_frames(v4, v6, time.monotonic())
+        out = engine.process_frames(v4, v6, time.monotonic())
+        o4, o6 = out.v4, out.v6
         print(f"* {desc}")
         print(f"    in  {side}: {describe(frame)}")
         for iface, frames in (("v4", o4), ("v6", o6)):

@@ -9,11 +9,14 @@ Two ways in:
 * :meth:`Engine.process` takes batches of slots of the engine's
   :class:`~lwaftr.dataplane.pool.PacketPool` (the live and bench paths): the
   compiled kernels handle the common cases in place and hand the rest to the
-  slow path.
+  slow path.  It returns everything the batch produces (:class:`Output`): each
+  side's frames, the frames for the kernel's TAPs, the mirrored frames.
 * :meth:`Engine.process_frames` takes Python ``bytes`` (``check`` and tests):
-  the frames are copied into the pool and go the same way.
+  the frames are copied into the pool and go the same way (:class:`Frames`).
 """
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import numpy as np
 
@@ -30,8 +33,6 @@ from lwaftr.dataplane.slowpath import SlowPath
 
 #: How often the slow path runs at least once (timers: ARP/NDP, reassembly).
 SLOW_TICK = 0.1
-#: Mirrored frames kept until taken (the oldest go first).
-MIRROR_LIMIT = 4096
 #: Frames per batch (both sides together) the Python slow path takes at most
 #: outside ``check``: at 20-45 us a frame it costs up to ~3 ms per batch, so
 #: a flood of frames only it handles (fragments, ICMP, ARP/NDP) cannot starve
@@ -43,6 +44,34 @@ SLOW_BUDGET = 64
 #: Reassembled packets too large for a pool slot, per side and batch, handed to
 #: the slow path's later stages (beyond: dropped and counted with the budget's).
 BIG_PER_BATCH = 8
+
+
+class Output(NamedTuple):
+    """What one batch of :meth:`Engine.process` produces.  Every slot is the
+    caller's (free it after transmitting or writing it)."""
+
+    v4: np.ndarray          #: slots to send on the IPv4 interface
+    v6: np.ndarray          #: slots to send on the IPv6 interface
+    kernel4: np.ndarray     #: kernel mode: slots for the IPv4 side's TAP (untagged frames)
+    kernel6: np.ndarray     #: kernel mode: slots for the IPv6 side's TAP
+    mirrored: list[bytes]   #: monitor on: the watched subscriber's frames, as received
+
+    def slots(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Every slot array, to free (or hand on) them all."""
+        return self.v4, self.v6, self.kernel4, self.kernel6
+
+
+class Frames(NamedTuple):
+    """What :meth:`Engine.process_frames` produces: :class:`Output` as ``bytes``."""
+
+    v4: list[bytes]
+    v6: list[bytes]
+    kernel4: list[bytes]
+    kernel6: list[bytes]
+    mirrored: list[bytes]
+
+
+_NONE = np.zeros(0, np.int32)
 
 
 def slot_size(config: Config) -> int:
@@ -108,6 +137,9 @@ class Engine:
         self.filter_progs = np.ascontiguousarray(np.concatenate(progs), np.uint32)
         self.filter_index = np.cumsum([0] + [len(p) for p in progs]).astype(np.int64)
         P[K.P_PUNT] = int(kernel)
+        nh4 = inst.external.next_hop.ip
+        P[K.P_EXT_NEXT_IP] = -1 if nh4 is None else int.from_bytes(nh4, "big")
+        P[K.P_PROXY_ARP] = int(config.control_plane.answer_arp_for_softwires)
         self.params = P
         self.macs = np.zeros((4, 6), np.uint8)
         self.macs[K.M_EXT_SELF] = np.frombuffer(inst.external.mac, np.uint8)
@@ -124,8 +156,9 @@ class Engine:
         self._out6 = np.empty(2 * max_batch + len(self._frags), np.int32)
         self._slow4 = np.empty(max_batch, np.int32)
         self._slow6 = np.empty(max_batch, np.int32)
+        self._kern4 = np.empty(max_batch, np.int32)
+        self._kern6 = np.empty(max_batch, np.int32)
         self.monitor = 0
-        self._mirrored: list[bytes] = []
         # Reassembly in the kernels (outside check): fragments are held in their slots,
         # a quarter of the pool at most, so fragments cannot take the pool from forwarding.
         held = max(1, self.pool.n_slots // 4)
@@ -160,39 +193,26 @@ class Engine:
 
         Frames from the Internet to that address and IPv4-in-IPv6 frames from
         its B4s take the slow path (same result, by the tests of both paths)
-        and a copy of each, as received, goes to :meth:`take_mirrored`.
+        and a copy of each, as received, is in :attr:`Output.mirrored`.
         Off, it costs the kernels one comparison per frame.
         """
         self.monitor = ipv4 or 0
         self.params[K.P_MONITOR] = self.monitor
-        self._mirrored = []
 
-    def take_mirrored(self) -> list[bytes]:
-        out, self._mirrored = self._mirrored, []
-        return out
-
-    def _mirror(self, f4: list[bytes], f6: list[bytes]) -> None:
+    def _mirror(self, f4: list[bytes], f6: list[bytes]) -> list[bytes]:
         want = self.monitor.to_bytes(4, "big")
         o4 = W.ETH_HLEN + W.O_IPV4_DST
         o6 = W.ETH_HLEN + W.IPV6_HLEN + W.O_IPV4_SRC
-        for f in f4:
-            if f[12:14] == b"\x08\x00" and f[o4:o4 + 4] == want:
-                self._mirrored.append(f)
-        for f in f6:
-            if f[12:14] == b"\x86\xdd" and len(f) > o6 + 4 and f[20] == W.PROTO_IPV4 and f[o6:o6 + 4] == want:
-                self._mirrored.append(f)
-        if len(self._mirrored) > MIRROR_LIMIT:
-            del self._mirrored[:len(self._mirrored) - MIRROR_LIMIT]
+        out = [f for f in f4 if f[12:14] == b"\x08\x00" and f[o4:o4 + 4] == want]
+        out += [f for f in f6 if f[12:14] == b"\x86\xdd" and len(f) > o6 + 4 and f[20] == W.PROTO_IPV4
+                and f[o6:o6 + 4] == want]
+        return out
 
     # -- the kernel as control plane ------------------------------------------
     def set_next_hops(self, mac4: bytes | None, mac6: bytes | None) -> None:
         """Kernel mode: the next hops' MACs (None while the kernel has none)."""
         self.slow.set_next_hops(mac4, mac6)
         self._refresh_next_hops()
-
-    def take_kernel_frames(self) -> tuple[list[bytes], list[bytes]]:
-        """Kernel mode: untagged frames for the kernel's TAPs (IPv4 side, IPv6 side)."""
-        return self.slow.take_kernel_frames()
 
     def from_kernel(self, frames: list[bytes], side: int) -> np.ndarray:
         """Frames the kernel sent on a TAP -> pool slots to transmit on that side
@@ -218,9 +238,9 @@ class Engine:
                 self.macs[row] = np.frombuffer(mac, np.uint8)
                 P[key] = 1
 
-    def process(self, v4: np.ndarray, v6: np.ndarray, now: float, *, strict: bool = False
-                ) -> tuple[np.ndarray, np.ndarray]:
-        """A batch of pool slots from each interface -> slots to send on each.
+    def process(self, v4: np.ndarray, v6: np.ndarray, now: float, *, strict: bool = False) -> Output:
+        """A batch of pool slots from each interface -> everything it produces:
+        slots to send on each, for the kernel's TAPs, and the mirrored frames.
 
         The caller owns the returned slots (free them after transmitting);
         the input slots are consumed.  ``strict`` keeps Snabb's exact output
@@ -236,27 +256,34 @@ class Engine:
         v4 = np.array(v4, np.int32)
         v6 = np.array(v6, np.int32)
         out4, out6, slow4, slow6 = self._out4, self._out6, self._slow4, self._slow6
-        k4, k6, s4, s6 = K.fast_batch(pool.buf, pool.off, pool.length, pool.free_list, pool.n_free, v4, v6,
-                                      P, self.macs, t.addr_tab, t.sw_tab, t.br_tab, self.counters, strict,
-                                      self._scratch, self._keep, out4, out6, slow4, slow6, self.rate_state,
-                                      float(now), self.filter_progs, self.filter_index, self.slow.frag6.ids,
-                                      self._frags, self._reasm)
+        k4, k6, s4, s6, nk4, nk6 = K.fast_batch(
+            pool.buf, pool.off, pool.length, pool.free_list, pool.n_free, v4, v6, P, self.macs, t.addr_tab, t.sw_tab,
+            t.br_tab, self.counters, strict, self._scratch, self._keep, out4, out6, slow4, slow6, self.rate_state,
+            float(now), self.filter_progs, self.filter_index, self.slow.frag6.ids, self._frags, self._reasm,
+            self._kern4, self._kern6)
+        kern4 = self._kern4[:nk4].copy() if nk4 else _NONE
+        kern6 = self._kern6[:nk6].copy() if nk6 else _NONE
         nb4, nb6 = int(self._big4[2][0]), int(self._big6[2][0])
         if not (s4 or s6 or nb4 or nb6 or not (P[K.P_V4_RESOLVED] and P[K.P_V6_RESOLVED])
                 or self.slow.holding or now - self._last_slow >= SLOW_TICK):
-            return out4[:k4].copy(), out6[:k6].copy()
+            return Output(out4[:k4].copy(), out6[:k6].copy(), kern4, kern6, [])
         self._last_slow = now
         slow4, slow6 = slow4[:s4], slow6[:s6]
         if not strict and s4 + s6 > self.slow_budget:
             slow4, slow6 = self._within_budget(slow4, slow6)
         (f4, w4), (f6, w6) = self._slow_frames(slow4, self._big4, nb4), self._slow_frames(slow6, self._big6, nb6)
-        if self.monitor:
-            self._mirror(f4, f6)
+        mirrored = self._mirror(f4, f6) if self.monitor else []
         o4, o6 = self.slow.process(f4, f6, now, whole4=w4, whole6=w6)
         self._refresh_next_hops()
         o4 = self._store(self._tag(o4, self.vlan4))
         o6 = self._store(self._tag(o6, self.vlan6))
-        return np.concatenate((out4[:k4], o4)), np.concatenate((out6[:k6], o6))
+        if self.kernel:
+            t4, t6 = self.slow.take_kernel_frames()
+            if t4:
+                kern4 = np.concatenate((kern4, self._store(t4)))
+            if t6:
+                kern6 = np.concatenate((kern6, self._store(t6)))
+        return Output(np.concatenate((out4[:k4], o4)), np.concatenate((out6[:k6], o6)), kern4, kern6, mirrored)
 
     def _slow_frames(self, slots: np.ndarray, big: tuple, nbig: int) -> tuple[list[bytes], list[bytes]]:
         """Slow-path slots -> (frames, reassembled packets) as bytes; the slots are freed."""
@@ -314,8 +341,9 @@ class Engine:
     def _tag(frames: list[bytes], vid: int | None) -> list[bytes]:
         return frames if vid is None else [vlan.push_tag(f, vid) for f in frames]
 
-    def process_frames(self, v4: list[bytes], v6: list[bytes], now: float) -> tuple[list[bytes], list[bytes]]:
-        """Frames received on the IPv4 and IPv6 interfaces -> frames sent on each.
+    def process_frames(self, v4: list[bytes], v6: list[bytes], now: float) -> Frames:
+        """Frames received on the IPv4 and IPv6 interfaces -> frames sent on each
+        (and for the TAPs, and mirrored).
 
         The whole call is one batch with Snabb's exact output order.
         """
@@ -323,14 +351,16 @@ class Engine:
         too_big = any(len(f) > pool.max_frame for f in v4) or any(len(f) > pool.max_frame for f in v6)
         if too_big or len(v4) > self.max_batch or len(v6) > self.max_batch \
                 or len(v4) + len(v6) > pool.n_free[0] // 2:
-            o4, o6 = self.slow.process(self._untag(v4, self.vlan4), self._untag(v6, self.vlan6), now)
-            return self._tag(o4, self.vlan4), self._tag(o6, self.vlan6)
-        s4, s6 = pool.store(v4), pool.store(v6)
-        o4, o6 = self.process(s4, s6, now, strict=True)
-        f4, f6 = pool.frames(o4), pool.frames(o6)
-        pool.free(o4)
-        pool.free(o6)
-        return f4, f6
+            u4, u6 = self._untag(v4, self.vlan4), self._untag(v6, self.vlan6)
+            mirrored = self._mirror(u4, u6) if self.monitor else []
+            o4, o6 = self.slow.process(u4, u6, now)
+            t4, t6 = self.slow.take_kernel_frames()
+            return Frames(self._tag(o4, self.vlan4), self._tag(o6, self.vlan6), t4, t6, mirrored)
+        out = self.process(pool.store(v4), pool.store(v6), now, strict=True)
+        frames = Frames(*(pool.frames(s) for s in out.slots()), out.mirrored)
+        for s in out.slots():
+            pool.free(s)
+        return frames
 
     def split_stick(self, frames: list[bytes]) -> tuple[list[bytes], list[bytes]]:
         """On a stick, one port carries both sides: split by VLAN when the
@@ -355,5 +385,5 @@ class Engine:
 
     def process_stick(self, frames: list[bytes], now: float) -> list[bytes]:
         """On-a-stick mode: one stream in, one stream out (IPv4 side first)."""
-        o4, o6 = self.process_frames(*self.split_stick(frames), now)
-        return o4 + o6
+        out = self.process_frames(*self.split_stick(frames), now)
+        return out.v4 + out.v6

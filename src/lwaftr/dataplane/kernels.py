@@ -37,6 +37,7 @@ import numpy as np
 from lwaftr import counters as C
 from lwaftr import wire as W
 from lwaftr.bindingtable.table import is_managed, lookup, lookup_at, probe
+from lwaftr.dataplane import control
 from lwaftr.dataplane.bpf import BPF_MEMWORDS, bpf_exec
 from lwaftr.dataplane.defrag import defrag_batch
 from lwaftr.dataplane.icmperr import (HEADROOM_NEEDED, RL_V4, RL_V6, icmpv4_error, icmpv6_error, ones_sum,
@@ -55,6 +56,8 @@ ERR = 4         # turned into an ICMP error back out of the interface it came in
 ECHO = 5        # an echo request to the router's own address, answered in place (built-in control plane)
 FRAG = 6        # encapsulated and fragmented (RFC 8200 4.5): its fragments leave last, from ``frags``
 RELAY = 7       # an ICMPv6 error about a tunnelled packet, relayed as ICMPv4 to its sender (RFC 2473 8.3)
+# control.ANSWER, control.CONSUME, control.KERNEL: ARP/NDP answered or consumed, the kernel's (control.py)
+assert control.SLOW == SLOW and control.ANSWER > RELAY
 
 # Why an Internet-side frame is DROP or ERR (in ``rows``)
 R_NO_SOFTWIRE = 1   # RFC 7596 5.2: ICMPv4 host unreachable
@@ -92,7 +95,9 @@ P_ALLOW_ICMP4 = 18    # external-interface allow-incoming-icmp
 P_ALLOW_ICMP6 = 19    # internal-interface allow-incoming-icmp
 P_INT_IP_HI = 20      # the internal interface's IPv6 address, two big-endian words (bits as int64)
 P_INT_IP_LO = 21
-N_PARAMS = 22
+P_EXT_NEXT_IP = 22    # the IPv4 next hop to learn the MAC of from ARP replies; -1: none
+P_PROXY_ARP = 23      # kernel mode: answer ARP for the softwires' addresses
+N_PARAMS = 24
 #: TTL / hop limit of echo replies (Snabb's echo apps: 64)
 ECHO_TTL = 64
 
@@ -610,7 +615,7 @@ def apply_inet(buf, off, length, slots, P, macs, sw_tab, br_tab, counters, verdi
     out_bytes = 0
     for i in range(slots.shape[0]):
         v = verdict[i]
-        if v == SLOW:
+        if v == SLOW or v >= control.ANSWER:
             continue
         s = slots[i]
         b = buf[s]
@@ -942,7 +947,7 @@ def apply_b4(buf, off, length, slots, P, macs, sw_tab, br_tab, counters, verdict
     out_bytes = 0
     for i in range(slots.shape[0]):
         v = verdict[i]
-        if v == SLOW:
+        if v == SLOW or v >= control.ANSWER:
             continue
         s = slots[i]
         b = buf[s]
@@ -1119,18 +1124,20 @@ def _compact_untagged(buf, off, length, slots, vid, counters, keep, free_list, n
 
 @numba.njit(cache=True, nogil=True)
 def fast_batch(buf, off, length, free_list, n_free, v4, v6, P, macs, addr_tab, sw_tab, br_tab, counters,
-               strict, scratch, keep, out4, out6, slow4, slow6, rate, now, progs, pidx, ids, frags, reasm):
+               strict, scratch, keep, out4, out6, slow4, slow6, rate, now, progs, pidx, ids, frags, reasm,
+               kern4, kern6):
     """One whole batch in a single call (no Python per batch but this call).
 
     ``v4``/``v6`` are the received slots (modified: untagged ones compacted).
     Fills ``out4`` (decapsulated, then ICMPv4 errors, for the IPv4 side),
     ``out6`` (ICMPv6 errors, encapsulated, then hairpinned, for the IPv6
     side: the slow path's order) and ``slow4``/``slow6`` (frames for the
-    slow path); dropped frames go back to the pool.  With ``strict`` and any
+    slow path), ``kern4``/``kern6`` (kernel mode: frames for the TAPs, untagged;
+    :mod:`lwaftr.dataplane.control`); dropped frames go back to the pool.  With ``strict`` and any
     frame needing the slow path, every frame goes there untouched (Snabb's
     exact order).  ``reasm``: the reassembly stage's state (:func:`reassembly`);
     it runs unless ``strict``, the monitor or ``P_FAST_OFF`` sends fragments to
-    the slow path.  Returns (n_out4, n_out6, n_slow4, n_slow6).
+    the slow path.  Returns (n_out4, n_out6, n_slow4, n_slow6, n_kern4, n_kern6).
     """
     v4 = _compact_untagged(buf, off, length, v4, P[P_VLAN4], counters, keep, free_list, n_free)
     v6 = _compact_untagged(buf, off, length, v6, P[P_VLAN6], counters, keep, free_list, n_free)
@@ -1162,12 +1169,23 @@ def fast_batch(buf, off, length, free_list, n_free, v4, v6, P, macs, addr_tab, s
     xoff6 = scratch[5, :n6]
     ns4 = classify_inet(buf, off, length, v4, P, addr_tab, sw_tab, verd4, rows4)
     ns6 = classify_b4(buf, off, length, v6, P, addr_tab, sw_tab, br_tab, verd6, rows6, hrows6, xoff6)
+    if ns4 or P[P_PUNT]:
+        ns4 -= control.classify4(buf, off, length, v4, verd4, rows4, first4, P[P_FAST_OFF], P[P_PUNT],
+                                 P[P_MONITOR], P[P_EXT_IP], P[P_EXT_NEXT_IP], P[P_V4_RESOLVED], macs[M_EXT_NEXT],
+                                 addr_tab, P[P_PROXY_ARP])
+    if ns6 or P[P_PUNT]:
+        ns6 -= control.classify6(buf, off, length, v6, verd6, rows6, first6, P[P_FAST_OFF], P[P_PUNT],
+                                 P[P_MONITOR], P[P_INT_IP_HI], P[P_INT_IP_LO], P[P_V6_RESOLVED], br_tab)
     if strict and (ns4 or ns6):
         for i in range(n4):
             slow4[i] = v4[i]
         for i in range(n6):
             slow6[i] = v6[i]
-        return 0, 0, n4, n6
+        return 0, 0, n4, n6, 0, 0
+    control.apply4(buf, off, length, v4, verd4, rows4, first4, macs[M_EXT_SELF], P[P_VLAN4],
+                   progs[pidx[F_IN4]:pidx[F_IN4 + 1]], progs[pidx[F_OUT4]:pidx[F_OUT4 + 1]], counters)
+    control.apply6(buf, off, length, v6, verd6, rows6, first6, macs[M_INT_SELF], P[P_INT_IP_HI], P[P_INT_IP_LO],
+                   P[P_VLAN6], progs[pidx[F_IN6]:pidx[F_IN6 + 1]], progs[pidx[F_OUT6]:pidx[F_OUT6 + 1]], counters)
     apply_b4(buf, off, length, v6, P, macs, sw_tab, br_tab, counters, verd6, rows6, hrows6, xoff6, rate, now, progs,
              pidx, first6)
     nf = apply_inet(buf, off, length, v4, P, macs, sw_tab, br_tab, counters, verd4, rows4, rate, now, progs, pidx,
@@ -1190,6 +1208,30 @@ def fast_batch(buf, off, length, free_list, n_free, v4, v6, P, macs, addr_tab, s
         if verd6[i] == ECHO:
             out6[k6] = v6[i]
             k6 += 1
+    nk4 = 0
+    nk6 = 0
+    for i in range(n4):            # then ARP replies (Snabb: the ARP app is next to the echo app)
+        v = verd4[i]
+        if v == control.ANSWER:
+            out4[k4] = v4[i]
+            k4 += 1
+        elif v == control.KERNEL:
+            kern4[nk4] = v4[i]
+            nk4 += 1
+        elif v == control.CONSUME:
+            free_list[n_free[0]] = v4[i]
+            n_free[0] += 1
+    for i in range(n6):
+        v = verd6[i]
+        if v == control.ANSWER:
+            out6[k6] = v6[i]
+            k6 += 1
+        elif v == control.KERNEL:
+            kern6[nk6] = v6[i]
+            nk6 += 1
+        elif v == control.CONSUME:
+            free_list[n_free[0]] = v6[i]
+            n_free[0] += 1
     for i in range(n6):            # ICMPv6 errors relayed as ICMPv4 first, as the core sends them
         if verd6[i] == RELAY:
             out4[k4] = v6[i]
@@ -1229,4 +1271,4 @@ def fast_batch(buf, off, length, free_list, n_free, v4, v6, P, macs, addr_tab, s
     for i in range(nf):            # fragments last, as the slow path's fragmenter orders them
         out6[k6] = frags[i]
         k6 += 1
-    return k4, k6, s4, s6
+    return k4, k6, s4, s6, nk4, nk6

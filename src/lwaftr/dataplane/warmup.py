@@ -24,6 +24,5 @@ def _run(engine) -> None:
     v6 = [f for _, side, f in traffic if side == "v6"]
     engine.process_frames(v4, v6, 0.0)
     # Non-strict path too (the live and bench mode).
-    o4, o6 = engine.process(engine.pool.store(v4), engine.pool.store(v6), 1.0)
-    engine.pool.free(o4)
-    engine.pool.free(o6)
+    for s in engine.process(engine.pool.store(v4), engine.pool.store(v6), 1.0).slots():
+        engine.pool.free(s)

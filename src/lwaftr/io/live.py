@@ -383,9 +383,12 @@ class LiveLoop:
             if self.next_hops.poll(now):
                 self._apply_next_hops()
 
-    def _kernel_io(self) -> None:
+    def _kernel_io(self, s4: np.ndarray, s6: np.ndarray) -> None:
+        """The batch's frames for the TAPs (slots, freed here) to them; what the kernel sent, out."""
         eng, pool = self.engine, self.engine.pool
-        k4, k6 = eng.take_kernel_frames()
+        k4, k6 = pool.frames(s4), pool.frames(s6)
+        pool.free(s4)
+        pool.free(s6)
         refused = (self.taps[4].write(k4) if k4 else 0) + (self.taps[6].write(k6) if k6 else 0)
         if refused:
             eng.counters[C.DROP_TO_KERNEL_PACKETS] += refused
@@ -599,15 +602,15 @@ class LiveLoop:
             self.csum_completed += complete_flagged(pool.buf, pool.off, pool.length, s6, f6,
                                                     TP_STATUS_CSUMNOTREADY)
         n = len(s4) + len(s6)
-        o4, o6 = eng.process(s4, s6, now)
-        sent = self.p4.transmit(pool, o4) + self.p6.transmit(pool, o6)
-        if sent < len(o4) + len(o6) or now >= self._stats_next:
+        out = eng.process(s4, s6, now)
+        sent = self.p4.transmit(pool, out.v4) + self.p6.transmit(pool, out.v6)
+        if sent < len(out.v4) + len(out.v6) or now >= self._stats_next:
             self._account_ports(now)
         if self.kernel:
             self._poll_next_hops(now)
-            self._kernel_io()
-        if self.monitor_sink is not None:
-            self.monitor_sink.write(eng.take_mirrored())
+            self._kernel_io(out.kernel4, out.kernel6)
+        if self.monitor_sink is not None and out.mirrored:
+            self.monitor_sink.write(out.mirrored)
         if now >= self._control_next:
             self._control_next = now + CONTROL_POLL
             n += self.control.poll()

@@ -1,0 +1,423 @@
+"""Compiled control-plane stages: ARP and NDP answered in place, the punt to the kernel decided.
+
+Two modes, as :class:`~lwaftr.dataplane.slowpath.SlowPath` has:
+
+* built-in control plane: an ARP request for the router's IPv4 address gets the
+  reply :class:`~lwaftr.dataplane.neighbor.ArpStage` writes (RFC 826), a
+  Neighbour Solicitation for its IPv6 address the Neighbour Advertisement
+  :class:`~lwaftr.dataplane.neighbor.NdpStage` writes (RFC 4861 7.2.4), both
+  byte for byte, in the request's slot; other ARP and NDP frames are consumed
+  and counted as those stages count them.  Learning a next hop's MAC (a reply
+  or NA that may change it) and everything while a next hop is unresolved
+  (requests, held frames, their order) stay the slow path's: control work,
+  under the engine's per-batch budget.
+* kernel control plane: :class:`~lwaftr.dataplane.punt.Punt`'s split, frame for
+  frame: what is the kernel's (``KERNEL``) leaves for its TAP after the ingress
+  filter, counted ``to-kernel-*``; with ``answer-arp-for-softwires``, ARP
+  requests for a softwire's address are answered in place.
+
+Each side has a pass 1 (``classify*``: no side effects, only frames the kernels
+left ``SLOW``, only frames as received, not reassembled ones) and a pass 2
+(``apply*``: rewrites, counters), so ``check``'s strict mode can still send a
+whole batch to the slow path untouched.
+"""
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+from lwaftr import counters as C
+from lwaftr import wire as W
+from lwaftr.bindingtable.table import is_managed
+from lwaftr.dataplane.bpf import BPF_MEMWORDS, bpf_exec
+from lwaftr.dataplane.icmperr import ones_sum
+
+# Verdicts, after the kernels' (kernels.SLOW .. kernels.RELAY)
+SLOW = 0
+ANSWER = 8      # answered in place (ARP reply, NA): leaves on its side after echo replies
+CONSUME = 9     # taken by the ARP/NDP stage (or refused by a filter): counted, slot freed
+KERNEL = 10     # the kernel's: leaves for the side's TAP
+
+# What a control frame is (in ``rows``), for pass 2's counters
+Q_SILENT = 1        # consumed uncounted (not Ethernet/IPv4 ARP, other operations, NDP failing RFC 4861 7.1)
+Q_ARP_REQUEST = 2   # an ARP request for someone else
+Q_ARP_FOR_US = 3    # an ARP request for the router's address: answered
+Q_ARP_REPLY = 4     # an ARP reply that teaches nothing new
+Q_PROXY_ARP = 5     # kernel mode: an ARP request for a softwire's address: answered
+Q_NS = 6            # a Neighbour Solicitation not answered
+Q_NS_FOR_US = 7     # a Neighbour Solicitation for the router's address: answered
+Q_NA = 8            # a Neighbour Advertisement (the next hop is known: nothing to learn)
+
+ETH = W.ETH_HLEN
+V6 = W.IPV6_HLEN
+_ARP = ETH                              # the ARP header's offset in the frame
+ARP_FRAME = ETH + 28                    # an Ethernet ARP packet (RFC 826): 42 bytes
+_ICMP6 = ETH + V6                       # the ICMPv6 header's offset in the frame
+NSNA_MIN = _ICMP6 + 24                  # NS/NA: ICMP header, flags, target (RFC 4861 4.3, 4.4)
+NA_FRAME = NSNA_MIN + 8                 # with one link-layer address option: 86 bytes
+_NDP_MIN = _ICMP6 + 4
+_NDP_FIRST = 133                        # Router Solicitation .. Redirect (RFC 4861 4)
+_NDP_LAST = 137
+_HOP_LIMIT = 255                        # RFC 4861 7.1.1 / 7.1.2
+_NA_ROUTER = 0x80000000
+_NA_SOLICITED = 0x40000000
+_OPT_SOURCE_LLA = 1
+_OPT_TARGET_LLA = 2
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _rd16(b, o):
+    return (np.int64(b[o]) << 8) | np.int64(b[o + 1])
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _rd32(b, o):
+    return (np.int64(b[o]) << 24) | (np.int64(b[o + 1]) << 16) | (np.int64(b[o + 2]) << 8) | np.int64(b[o + 3])
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _rd64(b, o):
+    v = np.uint64(0)
+    for j in range(8):
+        v = (v << np.uint64(8)) | np.uint64(b[o + j])
+    return np.int64(v)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _wr(b, o, v, k):
+    """``v``'s low ``k`` bytes at ``b[o:o + k]``, big-endian."""
+    u = np.uint64(v)
+    for j in range(k - 1, -1, -1):
+        b[o + j] = np.uint8(u & np.uint64(0xFF))
+        u >>= np.uint64(8)
+
+
+@numba.njit(cache=True, nogil=True)
+def _arp_kind(b, f, self_ip, next_ip, resolved, next_mac):
+    """Built-in ARP: what ``ArpStage`` makes of the ARP frame at ``b[f:]``
+    (``Q_*``), or 0 for the slow path (a reply that may change the next hop's MAC)."""
+    a = f + _ARP
+    if _rd16(b, a) != 1 or _rd16(b, a + 2) != W.ETHERTYPE_IPV4 or b[a + 4] != 6 or b[a + 5] != 4:
+        return Q_SILENT
+    oper = _rd16(b, a + 6)
+    if oper == 1:
+        return Q_ARP_FOR_US if _rd32(b, a + 24) == self_ip else Q_ARP_REQUEST
+    if oper != 2:
+        return Q_SILENT
+    if next_ip >= 0 and _rd32(b, a + 14) == next_ip:
+        if not resolved:
+            return 0
+        for j in range(6):
+            if b[a + 8 + j] != next_mac[j]:
+                return 0
+    return Q_ARP_REPLY
+
+
+@numba.njit(cache=True, nogil=True)
+def classify4(buf, off, length, slots, verdict, rows, first, fast_off, punt, monitor, self_ip, next_ip,
+              resolved, next_mac, addr_tab, proxy_arp):
+    """Pass 1, IPv4 side: the ``SLOW`` frames among ``slots[:first]`` that are ARP
+    (built-in, next hop resolved), or any that are the kernel's (kernel mode, monitor
+    off: the punt comes before every other stage), as :class:`ArpStage` /
+    :meth:`Punt.split4` decide.  Returns how many of them were ``SLOW``."""
+    k = 0
+    if fast_off or (punt and monitor) or (not punt and not resolved):
+        return k
+    for i in range(first):
+        if verdict[i] != SLOW and not punt:
+            continue
+        s = slots[i]
+        b = buf[s]
+        f = np.int64(off[s])
+        n = np.int64(length[s])
+        et = _rd16(b, f + 12) if n >= ETH else -1
+        if not punt:
+            if n < ARP_FRAME or et != W.ETHERTYPE_ARP:
+                continue
+            q = _arp_kind(b, f, self_ip, next_ip, resolved, next_mac)
+            if q == 0:
+                continue
+            verdict[i] = ANSWER if q == Q_ARP_FOR_US else CONSUME
+            rows[i] = q
+            k += 1
+            continue
+        v = KERNEL
+        if et == W.ETHERTYPE_IPV4:
+            if n < ETH + W.IPV4_HLEN:
+                continue                # a runt: the core drops and counts it
+            d = _rd32(b, f + ETH + W.O_IPV4_DST)
+            if not (d >= 0xE0000000 or (d == self_ip and not is_managed(addr_tab, d))):
+                continue                # data
+        elif et == W.ETHERTYPE_ARP and proxy_arp and n >= ARP_FRAME:
+            a = f + _ARP
+            tpa = _rd32(b, a + 24)
+            if _rd16(b, a) == 1 and _rd16(b, a + 2) == W.ETHERTYPE_IPV4 and b[a + 4] == 6 and b[a + 5] == 4 \
+                    and _rd16(b, a + 6) == 1 and tpa != self_ip and is_managed(addr_tab, tpa):
+                v = ANSWER
+                rows[i] = Q_PROXY_ARP
+        if verdict[i] == SLOW:
+            k += 1
+        verdict[i] = v
+    return k
+
+
+@numba.njit(cache=True, nogil=True)
+def _ns_answered(b, f, end, self_hi, self_lo):
+    """Whether ``NdpStage`` answers the NS at ``b[f:]`` (its ICMPv6 message ending
+    at ``f + end``): a target that is our address, from "::" only to a
+    solicited-node group and without a source link-layer address option, and
+    well-formed options (RFC 4861 7.1.1, 4.6)."""
+    h = f + ETH
+    t = f + _ICMP6 + 8
+    if end < NSNA_MIN or b[t] == 0xFF or _rd64(b, t) != self_hi or _rd64(b, t + 8) != self_lo:
+        return False
+    unspecified = _rd64(b, h + W.O_IPV6_SRC) == 0 and _rd64(b, h + W.O_IPV6_SRC + 8) == 0
+    if unspecified:
+        d = h + W.O_IPV6_DST          # ff02::1:ff00:0/104 (RFC 4291 2.7.1)
+        if _rd16(b, d) != 0xFF02 or b[d + 11] != 1 or b[d + 12] != 0xFF:
+            return False
+        for j in range(2, 11):
+            if b[d + j] != 0:
+                return False
+    o = NSNA_MIN
+    while o < end:
+        if o + 2 > end:
+            return False
+        otype = b[f + o]
+        olen = np.int64(b[f + o + 1]) * 8
+        if olen == 0 or o + olen > end or (unspecified and otype == _OPT_SOURCE_LLA):
+            return False
+        o += olen
+    return True
+
+
+@numba.njit(cache=True, nogil=True)
+def classify6(buf, off, length, slots, verdict, rows, first, fast_off, punt, monitor, self_hi, self_lo,
+              resolved, br_tab):
+    """Pass 1, IPv6 side: as :func:`classify4`, for NDP (:class:`NdpStage`) and
+    :meth:`Punt.split6`."""
+    k = 0
+    if fast_off or (punt and monitor) or (not punt and not resolved):
+        return k
+    for i in range(first):
+        if verdict[i] != SLOW and not punt:
+            continue
+        s = slots[i]
+        b = buf[s]
+        f = np.int64(off[s])
+        n = np.int64(length[s])
+        h = f + ETH
+        if not punt:
+            if n < _NDP_MIN or _rd16(b, f + 12) != W.ETHERTYPE_IPV6 or b[h + W.O_IPV6_NEXT_HEADER] != W.PROTO_ICMPV6 \
+                    or not _NDP_FIRST <= b[f + _ICMP6] <= _NDP_LAST:
+                continue
+            plen = _rd16(b, h + W.O_IPV6_PAYLOAD_LENGTH)
+            if plen > n - _ICMP6:
+                continue                # reassembly drops it as malformed
+            q = Q_SILENT
+            if b[h + W.O_IPV6_HOP_LIMIT] == _HOP_LIMIT and b[f + _ICMP6 + 1] == 0 and ones_sum(
+                    b, f + _ICMP6, plen, ones_sum(b, h + W.O_IPV6_SRC, 32, plen + W.PROTO_ICMPV6)) == 0xFFFF:
+                kind = b[f + _ICMP6]
+                if kind == W.ICMPV6_NA:
+                    q = Q_NA
+                elif kind == W.ICMPV6_NS:
+                    q = Q_NS_FOR_US if _ns_answered(b, f, _ICMP6 + plen, self_hi, self_lo) else Q_NS
+            verdict[i] = ANSWER if q == Q_NS_FOR_US else CONSUME
+            rows[i] = q
+            k += 1
+            continue
+        if n >= ETH and _rd16(b, f + 12) == W.ETHERTYPE_IPV6:
+            if n < _NDP_MIN:
+                continue                # a runt: the core drops and counts it
+            d = h + W.O_IPV6_DST
+            d0 = _rd64(b, d)
+            d1 = _rd64(b, d + 8)
+            if not (b[d] == 0xFF or (b[d] == 0xFE and (b[d + 1] & 0xC0) == 0x80)):
+                br = False
+                for j in range(br_tab.shape[0]):
+                    if _rd64(br_tab[j], 0) == d0 and _rd64(br_tab[j], 8) == d1 and (d0 != 0 or d1 != 0):
+                        br = True
+                if br:
+                    nh = b[h + W.O_IPV6_NEXT_HEADER]
+                    if nh == W.PROTO_IPV4 or nh == W.PROTO_DSTOPTS or nh == W.PROTO_FRAGMENT or (
+                            nh == W.PROTO_ICMPV6 and b[f + _ICMP6] < W.ICMPV6_ECHO_REQUEST):
+                        continue        # softwire traffic and errors about it
+                elif d0 != self_hi or d1 != self_lo:
+                    continue            # data
+        if verdict[i] == SLOW:
+            k += 1
+        verdict[i] = KERNEL
+    return k
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _tag(b, s, e, n, vid, off, length):
+    """The slot ``s``'s frame is ``b[e:e + n]``, with the 802.1Q tag ``vid`` if ``vid >= 0``."""
+    off[s] = e
+    length[s] = n
+    if vid < 0:
+        return
+    for j in range(12):
+        b[e - W.VLAN_HLEN + j] = b[e + j]
+    e -= W.VLAN_HLEN
+    _wr(b, e + 12, W.ETHERTYPE_VLAN, 2)
+    _wr(b, e + 14, vid, 2)
+    _wr(b, e + 16, _rd16(b, e + 12 + W.VLAN_HLEN), 2)
+    off[s] = e
+    length[s] = n + W.VLAN_HLEN
+
+
+@numba.njit(cache=True, nogil=True)
+def arp_reply(b, f, mac):
+    """The ARP reply to the request at ``b[f:]``, in its place (42 bytes), as
+    :class:`ArpStage` writes it: to the requester's hardware address, from
+    ``mac``, for the requested address (RFC 826)."""
+    a = f + _ARP
+    for j in range(6):
+        b[f + j] = b[a + 8 + j]             # Ethernet destination := the sender's hardware address
+    spa = _rd32(b, a + 14)
+    tpa = _rd32(b, a + 24)
+    for j in range(6):
+        b[a + 18 + j] = b[f + j]            # target hardware address := the sender's
+        b[f + 6 + j] = mac[j]
+        b[a + 8 + j] = mac[j]
+    _wr(b, a + 6, 2, 2)                     # reply
+    _wr(b, a + 14, tpa, 4)
+    _wr(b, a + 24, spa, 4)
+
+
+@numba.njit(cache=True, nogil=True)
+def neighbour_advertisement(b, f, mac, self_hi, self_lo):
+    """The NA answering the NS at ``b[f:]``, in its place (86 bytes), as
+    :class:`NdpStage` writes it (RFC 4861 7.2.4): from "::" to all nodes with
+    the Router flag, else back to the solicitor (its Ethernet source) with Router
+    and Solicited; our address as target, our MAC as target link-layer address."""
+    h = f + ETH
+    unspecified = _rd64(b, h + W.O_IPV6_SRC) == 0 and _rd64(b, h + W.O_IPV6_SRC + 8) == 0
+    if unspecified:
+        _wr(b, f, 0x333300000001, 6)
+        _wr(b, h + W.O_IPV6_DST, 0xFF02000000000000, 8)
+        _wr(b, h + W.O_IPV6_DST + 8, 1, 8)
+        flags = _NA_ROUTER
+    else:
+        for j in range(6):
+            b[f + j] = b[f + 6 + j]
+        for j in range(16):
+            b[h + W.O_IPV6_DST + j] = b[h + W.O_IPV6_SRC + j]
+        flags = _NA_ROUTER | _NA_SOLICITED
+    for j in range(6):
+        b[f + 6 + j] = mac[j]
+    _wr(b, f + 12, W.ETHERTYPE_IPV6, 2)
+    _wr(b, h, 0x60000000, 4)
+    _wr(b, h + W.O_IPV6_PAYLOAD_LENGTH, NA_FRAME - _ICMP6, 2)
+    b[h + W.O_IPV6_NEXT_HEADER] = W.PROTO_ICMPV6
+    b[h + W.O_IPV6_HOP_LIMIT] = _HOP_LIMIT
+    _wr(b, h + W.O_IPV6_SRC, self_hi, 8)
+    _wr(b, h + W.O_IPV6_SRC + 8, self_lo, 8)
+    ic = f + _ICMP6
+    b[ic] = W.ICMPV6_NA
+    b[ic + 1] = 0
+    _wr(b, ic + 2, 0, 2)
+    _wr(b, ic + 4, flags, 4)
+    _wr(b, ic + 8, self_hi, 8)
+    _wr(b, ic + 16, self_lo, 8)
+    b[ic + 24] = _OPT_TARGET_LLA
+    b[ic + 25] = 1
+    for j in range(6):
+        b[ic + 26 + j] = mac[j]
+    ps = ones_sum(b, h + W.O_IPV6_SRC, 32, NA_FRAME - _ICMP6 + W.PROTO_ICMPV6)
+    _wr(b, ic + 2, (~ones_sum(b, ic, NA_FRAME - _ICMP6, ps)) & 0xFFFF, 2)
+
+
+@numba.njit(cache=True, nogil=True)
+def apply4(buf, off, length, slots, verdict, rows, first, mac, vid, pin, pout, counters):
+    """Pass 2, IPv4 side, for what :func:`classify4` took: the counters the slow
+    path adds (reassembly's "unneeded" and the ingress filter before the ARP
+    stage; the punt's filter and ``to-kernel``), the replies written, filtered,
+    counted and tagged.  A frame refused by a filter becomes ``CONSUME``."""
+    mem = np.empty(BPF_MEMWORDS, np.int64)
+    for i in range(first):
+        v = verdict[i]
+        if v < ANSWER:
+            continue
+        s = slots[i]
+        b = buf[s]
+        f = np.int64(off[s])
+        n = np.int64(length[s])
+        q = rows[i]
+        refused = pin.shape[0] and bpf_exec(pin, b, f, n, mem) == 0
+        if v == KERNEL:
+            if refused:
+                counters[C.DROP_INGRESS_FILTER_IPV4_PACKETS] += 1
+                verdict[i] = CONSUME
+            else:
+                counters[C.TO_KERNEL_IPV4_INTERFACE_PACKETS] += 1
+            continue
+        if q != Q_PROXY_ARP:            # the punt answers before reassembly and the filter
+            counters[C.IN_IPV4_FRAG_REASSEMBLY_UNNEEDED] += 1
+            if refused:
+                counters[C.DROP_INGRESS_FILTER_IPV4_PACKETS] += 1
+                verdict[i] = CONSUME
+                continue
+        if q == Q_ARP_REQUEST or q == Q_ARP_FOR_US or q == Q_PROXY_ARP:
+            counters[C.IN_ARP_REQUEST_BYTES] += n
+            counters[C.IN_ARP_REQUEST_PACKETS] += 1
+        elif q == Q_ARP_REPLY:
+            counters[C.IN_ARP_REPLY_BYTES] += n
+            counters[C.IN_ARP_REPLY_PACKETS] += 1
+        if v != ANSWER:
+            continue
+        arp_reply(b, f, mac)
+        counters[C.OUT_ARP_REPLY_BYTES] += ARP_FRAME
+        counters[C.OUT_ARP_REPLY_PACKETS] += 1
+        if pout.shape[0] and bpf_exec(pout, b, f, ARP_FRAME, mem) == 0:
+            counters[C.DROP_EGRESS_FILTER_IPV4_PACKETS] += 1
+            verdict[i] = CONSUME
+            continue
+        counters[C.OUT_IPV4_FRAG_NOT] += 1
+        _tag(b, s, f, ARP_FRAME, vid, off, length)
+
+
+@numba.njit(cache=True, nogil=True)
+def apply6(buf, off, length, slots, verdict, rows, first, mac, self_hi, self_lo, vid, pin, pout, counters):
+    """Pass 2, IPv6 side, for what :func:`classify6` took (as :func:`apply4`)."""
+    mem = np.empty(BPF_MEMWORDS, np.int64)
+    for i in range(first):
+        v = verdict[i]
+        if v < ANSWER:
+            continue
+        s = slots[i]
+        b = buf[s]
+        f = np.int64(off[s])
+        n = np.int64(length[s])
+        q = rows[i]
+        refused = pin.shape[0] and bpf_exec(pin, b, f, n, mem) == 0
+        if v == KERNEL:
+            if refused:
+                counters[C.DROP_INGRESS_FILTER_IPV6_PACKETS] += 1
+                verdict[i] = CONSUME
+            else:
+                counters[C.TO_KERNEL_IPV6_INTERFACE_PACKETS] += 1
+            continue
+        counters[C.IN_IPV6_FRAG_REASSEMBLY_UNNEEDED] += 1
+        if refused:
+            counters[C.DROP_INGRESS_FILTER_IPV6_PACKETS] += 1
+            verdict[i] = CONSUME
+            continue
+        if q == Q_NS or q == Q_NS_FOR_US:
+            counters[C.IN_NDP_NS_BYTES] += n
+            counters[C.IN_NDP_NS_PACKETS] += 1
+        elif q == Q_NA:
+            counters[C.IN_NDP_NA_BYTES] += n
+            counters[C.IN_NDP_NA_PACKETS] += 1
+        if v != ANSWER:
+            continue
+        neighbour_advertisement(b, f, mac, self_hi, self_lo)
+        counters[C.OUT_NDP_NA_BYTES] += NA_FRAME
+        counters[C.OUT_NDP_NA_PACKETS] += 1
+        if pout.shape[0] and bpf_exec(pout, b, f, NA_FRAME, mem) == 0:
+            counters[C.DROP_EGRESS_FILTER_IPV6_PACKETS] += 1
+            verdict[i] = CONSUME
+            continue
+        counters[C.OUT_IPV6_FRAG_NOT] += 1
+        _tag(b, s, f, NA_FRAME, vid, off, length)
