@@ -24,6 +24,10 @@ rewrites some of those frames (deterministically, from ``--seed``):
            from the Internet, to the internal IPv6 address (here also the BR
            address) from the B4s
 * ttl1     1 % of the Internet frames with TTL 1 (ICMP time exceeded)
+* arp5     5 % ARP requests for the external IPv4 address from the Internet
+           side (60-byte frames) and 5 % Neighbour Solicitations for the
+           internal IPv6 address (with a source link-layer address option)
+           from the B4 side: a neighbour flood on the built-in control plane
 
 For each mix, ours (``lwaftr bench --json``, one worker) and Snabb
 (``snabb lwaftr bench --cpu C -b CSV``, both directions on one core) run in
@@ -62,7 +66,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from run import LWAFTR, OUT, TABLE_ARGS, generate  # noqa: E402
 
-MIXES = ("clean", "filter", "miss1", "miss100", "frag5", "echo5", "ttl1")
+MIXES = ("clean", "filter", "miss1", "miss100", "frag5", "echo5", "ttl1", "arp5")
 ETH = 14
 INTERNET_HOST = bytes([1, 2, 3, 4])
 MISS_NET = (198 << 24) | (18 << 16)            # 198.18.0.0/15 (RFC 2544): in no softwire
@@ -83,6 +87,8 @@ SHOWN = {
     "echo5": ["in-icmpv4-echo-packets", "out-icmpv4-echo-packets", "in-icmpv6-echo-packets",
               "out-icmpv6-echo-packets"],
     "ttl1": ["drop-ttl-zero-ipv4-packets", "out-icmpv4-error-packets"],
+    "arp5": ["in-arp-request-packets", "out-arp-reply-packets", "in-ndp-ns-packets", "out-ndp-na-packets",
+             "drop-slow-path-budget-packets"],
 }
 ALWAYS = ["in-ipv4-packets", "out-ipv4-packets", "in-ipv6-packets", "out-ipv6-packets",
           "drop-all-ipv4-iface-packets", "drop-all-ipv6-iface-packets"]
@@ -176,6 +182,24 @@ def v6_echo(f: bytes, dst: bytes, ident: int, seq: int) -> bytes:
     return eth + vtf + struct.pack("!HBB", len(body), 58, 64) + b4 + dst + body
 
 
+def arp_request(eth_src: bytes, spa: bytes, tpa: bytes) -> bytes:
+    """A broadcast "who has ``tpa``" (RFC 826), padded to the 60-byte minimum frame."""
+    arp = struct.pack("!HHBBH6s4s6s4s", 1, 0x0800, 6, 4, 1, eth_src, spa, bytes(6), tpa)
+    return (b"\xff" * 6 + eth_src + b"\x08\x06" + arp).ljust(60, b"\0")
+
+
+def v6_ns(f: bytes, target: bytes) -> bytes:
+    """A Neighbour Solicitation for ``target`` from ``f``'s B4, to its solicited-node
+    group, with a source link-layer address option (RFC 4861 4.3)."""
+    eth, vtf, b4, _ = v6_parts(f)
+    group = bytes.fromhex("ff0200000000000000000001ff") + target[13:]
+    body = struct.pack("!BBHI16sBB6s", 135, 0, 0, 0, target, 1, 1, eth[6:12])
+    pseudo = sum(struct.unpack("!16H", b4 + group)) + len(body) + 58
+    body = body[:2] + struct.pack("!H", csum(body, pseudo)) + body[4:]
+    mac = b"\x33\x33" + group[12:]
+    return mac + eth[6:] + vtf + struct.pack("!HBB", len(body), 58, 255) + b4 + group + body
+
+
 def addr4(n: int) -> bytes:
     return struct.pack("!I", n)
 
@@ -208,6 +232,11 @@ def build_mix(name: str, seed: int, base4: list[bytes], base6: list[bytes], ext_
             f4[i] = v4_echo(eth4, ext_ip, 0x4C57, j, len(f4[i]))
         for j, i in enumerate(sorted(rng.sample(range(n6), n6 * 5 // 100))):
             f6[i] = v6_echo(f6[i], int_ip, 0x4C57, j)
+    elif name == "arp5":
+        for i in sorted(rng.sample(range(n4), n4 * 5 // 100)):
+            f4[i] = arp_request(f4[i][6:12], INTERNET_HOST, ext_ip)
+        for i in sorted(rng.sample(range(n6), n6 * 5 // 100)):
+            f6[i] = v6_ns(f6[i], int_ip)
     else:
         raise ValueError(name)
     return f4, f6

@@ -23,10 +23,11 @@ goes to the softwire its identifier or quoted port points to (RFC 7596 8.1),
 echo from B4s too, and with the built-in control plane pings to the router's
 own addresses are answered here (``ECHO``).  The pcap filters run here too.
 ICMPv4 from B4s likewise by its identifier or quoted port; ICMPv6 errors
-about tunnelled packets are relayed as ICMPv4 to the sender (RFC 2473 8.3).  Everything else
-(ARP/NDP, IPv4 options, errors addressed to a softwire, unresolved next hops, malformed
-frames, frames for the kernel) is ``SLOW``, under the engine's per-batch
-budget.  The slow path (:mod:`lwaftr.dataplane.core`) is the reference:
+about tunnelled packets are relayed as ICMPv4 to the sender (RFC 2473 8.3).  ARP and NDP
+are answered or consumed, and in kernel mode the kernel's frames leave for its TAPs, by
+:mod:`lwaftr.dataplane.control`.  Everything else (ARP that may teach a next hop's MAC,
+IPv4 options, errors addressed to a softwire, unresolved next hops, malformed frames) is
+``SLOW``, under the engine's per-batch budget.  The slow path (:mod:`lwaftr.dataplane.core`) is the reference:
 tests run both on the same traffic and compare bytes and counters.
 """
 from __future__ import annotations
