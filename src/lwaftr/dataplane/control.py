@@ -345,7 +345,7 @@ def apply4(buf, off, length, slots, verdict, rows, first, mac, vid, pin, pout, c
         f = np.int64(off[s])
         n = np.int64(length[s])
         q = rows[i]
-        refused = pin.shape[0] and bpf_exec(pin, b, f, n, mem) == 0
+        refused = pin.shape[0] > 0 and bpf_exec(pin, b, f, n, mem) == 0
         if v == KERNEL:
             if refused:
                 counters[C.DROP_INGRESS_FILTER_IPV4_PACKETS] += 1
@@ -391,7 +391,7 @@ def apply6(buf, off, length, slots, verdict, rows, first, mac, self_hi, self_lo,
         f = np.int64(off[s])
         n = np.int64(length[s])
         q = rows[i]
-        refused = pin.shape[0] and bpf_exec(pin, b, f, n, mem) == 0
+        refused = pin.shape[0] > 0 and bpf_exec(pin, b, f, n, mem) == 0
         if v == KERNEL:
             if refused:
                 counters[C.DROP_INGRESS_FILTER_IPV6_PACKETS] += 1

@@ -1170,11 +1170,13 @@ def fast_batch(buf, off, length, free_list, n_free, v4, v6, P, macs, addr_tab, s
     xoff6 = scratch[5, :n6]
     ns4 = classify_inet(buf, off, length, v4, P, addr_tab, sw_tab, verd4, rows4)
     ns6 = classify_b4(buf, off, length, v6, P, addr_tab, sw_tab, br_tab, verd6, rows6, hrows6, xoff6)
-    if ns4 or P[P_PUNT]:
+    ctl4 = ns4 > 0 or P[P_PUNT] != 0           # (clean traffic: neither control pass runs)
+    ctl6 = ns6 > 0 or P[P_PUNT] != 0
+    if ctl4:
         ns4 -= control.classify4(buf, off, length, v4, verd4, rows4, first4, P[P_FAST_OFF], P[P_PUNT],
                                  P[P_MONITOR], P[P_EXT_IP], P[P_EXT_NEXT_IP], P[P_V4_RESOLVED], macs[M_EXT_NEXT],
                                  addr_tab, P[P_PROXY_ARP])
-    if ns6 or P[P_PUNT]:
+    if ctl6:
         ns6 -= control.classify6(buf, off, length, v6, verd6, rows6, first6, P[P_FAST_OFF], P[P_PUNT],
                                  P[P_MONITOR], P[P_INT_IP_HI], P[P_INT_IP_LO], P[P_V6_RESOLVED], br_tab)
     if strict and (ns4 or ns6):
@@ -1183,10 +1185,13 @@ def fast_batch(buf, off, length, free_list, n_free, v4, v6, P, macs, addr_tab, s
         for i in range(n6):
             slow6[i] = v6[i]
         return 0, 0, n4, n6, 0, 0
-    control.apply4(buf, off, length, v4, verd4, rows4, first4, macs[M_EXT_SELF], P[P_VLAN4],
-                   progs[pidx[F_IN4]:pidx[F_IN4 + 1]], progs[pidx[F_OUT4]:pidx[F_OUT4 + 1]], counters)
-    control.apply6(buf, off, length, v6, verd6, rows6, first6, macs[M_INT_SELF], P[P_INT_IP_HI], P[P_INT_IP_LO],
-                   P[P_VLAN6], progs[pidx[F_IN6]:pidx[F_IN6 + 1]], progs[pidx[F_OUT6]:pidx[F_OUT6 + 1]], counters)
+    if ctl4:
+        control.apply4(buf, off, length, v4, verd4, rows4, first4, macs[M_EXT_SELF], P[P_VLAN4],
+                       progs[pidx[F_IN4]:pidx[F_IN4 + 1]], progs[pidx[F_OUT4]:pidx[F_OUT4 + 1]], counters)
+    if ctl6:
+        control.apply6(buf, off, length, v6, verd6, rows6, first6, macs[M_INT_SELF], P[P_INT_IP_HI],
+                       P[P_INT_IP_LO], P[P_VLAN6], progs[pidx[F_IN6]:pidx[F_IN6 + 1]],
+                       progs[pidx[F_OUT6]:pidx[F_OUT6 + 1]], counters)
     apply_b4(buf, off, length, v6, P, macs, sw_tab, br_tab, counters, verd6, rows6, hrows6, xoff6, rate, now, progs,
              pidx, first6)
     nf = apply_inet(buf, off, length, v4, P, macs, sw_tab, br_tab, counters, verd4, rows4, rate, now, progs, pidx,
