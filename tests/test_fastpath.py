@@ -163,14 +163,16 @@ def control_scenario(draw):
     frames) mixed in, in either control-plane mode."""
     rows, cfg, v4, v6 = draw(scenario())
     kernel = draw(st.booleans())
-    return kernel, _with_control_plane(draw, cfg, v4, v6, rows, kernel), v4, v6
+    monitor = draw(st.sampled_from([None, None, int(ipaddress.IPv4Address(rows[0][0]))]))
+    return kernel, monitor, _with_control_plane(draw, cfg, v4, v6, rows, kernel), v4, v6
 
 
-def _engines(cfg, kernel: bool = False) -> tuple[Engine, Engine]:
+def _engines(cfg, kernel: bool = False, monitor: int | None = None) -> tuple[Engine, Engine]:
     fast = Engine(cfg, fragment_id_seeds=IDS, kernel=kernel)
     slow = Engine(cfg, fast_path=False, fragment_id_seeds=IDS, kernel=kernel)
-    if kernel:
-        for e in (fast, slow):
+    for e in (fast, slow):
+        e.set_monitor(monitor)
+        if kernel:
             e.set_next_hops(bytes.fromhex("020000000011"), bytes.fromhex("020000000022"))
     return fast, slow
 
@@ -188,18 +190,19 @@ def test_fast_path_gives_the_slow_paths_bytes_and_counters(sc):
 @given(control_scenario())
 def test_the_kernels_equal_the_slow_path_with_arp_ndp_and_punted_traffic(sc):
     """ARP and NDP (for us, for others, replies, gratuitous, malformed) and, in kernel
-    mode, the kernel's frames, amid the data traffic: in ``check``'s strict order (frame
-    by frame, the TAPs' frames too) and in the live order (as sets), the same counters,
-    every slot back.  (In the live order a next hop's MAC learned from a batch's ARP
-    reply applies from the next batch: the kernels' frames of that batch have left.)"""
-    kernel, cfg, v4, v6 = sc
-    fast, slow = _engines(cfg, kernel)
+    mode, the kernel's frames, amid the data traffic, with and without the monitor: in
+    ``check``'s strict order (frame by frame, the TAPs' and the mirrored frames too) and
+    in the live order (as sets), the same counters, every slot back.  (In the live order
+    a next hop's MAC learned from a batch's ARP reply applies from the next batch: the
+    kernels' frames of that batch have left.)"""
+    kernel, monitor, cfg, v4, v6 = sc
+    fast, slow = _engines(cfg, kernel, monitor)
     assert fast.process_frames(v4, v6, 10.0) == slow.process_frames(v4, v6, 10.0)
     assert C.to_dict(fast.counters) == C.to_dict(slow.counters)
     assert fast.pool.n_free[0] == fast.pool.n_slots, "slots leaked"
     if not kernel and any(_teaches_next_hop(f) for f in v4):
         return
-    fast, slow = _engines(cfg, kernel)
+    fast, slow = _engines(cfg, kernel, monitor)
     got = _frames(fast, fast.process(fast.pool.store(v4), fast.pool.store(v6), 10.0))
     want = slow.process_frames(v4, v6, 10.0)
     assert [sorted(f) for f in got] == [sorted(f) for f in want]
@@ -805,8 +808,8 @@ def test_the_punt_to_the_kernel_is_decided_in_the_kernels(proxy):
     cfg = make_config(ROWS, ingress_filter="not udp port 3784")
     cfg = replace(cfg, control_plane=ControlPlane(answer_arp_for_softwires=proxy))
     eth = Ether(dst="02:00:00:00:00:01", src=HOST_MAC)
-    v4 = _arp_traffic() + [bytes(Ether(dst="ff:ff:ff:ff:ff:ff", src=HOST_MAC) / ARP(pdst="192.0.2.1", psrc="203.0.113.9")),
-                           bytes(eth / IP(src="203.0.113.9", dst=AFTR4) / ICMP()),
+    softwire = Ether(dst="ff:ff:ff:ff:ff:ff", src=HOST_MAC) / ARP(pdst="192.0.2.1", psrc="203.0.113.9")
+    v4 = _arp_traffic() + [bytes(softwire), bytes(eth / IP(src="203.0.113.9", dst=AFTR4) / ICMP()),
                            bytes(eth / IP(src="203.0.113.9", dst="224.0.0.5", proto=89))]
     v6 = _ndp_traffic() + [bytes(eth / IPv6(src="fe80::22", dst="fe80::2") / UDP(dport=3784)),      # filtered
                            bytes(eth / IPv6(src="2001:db8:2::9", dst=AFTR6) / ICMPv6EchoRequest())]

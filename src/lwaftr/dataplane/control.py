@@ -92,6 +92,19 @@ def _wr(b, o, v, k):
         u >>= np.uint64(8)
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _watched(b, f, n, monitor):
+    """Whether the engine's monitor copies the frame at ``b[f:f + n]`` (IPv4 to the
+    watched address, IPv4-in-IPv6 from it): the slow path's, which mirrors first."""
+    if monitor == 0 or n < ETH + W.IPV4_HLEN:
+        return False
+    et = _rd16(b, f + 12)
+    if et == W.ETHERTYPE_IPV4:
+        return _rd32(b, f + ETH + W.O_IPV4_DST) == monitor
+    return et == W.ETHERTYPE_IPV6 and n > ETH + V6 + W.O_IPV4_SRC + 4 \
+        and b[f + ETH + W.O_IPV6_NEXT_HEADER] == W.PROTO_IPV4 and _rd32(b, f + ETH + V6 + W.O_IPV4_SRC) == monitor
+
+
 @numba.njit(cache=True, nogil=True)
 def _arp_kind(b, f, self_ip, next_ip, resolved, next_mac):
     """Built-in ARP: what ``ArpStage`` makes of the ARP frame at ``b[f:]``
@@ -117,11 +130,12 @@ def _arp_kind(b, f, self_ip, next_ip, resolved, next_mac):
 def classify4(buf, off, length, slots, verdict, rows, first, fast_off, punt, monitor, self_ip, next_ip,
               resolved, next_mac, addr_tab, proxy_arp):
     """Pass 1, IPv4 side: the ``SLOW`` frames among ``slots[:first]`` that are ARP
-    (built-in, next hop resolved), or any that are the kernel's (kernel mode, monitor
-    off: the punt comes before every other stage), as :class:`ArpStage` /
-    :meth:`Punt.split4` decide.  Returns how many of them were ``SLOW``."""
+    (built-in, next hop resolved), or any that are the kernel's (kernel mode: the
+    punt comes before every other stage; but what the monitor copies is the slow
+    path's), as :class:`ArpStage` / :meth:`Punt.split4` decide.  Returns how many
+    of them were ``SLOW``."""
     k = 0
-    if fast_off or (punt and monitor) or (not punt and not resolved):
+    if fast_off or (not punt and not resolved):
         return k
     for i in range(first):
         if verdict[i] != SLOW and not punt:
@@ -140,6 +154,8 @@ def classify4(buf, off, length, slots, verdict, rows, first, fast_off, punt, mon
             verdict[i] = ANSWER if q == Q_ARP_FOR_US else CONSUME
             rows[i] = q
             k += 1
+            continue
+        if _watched(b, f, n, monitor):
             continue
         v = KERNEL
         if et == W.ETHERTYPE_IPV4:
@@ -197,7 +213,7 @@ def classify6(buf, off, length, slots, verdict, rows, first, fast_off, punt, mon
     """Pass 1, IPv6 side: as :func:`classify4`, for NDP (:class:`NdpStage`) and
     :meth:`Punt.split6`."""
     k = 0
-    if fast_off or (punt and monitor) or (not punt and not resolved):
+    if fast_off or (not punt and not resolved):
         return k
     for i in range(first):
         if verdict[i] != SLOW and not punt:
@@ -225,6 +241,8 @@ def classify6(buf, off, length, slots, verdict, rows, first, fast_off, punt, mon
             verdict[i] = ANSWER if q == Q_NS_FOR_US else CONSUME
             rows[i] = q
             k += 1
+            continue
+        if _watched(b, f, n, monitor):
             continue
         if n >= ETH and _rd16(b, f + 12) == W.ETHERTYPE_IPV6:
             if n < _NDP_MIN:
