@@ -14,9 +14,11 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from scapy.layers.inet import ICMP, IP, UDP, IPOption_NOP, fragment
 from scapy.layers.inet6 import ICMPv6EchoRequest, IPv6, IPv6ExtHdrFragment
 from scapy.layers.l2 import Dot1Q, Ether
+from scapy.packet import Raw
 
 from lwaftr import counters as C
 from lwaftr.bindingtable.table import BindingTable
+from lwaftr.dataplane import kernels as K
 from lwaftr.dataplane.engine import Engine
 from lwaftr.dataplane.fragment import SNABB_CHECK_ID_SEEDS as IDS  # both engines fragment alike
 from lwaftr.examples import AFTR_V4
@@ -549,3 +551,145 @@ def test_the_kernels_equal_the_slow_path_in_other_configurations(sc):
     assert fast.take_kernel_frames() == slow.take_kernel_frames()
     assert C.to_dict(fast.counters) == C.to_dict(slow.counters)
     assert fast.pool.n_free[0] + fast.defrag4.held + fast.defrag6.held == fast.pool.n_slots, "slots leaked"
+
+
+# Where a frame the kernels finish leaves, by the side it came in on and its next node.
+_LEAVES = {(4, K.TX): {6}, (4, K.FRAG): {6}, (4, K.ERR): {4}, (4, K.ECHO): {4}, (4, K.DROP): set(),
+           (6, K.TX): {4}, (6, K.RELAY): {4}, (6, K.HAIRPIN): {6}, (6, K.ERR): {6}, (6, K.ECHO): {6},
+           (6, K.DROP): set()}
+
+
+def _reference_code(delta: dict[str, int]) -> int:
+    """The error code the reference's counters say one packet had: the most
+    specific code all of whose counts are in ``delta`` (0: none)."""
+    best, width = 0, 0
+    for code in range(1, C.N_ERRORS):
+        want = C.error_counts(code, 0)
+        if all(name in delta for name in want) and len(want) > width:
+            best, width = code, len(want)
+    return best
+
+
+@st.composite
+def code_scenario(draw):
+    """A wide scenario or a default one with pcap filters, with low ICMP error rate
+    limits or not, and pings to the router's addresses and a BR mixed in."""
+    from lwaftr.examples import BR as AFTR_V6          # the example's internal address is its first BR
+    if draw(st.booleans()):
+        cfg, kernel, batches = draw(wide_scenario())
+    else:
+        _, cfg, v4, v6 = draw(scenario())
+        kernel, batches = False, [(v4, v6)]
+    if draw(st.booleans()):
+        cfg = replace(cfg, external=replace(cfg.external, error_rate_limit_packets=draw(st.integers(1, 3))),
+                      internal=replace(cfg.internal, error_rate_limit_packets=draw(st.integers(1, 3))))
+    eth = Ether(dst="02:00:00:00:00:01", src="02:00:00:00:00:11")
+    aftr4, aftr6 = str(ipaddress.IPv4Address(AFTR_V4)), str(ipaddress.IPv6Address(AFTR_V6))
+    pings4 = [bytes(eth / IP(src="203.0.113.9", dst=aftr4) / ICMP(type=8, id=1, seq=i)) for i in range(2)]
+    pings6 = [bytes(eth / IPv6(src="2001:db8:2::9", dst=d) / ICMPv6EchoRequest(id=2, seq=1))
+              for d in (aftr6, "2001:db8:ffff::2")]
+    if cfg.external.vlan_tag is None and draw(st.booleans()):
+        batches = [(v4 + draw(st.lists(st.sampled_from(pings4), max_size=2)),
+                    v6 + draw(st.lists(st.sampled_from(pings6), max_size=2))) for v4, v6 in batches]
+    return cfg, kernel, batches
+
+
+def _per_packet(cfg, kernel: bool, batches: list) -> set[tuple[int, int, int]]:
+    """Every frame alone through the kernels and through the reference slow path.
+    Where the kernels finish a frame, its next node must send it out of the
+    side(s) the reference sends its output to (nowhere for DROP), and its error
+    code must be the one the reference's counters show for that frame (the most
+    specific code of ``lwaftr.counters.ERRORS`` whose counters it added); the
+    frames and, at the end, all counters must be the same.  Returns the (side,
+    next node, error code) compared."""
+    fast = Engine(cfg, fragment_id_seeds=IDS, kernel=kernel)
+    slow = Engine(cfg, fast_path=False, fragment_id_seeds=IDS, kernel=kernel)
+    if kernel:
+        for e in (fast, slow):
+            e.set_next_hops(bytes.fromhex("020000000011"), bytes.fromhex("020000000022"))
+    kinds = set()
+    for t, (v4, v6) in enumerate(batches):
+        for side, frame in [(4, f) for f in v4] + [(6, f) for f in v6]:
+            one4, one6 = ([frame], []) if side == 4 else ([], [frame])
+            o4, o6 = fast.process(fast.pool.store(one4), fast.pool.store(one6), 10.0 + t)
+            got = fast.pool.frames(o4), fast.pool.frames(o6)
+            fast.pool.free(o4)
+            fast.pool.free(o6)
+            before = C.to_dict(slow.counters)
+            r4, r6 = slow.process_frames(one4, one6, 10.0 + t)
+            delta = {k: v - before.get(k, 0) for k, v in C.to_dict(slow.counters).items() if v != before.get(k, 0)}
+            assert got == (r4, r6)
+            next4, err4, next6, err6 = fast.batch_codes()
+            nexts, errs = (next4, err4) if side == 4 else (next6, err6)
+            if len(nexts) == 0 or nexts[0] == K.SLOW:     # absorbed by reassembly, untagged away, or Python's
+                continue
+            sides = {4} if r4 else set()
+            sides |= {6} if r6 else set()
+            assert _LEAVES[side, int(nexts[0])] == sides, (side, int(nexts[0]), delta)
+            want = _reference_code(delta)
+            assert int(errs[0]) == want, (C.ERROR_NAMES[int(errs[0])], C.ERROR_NAMES[want], delta)
+            kinds.add((side, int(nexts[0]), want))
+    assert C.to_dict(fast.counters) == C.to_dict(slow.counters)
+    return kinds
+
+
+@settings(SETTINGS, max_examples=200)
+@given(code_scenario())
+def test_each_packets_next_node_and_error_code_are_the_references(sc):
+    """The per-packet model test over random tables, configurations and traffic."""
+    _per_packet(*sc)
+
+
+def test_every_next_node_and_error_code_is_compared_with_the_reference():
+    """The per-packet comparison over traffic built to reach every next node and
+    every error code the kernels give a received frame (the others are only ever
+    counted: an ICMPv6 error over the rate limit, a frame without its VLAN tag,
+    fragments short of slots)."""
+    from lwaftr.examples import BR as AFTR_V6
+    rows = [("192.0.2.1", 1, 4, "2001:db8:1::1", 0), ("192.0.2.2", 0, 0, "2001:db8:1::2", 1)]
+    eth = Ether(dst="02:00:00:00:00:01", src="02:00:00:00:00:11")
+    aftr4, aftr6 = str(ipaddress.IPv4Address(AFTR_V4)), str(ipaddress.IPv6Address(AFTR_V6))
+    p1 = port_of(1, 4, 7)
+
+    def from_b4(inner, b4="2001:db8:1::1", br="2001:db8:ffff::1"):
+        return bytes(eth / IPv6(src=b4, dst=br) / inner)
+
+    def icmp6_error(t: int, code: int) -> bytes:     # about a packet we tunnelled to B4 1
+        ours = bytes(IPv6(src="2001:db8:ffff::1", dst="2001:db8:1::1") / IP(src="203.0.113.9", dst="192.0.2.1")
+                     / UDP(sport=53, dport=p1) / bytes(40))
+        return bytes(eth / IPv6(src="2001:db8:1::1", dst="2001:db8:ffff::1", nh=58)
+                     / Raw(bytes([t, code, 0, 0]) + (1280).to_bytes(4, "big") + ours))
+
+    err4, err6 = _error_traffic()
+    tx4 = bytes(eth / IP(src="203.0.113.9", dst="192.0.2.1") / UDP(sport=53, dport=p1) / bytes(300))
+    tx6 = from_b4(IP(src="192.0.2.1", dst="203.0.113.9") / UDP(sport=p1, dport=53) / bytes(300))
+    hairpin = from_b4(IP(src="192.0.2.1", dst="192.0.2.2") / UDP(sport=p1, dport=53))
+    big4 = bytes(eth / IP(src="203.0.113.9", dst="192.0.2.1") / UDP(sport=53, dport=p1) / bytes(1400))
+    icmp4 = [bytes(eth / IP(src="203.0.113.9", dst="192.0.2.1") / ICMP(type=0, id=p1)),
+             bytes(eth / IP(src="203.0.113.9", dst="192.0.2.1") / ICMP(type=0, id=3)),           # no softwire
+             bytes(eth / IP(src="203.0.113.9", dst="192.0.2.1") / ICMP(type=0, id=p1, chksum=7))]  # bad sum
+    pings = ([bytes(eth / IP(src="203.0.113.9", dst=aftr4) / ICMP(type=8, id=1))],
+             [bytes(eth / IPv6(src="2001:db8:2::9", dst=aftr6) / ICMPv6EchoRequest(id=2)),
+              bytes(eth / IPv6(src="2001:db8:2::9", dst="2001:db8:ffff::2") / ICMPv6EchoRequest(id=3))])
+    relays = [icmp6_error(t, c) for t, c in ((1, 0), (2, 0), (2, 1), (3, 0), (3, 1), (4, 0), (1, 0))]
+    base = make_config(rows, hairpinning=True, mtu=1280)
+    quiet = replace(make_config(rows, generate_icmp_errors=False),
+                    external=replace(base.external, generate_icmp_errors=False))
+    no_icmp = replace(make_config(rows, allow_incoming_icmp=False),
+                      external=replace(base.external, allow_incoming_icmp=False))
+    filtered = replace(make_config(rows, ingress_filter="len < 1000", egress_filter="len < 200"),
+                       external=replace(base.external, ingress_filter=f"not udp dst port {p1 + 1}",
+                                        egress_filter="len < 200"))
+    p_in = bytes(eth / IP(src="203.0.113.9", dst="192.0.2.1") / UDP(sport=53, dport=p1 + 1))
+    limited = replace(base, external=replace(base.external, error_rate_limit_packets=1))
+    seen = set()
+    seen |= _per_packet(base, False, [(err4 + [tx4, big4] + icmp4 + pings[0], err6 + [tx6, hairpin] + pings[1])])
+    seen |= _per_packet(quiet, False, [(err4, err6)])
+    seen |= _per_packet(no_icmp, False, [(icmp4, pings[1])])
+    seen |= _per_packet(no_icmp, True, [([], relays[:1])])
+    seen |= _per_packet(filtered, False, [([tx4, p_in], [tx6, from_b4(IP(src="192.0.2.1", dst="203.0.113.9")
+                                                                     / UDP(sport=p1, dport=53) / bytes(1200))])])
+    seen |= _per_packet(limited, True, [([], relays)])
+    assert {(side, n) for side, n, _ in seen} == set(_LEAVES)
+    codes = {C.ERROR_NAMES[e] for _, _, e in seen}
+    assert set(C.ERROR_NAMES) - codes == {"over-rate-limit-icmpv6", "wrong-vlan", "pool-exhausted"}

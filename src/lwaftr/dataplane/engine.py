@@ -115,7 +115,7 @@ class Engine:
         self._last_slow = -1e18
         # Per-batch scratch and outputs, allocated once.
         self.max_batch = max_batch
-        self._scratch = np.empty((6, max_batch), np.int64)
+        self._scratch = np.zeros((K.N_SCRATCH, max(max_batch, 2)), np.int64)
         self._keep = np.empty(max_batch, np.uint8)
         self._out4 = np.empty(2 * max_batch, np.int32)
         # IPv6 fragments of the largest frame a slot holds, at the internal MTU (kernels._fragment6)
@@ -257,6 +257,15 @@ class Engine:
         o4 = self._store(self._tag(o4, self.vlan4))
         o6 = self._store(self._tag(o6, self.vlan6))
         return np.concatenate((out4[:k4], o4)), np.concatenate((out6[:k6], o6))
+
+    def batch_codes(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The last batch's per-frame next nodes (``kernels.TX``, ``DROP``, ...) and
+        error codes (rows of :data:`lwaftr.counters.ERRORS`) as (next4, error4, next6,
+        error6), in batch order after untagging and reassembly: a packet trace."""
+        sc = self._scratch
+        n4, n6 = int(sc[K.S_COUNT, 0]), int(sc[K.S_COUNT, 1])
+        return (sc[K.S_NEXT4, :n4].copy(), sc[K.S_ERROR4, :n4].copy(),
+                sc[K.S_NEXT6, :n6].copy(), sc[K.S_ERROR6, :n6].copy())
 
     def _slow_frames(self, slots: np.ndarray, big: tuple, nbig: int) -> tuple[list[bytes], list[bytes]]:
         """Slow-path slots -> (frames, reassembled packets) as bytes; the slots are freed."""
