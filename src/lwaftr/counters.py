@@ -249,6 +249,18 @@ ERRORS: tuple[tuple[str, tuple[str, ...], int, str, str], ...] = (
     ("over-rate-limit-icmpv6", ("drop-over-rate-limit-icmpv6",), 0, "out",
      "RFC 4443 2.4(f): ICMPv6 error over the configured rate"),
     ("pool-exhausted", ("drop-pool-exhausted-packets",), 0, "out", "no free packet slot for a packet's fragments"),
+    ("frag-invalid-ipv4", ("drop-ipv4-frag-invalid-reassembly",), 0, "in",
+     "RFC 791 3.2: a reassembly that cannot complete (overlap, too many fragments, too big, timed out)"),
+    ("frag-invalid-ipv6", ("drop-ipv6-frag-invalid-reassembly",), 0, "in",
+     "RFC 8200 4.5: a reassembly that cannot complete (overlap, too many fragments, too big, timed out)"),
+    ("frag-evicted-ipv4", ("drop-ipv4-frag-random-evicted",), 0, "in",
+     "a reassembly evicted at random for a new one (max-reassembly-packets)"),
+    ("frag-evicted-ipv6", ("drop-ipv6-frag-random-evicted",), 0, "in",
+     "a reassembly evicted at random for a new one (max-reassembly-packets)"),
+    ("malformed-ipv4", ("drop-malformed-ipv4",), 0, "in", "RFC 791: bad version, IHL, lengths or header checksum"),
+    ("malformed-ipv6", ("drop-malformed-ipv6",), 0, "in", "RFC 8200: bad version or lengths"),
+    ("slow-path-budget", ("drop-slow-path-budget-packets",), 0, "in",
+     "beyond the per-batch budget for work costlier than the common path"),
 )
 
 ERROR_NAMES: tuple[str, ...] = tuple(e[0] for e in ERRORS)

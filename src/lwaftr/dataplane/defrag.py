@@ -36,6 +36,7 @@ import numpy as np
 from lwaftr import counters as C
 from lwaftr import wire as W
 from lwaftr.bindingtable.table import is_managed
+from lwaftr.dataplane.account import account
 from lwaftr.dataplane.icmperr import ones_sum
 from lwaftr.dataplane.reassembly import (FRAG_UNIT, IPV4_REASSEMBLY_TIMEOUT, IPV6_REASSEMBLY_TIMEOUT,
                                          MAX_IP_LENGTH, SNABB_MAX_FRAME)
@@ -45,12 +46,13 @@ V6 = W.IPV6_HLEN
 FH = W.IPV6_FRAG_HLEN
 
 # Per-family counter rows (family 0: IPv4, 1: IPv6)
-_NEEDS, _REASSEMBLED, _INVALID, _EVICTED, _MAL_BYTES, _MAL_PACKETS = range(6)
-_CTR = np.array([
-    [C.IN_IPV4_FRAG_NEEDS_REASSEMBLY, C.IN_IPV4_FRAG_REASSEMBLED, C.DROP_IPV4_FRAG_INVALID_REASSEMBLY,
-     C.DROP_IPV4_FRAG_RANDOM_EVICTED, C.DROP_MALFORMED_IPV4_BYTES, C.DROP_MALFORMED_IPV4_PACKETS],
-    [C.IN_IPV6_FRAG_NEEDS_REASSEMBLY, C.IN_IPV6_FRAG_REASSEMBLED, C.DROP_IPV6_FRAG_INVALID_REASSEMBLY,
-     C.DROP_IPV6_FRAG_RANDOM_EVICTED, C.DROP_MALFORMED_IPV6_BYTES, C.DROP_MALFORMED_IPV6_PACKETS]], np.int64)
+_NEEDS, _REASSEMBLED = range(2)
+_CTR = np.array([[C.IN_IPV4_FRAG_NEEDS_REASSEMBLY, C.IN_IPV4_FRAG_REASSEMBLED],
+                 [C.IN_IPV6_FRAG_NEEDS_REASSEMBLY, C.IN_IPV6_FRAG_REASSEMBLED]], np.int64)
+# Drops, by family: error codes (lwaftr.counters.ERRORS), counted by account()
+_INVALID, _EVICTED, _MALFORMED = range(3)
+_ERR = np.array([[C.E_FRAG_INVALID_IPV4, C.E_FRAG_EVICTED_IPV4, C.E_MALFORMED_IPV4],
+                 [C.E_FRAG_INVALID_IPV6, C.E_FRAG_EVICTED_IPV6, C.E_MALFORMED_IPV6]], np.int64)
 
 # Entry fields (int64 columns of ``ent``)
 E_NFRAG, E_TOTAL, E_FINAL, E_FIRST, E_ZERO, E_PREV, E_NEXT, E_POS, N_E = range(9)
@@ -211,7 +213,7 @@ def _evict_random(keys, ent, frag, dense, free, index, g, free_list, n_free, cou
         if e != keep:
             break
     _release(keys, ent, frag, dense, free, index, g, e, free_list, n_free, True)
-    counters[_CTR[g[G_FAMILY], _EVICTED]] += 1
+    account(counters, _ERR[g[G_FAMILY], _EVICTED], 0)
     return True
 
 
@@ -220,7 +222,7 @@ def expire(keys, created, ent, frag, dense, free, index, g, free_list, n_free, c
     """Abandon reassemblies older than ``timeout`` (each counted invalid)."""
     while g[G_HEAD] >= 0 and now - created[g[G_HEAD]] > timeout:
         _release(keys, ent, frag, dense, free, index, g, g[G_HEAD], free_list, n_free, True)
-        counters[_CTR[g[G_FAMILY], _INVALID]] += 1
+        account(counters, _ERR[g[G_FAMILY], _INVALID], 0)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -228,7 +230,7 @@ def _fail(keys, ent, frag, dense, free, index, g, e, s, free_list, n_free, count
     _release(keys, ent, frag, dense, free, index, g, e, free_list, n_free, True)
     free_list[n_free[0]] = s
     n_free[0] += 1
-    counters[_CTR[g[G_FAMILY], _INVALID]] += 1
+    account(counters, _ERR[g[G_FAMILY], _INVALID], 0)
     return DROPPED
 
 
@@ -243,7 +245,7 @@ def _add(buf, off, free_list, n_free, keys, created, ent, frag, dense, free, ind
         if keys.shape[0] == 0 or g[G_NFREE] + g[G_USED] == 0:     # max-packets 0: nothing is held
             free_list[n_free[0]] = s
             n_free[0] += 1
-            counters[_CTR[fam, _INVALID]] += 1
+            account(counters, _ERR[fam, _INVALID], 0)
             return DROPPED
         if g[G_NFREE] == 0:                     # full: a random one makes room (Snabb)
             _evict_random(keys, ent, frag, dense, free, index, g, free_list, n_free, counters, -1)
@@ -350,7 +352,7 @@ def _gather(buf, off, length, free_list, n_free, keys, ent, frag, dense, free, i
     # The packet is taken out of the table; its slots are still held (E_NFRAG).
     if flen > g[G_MAX_FRAME]:
         _release(keys, ent, frag, dense, free, index, g, e, free_list, n_free, True)
-        counters[_CTR[fam, _INVALID]] += 1
+        account(counters, _ERR[fam, _INVALID], 0)
         return DROPPED, -1
     nh = 0
     if fam == 1:
@@ -373,7 +375,7 @@ def _gather(buf, off, length, free_list, n_free, keys, ent, frag, dense, free, i
     else:
         if n_big[0] >= big.shape[0] or flen > big.shape[1]:
             _release(keys, ent, frag, dense, free, index, g, e, free_list, n_free, True)
-            counters[C.DROP_SLOW_PATH_BUDGET_PACKETS] += 1
+            account(counters, C.E_SLOW_PATH_BUDGET, 0)
             counters[_CTR[fam, _REASSEMBLED]] += 1
             return DROPPED, -1
         dst = big[n_big[0]]
@@ -444,8 +446,7 @@ def push(buf, off, length, free_list, n_free, s, keys, created, ent, frag, dense
             return PASS, np.int64(s)
         counters[_CTR[0, _NEEDS]] += 1
         if (b[o] >> 4) != 4 or total < ihl or ihl > n - ETH or ones_sum(b, o, ihl, 0) != 0xFFFF:
-            counters[_CTR[0, _MAL_BYTES]] += n
-            counters[_CTR[0, _MAL_PACKETS]] += 1
+            account(counters, _ERR[0, _MALFORMED], n)
             free_list[n_free[0]] = s
             n_free[0] += 1
             return DROPPED, -1
@@ -463,8 +464,7 @@ def push(buf, off, length, free_list, n_free, s, keys, created, ent, frag, dense
             return PASS, np.int64(s)
         counters[_CTR[1, _NEEDS]] += 1
         if (b[o] >> 4) != 6 or plen < FH:
-            counters[_CTR[1, _MAL_BYTES]] += n
-            counters[_CTR[1, _MAL_PACKETS]] += 1
+            account(counters, _ERR[1, _MALFORMED], n)
             free_list[n_free[0]] = s
             n_free[0] += 1
             return DROPPED, -1
