@@ -40,8 +40,8 @@ from lwaftr.bindingtable.table import is_managed, lookup, lookup_at, probe
 from lwaftr.dataplane.account import account
 from lwaftr.dataplane.bpf import BPF_MEMWORDS, bpf_exec
 from lwaftr.dataplane.defrag import defrag_batch
-from lwaftr.dataplane.icmperr import (HEADROOM_NEEDED, RL_V4, RL_V6, icmpv4_error, icmpv6_error, ones_sum,
-                                      rate_allow, set_ttl)
+from lwaftr.dataplane.icmperr import (HEADROOM_NEEDED, RL_V4, RL_V6, icmpv4_error, icmpv4_error_len, icmpv6_error,
+                                      icmpv6_error_len, ones_sum, rate_allow, set_ttl)
 from lwaftr.dataplane.pool import HEADROOM
 from lwaftr.dataplane.prefetch import prefetch
 
@@ -291,15 +291,24 @@ def _send(b, l3, l3_len, fam, P, macs, counters, prog, mem):
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _send_error(b, ip, m, fam, P, macs, counters, prog, mem, rate, now):
-    """An ICMP error built at ``ip`` (``m`` bytes) back out of side ``fam``,
-    if the rate limiter allows it (else counted as suppressed).  Returns its
-    frame's offset, or minus the error code if suppressed or filtered."""
-    if not rate_allow(rate, RL_V4 if fam == FAM4 else RL_V6, P[P_RATE4_PACKETS if fam == FAM4 else P_RATE6_PACKETS],
-                      P[P_RATE4_PERIOD if fam == FAM4 else P_RATE6_PERIOD], now):
-        code = _FAM_ERRORS[fam, _E_RATE]
-        account(counters, code, ETH + m)
-        return -code
+def _error_allowed(fam, m, P, counters, rate, now):
+    """May an ICMP error of ``m`` bytes (from its IP header) go out of side
+    ``fam`` now?  Asked before the error is built, so that errors over the rate
+    limit cost no more than a count.  Returns 0, or the error code when
+    suppressed (counted)."""
+    if rate_allow(rate, RL_V4 if fam == FAM4 else RL_V6, P[P_RATE4_PACKETS if fam == FAM4 else P_RATE6_PACKETS],
+                  P[P_RATE4_PERIOD if fam == FAM4 else P_RATE6_PERIOD], now):
+        return 0
+    code = _FAM_ERRORS[fam, _E_RATE]
+    account(counters, code, ETH + m)
+    return code
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _send_error(b, ip, m, fam, P, macs, counters, prog, mem):
+    """An ICMP error built at ``ip`` (``m`` bytes), which the rate limiter
+    allowed, back out of side ``fam``.  Returns its frame's offset, or minus
+    the error code if filtered."""
     counters[_FAM_COUNTERS[fam, _C_ERR_BYTES]] += ETH + m
     counters[_FAM_COUNTERS[fam, _C_ERR_PACKETS]] += 1
     counters[_FAM_COUNTERS[fam, _C_OUT_BYTES]] += ETH + m
@@ -507,10 +516,10 @@ def classify_inet(buf, off, length, slots, P, addr_tab, sw_tab, verdict, rows, e
     flat = sw_tab.reshape(-1)
     m = slots.shape[0]
     for i in range(min(PREFETCH_AHEAD, m)):
-        prefetch(flat, rows[i] * 4)
+        prefetch(flat, max(rows[i], 0) * 4)
     for i in range(m):
         if i + PREFETCH_AHEAD < m:
-            prefetch(flat, rows[i + PREFETCH_AHEAD] * 4)
+            prefetch(flat, max(rows[i + PREFETCH_AHEAD], 0) * 4)
         s = slots[i]
         b = buf[s]
         f = np.int64(off[s])
@@ -670,8 +679,11 @@ def apply_inet(buf, off, length, slots, P, macs, sw_tab, br_tab, counters, verdi
             else:                         # over MTU with DF: RFC 2473 7.2, quoted with its TTL decremented
                 set_ttl(b, o, ttl - 1)
                 t, code, rest = W.ICMPV4_DST_UNREACHABLE, W.ICMPV4_CODE_FRAG_NEEDED, P[P_INT_MTU] - V6
-            ip, m = icmpv4_error(b, f, n, P[P_EXT_IP], rd32(b, o + W.O_IPV4_SRC), t, code, rest)
-            e = _send_error(b, ip, m, FAM4, P, macs, counters, pout4, mem, rate, now)
+            m = icmpv4_error_len(n)
+            e = -_error_allowed(FAM4, m, P, counters, rate, now)
+            if e == 0:
+                ip, m = icmpv4_error(b, f, n, P[P_EXT_IP], rd32(b, o + W.O_IPV4_SRC), t, code, rest)
+                e = _send_error(b, ip, m, FAM4, P, macs, counters, pout4, mem)
         else:
             h = _encapsulate(b, f, n, rows[i], P, sw_tab, br_tab)
             m = n - ETH + V6
@@ -766,10 +778,10 @@ def classify_b4(buf, off, length, slots, P, addr_tab, sw_tab, br_tab, verdict, r
     flat = sw_tab.reshape(-1)
     m = slots.shape[0]
     for i in range(min(PREFETCH_AHEAD, m)):
-        prefetch(flat, rows[i] * 4)
+        prefetch(flat, max(rows[i], 0) * 4)
     for i in range(m):
         if i + PREFETCH_AHEAD < m:
-            prefetch(flat, rows[i + PREFETCH_AHEAD] * 4)
+            prefetch(flat, max(rows[i + PREFETCH_AHEAD], 0) * 4)
         s = slots[i]
         b = buf[s]
         f = np.int64(off[s])
@@ -984,8 +996,12 @@ def apply_b4(buf, off, length, slots, P, macs, sw_tab, br_tab, counters, verdict
         if v == RELAY:                      # RFC 2473 8.3; the ICMPv6 error itself is not a drop
             skip = V6 + W.ICMP_HLEN + V6
             to = rd32(b, f + ETH + skip + W.O_IPV4_SRC)
-            ip, m = icmpv4_error(b, f + skip, n - skip, P[P_EXT_IP], to, W.ICMPV4_DST_UNREACHABLE, rows[i], hrows[i])
-            e = _send_error(b, ip, m, FAM4, P, macs, counters, pout4, mem, rate, now)
+            m = icmpv4_error_len(n - skip)
+            e = -_error_allowed(FAM4, m, P, counters, rate, now)
+            if e == 0:
+                ip, m = icmpv4_error(b, f + skip, n - skip, P[P_EXT_IP], to, W.ICMPV4_DST_UNREACHABLE, rows[i],
+                                     hrows[i])
+                e = _send_error(b, ip, m, FAM4, P, macs, counters, pout4, mem)
             if e < 0:
                 verdict[i] = DROP
                 err[i] = -e
@@ -999,6 +1015,11 @@ def apply_b4(buf, off, length, slots, P, macs, sw_tab, br_tab, counters, verdict
         if v == ERR:
             account(counters, err[i], n)
             x = xoff[i]
+            m = icmpv6_error_len(n - x)
+            code = _error_allowed(FAM6, m, P, counters, rate, now)
+            if code:
+                verdict[i] = DROP
+                continue
             if x:                            # the error quotes the packet without the option header
                 f0 = np.int64(off[s])
                 for j in range(ETH + V6 - 1, -1, -1):
@@ -1015,7 +1036,7 @@ def apply_b4(buf, off, length, slots, P, macs, sw_tab, br_tab, counters, verdict
             else:
                 ip, m = icmpv6_error(b, off[s], n, b, h + W.O_IPV6_DST, b, h + W.O_IPV6_SRC,
                                      W.ICMPV6_DST_UNREACHABLE, W.ICMPV6_CODE_POLICY_FAILED)
-            e = _send_error(b, ip, m, FAM6, P, macs, counters, pout6, mem, rate, now)
+            e = _send_error(b, ip, m, FAM6, P, macs, counters, pout6, mem)
             fam = FAM6
         else:
             l3 = np.int64(off[s]) + ETH + V6 + xoff[i]
