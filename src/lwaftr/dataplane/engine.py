@@ -23,6 +23,7 @@ from lwaftr.bindingtable.table import BindingTable
 from lwaftr.config.model import Config
 from lwaftr.dataplane import kernels as K
 from lwaftr.dataplane import defrag
+from lwaftr.dataplane import stick
 from lwaftr.dataplane import vlan
 from lwaftr.dataplane.icmperr import new_rate_state
 from lwaftr.dataplane.pool import HEADROOM, PacketPool
@@ -341,26 +342,35 @@ class Engine:
         pool.free(o6)
         return f4, f6
 
+    def _vids(self) -> tuple[int, int]:
+        return (-1 if self.vlan4 is None else self.vlan4), (-1 if self.vlan6 is None else self.vlan6)
+
     def split_stick(self, frames: list[bytes]) -> tuple[list[bytes], list[bytes]]:
-        """On a stick, one port carries both sides: split by VLAN when the
-        sides have different tags, else by ethertype (IPv4 and ARP go to the
-        IPv4 side, everything else to the IPv6 side, as Snabb's V4V6 does)."""
+        """On a stick, one port carries both sides: frames -> (IPv4 side's, IPv6
+        side's), by :func:`lwaftr.dataplane.stick.stick_side` (frames of neither
+        side's VLAN are counted and dropped)."""
         v4, v6 = [], []
-        by_tag = self.vlan4 != self.vlan6
+        vid4, vid6 = self._vids()
         for f in frames:
-            if by_tag:
-                vid = vlan.vid_of(f)
-                if vid == self.vlan4:
-                    v4.append(f)
-                elif vid == self.vlan6:
-                    v6.append(f)
-                else:
-                    self.counters[C.DROP_WRONG_VLAN_PACKETS] += 1
-            elif vlan.inner_ethertype(f) in (W.ETHERTYPE_IPV4, W.ETHERTYPE_ARP):
+            side = stick.stick_side(np.frombuffer(f[:W.ETH_HLEN + W.VLAN_HLEN], np.uint8), 0, len(f), vid4, vid6)
+            if side == 4:
                 v4.append(f)
-            else:
+            elif side == 6:
                 v6.append(f)
+            else:
+                self.counters[C.DROP_WRONG_VLAN_PACKETS] += 1
         return v4, v6
+
+    def split_stick_slots(self, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """On a stick: received pool slots -> (IPv4 side's, IPv6 side's), compiled;
+        slots of neither side's VLAN are counted and freed."""
+        slots = np.asarray(slots, np.int32)
+        out4, out6 = np.empty(len(slots), np.int32), np.empty(len(slots), np.int32)
+        vid4, vid6 = self._vids()
+        pool = self.pool
+        n4, n6 = stick.split(pool.buf, pool.off, pool.length, slots, vid4, vid6, self.counters, pool.free_list,
+                             pool.n_free, out4, out6)
+        return out4[:n4], out6[:n6]
 
     def process_stick(self, frames: list[bytes], now: float) -> list[bytes]:
         """On-a-stick mode: one stream in, one stream out (IPv4 side first)."""
