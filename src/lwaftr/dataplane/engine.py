@@ -22,6 +22,7 @@ from lwaftr import wire as W
 from lwaftr.bindingtable.table import BindingTable
 from lwaftr.config.model import Config
 from lwaftr.dataplane import kernels as K
+from lwaftr.dataplane import batch
 from lwaftr.dataplane import defrag
 from lwaftr.dataplane import stick
 from lwaftr.dataplane import vlan
@@ -114,6 +115,7 @@ class Engine:
         self.macs[K.M_EXT_SELF] = np.frombuffer(inst.external.mac, np.uint8)
         self.macs[K.M_INT_SELF] = np.frombuffer(inst.internal.mac, np.uint8)
         self._last_slow = -1e18
+        self._holding = False           # the slow path holds frames for a next hop (as of its last run)
         # Per-batch scratch and outputs, allocated once.
         self.max_batch = max_batch
         self._scratch = np.zeros((K.N_SCRATCH, max(max_batch, 2)), np.int64)
@@ -140,6 +142,11 @@ class Engine:
         self._whole = np.zeros(self.pool.n_slots, np.uint8)   # slots holding a reassembled packet
         self._reasm = (defrag.state(self.defrag4), defrag.state(self.defrag6), *self._big4, *self._big6,
                        self._whole)
+        pool, t = self.pool, self.table
+        self._state = batch.make(
+            pool.buf, pool.off, pool.length, pool.free_list, pool.n_free, P, self.macs, t.addr_tab, t.sw_tab,
+            t.br_tab, self.counters, self._scratch, self._keep, self._out4, self._out6, self._slow4, self._slow6,
+            self.rate_state, self.filter_progs, self.filter_index, self.slow.frag6.ids, self._frags, self._reasm)
         self._refresh_next_hops()
 
     # -- tables ----------------------------------------------------------------
@@ -154,6 +161,7 @@ class Engine:
         """Swap in a new binding table; takes effect from the next batch."""
         self.table = table
         self.slow.set_table(table)
+        batch.set_tables(self._state, table.addr_tab, table.sw_tab, table.br_tab)
 
     # -- monitoring one subscriber -----------------------------------------------
     def set_monitor(self, ipv4: int | None) -> None:
@@ -231,22 +239,14 @@ class Engine:
         n4, n6 = len(v4), len(v6)
         if n4 > self.max_batch or n6 > self.max_batch:
             raise ValueError(f"batch larger than {self.max_batch}")
-        pool, P, t = self.pool, self.params, self.table
-        if not (P[K.P_V4_RESOLVED] and P[K.P_V6_RESOLVED]) or self.slow.holding:
-            self._refresh_next_hops()
-        v4 = np.array(v4, np.int32)
-        v6 = np.array(v6, np.int32)
+        v4 = np.ascontiguousarray(v4, np.int32)
+        v6 = np.ascontiguousarray(v6, np.int32)
         out4, out6, slow4, slow6 = self._out4, self._out6, self._slow4, self._slow6
-        k4, k6, s4, s6 = K.fast_batch(pool.buf, pool.off, pool.length, pool.free_list, pool.n_free, v4, v6,
-                                      P, self.macs, t.addr_tab, t.sw_tab, t.br_tab, self.counters, strict,
-                                      self._scratch, self._keep, out4, out6, slow4, slow6, self.rate_state,
-                                      float(now), self.filter_progs, self.filter_index, self.slow.frag6.ids,
-                                      self._frags, self._reasm)
-        nb4, nb6 = int(self._big4[2][0]), int(self._big6[2][0])
-        if not (s4 or s6 or nb4 or nb6 or not (P[K.P_V4_RESOLVED] and P[K.P_V6_RESOLVED])
-                or self.slow.holding or now - self._last_slow >= SLOW_TICK):
+        k4, k6, s4, s6, more = batch.run_batch(self._state, v4, v6, strict, float(now))
+        if not (s4 or s6 or more or self._holding or now - self._last_slow >= SLOW_TICK):
             return out4[:k4].copy(), out6[:k6].copy()
         self._last_slow = now
+        nb4, nb6 = int(self._big4[2][0]), int(self._big6[2][0])
         slow4, slow6 = slow4[:s4], slow6[:s6]
         if not strict and s4 + s6 > self.slow_budget:
             slow4, slow6 = self._within_budget(slow4, slow6)
@@ -255,6 +255,7 @@ class Engine:
             self._mirror(f4, f6)
         o4, o6 = self.slow.process(f4, f6, now, whole4=w4, whole6=w6)
         self._refresh_next_hops()
+        self._holding = self.slow.holding
         o4 = self._store(self._tag(o4, self.vlan4))
         o6 = self._store(self._tag(o6, self.vlan6))
         return np.concatenate((out4[:k4], o4)), np.concatenate((out6[:k6], o6))
