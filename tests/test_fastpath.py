@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import replace
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 from scapy.layers.inet import ICMP, IP, UDP, IPOption_NOP, fragment
@@ -573,7 +574,8 @@ def _reference_code(delta: dict[str, int]) -> int:
 @st.composite
 def code_scenario(draw):
     """A wide scenario or a default one with pcap filters, with low ICMP error rate
-    limits or not, and pings to the router's addresses and a BR mixed in."""
+    limits or not, reserved ports or not, pings to the router's addresses and a
+    BR mixed in, and one subscriber's address monitored or not."""
     from lwaftr.examples import BR as AFTR_V6          # the example's internal address is its first BR
     if draw(st.booleans()):
         cfg, kernel, batches = draw(wide_scenario())
@@ -591,22 +593,32 @@ def code_scenario(draw):
     if cfg.external.vlan_tag is None and draw(st.booleans()):
         batches = [(v4 + draw(st.lists(st.sampled_from(pings4), max_size=2)),
                     v6 + draw(st.lists(st.sampled_from(pings6), max_size=2))) for v4, v6 in batches]
-    return cfg, kernel, batches
+    if draw(st.booleans()):            # the lowest 2^a ports of an address are no softwire's
+        b = cfg.bindings
+        per = {ip: draw(st.sampled_from([0, 4, 8])) for ip in sorted(set(b.ipv4.tolist()))}
+        cfg = replace(cfg, bindings=replace(b, reserved_ports_bit_count=np.array(
+            [per[ip] for ip in b.ipv4.tolist()], np.uint8)))
+    monitor = draw(st.sampled_from([None, None, "192.0.2.1"]))
+    return cfg, kernel, batches, monitor
 
 
-def _per_packet(cfg, kernel: bool, batches: list) -> set[tuple[int, int, int]]:
+def _per_packet(cfg, kernel: bool, batches: list, monitor: str | None = None) -> set[tuple[int, int, int]]:
     """Every frame alone through the kernels and through the reference slow path.
     Where the kernels finish a frame, its next node must send it out of the
     side(s) the reference sends its output to (nowhere for DROP), and its error
     code must be the one the reference's counters show for that frame (the most
     specific code of ``lwaftr.counters.ERRORS`` whose counters it added); the
     frames and, at the end, all counters must be the same.  Returns the (side,
-    next node, error code) compared."""
+    next node, error code) compared.  ``monitor``: an address whose traffic both
+    engines mirror (the same frames must be mirrored)."""
     fast = Engine(cfg, fragment_id_seeds=IDS, kernel=kernel)
     slow = Engine(cfg, fast_path=False, fragment_id_seeds=IDS, kernel=kernel)
     if kernel:
         for e in (fast, slow):
             e.set_next_hops(bytes.fromhex("020000000011"), bytes.fromhex("020000000022"))
+    if monitor:
+        for e in (fast, slow):
+            e.set_monitor(int(ipaddress.IPv4Address(monitor)))
     kinds = set()
     for t, (v4, v6) in enumerate(batches):
         for side, frame in [(4, f) for f in v4] + [(6, f) for f in v6]:
@@ -630,6 +642,7 @@ def _per_packet(cfg, kernel: bool, batches: list) -> set[tuple[int, int, int]]:
             assert int(errs[0]) == want, (C.ERROR_NAMES[int(errs[0])], C.ERROR_NAMES[want], delta)
             kinds.add((side, int(nexts[0]), want))
     assert C.to_dict(fast.counters) == C.to_dict(slow.counters)
+    assert fast.take_mirrored() == slow.take_mirrored()
     return kinds
 
 
@@ -637,7 +650,8 @@ def _per_packet(cfg, kernel: bool, batches: list) -> set[tuple[int, int, int]]:
 @given(code_scenario())
 def test_each_packets_next_node_and_error_code_are_the_references(sc):
     """The per-packet model test over random tables, configurations and traffic."""
-    _per_packet(*sc)
+    cfg, kernel, batches, monitor = sc
+    _per_packet(cfg, kernel, batches, monitor)
 
 
 def test_every_next_node_and_error_code_is_compared_with_the_reference():
