@@ -37,6 +37,7 @@ from lwaftr import counters as C
 from lwaftr import wire as W
 from lwaftr.bindingtable.table import is_managed
 from lwaftr.dataplane.account import account
+from lwaftr.dataplane.bytecopy import copy_bytes
 from lwaftr.dataplane.icmperr import ones_sum
 from lwaftr.dataplane.reassembly import (FRAG_UNIT, IPV4_REASSEMBLY_TIMEOUT, IPV6_REASSEMBLY_TIMEOUT,
                                          MAX_IP_LENGTH, SNABB_MAX_FRAME)
@@ -122,6 +123,16 @@ def _hash(k, mask):
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
+def _hash_row(keys, e, mask):
+    """:func:`_hash` of ``keys[e]``, read in place (a row view costs a reference count)."""
+    h = np.uint64(0x9E3779B97F4A7C15)
+    for j in range(5):
+        h = (h ^ keys[e, j]) * np.uint64(0xFF51AFD7ED558CCD)
+        h ^= h >> np.uint64(29)
+    return np.int64(h & np.uint64(mask))
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
 def _same(keys, e, k):
     for j in range(5):
         if keys[e, j] != k[j]:
@@ -129,7 +140,7 @@ def _same(keys, e, k):
     return True
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, inline="always")
 def _find(keys, index, k):
     mask = index.shape[0] - 1
     i = _hash(k, mask)
@@ -142,11 +153,11 @@ def _find(keys, index, k):
         i = (i + 1) & mask
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, inline="always")
 def _index_remove(keys, index, e):
     """Remove entry ``e`` (present) from the index, shifting its cluster back."""
     mask = index.shape[0] - 1
-    i = _hash(keys[e], mask)
+    i = _hash_row(keys, e, mask)
     while index[i] != e:
         i = (i + 1) & mask
     j = i
@@ -155,7 +166,7 @@ def _index_remove(keys, index, e):
         x = index[j]
         if x < 0:
             break
-        home = _hash(keys[x], mask)
+        home = _hash_row(keys, x, mask)
         # x may move into the hole at i if its home is not cyclically in (i, j]
         if (j > i and (home <= i or home > j)) or (j < i and (home <= i and home > j)):
             index[i] = x
@@ -164,7 +175,7 @@ def _index_remove(keys, index, e):
 
 
 # -- entries -------------------------------------------------------------------------------------
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, inline="always")
 def _release(keys, ent, frag, dense, free, index, g, e, free_list, n_free, give_back):
     """Remove entry ``e``; with ``give_back`` its held slots return to the pool."""
     _index_remove(keys, index, e)
@@ -225,7 +236,7 @@ def expire(keys, created, ent, frag, dense, free, index, g, free_list, n_free, c
         account(counters, _ERR[g[G_FAMILY], _INVALID], 0)
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, inline="always")
 def _fail(keys, ent, frag, dense, free, index, g, e, s, free_list, n_free, counters):
     _release(keys, ent, frag, dense, free, index, g, e, free_list, n_free, True)
     free_list[n_free[0]] = s
@@ -234,7 +245,7 @@ def _fail(keys, ent, frag, dense, free, index, g, e, s, free_list, n_free, count
     return DROPPED
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, inline="always")
 def _add(buf, off, free_list, n_free, keys, created, ent, frag, dense, free, index, g, counters, k, s,
          l3len, start, size, more, now):
     """File the fragment in slot ``s`` (``size`` data bytes from ``start``) under
@@ -325,7 +336,7 @@ def _wr16(b, o, v):
     b[o + 1] = v & 0xFF
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, inline="always")
 def _data_off(buf, off, s, fam):
     """Where a held fragment's data starts in its slot."""
     f = np.int64(off[s])
@@ -334,7 +345,7 @@ def _data_off(buf, off, s, fam):
     return f + ETH + V6 + FH
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, inline="always")
 def _gather(buf, off, length, free_list, n_free, keys, ent, frag, dense, free, index, g, counters, e,
             big, big_len, n_big):
     """Entry ``e`` is complete: build the packet (header of the offset-0
@@ -392,8 +403,7 @@ def _gather(buf, off, length, free_list, n_free, keys, ent, frag, dense, free, i
             continue                                   # its data is in place already
         d = _data_off(buf, off, s, fam)
         a = frag[e, i, 0]
-        for j in range(frag[e, i, 1] - a):
-            dst[base + a + j] = buf[s, d + j]
+        copy_bytes(dst, base + a, buf[s], d, frag[e, i, 1] - a)      # (another slot, or the big buffer)
     o = fz + ETH
     if fam == 0:
         _wr16(dst, o + W.O_IPV4_TOTAL_LENGTH, l3len + total)
@@ -423,7 +433,7 @@ def _gather(buf, off, length, free_list, n_free, keys, ent, frag, dense, free, i
     return BIG, -1
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, inline="always")
 def push(buf, off, length, free_list, n_free, s, keys, created, ent, frag, dense, free, index, g, counters,
          now, big, big_len, n_big, k):
     """One frame in slot ``s``: ``PASS`` if it is not a fragment (or one this
