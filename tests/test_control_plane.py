@@ -83,7 +83,11 @@ def lab(request, tmp_path):
     finally:
         if proc is not None and proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
-            proc.communicate(timeout=30)
+            try:
+                proc.communicate(timeout=30)
+            except subprocess.TimeoutExpired:      # (the namespaces go all the same)
+                proc.kill()
+                proc.communicate()
         sh("ip", "netns", "del", LW, check=False)
         sh("ip", "netns", "del", PEER, check=False)
 
@@ -201,6 +205,19 @@ def test_next_hops_come_from_the_kernel_neighbour_table(lab):
     assert live["out-ipv6-packets"] >= 1 and live["in-ipv4-packets"] >= 1
     counters, _ = stop(lab)
     assert counters["out-ipv6-packets"] >= live["out-ipv6-packets"]
+
+
+def test_a_reload_while_starting_is_applied_not_fatal(lab):
+    """The pid file appears while the instance is still being built: a reload
+    sent at once (SIGHUP, whose default action kills) waits and is applied."""
+    r = subprocess.run([sys.executable, "-m", "lwaftr", "reload", "t"], env=lab["env"], capture_output=True,
+                       text=True)
+    assert r.returncode == 0, r.stderr
+    time.sleep(1.0)
+    assert lab["proc"].poll() is None, "lwaftr run died of the reload"
+    assert ping(PEER, AFTR4)
+    _, err = stop(lab)
+    assert "configuration reloaded" in err
 
 
 def test_reload_command_and_refusals(lab):

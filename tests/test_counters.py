@@ -33,3 +33,34 @@ def test_top_and_alarm_lists_are_counters():
 def test_names_are_unique_and_constants_match():
     assert len(set(C.NAMES)) == C.N_COUNTERS
     assert C.names(C.IN_IPV4_BYTES, C.DROP_FRAME_TOO_BIG_PACKETS) == ("in-ipv4-bytes", "drop-frame-too-big-packets")
+
+
+#: Drop counters the compiled stages never add to: the slow path's and the I/O layer's.
+NOT_BY_CODE = {"drop-ipv4-frag-disabled", "drop-ipv6-frag-disabled", "drop-misplaced-not-ipv4-bytes",
+               "drop-misplaced-not-ipv4-packets", "drop-misplaced-not-ipv6-bytes", "drop-misplaced-not-ipv6-packets",
+               "drop-unknown-protocol-ipv6-bytes", "drop-unknown-protocol-ipv6-packets",
+               "drop-no-next-hop-ipv4-packets", "drop-no-next-hop-ipv6-packets", "drop-to-kernel-packets",
+               "drop-tx-full-packets", "drop-frame-too-big-packets", "drop-rx-ring-full-packets",
+               "drop-rx-too-big-packets", "drop-tx-too-big-packets", "drop-tx-invalid-packets"}
+
+
+def test_error_codes_count_through_the_counter_table():
+    """Every error code names counters of the table; every drop counter is some
+    code's (or listed as outside the compiled stages); a code adds its stems'
+    bytes and packets and its side's drop-all totals."""
+    assert C.ERROR_NAMES[0] == "none" and len(set(C.ERROR_NAMES)) == C.N_ERRORS
+    named = set()
+    for code, (name, stems, side, kind, why) in enumerate(C.ERRORS):
+        assert side in (0, 4, 6) and kind in ("in", "out") and why
+        counts = C.error_counts(code, 100)
+        assert set(counts) <= set(C.NAMES)
+        named |= set(counts)
+        if side:
+            assert counts[f"drop-all-ipv{side}-iface-bytes"] == 100 and counts[f"drop-all-ipv{side}-iface-packets"] == 1
+    drops = {n for n in C.NAMES if n.startswith("drop-") and not n.startswith("drop-all-")}
+    assert drops - named == NOT_BY_CODE
+    assert C.error_counts(C.E_ICMPV4_NO_SOFTWIRE, 60) == {
+        "drop-no-dest-softwire-ipv4-bytes": 60, "drop-no-dest-softwire-ipv4-packets": 1,
+        "drop-in-by-rfc7596-icmpv4-bytes": 60, "drop-in-by-rfc7596-icmpv4-packets": 1,
+        "drop-all-ipv4-iface-bytes": 60, "drop-all-ipv4-iface-packets": 1}
+    assert C.error_counts(C.E_EGRESS_FILTER_IPV6, 60) == {"drop-egress-filter-ipv6-packets": 1}

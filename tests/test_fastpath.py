@@ -9,14 +9,18 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import replace
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 from scapy.layers.inet import ICMP, IP, UDP, IPOption_NOP, fragment
 from scapy.layers.inet6 import ICMPv6EchoRequest, IPv6, IPv6ExtHdrFragment
 from scapy.layers.l2 import Dot1Q, Ether
+from scapy.packet import Raw
 
 from lwaftr import counters as C
 from lwaftr.bindingtable.table import BindingTable
+from lwaftr.dataplane import control
+from lwaftr.dataplane import kernels as K
 from lwaftr.dataplane.engine import Engine, Frames, Output
 from lwaftr.dataplane.fragment import SNABB_CHECK_ID_SEEDS as IDS  # both engines fragment alike
 from lwaftr.examples import AFTR_V4, BR, NEXT_V4
@@ -818,3 +822,164 @@ def test_the_punt_to_the_kernel_is_decided_in_the_kernels(proxy):
     assert got.kernel4 == v4[:6] + v4[6 + proxy:] and got.kernel6 == v6[:6] + v6[7:]
     assert c["to-kernel-ipv4-interface-packets"] == len(v4) - proxy and c["to-kernel-ipv6-interface-packets"] == 7
     assert c["drop-ingress-filter-ipv6-packets"] == 1
+
+
+# Where a frame the kernels finish leaves, by the side it came in on and its next node.
+_LEAVES = {(4, K.TX): {6}, (4, K.FRAG): {6}, (4, K.ERR): {4}, (4, K.ECHO): {4}, (4, K.DROP): set(),
+           (6, K.TX): {4}, (6, K.RELAY): {4}, (6, K.HAIRPIN): {6}, (6, K.ERR): {6}, (6, K.ECHO): {6},
+           (6, K.DROP): set(),
+           # ARP/NDP answered in place, consumed; the kernel's (to its TAP, no side's output)
+           (4, control.ANSWER): {4}, (6, control.ANSWER): {6}, (4, control.CONSUME): set(),
+           (6, control.CONSUME): set(), (4, control.KERNEL): set(), (6, control.KERNEL): set()}
+
+
+def _reference_code(delta: dict[str, int]) -> int:
+    """The error code the reference's counters say one packet had: the most
+    specific code all of whose counts are in ``delta`` (0: none)."""
+    best, width = 0, 0
+    for code in range(1, C.N_ERRORS):
+        want = C.error_counts(code, 0)
+        if all(name in delta for name in want) and len(want) > width:
+            best, width = code, len(want)
+    return best
+
+
+@st.composite
+def code_scenario(draw):
+    """A wide scenario or a default one with pcap filters, with low ICMP error rate
+    limits or not, reserved ports or not, pings to the router's addresses and a
+    BR mixed in, and one subscriber's address monitored or not."""
+    from lwaftr.examples import BR as AFTR_V6          # the example's internal address is its first BR
+    if draw(st.booleans()):
+        cfg, kernel, batches = draw(wide_scenario())
+    else:
+        _, cfg, v4, v6 = draw(scenario())
+        kernel, batches = False, [(v4, v6)]
+    if draw(st.booleans()):
+        cfg = replace(cfg, external=replace(cfg.external, error_rate_limit_packets=draw(st.integers(1, 3))),
+                      internal=replace(cfg.internal, error_rate_limit_packets=draw(st.integers(1, 3))))
+    eth = Ether(dst="02:00:00:00:00:01", src="02:00:00:00:00:11")
+    aftr4, aftr6 = str(ipaddress.IPv4Address(AFTR_V4)), str(ipaddress.IPv6Address(AFTR_V6))
+    pings4 = [bytes(eth / IP(src="203.0.113.9", dst=aftr4) / ICMP(type=8, id=1, seq=i)) for i in range(2)]
+    pings6 = [bytes(eth / IPv6(src="2001:db8:2::9", dst=d) / ICMPv6EchoRequest(id=2, seq=1))
+              for d in (aftr6, "2001:db8:ffff::2")]
+    if cfg.external.vlan_tag is None and draw(st.booleans()):
+        batches = [(v4 + draw(st.lists(st.sampled_from(pings4), max_size=2)),
+                    v6 + draw(st.lists(st.sampled_from(pings6), max_size=2))) for v4, v6 in batches]
+    if draw(st.booleans()):            # the lowest 2^a ports of an address are no softwire's
+        b = cfg.bindings
+        per = {ip: draw(st.sampled_from([0, 4, 8])) for ip in sorted(set(b.ipv4.tolist()))}
+        cfg = replace(cfg, bindings=replace(b, reserved_ports_bit_count=np.array(
+            [per[ip] for ip in b.ipv4.tolist()], np.uint8)))
+    monitor = draw(st.sampled_from([None, None, "192.0.2.1"]))
+    return cfg, kernel, batches, monitor
+
+
+def _per_packet(cfg, kernel: bool, batches: list, monitor: str | None = None) -> set[tuple[int, int, int]]:
+    """Every frame alone through the kernels and through the reference slow path.
+    Where the kernels finish a frame, its next node must send it out of the
+    side(s) the reference sends its output to (nowhere for DROP), and its error
+    code must be the one the reference's counters show for that frame (the most
+    specific code of ``lwaftr.counters.ERRORS`` whose counters it added); the
+    frames and, at the end, all counters must be the same.  Returns the (side,
+    next node, error code) compared.  ``monitor``: an address whose traffic both
+    engines mirror (the same frames must be mirrored)."""
+    fast = Engine(cfg, fragment_id_seeds=IDS, kernel=kernel)
+    slow = Engine(cfg, fast_path=False, fragment_id_seeds=IDS, kernel=kernel)
+    if kernel:
+        for e in (fast, slow):
+            e.set_next_hops(bytes.fromhex("020000000011"), bytes.fromhex("020000000022"))
+    if monitor:
+        for e in (fast, slow):
+            e.set_monitor(int(ipaddress.IPv4Address(monitor)))
+    kinds = set()
+    for t, (v4, v6) in enumerate(batches):
+        for side, frame in [(4, f) for f in v4] + [(6, f) for f in v6]:
+            one4, one6 = ([frame], []) if side == 4 else ([], [frame])
+            got = _frames(fast, fast.process(fast.pool.store(one4), fast.pool.store(one6), 10.0 + t))
+            before = C.to_dict(slow.counters)
+            want = slow.process_frames(one4, one6, 10.0 + t)
+            r4, r6 = want.v4, want.v6
+            delta = {k: v - before.get(k, 0) for k, v in C.to_dict(slow.counters).items() if v != before.get(k, 0)}
+            assert got == want          # each side's frames, the TAPs' and the mirrored ones
+            next4, err4, next6, err6 = fast.batch_codes()
+            nexts, errs = (next4, err4) if side == 4 else (next6, err6)
+            if len(nexts) == 0 or nexts[0] == K.SLOW:     # absorbed by reassembly, untagged away, or Python's
+                continue
+            sides = {4} if r4 else set()
+            sides |= {6} if r6 else set()
+            assert _LEAVES[side, int(nexts[0])] == sides, (side, int(nexts[0]), delta)
+            want = _reference_code(delta)
+            assert int(errs[0]) == want, (C.ERROR_NAMES[int(errs[0])], C.ERROR_NAMES[want], delta)
+            kinds.add((side, int(nexts[0]), want))
+    assert C.to_dict(fast.counters) == C.to_dict(slow.counters)
+    return kinds
+
+
+@settings(SETTINGS, max_examples=200)
+@given(code_scenario())
+def test_each_packets_next_node_and_error_code_are_the_references(sc):
+    """The per-packet model test over random tables, configurations and traffic."""
+    cfg, kernel, batches, monitor = sc
+    _per_packet(cfg, kernel, batches, monitor)
+
+
+def test_every_next_node_and_error_code_is_compared_with_the_reference():
+    """The per-packet comparison over traffic built to reach every next node and
+    every error code the kernels give a received frame (the others are only ever
+    counted: an ICMPv6 error over the rate limit, a frame without its VLAN tag,
+    fragments short of slots, and reassembly's and the slow-path budget's drops,
+    which concern frames that never reach the later stages)."""
+    from lwaftr.examples import BR as AFTR_V6
+    rows = [("192.0.2.1", 1, 4, "2001:db8:1::1", 0), ("192.0.2.2", 0, 0, "2001:db8:1::2", 1)]
+    eth = Ether(dst="02:00:00:00:00:01", src="02:00:00:00:00:11")
+    aftr4, aftr6 = str(ipaddress.IPv4Address(AFTR_V4)), str(ipaddress.IPv6Address(AFTR_V6))
+    p1 = port_of(1, 4, 7)
+
+    def from_b4(inner, b4="2001:db8:1::1", br="2001:db8:ffff::1"):
+        return bytes(eth / IPv6(src=b4, dst=br) / inner)
+
+    def icmp6_error(t: int, code: int) -> bytes:     # about a packet we tunnelled to B4 1
+        ours = bytes(IPv6(src="2001:db8:ffff::1", dst="2001:db8:1::1") / IP(src="203.0.113.9", dst="192.0.2.1")
+                     / UDP(sport=53, dport=p1) / bytes(40))
+        return bytes(eth / IPv6(src="2001:db8:1::1", dst="2001:db8:ffff::1", nh=58)
+                     / Raw(bytes([t, code, 0, 0]) + (1280).to_bytes(4, "big") + ours))
+
+    err4, err6 = _error_traffic()
+    tx4 = bytes(eth / IP(src="203.0.113.9", dst="192.0.2.1") / UDP(sport=53, dport=p1) / bytes(300))
+    tx6 = from_b4(IP(src="192.0.2.1", dst="203.0.113.9") / UDP(sport=p1, dport=53) / bytes(300))
+    hairpin = from_b4(IP(src="192.0.2.1", dst="192.0.2.2") / UDP(sport=p1, dport=53))
+    big4 = bytes(eth / IP(src="203.0.113.9", dst="192.0.2.1") / UDP(sport=53, dport=p1) / bytes(1400))
+    icmp4 = [bytes(eth / IP(src="203.0.113.9", dst="192.0.2.1") / ICMP(type=0, id=p1)),
+             bytes(eth / IP(src="203.0.113.9", dst="192.0.2.1") / ICMP(type=0, id=3)),           # no softwire
+             bytes(eth / IP(src="203.0.113.9", dst="192.0.2.1") / ICMP(type=0, id=p1, chksum=7))]  # bad sum
+    pings = ([bytes(eth / IP(src="203.0.113.9", dst=aftr4) / ICMP(type=8, id=1))],
+             [bytes(eth / IPv6(src="2001:db8:2::9", dst=aftr6) / ICMPv6EchoRequest(id=2)),
+              bytes(eth / IPv6(src="2001:db8:2::9", dst="2001:db8:ffff::2") / ICMPv6EchoRequest(id=3))])
+    relays = [icmp6_error(t, c) for t, c in ((1, 0), (2, 0), (2, 1), (3, 0), (3, 1), (4, 0), (1, 0))]
+    base = make_config(rows, hairpinning=True, mtu=1280)
+    quiet = replace(make_config(rows, generate_icmp_errors=False),
+                    external=replace(base.external, generate_icmp_errors=False))
+    no_icmp = replace(make_config(rows, allow_incoming_icmp=False),
+                      external=replace(base.external, allow_incoming_icmp=False))
+    filtered = replace(make_config(rows, ingress_filter="len < 1000", egress_filter="len < 200"),
+                       external=replace(base.external, ingress_filter=f"not udp dst port {p1 + 1}",
+                                        egress_filter="len < 200"))
+    p_in = bytes(eth / IP(src="203.0.113.9", dst="192.0.2.1") / UDP(sport=53, dport=p1 + 1))
+    limited = replace(base, external=replace(base.external, error_rate_limit_packets=1))
+    seen = set()
+    seen |= _per_packet(base, False, [(err4 + [tx4, big4] + icmp4 + pings[0], err6 + [tx6, hairpin] + pings[1])])
+    seen |= _per_packet(quiet, False, [(err4, err6)])
+    seen |= _per_packet(no_icmp, False, [(icmp4, pings[1])])
+    seen |= _per_packet(no_icmp, True, [([], relays[:1])])
+    seen |= _per_packet(filtered, False, [([tx4, p_in], [tx6, from_b4(IP(src="192.0.2.1", dst="203.0.113.9")
+                                                                     / UDP(sport=p1, dport=53) / bytes(1200))])])
+    seen |= _per_packet(limited, True, [([], relays)])
+    seen |= _per_packet(base, False, [(_arp_traffic(), _ndp_traffic())])       # answered, consumed
+    seen |= _per_packet(base, True, [(_arp_traffic()[:1], _ndp_traffic()[:1])])  # the kernel's
+    assert {(side, n) for side, n, _ in seen} == set(_LEAVES)
+    codes = {C.ERROR_NAMES[e] for _, _, e in seen}
+    assert set(C.ERROR_NAMES) - codes == {"over-rate-limit-icmpv6", "wrong-vlan", "pool-exhausted",
+                                          "frag-invalid-ipv4", "frag-invalid-ipv6", "frag-evicted-ipv4",
+                                          "frag-evicted-ipv6", "malformed-ipv4", "malformed-ipv6",
+                                          "slow-path-budget"}

@@ -197,3 +197,117 @@ def diff(actual: dict[str, int], expected: dict[str, int]) -> dict[str, tuple[in
         if e != a:
             out[n] = (e, a)
     return out
+
+
+# -- Why the data plane drops a packet -----------------------------------------
+#
+# Each compiled stage writes, per packet, where it goes next and, when it is
+# dropped (or answered with an ICMP error instead of forwarded), an error code:
+# an index into this table.  One accounting function (``dataplane.account``)
+# adds what a code counts: each stem's ``-bytes`` (the packet's length) and
+# ``-packets`` counters, or the counter itself if the stem is a whole name, and
+# the ``drop-all-ipvX-iface-*`` totals of its side.  ``kind`` says what the code is
+# about: "in", a received packet that does not go through; "out", a packet the
+# lwAFTR made (an ICMP error, a reply, a fragment) that does not leave.
+#
+# (code name, stems, side whose drop-all totals it adds to (4, 6 or 0), kind, why)
+ERRORS: tuple[tuple[str, tuple[str, ...], int, str, str], ...] = (
+    ("none", (), 0, "in", "not dropped"),
+    ("no-dest-softwire", ("drop-no-dest-softwire-ipv4",), 4, "in",
+     "RFC 7596 5.2: no softwire owns the destination address and port (ICMPv4 host unreachable sent)"),
+    ("no-dest-softwire-no-error", ("drop-no-dest-softwire-ipv4", "drop-out-by-policy-icmpv4-packets"), 4, "in",
+     "RFC 7596 5.2, with generate-icmp-errors off (or ICMP for no softwire, likewise)"),
+    ("icmpv4-no-softwire", ("drop-no-dest-softwire-ipv4", "drop-in-by-rfc7596-icmpv4"), 4, "in",
+     "RFC 7596 8.1: ICMPv4 whose identifier or quoted port points to no softwire, dropped silently"),
+    ("icmpv4-policy", ("drop-in-by-policy-icmpv4",), 4, "in", "external allow-incoming-icmp false"),
+    ("icmpv4-bad-checksum", ("drop-bad-checksum-icmpv4",), 4, "in", "RFC 5508: ICMPv4 cut short or with a bad checksum"),
+    ("ttl-zero", ("drop-ttl-zero-ipv4",), 4, "in", "RFC 791: TTL reaches 0 (ICMPv4 time exceeded sent)"),
+    ("ttl-zero-no-error", ("drop-ttl-zero-ipv4", "drop-out-by-policy-icmpv4-packets"), 4, "in",
+     "TTL reaches 0, generate-icmp-errors off"),
+    ("over-mtu-df", ("drop-over-mtu-but-dont-fragment-ipv4",), 4, "in",
+     "RFC 2473 7.2: too big for the tunnel with DF set (ICMPv4 fragmentation needed sent)"),
+    ("over-mtu-df-no-error", ("drop-over-mtu-but-dont-fragment-ipv4", "drop-out-by-policy-icmpv4-packets"), 4, "in",
+     "too big for the tunnel with DF set, generate-icmp-errors off"),
+    ("no-source-softwire", ("drop-no-source-softwire-ipv6",), 6, "in",
+     "RFC 7596 5.1: the B4's IPv6 source, IPv4 source and port match no softwire (ICMPv6 1/5 sent)"),
+    ("no-source-softwire-no-error", ("drop-no-source-softwire-ipv6", "drop-out-by-policy-icmpv6-packets"), 6, "in",
+     "RFC 7596 5.1, generate-icmp-errors off"),
+    ("icmpv6-policy", ("drop-in-by-policy-icmpv6",), 6, "in", "internal allow-incoming-icmp false"),
+    ("icmpv6-unknown", ("drop-unknown-protocol-icmpv6",), 6, "in",
+     "ICMPv6 the lwAFTR does not handle (echo not for it, informational types)"),
+    ("icmpv6-too-big-code", ("drop-too-big-type-but-not-code-icmpv6",), 6, "in",
+     "RFC 4443 3.2: packet too big with a code other than 0"),
+    ("icmpv6-time-code", ("drop-over-time-but-not-hop-limit-icmpv6",), 6, "in",
+     "RFC 4443 3.3: time exceeded that is not hop limit exceeded"),
+    ("ingress-filter-ipv4", ("drop-ingress-filter-ipv4-packets",), 0, "in", "refused by the external ingress-filter"),
+    ("ingress-filter-ipv6", ("drop-ingress-filter-ipv6-packets",), 0, "in", "refused by the internal ingress-filter"),
+    ("wrong-vlan", ("drop-wrong-vlan-packets",), 0, "in", "IEEE 802.1Q: without the interface's VLAN tag"),
+    ("egress-filter-ipv4", ("drop-egress-filter-ipv4-packets",), 0, "out", "refused by the external egress-filter"),
+    ("egress-filter-ipv6", ("drop-egress-filter-ipv6-packets",), 0, "out", "refused by the internal egress-filter"),
+    ("over-rate-limit-icmpv4", ("drop-over-rate-limit-icmpv4",), 0, "out",
+     "RFC 1812 4.3.2.8: ICMPv4 error over the configured rate"),
+    ("over-rate-limit-icmpv6", ("drop-over-rate-limit-icmpv6",), 0, "out",
+     "RFC 4443 2.4(f): ICMPv6 error over the configured rate"),
+    ("pool-exhausted", ("drop-pool-exhausted-packets",), 0, "out", "no free packet slot for a packet's fragments"),
+    ("frag-invalid-ipv4", ("drop-ipv4-frag-invalid-reassembly",), 0, "in",
+     "RFC 791 3.2: a reassembly that cannot complete (overlap, too many fragments, too big, timed out)"),
+    ("frag-invalid-ipv6", ("drop-ipv6-frag-invalid-reassembly",), 0, "in",
+     "RFC 8200 4.5: a reassembly that cannot complete (overlap, too many fragments, too big, timed out)"),
+    ("frag-evicted-ipv4", ("drop-ipv4-frag-random-evicted",), 0, "in",
+     "a reassembly evicted at random for a new one (max-reassembly-packets)"),
+    ("frag-evicted-ipv6", ("drop-ipv6-frag-random-evicted",), 0, "in",
+     "a reassembly evicted at random for a new one (max-reassembly-packets)"),
+    ("malformed-ipv4", ("drop-malformed-ipv4",), 0, "in", "RFC 791: bad version, IHL, lengths or header checksum"),
+    ("malformed-ipv6", ("drop-malformed-ipv6",), 0, "in", "RFC 8200: bad version or lengths"),
+    ("slow-path-budget", ("drop-slow-path-budget-packets",), 0, "in",
+     "beyond the per-batch budget for work costlier than the common path"),
+)
+
+ERROR_NAMES: tuple[str, ...] = tuple(e[0] for e in ERRORS)
+N_ERRORS: int = len(ERRORS)
+#: Most counters one error code adds to (stems expanded, drop-all totals included).
+ERROR_WIDTH = 6
+
+
+def _error_counters(stems: tuple[str, ...], side: int) -> list[tuple[int, bool]]:
+    """(counter index, counts bytes) pairs one error code adds to."""
+    out = []
+    for stem in stems:
+        if stem in INDEX:
+            out.append((INDEX[stem], stem.endswith("-bytes")))
+            continue
+        parts = [(INDEX[stem + s], s == "-bytes") for s in ("-bytes", "-packets") if stem + s in INDEX]
+        if not parts:
+            raise ValueError(f"error stem {stem!r} names no counter")
+        out += parts
+    if side:
+        out += [(INDEX[f"drop-all-ipv{side}-iface-bytes"], True), (INDEX[f"drop-all-ipv{side}-iface-packets"], False)]
+    return out
+
+
+def _error_arrays() -> tuple[np.ndarray, np.ndarray]:
+    idx = np.full((N_ERRORS, ERROR_WIDTH), -1, np.int64)
+    by_bytes = np.zeros((N_ERRORS, ERROR_WIDTH), np.uint8)
+    for code, (_name, stems, side, _kind, _why) in enumerate(ERRORS):
+        for j, (i, b) in enumerate(_error_counters(stems, side)):
+            idx[code, j] = i
+            by_bytes[code, j] = b
+    return idx, by_bytes
+
+
+#: For code k: the counters it adds to (ERROR_COUNTERS[k], -1 padded) and
+#: whether each gets the packet's length (ERROR_BYTES[k]) or 1.
+ERROR_COUNTERS, ERROR_BYTES = _error_arrays()
+
+# Module-level int constants for the codes, e.g. E_NO_DEST_SOFTWIRE.
+for _i, _n in enumerate(ERROR_NAMES):
+    globals()["E_" + _const_name(_n)] = _i
+del _i, _n
+
+
+def error_counts(code: int, nbytes: int) -> dict[str, int]:
+    """What one packet of ``nbytes`` dropped with ``code`` adds, by counter name."""
+    out: dict[str, int] = {}
+    for i, b in _error_counters(ERRORS[code][1], ERRORS[code][2]):
+        out[NAMES[i]] = out.get(NAMES[i], 0) + (nbytes if b else 1)
+    return out

@@ -41,6 +41,8 @@ ADDR_OCCUPIED = np.uint64(1 << 16)
 SW_OCCUPIED = np.uint64(1 << 63)
 _HASH_MUL = np.uint64(0x9E3779B97F4A7C15)
 NO_MATCH = -1
+#: :func:`probe`'s slot for a key no softwire can have.
+NO_SLOT = -1
 
 
 @numba.njit(cache=True, nogil=True)
@@ -124,16 +126,23 @@ def psid_of(psid_length, shift, port):
 @numba.njit(cache=True, nogil=True)
 def probe(addr_tab, sw_tab, ipv4, port):
     """(key, first slot) of the softwire lookup for (ipv4, port): the first
-    half of :func:`lookup`, so callers can prefetch ``sw_tab[slot]`` first."""
+    half of :func:`lookup`, so callers can prefetch ``sw_tab[slot]`` first.
+    The slot is :data:`NO_SLOT` when no softwire can own them (an address the
+    table does not serve, or a reserved port): the lookup then ends at once,
+    so a flood of such frames costs no walk through the big table."""
     plen, shift = addr_params(addr_tab, ipv4)
     psid = psid_of(plen, shift, port)
     key = (np.uint64(ipv4) << np.uint64(16)) | np.uint64(psid)
+    if plen + shift == 0 or (psid >> plen) != 0:
+        return key, np.int64(NO_SLOT)
     return key, _slot(key, np.uint64(sw_tab.shape[0]))
 
 
 @numba.njit(cache=True, nogil=True)
 def lookup_at(sw_tab, key, s):
-    """Row holding ``key``, probing linearly from slot ``s``; -1 if none."""
+    """Row holding ``key``, probing linearly from slot ``s``; -1 if none (or ``s`` is :data:`NO_SLOT`)."""
+    if s < 0:
+        return -1
     cap = np.uint64(sw_tab.shape[0])
     while True:
         cur = sw_tab[s, 0]

@@ -148,6 +148,7 @@ def run(args: argparse.Namespace) -> int:
     if args.cpu is not None:            # before the pool, rings and UMEM are allocated: on the core's node
         from lwaftr.io.placement import pin
         pin(args.cpu)
+    pending = _hold_signals()           # the pid file appears while the loop is built: a reload then must wait
     try:
         loop = LiveLoop(args.conf, args.v4, args.v6, args.on_a_stick, batch=args.batch, io=args.io,
                         control_plane=args.control_plane, name=args.name, instance=args.instance_index,
@@ -167,9 +168,7 @@ def run(args: argparse.Namespace) -> int:
     if (loop.config.bgp.enable or loop.config.ospf.enable) and args.worker is None:
         logging.getLogger("lwaftr.run").warning("bgp/ospf: BIRD runs only under the supervisor (lwaftr run --conf F "
                                                 "without interface options); this process announces nothing")
-    signal.signal(signal.SIGHUP, lambda *_: loop.request_reload())
-    signal.signal(signal.SIGTERM, lambda *_: loop.stop())
-    signal.signal(signal.SIGINT, lambda *_: loop.stop())
+    _handle_signals(pending, loop.request_reload, loop.stop)
     logging.getLogger("lwaftr.run").info("forwarding (%s)", f"on a stick: {args.on_a_stick}" if args.on_a_stick
                                          else f"v4 {args.v4}, v6 {args.v6}")
     try:
@@ -179,6 +178,25 @@ def run(args: argparse.Namespace) -> int:
         loop.close()
     print(json.dumps(counters, indent=1, sort_keys=True))
     return 0
+
+
+def _hold_signals() -> list[int]:
+    """Until :func:`_handle_signals`, SIGHUP, SIGTERM and SIGINT are only noted:
+    the instance's pid file is written while it is being built, and a reload
+    or stop sent then must neither kill it (SIGHUP's default) nor be lost."""
+    pending: list[int] = []
+    for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda n, _frame: pending.append(n))
+    return pending
+
+
+def _handle_signals(pending: list[int], reload, stop) -> None:
+    """The real handlers, then what arrived while the instance was being built."""
+    signal.signal(signal.SIGHUP, lambda *_: reload())
+    signal.signal(signal.SIGTERM, lambda *_: stop())
+    signal.signal(signal.SIGINT, lambda *_: stop())
+    for sig in pending:
+        (reload if sig == signal.SIGHUP else stop)()
 
 
 def _supervise(args: argparse.Namespace) -> int:
@@ -198,6 +216,7 @@ def _supervise(args: argparse.Namespace) -> int:
             from lwaftr.mgmt.snmp import Subagent
             snmp = Subagent.for_run(name, specs, args.snmp_agentx)               # (interfaces, not cores)
         specs = _placed(specs, cfg.cpus, args.conf)
+        pending = _hold_signals()
         sup = Supervisor(args.conf, specs, name, _passthrough(args), bird=bird, snmp=snmp)
     except (ConfigError, InterfaceError, PrivilegeError) as e:
         print(f"lwaftr run: {e}", file=sys.stderr)
@@ -205,9 +224,7 @@ def _supervise(args: argparse.Namespace) -> int:
     except (InstanceBusy, JournalBusy) as e:
         print(f"lwaftr run: {e}", file=sys.stderr)
         return 1
-    signal.signal(signal.SIGHUP, lambda *_: sup.request_reload())
-    signal.signal(signal.SIGTERM, lambda *_: sup.stop())
-    signal.signal(signal.SIGINT, lambda *_: sup.stop())
+    _handle_signals(pending, sup.request_reload, sup.stop)
     logging.getLogger("lwaftr.run").info("supervising %d workers", len(specs))
     totals = sup.run()
     print(json.dumps(totals, indent=1, sort_keys=True))

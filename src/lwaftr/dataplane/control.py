@@ -29,6 +29,7 @@ import numpy as np
 from lwaftr import counters as C
 from lwaftr import wire as W
 from lwaftr.bindingtable.table import is_managed
+from lwaftr.dataplane.account import account
 from lwaftr.dataplane.bpf import BPF_MEMWORDS, bpf_exec
 from lwaftr.dataplane.icmperr import ones_sum
 
@@ -348,11 +349,12 @@ def neighbour_advertisement(b, f, mac, self_hi, self_lo):
 
 
 @numba.njit(cache=True, nogil=True)
-def apply4(buf, off, length, slots, verdict, rows, first, mac, vid, pin, pout, counters):
+def apply4(buf, off, length, slots, verdict, rows, err, first, mac, vid, pin, pout, counters):
     """Pass 2, IPv4 side, for what :func:`classify4` took: the counters the slow
     path adds (reassembly's "unneeded" and the ingress filter before the ARP
     stage; the punt's filter and ``to-kernel``), the replies written, filtered,
-    counted and tagged.  A frame refused by a filter becomes ``CONSUME``."""
+    counted and tagged.  A frame refused by a filter becomes ``CONSUME``, with its
+    error code in ``err`` (accounted by :func:`~lwaftr.dataplane.account.account`)."""
     mem = np.empty(BPF_MEMWORDS, np.int64)
     for i in range(first):
         v = verdict[i]
@@ -366,7 +368,8 @@ def apply4(buf, off, length, slots, verdict, rows, first, mac, vid, pin, pout, c
         refused = pin.shape[0] > 0 and bpf_exec(pin, b, f, n, mem) == 0
         if v == KERNEL:
             if refused:
-                counters[C.DROP_INGRESS_FILTER_IPV4_PACKETS] += 1
+                account(counters, C.E_INGRESS_FILTER_IPV4, n)
+                err[i] = C.E_INGRESS_FILTER_IPV4
                 verdict[i] = CONSUME
             else:
                 counters[C.TO_KERNEL_IPV4_INTERFACE_PACKETS] += 1
@@ -374,7 +377,8 @@ def apply4(buf, off, length, slots, verdict, rows, first, mac, vid, pin, pout, c
         if q != Q_PROXY_ARP:            # the punt answers before reassembly and the filter
             counters[C.IN_IPV4_FRAG_REASSEMBLY_UNNEEDED] += 1
             if refused:
-                counters[C.DROP_INGRESS_FILTER_IPV4_PACKETS] += 1
+                account(counters, C.E_INGRESS_FILTER_IPV4, n)
+                err[i] = C.E_INGRESS_FILTER_IPV4
                 verdict[i] = CONSUME
                 continue
         if q == Q_ARP_REQUEST or q == Q_ARP_FOR_US or q == Q_PROXY_ARP:
@@ -389,7 +393,8 @@ def apply4(buf, off, length, slots, verdict, rows, first, mac, vid, pin, pout, c
         counters[C.OUT_ARP_REPLY_BYTES] += ARP_FRAME
         counters[C.OUT_ARP_REPLY_PACKETS] += 1
         if pout.shape[0] and bpf_exec(pout, b, f, ARP_FRAME, mem) == 0:
-            counters[C.DROP_EGRESS_FILTER_IPV4_PACKETS] += 1
+            account(counters, C.E_EGRESS_FILTER_IPV4, ARP_FRAME)
+            err[i] = C.E_EGRESS_FILTER_IPV4
             verdict[i] = CONSUME
             continue
         counters[C.OUT_IPV4_FRAG_NOT] += 1
@@ -397,7 +402,7 @@ def apply4(buf, off, length, slots, verdict, rows, first, mac, vid, pin, pout, c
 
 
 @numba.njit(cache=True, nogil=True)
-def apply6(buf, off, length, slots, verdict, rows, first, mac, self_hi, self_lo, vid, pin, pout, counters):
+def apply6(buf, off, length, slots, verdict, rows, err, first, mac, self_hi, self_lo, vid, pin, pout, counters):
     """Pass 2, IPv6 side, for what :func:`classify6` took (as :func:`apply4`)."""
     mem = np.empty(BPF_MEMWORDS, np.int64)
     for i in range(first):
@@ -412,14 +417,16 @@ def apply6(buf, off, length, slots, verdict, rows, first, mac, self_hi, self_lo,
         refused = pin.shape[0] > 0 and bpf_exec(pin, b, f, n, mem) == 0
         if v == KERNEL:
             if refused:
-                counters[C.DROP_INGRESS_FILTER_IPV6_PACKETS] += 1
+                account(counters, C.E_INGRESS_FILTER_IPV6, n)
+                err[i] = C.E_INGRESS_FILTER_IPV6
                 verdict[i] = CONSUME
             else:
                 counters[C.TO_KERNEL_IPV6_INTERFACE_PACKETS] += 1
             continue
         counters[C.IN_IPV6_FRAG_REASSEMBLY_UNNEEDED] += 1
         if refused:
-            counters[C.DROP_INGRESS_FILTER_IPV6_PACKETS] += 1
+            account(counters, C.E_INGRESS_FILTER_IPV6, n)
+            err[i] = C.E_INGRESS_FILTER_IPV6
             verdict[i] = CONSUME
             continue
         if q == Q_NS or q == Q_NS_FOR_US:
@@ -434,7 +441,8 @@ def apply6(buf, off, length, slots, verdict, rows, first, mac, self_hi, self_lo,
         counters[C.OUT_NDP_NA_BYTES] += NA_FRAME
         counters[C.OUT_NDP_NA_PACKETS] += 1
         if pout.shape[0] and bpf_exec(pout, b, f, NA_FRAME, mem) == 0:
-            counters[C.DROP_EGRESS_FILTER_IPV6_PACKETS] += 1
+            account(counters, C.E_EGRESS_FILTER_IPV6, NA_FRAME)
+            err[i] = C.E_EGRESS_FILTER_IPV6
             verdict[i] = CONSUME
             continue
         counters[C.OUT_IPV6_FRAG_NOT] += 1

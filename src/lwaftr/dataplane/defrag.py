@@ -36,6 +36,8 @@ import numpy as np
 from lwaftr import counters as C
 from lwaftr import wire as W
 from lwaftr.bindingtable.table import is_managed
+from lwaftr.dataplane.account import account
+from lwaftr.dataplane.bytecopy import copy_bytes
 from lwaftr.dataplane.icmperr import ones_sum
 from lwaftr.dataplane.reassembly import (FRAG_UNIT, IPV4_REASSEMBLY_TIMEOUT, IPV6_REASSEMBLY_TIMEOUT,
                                          MAX_IP_LENGTH, SNABB_MAX_FRAME)
@@ -45,12 +47,13 @@ V6 = W.IPV6_HLEN
 FH = W.IPV6_FRAG_HLEN
 
 # Per-family counter rows (family 0: IPv4, 1: IPv6)
-_NEEDS, _REASSEMBLED, _INVALID, _EVICTED, _MAL_BYTES, _MAL_PACKETS = range(6)
-_CTR = np.array([
-    [C.IN_IPV4_FRAG_NEEDS_REASSEMBLY, C.IN_IPV4_FRAG_REASSEMBLED, C.DROP_IPV4_FRAG_INVALID_REASSEMBLY,
-     C.DROP_IPV4_FRAG_RANDOM_EVICTED, C.DROP_MALFORMED_IPV4_BYTES, C.DROP_MALFORMED_IPV4_PACKETS],
-    [C.IN_IPV6_FRAG_NEEDS_REASSEMBLY, C.IN_IPV6_FRAG_REASSEMBLED, C.DROP_IPV6_FRAG_INVALID_REASSEMBLY,
-     C.DROP_IPV6_FRAG_RANDOM_EVICTED, C.DROP_MALFORMED_IPV6_BYTES, C.DROP_MALFORMED_IPV6_PACKETS]], np.int64)
+_NEEDS, _REASSEMBLED = range(2)
+_CTR = np.array([[C.IN_IPV4_FRAG_NEEDS_REASSEMBLY, C.IN_IPV4_FRAG_REASSEMBLED],
+                 [C.IN_IPV6_FRAG_NEEDS_REASSEMBLY, C.IN_IPV6_FRAG_REASSEMBLED]], np.int64)
+# Drops, by family: error codes (lwaftr.counters.ERRORS), counted by account()
+_INVALID, _EVICTED, _MALFORMED = range(3)
+_ERR = np.array([[C.E_FRAG_INVALID_IPV4, C.E_FRAG_EVICTED_IPV4, C.E_MALFORMED_IPV4],
+                 [C.E_FRAG_INVALID_IPV6, C.E_FRAG_EVICTED_IPV6, C.E_MALFORMED_IPV6]], np.int64)
 
 # Entry fields (int64 columns of ``ent``)
 E_NFRAG, E_TOTAL, E_FINAL, E_FIRST, E_ZERO, E_PREV, E_NEXT, E_POS, N_E = range(9)
@@ -120,6 +123,16 @@ def _hash(k, mask):
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
+def _hash_row(keys, e, mask):
+    """:func:`_hash` of ``keys[e]``, read in place (a row view costs a reference count)."""
+    h = np.uint64(0x9E3779B97F4A7C15)
+    for j in range(5):
+        h = (h ^ keys[e, j]) * np.uint64(0xFF51AFD7ED558CCD)
+        h ^= h >> np.uint64(29)
+    return np.int64(h & np.uint64(mask))
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
 def _same(keys, e, k):
     for j in range(5):
         if keys[e, j] != k[j]:
@@ -127,7 +140,7 @@ def _same(keys, e, k):
     return True
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, inline="always")
 def _find(keys, index, k):
     mask = index.shape[0] - 1
     i = _hash(k, mask)
@@ -140,11 +153,11 @@ def _find(keys, index, k):
         i = (i + 1) & mask
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, inline="always")
 def _index_remove(keys, index, e):
     """Remove entry ``e`` (present) from the index, shifting its cluster back."""
     mask = index.shape[0] - 1
-    i = _hash(keys[e], mask)
+    i = _hash_row(keys, e, mask)
     while index[i] != e:
         i = (i + 1) & mask
     j = i
@@ -153,7 +166,7 @@ def _index_remove(keys, index, e):
         x = index[j]
         if x < 0:
             break
-        home = _hash(keys[x], mask)
+        home = _hash_row(keys, x, mask)
         # x may move into the hole at i if its home is not cyclically in (i, j]
         if (j > i and (home <= i or home > j)) or (j < i and (home <= i and home > j)):
             index[i] = x
@@ -162,7 +175,7 @@ def _index_remove(keys, index, e):
 
 
 # -- entries -------------------------------------------------------------------------------------
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, inline="always")
 def _release(keys, ent, frag, dense, free, index, g, e, free_list, n_free, give_back):
     """Remove entry ``e``; with ``give_back`` its held slots return to the pool."""
     _index_remove(keys, index, e)
@@ -211,7 +224,7 @@ def _evict_random(keys, ent, frag, dense, free, index, g, free_list, n_free, cou
         if e != keep:
             break
     _release(keys, ent, frag, dense, free, index, g, e, free_list, n_free, True)
-    counters[_CTR[g[G_FAMILY], _EVICTED]] += 1
+    account(counters, _ERR[g[G_FAMILY], _EVICTED], 0)
     return True
 
 
@@ -220,19 +233,19 @@ def expire(keys, created, ent, frag, dense, free, index, g, free_list, n_free, c
     """Abandon reassemblies older than ``timeout`` (each counted invalid)."""
     while g[G_HEAD] >= 0 and now - created[g[G_HEAD]] > timeout:
         _release(keys, ent, frag, dense, free, index, g, g[G_HEAD], free_list, n_free, True)
-        counters[_CTR[g[G_FAMILY], _INVALID]] += 1
+        account(counters, _ERR[g[G_FAMILY], _INVALID], 0)
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, inline="always")
 def _fail(keys, ent, frag, dense, free, index, g, e, s, free_list, n_free, counters):
     _release(keys, ent, frag, dense, free, index, g, e, free_list, n_free, True)
     free_list[n_free[0]] = s
     n_free[0] += 1
-    counters[_CTR[g[G_FAMILY], _INVALID]] += 1
+    account(counters, _ERR[g[G_FAMILY], _INVALID], 0)
     return DROPPED
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, inline="always")
 def _add(buf, off, free_list, n_free, keys, created, ent, frag, dense, free, index, g, counters, k, s,
          l3len, start, size, more, now):
     """File the fragment in slot ``s`` (``size`` data bytes from ``start``) under
@@ -243,7 +256,7 @@ def _add(buf, off, free_list, n_free, keys, created, ent, frag, dense, free, ind
         if keys.shape[0] == 0 or g[G_NFREE] + g[G_USED] == 0:     # max-packets 0: nothing is held
             free_list[n_free[0]] = s
             n_free[0] += 1
-            counters[_CTR[fam, _INVALID]] += 1
+            account(counters, _ERR[fam, _INVALID], 0)
             return DROPPED
         if g[G_NFREE] == 0:                     # full: a random one makes room (Snabb)
             _evict_random(keys, ent, frag, dense, free, index, g, free_list, n_free, counters, -1)
@@ -323,7 +336,7 @@ def _wr16(b, o, v):
     b[o + 1] = v & 0xFF
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, inline="always")
 def _data_off(buf, off, s, fam):
     """Where a held fragment's data starts in its slot."""
     f = np.int64(off[s])
@@ -332,7 +345,7 @@ def _data_off(buf, off, s, fam):
     return f + ETH + V6 + FH
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, inline="always")
 def _gather(buf, off, length, free_list, n_free, keys, ent, frag, dense, free, index, g, counters, e,
             big, big_len, n_big):
     """Entry ``e`` is complete: build the packet (header of the offset-0
@@ -350,7 +363,7 @@ def _gather(buf, off, length, free_list, n_free, keys, ent, frag, dense, free, i
     # The packet is taken out of the table; its slots are still held (E_NFRAG).
     if flen > g[G_MAX_FRAME]:
         _release(keys, ent, frag, dense, free, index, g, e, free_list, n_free, True)
-        counters[_CTR[fam, _INVALID]] += 1
+        account(counters, _ERR[fam, _INVALID], 0)
         return DROPPED, -1
     nh = 0
     if fam == 1:
@@ -373,7 +386,7 @@ def _gather(buf, off, length, free_list, n_free, keys, ent, frag, dense, free, i
     else:
         if n_big[0] >= big.shape[0] or flen > big.shape[1]:
             _release(keys, ent, frag, dense, free, index, g, e, free_list, n_free, True)
-            counters[C.DROP_SLOW_PATH_BUDGET_PACKETS] += 1
+            account(counters, C.E_SLOW_PATH_BUDGET, 0)
             counters[_CTR[fam, _REASSEMBLED]] += 1
             return DROPPED, -1
         dst = big[n_big[0]]
@@ -390,8 +403,7 @@ def _gather(buf, off, length, free_list, n_free, keys, ent, frag, dense, free, i
             continue                                   # its data is in place already
         d = _data_off(buf, off, s, fam)
         a = frag[e, i, 0]
-        for j in range(frag[e, i, 1] - a):
-            dst[base + a + j] = buf[s, d + j]
+        copy_bytes(dst, base + a, buf[s], d, frag[e, i, 1] - a)      # (another slot, or the big buffer)
     o = fz + ETH
     if fam == 0:
         _wr16(dst, o + W.O_IPV4_TOTAL_LENGTH, l3len + total)
@@ -421,7 +433,7 @@ def _gather(buf, off, length, free_list, n_free, keys, ent, frag, dense, free, i
     return BIG, -1
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, inline="always")
 def push(buf, off, length, free_list, n_free, s, keys, created, ent, frag, dense, free, index, g, counters,
          now, big, big_len, n_big, k):
     """One frame in slot ``s``: ``PASS`` if it is not a fragment (or one this
@@ -444,8 +456,7 @@ def push(buf, off, length, free_list, n_free, s, keys, created, ent, frag, dense
             return PASS, np.int64(s)
         counters[_CTR[0, _NEEDS]] += 1
         if (b[o] >> 4) != 4 or total < ihl or ihl > n - ETH or ones_sum(b, o, ihl, 0) != 0xFFFF:
-            counters[_CTR[0, _MAL_BYTES]] += n
-            counters[_CTR[0, _MAL_PACKETS]] += 1
+            account(counters, _ERR[0, _MALFORMED], n)
             free_list[n_free[0]] = s
             n_free[0] += 1
             return DROPPED, -1
@@ -463,8 +474,7 @@ def push(buf, off, length, free_list, n_free, s, keys, created, ent, frag, dense
             return PASS, np.int64(s)
         counters[_CTR[1, _NEEDS]] += 1
         if (b[o] >> 4) != 6 or plen < FH:
-            counters[_CTR[1, _MAL_BYTES]] += n
-            counters[_CTR[1, _MAL_PACKETS]] += 1
+            account(counters, _ERR[1, _MALFORMED], n)
             free_list[n_free[0]] = s
             n_free[0] += 1
             return DROPPED, -1

@@ -25,7 +25,9 @@ from lwaftr import wire as W
 from lwaftr.bindingtable.table import BindingTable
 from lwaftr.config.model import Config
 from lwaftr.dataplane import kernels as K
+from lwaftr.dataplane import batch
 from lwaftr.dataplane import defrag
+from lwaftr.dataplane import stick
 from lwaftr.dataplane import vlan
 from lwaftr.dataplane.icmperr import new_rate_state
 from lwaftr.dataplane.pool import HEADROOM, PacketPool
@@ -146,9 +148,10 @@ class Engine:
         self.macs[K.M_EXT_SELF] = np.frombuffer(inst.external.mac, np.uint8)
         self.macs[K.M_INT_SELF] = np.frombuffer(inst.internal.mac, np.uint8)
         self._last_slow = -1e18
+        self._holding = False           # the slow path holds frames for a next hop (as of its last run)
         # Per-batch scratch and outputs, allocated once.
         self.max_batch = max_batch
-        self._scratch = np.empty((6, max_batch), np.int64)
+        self._scratch = np.zeros((K.N_SCRATCH, max(max_batch, 2)), np.int64)
         self._keep = np.empty(max_batch, np.uint8)
         self._out4 = np.empty(2 * max_batch, np.int32)
         # IPv6 fragments of the largest frame a slot holds, at the internal MTU (kernels._fragment6)
@@ -173,6 +176,12 @@ class Engine:
         self._whole = np.zeros(self.pool.n_slots, np.uint8)   # slots holding a reassembled packet
         self._reasm = (defrag.state(self.defrag4), defrag.state(self.defrag6), *self._big4, *self._big6,
                        self._whole)
+        pool, t = self.pool, self.table
+        self._state = batch.make(
+            pool.buf, pool.off, pool.length, pool.free_list, pool.n_free, P, self.macs, t.addr_tab, t.sw_tab,
+            t.br_tab, self.counters, self._scratch, self._keep, self._out4, self._out6, self._slow4, self._slow6,
+            self.rate_state, self.filter_progs, self.filter_index, self.slow.frag6.ids, self._frags, self._reasm,
+            self._kern4, self._kern6)
         self._refresh_next_hops()
 
     # -- tables ----------------------------------------------------------------
@@ -187,6 +196,7 @@ class Engine:
         """Swap in a new binding table; takes effect from the next batch."""
         self.table = table
         self.slow.set_table(table)
+        batch.set_tables(self._state, table.addr_tab, table.sw_tab, table.br_tab)
 
     # -- monitoring one subscriber -----------------------------------------------
     def set_monitor(self, ipv4: int | None) -> None:
@@ -251,24 +261,16 @@ class Engine:
         n4, n6 = len(v4), len(v6)
         if n4 > self.max_batch or n6 > self.max_batch:
             raise ValueError(f"batch larger than {self.max_batch}")
-        pool, P, t = self.pool, self.params, self.table
-        if not (P[K.P_V4_RESOLVED] and P[K.P_V6_RESOLVED]) or self.slow.holding:
-            self._refresh_next_hops()
-        v4 = np.array(v4, np.int32)
-        v6 = np.array(v6, np.int32)
+        v4 = np.ascontiguousarray(v4, np.int32)
+        v6 = np.ascontiguousarray(v6, np.int32)
         out4, out6, slow4, slow6 = self._out4, self._out6, self._slow4, self._slow6
-        k4, k6, s4, s6, nk4, nk6 = K.fast_batch(
-            pool.buf, pool.off, pool.length, pool.free_list, pool.n_free, v4, v6, P, self.macs, t.addr_tab, t.sw_tab,
-            t.br_tab, self.counters, strict, self._scratch, self._keep, out4, out6, slow4, slow6, self.rate_state,
-            float(now), self.filter_progs, self.filter_index, self.slow.frag6.ids, self._frags, self._reasm,
-            self._kern4, self._kern6)
+        k4, k6, s4, s6, nk4, nk6, more = batch.run_batch(self._state, v4, v6, strict, float(now))
         kern4 = self._kern4[:nk4].copy() if nk4 else _NONE
         kern6 = self._kern6[:nk6].copy() if nk6 else _NONE
-        nb4, nb6 = int(self._big4[2][0]), int(self._big6[2][0])
-        if not (s4 or s6 or nb4 or nb6 or not (P[K.P_V4_RESOLVED] and P[K.P_V6_RESOLVED])
-                or self.slow.holding or now - self._last_slow >= SLOW_TICK):
+        if not (s4 or s6 or more or self._holding or now - self._last_slow >= SLOW_TICK):
             return Output(out4[:k4].copy(), out6[:k6].copy(), kern4, kern6, [])
         self._last_slow = now
+        nb4, nb6 = int(self._big4[2][0]), int(self._big6[2][0])
         slow4, slow6 = slow4[:s4], slow6[:s6]
         if not strict and s4 + s6 > self.slow_budget:
             slow4, slow6 = self._within_budget(slow4, slow6)
@@ -276,6 +278,7 @@ class Engine:
         mirrored = self._mirror(f4, f6) if self.monitor else []
         o4, o6 = self.slow.process(f4, f6, now, whole4=w4, whole6=w6)
         self._refresh_next_hops()
+        self._holding = self.slow.holding
         o4 = self._store(self._tag(o4, self.vlan4))
         o6 = self._store(self._tag(o6, self.vlan6))
         if self.kernel:
@@ -285,6 +288,15 @@ class Engine:
             if t6:
                 kern6 = np.concatenate((kern6, self._store(t6)))
         return Output(np.concatenate((out4[:k4], o4)), np.concatenate((out6[:k6], o6)), kern4, kern6, mirrored)
+
+    def batch_codes(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The last batch's per-frame next nodes (``kernels.TX``, ``DROP``, ...) and
+        error codes (rows of :data:`lwaftr.counters.ERRORS`) as (next4, error4, next6,
+        error6), in batch order after untagging and reassembly: a packet trace."""
+        sc = self._scratch
+        n4, n6 = int(sc[K.S_COUNT, 0]), int(sc[K.S_COUNT, 1])
+        return (sc[K.S_NEXT4, :n4].copy(), sc[K.S_ERROR4, :n4].copy(),
+                sc[K.S_NEXT6, :n6].copy(), sc[K.S_ERROR6, :n6].copy())
 
     def _slow_frames(self, slots: np.ndarray, big: tuple, nbig: int) -> tuple[list[bytes], list[bytes]]:
         """Slow-path slots -> (frames, reassembled packets) as bytes; the slots are freed."""
@@ -363,26 +375,35 @@ class Engine:
             pool.free(s)
         return frames
 
+    def _vids(self) -> tuple[int, int]:
+        return (-1 if self.vlan4 is None else self.vlan4), (-1 if self.vlan6 is None else self.vlan6)
+
     def split_stick(self, frames: list[bytes]) -> tuple[list[bytes], list[bytes]]:
-        """On a stick, one port carries both sides: split by VLAN when the
-        sides have different tags, else by ethertype (IPv4 and ARP go to the
-        IPv4 side, everything else to the IPv6 side, as Snabb's V4V6 does)."""
+        """On a stick, one port carries both sides: frames -> (IPv4 side's, IPv6
+        side's), by :func:`lwaftr.dataplane.stick.stick_side` (frames of neither
+        side's VLAN are counted and dropped)."""
         v4, v6 = [], []
-        by_tag = self.vlan4 != self.vlan6
+        vid4, vid6 = self._vids()
         for f in frames:
-            if by_tag:
-                vid = vlan.vid_of(f)
-                if vid == self.vlan4:
-                    v4.append(f)
-                elif vid == self.vlan6:
-                    v6.append(f)
-                else:
-                    self.counters[C.DROP_WRONG_VLAN_PACKETS] += 1
-            elif vlan.inner_ethertype(f) in (W.ETHERTYPE_IPV4, W.ETHERTYPE_ARP):
+            side = stick.stick_side(np.frombuffer(f[:W.ETH_HLEN + W.VLAN_HLEN], np.uint8), 0, len(f), vid4, vid6)
+            if side == 4:
                 v4.append(f)
-            else:
+            elif side == 6:
                 v6.append(f)
+            else:
+                self.counters[C.DROP_WRONG_VLAN_PACKETS] += 1
         return v4, v6
+
+    def split_stick_slots(self, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """On a stick: received pool slots -> (IPv4 side's, IPv6 side's), compiled;
+        slots of neither side's VLAN are counted and freed."""
+        slots = np.asarray(slots, np.int32)
+        out4, out6 = np.empty(len(slots), np.int32), np.empty(len(slots), np.int32)
+        vid4, vid6 = self._vids()
+        pool = self.pool
+        n4, n6 = stick.split(pool.buf, pool.off, pool.length, slots, vid4, vid6, self.counters, pool.free_list,
+                             pool.n_free, out4, out6)
+        return out4[:n4], out6[:n6]
 
     def process_stick(self, frames: list[bytes], now: float) -> list[bytes]:
         """On-a-stick mode: one stream in, one stream out (IPv4 side first)."""

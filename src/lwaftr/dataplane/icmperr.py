@@ -66,6 +66,14 @@ def _wr16(b, o, v):
     b[o + 1] = v & 0xFF
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _rd64(b, o):
+    v = np.uint64(0)
+    for j in range(8):
+        v = (v << np.uint64(8)) | np.uint64(b[o + j])
+    return v
+
+
 _LITTLE = sys.byteorder == "little"     # the byte order of a uint16 view's words
 
 
@@ -111,6 +119,18 @@ def set_ttl(b, o, ttl):
     _wr16(b, o + W.O_IPV4_CHECKSUM, (~cs) & 0xFFFF)
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def icmpv4_error_len(n):
+    """Length from its IPv4 header of the ICMPv4 error quoting an ``n``-byte frame."""
+    return V4 + ICMP + min(n - ETH, ROOM4)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def icmpv6_error_len(n):
+    """Length from its IPv6 header of the ICMPv6 error quoting an ``n``-byte frame."""
+    return V6 + ICMP + min(n - ETH, ROOM6)
+
+
 @numba.njit(cache=True, nogil=True)
 def icmpv4_error(b, f, n, src, dst, icmp_type, code, rest):
     """Turn the frame ``b[f:f + n]`` into an ICMPv4 error from ``src`` to
@@ -139,7 +159,7 @@ def icmpv4_error(b, f, n, src, dst, icmp_type, code, rest):
         b[ip + W.O_IPV4_SRC + j] = (src >> sh) & 0xFF
         b[ip + W.O_IPV4_DST + j] = (dst >> sh) & 0xFF
     _wr16(b, ip + W.O_IPV4_CHECKSUM, (~ones_sum(b, ip, V4, 0)) & 0xFFFF)
-    return ip, V4 + ICMP + q
+    return ip, icmpv4_error_len(n)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -150,19 +170,25 @@ def icmpv6_error(b, f, n, src, src_o, dst, dst_o, icmp_type, code):
     written).  Returns the offset of its IPv6 header and its length from there
     (``V6 + ICMP + quote``)."""
     q = min(n - ETH, ROOM6)
-    addr = np.empty(32, np.uint8)
-    for j in range(16):
-        addr[j] = src[src_o + j]
-        addr[16 + j] = dst[dst_o + j]
+    # The addresses as big-endian words, read before anything is written (no array
+    # allocated per error: that cost ~140 ns).
+    s0, s1 = _rd64(src, src_o), _rd64(src, src_o + 8)
+    d0, d1 = _rd64(dst, dst_o), _rd64(dst, dst_o + 8)
     ip = f + ETH - ICMP - V6
     ic = ip + V6
     plen = ICMP + q
+    for j in range(8):
+        sh = np.uint64(56 - 8 * j)
+        b[ip + W.O_IPV6_SRC + j] = np.uint8((s0 >> sh) & np.uint64(0xFF))
+        b[ip + W.O_IPV6_SRC + 8 + j] = np.uint8((s1 >> sh) & np.uint64(0xFF))
+        b[ip + W.O_IPV6_DST + j] = np.uint8((d0 >> sh) & np.uint64(0xFF))
+        b[ip + W.O_IPV6_DST + 8 + j] = np.uint8((d1 >> sh) & np.uint64(0xFF))
     b[ic] = icmp_type
     b[ic + 1] = code
     for j in range(2, ICMP):
         b[ic + j] = 0
     # RFC 8200 8.1 pseudo-header: addresses, upper-layer length, next header.
-    ps = ones_sum(addr, 0, 32, plen + W.PROTO_ICMPV6)
+    ps = ones_sum(b, ip + W.O_IPV6_SRC, 32, plen + W.PROTO_ICMPV6)
     _wr16(b, ic + 2, (~ones_sum(b, ic, plen, ps)) & 0xFFFF)
     b[ip] = 0x60
     b[ip + 1] = 0
@@ -171,7 +197,4 @@ def icmpv6_error(b, f, n, src, src_o, dst, dst_o, icmp_type, code):
     _wr16(b, ip + W.O_IPV6_PAYLOAD_LENGTH, plen)
     b[ip + W.O_IPV6_NEXT_HEADER] = W.PROTO_ICMPV6
     b[ip + W.O_IPV6_HOP_LIMIT] = W.DEFAULT_TTL
-    for j in range(16):
-        b[ip + W.O_IPV6_SRC + j] = addr[j]
-        b[ip + W.O_IPV6_DST + j] = addr[16 + j]
-    return ip, V6 + ICMP + q
+    return ip, icmpv6_error_len(n)

@@ -39,10 +39,11 @@ from lwaftr import counters as C
 from lwaftr import wire as W
 from lwaftr.bindingtable.table import is_managed, lookup, lookup_at, probe
 from lwaftr.dataplane import control
+from lwaftr.dataplane.account import account
 from lwaftr.dataplane.bpf import BPF_MEMWORDS, bpf_exec
 from lwaftr.dataplane.defrag import defrag_batch
-from lwaftr.dataplane.icmperr import (HEADROOM_NEEDED, RL_V4, RL_V6, icmpv4_error, icmpv6_error, ones_sum,
-                                      rate_allow, set_ttl)
+from lwaftr.dataplane.icmperr import (HEADROOM_NEEDED, RL_V4, RL_V6, icmpv4_error, icmpv4_error_len, icmpv6_error,
+                                      icmpv6_error_len, ones_sum, rate_allow, set_ttl)
 from lwaftr.dataplane.pool import HEADROOM
 from lwaftr.dataplane.prefetch import prefetch
 
@@ -60,18 +61,12 @@ RELAY = 7       # an ICMPv6 error about a tunnelled packet, relayed as ICMPv4 to
 # control.ANSWER, control.CONSUME, control.KERNEL: ARP/NDP answered or consumed, the kernel's (control.py)
 assert control.SLOW == SLOW and control.ANSWER > RELAY
 
-# Why an Internet-side frame is DROP or ERR (in ``rows``)
-R_NO_SOFTWIRE = 1   # RFC 7596 5.2: ICMPv4 host unreachable
-R_TTL = 2           # TTL <= 1: ICMPv4 time exceeded
-R_DF = 3            # too big for the tunnel, DF set: ICMPv4 fragmentation needed
-R_ICMP_MISS = 4     # ICMPv4 for no softwire: dropped silently (RFC 7596 8.1)
-R_ICMP_POLICY = 5   # ICMPv4 refused by allow-incoming-icmp
-R_ICMP_BADSUM = 6   # ICMPv4 cut short or with a bad checksum (RFC 5508)
-# Why a B4-side frame is DROP other than for its binding (in ``rows``)
-R6_ICMP_UNKNOWN = -2    # ICMPv6 echo not for the router: unknown to the lwAFTR
-R6_ICMP_POLICY = -3     # ICMPv6 refused by allow-incoming-icmp
-R6_TOO_BIG_CODE = -4    # ICMPv6 packet too big with a code other than 0
-R6_TIME_CODE = -5       # ICMPv6 time exceeded that is not hop limit exceeded
+# Why a frame is DROP or ERR: its error code (``err[i]``), a row of
+# :data:`lwaftr.counters.ERRORS`, counted by :func:`lwaftr.dataplane.account.account`.
+# For the three reasons that draw an ICMPv4 error, the code one further on is the
+# same reason with generate-icmp-errors off.
+for _e in (C.E_NO_DEST_SOFTWIRE, C.E_TTL_ZERO, C.E_OVER_MTU_DF, C.E_NO_SOURCE_SOFTWIRE):
+    assert C.ERROR_NAMES[_e + 1] == C.ERROR_NAMES[_e] + "-no-error"
 
 # Parameter vector indices (int64[N_PARAMS])
 P_EXT_IP = 0
@@ -108,6 +103,12 @@ F_IN4 = 0
 F_IN6 = 1
 F_OUT4 = 2
 F_OUT6 = 3
+
+# Rows of the per-batch scratch array (int64[N_SCRATCH, max_batch]): each side's
+# next node and error code per frame, in batch order after untagging and
+# reassembly, are left there for the caller (``S_COUNT``: how many, per side).
+(S_NEXT4, S_ROWS4, S_NEXT6, S_ROWS6, S_HROWS6, S_XOFF6, S_ERROR4, S_ERROR6, S_COUNT) = range(9)
+N_SCRATCH = 9
 
 # MAC table rows (uint8[4, 6])
 M_EXT_SELF = 0
@@ -172,22 +173,12 @@ def untag(buf, off, length, slots, vid, counters, keep):
         f = off[s]
         if length[s] < ETH + W.VLAN_HLEN or rd16(b, f + 12) != W.ETHERTYPE_VLAN or (rd16(b, f + 14) & 0xFFF) != vid:
             keep[i] = 0
-            counters[C.DROP_WRONG_VLAN_PACKETS] += 1
+            account(counters, C.E_WRONG_VLAN, length[s])
             continue
         for j in range(11, -1, -1):
             b[f + 4 + j] = b[f + j]
         off[s] = f + 4
         length[s] -= 4
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def _add_drop_ipv4(counters, n, hairpinned):
-    if hairpinned:
-        counters[C.DROP_ALL_IPV6_IFACE_BYTES] += n + V6
-        counters[C.DROP_ALL_IPV6_IFACE_PACKETS] += 1
-    else:
-        counters[C.DROP_ALL_IPV4_IFACE_BYTES] += n
-        counters[C.DROP_ALL_IPV4_IFACE_PACKETS] += 1
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -255,20 +246,20 @@ def _emit(b, l3, l3_len, macs, dst_row, src_row, vid, ethertype, prog, mem):
 # What leaving on a side counts, by family (FAM4: the IPv4 side, FAM6: the IPv6 side).
 FAM4 = 0
 FAM6 = 1
-(_C_EGRESS, _C_FRAG_NOT, _C_OUT_BYTES, _C_OUT_PACKETS, _C_ERR_BYTES, _C_ERR_PACKETS, _C_RL_BYTES, _C_RL_PACKETS,
- _C_UNNEEDED, _C_INGRESS, _C_ECHO_IN_BYTES, _C_ECHO_IN_PACKETS, _C_ECHO_OUT_BYTES, _C_ECHO_OUT_PACKETS) = range(14)
+(_C_FRAG_NOT, _C_OUT_BYTES, _C_OUT_PACKETS, _C_ERR_BYTES, _C_ERR_PACKETS,
+ _C_UNNEEDED, _C_ECHO_IN_BYTES, _C_ECHO_IN_PACKETS, _C_ECHO_OUT_BYTES, _C_ECHO_OUT_PACKETS) = range(10)
 _FAM_COUNTERS = np.array([
-    [C.DROP_EGRESS_FILTER_IPV4_PACKETS, C.OUT_IPV4_FRAG_NOT, C.OUT_IPV4_BYTES, C.OUT_IPV4_PACKETS,
-     C.OUT_ICMPV4_ERROR_BYTES, C.OUT_ICMPV4_ERROR_PACKETS,
-     C.DROP_OVER_RATE_LIMIT_ICMPV4_BYTES, C.DROP_OVER_RATE_LIMIT_ICMPV4_PACKETS,
-     C.IN_IPV4_FRAG_REASSEMBLY_UNNEEDED, C.DROP_INGRESS_FILTER_IPV4_PACKETS,
+    [C.OUT_IPV4_FRAG_NOT, C.OUT_IPV4_BYTES, C.OUT_IPV4_PACKETS, C.OUT_ICMPV4_ERROR_BYTES, C.OUT_ICMPV4_ERROR_PACKETS,
+     C.IN_IPV4_FRAG_REASSEMBLY_UNNEEDED,
      C.IN_ICMPV4_ECHO_BYTES, C.IN_ICMPV4_ECHO_PACKETS, C.OUT_ICMPV4_ECHO_BYTES, C.OUT_ICMPV4_ECHO_PACKETS],
-    [C.DROP_EGRESS_FILTER_IPV6_PACKETS, C.OUT_IPV6_FRAG_NOT, C.OUT_IPV6_BYTES, C.OUT_IPV6_PACKETS,
-     C.OUT_ICMPV6_ERROR_BYTES, C.OUT_ICMPV6_ERROR_PACKETS,
-     C.DROP_OVER_RATE_LIMIT_ICMPV6_BYTES, C.DROP_OVER_RATE_LIMIT_ICMPV6_PACKETS,
-     C.IN_IPV6_FRAG_REASSEMBLY_UNNEEDED, C.DROP_INGRESS_FILTER_IPV6_PACKETS,
+    [C.OUT_IPV6_FRAG_NOT, C.OUT_IPV6_BYTES, C.OUT_IPV6_PACKETS, C.OUT_ICMPV6_ERROR_BYTES, C.OUT_ICMPV6_ERROR_PACKETS,
+     C.IN_IPV6_FRAG_REASSEMBLY_UNNEEDED,
      C.IN_ICMPV6_ECHO_BYTES, C.IN_ICMPV6_ECHO_PACKETS, C.OUT_ICMPV6_ECHO_BYTES, C.OUT_ICMPV6_ECHO_PACKETS]],
     np.int64)
+# The drops of each family's filters and rate limiter (error codes)
+(_E_INGRESS, _E_EGRESS, _E_RATE) = range(3)
+_FAM_ERRORS = np.array([[C.E_INGRESS_FILTER_IPV4, C.E_EGRESS_FILTER_IPV4, C.E_OVER_RATE_LIMIT_ICMPV4],
+                        [C.E_INGRESS_FILTER_IPV6, C.E_EGRESS_FILTER_IPV6, C.E_OVER_RATE_LIMIT_ICMPV6]], np.int64)
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -276,13 +267,14 @@ def _ingress(b, f, n, fam, prog, mem, counters, whole):
     """A frame the kernels finish, as the slow path's first stages see it: not a
     fragment (``in-ipvX-frag-reassembly-unneeded``; ``whole``: reassembled, and
     counted so by :mod:`lwaftr.dataplane.defrag`), then the ingress filter
-    ``prog``.  False if the filter refused it (counted)."""
+    ``prog``.  Returns 0, or the error code if the filter refused it (counted)."""
     if not whole:
         counters[_FAM_COUNTERS[fam, _C_UNNEEDED]] += 1
     if prog.shape[0] and bpf_exec(prog, b, f, n, mem) == 0:
-        counters[_FAM_COUNTERS[fam, _C_INGRESS]] += 1
-        return False
-    return True
+        code = _FAM_ERRORS[fam, _E_INGRESS]
+        account(counters, code, n)
+        return code
+    return 0
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -290,28 +282,39 @@ def _send(b, l3, l3_len, fam, P, macs, counters, prog, mem):
     """The packet at ``l3`` (``l3_len`` bytes) onto side ``fam``: Ethernet with
     the next hop's MAC, the egress filter ``prog``, the side's VLAN tag, and
     ``out-ipvX-frag-not`` (it fits: only unfragmented packets come here).
-    Returns the frame's offset, or -1 if the filter refused it (counted)."""
+    Returns the frame's offset, or minus the error code if the filter refused
+    it (counted)."""
     if fam == FAM4:
         e = _emit(b, l3, l3_len, macs, M_EXT_NEXT, M_EXT_SELF, P[P_VLAN4], W.ETHERTYPE_IPV4, prog, mem)
     else:
         e = _emit(b, l3, l3_len, macs, M_INT_NEXT, M_INT_SELF, P[P_VLAN6], W.ETHERTYPE_IPV6, prog, mem)
     if e < 0:
-        counters[_FAM_COUNTERS[fam, _C_EGRESS]] += 1
-    else:
-        counters[_FAM_COUNTERS[fam, _C_FRAG_NOT]] += 1
+        code = _FAM_ERRORS[fam, _E_EGRESS]
+        account(counters, code, ETH + l3_len)
+        return -code
+    counters[_FAM_COUNTERS[fam, _C_FRAG_NOT]] += 1
     return e
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _send_error(b, ip, m, fam, P, macs, counters, prog, mem, rate, now):
-    """An ICMP error built at ``ip`` (``m`` bytes) back out of side ``fam``,
-    if the rate limiter allows it (else counted as suppressed).  Returns its
-    frame's offset, or -1 if suppressed or filtered."""
-    if not rate_allow(rate, RL_V4 if fam == FAM4 else RL_V6, P[P_RATE4_PACKETS if fam == FAM4 else P_RATE6_PACKETS],
-                      P[P_RATE4_PERIOD if fam == FAM4 else P_RATE6_PERIOD], now):
-        counters[_FAM_COUNTERS[fam, _C_RL_BYTES]] += ETH + m
-        counters[_FAM_COUNTERS[fam, _C_RL_PACKETS]] += 1
-        return -1
+def _error_allowed(fam, m, P, counters, rate, now):
+    """May an ICMP error of ``m`` bytes (from its IP header) go out of side
+    ``fam`` now?  Asked before the error is built, so that errors over the rate
+    limit cost no more than a count.  Returns 0, or the error code when
+    suppressed (counted)."""
+    if rate_allow(rate, RL_V4 if fam == FAM4 else RL_V6, P[P_RATE4_PACKETS if fam == FAM4 else P_RATE6_PACKETS],
+                  P[P_RATE4_PERIOD if fam == FAM4 else P_RATE6_PERIOD], now):
+        return 0
+    code = _FAM_ERRORS[fam, _E_RATE]
+    account(counters, code, ETH + m)
+    return code
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _send_error(b, ip, m, fam, P, macs, counters, prog, mem):
+    """An ICMP error built at ``ip`` (``m`` bytes), which the rate limiter
+    allowed, back out of side ``fam``.  Returns its frame's offset, or minus
+    the error code if filtered."""
     counters[_FAM_COUNTERS[fam, _C_ERR_BYTES]] += ETH + m
     counters[_FAM_COUNTERS[fam, _C_ERR_PACKETS]] += 1
     counters[_FAM_COUNTERS[fam, _C_OUT_BYTES]] += ETH + m
@@ -331,7 +334,7 @@ def _answer_echo(b, s, e, n, fam, P, counters, prog, mem, off, length):
     and send the reply back out of side ``fam`` (Ethernet addresses swapped:
     Snabb's echo apps bypass the next-hop rewrite): the egress filter,
     ``out-ipvX-frag-not``, the side's tag; the slot's ``off``/``length`` set.
-    False if the filter refused it (counted)."""
+    Returns 0, or the error code if the filter refused it (counted)."""
     counters[_FAM_COUNTERS[fam, _C_ECHO_IN_BYTES]] += n
     counters[_FAM_COUNTERS[fam, _C_ECHO_IN_PACKETS]] += 1
     counters[_FAM_COUNTERS[fam, _C_ECHO_OUT_BYTES]] += n
@@ -341,14 +344,15 @@ def _answer_echo(b, s, e, n, fam, P, counters, prog, mem, off, length):
     else:
         echo6_reply(b, e, n)
     if prog.shape[0] and bpf_exec(prog, b, e, n, mem) == 0:
-        counters[_FAM_COUNTERS[fam, _C_EGRESS]] += 1
-        return False
+        code = _FAM_ERRORS[fam, _E_EGRESS]
+        account(counters, code, n)
+        return code
     counters[_FAM_COUNTERS[fam, _C_FRAG_NOT]] += 1
     off[s] = e
     length[s] = n
     vid = P[P_VLAN4 if fam == FAM4 else P_VLAN6]
     if vid < 0:
-        return True
+        return 0
     for j in range(12):
         b[e - W.VLAN_HLEN + j] = b[e + j]
     e -= W.VLAN_HLEN
@@ -358,7 +362,7 @@ def _answer_echo(b, s, e, n, fam, P, counters, prog, mem, off, length):
     wr16(b, e + 16, et)
     off[s] = e
     length[s] = n + W.VLAN_HLEN
-    return True
+    return 0
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -503,8 +507,10 @@ def _probe_all(buf, off, length, slots, addr_tab, sw_tab, o_addr, o_port, min_le
 
 
 @numba.njit(cache=True, nogil=True)
-def classify_inet(buf, off, length, slots, P, addr_tab, sw_tab, verdict, rows):
-    """Pass 1 for frames from the Internet side.  Returns the number of SLOW.
+def classify_inet(buf, off, length, slots, P, addr_tab, sw_tab, verdict, rows, err):
+    """Pass 1 for frames from the Internet side: each frame's next node
+    (``verdict``), softwire row (``rows``; -1: none) and, for DROP and ERR, its
+    error code (``err``; 0 for the others).  Returns the number of SLOW.
 
     Written as one flat loop: the same logic behind a per-frame helper
     function measured 51 ns per frame against 28 ns here.
@@ -516,10 +522,10 @@ def classify_inet(buf, off, length, slots, P, addr_tab, sw_tab, verdict, rows):
     flat = sw_tab.reshape(-1)
     m = slots.shape[0]
     for i in range(min(PREFETCH_AHEAD, m)):
-        prefetch(flat, rows[i] * 4)
+        prefetch(flat, max(rows[i], 0) * 4)
     for i in range(m):
         if i + PREFETCH_AHEAD < m:
-            prefetch(flat, rows[i + PREFETCH_AHEAD] * 4)
+            prefetch(flat, max(rows[i + PREFETCH_AHEAD], 0) * 4)
         s = slots[i]
         b = buf[s]
         f = np.int64(off[s])
@@ -527,6 +533,7 @@ def classify_inet(buf, off, length, slots, P, addr_tab, sw_tab, verdict, rows):
         o = f + ETH
         v = SLOW
         r = -1
+        ec = 0
         if fast and n >= ETH + W.IPV4_HLEN + 4 and rd16(b, f + 12) == W.ETHERTYPE_IPV4 and b[o] == 0x45 \
                 and (P[P_MONITOR] == 0 or rd32(b, o + W.O_IPV4_DST) != P[P_MONITOR]):
             total = rd16(b, o + W.O_IPV4_TOTAL_LENGTH)
@@ -546,11 +553,11 @@ def classify_inet(buf, off, length, slots, P, addr_tab, sw_tab, verdict, rows):
                 elif P[P_ALLOW_ICMP4] == 0:
                     ok = False
                     v = DROP
-                    r = R_ICMP_POLICY
+                    ec = C.E_ICMPV4_POLICY
                 elif total < W.IPV4_HLEN + W.ICMP_HLEN or ones_sum(b, o + W.IPV4_HLEN, total - W.IPV4_HLEN, 0) != 0xFFFF:
                     ok = False
                     v = DROP
-                    r = R_ICMP_BADSUM
+                    ec = C.E_ICMPV4_BAD_CHECKSUM
             if ok:
                 if icmp:
                     # RFC 7596 8.1 (none if it quotes too little: dropped silently)
@@ -558,46 +565,50 @@ def classify_inet(buf, off, length, slots, P, addr_tab, sw_tab, verdict, rows):
                     r = lookup(addr_tab, sw_tab, rd32(b, o + W.O_IPV4_DST), port) if port >= 0 else -1
                 else:
                     r = lookup_at(sw_tab, keys[i], rows[i])
-                why = 0
+                why = 0                          # the error code, with ICMPv4 errors on
                 if r < 0:
-                    why = R_ICMP_MISS if icmp else R_NO_SOFTWIRE     # RFC 7596 8.1, 5.2
+                    why = C.E_ICMPV4_NO_SOFTWIRE if icmp else C.E_NO_DEST_SOFTWIRE     # RFC 7596 8.1, 5.2
                     d = rd32(b, o + W.O_IPV4_DST)
                     if P[P_PUNT] and (d == P[P_EXT_IP] or d >= 0xE0000000):
-                        why = -1                 # the kernel's (its address, multicast, broadcast)
+                        why = 0                  # the kernel's (its address, multicast, broadcast)
                 elif b[o + W.O_IPV4_TTL] <= 1:
-                    why = R_TTL
+                    why = C.E_TTL_ZERO
                 elif n - ETH + V6 > P[P_INT_MTU]:
                     # DF: an error (RFC 2473 7.2); else encapsulated, then IPv6 fragments
                     if rd16(b, o + W.O_IPV4_FLAGS) & W.IPV4_FLAG_DF:
-                        why = R_DF
+                        why = C.E_OVER_MTU_DF
                     elif P[P_V6_RESOLVED]:
                         v = FRAG
                 elif P[P_V6_RESOLVED]:
                     v = TX
-                if why == R_ICMP_MISS:
-                    r = why
+                if why == C.E_ICMPV4_NO_SOFTWIRE:
                     v = DROP
+                    ec = why if P[P_ICMP4_ERRORS] else C.E_NO_DEST_SOFTWIRE_NO_ERROR
                 elif why > 0:
-                    r = why
                     if not P[P_ICMP4_ERRORS]:
                         v = DROP
+                        ec = why + 1             # the same reason, "-no-error"
                     elif P[P_V4_RESOLVED] and not is_managed(addr_tab, rd32(b, o + W.O_IPV4_SRC)):
                         v = ERR                  # (an error for a softwire is hairpinned: slow path)
-                if v == SLOW:
+                        ec = why
+                if v != TX and v != FRAG:
                     r = -1
         verdict[i] = v
         rows[i] = r
+        err[i] = ec
         if v == SLOW:
             nslow += 1
     return nslow
 
 
 @numba.njit(cache=True, nogil=True)
-def apply_inet(buf, off, length, slots, P, macs, sw_tab, br_tab, counters, verdict, rows, rate, now,
+def apply_inet(buf, off, length, slots, P, macs, sw_tab, br_tab, counters, verdict, rows, err, rate, now,
                progs, pidx, free_list, n_free, ids, frags, first_whole):
     """Pass 2 for frames from the Internet side: through the ingress filter,
-    then encapsulate, answer with an ICMPv4 error (``ERR``; ``DROP`` when the
-    rate limiter says no) or drop; what leaves passes the egress filter.
+    then encapsulate, answer with an ICMPv4 error (``ERR``) or drop; what leaves
+    passes the egress filter.  A frame that does not leave ends ``DROP`` with
+    its error code in ``err`` (the first reason: why it was dropped, or why the
+    error or packet it became was not sent), counted by :func:`account`.
     ``FRAG`` frames leave as IPv6 fragments: their slots go to ``frags``;
     returns how many.  Frames from ``first_whole`` on were reassembled."""
     nf = 0
@@ -625,8 +636,9 @@ def apply_inet(buf, off, length, slots, P, macs, sw_tab, br_tab, counters, verdi
         if v == TX and i < first_whole:
             n_seen += 1
             if pin.shape[0] and bpf_exec(pin, b, f, n, mem) == 0:
-                counters[C.DROP_INGRESS_FILTER_IPV4_PACKETS] += 1
+                account(counters, C.E_INGRESS_FILTER_IPV4, n)
                 verdict[i] = DROP
+                err[i] = C.E_INGRESS_FILTER_IPV4
                 continue
             h = _encapsulate(b, f, n, rows[i], P, sw_tab, br_tab)
             m = n - ETH + V6
@@ -635,61 +647,49 @@ def apply_inet(buf, off, length, slots, P, macs, sw_tab, br_tab, counters, verdi
             out_bytes += ETH + m
             e = _emit(b, h, m, macs, M_INT_NEXT, M_INT_SELF, vlan6, W.ETHERTYPE_IPV6, pout6, mem)
             if e < 0:
-                counters[C.DROP_EGRESS_FILTER_IPV6_PACKETS] += 1
+                account(counters, C.E_EGRESS_FILTER_IPV6, ETH + m)
                 verdict[i] = DROP
+                err[i] = C.E_EGRESS_FILTER_IPV6
                 continue
             n_sent += 1
             off[s] = e
             length[s] = ETH + m + tag6
             continue
         o = f + ETH
-        if not _ingress(b, f, n, FAM4, pin, mem, counters, i >= first_whole):
+        code = _ingress(b, f, n, FAM4, pin, mem, counters, i >= first_whole)
+        if code:
             verdict[i] = DROP
+            err[i] = code
             continue
         if v == ECHO:
-            if not _answer_echo(b, s, f, n, FAM4, P, counters, pout4, mem, off, length):
+            code = _answer_echo(b, s, f, n, FAM4, P, counters, pout4, mem, off, length)
+            if code:
                 verdict[i] = DROP
+                err[i] = code
             continue
         counters[C.IN_IPV4_BYTES] += n
         counters[C.IN_IPV4_PACKETS] += 1
-        if v == DROP and (rows[i] == R_ICMP_POLICY or rows[i] == R_ICMP_BADSUM):
-            if rows[i] == R_ICMP_POLICY:
-                counters[C.DROP_IN_BY_POLICY_ICMPV4_BYTES] += n
-                counters[C.DROP_IN_BY_POLICY_ICMPV4_PACKETS] += 1
-            else:
-                counters[C.DROP_BAD_CHECKSUM_ICMPV4_BYTES] += n
-                counters[C.DROP_BAD_CHECKSUM_ICMPV4_PACKETS] += 1
-            _add_drop_ipv4(counters, n, False)
+        if v == DROP:
+            account(counters, err[i], n)
             continue
-        if v == DROP or v == ERR:
-            why = rows[i]
+        if v == ERR:
+            why = err[i]
+            account(counters, why, n)
             ttl = np.int64(b[o + W.O_IPV4_TTL])
-            if why == R_NO_SOFTWIRE or why == R_ICMP_MISS:
-                counters[C.DROP_NO_DEST_SOFTWIRE_IPV4_BYTES] += n
-                counters[C.DROP_NO_DEST_SOFTWIRE_IPV4_PACKETS] += 1
+            if why == C.E_NO_DEST_SOFTWIRE:
                 t, code, rest = W.ICMPV4_DST_UNREACHABLE, W.ICMPV4_CODE_HOST_UNREACHABLE, 0
-                if why == R_ICMP_MISS and P[P_ICMP4_ERRORS]:
-                    counters[C.DROP_IN_BY_RFC7596_ICMPV4_BYTES] += n
-                    counters[C.DROP_IN_BY_RFC7596_ICMPV4_PACKETS] += 1
-                    _add_drop_ipv4(counters, n, False)
-                    continue
-            elif why == R_TTL:
+            elif why == C.E_TTL_ZERO:
                 if ttl == 1:
                     set_ttl(b, o, 0)     # quoted as it would have left: TTL 0
-                counters[C.DROP_TTL_ZERO_IPV4_BYTES] += n
-                counters[C.DROP_TTL_ZERO_IPV4_PACKETS] += 1
                 t, code, rest = W.ICMPV4_TIME_EXCEEDED, W.ICMPV4_CODE_TTL_EXCEEDED, 0
-            else:                         # R_DF: RFC 2473 7.2, quoted with its TTL decremented
+            else:                         # over MTU with DF: RFC 2473 7.2, quoted with its TTL decremented
                 set_ttl(b, o, ttl - 1)
-                counters[C.DROP_OVER_MTU_BUT_DONT_FRAGMENT_IPV4_BYTES] += n
-                counters[C.DROP_OVER_MTU_BUT_DONT_FRAGMENT_IPV4_PACKETS] += 1
                 t, code, rest = W.ICMPV4_DST_UNREACHABLE, W.ICMPV4_CODE_FRAG_NEEDED, P[P_INT_MTU] - V6
-            _add_drop_ipv4(counters, n, False)
-            if v == DROP:
-                counters[C.DROP_OUT_BY_POLICY_ICMPV4_PACKETS] += 1
-                continue
-            ip, m = icmpv4_error(b, f, n, P[P_EXT_IP], rd32(b, o + W.O_IPV4_SRC), t, code, rest)
-            e = _send_error(b, ip, m, FAM4, P, macs, counters, pout4, mem, rate, now)
+            m = icmpv4_error_len(n)
+            e = -_error_allowed(FAM4, m, P, counters, rate, now)
+            if e == 0:
+                ip, m = icmpv4_error(b, f, n, P[P_EXT_IP], rd32(b, o + W.O_IPV4_SRC), t, code, rest)
+                e = _send_error(b, ip, m, FAM4, P, macs, counters, pout4, mem)
         else:
             h = _encapsulate(b, f, n, rows[i], P, sw_tab, br_tab)
             m = n - ETH + V6
@@ -698,19 +698,23 @@ def apply_inet(buf, off, length, slots, P, macs, sw_tab, br_tab, counters, verdi
             if v == FRAG:
                 # The egress filter sees the whole frame, untagged; then the fragments.
                 if _emit(b, h, m, macs, M_INT_NEXT, M_INT_SELF, -1, W.ETHERTYPE_IPV6, pout6, mem) < 0:
-                    counters[C.DROP_EGRESS_FILTER_IPV6_PACKETS] += 1
+                    account(counters, C.E_EGRESS_FILTER_IPV6, ETH + m)
                     verdict[i] = DROP
+                    err[i] = C.E_EGRESS_FILTER_IPV6
                     continue
                 k = _fragment6(buf, off, length, free_list, n_free, s, h, m, P, macs, ids, frags, nf, counters)
                 if k < 0:
-                    counters[C.DROP_POOL_EXHAUSTED_PACKETS] += 1
+                    account(counters, C.E_POOL_EXHAUSTED, ETH + m)
                     verdict[i] = DROP
+                    err[i] = C.E_POOL_EXHAUSTED
                 else:
                     nf = k
                 continue
             e = _send(b, h, m, FAM6, P, macs, counters, pout6, mem)
         if e < 0:
             verdict[i] = DROP
+            if err[i] == 0:
+                err[i] = -e
             continue
         off[s] = e
         length[s] = _framed(P, FAM6 if v == TX else FAM4, m)
@@ -760,13 +764,14 @@ def tunnel_encap_limit(b, d, end):
 
 
 @numba.njit(cache=True, nogil=True)
-def classify_b4(buf, off, length, slots, P, addr_tab, sw_tab, br_tab, verdict, rows, hrows, xoff):
+def classify_b4(buf, off, length, slots, P, addr_tab, sw_tab, br_tab, verdict, rows, hrows, xoff, err):
     """Pass 1 for frames from the B4 side.  Returns the number of SLOW.
 
-    ``rows`` gets the source softwire, ``hrows`` the destination softwire of
-    a hairpinned frame, ``xoff`` the length of a Tunnel Encapsulation Limit
-    header between IPv6 and IPv4 (0: none).  One flat loop, like
-    :func:`classify_inet`.
+    ``verdict`` gets each frame's next node, ``rows`` the source softwire,
+    ``hrows`` the destination softwire of a hairpinned frame, ``xoff`` the
+    length of a Tunnel Encapsulation Limit header between IPv6 and IPv4 (0:
+    none), ``err`` the error code of DROP and ERR (0 for the others).  One flat
+    loop, like :func:`classify_inet`.
     """
     nslow = 0
     fast = P[P_FAST_OFF] == 0
@@ -779,10 +784,10 @@ def classify_b4(buf, off, length, slots, P, addr_tab, sw_tab, br_tab, verdict, r
     flat = sw_tab.reshape(-1)
     m = slots.shape[0]
     for i in range(min(PREFETCH_AHEAD, m)):
-        prefetch(flat, rows[i] * 4)
+        prefetch(flat, max(rows[i], 0) * 4)
     for i in range(m):
         if i + PREFETCH_AHEAD < m:
-            prefetch(flat, rows[i + PREFETCH_AHEAD] * 4)
+            prefetch(flat, max(rows[i + PREFETCH_AHEAD], 0) * 4)
         s = slots[i]
         b = buf[s]
         f = np.int64(off[s])
@@ -795,6 +800,7 @@ def classify_b4(buf, off, length, slots, P, addr_tab, sw_tab, br_tab, verdict, r
         v = SLOW
         r = -1
         hr = -1
+        ec = 0
         icmp = False
         ok = fast and n >= ETH + V6 + x + W.IPV4_HLEN + 4 and rd16(b, f + 12) == W.ETHERTYPE_IPV6 \
             and (b[h] >> 4) == 6 and V6 + rd16(b, h + W.O_IPV6_PAYLOAD_LENGTH) <= n - ETH \
@@ -817,7 +823,7 @@ def classify_b4(buf, off, length, slots, P, addr_tab, sw_tab, br_tab, verdict, r
                                                           and (b[h + W.O_IPV6_DST + 1] & 0xC0) == 0x80)
                                                       or _is_br(br64, d0, d1)):
                 v = DROP
-                r = R6_ICMP_UNKNOWN if P[P_ALLOW_ICMP6] else R6_ICMP_POLICY
+                ec = C.E_ICMPV6_UNKNOWN if P[P_ALLOW_ICMP6] else C.E_ICMPV6_POLICY
         elif not ok and fast and n >= ETH + V6 + W.ICMP_HLEN and rd16(b, f + 12) == W.ETHERTYPE_IPV6 \
                 and (b[h] >> 4) == 6 and V6 + rd16(b, h + W.O_IPV6_PAYLOAD_LENGTH) <= n - ETH \
                 and b[h + W.O_IPV6_NEXT_HEADER] == W.PROTO_ICMPV6 and b[o] < W.ICMPV6_ECHO_REQUEST:
@@ -839,16 +845,16 @@ def classify_b4(buf, off, length, slots, P, addr_tab, sw_tab, br_tab, verdict, r
                 pass
             elif not P[P_ALLOW_ICMP6]:
                 v = DROP
-                r = R6_ICMP_POLICY
+                ec = C.E_ICMPV6_POLICY
             elif t == W.ICMPV6_PACKET_TOO_BIG and code != 0:
                 v = DROP
-                r = R6_TOO_BIG_CODE
+                ec = C.E_ICMPV6_TOO_BIG_CODE
             elif t == W.ICMPV6_TIME_EXCEEDED and code != W.ICMPV6_CODE_HOP_LIMIT:
                 v = DROP
-                r = R6_TIME_CODE
+                ec = C.E_ICMPV6_TIME_CODE
             elif t > W.ICMPV6_PARAMETER_PROBLEM:
                 v = DROP
-                r = R6_ICMP_UNKNOWN
+                ec = C.E_ICMPV6_UNKNOWN
             elif q4 + W.IPV4_HLEN <= f + n and not is_managed(addr_tab, rd32(b, q4 + W.O_IPV4_SRC)) \
                     and P[P_V4_RESOLVED]:
                 v = RELAY
@@ -889,8 +895,10 @@ def classify_b4(buf, off, length, slots, P, addr_tab, sw_tab, br_tab, verdict, r
                 # RFC 7596 5.1: ICMPv6 1/5 back to the B4 (from the BR of the softwire its
                 # IPv4 source and port point to, if any) unless policy says no.
                 v = DROP
+                ec = C.E_NO_SOURCE_SOFTWIRE_NO_ERROR
                 if P[P_ICMP6_ERRORS]:
                     v = ERR if P[P_V6_RESOLVED] else SLOW
+                    ec = C.E_NO_SOURCE_SOFTWIRE if v == ERR else 0
                 if v != ERR:
                     r = -1
             elif P[P_HAIRPINNING] and is_managed(addr_tab, rd32(b, o + W.O_IPV4_DST)):
@@ -921,18 +929,20 @@ def classify_b4(buf, off, length, slots, P, addr_tab, sw_tab, br_tab, verdict, r
         rows[i] = r
         hrows[i] = hr
         xoff[i] = x
+        err[i] = ec
         if v == SLOW:
             nslow += 1
     return nslow
 
 
 @numba.njit(cache=True, nogil=True)
-def apply_b4(buf, off, length, slots, P, macs, sw_tab, br_tab, counters, verdict, rows, hrows, xoff, rate, now,
-             progs, pidx, first_whole):
+def apply_b4(buf, off, length, slots, P, macs, sw_tab, br_tab, counters, verdict, rows, hrows, xoff, err, rate,
+             now, progs, pidx, first_whole):
     """Pass 2 for frames from the B4 side: through the ingress filter, then
-    decapsulate (and hairpin), answer with an ICMPv6 error (``ERR``; ``DROP``
-    when the rate limiter says no) or drop; what leaves passes the egress filter.
-    Frames from ``first_whole`` on were reassembled."""
+    decapsulate (and hairpin), answer with an ICMPv6 error (``ERR``) or drop;
+    what leaves passes the egress filter.  A frame that does not leave ends
+    ``DROP`` with its error code in ``err``, as in :func:`apply_inet`.  Frames
+    from ``first_whole`` on were reassembled."""
     pin = progs[pidx[F_IN6]:pidx[F_IN6 + 1]]
     pout4 = progs[pidx[F_OUT4]:pidx[F_OUT4 + 1]]
     pout6 = progs[pidx[F_OUT6]:pidx[F_OUT6 + 1]]
@@ -957,8 +967,9 @@ def apply_b4(buf, off, length, slots, P, macs, sw_tab, br_tab, counters, verdict
         if v == TX and i < first_whole:
             n_seen += 1
             if pin.shape[0] and bpf_exec(pin, b, f, n, mem) == 0:
-                counters[C.DROP_INGRESS_FILTER_IPV6_PACKETS] += 1
+                account(counters, C.E_INGRESS_FILTER_IPV6, n)
                 verdict[i] = DROP
+                err[i] = C.E_INGRESS_FILTER_IPV6
                 continue
             x = xoff[i]
             m = n - ETH - V6 - x
@@ -967,58 +978,54 @@ def apply_b4(buf, off, length, slots, P, macs, sw_tab, br_tab, counters, verdict
             out_bytes += ETH + m
             e = _emit(b, f + ETH + V6 + x, m, macs, M_EXT_NEXT, M_EXT_SELF, vlan4, W.ETHERTYPE_IPV4, pout4, mem)
             if e < 0:
-                counters[C.DROP_EGRESS_FILTER_IPV4_PACKETS] += 1
+                account(counters, C.E_EGRESS_FILTER_IPV4, ETH + m)
                 verdict[i] = DROP
+                err[i] = C.E_EGRESS_FILTER_IPV4
                 continue
             n_sent += 1
             off[s] = e
             length[s] = ETH + m + tag4
             continue
-        if not _ingress(b, f, n, FAM6, pin, mem, counters, i >= first_whole):
+        code = _ingress(b, f, n, FAM6, pin, mem, counters, i >= first_whole)
+        if code:
             verdict[i] = DROP
+            err[i] = code
             continue
         if v == ECHO:
-            if not _answer_echo(b, s, f, n, FAM6, P, counters, pout6, mem, off, length):
+            code = _answer_echo(b, s, f, n, FAM6, P, counters, pout6, mem, off, length)
+            if code:
                 verdict[i] = DROP
+                err[i] = code
             continue
         counters[C.IN_IPV6_BYTES] += n
         counters[C.IN_IPV6_PACKETS] += 1
         if v == RELAY:                      # RFC 2473 8.3; the ICMPv6 error itself is not a drop
             skip = V6 + W.ICMP_HLEN + V6
             to = rd32(b, f + ETH + skip + W.O_IPV4_SRC)
-            ip, m = icmpv4_error(b, f + skip, n - skip, P[P_EXT_IP], to, W.ICMPV4_DST_UNREACHABLE, rows[i], hrows[i])
-            e = _send_error(b, ip, m, FAM4, P, macs, counters, pout4, mem, rate, now)
+            m = icmpv4_error_len(n - skip)
+            e = -_error_allowed(FAM4, m, P, counters, rate, now)
+            if e == 0:
+                ip, m = icmpv4_error(b, f + skip, n - skip, P[P_EXT_IP], to, W.ICMPV4_DST_UNREACHABLE, rows[i],
+                                     hrows[i])
+                e = _send_error(b, ip, m, FAM4, P, macs, counters, pout4, mem)
             if e < 0:
                 verdict[i] = DROP
+                err[i] = -e
                 continue
             off[s] = e
             length[s] = _framed(P, FAM4, m)
             continue
-        if v == DROP and rows[i] <= R6_ICMP_UNKNOWN:
-            if rows[i] == R6_ICMP_POLICY:
-                counters[C.DROP_IN_BY_POLICY_ICMPV6_BYTES] += n
-                counters[C.DROP_IN_BY_POLICY_ICMPV6_PACKETS] += 1
-            elif rows[i] == R6_TOO_BIG_CODE:
-                counters[C.DROP_TOO_BIG_TYPE_BUT_NOT_CODE_ICMPV6_BYTES] += n
-                counters[C.DROP_TOO_BIG_TYPE_BUT_NOT_CODE_ICMPV6_PACKETS] += 1
-            elif rows[i] == R6_TIME_CODE:
-                counters[C.DROP_OVER_TIME_BUT_NOT_HOP_LIMIT_ICMPV6_BYTES] += n
-                counters[C.DROP_OVER_TIME_BUT_NOT_HOP_LIMIT_ICMPV6_PACKETS] += 1
-            else:
-                counters[C.DROP_UNKNOWN_PROTOCOL_ICMPV6_BYTES] += n
-                counters[C.DROP_UNKNOWN_PROTOCOL_ICMPV6_PACKETS] += 1
-            counters[C.DROP_ALL_IPV6_IFACE_BYTES] += n
-            counters[C.DROP_ALL_IPV6_IFACE_PACKETS] += 1
+        if v == DROP:
+            account(counters, err[i], n)
             continue
-        if v == DROP or v == ERR:
-            counters[C.DROP_NO_SOURCE_SOFTWIRE_IPV6_BYTES] += n
-            counters[C.DROP_NO_SOURCE_SOFTWIRE_IPV6_PACKETS] += 1
-            counters[C.DROP_ALL_IPV6_IFACE_BYTES] += n
-            counters[C.DROP_ALL_IPV6_IFACE_PACKETS] += 1
-            if v == DROP:
-                counters[C.DROP_OUT_BY_POLICY_ICMPV6_PACKETS] += 1
-                continue
+        if v == ERR:
+            account(counters, err[i], n)
             x = xoff[i]
+            m = icmpv6_error_len(n - x)
+            code = _error_allowed(FAM6, m, P, counters, rate, now)
+            if code:
+                verdict[i] = DROP
+                continue
             if x:                            # the error quotes the packet without the option header
                 f0 = np.int64(off[s])
                 for j in range(ETH + V6 - 1, -1, -1):
@@ -1035,7 +1042,7 @@ def apply_b4(buf, off, length, slots, P, macs, sw_tab, br_tab, counters, verdict
             else:
                 ip, m = icmpv6_error(b, off[s], n, b, h + W.O_IPV6_DST, b, h + W.O_IPV6_SRC,
                                      W.ICMPV6_DST_UNREACHABLE, W.ICMPV6_CODE_POLICY_FAILED)
-            e = _send_error(b, ip, m, FAM6, P, macs, counters, pout6, mem, rate, now)
+            e = _send_error(b, ip, m, FAM6, P, macs, counters, pout6, mem)
             fam = FAM6
         else:
             l3 = np.int64(off[s]) + ETH + V6 + xoff[i]
@@ -1055,6 +1062,8 @@ def apply_b4(buf, off, length, slots, P, macs, sw_tab, br_tab, counters, verdict
             e = _send(b, e, m, fam, P, macs, counters, pout6 if fam == FAM6 else pout4, mem)
         if e < 0:
             verdict[i] = DROP
+            if err[i] == 0:
+                err[i] = -e
             continue
         off[s] = e
         length[s] = _framed(P, fam, m)
@@ -1162,14 +1171,18 @@ def fast_batch(buf, off, length, free_list, n_free, v4, v6, P, macs, addr_tab, s
         v6 = v6[:k]
     n4 = v4.shape[0]
     n6 = v6.shape[0]
-    verd4 = scratch[0, :n4]
-    rows4 = scratch[1, :n4]
-    verd6 = scratch[2, :n6]
-    rows6 = scratch[3, :n6]
-    hrows6 = scratch[4, :n6]
-    xoff6 = scratch[5, :n6]
-    ns4 = classify_inet(buf, off, length, v4, P, addr_tab, sw_tab, verd4, rows4)
-    ns6 = classify_b4(buf, off, length, v6, P, addr_tab, sw_tab, br_tab, verd6, rows6, hrows6, xoff6)
+    verd4 = scratch[S_NEXT4, :n4]
+    rows4 = scratch[S_ROWS4, :n4]
+    err4 = scratch[S_ERROR4, :n4]
+    verd6 = scratch[S_NEXT6, :n6]
+    rows6 = scratch[S_ROWS6, :n6]
+    hrows6 = scratch[S_HROWS6, :n6]
+    xoff6 = scratch[S_XOFF6, :n6]
+    err6 = scratch[S_ERROR6, :n6]
+    scratch[S_COUNT, 0] = n4
+    scratch[S_COUNT, 1] = n6
+    ns4 = classify_inet(buf, off, length, v4, P, addr_tab, sw_tab, verd4, rows4, err4)
+    ns6 = classify_b4(buf, off, length, v6, P, addr_tab, sw_tab, br_tab, verd6, rows6, hrows6, xoff6, err6)
     ctl4 = ns4 > 0 or P[P_PUNT] != 0           # (clean traffic: neither control pass runs)
     ctl6 = ns6 > 0 or P[P_PUNT] != 0
     if ctl4:
@@ -1179,6 +1192,13 @@ def fast_batch(buf, off, length, free_list, n_free, v4, v6, P, macs, addr_tab, s
     if ctl6:
         ns6 -= control.classify6(buf, off, length, v6, verd6, rows6, first6, P[P_FAST_OFF], P[P_PUNT],
                                  P[P_MONITOR], P[P_INT_IP_HI], P[P_INT_IP_LO], P[P_V6_RESOLVED], br_tab)
+    if ctl4 or ctl6:                            # what the control passes took is no error
+        for i in range(n4):
+            if verd4[i] >= control.ANSWER:
+                err4[i] = 0
+        for i in range(n6):
+            if verd6[i] >= control.ANSWER:
+                err6[i] = 0
     if strict and (ns4 or ns6):
         for i in range(n4):
             slow4[i] = v4[i]
@@ -1186,16 +1206,16 @@ def fast_batch(buf, off, length, free_list, n_free, v4, v6, P, macs, addr_tab, s
             slow6[i] = v6[i]
         return 0, 0, n4, n6, 0, 0
     if ctl4:
-        control.apply4(buf, off, length, v4, verd4, rows4, first4, macs[M_EXT_SELF], P[P_VLAN4],
+        control.apply4(buf, off, length, v4, verd4, rows4, err4, first4, macs[M_EXT_SELF], P[P_VLAN4],
                        progs[pidx[F_IN4]:pidx[F_IN4 + 1]], progs[pidx[F_OUT4]:pidx[F_OUT4 + 1]], counters)
     if ctl6:
-        control.apply6(buf, off, length, v6, verd6, rows6, first6, macs[M_INT_SELF], P[P_INT_IP_HI],
+        control.apply6(buf, off, length, v6, verd6, rows6, err6, first6, macs[M_INT_SELF], P[P_INT_IP_HI],
                        P[P_INT_IP_LO], P[P_VLAN6], progs[pidx[F_IN6]:pidx[F_IN6 + 1]],
                        progs[pidx[F_OUT6]:pidx[F_OUT6 + 1]], counters)
-    apply_b4(buf, off, length, v6, P, macs, sw_tab, br_tab, counters, verd6, rows6, hrows6, xoff6, rate, now, progs,
-             pidx, first6)
-    nf = apply_inet(buf, off, length, v4, P, macs, sw_tab, br_tab, counters, verd4, rows4, rate, now, progs, pidx,
-                    free_list, n_free, ids, frags, first4)
+    apply_b4(buf, off, length, v6, P, macs, sw_tab, br_tab, counters, verd6, rows6, hrows6, xoff6, err6, rate, now,
+             progs, pidx, first6)
+    nf = apply_inet(buf, off, length, v4, P, macs, sw_tab, br_tab, counters, verd4, rows4, err4, rate, now, progs,
+                    pidx, free_list, n_free, ids, frags, first4)
     for i in range(first4, n4):      # reassembled frames keep their mark only for the slow path
         if verd4[i] != SLOW:
             mark[v4[i]] = 0

@@ -563,32 +563,6 @@ class LiveLoop:
             self.monitor_sink = None
 
     # -- forwarding --------------------------------------------------------------------------
-    def _split(self, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """On a stick: by VLAN tag when the sides have different ones, else IPv4
-        and ARP to the IPv4 side and the rest to the IPv6 side (as Snabb)."""
-        if len(slots) == 0:
-            return slots, slots
-        eng = self.engine
-        pool = eng.pool
-        o = pool.off[slots].astype(np.int64)
-        b = pool.buf
-
-        def u16(at):
-            return (b[slots, at].astype(np.int64) << 8) | b[slots, at + 1]
-
-        et = u16(o + W.O_ETH_TYPE)
-        if eng.vlan4 != eng.vlan6:
-            vid = np.where(et == W.ETHERTYPE_VLAN, u16(o + W.ETH_HLEN) & 0xFFF, -1)
-            v4 = vid == (-1 if eng.vlan4 is None else eng.vlan4)
-            v6 = vid == (-1 if eng.vlan6 is None else eng.vlan6)
-            wrong = ~(v4 | v6)
-            if wrong.any():
-                eng.counters[C.DROP_WRONG_VLAN_PACKETS] += int(wrong.sum())
-                pool.free(slots[wrong])
-            return slots[v4], slots[v6]
-        v4 = (et == W.ETHERTYPE_IPV4) | (et == W.ETHERTYPE_ARP)
-        return slots[v4], slots[~v4]
-
     def run_once(self, now: float) -> int:
         """One batch each way; returns the number of frames received (data and TAPs)."""
         eng = self.engine
@@ -596,7 +570,7 @@ class LiveLoop:
         s4, f4 = self.p4.receive(pool, self.batch)
         self.csum_completed += complete_flagged(pool.buf, pool.off, pool.length, s4, f4, TP_STATUS_CSUMNOTREADY)
         if self.stick:
-            s4, s6 = self._split(s4)
+            s4, s6 = eng.split_stick_slots(s4)
         else:
             s6, f6 = self.p6.receive(pool, self.batch)
             self.csum_completed += complete_flagged(pool.buf, pool.off, pool.length, s6, f6,
