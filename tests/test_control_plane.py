@@ -75,7 +75,9 @@ def lab(request, tmp_path):
                                  "--name", "t", *ports], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 text=True, env=env)
         deadline = time.time() + 60
-        while not (run_dir / "t" / "pid").exists():
+        # The control socket opens after the engine is built (the pid file comes
+        # first): the tests talk to it, so it is what "started" means here.
+        while not (run_dir / "t" / "control.sock").exists():
             assert proc.poll() is None, proc.communicate()[1]
             assert time.time() < deadline, "lwaftr run did not start"
             time.sleep(0.1)
