@@ -435,9 +435,9 @@ def test_invariants(sc):                        # hairpinned ping can itself be 
 
 
 def test_a_flood_for_the_slow_path_is_cut_to_its_budget_and_counted():
-    """Frames only Python handles (here IPv4 with options, forwarded to the B4)
-    take at most the budget per batch; the rest are dropped and counted, an alarm says so, and the compiled
-    traffic in the same batch is all forwarded."""
+    """Frames only Python handles (here IPv4 with a bad header checksum, dropped as
+    malformed) take at most the budget per batch; the rest are dropped and counted, an alarm says so, and the
+    compiled traffic in the same batch is all forwarded."""
     from lwaftr.mgmt.alarms import Alarms
     rows = [("192.0.2.1", 1, 4, "2001:db8:1::1", 0), ("192.0.2.2", 0, 0, "2001:db8:1::2", 1)]
     eng = Engine(make_config(rows), slow_budget=16)
@@ -445,14 +445,15 @@ def test_a_flood_for_the_slow_path_is_cut_to_its_budget_and_counted():
     alarms.check(0.0)
     eth = Ether(dst="02:00:00:00:00:01", src="02:00:00:00:00:11")
     good = [bytes(eth / IP(src="203.0.113.9", dst="192.0.2.1") / UDP(sport=1, dport=4097 + i)) for i in range(100)]
-    # IPv4 with options is the slow path's.
-    errors = [bytes(eth / IP(src="203.0.113.9", dst="192.0.2.2", id=i, options=[IPOption_NOP()] * 4)
-                    / UDP(sport=1, dport=80)) for i in range(100)]
+    # IPv4 with a bad header checksum is the slow path's.
+    errors = [bytes(eth / IP(src="203.0.113.9", dst="192.0.2.2", id=i, chksum=0x1234) / UDP(sport=1, dport=80))
+              for i in range(100)]
     slowed = []
     real = eng.slow.process
     eng.slow.process = lambda v4, v6, now, **kw: slowed.append(len(v4) + len(v6)) or real(v4, v6, now, **kw)
     o4, o6 = eng.process(eng.pool.store(good + errors), eng.pool.store([]), 1.0)
-    assert len(o6) == 100 + 16 and len(o4) == 0          # all forwarded, and 16 with options
+    assert len(o6) == 100 and len(o4) == 0               # all forwarded
+    assert eng.counters[C.DROP_MALFORMED_IPV4_PACKETS] == 16
     assert slowed == [16]
     c = C.to_dict(eng.counters, nonzero=True)
     assert c["drop-slow-path-budget-packets"] == 84

@@ -117,10 +117,9 @@ class Engine:
         self.max_batch = max_batch
         self._scratch = np.empty((6, max_batch), np.int64)
         self._keep = np.empty(max_batch, np.uint8)
-        self._out4 = np.empty(2 * max_batch, np.int32)
-        # IPv6 fragments of the largest frame a slot holds, at the internal MTU (kernels._fragment6)
-        per_frame = -(-(self.pool.max_frame + W.IPV6_HLEN) // ((int_.mtu - W.IPV6_HLEN - W.IPV6_FRAG_HLEN) & ~7))
-        self._frags = np.empty(per_frame * max_batch, np.int32)
+        # Every fragment the kernels cut (kernels._fragment6, frag4.fragment4) has a slot of its own.
+        self._out4 = np.empty(2 * max_batch + self.pool.n_slots, np.int32)
+        self._frags = np.empty(self.pool.n_slots, np.int32)
         self._out6 = np.empty(2 * max_batch + len(self._frags), np.int32)
         self._slow4 = np.empty(max_batch, np.int32)
         self._slow6 = np.empty(max_batch, np.int32)
@@ -240,7 +239,7 @@ class Engine:
                                       P, self.macs, t.addr_tab, t.sw_tab, t.br_tab, self.counters, strict,
                                       self._scratch, self._keep, out4, out6, slow4, slow6, self.rate_state,
                                       float(now), self.filter_progs, self.filter_index, self.slow.frag6.ids,
-                                      self._frags, self._reasm)
+                                      self._frags, self._reasm, self.slow.frag4.ids)
         nb4, nb6 = int(self._big4[2][0]), int(self._big6[2][0])
         if not (s4 or s6 or nb4 or nb6 or not (P[K.P_V4_RESOLVED] and P[K.P_V6_RESOLVED])
                 or self.slow.holding or now - self._last_slow >= SLOW_TICK):

@@ -39,6 +39,7 @@ from lwaftr import wire as W
 from lwaftr.bindingtable.table import is_managed, lookup, lookup_at, probe
 from lwaftr.dataplane.bpf import BPF_MEMWORDS, bpf_exec
 from lwaftr.dataplane.defrag import defrag_batch
+from lwaftr.dataplane.frag4 import fragment4
 from lwaftr.dataplane.icmperr import (HEADROOM_NEEDED, RL_V4, RL_V6, icmpv4_error, icmpv6_error, ones_sum,
                                       rate_allow, set_ttl)
 from lwaftr.dataplane.pool import HEADROOM
@@ -55,6 +56,8 @@ ERR = 4         # turned into an ICMP error back out of the interface it came in
 ECHO = 5        # an echo request to the router's own address, answered in place (built-in control plane)
 FRAG = 6        # encapsulated and fragmented (RFC 8200 4.5): its fragments leave last, from ``frags``
 RELAY = 7       # an ICMPv6 error about a tunnelled packet, relayed as ICMPv4 to its sender (RFC 2473 8.3)
+FRAG4 = 8       # decapsulated, over the IPv4 MTU: the fragmenter's (:mod:`lwaftr.dataplane.frag4`), in its place
+HAIRFRAG = 9    # hairpinned, over the IPv6 MTU: its IPv6 fragments leave last, after ``FRAG``'s
 
 # Why an Internet-side frame is DROP or ERR (in ``rows``)
 R_NO_SOFTWIRE = 1   # RFC 7596 5.2: ICMPv4 host unreachable
@@ -68,6 +71,7 @@ R6_ICMP_UNKNOWN = -2    # ICMPv6 echo not for the router: unknown to the lwAFTR
 R6_ICMP_POLICY = -3     # ICMPv6 refused by allow-incoming-icmp
 R6_TOO_BIG_CODE = -4    # ICMPv6 packet too big with a code other than 0
 R6_TIME_CODE = -5       # ICMPv6 time exceeded that is not hop limit exceeded
+R6_MALFORMED = -6       # IPv4-in-IPv6 whose IPv4 header is malformed (version, IHL, cut short)
 
 # Parameter vector indices (int64[N_PARAMS])
 P_EXT_IP = 0
@@ -452,20 +456,21 @@ def _fragment6(buf, off, length, free_list, n_free, s, h, m, P, macs, ids, frags
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _icmp_port_to(b, o, total):
-    """The port that finds the softwire an ICMPv4 packet (header at ``o``, no
-    options, ``total`` bytes) goes to, RFC 7596 8.1: an echo request the one
-    owning port 0, a reply the one owning its identifier, an error the one owning
-    the source port of the packet it quotes; -1 if it quotes too little."""
-    t = b[o + W.IPV4_HLEN]
+def _icmp_port_to(b, o, ihl, total):
+    """The port that finds the softwire an ICMPv4 packet (header at ``o``,
+    ``ihl`` bytes of it, ``total`` bytes in all) goes to, RFC 7596 8.1: an echo
+    request the one owning port 0, a reply the one owning its identifier, an
+    error the one owning the source port of the packet it quotes; -1 if it
+    quotes too little."""
+    t = b[o + ihl]
     if t == W.ICMPV4_ECHO_REQUEST:
         return 0
     if t == W.ICMPV4_ECHO_REPLY:
-        return rd16(b, o + W.IPV4_HLEN + W.O_ICMP_ECHO_ID)
-    if total >= W.IPV4_HLEN + W.ICMP_HLEN + W.IPV4_HLEN + 2:
-        q = o + W.IPV4_HLEN + W.ICMP_HLEN
+        return rd16(b, o + ihl + W.O_ICMP_ECHO_ID)
+    if total >= ihl + W.ICMP_HLEN + W.IPV4_HLEN + 2:
+        q = o + ihl + W.ICMP_HLEN
         qihl = (np.int64(b[q]) & 0xF) * 4
-        if W.ICMP_HLEN + qihl + 2 <= total - W.IPV4_HLEN:
+        if W.ICMP_HLEN + qihl + 2 <= total - ihl:
             return rd16(b, q + qihl)
     return -1
 
@@ -521,13 +526,14 @@ def classify_inet(buf, off, length, slots, P, addr_tab, sw_tab, verdict, rows):
         o = f + ETH
         v = SLOW
         r = -1
-        if fast and n >= ETH + W.IPV4_HLEN + 4 and rd16(b, f + 12) == W.ETHERTYPE_IPV4 and b[o] == 0x45 \
+        if fast and n >= ETH + W.IPV4_HLEN + 4 and rd16(b, f + 12) == W.ETHERTYPE_IPV4 and 0x45 <= b[o] <= 0x4F \
                 and (P[P_MONITOR] == 0 or rd32(b, o + W.O_IPV4_DST) != P[P_MONITOR]):
+            ihl = (np.int64(b[o]) & 0xF) * 4        # options: as without, the ports further on
             total = rd16(b, o + W.O_IPV4_TOTAL_LENGTH)
-            ok = W.IPV4_HLEN + 4 <= total <= n - ETH and (rd16(b, o + W.O_IPV4_FLAGS) & _FRAG_BITS) == 0 \
-                and ipv4_header_sum_ok(b, o, W.IPV4_HLEN)
+            ok = ihl + 4 <= total <= n - ETH and (rd16(b, o + W.O_IPV4_FLAGS) & _FRAG_BITS) == 0 \
+                and ipv4_header_sum_ok(b, o, ihl)
             icmp = b[o + W.O_IPV4_PROTO] == W.PROTO_ICMP
-            if ok and icmp and P[P_PUNT] == 0 and rd32(b, o + W.O_IPV4_DST) == P[P_EXT_IP] \
+            if ok and icmp and P[P_PUNT] == 0 and rd32(b, o + W.O_IPV4_DST) == P[P_EXT_IP] and ihl == W.IPV4_HLEN \
                     and b[o + W.IPV4_HLEN] == W.ICMPV4_ECHO_REQUEST and b[o + W.IPV4_HLEN + 1] == 0:
                 ok = False
                 v = ECHO                     # ping to the router, answered before the core sees it
@@ -541,17 +547,19 @@ def classify_inet(buf, off, length, slots, P, addr_tab, sw_tab, verdict, rows):
                     ok = False
                     v = DROP
                     r = R_ICMP_POLICY
-                elif total < W.IPV4_HLEN + W.ICMP_HLEN or ones_sum(b, o + W.IPV4_HLEN, total - W.IPV4_HLEN, 0) != 0xFFFF:
+                elif total < ihl + W.ICMP_HLEN or ones_sum(b, o + ihl, total - ihl, 0) != 0xFFFF:
                     ok = False
                     v = DROP
                     r = R_ICMP_BADSUM
             if ok:
                 if icmp:
                     # RFC 7596 8.1 (none if it quotes too little: dropped silently)
-                    port = _icmp_port_to(b, o, total)
+                    port = _icmp_port_to(b, o, ihl, total)
                     r = lookup(addr_tab, sw_tab, rd32(b, o + W.O_IPV4_DST), port) if port >= 0 else -1
-                else:
+                elif ihl == W.IPV4_HLEN:
                     r = lookup_at(sw_tab, keys[i], rows[i])
+                else:
+                    r = lookup(addr_tab, sw_tab, rd32(b, o + W.O_IPV4_DST), rd16(b, o + ihl + 2))
                 why = 0
                 if r < 0:
                     why = R_ICMP_MISS if icmp else R_NO_SOFTWIRE     # RFC 7596 8.1, 5.2
@@ -753,6 +761,20 @@ def tunnel_encap_limit(b, d, end):
     return hlen if i == d + hlen and seen else 0
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _kernels6(b, h, P, br64):
+    """Kernel mode: the IPv6 frame at ``h`` is the kernel's by its destination
+    (link-local, multicast, or the router's address when that is not a BR),
+    as :meth:`lwaftr.dataplane.punt.Punt.split6` sends IPv4-in-IPv6."""
+    if P[P_PUNT] == 0:
+        return False
+    if b[h + W.O_IPV6_DST] == 0xFF or (b[h + W.O_IPV6_DST] == 0xFE and (b[h + W.O_IPV6_DST + 1] & 0xC0) == 0x80):
+        return True
+    d0 = np.int64(rd64(b, h + W.O_IPV6_DST))
+    d1 = np.int64(rd64(b, h + W.O_IPV6_DST + 8))
+    return d0 == P[P_INT_IP_HI] and d1 == P[P_INT_IP_LO] and not _is_br(br64, d0, d1)
+
+
 @numba.njit(cache=True, nogil=True)
 def classify_b4(buf, off, length, slots, P, addr_tab, sw_tab, br_tab, verdict, rows, hrows, xoff):
     """Pass 1 for frames from the B4 side.  Returns the number of SLOW.
@@ -792,8 +814,10 @@ def classify_b4(buf, off, length, slots, P, addr_tab, sw_tab, br_tab, verdict, r
         icmp = False
         ok = fast and n >= ETH + V6 + x + W.IPV4_HLEN + 4 and rd16(b, f + 12) == W.ETHERTYPE_IPV6 \
             and (b[h] >> 4) == 6 and V6 + rd16(b, h + W.O_IPV6_PAYLOAD_LENGTH) <= n - ETH \
-            and (b[h + W.O_IPV6_NEXT_HEADER] == W.PROTO_IPV4 or x > 0) and b[o] == 0x45 \
+            and (b[h + W.O_IPV6_NEXT_HEADER] == W.PROTO_IPV4 or x > 0) and 0x45 <= b[o] <= 0x4F \
+            and n >= ETH + V6 + x + (np.int64(b[o]) & 0xF) * 4 + 4 \
             and (P[P_MONITOR] == 0 or rd32(b, o + W.O_IPV4_SRC) != P[P_MONITOR])
+        ihl = (np.int64(b[o]) & 0xF) * 4 if ok else W.IPV4_HLEN    # options: the ports further on
         if not ok and fast and n >= ETH + V6 + W.ICMP_HLEN and rd16(b, f + 12) == W.ETHERTYPE_IPV6 \
                 and (b[h] >> 4) == 6 and V6 + rd16(b, h + W.O_IPV6_PAYLOAD_LENGTH) <= n - ETH \
                 and b[h + W.O_IPV6_NEXT_HEADER] == W.PROTO_ICMPV6 \
@@ -848,27 +872,34 @@ def classify_b4(buf, off, length, slots, P, addr_tab, sw_tab, br_tab, verdict, r
                 v = RELAY
                 r = W.ICMPV4_CODE_FRAG_NEEDED if t == W.ICMPV6_PACKET_TOO_BIG else W.ICMPV4_CODE_HOST_UNREACHABLE
                 hr = (rd16(b, o + W.O_ICMP_MTU) - V6) & 0xFFFF if t == W.ICMPV6_PACKET_TOO_BIG else 0
+        elif not ok and fast and P[P_MONITOR] == 0 and n >= ETH + V6 and rd16(b, f + 12) == W.ETHERTYPE_IPV6 \
+                and (b[h] >> 4) == 6 and V6 + rd16(b, h + W.O_IPV6_PAYLOAD_LENGTH) <= n - ETH \
+                and (b[h + W.O_IPV6_NEXT_HEADER] == W.PROTO_IPV4 or x > 0) and not _kernels6(b, h, P, br64):
+            # IPv4-in-IPv6 whose IPv4 header is malformed (version, IHL below 5, cut short
+            # of its header and 4 bytes): dropped and counted, as the core does.
+            v = DROP
+            r = R6_MALFORMED
         if ok and b[o + W.O_IPV4_PROTO] == W.PROTO_ICMP:
             # ICMP from a subscriber (RFC 7596 8.1): an echo request is bound by its
             # identifier, a reply by port 0, an error by the first port of the packet it
             # quotes (as many of its bytes as the frame holds, as the slow path reads it).
             icmp = True
-            ok = n >= ETH + V6 + W.IPV4_HLEN + W.ICMP_HLEN
+            ok = n >= ETH + V6 + x + ihl + W.ICMP_HLEN
         if ok:
             if icmp:
-                t = b[o + W.IPV4_HLEN]
+                t = b[o + ihl]
                 if t == W.ICMPV4_ECHO_REQUEST:
-                    port = rd16(b, o + W.IPV4_HLEN + W.O_ICMP_ECHO_ID)
+                    port = rd16(b, o + ihl + W.O_ICMP_ECHO_ID)
                 elif t == W.ICMPV4_ECHO_REPLY:
                     port = 0
                 else:
-                    q = o + W.IPV4_HLEN + W.ICMP_HLEN
+                    q = o + ihl + W.ICMP_HLEN
                     p = q + (np.int64(b[q]) & 0xF) * 4 if q < f + n else f + n
                     port = rd16(b, p) if p + 2 <= f + n else (np.int64(b[p]) if p + 1 == f + n else 0)
                 r = lookup(addr_tab, sw_tab, rd32(b, o + W.O_IPV4_SRC), port)
             else:
-                r = lookup_at(sw_tab, keys[i], rows[i]) if x == 0 \
-                    else lookup(addr_tab, sw_tab, rd32(b, o + W.O_IPV4_SRC), rd16(b, o + W.IPV4_HLEN))
+                r = lookup_at(sw_tab, keys[i], rows[i]) if x == 0 and ihl == W.IPV4_HLEN \
+                    else lookup(addr_tab, sw_tab, rd32(b, o + W.O_IPV4_SRC), rd16(b, o + ihl))
             inner_len = n - ETH - V6 - x
             total = rd16(b, o + W.O_IPV4_TOTAL_LENGTH)
             # The softwire binds this B4 (IPv6 source) and BR (IPv6 destination)?
@@ -879,7 +910,9 @@ def classify_b4(buf, off, length, slots, P, addr_tab, sw_tab, br_tab, verdict, r
             if match:
                 br = np.int64(sw_tab[r, 3])
                 match = rd64(b, h + W.O_IPV6_DST) == br64[br, 0] and rd64(b, h + W.O_IPV6_DST + 8) == br64[br, 1]
-            if not match:
+            if not match and _kernels6(b, h, P, br64):
+                pass                             # the kernel's (kernel mode: to it, multicast, link-local)
+            elif not match:
                 # RFC 7596 5.1: ICMPv6 1/5 back to the B4 (from the BR of the softwire its
                 # IPv4 source and port point to, if any) unless policy says no.
                 v = DROP
@@ -892,23 +925,26 @@ def classify_b4(buf, off, length, slots, P, addr_tab, sw_tab, br_tab, verdict, r
                 # softwire by port, or for ICMP (allowed, checksum right) by RFC 7596 8.1's rules;
                 # what fails them (a miss, an ICMP drop, a fragment, TTL, MTU): slow path.
                 hport = -1
-                if (rd16(b, o + W.O_IPV4_FLAGS) & _FRAG_BITS) == 0 and W.IPV4_HLEN + 4 <= total <= inner_len:
+                if (rd16(b, o + W.O_IPV4_FLAGS) & _FRAG_BITS) == 0 and ihl + 4 <= total <= inner_len:
                     if not icmp:
-                        hport = rd16(b, o + W.IPV4_HLEN + 2)
-                    elif P[P_ALLOW_ICMP4] != 0 and total >= W.IPV4_HLEN + W.ICMP_HLEN \
-                            and ones_sum(b, o + W.IPV4_HLEN, total - W.IPV4_HLEN, 0) == 0xFFFF:
-                        hport = _icmp_port_to(b, o, total)
+                        hport = rd16(b, o + ihl + 2)
+                    elif P[P_ALLOW_ICMP4] != 0 and total >= ihl + W.ICMP_HLEN \
+                            and ones_sum(b, o + ihl, total - ihl, 0) == 0xFFFF:
+                        hport = _icmp_port_to(b, o, ihl, total)
                 if hport >= 0:
                     hr = lookup(addr_tab, sw_tab, rd32(b, o + W.O_IPV4_DST), hport)
-                    if hr >= 0 and b[o + W.O_IPV4_TTL] > 1 and inner_len + V6 <= P[P_INT_MTU] \
-                            and P[P_V6_RESOLVED]:
-                        v = HAIRPIN
+                    if hr >= 0 and b[o + W.O_IPV4_TTL] > 1 and P[P_V6_RESOLVED]:
+                        if inner_len + V6 <= P[P_INT_MTU]:
+                            v = HAIRPIN
+                        elif not rd16(b, o + W.O_IPV4_FLAGS) & W.IPV4_FLAG_DF:
+                            v = HAIRFRAG         # encapsulated, then IPv6 fragments
                 if v == SLOW:
                     r = -1
                     hr = -1
-            # The IPv4 fragmenter drops (and counts) an inner total length beyond the frame.
             elif total <= inner_len and inner_len <= P[P_EXT_MTU] and P[P_V4_RESOLVED]:
                 v = TX
+            elif P[P_V4_RESOLVED]:
+                v = FRAG4                        # the IPv4 fragmenter's: cut, trimmed or dropped
             else:
                 r = -1
         verdict[i] = v
@@ -998,6 +1034,9 @@ def apply_b4(buf, off, length, slots, P, macs, sw_tab, br_tab, counters, verdict
             elif rows[i] == R6_TIME_CODE:
                 counters[C.DROP_OVER_TIME_BUT_NOT_HOP_LIMIT_ICMPV6_BYTES] += n
                 counters[C.DROP_OVER_TIME_BUT_NOT_HOP_LIMIT_ICMPV6_PACKETS] += 1
+            elif rows[i] == R6_MALFORMED:
+                counters[C.DROP_MALFORMED_IPV6_BYTES] += n
+                counters[C.DROP_MALFORMED_IPV6_PACKETS] += 1
             else:
                 counters[C.DROP_UNKNOWN_PROTOCOL_ICMPV6_BYTES] += n
                 counters[C.DROP_UNKNOWN_PROTOCOL_ICMPV6_PACKETS] += 1
@@ -1034,7 +1073,7 @@ def apply_b4(buf, off, length, slots, P, macs, sw_tab, br_tab, counters, verdict
         else:
             l3 = np.int64(off[s]) + ETH + V6 + xoff[i]
             m = n - ETH - V6 - xoff[i]       # the inner IPv4 packet
-            if v == HAIRPIN:
+            if v == HAIRPIN or v == HAIRFRAG:
                 counters[C.HAIRPIN_IPV4_BYTES] += ETH + m
                 counters[C.HAIRPIN_IPV4_PACKETS] += 1
                 h = _encapsulate(b, l3 - ETH, ETH + m, hrows[i], P, sw_tab, br_tab)
@@ -1046,6 +1085,19 @@ def apply_b4(buf, off, length, slots, P, macs, sw_tab, br_tab, counters, verdict
                 e = l3
             counters[_FAM_COUNTERS[fam, _C_OUT_BYTES]] += ETH + m
             counters[_FAM_COUNTERS[fam, _C_OUT_PACKETS]] += 1
+            if v == FRAG4 or v == HAIRFRAG:
+                # The egress filter sees the whole frame, untagged; the fragmenter runs in fast_batch.
+                if fam == FAM4:
+                    e = _emit(b, e, m, macs, M_EXT_NEXT, M_EXT_SELF, -1, W.ETHERTYPE_IPV4, pout4, mem)
+                else:
+                    e = _emit(b, e, m, macs, M_INT_NEXT, M_INT_SELF, -1, W.ETHERTYPE_IPV6, pout6, mem)
+                if e < 0:
+                    counters[_FAM_COUNTERS[fam, _C_EGRESS]] += 1
+                    verdict[i] = DROP
+                else:
+                    off[s] = e
+                    length[s] = ETH + m
+                continue
             e = _send(b, e, m, fam, P, macs, counters, pout6 if fam == FAM6 else pout4, mem)
         if e < 0:
             verdict[i] = DROP
@@ -1119,7 +1171,7 @@ def _compact_untagged(buf, off, length, slots, vid, counters, keep, free_list, n
 
 @numba.njit(cache=True, nogil=True)
 def fast_batch(buf, off, length, free_list, n_free, v4, v6, P, macs, addr_tab, sw_tab, br_tab, counters,
-               strict, scratch, keep, out4, out6, slow4, slow6, rate, now, progs, pidx, ids, frags, reasm):
+               strict, scratch, keep, out4, out6, slow4, slow6, rate, now, progs, pidx, ids, frags, reasm, ids4):
     """One whole batch in a single call (no Python per batch but this call).
 
     ``v4``/``v6`` are the received slots (modified: untagged ones compacted).
@@ -1130,7 +1182,8 @@ def fast_batch(buf, off, length, free_list, n_free, v4, v6, P, macs, addr_tab, s
     frame needing the slow path, every frame goes there untouched (Snabb's
     exact order).  ``reasm``: the reassembly stage's state (:func:`reassembly`);
     it runs unless ``strict``, the monitor or ``P_FAST_OFF`` sends fragments to
-    the slow path.  Returns (n_out4, n_out6, n_slow4, n_slow6).
+    the slow path.  ``ids``/``ids4``: the last IPv6/IPv4 fragment IDs, shared with the
+    slow path's fragmenters.  Returns (n_out4, n_out6, n_slow4, n_slow6).
     """
     v4 = _compact_untagged(buf, off, length, v4, P[P_VLAN4], counters, keep, free_list, n_free)
     v6 = _compact_untagged(buf, off, length, v6, P[P_VLAN6], counters, keep, free_list, n_free)
@@ -1172,6 +1225,16 @@ def fast_batch(buf, off, length, free_list, n_free, v4, v6, P, macs, addr_tab, s
              pidx, first6)
     nf = apply_inet(buf, off, length, v4, P, macs, sw_tab, br_tab, counters, verd4, rows4, rate, now, progs, pidx,
                     free_list, n_free, ids, frags, first4)
+    for i in range(n6):            # hairpinned IPv6 fragments after the Internet side's, as the fragmenter
+        if verd6[i] == HAIRFRAG:
+            s = v6[i]
+            k = _fragment6(buf, off, length, free_list, n_free, s, np.int64(off[s]) + ETH, np.int64(length[s]) - ETH,
+                           P, macs, ids, frags, nf, counters)
+            if k < 0:
+                counters[C.DROP_POOL_EXHAUSTED_PACKETS] += 1
+                verd6[i] = DROP
+            else:
+                nf = k
     for i in range(first4, n4):      # reassembled frames keep their mark only for the slow path
         if verd4[i] != SLOW:
             mark[v4[i]] = 0
@@ -1199,6 +1262,9 @@ def fast_batch(buf, off, length, free_list, n_free, v4, v6, P, macs, addr_tab, s
         if v == TX:
             out4[k4] = v6[i]
             k4 += 1
+        elif v == FRAG4:
+            k4 = fragment4(buf, off, length, free_list, n_free, v6[i], P[P_EXT_MTU], macs, M_EXT_NEXT, M_EXT_SELF,
+                           P[P_VLAN4], ids4, out4, k4, counters)
         elif v == ERR:
             out6[k6] = v6[i]
             k6 += 1
