@@ -21,7 +21,7 @@ from lwaftr.dataplane.engine import Engine
 from lwaftr.dataplane.fragment import SNABB_CHECK_ID_SEEDS as IDS  # both engines fragment alike
 from lwaftr.examples import AFTR_V4
 
-from packets import b4_frame, inet_frame, make_config, port_of, tables
+from packets import BR0, BR1, b4_frame, inet_frame, make_config, port_of, tables
 
 SETTINGS = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -339,13 +339,13 @@ def test_ipv6_fragmentation_is_compiled_and_shares_the_ids(vlan):
     assert all(not a[0] and not a[1] for a in calls), "a frame went to the slow path"
     assert got == slow.process_frames(big, [], 100.0)[1] and len(got) == 6
     assert C.to_dict(fast.counters) == C.to_dict(slow.counters)
-    # Next batch: one big frame fragmented by the kernels, then one with IPv4 options (the
+    # Next batch: one big frame fragmented by the kernels, then one to a monitored subscriber (the
     # slow path's) fragmented by the slow path: the IDs go on from one counter.
-    from scapy.layers.inet import IPOption_NOP
     from scapy.layers.inet6 import IPv6ExtHdrFragment as Frag6
-    opts = bytes(eth / IP(src="203.0.113.9", dst="192.0.2.2", options=[IPOption_NOP()] * 4) / UDP(sport=1, dport=80)
-                 / bytes(1440))
-    o4, o6 = fast.process(fast.pool.store(big[:1] + [opts]), fast.pool.store([]), 100.5)
+    fast.set_monitor(int(ipaddress.IPv4Address("192.0.2.2")))
+    mine = bytes(eth / IP(src="203.0.113.9", dst="192.0.2.1") / UDP(sport=1, dport=4097) / bytes(1440))
+    o4, o6 = fast.process(fast.pool.store([mine, big[0]]), fast.pool.store([]), 100.5)
+    assert len(fast.take_mirrored()) == 1
     ids = [Ether(f)[Frag6].id for f in fast.pool.frames(o6)]
     fast.pool.free(o6)
     assert ids == [IDS[1] + 4] * 2 + [IDS[1] + 5] * 2 and fast.slow.frag6.last_id == IDS[1] + 5
@@ -550,3 +550,225 @@ def test_the_kernels_equal_the_slow_path_in_other_configurations(sc):
     assert fast.take_kernel_frames() == slow.take_kernel_frames()
     assert C.to_dict(fast.counters) == C.to_dict(slow.counters)
     assert fast.pool.n_free[0] + fast.defrag4.held + fast.defrag6.held == fast.pool.n_slots, "slots leaked"
+
+
+# -- IPv4 fragmentation of decapsulated packets, hairpinned IPv6 fragmentation, IPv4 options ---------------
+
+#: IPv4 option bytes (padded to a 4-byte multiple with EOL): NOPs, record route (not copied: NOP'd
+#: out of later fragments), security (copied), one whose length does not parse, the longest (40 bytes).
+OPTIONS = [b"", b"", b"\x01" * 4, b"\x07\x07\x04" + bytes(4), b"\x82\x0b" + bytes(9),
+           b"\x01\x07\x03\x04\x82\x04\x00\x00", b"\x44\x01", b"\x07\x27\x04" + bytes(36)]
+
+
+def _with_options(pkt: bytes, opts: bytes, ihl: int | None = None) -> bytes:
+    """The IPv4 packet ``pkt`` (IHL 5) with ``opts`` after its header, padded with EOL;
+    ``ihl``: the IHL field to write instead of the true one (a lying or malformed header)."""
+    from lwaftr.dataplane.icmp import checksum
+    opts += bytes(-len(opts) % 4)
+    h = bytearray(pkt[:20])
+    h[0] = 0x40 | (ihl if ihl is not None else 5 + len(opts) // 4)
+    h[2:4] = (int.from_bytes(h[2:4], "big") + len(opts)).to_bytes(2, "big")
+    h[10:12] = b"\0\0"
+    h[10:12] = checksum(bytes(h) + opts).to_bytes(2, "big")
+    return bytes(h) + opts + pkt[20:]
+
+
+@st.composite
+def _decapsulated(draw, rows, hairpinning: bool):
+    """A frame from a bound B4 whose inner IPv4 packet may exceed the external MTU (any flags,
+    an inner fragment too), carry options, padding after its total length, a total length
+    beyond the frame, or a malformed header; or one hairpinned to another softwire, bound and
+    with TTL > 1, over the internal MTU only without DF (with DF, the error to the softwire is
+    the slow path's)."""
+    ip, psid, k, b4, br = draw(st.sampled_from(rows))
+    sport = port_of(psid, k, draw(st.integers(0, 65535)))
+    size = draw(st.sampled_from([0, 100, 500, 540, 556, 557, 1000, 1252, 1253, 1460, 1461, 1700]))
+    hairpin = hairpinning and draw(st.booleans())
+    if hairpin:
+        dip, dpsid, dk, _, _ = draw(st.sampled_from(rows))
+        dport = port_of(dpsid, dk, draw(st.integers(0, 65535)))
+        flags, frag = draw(st.sampled_from(["", "DF"] if size < 1200 else [""])), 0
+        ttl = draw(st.sampled_from([2, 64]))
+    else:
+        dip, dport = "203.0.113.9", draw(st.integers(0, 65535))
+        flags = draw(st.sampled_from(["", "", "DF", "MF", "DF+MF"]))
+        frag = draw(st.sampled_from([0, 0, 1, 185, 8000]))
+        ttl = draw(st.sampled_from([1, 64]))
+    l4 = UDP(sport=sport, dport=dport) / bytes(size)
+    if not hairpin and draw(st.integers(0, 3)) == 0:
+        l4 = ICMP(type=8, id=sport) / bytes(size)
+    inner = bytes(IP(src=ip, dst=dip, ttl=ttl, flags=flags, frag=frag, id=draw(st.integers(0, 65535))) / l4)
+    opts = draw(st.sampled_from(OPTIONS))
+    how = draw(st.sampled_from(["ok"] * 6 + ([] if hairpin else ["lying-ihl", "short-ihl", "version", "long"])))
+    if how == "lying-ihl":             # the header claims its first ports as options
+        inner = _with_options(inner, opts, ihl=draw(st.sampled_from([6, 15])))
+    elif how == "short-ihl":
+        inner = _with_options(inner, opts, ihl=draw(st.integers(0, 4)))
+    elif how == "version":
+        inner = bytes([0x65]) + inner[1:]
+    else:
+        inner = _with_options(inner, opts)
+    if how == "long":                  # a total length beyond the frame: the fragmenter drops it
+        inner = inner[:2] + (len(inner) + draw(st.integers(1, 9))).to_bytes(2, "big") + inner[4:]
+    inner += bytes(draw(st.sampled_from([0, 0, 0, 3, 40])))       # link padding after the packet
+    outer = IPv6(src=b4, dst=[BR0, BR1][br], nh=4, hlim=64)
+    if draw(st.integers(0, 4)) == 0:   # Linux ip6tnl's Tunnel Encapsulation Limit header
+        from scapy.layers.inet6 import HBHOptUnknown, IPv6ExtHdrDestOpt
+        outer = IPv6(src=b4, dst=[BR0, BR1][br], hlim=64) / IPv6ExtHdrDestOpt(
+            nh=4, options=[HBHOptUnknown(otype=4, optdata=b"\x04")])
+    from scapy.packet import Raw
+    return bytes(Ether(dst="02:00:00:00:00:02", src="02:00:00:00:00:22") / outer / Raw(inner))
+
+
+@st.composite
+def _with_options_from_the_internet(draw, rows):
+    """An Internet frame with IPv4 options to a bound or unbound (address, port), of any
+    size (too big for the tunnel, with DF or not), TTL, and ICMP kind."""
+    if draw(st.booleans()):
+        ip, psid, k, _, _ = draw(st.sampled_from(rows))
+        dport = port_of(psid, k, draw(st.integers(0, 65535)))
+    else:
+        ip, dport = f"192.0.2.{draw(st.integers(1, 5))}", draw(st.integers(0, 65535))
+    size = draw(st.sampled_from([0, 10, 500, 1200, 1460, 1700]))
+    kind = draw(st.sampled_from(["udp", "tcp", "echo-reply", "echo-request", "error"]))
+    if kind == "udp":
+        l4 = UDP(sport=53, dport=dport) / bytes(size)
+    elif kind == "tcp":
+        from scapy.layers.inet import TCP
+        l4 = TCP(sport=80, dport=dport) / bytes(size)
+    elif kind == "error":             # about a packet the subscriber sent, its options too
+        quoted = _with_options(bytes(IP(src=ip, dst="203.0.113.9") / UDP(sport=dport, dport=53) / bytes(8)),
+                               draw(st.sampled_from(OPTIONS)))
+        l4 = ICMP(type=3, code=3) / quoted
+    else:
+        l4 = ICMP(type=0 if kind == "echo-reply" else 8, id=dport) / bytes(size)
+    pkt = bytes(IP(src="203.0.113.9", dst=ip, ttl=draw(st.sampled_from([0, 1, 2, 64])),
+                   flags=draw(st.sampled_from(["", "DF"]))) / l4)
+    from scapy.packet import Raw
+    return bytes(Ether(dst="02:00:00:00:00:01", src="02:00:00:00:00:11", type=0x0800)
+                 / Raw(_with_options(pkt, draw(st.sampled_from(OPTIONS[2:])))))
+
+
+@st.composite
+def fragmentation_scenario(draw):
+    """Configurations (external MTU 576, 1280 or 1500; VLANs; kernel mode; ICMP policies) and
+    traffic the kernels now finish: decapsulated packets over the external MTU, hairpinned
+    ones over the internal MTU, IPv4 options on both sides, malformed inner IPv4 headers."""
+    from lwaftr.dataplane import vlan as V
+    rows = draw(tables())
+    hairpinning = draw(st.booleans())
+    cfg = make_config(rows, hairpinning=hairpinning, generate_icmp_errors=draw(st.booleans()),
+                      mtu=draw(st.sampled_from([1280, 1500, 2000])))
+    cfg = replace(cfg, external=replace(cfg.external, mtu=draw(st.sampled_from([576, 1280, 1500])),
+                                        generate_icmp_errors=draw(st.booleans())))
+    tags = draw(st.sampled_from([(None, None), (None, None), (7, 9)]))
+    if tags[0] is not None:
+        cfg = replace(cfg, external=replace(cfg.external, vlan_tag=tags[0]),
+                      internal=replace(cfg.internal, vlan_tag=tags[1]))
+    tag = lambda f, vid: V.push_tag(f, vid) if vid is not None else f     # noqa: E731
+    v6 = [tag(f, tags[1]) for f in draw(st.lists(_decapsulated(rows, hairpinning), max_size=10))]
+    v4 = [tag(f, tags[0]) for f in draw(st.lists(_with_options_from_the_internet(rows), max_size=6))]
+    return cfg, draw(st.booleans()), v4, v6
+
+
+@SETTINGS
+@given(fragmentation_scenario())
+def test_the_kernels_equal_the_slow_path_over_the_mtus_and_with_ipv4_options(sc):
+    """Decapsulated packets over the external MTU (IPv4 fragments, trimmed, dropped for DF or
+    as malformed), hairpinned ones over the internal MTU (IPv6 fragments), IPv4 options both
+    ways, malformed inner headers: none reaches the slow path, and frames (in order), counters
+    and slots equal the slow path's."""
+    cfg, kernel, v4, v6 = sc
+    _compiled_as_slow(cfg, v4, v6, kernel)
+
+
+def _b4_big(size: int, opts: bytes = b"", **ip) -> bytes:
+    """A frame from the first softwire of ``ROWS`` to the Internet, its UDP payload ``size`` bytes."""
+    from scapy.packet import Raw
+    inner = bytes(IP(src="192.0.2.1", dst="203.0.113.9", **ip) / UDP(sport=4097, dport=53)
+                  / bytes(i & 0xFF for i in range(size)))
+    return bytes(Ether(dst="02:00:00:00:00:02", src="02:00:00:00:00:22")
+                 / IPv6(src="2001:db8:1::1", dst="2001:db8:ffff::1", nh=4) / Raw(_with_options(inner, opts)))
+
+
+@pytest.mark.parametrize("vlan", [None, 7])
+def test_ipv4_fragmentation_is_compiled(vlan):
+    """RFC 791 3.2 at an external MTU of 576: 552 data bytes a fragment but the last, offsets
+    in 8-byte units, MF on all but the last, one fresh ID per datagram from the counter the
+    slow path shares, header checksums right, the record-route option (not copied) NOP'd out
+    of later fragments and security (copied) kept; an inner fragment keeps its ID, offset and
+    MF; DF: dropped uncounted; a packet that fits once its padding is cut leaves trimmed."""
+    cfg = make_config(ROWS)
+    cfg = replace(cfg, external=replace(cfg.external, mtu=576))
+    if vlan:
+        cfg = replace(cfg, external=replace(cfg.external, vlan_tag=vlan))
+    opts = b"\x01\x07\x07\x04" + bytes(4) + b"\x82\x04\x00\x00"      # NOP, record route, security
+    v6 = [_b4_big(1200, id=1), _b4_big(1200, opts, id=2), _b4_big(1200, flags="DF", id=3),
+          _b4_big(1200, flags="MF", frag=100, id=4), _b4_big(400, id=5) + bytes(300)]
+    v6[-1] = v6[-1][:18] + (len(v6[-1]) - 54).to_bytes(2, "big") + v6[-1][20:]   # the padding in the tunnel
+    from lwaftr.dataplane import vlan as V
+    got, c = _compiled_as_slow(cfg, [], v6)
+    frames = [Ether(V.pop_tag(f) if vlan else f) for f in got[0]]
+    assert all(V.vid_of(f) == vlan for f in got[0]) if vlan else True
+    ips = [f[IP] for f in frames]
+    first, rest = ips[:3], ips[3:]
+    # 1208 bytes after the header: 552 + 552 + 104.
+    assert [(p.len - 20, p.frag * 8, p.flags.MF, p.id) for p in first] == \
+        [(552, 0, 1, IDS[0] + 1), (552, 552, 1, IDS[0] + 1), (104, 1104, 0, IDS[0] + 1)]
+    from lwaftr.dataplane.icmp import checksum
+    for p in ips:                      # each header's checksum, recomputed
+        raw = bytearray(bytes(p)[:p.ihl * 4])
+        raw[10:12] = b"\0\0"
+        assert checksum(bytes(raw)) == p.chksum
+    # With options (32-byte header): 544 data bytes a fragment; RR NOP'd after the first, security kept.
+    with_opts = rest[:3]
+    assert [(p.ihl, p.len - 32, p.frag * 8, p.flags.MF, p.id) for p in with_opts] == \
+        [(8, 544, 0, 1, IDS[0] + 2), (8, 544, 544, 1, IDS[0] + 2), (8, 120, 1088, 0, IDS[0] + 2)]
+    assert bytes(with_opts[0])[20:32] == opts
+    assert all(bytes(p)[20:32] == b"\x01" * 8 + b"\x82\x04\x00\x00" for p in with_opts[1:])
+    assert b"".join(bytes(p)[p.ihl * 4:p.len] for p in first) == bytes(_b4_big(1200)[54 + 20:])
+    # The inner fragment (offset 800, MF): its ID, offsets from 800, MF on every piece.
+    refrag = rest[3:6]
+    assert [(p.frag * 8, p.flags.MF, p.id) for p in refrag] == [(800, 1, 4), (1352, 1, 4), (1904, 1, 4)]
+    assert rest[6].len == 428 and len(bytes(frames[-1])) == 14 + 428      # trimmed, not fragmented
+    assert len(ips) == 10 and c["out-ipv4-frag"] == 9 and c["out-ipv4-frag-not"] == 1
+    assert c["out-ipv4-packets"] == 5                                      # DF: counted out by the core, then dropped
+
+
+def test_ipv4_fragmentation_drops_and_counts_when_the_pool_is_short():
+    """Fragments need free slots: a packet whose fragments the pool cannot hold is dropped and
+    counted (drop-pool-exhausted-packets), the others leave as the slow path cuts them, and
+    every slot comes back."""
+    cfg = make_config(ROWS)
+    cfg = replace(cfg, external=replace(cfg.external, mtu=576))
+    v6 = [_b4_big(1200, id=i) for i in range(6)]               # 3 fragments each: 2 more slots
+    fast = Engine(cfg, fragment_id_seeds=IDS, pool_slots=16, max_batch=8)
+    slow = Engine(cfg, fast_path=False, fragment_id_seeds=IDS)
+    o4, o6 = fast.process(fast.pool.store([]), fast.pool.store(v6), 100.0)   # 10 slots free: 5 packets
+    got = fast.pool.frames(o4)
+    fast.pool.free(o4)
+    fast.pool.free(o6)
+    assert got == slow.process_frames([], v6[:5], 100.0)[0] and len(got) == 15
+    c, want = C.to_dict(fast.counters, nonzero=True), C.to_dict(slow.counters, nonzero=True)
+    assert c.pop("drop-pool-exhausted-packets") == 1
+    for k in ("in-ipv6-bytes", "out-ipv4-bytes"):
+        want[k] += want[k] // 5
+    for k in ("in-ipv6-packets", "out-ipv4-packets", "in-ipv6-frag-reassembly-unneeded"):
+        want[k] += 1
+    assert c == want
+    assert fast.pool.n_free[0] == fast.pool.n_slots, "slots leaked"
+
+
+def test_hairpinned_packets_over_the_internal_mtu_are_fragmented_in_the_kernels():
+    """Hairpinned without DF and too big for the tunnel: encapsulated and cut into IPv6
+    fragments after the Internet side's (their IDs counting on from one counter)."""
+    cfg = make_config(ROWS, hairpinning=True, mtu=1280)
+    eth = Ether(dst="02:00:00:00:00:02", src="02:00:00:00:00:22")
+    v6 = [bytes(eth / IPv6(src="2001:db8:1::1", dst="2001:db8:ffff::1") / IP(src="192.0.2.1", dst="192.0.2.2")
+                / UDP(sport=4097, dport=80) / bytes(1300 + i)) for i in range(2)]
+    v4 = [bytes(Ether(dst="02:00:00:00:00:01", src="02:00:00:00:00:11") / IP(src="203.0.113.9", dst="192.0.2.2")
+                / UDP(sport=1, dport=80) / bytes(1460))]
+    got, c = _compiled_as_slow(cfg, v4, v6)
+    ids = [Ether(f)[IPv6ExtHdrFragment].id for f in got[1]]
+    assert ids == [IDS[1] + 1] * 2 + [IDS[1] + 2] * 2 + [IDS[1] + 3] * 2
+    assert c["hairpin-ipv4-packets"] == 2 and c["out-ipv6-frag"] == 6

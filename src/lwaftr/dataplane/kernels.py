@@ -9,13 +9,15 @@ Two passes per batch, as in the playbook:
    encapsulation writes Ethernet + IPv6 into the headroom) and adds to the
    counters exactly what the slow path would have added.
 
-The fast path takes: untagged-or-correctly-tagged, option-less IPv4 from the
-Internet to a bound softwire with TTL > 1 that fits the IPv6 MTU (or does
-not, without DF: then IPv6 fragments); and IPv4-in-IPv6 (no extension
-headers) from a B4 whose binding checks, fitting the IPv4 MTU, or hairpinned
-to another bound B4.  Fragments on either side are reassembled first, in
-place (:mod:`lwaftr.dataplane.defrag`).  It also answers, with ICMP errors
-built in place (:mod:`lwaftr.dataplane.icmperr`, under the shared rate
+The fast path takes: untagged-or-correctly-tagged IPv4 (with options too)
+from the Internet to a bound softwire with TTL > 1 that fits the IPv6 MTU (or
+does not, without DF: then IPv6 fragments); and IPv4-in-IPv6 (no extension
+headers but the Tunnel Encapsulation Limit) from a B4 whose binding checks,
+decapsulated (over the IPv4 MTU: IPv4 fragments, :mod:`lwaftr.dataplane.frag4`),
+or hairpinned to another bound B4 (over the IPv6 MTU without DF: IPv6
+fragments); a malformed inner IPv4 header is dropped and counted.  Fragments
+on either side are reassembled first, in place (:mod:`lwaftr.dataplane.defrag`).
+It also answers, with ICMP errors built in place (:mod:`lwaftr.dataplane.icmperr`, under the shared rate
 limiter) or drops by policy: Internet frames for no softwire (RFC 7596 5.2),
 with TTL <= 1, or too big for the tunnel with DF set; B4 frames whose binding
 does not check (RFC 7596 5.1).  ICMPv4 from the Internet (echo and errors)
@@ -24,8 +26,8 @@ echo from B4s too, and with the built-in control plane pings to the router's
 own addresses are answered here (``ECHO``).  The pcap filters run here too.
 ICMPv4 from B4s likewise by its identifier or quoted port; ICMPv6 errors
 about tunnelled packets are relayed as ICMPv4 to the sender (RFC 2473 8.3).  Everything else
-(ARP/NDP, IPv4 options, errors addressed to a softwire, unresolved next hops, malformed
-frames, frames for the kernel) is ``SLOW``, under the engine's per-batch
+(ARP/NDP, errors addressed to a softwire, unresolved next hops, malformed
+Internet frames, frames for the kernel) is ``SLOW``, under the engine's per-batch
 budget.  The slow path (:mod:`lwaftr.dataplane.core`) is the reference:
 tests run both on the same traffic and compare bytes and counters.
 """
@@ -884,12 +886,12 @@ def classify_b4(buf, off, length, slots, P, addr_tab, sw_tab, br_tab, verdict, r
             # identifier, a reply by port 0, an error by the first port of the packet it
             # quotes (as many of its bytes as the frame holds, as the slow path reads it).
             icmp = True
-            ok = n >= ETH + V6 + x + ihl + W.ICMP_HLEN
         if ok:
             if icmp:
                 t = b[o + ihl]
-                if t == W.ICMPV4_ECHO_REQUEST:
-                    port = rd16(b, o + ihl + W.O_ICMP_ECHO_ID)
+                if t == W.ICMPV4_ECHO_REQUEST:      # (its identifier's bytes the frame holds, as the slow path)
+                    a = o + ihl + W.O_ICMP_ECHO_ID
+                    port = rd16(b, a) if a + 2 <= f + n else (np.int64(b[a]) if a + 1 == f + n else 0)
                 elif t == W.ICMPV4_ECHO_REPLY:
                     port = 0
                 else:
@@ -962,7 +964,8 @@ def apply_b4(buf, off, length, slots, P, macs, sw_tab, br_tab, counters, verdict
     """Pass 2 for frames from the B4 side: through the ingress filter, then
     decapsulate (and hairpin), answer with an ICMPv6 error (``ERR``; ``DROP``
     when the rate limiter says no) or drop; what leaves passes the egress filter.
-    Frames from ``first_whole`` on were reassembled."""
+    ``FRAG4`` and ``HAIRFRAG`` frames are left whole (untagged) for the fragmenters
+    that :func:`fast_batch` runs after.  Frames from ``first_whole`` on were reassembled."""
     pin = progs[pidx[F_IN6]:pidx[F_IN6 + 1]]
     pout4 = progs[pidx[F_OUT4]:pidx[F_OUT4 + 1]]
     pout6 = progs[pidx[F_OUT6]:pidx[F_OUT6 + 1]]
