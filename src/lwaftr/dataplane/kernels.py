@@ -530,10 +530,11 @@ def classify_inet(buf, off, length, slots, P, addr_tab, sw_tab, verdict, rows):
         r = -1
         if fast and n >= ETH + W.IPV4_HLEN + 4 and rd16(b, f + 12) == W.ETHERTYPE_IPV4 and 0x45 <= b[o] <= 0x4F \
                 and (P[P_MONITOR] == 0 or rd32(b, o + W.O_IPV4_DST) != P[P_MONITOR]):
-            ihl = (np.int64(b[o]) & 0xF) * 4        # options: as without, the ports further on
+            # Options: as without, the ports further on (the common header summed as a constant size).
+            ihl = W.IPV4_HLEN if b[o] == 0x45 else (np.int64(b[o]) & 0xF) * 4
             total = rd16(b, o + W.O_IPV4_TOTAL_LENGTH)
             ok = ihl + 4 <= total <= n - ETH and (rd16(b, o + W.O_IPV4_FLAGS) & _FRAG_BITS) == 0 \
-                and ipv4_header_sum_ok(b, o, ihl)
+                and (ipv4_header_sum_ok(b, o, W.IPV4_HLEN) if ihl == W.IPV4_HLEN else ipv4_header_sum_ok(b, o, ihl))
             icmp = b[o + W.O_IPV4_PROTO] == W.PROTO_ICMP
             if ok and icmp and P[P_PUNT] == 0 and rd32(b, o + W.O_IPV4_DST) == P[P_EXT_IP] and ihl == W.IPV4_HLEN \
                     and b[o + W.IPV4_HLEN] == W.ICMPV4_ECHO_REQUEST and b[o + W.IPV4_HLEN + 1] == 0:
@@ -817,9 +818,9 @@ def classify_b4(buf, off, length, slots, P, addr_tab, sw_tab, br_tab, verdict, r
         ok = fast and n >= ETH + V6 + x + W.IPV4_HLEN + 4 and rd16(b, f + 12) == W.ETHERTYPE_IPV6 \
             and (b[h] >> 4) == 6 and V6 + rd16(b, h + W.O_IPV6_PAYLOAD_LENGTH) <= n - ETH \
             and (b[h + W.O_IPV6_NEXT_HEADER] == W.PROTO_IPV4 or x > 0) and 0x45 <= b[o] <= 0x4F \
-            and n >= ETH + V6 + x + (np.int64(b[o]) & 0xF) * 4 + 4 \
+            and (b[o] == 0x45 or n >= ETH + V6 + x + (np.int64(b[o]) & 0xF) * 4 + 4) \
             and (P[P_MONITOR] == 0 or rd32(b, o + W.O_IPV4_SRC) != P[P_MONITOR])
-        ihl = (np.int64(b[o]) & 0xF) * 4 if ok else W.IPV4_HLEN    # options: the ports further on
+        ihl = W.IPV4_HLEN if not ok or b[o] == 0x45 else (np.int64(b[o]) & 0xF) * 4   # options: ports further on
         if not ok and fast and n >= ETH + V6 + W.ICMP_HLEN and rd16(b, f + 12) == W.ETHERTYPE_IPV6 \
                 and (b[h] >> 4) == 6 and V6 + rd16(b, h + W.O_IPV6_PAYLOAD_LENGTH) <= n - ETH \
                 and b[h + W.O_IPV6_NEXT_HEADER] == W.PROTO_ICMPV6 \
