@@ -577,25 +577,26 @@ def _with_options(pkt: bytes, opts: bytes, ihl: int | None = None) -> bytes:
 def _decapsulated(draw, rows, hairpinning: bool):
     """A frame from a bound B4 whose inner IPv4 packet may exceed the external MTU (any flags,
     an inner fragment too), carry options, padding after its total length, a total length
-    beyond the frame, or a malformed header; or one hairpinned to another softwire, bound and
-    with TTL > 1, over the internal MTU only without DF (with DF, the error to the softwire is
-    the slow path's)."""
+    beyond the frame, or a malformed header; or one hairpinned to another softwire (or to no
+    softwire), which may be over the internal MTU (with DF or not) or expire (TTL <= 1), so that
+    an ICMPv4 error goes back to its sender, hairpinned too."""
     ip, psid, k, b4, br = draw(st.sampled_from(rows))
     sport = port_of(psid, k, draw(st.integers(0, 65535)))
     size = draw(st.sampled_from([0, 100, 500, 540, 556, 557, 1000, 1252, 1253, 1460, 1461, 1700]))
     hairpin = hairpinning and draw(st.booleans())
     if hairpin:
         dip, dpsid, dk, _, _ = draw(st.sampled_from(rows))
-        dport = port_of(dpsid, dk, draw(st.integers(0, 65535)))
-        flags, frag = draw(st.sampled_from(["", "DF"] if size < 1200 else [""])), 0
-        ttl = draw(st.sampled_from([2, 64]))
+        dport = port_of(dpsid, dk, draw(st.integers(0, 65535))) if draw(st.integers(0, 3)) else \
+            draw(st.integers(0, 65535))
+        flags, frag = draw(st.sampled_from(["", "DF"])), 0
+        ttl = draw(st.sampled_from([0, 1, 2, 64, 64]))
     else:
         dip, dport = "203.0.113.9", draw(st.integers(0, 65535))
         flags = draw(st.sampled_from(["", "", "DF", "MF", "DF+MF"]))
         frag = draw(st.sampled_from([0, 0, 1, 185, 8000]))
         ttl = draw(st.sampled_from([1, 64]))
     l4 = UDP(sport=sport, dport=dport) / bytes(size)
-    if not hairpin and draw(st.integers(0, 3)) == 0:
+    if draw(st.integers(0, 3)) == 0:
         l4 = ICMP(type=8, id=sport) / bytes(size)
     inner = bytes(IP(src=ip, dst=dip, ttl=ttl, flags=flags, frag=frag, id=draw(st.integers(0, 65535))) / l4)
     opts = draw(st.sampled_from(OPTIONS))
@@ -772,3 +773,30 @@ def test_hairpinned_packets_over_the_internal_mtu_are_fragmented_in_the_kernels(
     ids = [Ether(f)[IPv6ExtHdrFragment].id for f in got[1]]
     assert ids == [IDS[1] + 1] * 2 + [IDS[1] + 2] * 2 + [IDS[1] + 3] * 2
     assert c["hairpin-ipv4-packets"] == 2 and c["out-ipv6-frag"] == 6
+
+
+@pytest.mark.parametrize("errors", [True, False])
+def test_errors_for_hairpinned_packets_go_back_to_their_sender_in_the_kernels(errors):
+    """A hairpinned packet for no softwire, with TTL 1, or too big for the tunnel with DF draws
+    an ICMPv4 error for its sender, a softwire: hairpinned in turn, encapsulated to the B4 of
+    the port it quotes (RFC 7596 8.1), after the other hairpinned packets; an ICMP packet for
+    no softwire is dropped silently.  Without the slow path, as it counts them."""
+    cfg = make_config(ROWS, hairpinning=True, mtu=1280)
+    cfg = replace(cfg, external=replace(cfg.external, generate_icmp_errors=errors))
+    eth = Ether(dst="02:00:00:00:00:02", src="02:00:00:00:00:22")
+    a = eth / IPv6(src="2001:db8:1::1", dst="2001:db8:ffff::1")
+    v6 = [bytes(a / IP(src="192.0.2.1", dst="192.0.2.1") / UDP(sport=4097, dport=80)),           # no softwire
+          bytes(a / IP(src="192.0.2.1", dst="192.0.2.2", ttl=1) / UDP(sport=4098, dport=80)),    # expires
+          bytes(a / IP(src="192.0.2.1", dst="192.0.2.2", flags="DF") / UDP(sport=4099, dport=80)
+                / bytes(1300)),                                                                  # too big, DF
+          bytes(a / IP(src="192.0.2.1", dst="192.0.2.2") / UDP(sport=4100, dport=80)),           # hairpinned
+          bytes(a / IP(src="192.0.2.1", dst="192.0.2.1") / ICMP(type=8, id=4101))]               # ICMP, none
+    got, c = _compiled_as_slow(cfg, [], v6)
+    assert c["hairpin-ipv4-packets"] == 5 and c["drop-no-dest-softwire-ipv4-packets"] == 2
+    if errors:
+        kinds = [(Ether(f)[IPv6].dst, Ether(f)[IP].src, Ether(f)[ICMP].type, Ether(f)[ICMP].code) for f in got[1][1:]]
+        aftr = str(ipaddress.IPv4Address(AFTR_V4))
+        assert kinds == [("2001:db8:1::1", aftr, 3, 1), ("2001:db8:1::1", aftr, 11, 0), ("2001:db8:1::1", aftr, 3, 4)]
+        assert c["out-icmpv4-error-packets"] == 3 and c["drop-in-by-rfc7596-icmpv4-packets"] == 1
+    else:
+        assert len(got[1]) == 1 and c["drop-out-by-policy-icmpv4-packets"] == 4

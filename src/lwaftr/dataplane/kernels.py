@@ -25,8 +25,10 @@ goes to the softwire its identifier or quoted port points to (RFC 7596 8.1),
 echo from B4s too, and with the built-in control plane pings to the router's
 own addresses are answered here (``ECHO``).  The pcap filters run here too.
 ICMPv4 from B4s likewise by its identifier or quoted port; ICMPv6 errors
-about tunnelled packets are relayed as ICMPv4 to the sender (RFC 2473 8.3).  Everything else
-(ARP/NDP, errors addressed to a softwire, unresolved next hops, malformed
+about tunnelled packets are relayed as ICMPv4 to the sender (RFC 2473 8.3).
+A hairpinned packet for no softwire, expiring or too big with DF draws its
+ICMPv4 error, hairpinned back to the sender (``HAIRERR``).  Everything else
+(ARP/NDP, other errors addressed to a softwire, unresolved next hops, malformed
 Internet frames, frames for the kernel) is ``SLOW``, under the engine's per-batch
 budget.  The slow path (:mod:`lwaftr.dataplane.core`) is the reference:
 tests run both on the same traffic and compare bytes and counters.
@@ -60,6 +62,7 @@ FRAG = 6        # encapsulated and fragmented (RFC 8200 4.5): its fragments leav
 RELAY = 7       # an ICMPv6 error about a tunnelled packet, relayed as ICMPv4 to its sender (RFC 2473 8.3)
 FRAG4 = 8       # decapsulated, over the IPv4 MTU: the fragmenter's (:mod:`lwaftr.dataplane.frag4`), in its place
 HAIRFRAG = 9    # hairpinned, over the IPv6 MTU: its IPv6 fragments leave last, after ``FRAG``'s
+HAIRERR = 10    # hairpinned, drawing an ICMPv4 error (``hrows``: why) hairpinned back to its sender
 
 # Why an Internet-side frame is DROP or ERR (in ``rows``)
 R_NO_SOFTWIRE = 1   # RFC 7596 5.2: ICMPv4 host unreachable
@@ -927,20 +930,30 @@ def classify_b4(buf, off, length, slots, P, addr_tab, sw_tab, br_tab, verdict, r
                 # Re-encapsulation checks, as for a frame from the Internet: the destination
                 # softwire by port, or for ICMP (allowed, checksum right) by RFC 7596 8.1's rules;
                 # what fails them (a miss, an ICMP drop, a fragment, TTL, MTU): slow path.
-                hport = -1
+                # A miss, TTL expiry or DF too big draws an ICMPv4 error that goes back to the
+                # sender, a softwire, hairpinned too (``HAIRERR``; the reason in ``hrows``).
+                hport = -2
                 if (rd16(b, o + W.O_IPV4_FLAGS) & _FRAG_BITS) == 0 and ihl + 4 <= total <= inner_len:
                     if not icmp:
                         hport = rd16(b, o + ihl + 2)
                     elif P[P_ALLOW_ICMP4] != 0 and total >= ihl + W.ICMP_HLEN \
                             and ones_sum(b, o + ihl, total - ihl, 0) == 0xFFFF:
-                        hport = _icmp_port_to(b, o, ihl, total)
-                if hport >= 0:
-                    hr = lookup(addr_tab, sw_tab, rd32(b, o + W.O_IPV4_DST), hport)
-                    if hr >= 0 and b[o + W.O_IPV4_TTL] > 1 and P[P_V6_RESOLVED]:
-                        if inner_len + V6 <= P[P_INT_MTU]:
-                            v = HAIRPIN
-                        elif not rd16(b, o + W.O_IPV4_FLAGS) & W.IPV4_FLAG_DF:
-                            v = HAIRFRAG         # encapsulated, then IPv6 fragments
+                        hport = _icmp_port_to(b, o, ihl, total)     # -1: quotes too little (a miss)
+                if hport >= -1 and P[P_V6_RESOLVED]:
+                    hr = lookup(addr_tab, sw_tab, rd32(b, o + W.O_IPV4_DST), hport) if hport >= 0 else -1
+                    if hr < 0:
+                        v = HAIRERR
+                        hr = R_ICMP_MISS if icmp else R_NO_SOFTWIRE
+                    elif b[o + W.O_IPV4_TTL] <= 1:
+                        v = HAIRERR
+                        hr = R_TTL
+                    elif inner_len + V6 <= P[P_INT_MTU]:
+                        v = HAIRPIN
+                    elif not rd16(b, o + W.O_IPV4_FLAGS) & W.IPV4_FLAG_DF:
+                        v = HAIRFRAG             # encapsulated, then IPv6 fragments
+                    else:
+                        v = HAIRERR
+                        hr = R_DF
                 if v == SLOW:
                     r = -1
                     hr = -1
@@ -1077,6 +1090,12 @@ def apply_b4(buf, off, length, slots, P, macs, sw_tab, br_tab, counters, verdict
         else:
             l3 = np.int64(off[s]) + ETH + V6 + xoff[i]
             m = n - ETH - V6 - xoff[i]       # the inner IPv4 packet
+            if v == HAIRERR:                 # the error is built after the Internet side's (fast_batch)
+                counters[C.HAIRPIN_IPV4_BYTES] += ETH + m
+                counters[C.HAIRPIN_IPV4_PACKETS] += 1
+                off[s] = l3 - ETH
+                length[s] = ETH + m
+                continue
             if v == HAIRPIN or v == HAIRFRAG:
                 counters[C.HAIRPIN_IPV4_BYTES] += ETH + m
                 counters[C.HAIRPIN_IPV4_PACKETS] += 1
@@ -1156,6 +1175,80 @@ def control_first(buf, off, length, slots, side, P):
     for i in range(n - 1, j - 1, -1):       # the data frames after, in their order
         slots[k + n - 1 - i] = tmp[i]
     return k
+
+
+@numba.njit(cache=True, nogil=True)
+def hairpin_error(buf, off, length, s, why, P, macs, addr_tab, sw_tab, br_tab, counters, rate, now, prog, mem):
+    """The hairpinned IPv4 packet in slot ``s`` (decapsulated, at ``off[s]`` with
+    room for Ethernet) drew an ICMPv4 error for ``why`` (``R_NO_SOFTWIRE``,
+    ``R_ICMP_MISS``, ``R_TTL``, ``R_DF``) as the core's hairpin queue does: counted,
+    dropped by policy, or turned into the error, which, addressed to a softwire,
+    is hairpinned in turn (RFC 7596 8.1: to the softwire of the port it quotes)
+    and leaves encapsulated out of the IPv6 side.  True if it leaves (``off`` and
+    ``length`` set), False if dropped (counted)."""
+    b = buf[s]
+    f = np.int64(off[s])
+    n = np.int64(length[s])
+    o = f + ETH
+    ttl = np.int64(b[o + W.O_IPV4_TTL])
+    rest = 0
+    if why == R_NO_SOFTWIRE or why == R_ICMP_MISS:
+        counters[C.DROP_NO_DEST_SOFTWIRE_IPV4_BYTES] += n
+        counters[C.DROP_NO_DEST_SOFTWIRE_IPV4_PACKETS] += 1
+        t, code = W.ICMPV4_DST_UNREACHABLE, W.ICMPV4_CODE_HOST_UNREACHABLE
+        if why == R_ICMP_MISS and P[P_ICMP4_ERRORS]:
+            counters[C.DROP_IN_BY_RFC7596_ICMPV4_BYTES] += n
+            counters[C.DROP_IN_BY_RFC7596_ICMPV4_PACKETS] += 1
+            _add_drop_ipv4(counters, n, True)
+            return False
+    elif why == R_TTL:
+        if ttl == 1:
+            set_ttl(b, o, 0)
+        counters[C.DROP_TTL_ZERO_IPV4_BYTES] += n
+        counters[C.DROP_TTL_ZERO_IPV4_PACKETS] += 1
+        t, code = W.ICMPV4_TIME_EXCEEDED, W.ICMPV4_CODE_TTL_EXCEEDED
+    else:
+        set_ttl(b, o, ttl - 1)
+        counters[C.DROP_OVER_MTU_BUT_DONT_FRAGMENT_IPV4_BYTES] += n
+        counters[C.DROP_OVER_MTU_BUT_DONT_FRAGMENT_IPV4_PACKETS] += 1
+        t, code, rest = W.ICMPV4_DST_UNREACHABLE, W.ICMPV4_CODE_FRAG_NEEDED, P[P_INT_MTU] - V6
+    _add_drop_ipv4(counters, n, True)
+    if not P[P_ICMP4_ERRORS]:
+        counters[C.DROP_OUT_BY_POLICY_ICMPV4_PACKETS] += 1
+        return False
+    src = rd32(b, o + W.O_IPV4_SRC)
+    ip, m = icmpv4_error(b, f, n, P[P_EXT_IP], src, t, code, rest)
+    if not rate_allow(rate, RL_V4, P[P_RATE4_PACKETS], P[P_RATE4_PERIOD], now):
+        counters[C.DROP_OVER_RATE_LIMIT_ICMPV4_BYTES] += ETH + m
+        counters[C.DROP_OVER_RATE_LIMIT_ICMPV4_PACKETS] += 1
+        return False
+    counters[C.OUT_ICMPV4_ERROR_BYTES] += ETH + m
+    counters[C.OUT_ICMPV4_ERROR_PACKETS] += 1
+    # The error, hairpinned (not counted as hairpin): as an ICMPv4 packet to a subscriber.
+    if not P[P_ALLOW_ICMP4]:
+        counters[C.DROP_IN_BY_POLICY_ICMPV4_BYTES] += ETH + m
+        counters[C.DROP_IN_BY_POLICY_ICMPV4_PACKETS] += 1
+        _add_drop_ipv4(counters, ETH + m, True)
+        return False
+    port = _icmp_port_to(b, ip, W.IPV4_HLEN, m)
+    r = lookup(addr_tab, sw_tab, src, port) if port >= 0 else -1
+    if r < 0:                          # RFC 7596 8.1: unmatched ICMPv4 is dropped silently
+        counters[C.DROP_NO_DEST_SOFTWIRE_IPV4_BYTES] += ETH + m
+        counters[C.DROP_NO_DEST_SOFTWIRE_IPV4_PACKETS] += 1
+        counters[C.DROP_IN_BY_RFC7596_ICMPV4_BYTES] += ETH + m
+        counters[C.DROP_IN_BY_RFC7596_ICMPV4_PACKETS] += 1
+        _add_drop_ipv4(counters, ETH + m, True)
+        return False
+    h = _encapsulate(b, ip - ETH, ETH + m, r, P, sw_tab, br_tab)
+    m += V6
+    counters[C.OUT_IPV6_BYTES] += ETH + m
+    counters[C.OUT_IPV6_PACKETS] += 1
+    e = _send(b, h, m, FAM6, P, macs, counters, prog, mem)
+    if e < 0:
+        return False
+    off[s] = e
+    length[s] = _framed(P, FAM6, m)
+    return True
 
 
 @numba.njit(cache=True, nogil=True)
@@ -1239,6 +1332,13 @@ def fast_batch(buf, off, length, free_list, n_free, v4, v6, P, macs, addr_tab, s
                 verd6[i] = DROP
             else:
                 nf = k
+    if n6:                         # errors for hairpinned packets, after the Internet side's (the rate limit)
+        pout6 = progs[pidx[F_OUT6]:pidx[F_OUT6 + 1]]
+        mem = np.empty(BPF_MEMWORDS, np.int64)
+        for i in range(n6):
+            if verd6[i] == HAIRERR and not hairpin_error(buf, off, length, v6[i], hrows6[i], P, macs, addr_tab,
+                                                         sw_tab, br_tab, counters, rate, now, pout6, mem):
+                verd6[i] = DROP
     for i in range(first4, n4):      # reassembled frames keep their mark only for the slow path
         if verd4[i] != SLOW:
             mark[v4[i]] = 0
@@ -1294,6 +1394,10 @@ def fast_batch(buf, off, length, free_list, n_free, v4, v6, P, macs, addr_tab, s
             n_free[0] += 1
     for i in range(n6):
         if verd6[i] == HAIRPIN:
+            out6[k6] = v6[i]
+            k6 += 1
+    for i in range(n6):            # errors to the senders of hairpinned packets: the core's next hairpin round
+        if verd6[i] == HAIRERR:
             out6[k6] = v6[i]
             k6 += 1
     for i in range(nf):            # fragments last, as the slow path's fragmenter orders them
