@@ -624,7 +624,8 @@ def _decapsulated(draw, rows, hairpinning: bool):
 @st.composite
 def _with_options_from_the_internet(draw, rows):
     """An Internet frame with IPv4 options to a bound or unbound (address, port), of any
-    size (too big for the tunnel, with DF or not), TTL, and ICMP kind."""
+    size (too big for the tunnel, with DF or not), TTL, and ICMP kind, from a host or from a
+    softwire's address (an error for it is hairpinned to the softwire)."""
     if draw(st.booleans()):
         ip, psid, k, _, _ = draw(st.sampled_from(rows))
         dport = port_of(psid, k, draw(st.integers(0, 65535)))
@@ -643,7 +644,10 @@ def _with_options_from_the_internet(draw, rows):
         l4 = ICMP(type=3, code=3) / quoted
     else:
         l4 = ICMP(type=0 if kind == "echo-reply" else 8, id=dport) / bytes(size)
-    pkt = bytes(IP(src="203.0.113.9", dst=ip, ttl=draw(st.sampled_from([0, 1, 2, 64])),
+    src = draw(st.sampled_from(["203.0.113.9", "203.0.113.9", rows[0][0], rows[-1][0]]))
+    if src != "203.0.113.9" and kind in ("udp", "tcp"):
+        l4.sport = draw(st.sampled_from([port_of(rows[0][1], rows[0][2], 9), 53]))
+    pkt = bytes(IP(src=src, dst=ip, ttl=draw(st.sampled_from([0, 1, 2, 64])),
                    flags=draw(st.sampled_from(["", "DF"]))) / l4)
     from scapy.packet import Raw
     return bytes(Ether(dst="02:00:00:00:00:01", src="02:00:00:00:00:11", type=0x0800)
@@ -800,3 +804,20 @@ def test_errors_for_hairpinned_packets_go_back_to_their_sender_in_the_kernels(er
         assert c["out-icmpv4-error-packets"] == 3 and c["drop-in-by-rfc7596-icmpv4-packets"] == 1
     else:
         assert len(got[1]) == 1 and c["drop-out-by-policy-icmpv4-packets"] == 4
+
+
+def test_errors_from_the_internet_for_a_softwire_are_hairpinned_in_the_kernels():
+    """An Internet packet from a softwire's address (hairpinning off, it came back round) that
+    draws an ICMPv4 error: the error goes to that softwire through its tunnel (to the B4 of
+    the port it quotes), after the hairpinned packets; for no softwire, dropped silently."""
+    cfg = make_config(ROWS, hairpinning=True)
+    eth = Ether(dst="02:00:00:00:00:01", src="02:00:00:00:00:11")
+    v4 = [bytes(eth / IP(src="192.0.2.1", dst="192.0.2.2", ttl=1) / UDP(sport=4097, dport=80)),   # to 2001:db8:1::1
+          bytes(eth / IP(src="192.0.2.1", dst="192.0.2.1") / UDP(sport=80, dport=53)),             # quotes port 80: none
+          bytes(eth / IP(src="203.0.113.9", dst="192.0.2.2") / UDP(sport=1, dport=80))]             # forwarded
+    a = Ether(dst="02:00:00:00:00:02", src="02:00:00:00:00:22") / IPv6(src="2001:db8:1::1", dst="2001:db8:ffff::1")
+    v6 = [bytes(a / IP(src="192.0.2.1", dst="192.0.2.2") / UDP(sport=4100, dport=80))]            # hairpinned
+    got, c = _compiled_as_slow(cfg, v4, v6)
+    assert [Ether(f)[IPv6].dst for f in got[1]] == ["2001:db8:1::2", "2001:db8:1::2", "2001:db8:1::1"]
+    assert Ether(got[1][2])[ICMP].type == 11
+    assert c["out-icmpv4-error-packets"] == 2 and c["drop-in-by-rfc7596-icmpv4-packets"] == 1

@@ -27,8 +27,9 @@ own addresses are answered here (``ECHO``).  The pcap filters run here too.
 ICMPv4 from B4s likewise by its identifier or quoted port; ICMPv6 errors
 about tunnelled packets are relayed as ICMPv4 to the sender (RFC 2473 8.3).
 A hairpinned packet for no softwire, expiring or too big with DF draws its
-ICMPv4 error, hairpinned back to the sender (``HAIRERR``).  Everything else
-(ARP/NDP, other errors addressed to a softwire, unresolved next hops, malformed
+ICMPv4 error, hairpinned back to the sender (``HAIRERR``), as does an Internet
+packet from a softwire's address (``ERRHAIR``).  Everything else
+(ARP/NDP, ICMPv6 errors relayed to a softwire, unresolved next hops, malformed
 Internet frames, frames for the kernel) is ``SLOW``, under the engine's per-batch
 budget.  The slow path (:mod:`lwaftr.dataplane.core`) is the reference:
 tests run both on the same traffic and compare bytes and counters.
@@ -63,6 +64,7 @@ RELAY = 7       # an ICMPv6 error about a tunnelled packet, relayed as ICMPv4 to
 FRAG4 = 8       # decapsulated, over the IPv4 MTU: the fragmenter's (:mod:`lwaftr.dataplane.frag4`), in its place
 HAIRFRAG = 9    # hairpinned, over the IPv6 MTU: its IPv6 fragments leave last, after ``FRAG``'s
 HAIRERR = 10    # hairpinned, drawing an ICMPv4 error (``hrows``: why) hairpinned back to its sender
+ERRHAIR = 11    # from the Internet, drawing an ICMPv4 error for a softwire's address: hairpinned to it
 
 # Why an Internet-side frame is DROP or ERR (in ``rows``)
 R_NO_SOFTWIRE = 1   # RFC 7596 5.2: ICMPv4 host unreachable
@@ -589,8 +591,11 @@ def classify_inet(buf, off, length, slots, P, addr_tab, sw_tab, verdict, rows):
                     r = why
                     if not P[P_ICMP4_ERRORS]:
                         v = DROP
-                    elif P[P_V4_RESOLVED] and not is_managed(addr_tab, rd32(b, o + W.O_IPV4_SRC)):
-                        v = ERR                  # (an error for a softwire is hairpinned: slow path)
+                    elif not is_managed(addr_tab, rd32(b, o + W.O_IPV4_SRC)):
+                        if P[P_V4_RESOLVED]:
+                            v = ERR
+                    elif P[P_V6_RESOLVED]:
+                        v = ERRHAIR              # an error for a softwire's address is hairpinned
                 if v == SLOW:
                     r = -1
         verdict[i] = v
@@ -669,7 +674,7 @@ def apply_inet(buf, off, length, slots, P, macs, sw_tab, br_tab, counters, verdi
                 counters[C.DROP_BAD_CHECKSUM_ICMPV4_PACKETS] += 1
             _add_drop_ipv4(counters, n, False)
             continue
-        if v == DROP or v == ERR:
+        if v == DROP or v == ERR or v == ERRHAIR:
             why = rows[i]
             ttl = np.int64(b[o + W.O_IPV4_TTL])
             if why == R_NO_SOFTWIRE or why == R_ICMP_MISS:
@@ -697,6 +702,13 @@ def apply_inet(buf, off, length, slots, P, macs, sw_tab, br_tab, counters, verdi
                 counters[C.DROP_OUT_BY_POLICY_ICMPV4_PACKETS] += 1
                 continue
             ip, m = icmpv4_error(b, f, n, P[P_EXT_IP], rd32(b, o + W.O_IPV4_SRC), t, code, rest)
+            if v == ERRHAIR:                 # hairpinned to the softwire by fast_batch (error_to_softwire)
+                if _error_allowed(counters, ETH + m, P, rate, now):
+                    off[s] = ip - ETH
+                    length[s] = ETH + m
+                else:
+                    verdict[i] = DROP
+                continue
             e = _send_error(b, ip, m, FAM4, P, macs, counters, pout4, mem, rate, now)
         else:
             h = _encapsulate(b, f, n, rows[i], P, sw_tab, br_tab)
@@ -1216,22 +1228,45 @@ def hairpin_error(buf, off, length, s, why, P, macs, addr_tab, sw_tab, br_tab, c
     if not P[P_ICMP4_ERRORS]:
         counters[C.DROP_OUT_BY_POLICY_ICMPV4_PACKETS] += 1
         return False
-    src = rd32(b, o + W.O_IPV4_SRC)
-    ip, m = icmpv4_error(b, f, n, P[P_EXT_IP], src, t, code, rest)
+    ip, m = icmpv4_error(b, f, n, P[P_EXT_IP], rd32(b, o + W.O_IPV4_SRC), t, code, rest)
+    if not _error_allowed(counters, ETH + m, P, rate, now):
+        return False
+    off[s] = ip - ETH
+    length[s] = ETH + m
+    return error_to_softwire(buf, off, length, s, P, macs, addr_tab, sw_tab, br_tab, counters, prog, mem)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _error_allowed(counters, n, P, rate, now):
+    """An ICMPv4 error of ``n`` bytes for a softwire's address, under the rate limit
+    (else counted as suppressed): counted as sent (not as IPv4 out: it is hairpinned)."""
     if not rate_allow(rate, RL_V4, P[P_RATE4_PACKETS], P[P_RATE4_PERIOD], now):
-        counters[C.DROP_OVER_RATE_LIMIT_ICMPV4_BYTES] += ETH + m
+        counters[C.DROP_OVER_RATE_LIMIT_ICMPV4_BYTES] += n
         counters[C.DROP_OVER_RATE_LIMIT_ICMPV4_PACKETS] += 1
         return False
-    counters[C.OUT_ICMPV4_ERROR_BYTES] += ETH + m
+    counters[C.OUT_ICMPV4_ERROR_BYTES] += n
     counters[C.OUT_ICMPV4_ERROR_PACKETS] += 1
-    # The error, hairpinned (not counted as hairpin): as an ICMPv4 packet to a subscriber.
+    return True
+
+
+@numba.njit(cache=True, nogil=True)
+def error_to_softwire(buf, off, length, s, P, macs, addr_tab, sw_tab, br_tab, counters, prog, mem):
+    """Our ICMPv4 error in slot ``s`` (untagged Ethernet room at ``off[s]``, IHL 5),
+    addressed to a softwire's address, hairpinned as the core's hairpin queue
+    takes it (not counted as hairpin): refused by allow-incoming-icmp, or sent to
+    the softwire of the port it quotes (RFC 7596 8.1), encapsulated, out of the
+    IPv6 side; for none, dropped silently.  True if it leaves (``off`` and
+    ``length`` set), False if dropped (counted)."""
+    b = buf[s]
+    ip = np.int64(off[s]) + ETH
+    m = np.int64(length[s]) - ETH
     if not P[P_ALLOW_ICMP4]:
         counters[C.DROP_IN_BY_POLICY_ICMPV4_BYTES] += ETH + m
         counters[C.DROP_IN_BY_POLICY_ICMPV4_PACKETS] += 1
         _add_drop_ipv4(counters, ETH + m, True)
         return False
     port = _icmp_port_to(b, ip, W.IPV4_HLEN, m)
-    r = lookup(addr_tab, sw_tab, src, port) if port >= 0 else -1
+    r = lookup(addr_tab, sw_tab, rd32(b, ip + W.O_IPV4_DST), port) if port >= 0 else -1
     if r < 0:                          # RFC 7596 8.1: unmatched ICMPv4 is dropped silently
         counters[C.DROP_NO_DEST_SOFTWIRE_IPV4_BYTES] += ETH + m
         counters[C.DROP_NO_DEST_SOFTWIRE_IPV4_PACKETS] += 1
@@ -1339,6 +1374,13 @@ def fast_batch(buf, off, length, free_list, n_free, v4, v6, P, macs, addr_tab, s
             if verd6[i] == HAIRERR and not hairpin_error(buf, off, length, v6[i], hrows6[i], P, macs, addr_tab,
                                                          sw_tab, br_tab, counters, rate, now, pout6, mem):
                 verd6[i] = DROP
+    if n4:                         # errors from the Internet side for a softwire's address, hairpinned
+        pout6 = progs[pidx[F_OUT6]:pidx[F_OUT6 + 1]]
+        mem = np.empty(BPF_MEMWORDS, np.int64)
+        for i in range(n4):
+            if verd4[i] == ERRHAIR and not error_to_softwire(buf, off, length, v4[i], P, macs, addr_tab, sw_tab,
+                                                             br_tab, counters, pout6, mem):
+                verd4[i] = DROP
     for i in range(first4, n4):      # reassembled frames keep their mark only for the slow path
         if verd4[i] != SLOW:
             mark[v4[i]] = 0
@@ -1395,6 +1437,10 @@ def fast_batch(buf, off, length, free_list, n_free, v4, v6, P, macs, addr_tab, s
     for i in range(n6):
         if verd6[i] == HAIRPIN:
             out6[k6] = v6[i]
+            k6 += 1
+    for i in range(n4):            # the core's first hairpin round: after the hairpinned packets, these errors
+        if verd4[i] == ERRHAIR:
+            out6[k6] = v4[i]
             k6 += 1
     for i in range(n6):            # errors to the senders of hairpinned packets: the core's next hairpin round
         if verd6[i] == HAIRERR:
