@@ -821,3 +821,29 @@ def test_errors_from_the_internet_for_a_softwire_are_hairpinned_in_the_kernels()
     assert [Ether(f)[IPv6].dst for f in got[1]] == ["2001:db8:1::2", "2001:db8:1::2", "2001:db8:1::1"]
     assert Ether(got[1][2])[ICMP].type == 11
     assert c["out-icmpv4-error-packets"] == 2 and c["drop-in-by-rfc7596-icmpv4-packets"] == 1
+
+
+@pytest.mark.parametrize("errors", [True, False])
+def test_icmpv6_errors_about_hairpinned_packets_are_relayed_to_their_softwire_in_the_kernels(errors):
+    """RFC 2473 8.3 when the packet the B4 reports came from another softwire (hairpinned):
+    the ICMPv4 error is hairpinned to that softwire (the B4 of the port it quotes), first in
+    the hairpin round; quoting a port no softwire has, dropped silently (or by policy, with
+    errors off: relays are sent regardless)."""
+    cfg = make_config(ROWS, hairpinning=True)
+    cfg = replace(cfg, external=replace(cfg.external, generate_icmp_errors=errors))
+    from scapy.packet import Raw
+    eth = Ether(dst="02:00:00:00:00:02", src="02:00:00:00:00:22")
+    v6 = []
+    for sport in (4097, 80):
+        ours = bytes(IPv6(src="2001:db8:ffff::2", dst="2001:db8:1::2") / IP(src="192.0.2.1", dst="192.0.2.2")
+                     / UDP(sport=sport, dport=80) / bytes(100))
+        v6.append(bytes(eth / IPv6(src="2001:db8:1::2", dst="2001:db8:ffff::2", nh=58)
+                        / Raw(bytes([2, 0, 0, 0]) + (1400).to_bytes(4, "big") + ours)))
+    v6.append(bytes(eth / IPv6(src="2001:db8:1::1", dst="2001:db8:ffff::1") / IP(src="192.0.2.1", dst="192.0.2.2")
+                    / UDP(sport=4100, dport=80)))
+    got, c = _compiled_as_slow(cfg, [], v6)
+    assert [Ether(f)[IPv6].dst for f in got[1]] == ["2001:db8:1::1", "2001:db8:1::2"]
+    err = Ether(got[1][0])[ICMP]
+    assert (err.type, err.code, err.nexthopmtu) == (3, 4, 1400 - 40)
+    assert c["out-icmpv4-error-packets"] == 2
+    assert c["drop-in-by-rfc7596-icmpv4-packets" if errors else "drop-out-by-policy-icmpv4-packets"] == 1

@@ -28,8 +28,9 @@ ICMPv4 from B4s likewise by its identifier or quoted port; ICMPv6 errors
 about tunnelled packets are relayed as ICMPv4 to the sender (RFC 2473 8.3).
 A hairpinned packet for no softwire, expiring or too big with DF draws its
 ICMPv4 error, hairpinned back to the sender (``HAIRERR``), as does an Internet
-packet from a softwire's address (``ERRHAIR``).  Everything else
-(ARP/NDP, ICMPv6 errors relayed to a softwire, unresolved next hops, malformed
+packet from a softwire's address (``ERRHAIR``) or an ICMPv6 error about a
+packet from one (``RELAYHAIR``).  Everything else
+(ARP/NDP, unresolved next hops, malformed
 Internet frames, frames for the kernel) is ``SLOW``, under the engine's per-batch
 budget.  The slow path (:mod:`lwaftr.dataplane.core`) is the reference:
 tests run both on the same traffic and compare bytes and counters.
@@ -65,6 +66,7 @@ FRAG4 = 8       # decapsulated, over the IPv4 MTU: the fragmenter's (:mod:`lwaft
 HAIRFRAG = 9    # hairpinned, over the IPv6 MTU: its IPv6 fragments leave last, after ``FRAG``'s
 HAIRERR = 10    # hairpinned, drawing an ICMPv4 error (``hrows``: why) hairpinned back to its sender
 ERRHAIR = 11    # from the Internet, drawing an ICMPv4 error for a softwire's address: hairpinned to it
+RELAYHAIR = 12  # an ICMPv6 error relayed as ICMPv4 (RFC 2473 8.3) to a softwire's address: hairpinned to it
 
 # Why an Internet-side frame is DROP or ERR (in ``rows``)
 R_NO_SOFTWIRE = 1   # RFC 7596 5.2: ICMPv4 host unreachable
@@ -885,11 +887,12 @@ def classify_b4(buf, off, length, slots, P, addr_tab, sw_tab, br_tab, verdict, r
             elif t > W.ICMPV6_PARAMETER_PROBLEM:
                 v = DROP
                 r = R6_ICMP_UNKNOWN
-            elif q4 + W.IPV4_HLEN <= f + n and not is_managed(addr_tab, rd32(b, q4 + W.O_IPV4_SRC)) \
-                    and P[P_V4_RESOLVED]:
-                v = RELAY
-                r = W.ICMPV4_CODE_FRAG_NEEDED if t == W.ICMPV6_PACKET_TOO_BIG else W.ICMPV4_CODE_HOST_UNREACHABLE
-                hr = (rd16(b, o + W.O_ICMP_MTU) - V6) & 0xFFFF if t == W.ICMPV6_PACKET_TOO_BIG else 0
+            elif q4 + W.IPV4_HLEN <= f + n:
+                mine = is_managed(addr_tab, rd32(b, q4 + W.O_IPV4_SRC))    # for a softwire: hairpinned
+                if P[P_V6_RESOLVED] if mine else P[P_V4_RESOLVED]:
+                    v = RELAYHAIR if mine else RELAY
+                    r = W.ICMPV4_CODE_FRAG_NEEDED if t == W.ICMPV6_PACKET_TOO_BIG else W.ICMPV4_CODE_HOST_UNREACHABLE
+                    hr = (rd16(b, o + W.O_ICMP_MTU) - V6) & 0xFFFF if t == W.ICMPV6_PACKET_TOO_BIG else 0
         elif not ok and fast and P[P_MONITOR] == 0 and n >= ETH + V6 and rd16(b, f + 12) == W.ETHERTYPE_IPV6 \
                 and (b[h] >> 4) == 6 and V6 + rd16(b, h + W.O_IPV6_PAYLOAD_LENGTH) <= n - ETH \
                 and (b[h + W.O_IPV6_NEXT_HEADER] == W.PROTO_IPV4 or x > 0) and not _kernels6(b, h, P, br64):
@@ -1042,10 +1045,17 @@ def apply_b4(buf, off, length, slots, P, macs, sw_tab, br_tab, counters, verdict
             continue
         counters[C.IN_IPV6_BYTES] += n
         counters[C.IN_IPV6_PACKETS] += 1
-        if v == RELAY:                      # RFC 2473 8.3; the ICMPv6 error itself is not a drop
+        if v == RELAY or v == RELAYHAIR:    # RFC 2473 8.3; the ICMPv6 error itself is not a drop
             skip = V6 + W.ICMP_HLEN + V6
             to = rd32(b, f + ETH + skip + W.O_IPV4_SRC)
             ip, m = icmpv4_error(b, f + skip, n - skip, P[P_EXT_IP], to, W.ICMPV4_DST_UNREACHABLE, rows[i], hrows[i])
+            if v == RELAYHAIR:               # hairpinned to the softwire by fast_batch (error_to_softwire)
+                if _error_allowed(counters, ETH + m, P, rate, now):
+                    off[s] = ip - ETH
+                    length[s] = ETH + m
+                else:
+                    verdict[i] = DROP
+                continue
             e = _send_error(b, ip, m, FAM4, P, macs, counters, pout4, mem, rate, now)
             if e < 0:
                 verdict[i] = DROP
@@ -1270,8 +1280,11 @@ def error_to_softwire(buf, off, length, s, P, macs, addr_tab, sw_tab, br_tab, co
     if r < 0:                          # RFC 7596 8.1: unmatched ICMPv4 is dropped silently
         counters[C.DROP_NO_DEST_SOFTWIRE_IPV4_BYTES] += ETH + m
         counters[C.DROP_NO_DEST_SOFTWIRE_IPV4_PACKETS] += 1
-        counters[C.DROP_IN_BY_RFC7596_ICMPV4_BYTES] += ETH + m
-        counters[C.DROP_IN_BY_RFC7596_ICMPV4_PACKETS] += 1
+        if not P[P_ICMP4_ERRORS]:      # (relayed ICMPv6 errors come here with errors off)
+            counters[C.DROP_OUT_BY_POLICY_ICMPV4_PACKETS] += 1
+        else:
+            counters[C.DROP_IN_BY_RFC7596_ICMPV4_BYTES] += ETH + m
+            counters[C.DROP_IN_BY_RFC7596_ICMPV4_PACKETS] += 1
         _add_drop_ipv4(counters, ETH + m, True)
         return False
     h = _encapsulate(b, ip - ETH, ETH + m, r, P, sw_tab, br_tab)
@@ -1371,6 +1384,10 @@ def fast_batch(buf, off, length, free_list, n_free, v4, v6, P, macs, addr_tab, s
         pout6 = progs[pidx[F_OUT6]:pidx[F_OUT6 + 1]]
         mem = np.empty(BPF_MEMWORDS, np.int64)
         for i in range(n6):
+            if verd6[i] == RELAYHAIR and not error_to_softwire(buf, off, length, v6[i], P, macs, addr_tab, sw_tab,
+                                                               br_tab, counters, pout6, mem):
+                verd6[i] = DROP
+        for i in range(n6):
             if verd6[i] == HAIRERR and not hairpin_error(buf, off, length, v6[i], hrows6[i], P, macs, addr_tab,
                                                          sw_tab, br_tab, counters, rate, now, pout6, mem):
                 verd6[i] = DROP
@@ -1434,6 +1451,10 @@ def fast_batch(buf, off, length, free_list, n_free, v4, v6, P, macs, addr_tab, s
         elif v == DROP:
             free_list[n_free[0]] = v4[i]
             n_free[0] += 1
+    for i in range(n6):            # the core's first hairpin round: relayed errors, hairpinned packets, ...
+        if verd6[i] == RELAYHAIR:
+            out6[k6] = v6[i]
+            k6 += 1
     for i in range(n6):
         if verd6[i] == HAIRPIN:
             out6[k6] = v6[i]
