@@ -1370,34 +1370,6 @@ def fast_batch(buf, off, length, free_list, n_free, v4, v6, P, macs, addr_tab, s
              pidx, first6)
     nf = apply_inet(buf, off, length, v4, P, macs, sw_tab, br_tab, counters, verd4, rows4, rate, now, progs, pidx,
                     free_list, n_free, ids, frags, first4)
-    for i in range(n6):            # hairpinned IPv6 fragments after the Internet side's, as the fragmenter
-        if verd6[i] == HAIRFRAG:
-            s = v6[i]
-            k = _fragment6(buf, off, length, free_list, n_free, s, np.int64(off[s]) + ETH, np.int64(length[s]) - ETH,
-                           P, macs, ids, frags, nf, counters)
-            if k < 0:
-                counters[C.DROP_POOL_EXHAUSTED_PACKETS] += 1
-                verd6[i] = DROP
-            else:
-                nf = k
-    if n6:                         # errors for hairpinned packets, after the Internet side's (the rate limit)
-        pout6 = progs[pidx[F_OUT6]:pidx[F_OUT6 + 1]]
-        mem = np.empty(BPF_MEMWORDS, np.int64)
-        for i in range(n6):
-            if verd6[i] == RELAYHAIR and not error_to_softwire(buf, off, length, v6[i], P, macs, addr_tab, sw_tab,
-                                                               br_tab, counters, pout6, mem):
-                verd6[i] = DROP
-        for i in range(n6):
-            if verd6[i] == HAIRERR and not hairpin_error(buf, off, length, v6[i], hrows6[i], P, macs, addr_tab,
-                                                         sw_tab, br_tab, counters, rate, now, pout6, mem):
-                verd6[i] = DROP
-    if n4:                         # errors from the Internet side for a softwire's address, hairpinned
-        pout6 = progs[pidx[F_OUT6]:pidx[F_OUT6 + 1]]
-        mem = np.empty(BPF_MEMWORDS, np.int64)
-        for i in range(n4):
-            if verd4[i] == ERRHAIR and not error_to_softwire(buf, off, length, v4[i], P, macs, addr_tab, sw_tab,
-                                                             br_tab, counters, pout6, mem):
-                verd4[i] = DROP
     for i in range(first4, n4):      # reassembled frames keep their mark only for the slow path
         if verd4[i] != SLOW:
             mark[v4[i]] = 0
@@ -1408,6 +1380,9 @@ def fast_batch(buf, off, length, free_list, n_free, v4, v6, P, macs, addr_tab, s
     k6 = 0
     s4 = 0
     s6 = 0
+    n_hair = 0                     # errors hairpinned to softwires (their own passes below when there are any)
+    pout6 = progs[pidx[F_OUT6]:pidx[F_OUT6 + 1]]
+    mem = np.empty(BPF_MEMWORDS, np.int64)
     for i in range(n4):            # echo replies leave first (Snabb: the echo app is last southbound)
         if verd4[i] == ECHO:
             out4[k4] = v4[i]
@@ -1437,6 +1412,26 @@ def fast_batch(buf, off, length, free_list, n_free, v4, v6, P, macs, addr_tab, s
         elif v == DROP:
             free_list[n_free[0]] = v6[i]
             n_free[0] += 1
+        elif v == HAIRFRAG:        # (after the Internet side's IPv6 fragments, as the fragmenter cuts them)
+            s = v6[i]
+            k = _fragment6(buf, off, length, free_list, n_free, s, np.int64(off[s]) + ETH, np.int64(length[s]) - ETH,
+                           P, macs, ids, frags, nf, counters)
+            if k < 0:
+                counters[C.DROP_POOL_EXHAUSTED_PACKETS] += 1
+                free_list[n_free[0]] = s
+                n_free[0] += 1
+            else:
+                nf = k
+        elif v == RELAYHAIR or v == HAIRERR:    # (HAIRERR: after the Internet side's errors, the rate limit)
+            s = v6[i]
+            if error_to_softwire(buf, off, length, s, P, macs, addr_tab, sw_tab, br_tab, counters, pout6, mem) \
+                    if v == RELAYHAIR else hairpin_error(buf, off, length, s, hrows6[i], P, macs, addr_tab, sw_tab,
+                                                          br_tab, counters, rate, now, pout6, mem):
+                n_hair += 1
+            else:
+                verd6[i] = DROP
+                free_list[n_free[0]] = s
+                n_free[0] += 1
     for i in range(n4):
         v = verd4[i]
         if v == TX:
@@ -1451,7 +1446,16 @@ def fast_batch(buf, off, length, free_list, n_free, v4, v6, P, macs, addr_tab, s
         elif v == DROP:
             free_list[n_free[0]] = v4[i]
             n_free[0] += 1
-    for i in range(n6):            # the core's first hairpin round: relayed errors, hairpinned packets, ...
+        elif v == ERRHAIR:
+            if error_to_softwire(buf, off, length, v4[i], P, macs, addr_tab, sw_tab, br_tab, counters, pout6, mem):
+                n_hair += 1
+            else:
+                verd4[i] = DROP
+                free_list[n_free[0]] = v4[i]
+                n_free[0] += 1
+    # The core's hairpin rounds: relayed errors, hairpinned packets, the Internet side's errors
+    # for softwires; then the errors for hairpinned packets.
+    for i in range(n6 if n_hair else 0):
         if verd6[i] == RELAYHAIR:
             out6[k6] = v6[i]
             k6 += 1
@@ -1459,11 +1463,11 @@ def fast_batch(buf, off, length, free_list, n_free, v4, v6, P, macs, addr_tab, s
         if verd6[i] == HAIRPIN:
             out6[k6] = v6[i]
             k6 += 1
-    for i in range(n4):            # the core's first hairpin round: after the hairpinned packets, these errors
+    for i in range(n4 if n_hair else 0):
         if verd4[i] == ERRHAIR:
             out6[k6] = v4[i]
             k6 += 1
-    for i in range(n6):            # errors to the senders of hairpinned packets: the core's next hairpin round
+    for i in range(n6 if n_hair else 0):
         if verd6[i] == HAIRERR:
             out6[k6] = v6[i]
             k6 += 1
