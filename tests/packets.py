@@ -6,7 +6,7 @@ from dataclasses import replace
 
 import numpy as np
 from hypothesis import strategies as st
-from scapy.layers.inet import ICMP, IP, TCP, UDP
+from scapy.layers.inet import ICMP, IP, TCP, UDP, IPOption, IPOption_NOP
 from scapy.layers.inet6 import HBHOptUnknown, IPv6, IPv6ExtHdrDestOpt
 from scapy.layers.l2 import Ether
 from scapy.packet import Raw
@@ -58,6 +58,12 @@ def port_of(psid: int, k: int, j: int) -> int:
     return (psid << m) | (j & ((1 << m) - 1)) if k else j
 
 
+#: IPv4 options a frame may carry (mostly none): NOPs, record route (not copied into
+#: later fragments), security (copied).
+_OPTIONS = [[], [], [], [], [], [IPOption_NOP()] * 4, [IPOption(b"\x07\x07\x04" + bytes(4))],
+            [IPOption(b"\x82\x0b" + bytes(9))]]
+
+
 @st.composite
 def inet_frame(draw, rows):
     """A frame from the Internet: to a bound or random (address, port)."""
@@ -90,7 +96,8 @@ def inet_frame(draw, rows):
     else:
         l4p = ICMP(type=0 if l4 == "icmp-echo-reply" else 8, id=dport) / pay
     p = Ether(dst=AFTR_MAC_V4, src="02:00:00:00:00:11") / IP(src="203.0.113.9", dst=ip, ttl=ttl, flags=flags,
-                                                             tos=draw(st.integers(0, 255))) / l4p
+                                                             tos=draw(st.integers(0, 255)),
+                                                             options=draw(st.sampled_from(_OPTIONS))) / l4p
     return bytes(p)
 
 
@@ -122,7 +129,7 @@ def b4_frame(draw, rows, icmp: bool = True):
             / quoted[:draw(st.sampled_from([len(quoted), 28, 22, 21, 1, 0]))]
     else:   # RFC 7596 8.1: a request is bound by its identifier, a reply by port 0
         l4p = (ICMP(type=8, id=sport) if l4 == "icmp-echo-request" else ICMP(type=0, id=dport)) / bytes(size)
-    inner = IP(src=ip, dst=dst, ttl=draw(st.sampled_from([1, 2, 64]))) / l4p
+    inner = IP(src=ip, dst=dst, ttl=draw(st.sampled_from([1, 2, 64])), options=draw(st.sampled_from(_OPTIONS))) / l4p
     eth = Ether(dst=AFTR_MAC_V6, src="02:00:00:00:00:22")
     if icmp and draw(st.integers(0, 5)) == 0:
         # An ICMPv6 error about a packet we tunnelled to this B4 (RFC 2473 8.3), quoting

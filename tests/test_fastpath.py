@@ -25,7 +25,7 @@ from lwaftr.dataplane.engine import Engine, Frames, Output
 from lwaftr.dataplane.fragment import SNABB_CHECK_ID_SEEDS as IDS  # both engines fragment alike
 from lwaftr.examples import AFTR_V4, BR, NEXT_V4
 
-from packets import b4_frame, inet_frame, make_config, port_of, tables
+from packets import BR0, BR1, b4_frame, inet_frame, make_config, port_of, tables
 
 SETTINGS = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -500,13 +500,13 @@ def test_ipv6_fragmentation_is_compiled_and_shares_the_ids(vlan):
     assert all(not a[0] and not a[1] for a in calls), "a frame went to the slow path"
     assert got == slow.process_frames(big, [], 100.0)[1] and len(got) == 6
     assert C.to_dict(fast.counters) == C.to_dict(slow.counters)
-    # Next batch: one big frame fragmented by the kernels, then one with IPv4 options (the
+    # Next batch: one big frame fragmented by the kernels, then one to a monitored subscriber (the
     # slow path's) fragmented by the slow path: the IDs go on from one counter.
-    from scapy.layers.inet import IPOption_NOP
     from scapy.layers.inet6 import IPv6ExtHdrFragment as Frag6
-    opts = bytes(eth / IP(src="203.0.113.9", dst="192.0.2.2", options=[IPOption_NOP()] * 4) / UDP(sport=1, dport=80)
-                 / bytes(1440))
-    o4, o6, *_ = fast.process(fast.pool.store(big[:1] + [opts]), fast.pool.store([]), 100.5)
+    fast.set_monitor(int(ipaddress.IPv4Address("192.0.2.2")))
+    mine = bytes(eth / IP(src="203.0.113.9", dst="192.0.2.1") / UDP(sport=1, dport=4097) / bytes(1440))
+    o4, o6, _, _, mirrored = fast.process(fast.pool.store([mine, big[0]]), fast.pool.store([]), 100.5)
+    assert len(mirrored) == 1
     ids = [Ether(f)[Frag6].id for f in fast.pool.frames(o6)]
     fast.pool.free(o6)
     assert ids == [IDS[1] + 4] * 2 + [IDS[1] + 5] * 2 and fast.slow.frag6.last_id == IDS[1] + 5
@@ -596,9 +596,9 @@ def test_invariants(sc):                        # hairpinned ping can itself be 
 
 
 def test_a_flood_for_the_slow_path_is_cut_to_its_budget_and_counted():
-    """Frames only Python handles (here IPv4 with options, forwarded to the B4)
-    take at most the budget per batch; the rest are dropped and counted, an alarm says so, and the compiled
-    traffic in the same batch is all forwarded."""
+    """Frames only Python handles (here IPv4 with a bad header checksum, dropped as
+    malformed) take at most the budget per batch; the rest are dropped and counted, an alarm says so, and the
+    compiled traffic in the same batch is all forwarded."""
     from lwaftr.mgmt.alarms import Alarms
     rows = [("192.0.2.1", 1, 4, "2001:db8:1::1", 0), ("192.0.2.2", 0, 0, "2001:db8:1::2", 1)]
     eng = Engine(make_config(rows), slow_budget=16)
@@ -606,14 +606,15 @@ def test_a_flood_for_the_slow_path_is_cut_to_its_budget_and_counted():
     alarms.check(0.0)
     eth = Ether(dst="02:00:00:00:00:01", src="02:00:00:00:00:11")
     good = [bytes(eth / IP(src="203.0.113.9", dst="192.0.2.1") / UDP(sport=1, dport=4097 + i)) for i in range(100)]
-    # IPv4 with options is the slow path's.
-    errors = [bytes(eth / IP(src="203.0.113.9", dst="192.0.2.2", id=i, options=[IPOption_NOP()] * 4)
-                    / UDP(sport=1, dport=80)) for i in range(100)]
+    # IPv4 with a bad header checksum is the slow path's.
+    errors = [bytes(eth / IP(src="203.0.113.9", dst="192.0.2.2", id=i, chksum=0x1234) / UDP(sport=1, dport=80))
+              for i in range(100)]
     slowed = []
     real = eng.slow.process
     eng.slow.process = lambda v4, v6, now, **kw: slowed.append(len(v4) + len(v6)) or real(v4, v6, now, **kw)
     o4, o6, *_ = eng.process(eng.pool.store(good + errors), eng.pool.store([]), 1.0)
-    assert len(o6) == 100 + 16 and len(o4) == 0          # all forwarded, and 16 with options
+    assert len(o6) == 100 and len(o4) == 0               # all forwarded
+    assert eng.counters[C.DROP_MALFORMED_IPV4_PACKETS] == 16
     assert slowed == [16]
     c = C.to_dict(eng.counters, nonzero=True)
     assert c["drop-slow-path-budget-packets"] == 84
@@ -824,23 +825,49 @@ def test_the_punt_to_the_kernel_is_decided_in_the_kernels(proxy):
     assert c["drop-ingress-filter-ipv6-packets"] == 1
 
 
-# Where a frame the kernels finish leaves, by the side it came in on and its next node.
+# Where a frame the kernels finish leaves, by the side it came in on and its next node.  An
+# ICMPv4 error addressed to a softwire's address (ERRHAIR, RELAYHAIR, HAIRERR) is hairpinned:
+# it leaves encapsulated on side 6 whichever side the frame came in on.
 _LEAVES = {(4, K.TX): {6}, (4, K.FRAG): {6}, (4, K.ERR): {4}, (4, K.ECHO): {4}, (4, K.DROP): set(),
+           (4, K.ERRHAIR): {6},
            (6, K.TX): {4}, (6, K.RELAY): {4}, (6, K.HAIRPIN): {6}, (6, K.ERR): {6}, (6, K.ECHO): {6},
-           (6, K.DROP): set(),
+           (6, K.DROP): set(), (6, K.FRAG4): {4}, (6, K.HAIRFRAG): {6}, (6, K.HAIRERR): {6},
+           (6, K.RELAYHAIR): {6},
            # ARP/NDP answered in place, consumed; the kernel's (to its TAP, no side's output)
            (4, control.ANSWER): {4}, (6, control.ANSWER): {6}, (4, control.CONSUME): set(),
            (6, control.CONSUME): set(), (4, control.KERNEL): set(), (6, control.KERNEL): set()}
 
 
-def _reference_code(delta: dict[str, int]) -> int:
-    """The error code the reference's counters say one packet had: the most
-    specific code all of whose counts are in ``delta`` (0: none)."""
+#: The codes an ICMPv4 error a hairpinned packet drew (hairpinned back to its sender) can itself
+#: be dropped for: over the rate limit, refused by allow-incoming-icmp, quoting a port no softwire
+#: owns, refused by the egress filter.
+_ERROR_DROPS = {C.E_OVER_RATE_LIMIT_ICMPV4, C.E_HAIRPIN_ICMPV4_POLICY, C.E_HAIRPIN_ICMPV4_NO_SOFTWIRE,
+                C.E_EGRESS_FILTER_IPV6}
+
+
+def _widest(names, exclude=()) -> int:
     best, width = 0, 0
     for code in range(1, C.N_ERRORS):
         want = C.error_counts(code, 0)
-        if all(name in delta for name in want) and len(want) > width:
+        if code not in exclude and all(name in names for name in want) and len(want) > width:
             best, width = code, len(want)
+    return best
+
+
+def _reference_code(delta: dict[str, int]) -> int:
+    """The error code the reference's counters say one packet had: the most
+    specific code all of whose counts are in ``delta`` (0: none).  A frame can
+    show two reasons, its own and then its ICMPv4 error's (a hairpinned packet
+    whose error, hairpinned back, is dropped): when the most specific is one an
+    error is dropped for and the other counters still show a reason (other than
+    ``hairpinned``, the totals that go with one), the frame's code is that one,
+    the first."""
+    best = _widest(delta)
+    if best in _ERROR_DROPS:
+        rest = set(delta) - set(C.error_counts(best, 0))
+        first = _widest(rest, (C.E_HAIRPINNED,))
+        if first:
+            return first
     return best
 
 
@@ -928,8 +955,9 @@ def test_every_next_node_and_error_code_is_compared_with_the_reference():
     """The per-packet comparison over traffic built to reach every next node and
     every error code the kernels give a received frame (the others are only ever
     counted: an ICMPv6 error over the rate limit, a frame without its VLAN tag,
-    fragments short of slots, and reassembly's and the slow-path budget's drops,
-    which concern frames that never reach the later stages)."""
+    fragments short of slots, reassembly's and the slow-path budget's drops,
+    which concern frames that never reach the later stages, and "hairpinned", the
+    IPv6 side's totals that go with a hairpin-* code)."""
     from lwaftr.examples import BR as AFTR_V6
     rows = [("192.0.2.1", 1, 4, "2001:db8:1::1", 0), ("192.0.2.2", 0, 0, "2001:db8:1::2", 1)]
     eth = Ether(dst="02:00:00:00:00:01", src="02:00:00:00:00:11")
@@ -975,11 +1003,339 @@ def test_every_next_node_and_error_code_is_compared_with_the_reference():
     seen |= _per_packet(filtered, False, [([tx4, p_in], [tx6, from_b4(IP(src="192.0.2.1", dst="203.0.113.9")
                                                                      / UDP(sport=p1, dport=53) / bytes(1200))])])
     seen |= _per_packet(limited, True, [([], relays)])
+    # Decapsulated over the external MTU (fragmented; with DF: dropped uncounted; a total length
+    # beyond the frame: malformed), hairpinned over the internal one, a malformed inner IPv4
+    # header; hairpinned packets drawing errors (a miss, ICMP for no softwire, TTL, DF), with
+    # errors on and off; errors for softwires' addresses from either side, hairpinned.
+    p2 = 4321                                        # B4 2 owns all of 192.0.2.2's ports
+    narrow = replace(base, external=replace(base.external, mtu=576))
+    big6 = [from_b4(IP(src="192.0.2.1", dst="203.0.113.9", flags=fl) / UDP(sport=p1, dport=53) / bytes(700))
+            for fl in (0, "DF")]
+    big6.append(from_b4(IP(src="192.0.2.1", dst="203.0.113.9", len=900) / UDP(sport=p1, dport=53) / bytes(700)))
+    hair = [from_b4(IP(src="192.0.2.1", dst="192.0.2.2") / UDP(sport=p1, dport=53) / bytes(1300)),      # fragmented
+            from_b4(IP(src="192.0.2.1", dst="192.0.2.1") / UDP(sport=p1, dport=80)),                  # no softwire
+            from_b4(IP(src="192.0.2.1", dst="192.0.2.1") / ICMP(type=8, id=p1)),                     # ICMP, none
+            from_b4(IP(src="192.0.2.1", dst="192.0.2.2", ttl=1) / UDP(sport=p1, dport=53)),           # TTL
+            from_b4(IP(src="192.0.2.1", dst="192.0.2.2", flags="DF") / UDP(sport=p1, dport=53) / bytes(1300)),
+            *(bytes(eth / IPv6(src="2001:db8:1::1", dst="2001:db8:ffff::1", nh=4) / Raw(bytes([vihl]) + bytes(30)))
+              for vihl in (0x55, 0x43))]                                                             # malformed
+    to_sw4 = bytes(eth / IP(src="192.0.2.2", dst="192.0.2.1") / UDP(sport=p2, dport=80))
+    ours = bytes(IPv6(src="2001:db8:ffff::1", dst="2001:db8:1::1") / IP(src="192.0.2.2", dst="192.0.2.1")
+                 / UDP(sport=p2, dport=p1) / bytes(40))
+    relay_sw = bytes(eth / IPv6(src="2001:db8:1::1", dst="2001:db8:ffff::1", nh=58)
+                     / Raw(bytes([1, 0, 0, 0]) + bytes(4) + ours))
+    quiet_hair = replace(quiet, internal=replace(quiet.internal, hairpinning=True, mtu=1280))
+    no_icmp4 = replace(base, external=replace(base.external, allow_incoming_icmp=False))
+    # Two reasons: the hairpinned packet's, then its error's (the error quotes ICMP, whose type
+    # and code make a port B4 1 does not own; refused by policy; over the rate limit).
+    icmp_ttl = from_b4(IP(src="192.0.2.1", dst="192.0.2.2", ttl=1) / ICMP(type=8, id=p1))
+    seen |= _per_packet(narrow, False, [([to_sw4], big6 + hair + [relay_sw, icmp_ttl])])
+    seen |= _per_packet(quiet_hair, False, [([], hair)])
+    seen |= _per_packet(no_icmp4, False, [([to_sw4], [relay_sw, hair[1], hair[3]])])
+    seen |= _per_packet(limited, False, [([], [hair[3], hair[3], hair[1], hair[1]])])
     seen |= _per_packet(base, False, [(_arp_traffic(), _ndp_traffic())])       # answered, consumed
     seen |= _per_packet(base, True, [(_arp_traffic()[:1], _ndp_traffic()[:1])])  # the kernel's
     assert {(side, n) for side, n, _ in seen} == set(_LEAVES)
     codes = {C.ERROR_NAMES[e] for _, _, e in seen}
+    # Never a received frame's first reason: "hairpinned" (always with a hairpin-* code).
     assert set(C.ERROR_NAMES) - codes == {"over-rate-limit-icmpv6", "wrong-vlan", "pool-exhausted",
                                           "frag-invalid-ipv4", "frag-invalid-ipv6", "frag-evicted-ipv4",
-                                          "frag-evicted-ipv6", "malformed-ipv4", "malformed-ipv6",
-                                          "slow-path-budget"}
+                                          "frag-evicted-ipv6", "malformed-ipv6", "slow-path-budget",
+                                          "hairpinned"}
+
+
+# -- IPv4 fragmentation of decapsulated packets, hairpinned IPv6 fragmentation, IPv4 options ---------------
+
+#: IPv4 option bytes (padded to a 4-byte multiple with EOL): NOPs, record route (not copied: NOP'd
+#: out of later fragments), security (copied), one whose length does not parse, the longest (40 bytes).
+OPTIONS = [b"", b"", b"\x01" * 4, b"\x07\x07\x04" + bytes(4), b"\x82\x0b" + bytes(9),
+           b"\x01\x07\x03\x04\x82\x04\x00\x00", b"\x44\x01", b"\x07\x27\x04" + bytes(36)]
+
+
+def _with_options(pkt: bytes, opts: bytes, ihl: int | None = None) -> bytes:
+    """The IPv4 packet ``pkt`` (IHL 5) with ``opts`` after its header, padded with EOL;
+    ``ihl``: the IHL field to write instead of the true one (a lying or malformed header)."""
+    from lwaftr.dataplane.icmp import checksum
+    opts += bytes(-len(opts) % 4)
+    h = bytearray(pkt[:20])
+    h[0] = 0x40 | (ihl if ihl is not None else 5 + len(opts) // 4)
+    h[2:4] = (int.from_bytes(h[2:4], "big") + len(opts)).to_bytes(2, "big")
+    h[10:12] = b"\0\0"
+    h[10:12] = checksum(bytes(h) + opts).to_bytes(2, "big")
+    return bytes(h) + opts + pkt[20:]
+
+
+@st.composite
+def _decapsulated(draw, rows, hairpinning: bool):
+    """A frame from a bound B4 whose inner IPv4 packet may exceed the external MTU (any flags,
+    an inner fragment too), carry options, padding after its total length, a total length
+    beyond the frame, or a malformed header; or one hairpinned to another softwire (or to no
+    softwire), which may be over the internal MTU (with DF or not) or expire (TTL <= 1), so that
+    an ICMPv4 error goes back to its sender, hairpinned too."""
+    ip, psid, k, b4, br = draw(st.sampled_from(rows))
+    sport = port_of(psid, k, draw(st.integers(0, 65535)))
+    size = draw(st.sampled_from([0, 100, 500, 540, 556, 557, 1000, 1252, 1253, 1460, 1461, 1700]))
+    hairpin = hairpinning and draw(st.booleans())
+    if hairpin:
+        dip, dpsid, dk, _, _ = draw(st.sampled_from(rows))
+        dport = port_of(dpsid, dk, draw(st.integers(0, 65535))) if draw(st.integers(0, 3)) else \
+            draw(st.integers(0, 65535))
+        flags, frag = draw(st.sampled_from(["", "DF"])), 0
+        ttl = draw(st.sampled_from([0, 1, 2, 64, 64]))
+    else:
+        dip, dport = "203.0.113.9", draw(st.integers(0, 65535))
+        flags = draw(st.sampled_from(["", "", "DF", "MF", "DF+MF"]))
+        frag = draw(st.sampled_from([0, 0, 1, 185, 8000]))
+        ttl = draw(st.sampled_from([1, 64]))
+    l4 = UDP(sport=sport, dport=dport) / bytes(size)
+    if draw(st.integers(0, 3)) == 0:
+        l4 = ICMP(type=8, id=sport) / bytes(size)
+    inner = bytes(IP(src=ip, dst=dip, ttl=ttl, flags=flags, frag=frag, id=draw(st.integers(0, 65535))) / l4)
+    opts = draw(st.sampled_from(OPTIONS))
+    how = draw(st.sampled_from(["ok"] * 6 + ([] if hairpin else ["lying-ihl", "short-ihl", "version", "long"])))
+    if how == "lying-ihl":             # the header claims its first ports as options
+        inner = _with_options(inner, opts, ihl=draw(st.sampled_from([6, 15])))
+    elif how == "short-ihl":
+        inner = _with_options(inner, opts, ihl=draw(st.integers(0, 4)))
+    elif how == "version":
+        inner = bytes([0x65]) + inner[1:]
+    else:
+        inner = _with_options(inner, opts)
+    if how == "long":                  # a total length beyond the frame: the fragmenter drops it
+        inner = inner[:2] + (len(inner) + draw(st.integers(1, 9))).to_bytes(2, "big") + inner[4:]
+    inner += bytes(draw(st.sampled_from([0, 0, 0, 3, 40])))       # link padding after the packet
+    outer = IPv6(src=b4, dst=[BR0, BR1][br], nh=4, hlim=64)
+    if draw(st.integers(0, 4)) == 0:   # Linux ip6tnl's Tunnel Encapsulation Limit header
+        from scapy.layers.inet6 import HBHOptUnknown, IPv6ExtHdrDestOpt
+        outer = IPv6(src=b4, dst=[BR0, BR1][br], hlim=64) / IPv6ExtHdrDestOpt(
+            nh=4, options=[HBHOptUnknown(otype=4, optdata=b"\x04")])
+    from scapy.packet import Raw
+    return bytes(Ether(dst="02:00:00:00:00:02", src="02:00:00:00:00:22") / outer / Raw(inner))
+
+
+@st.composite
+def _with_options_from_the_internet(draw, rows):
+    """An Internet frame with IPv4 options to a bound or unbound (address, port), of any
+    size (too big for the tunnel, with DF or not), TTL, and ICMP kind, from a host or from a
+    softwire's address (an error for it is hairpinned to the softwire)."""
+    if draw(st.booleans()):
+        ip, psid, k, _, _ = draw(st.sampled_from(rows))
+        dport = port_of(psid, k, draw(st.integers(0, 65535)))
+    else:
+        ip, dport = f"192.0.2.{draw(st.integers(1, 5))}", draw(st.integers(0, 65535))
+    size = draw(st.sampled_from([0, 10, 500, 1200, 1460, 1700]))
+    kind = draw(st.sampled_from(["udp", "tcp", "echo-reply", "echo-request", "error"]))
+    if kind == "udp":
+        l4 = UDP(sport=53, dport=dport) / bytes(size)
+    elif kind == "tcp":
+        from scapy.layers.inet import TCP
+        l4 = TCP(sport=80, dport=dport) / bytes(size)
+    elif kind == "error":             # about a packet the subscriber sent, its options too
+        quoted = _with_options(bytes(IP(src=ip, dst="203.0.113.9") / UDP(sport=dport, dport=53) / bytes(8)),
+                               draw(st.sampled_from(OPTIONS)))
+        l4 = ICMP(type=3, code=3) / quoted
+    else:
+        l4 = ICMP(type=0 if kind == "echo-reply" else 8, id=dport) / bytes(size)
+    src = draw(st.sampled_from(["203.0.113.9", "203.0.113.9", rows[0][0], rows[-1][0]]))
+    if src != "203.0.113.9" and kind in ("udp", "tcp"):
+        l4.sport = draw(st.sampled_from([port_of(rows[0][1], rows[0][2], 9), 53]))
+    pkt = bytes(IP(src=src, dst=ip, ttl=draw(st.sampled_from([0, 1, 2, 64])),
+                   flags=draw(st.sampled_from(["", "DF"]))) / l4)
+    from scapy.packet import Raw
+    return bytes(Ether(dst="02:00:00:00:00:01", src="02:00:00:00:00:11", type=0x0800)
+                 / Raw(_with_options(pkt, draw(st.sampled_from(OPTIONS[2:])))))
+
+
+@st.composite
+def fragmentation_scenario(draw):
+    """Configurations (external MTU 576, 1280 or 1500; VLANs; kernel mode; ICMP policies) and
+    traffic the kernels now finish: decapsulated packets over the external MTU, hairpinned
+    ones over the internal MTU, IPv4 options on both sides, malformed inner IPv4 headers."""
+    from lwaftr.dataplane import vlan as V
+    rows = draw(tables())
+    hairpinning = draw(st.booleans())
+    cfg = make_config(rows, hairpinning=hairpinning, generate_icmp_errors=draw(st.booleans()),
+                      mtu=draw(st.sampled_from([1280, 1500, 2000])))
+    cfg = replace(cfg, external=replace(cfg.external, mtu=draw(st.sampled_from([576, 1280, 1500])),
+                                        generate_icmp_errors=draw(st.booleans())))
+    tags = draw(st.sampled_from([(None, None), (None, None), (7, 9)]))
+    if tags[0] is not None:
+        cfg = replace(cfg, external=replace(cfg.external, vlan_tag=tags[0]),
+                      internal=replace(cfg.internal, vlan_tag=tags[1]))
+    tag = lambda f, vid: V.push_tag(f, vid) if vid is not None else f     # noqa: E731
+    v6 = [tag(f, tags[1]) for f in draw(st.lists(_decapsulated(rows, hairpinning), max_size=10))]
+    v4 = [tag(f, tags[0]) for f in draw(st.lists(_with_options_from_the_internet(rows), max_size=6))]
+    return cfg, draw(st.booleans()), v4, v6
+
+
+@SETTINGS
+@given(fragmentation_scenario())
+def test_the_kernels_equal_the_slow_path_over_the_mtus_and_with_ipv4_options(sc):
+    """Decapsulated packets over the external MTU (IPv4 fragments, trimmed, dropped for DF or
+    as malformed), hairpinned ones over the internal MTU (IPv6 fragments), IPv4 options both
+    ways, malformed inner headers: none reaches the slow path, and frames (in order), counters
+    and slots equal the slow path's."""
+    cfg, kernel, v4, v6 = sc
+    _compiled_as_slow(cfg, v4, v6, kernel)
+
+
+def _b4_big(size: int, opts: bytes = b"", **ip) -> bytes:
+    """A frame from the first softwire of ``ROWS`` to the Internet, its UDP payload ``size`` bytes."""
+    from scapy.packet import Raw
+    inner = bytes(IP(src="192.0.2.1", dst="203.0.113.9", **ip) / UDP(sport=4097, dport=53)
+                  / bytes(i & 0xFF for i in range(size)))
+    return bytes(Ether(dst="02:00:00:00:00:02", src="02:00:00:00:00:22")
+                 / IPv6(src="2001:db8:1::1", dst="2001:db8:ffff::1", nh=4) / Raw(_with_options(inner, opts)))
+
+
+@pytest.mark.parametrize("vlan", [None, 7])
+def test_ipv4_fragmentation_is_compiled(vlan):
+    """RFC 791 3.2 at an external MTU of 576: 552 data bytes a fragment but the last, offsets
+    in 8-byte units, MF on all but the last, one fresh ID per datagram from the counter the
+    slow path shares, header checksums right, the record-route option (not copied) NOP'd out
+    of later fragments and security (copied) kept; an inner fragment keeps its ID, offset and
+    MF; DF: dropped uncounted; a packet that fits once its padding is cut leaves trimmed."""
+    cfg = make_config(ROWS)
+    cfg = replace(cfg, external=replace(cfg.external, mtu=576))
+    if vlan:
+        cfg = replace(cfg, external=replace(cfg.external, vlan_tag=vlan))
+    opts = b"\x01\x07\x07\x04" + bytes(4) + b"\x82\x04\x00\x00"      # NOP, record route, security
+    v6 = [_b4_big(1200, id=1), _b4_big(1200, opts, id=2), _b4_big(1200, flags="DF", id=3),
+          _b4_big(1200, flags="MF", frag=100, id=4), _b4_big(400, id=5) + bytes(300)]
+    v6[-1] = v6[-1][:18] + (len(v6[-1]) - 54).to_bytes(2, "big") + v6[-1][20:]   # the padding in the tunnel
+    from lwaftr.dataplane import vlan as V
+    got, c = _compiled_as_slow(cfg, [], v6)
+    frames = [Ether(V.pop_tag(f) if vlan else f) for f in got[0]]
+    assert all(V.vid_of(f) == vlan for f in got[0]) if vlan else True
+    ips = [f[IP] for f in frames]
+    first, rest = ips[:3], ips[3:]
+    # 1208 bytes after the header: 552 + 552 + 104.
+    assert [(p.len - 20, p.frag * 8, p.flags.MF, p.id) for p in first] == \
+        [(552, 0, 1, IDS[0] + 1), (552, 552, 1, IDS[0] + 1), (104, 1104, 0, IDS[0] + 1)]
+    from lwaftr.dataplane.icmp import checksum
+    for p in ips:                      # each header's checksum, recomputed
+        raw = bytearray(bytes(p)[:p.ihl * 4])
+        raw[10:12] = b"\0\0"
+        assert checksum(bytes(raw)) == p.chksum
+    # With options (32-byte header): 544 data bytes a fragment; RR NOP'd after the first, security kept.
+    with_opts = rest[:3]
+    assert [(p.ihl, p.len - 32, p.frag * 8, p.flags.MF, p.id) for p in with_opts] == \
+        [(8, 544, 0, 1, IDS[0] + 2), (8, 544, 544, 1, IDS[0] + 2), (8, 120, 1088, 0, IDS[0] + 2)]
+    assert bytes(with_opts[0])[20:32] == opts
+    assert all(bytes(p)[20:32] == b"\x01" * 8 + b"\x82\x04\x00\x00" for p in with_opts[1:])
+    assert b"".join(bytes(p)[p.ihl * 4:p.len] for p in first) == bytes(_b4_big(1200)[54 + 20:])
+    # The inner fragment (offset 800, MF): its ID, offsets from 800, MF on every piece.
+    refrag = rest[3:6]
+    assert [(p.frag * 8, p.flags.MF, p.id) for p in refrag] == [(800, 1, 4), (1352, 1, 4), (1904, 1, 4)]
+    assert rest[6].len == 428 and len(bytes(frames[-1])) == 14 + 428      # trimmed, not fragmented
+    assert len(ips) == 10 and c["out-ipv4-frag"] == 9 and c["out-ipv4-frag-not"] == 1
+    assert c["out-ipv4-packets"] == 5                                      # DF: counted out by the core, then dropped
+
+
+def test_ipv4_fragmentation_drops_and_counts_when_the_pool_is_short():
+    """Fragments need free slots: a packet whose fragments the pool cannot hold is dropped and
+    counted (drop-pool-exhausted-packets), the others leave as the slow path cuts them, and
+    every slot comes back."""
+    cfg = make_config(ROWS)
+    cfg = replace(cfg, external=replace(cfg.external, mtu=576))
+    v6 = [_b4_big(1200, id=i) for i in range(6)]               # 3 fragments each: 2 more slots
+    fast = Engine(cfg, fragment_id_seeds=IDS, pool_slots=16, max_batch=8)
+    slow = Engine(cfg, fast_path=False, fragment_id_seeds=IDS)
+    o4, o6, *_ = fast.process(fast.pool.store([]), fast.pool.store(v6), 100.0)   # 10 slots free: 5 packets
+    got = fast.pool.frames(o4)
+    fast.pool.free(o4)
+    fast.pool.free(o6)
+    assert got == slow.process_frames([], v6[:5], 100.0)[0] and len(got) == 15
+    c, want = C.to_dict(fast.counters, nonzero=True), C.to_dict(slow.counters, nonzero=True)
+    assert c.pop("drop-pool-exhausted-packets") == 1
+    for k in ("in-ipv6-bytes", "out-ipv4-bytes"):
+        want[k] += want[k] // 5
+    for k in ("in-ipv6-packets", "out-ipv4-packets", "in-ipv6-frag-reassembly-unneeded"):
+        want[k] += 1
+    assert c == want
+    assert fast.pool.n_free[0] == fast.pool.n_slots, "slots leaked"
+
+
+def test_hairpinned_packets_over_the_internal_mtu_are_fragmented_in_the_kernels():
+    """Hairpinned without DF and too big for the tunnel: encapsulated and cut into IPv6
+    fragments after the Internet side's (their IDs counting on from one counter)."""
+    cfg = make_config(ROWS, hairpinning=True, mtu=1280)
+    eth = Ether(dst="02:00:00:00:00:02", src="02:00:00:00:00:22")
+    v6 = [bytes(eth / IPv6(src="2001:db8:1::1", dst="2001:db8:ffff::1") / IP(src="192.0.2.1", dst="192.0.2.2")
+                / UDP(sport=4097, dport=80) / bytes(1300 + i)) for i in range(2)]
+    v4 = [bytes(Ether(dst="02:00:00:00:00:01", src="02:00:00:00:00:11") / IP(src="203.0.113.9", dst="192.0.2.2")
+                / UDP(sport=1, dport=80) / bytes(1460))]
+    got, c = _compiled_as_slow(cfg, v4, v6)
+    ids = [Ether(f)[IPv6ExtHdrFragment].id for f in got[1]]
+    assert ids == [IDS[1] + 1] * 2 + [IDS[1] + 2] * 2 + [IDS[1] + 3] * 2
+    assert c["hairpin-ipv4-packets"] == 2 and c["out-ipv6-frag"] == 6
+
+
+@pytest.mark.parametrize("errors", [True, False])
+def test_errors_for_hairpinned_packets_go_back_to_their_sender_in_the_kernels(errors):
+    """A hairpinned packet for no softwire, with TTL 1, or too big for the tunnel with DF draws
+    an ICMPv4 error for its sender, a softwire: hairpinned in turn, encapsulated to the B4 of
+    the port it quotes (RFC 7596 8.1), after the other hairpinned packets; an ICMP packet for
+    no softwire is dropped silently.  Without the slow path, as it counts them."""
+    cfg = make_config(ROWS, hairpinning=True, mtu=1280)
+    cfg = replace(cfg, external=replace(cfg.external, generate_icmp_errors=errors))
+    eth = Ether(dst="02:00:00:00:00:02", src="02:00:00:00:00:22")
+    a = eth / IPv6(src="2001:db8:1::1", dst="2001:db8:ffff::1")
+    v6 = [bytes(a / IP(src="192.0.2.1", dst="192.0.2.1") / UDP(sport=4097, dport=80)),           # no softwire
+          bytes(a / IP(src="192.0.2.1", dst="192.0.2.2", ttl=1) / UDP(sport=4098, dport=80)),    # expires
+          bytes(a / IP(src="192.0.2.1", dst="192.0.2.2", flags="DF") / UDP(sport=4099, dport=80)
+                / bytes(1300)),                                                                  # too big, DF
+          bytes(a / IP(src="192.0.2.1", dst="192.0.2.2") / UDP(sport=4100, dport=80)),           # hairpinned
+          bytes(a / IP(src="192.0.2.1", dst="192.0.2.1") / ICMP(type=8, id=4101))]               # ICMP, none
+    got, c = _compiled_as_slow(cfg, [], v6)
+    assert c["hairpin-ipv4-packets"] == 5 and c["drop-no-dest-softwire-ipv4-packets"] == 2
+    if errors:
+        kinds = [(Ether(f)[IPv6].dst, Ether(f)[IP].src, Ether(f)[ICMP].type, Ether(f)[ICMP].code) for f in got[1][1:]]
+        aftr = str(ipaddress.IPv4Address(AFTR_V4))
+        assert kinds == [("2001:db8:1::1", aftr, 3, 1), ("2001:db8:1::1", aftr, 11, 0), ("2001:db8:1::1", aftr, 3, 4)]
+        assert c["out-icmpv4-error-packets"] == 3 and c["drop-in-by-rfc7596-icmpv4-packets"] == 1
+    else:
+        assert len(got[1]) == 1 and c["drop-out-by-policy-icmpv4-packets"] == 4
+
+
+def test_errors_from_the_internet_for_a_softwire_are_hairpinned_in_the_kernels():
+    """An Internet packet from a softwire's address (hairpinning off, it came back round) that
+    draws an ICMPv4 error: the error goes to that softwire through its tunnel (to the B4 of
+    the port it quotes), after the hairpinned packets; for no softwire, dropped silently."""
+    cfg = make_config(ROWS, hairpinning=True)
+    eth = Ether(dst="02:00:00:00:00:01", src="02:00:00:00:00:11")
+    v4 = [bytes(eth / IP(src="192.0.2.1", dst="192.0.2.2", ttl=1) / UDP(sport=4097, dport=80)),   # to 2001:db8:1::1
+          bytes(eth / IP(src="192.0.2.1", dst="192.0.2.1") / UDP(sport=80, dport=53)),             # quotes port 80: none
+          bytes(eth / IP(src="203.0.113.9", dst="192.0.2.2") / UDP(sport=1, dport=80))]             # forwarded
+    a = Ether(dst="02:00:00:00:00:02", src="02:00:00:00:00:22") / IPv6(src="2001:db8:1::1", dst="2001:db8:ffff::1")
+    v6 = [bytes(a / IP(src="192.0.2.1", dst="192.0.2.2") / UDP(sport=4100, dport=80))]            # hairpinned
+    got, c = _compiled_as_slow(cfg, v4, v6)
+    assert [Ether(f)[IPv6].dst for f in got[1]] == ["2001:db8:1::2", "2001:db8:1::2", "2001:db8:1::1"]
+    assert Ether(got[1][2])[ICMP].type == 11
+    assert c["out-icmpv4-error-packets"] == 2 and c["drop-in-by-rfc7596-icmpv4-packets"] == 1
+
+
+@pytest.mark.parametrize("errors", [True, False])
+def test_icmpv6_errors_about_hairpinned_packets_are_relayed_to_their_softwire_in_the_kernels(errors):
+    """RFC 2473 8.3 when the packet the B4 reports came from another softwire (hairpinned):
+    the ICMPv4 error is hairpinned to that softwire (the B4 of the port it quotes), first in
+    the hairpin round; quoting a port no softwire has, dropped silently (or by policy, with
+    errors off: relays are sent regardless)."""
+    cfg = make_config(ROWS, hairpinning=True)
+    cfg = replace(cfg, external=replace(cfg.external, generate_icmp_errors=errors))
+    from scapy.packet import Raw
+    eth = Ether(dst="02:00:00:00:00:02", src="02:00:00:00:00:22")
+    v6 = []
+    for sport in (4097, 80):
+        ours = bytes(IPv6(src="2001:db8:ffff::2", dst="2001:db8:1::2") / IP(src="192.0.2.1", dst="192.0.2.2")
+                     / UDP(sport=sport, dport=80) / bytes(100))
+        v6.append(bytes(eth / IPv6(src="2001:db8:1::2", dst="2001:db8:ffff::2", nh=58)
+                        / Raw(bytes([2, 0, 0, 0]) + (1400).to_bytes(4, "big") + ours)))
+    v6.append(bytes(eth / IPv6(src="2001:db8:1::1", dst="2001:db8:ffff::1") / IP(src="192.0.2.1", dst="192.0.2.2")
+                    / UDP(sport=4100, dport=80)))
+    got, c = _compiled_as_slow(cfg, [], v6)
+    assert [Ether(f)[IPv6].dst for f in got[1]] == ["2001:db8:1::1", "2001:db8:1::2"]
+    err = Ether(got[1][0])[ICMP]
+    assert (err.type, err.code, err.nexthopmtu) == (3, 4, 1400 - 40)
+    assert c["out-icmpv4-error-packets"] == 2
+    assert c["drop-in-by-rfc7596-icmpv4-packets" if errors else "drop-out-by-policy-icmpv4-packets"] == 1

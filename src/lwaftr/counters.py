@@ -261,6 +261,31 @@ ERRORS: tuple[tuple[str, tuple[str, ...], int, str, str], ...] = (
     ("malformed-ipv6", ("drop-malformed-ipv6",), 0, "in", "RFC 8200: bad version or lengths"),
     ("slow-path-budget", ("drop-slow-path-budget-packets",), 0, "in",
      "beyond the per-batch budget for work costlier than the common path"),
+    ("malformed-ipv4-in-ipv6", ("drop-malformed-ipv6",), 6, "in",
+     "RFC 791: IPv4-in-IPv6 from a B4 whose IPv4 header is malformed (version, IHL, cut short)"),
+    # A hairpinned packet (RFC 7596 7: decapsulated from a B4, to another softwire) that is
+    # dropped: its reason's counters get the IPv4 packet's length (these codes, side 0), and
+    # "hairpinned" adds the IPv6 side's totals for the IPv6 packet it came in as (40 bytes more):
+    # account(code, n) and account(E_HAIRPINNED, n + 40).  ICMPv4 errors addressed to a
+    # softwire's address are hairpinned too, and dropped likewise.
+    ("hairpin-no-dest-softwire", ("drop-no-dest-softwire-ipv4",), 0, "in",
+     "RFC 7596 5.2, hairpinned: no softwire owns its destination (ICMPv4 host unreachable hairpinned back)"),
+    ("hairpin-no-dest-softwire-no-error", ("drop-no-dest-softwire-ipv4", "drop-out-by-policy-icmpv4-packets"), 0,
+     "in", "RFC 7596 5.2, hairpinned, generate-icmp-errors off (or ICMP for no softwire, likewise)"),
+    ("hairpin-icmpv4-no-softwire", ("drop-no-dest-softwire-ipv4", "drop-in-by-rfc7596-icmpv4"), 0, "in",
+     "RFC 7596 8.1, hairpinned: ICMPv4 whose identifier or quoted port points to no softwire, dropped silently"),
+    ("hairpin-icmpv4-policy", ("drop-in-by-policy-icmpv4",), 0, "in",
+     "external allow-incoming-icmp false, for an ICMPv4 error hairpinned to a softwire"),
+    ("hairpin-ttl-zero", ("drop-ttl-zero-ipv4",), 0, "in",
+     "RFC 791, hairpinned: TTL reaches 0 (ICMPv4 time exceeded hairpinned back)"),
+    ("hairpin-ttl-zero-no-error", ("drop-ttl-zero-ipv4", "drop-out-by-policy-icmpv4-packets"), 0, "in",
+     "TTL reaches 0, hairpinned, generate-icmp-errors off"),
+    ("hairpin-over-mtu-df", ("drop-over-mtu-but-dont-fragment-ipv4",), 0, "in",
+     "RFC 2473 7.2, hairpinned: too big for the tunnel with DF set (ICMPv4 fragmentation needed hairpinned back)"),
+    ("hairpin-over-mtu-df-no-error", ("drop-over-mtu-but-dont-fragment-ipv4", "drop-out-by-policy-icmpv4-packets"),
+     0, "in", "too big for the tunnel with DF set, hairpinned, generate-icmp-errors off"),
+    ("hairpinned", (), 6, "in",
+     "with a hairpin-* code: the IPv6 side's drop totals for the IPv6 packet a dropped hairpinned one came in as"),
 )
 
 ERROR_NAMES: tuple[str, ...] = tuple(e[0] for e in ERRORS)

@@ -35,9 +35,9 @@ from lwaftr.dataplane.icmperr import ones_sum
 
 # Verdicts, after the kernels' (kernels.SLOW .. kernels.RELAY)
 SLOW = 0
-ANSWER = 8      # answered in place (ARP reply, NA): leaves on its side after echo replies
-CONSUME = 9     # taken by the ARP/NDP stage (or refused by a filter): counted, slot freed
-KERNEL = 10     # the kernel's: leaves for the side's TAP
+ANSWER = 16     # answered in place (ARP reply, NA): leaves on its side after echo replies
+CONSUME = 17    # taken by the ARP/NDP stage (or refused by a filter): counted, slot freed
+KERNEL = 18     # the kernel's: leaves for the side's TAP
 
 # What a control frame is (in ``rows``), for pass 2's counters
 Q_SILENT = 1        # consumed uncounted (not Ethernet/IPv4 ARP, other operations, NDP failing RFC 4861 7.1)

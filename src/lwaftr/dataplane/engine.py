@@ -153,10 +153,9 @@ class Engine:
         self.max_batch = max_batch
         self._scratch = np.zeros((K.N_SCRATCH, max(max_batch, 2)), np.int64)
         self._keep = np.empty(max_batch, np.uint8)
-        self._out4 = np.empty(2 * max_batch, np.int32)
-        # IPv6 fragments of the largest frame a slot holds, at the internal MTU (kernels._fragment6)
-        per_frame = -(-(self.pool.max_frame + W.IPV6_HLEN) // ((int_.mtu - W.IPV6_HLEN - W.IPV6_FRAG_HLEN) & ~7))
-        self._frags = np.empty(per_frame * max_batch, np.int32)
+        # Every fragment the kernels cut (kernels._fragment6, frag4.fragment4) has a slot of its own.
+        self._out4 = np.empty(2 * max_batch + self.pool.n_slots, np.int32)
+        self._frags = np.empty(self.pool.n_slots, np.int32)
         self._out6 = np.empty(2 * max_batch + len(self._frags), np.int32)
         self._slow4 = np.empty(max_batch, np.int32)
         self._slow6 = np.empty(max_batch, np.int32)
@@ -181,7 +180,7 @@ class Engine:
             pool.buf, pool.off, pool.length, pool.free_list, pool.n_free, P, self.macs, t.addr_tab, t.sw_tab,
             t.br_tab, self.counters, self._scratch, self._keep, self._out4, self._out6, self._slow4, self._slow6,
             self.rate_state, self.filter_progs, self.filter_index, self.slow.frag6.ids, self._frags, self._reasm,
-            self._kern4, self._kern6)
+            self._kern4, self._kern6, self.slow.frag4.ids)
         self._refresh_next_hops()
 
     # -- tables ----------------------------------------------------------------

@@ -9,13 +9,15 @@ Two passes per batch, as in the playbook:
    encapsulation writes Ethernet + IPv6 into the headroom) and adds to the
    counters exactly what the slow path would have added.
 
-The fast path takes: untagged-or-correctly-tagged, option-less IPv4 from the
-Internet to a bound softwire with TTL > 1 that fits the IPv6 MTU (or does
-not, without DF: then IPv6 fragments); and IPv4-in-IPv6 (no extension
-headers) from a B4 whose binding checks, fitting the IPv4 MTU, or hairpinned
-to another bound B4.  Fragments on either side are reassembled first, in
-place (:mod:`lwaftr.dataplane.defrag`).  It also answers, with ICMP errors
-built in place (:mod:`lwaftr.dataplane.icmperr`, under the shared rate
+The fast path takes: untagged-or-correctly-tagged IPv4 (with options too)
+from the Internet to a bound softwire with TTL > 1 that fits the IPv6 MTU (or
+does not, without DF: then IPv6 fragments); and IPv4-in-IPv6 (no extension
+headers but the Tunnel Encapsulation Limit) from a B4 whose binding checks,
+decapsulated (over the IPv4 MTU: IPv4 fragments, :mod:`lwaftr.dataplane.frag4`),
+or hairpinned to another bound B4 (over the IPv6 MTU without DF: IPv6
+fragments); a malformed inner IPv4 header is dropped and counted.  Fragments
+on either side are reassembled first, in place (:mod:`lwaftr.dataplane.defrag`).
+It also answers, with ICMP errors built in place (:mod:`lwaftr.dataplane.icmperr`, under the shared rate
 limiter) or drops by policy: Internet frames for no softwire (RFC 7596 5.2),
 with TTL <= 1, or too big for the tunnel with DF set; B4 frames whose binding
 does not check (RFC 7596 5.1).  ICMPv4 from the Internet (echo and errors)
@@ -23,11 +25,15 @@ goes to the softwire its identifier or quoted port points to (RFC 7596 8.1),
 echo from B4s too, and with the built-in control plane pings to the router's
 own addresses are answered here (``ECHO``).  The pcap filters run here too.
 ICMPv4 from B4s likewise by its identifier or quoted port; ICMPv6 errors
-about tunnelled packets are relayed as ICMPv4 to the sender (RFC 2473 8.3).  ARP and NDP
-are answered or consumed, and in kernel mode the kernel's frames leave for its TAPs, by
-:mod:`lwaftr.dataplane.control`.  Everything else (ARP that may teach a next hop's MAC,
-IPv4 options, errors addressed to a softwire, unresolved next hops, malformed frames) is
-``SLOW``, under the engine's per-batch budget.  The slow path (:mod:`lwaftr.dataplane.core`) is the reference:
+about tunnelled packets are relayed as ICMPv4 to the sender (RFC 2473 8.3).
+A hairpinned packet for no softwire, expiring or too big with DF draws its
+ICMPv4 error, hairpinned back to the sender (``HAIRERR``), as does an Internet
+packet from a softwire's address (``ERRHAIR``) or an ICMPv6 error about a
+packet from one (``RELAYHAIR``).  ARP and NDP are answered or consumed, and in
+kernel mode the kernel's frames leave for its TAPs, by
+:mod:`lwaftr.dataplane.control`.  Everything else (ARP that may teach a next
+hop's MAC, unresolved next hops, malformed Internet frames) is ``SLOW``, under
+the engine's per-batch budget.  The slow path (:mod:`lwaftr.dataplane.core`) is the reference:
 tests run both on the same traffic and compare bytes and counters.
 """
 from __future__ import annotations
@@ -42,6 +48,7 @@ from lwaftr.dataplane import control
 from lwaftr.dataplane.account import account
 from lwaftr.dataplane.bpf import BPF_MEMWORDS, bpf_exec
 from lwaftr.dataplane.defrag import defrag_batch
+from lwaftr.dataplane.frag4 import fragment4
 from lwaftr.dataplane.icmperr import (HEADROOM_NEEDED, RL_V4, RL_V6, icmpv4_error, icmpv4_error_len, icmpv6_error,
                                       icmpv6_error_len, ones_sum, rate_allow, set_ttl)
 from lwaftr.dataplane.pool import HEADROOM
@@ -58,14 +65,23 @@ ERR = 4         # turned into an ICMP error back out of the interface it came in
 ECHO = 5        # an echo request to the router's own address, answered in place (built-in control plane)
 FRAG = 6        # encapsulated and fragmented (RFC 8200 4.5): its fragments leave last, from ``frags``
 RELAY = 7       # an ICMPv6 error about a tunnelled packet, relayed as ICMPv4 to its sender (RFC 2473 8.3)
+FRAG4 = 8       # decapsulated, over the IPv4 MTU: the fragmenter's (:mod:`lwaftr.dataplane.frag4`), in its place
+HAIRFRAG = 9    # hairpinned, over the IPv6 MTU: its IPv6 fragments leave last, after ``FRAG``'s
+HAIRERR = 10    # hairpinned, drawing an ICMPv4 error (``err``: why) hairpinned back to its sender
+ERRHAIR = 11    # from the Internet, drawing an ICMPv4 error for a softwire's address: hairpinned to it
+RELAYHAIR = 12  # an ICMPv6 error relayed as ICMPv4 (RFC 2473 8.3) to a softwire's address: hairpinned to it
 # control.ANSWER, control.CONSUME, control.KERNEL: ARP/NDP answered or consumed, the kernel's (control.py)
-assert control.SLOW == SLOW and control.ANSWER > RELAY
+assert control.SLOW == SLOW and control.ANSWER > RELAYHAIR
 
 # Why a frame is DROP or ERR: its error code (``err[i]``), a row of
 # :data:`lwaftr.counters.ERRORS`, counted by :func:`lwaftr.dataplane.account.account`.
 # For the three reasons that draw an ICMPv4 error, the code one further on is the
 # same reason with generate-icmp-errors off.
 for _e in (C.E_NO_DEST_SOFTWIRE, C.E_TTL_ZERO, C.E_OVER_MTU_DF, C.E_NO_SOURCE_SOFTWIRE):
+    assert C.ERROR_NAMES[_e + 1] == C.ERROR_NAMES[_e] + "-no-error"
+# A hairpinned packet's drops: the hairpin-* code of its reason (side 0: the IPv4
+# packet's length), with "hairpinned" for the IPv6 packet it came in as (V6 more).
+for _e in (C.E_HAIRPIN_NO_DEST_SOFTWIRE, C.E_HAIRPIN_TTL_ZERO, C.E_HAIRPIN_OVER_MTU_DF):
     assert C.ERROR_NAMES[_e + 1] == C.ERROR_NAMES[_e] + "-no-error"
 
 # Parameter vector indices (int64[N_PARAMS])
@@ -462,20 +478,21 @@ def _fragment6(buf, off, length, free_list, n_free, s, h, m, P, macs, ids, frags
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _icmp_port_to(b, o, total):
-    """The port that finds the softwire an ICMPv4 packet (header at ``o``, no
-    options, ``total`` bytes) goes to, RFC 7596 8.1: an echo request the one
-    owning port 0, a reply the one owning its identifier, an error the one owning
-    the source port of the packet it quotes; -1 if it quotes too little."""
-    t = b[o + W.IPV4_HLEN]
+def _icmp_port_to(b, o, ihl, total):
+    """The port that finds the softwire an ICMPv4 packet (header at ``o``,
+    ``ihl`` bytes of it, ``total`` bytes in all) goes to, RFC 7596 8.1: an echo
+    request the one owning port 0, a reply the one owning its identifier, an
+    error the one owning the source port of the packet it quotes; -1 if it
+    quotes too little."""
+    t = b[o + ihl]
     if t == W.ICMPV4_ECHO_REQUEST:
         return 0
     if t == W.ICMPV4_ECHO_REPLY:
-        return rd16(b, o + W.IPV4_HLEN + W.O_ICMP_ECHO_ID)
-    if total >= W.IPV4_HLEN + W.ICMP_HLEN + W.IPV4_HLEN + 2:
-        q = o + W.IPV4_HLEN + W.ICMP_HLEN
+        return rd16(b, o + ihl + W.O_ICMP_ECHO_ID)
+    if total >= ihl + W.ICMP_HLEN + W.IPV4_HLEN + 2:
+        q = o + ihl + W.ICMP_HLEN
         qihl = (np.int64(b[q]) & 0xF) * 4
-        if W.ICMP_HLEN + qihl + 2 <= total - W.IPV4_HLEN:
+        if W.ICMP_HLEN + qihl + 2 <= total - ihl:
             return rd16(b, q + qihl)
     return -1
 
@@ -534,13 +551,15 @@ def classify_inet(buf, off, length, slots, P, addr_tab, sw_tab, verdict, rows, e
         v = SLOW
         r = -1
         ec = 0
-        if fast and n >= ETH + W.IPV4_HLEN + 4 and rd16(b, f + 12) == W.ETHERTYPE_IPV4 and b[o] == 0x45 \
+        if fast and n >= ETH + W.IPV4_HLEN + 4 and rd16(b, f + 12) == W.ETHERTYPE_IPV4 and 0x45 <= b[o] <= 0x4F \
                 and (P[P_MONITOR] == 0 or rd32(b, o + W.O_IPV4_DST) != P[P_MONITOR]):
+            # Options: as without, the ports further on (the common header summed as a constant size).
+            ihl = W.IPV4_HLEN if b[o] == 0x45 else (np.int64(b[o]) & 0xF) * 4
             total = rd16(b, o + W.O_IPV4_TOTAL_LENGTH)
-            ok = W.IPV4_HLEN + 4 <= total <= n - ETH and (rd16(b, o + W.O_IPV4_FLAGS) & _FRAG_BITS) == 0 \
-                and ipv4_header_sum_ok(b, o, W.IPV4_HLEN)
+            ok = ihl + 4 <= total <= n - ETH and (rd16(b, o + W.O_IPV4_FLAGS) & _FRAG_BITS) == 0 \
+                and (ipv4_header_sum_ok(b, o, W.IPV4_HLEN) if ihl == W.IPV4_HLEN else ipv4_header_sum_ok(b, o, ihl))
             icmp = b[o + W.O_IPV4_PROTO] == W.PROTO_ICMP
-            if ok and icmp and P[P_PUNT] == 0 and rd32(b, o + W.O_IPV4_DST) == P[P_EXT_IP] \
+            if ok and icmp and P[P_PUNT] == 0 and rd32(b, o + W.O_IPV4_DST) == P[P_EXT_IP] and ihl == W.IPV4_HLEN \
                     and b[o + W.IPV4_HLEN] == W.ICMPV4_ECHO_REQUEST and b[o + W.IPV4_HLEN + 1] == 0:
                 ok = False
                 v = ECHO                     # ping to the router, answered before the core sees it
@@ -554,17 +573,19 @@ def classify_inet(buf, off, length, slots, P, addr_tab, sw_tab, verdict, rows, e
                     ok = False
                     v = DROP
                     ec = C.E_ICMPV4_POLICY
-                elif total < W.IPV4_HLEN + W.ICMP_HLEN or ones_sum(b, o + W.IPV4_HLEN, total - W.IPV4_HLEN, 0) != 0xFFFF:
+                elif total < ihl + W.ICMP_HLEN or ones_sum(b, o + ihl, total - ihl, 0) != 0xFFFF:
                     ok = False
                     v = DROP
                     ec = C.E_ICMPV4_BAD_CHECKSUM
             if ok:
                 if icmp:
                     # RFC 7596 8.1 (none if it quotes too little: dropped silently)
-                    port = _icmp_port_to(b, o, total)
+                    port = _icmp_port_to(b, o, ihl, total)
                     r = lookup(addr_tab, sw_tab, rd32(b, o + W.O_IPV4_DST), port) if port >= 0 else -1
-                else:
+                elif ihl == W.IPV4_HLEN:
                     r = lookup_at(sw_tab, keys[i], rows[i])
+                else:
+                    r = lookup(addr_tab, sw_tab, rd32(b, o + W.O_IPV4_DST), rd16(b, o + ihl + 2))
                 why = 0                          # the error code, with ICMPv4 errors on
                 if r < 0:
                     why = C.E_ICMPV4_NO_SOFTWIRE if icmp else C.E_NO_DEST_SOFTWIRE     # RFC 7596 8.1, 5.2
@@ -588,8 +609,12 @@ def classify_inet(buf, off, length, slots, P, addr_tab, sw_tab, verdict, rows, e
                     if not P[P_ICMP4_ERRORS]:
                         v = DROP
                         ec = why + 1             # the same reason, "-no-error"
-                    elif P[P_V4_RESOLVED] and not is_managed(addr_tab, rd32(b, o + W.O_IPV4_SRC)):
-                        v = ERR                  # (an error for a softwire is hairpinned: slow path)
+                    elif not is_managed(addr_tab, rd32(b, o + W.O_IPV4_SRC)):
+                        if P[P_V4_RESOLVED]:
+                            v = ERR
+                            ec = why
+                    elif P[P_V6_RESOLVED]:
+                        v = ERRHAIR              # an error for a softwire's address is hairpinned
                         ec = why
                 if v != TX and v != FRAG:
                     r = -1
@@ -672,7 +697,7 @@ def apply_inet(buf, off, length, slots, P, macs, sw_tab, br_tab, counters, verdi
         if v == DROP:
             account(counters, err[i], n)
             continue
-        if v == ERR:
+        if v == ERR or v == ERRHAIR:
             why = err[i]
             account(counters, why, n)
             ttl = np.int64(b[o + W.O_IPV4_TTL])
@@ -689,6 +714,11 @@ def apply_inet(buf, off, length, slots, P, macs, sw_tab, br_tab, counters, verdi
             e = -_error_allowed(FAM4, m, P, counters, rate, now)
             if e == 0:
                 ip, m = icmpv4_error(b, f, n, P[P_EXT_IP], rd32(b, o + W.O_IPV4_SRC), t, code, rest)
+                if v == ERRHAIR:             # hairpinned to the softwire by fast_batch (error_to_softwire)
+                    _error_to_softwire_counted(counters, ETH + m)
+                    off[s] = ip - ETH
+                    length[s] = ETH + m
+                    continue
                 e = _send_error(b, ip, m, FAM4, P, macs, counters, pout4, mem)
         else:
             h = _encapsulate(b, f, n, rows[i], P, sw_tab, br_tab)
@@ -763,6 +793,20 @@ def tunnel_encap_limit(b, d, end):
     return hlen if i == d + hlen and seen else 0
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _kernels6(b, h, P, br64):
+    """Kernel mode: the IPv6 frame at ``h`` is the kernel's by its destination
+    (link-local, multicast, or the router's address when that is not a BR),
+    as :meth:`lwaftr.dataplane.punt.Punt.split6` sends IPv4-in-IPv6."""
+    if P[P_PUNT] == 0:
+        return False
+    if b[h + W.O_IPV6_DST] == 0xFF or (b[h + W.O_IPV6_DST] == 0xFE and (b[h + W.O_IPV6_DST + 1] & 0xC0) == 0x80):
+        return True
+    d0 = np.int64(rd64(b, h + W.O_IPV6_DST))
+    d1 = np.int64(rd64(b, h + W.O_IPV6_DST + 8))
+    return d0 == P[P_INT_IP_HI] and d1 == P[P_INT_IP_LO] and not _is_br(br64, d0, d1)
+
+
 @numba.njit(cache=True, nogil=True)
 def classify_b4(buf, off, length, slots, P, addr_tab, sw_tab, br_tab, verdict, rows, hrows, xoff, err):
     """Pass 1 for frames from the B4 side.  Returns the number of SLOW.
@@ -804,8 +848,10 @@ def classify_b4(buf, off, length, slots, P, addr_tab, sw_tab, br_tab, verdict, r
         icmp = False
         ok = fast and n >= ETH + V6 + x + W.IPV4_HLEN + 4 and rd16(b, f + 12) == W.ETHERTYPE_IPV6 \
             and (b[h] >> 4) == 6 and V6 + rd16(b, h + W.O_IPV6_PAYLOAD_LENGTH) <= n - ETH \
-            and (b[h + W.O_IPV6_NEXT_HEADER] == W.PROTO_IPV4 or x > 0) and b[o] == 0x45 \
+            and (b[h + W.O_IPV6_NEXT_HEADER] == W.PROTO_IPV4 or x > 0) and 0x45 <= b[o] <= 0x4F \
+            and (b[o] == 0x45 or n >= ETH + V6 + x + (np.int64(b[o]) & 0xF) * 4 + 4) \
             and (P[P_MONITOR] == 0 or rd32(b, o + W.O_IPV4_SRC) != P[P_MONITOR])
+        ihl = W.IPV4_HLEN if not ok or b[o] == 0x45 else (np.int64(b[o]) & 0xF) * 4   # options: ports further on
         if not ok and fast and n >= ETH + V6 + W.ICMP_HLEN and rd16(b, f + 12) == W.ETHERTYPE_IPV6 \
                 and (b[h] >> 4) == 6 and V6 + rd16(b, h + W.O_IPV6_PAYLOAD_LENGTH) <= n - ETH \
                 and b[h + W.O_IPV6_NEXT_HEADER] == W.PROTO_ICMPV6 \
@@ -855,32 +901,40 @@ def classify_b4(buf, off, length, slots, P, addr_tab, sw_tab, br_tab, verdict, r
             elif t > W.ICMPV6_PARAMETER_PROBLEM:
                 v = DROP
                 ec = C.E_ICMPV6_UNKNOWN
-            elif q4 + W.IPV4_HLEN <= f + n and not is_managed(addr_tab, rd32(b, q4 + W.O_IPV4_SRC)) \
-                    and P[P_V4_RESOLVED]:
-                v = RELAY
-                r = W.ICMPV4_CODE_FRAG_NEEDED if t == W.ICMPV6_PACKET_TOO_BIG else W.ICMPV4_CODE_HOST_UNREACHABLE
-                hr = (rd16(b, o + W.O_ICMP_MTU) - V6) & 0xFFFF if t == W.ICMPV6_PACKET_TOO_BIG else 0
+            elif q4 + W.IPV4_HLEN <= f + n:
+                mine = is_managed(addr_tab, rd32(b, q4 + W.O_IPV4_SRC))    # for a softwire: hairpinned
+                if P[P_V6_RESOLVED] if mine else P[P_V4_RESOLVED]:
+                    v = RELAYHAIR if mine else RELAY
+                    r = W.ICMPV4_CODE_FRAG_NEEDED if t == W.ICMPV6_PACKET_TOO_BIG else W.ICMPV4_CODE_HOST_UNREACHABLE
+                    hr = (rd16(b, o + W.O_ICMP_MTU) - V6) & 0xFFFF if t == W.ICMPV6_PACKET_TOO_BIG else 0
+        elif not ok and fast and P[P_MONITOR] == 0 and n >= ETH + V6 and rd16(b, f + 12) == W.ETHERTYPE_IPV6 \
+                and (b[h] >> 4) == 6 and V6 + rd16(b, h + W.O_IPV6_PAYLOAD_LENGTH) <= n - ETH \
+                and (b[h + W.O_IPV6_NEXT_HEADER] == W.PROTO_IPV4 or x > 0) and not _kernels6(b, h, P, br64):
+            # IPv4-in-IPv6 whose IPv4 header is malformed (version, IHL below 5, cut short
+            # of its header and 4 bytes): dropped and counted, as the core does.
+            v = DROP
+            ec = C.E_MALFORMED_IPV4_IN_IPV6
         if ok and b[o + W.O_IPV4_PROTO] == W.PROTO_ICMP:
             # ICMP from a subscriber (RFC 7596 8.1): an echo request is bound by its
             # identifier, a reply by port 0, an error by the first port of the packet it
             # quotes (as many of its bytes as the frame holds, as the slow path reads it).
             icmp = True
-            ok = n >= ETH + V6 + W.IPV4_HLEN + W.ICMP_HLEN
         if ok:
             if icmp:
-                t = b[o + W.IPV4_HLEN]
-                if t == W.ICMPV4_ECHO_REQUEST:
-                    port = rd16(b, o + W.IPV4_HLEN + W.O_ICMP_ECHO_ID)
+                t = b[o + ihl]
+                if t == W.ICMPV4_ECHO_REQUEST:      # (its identifier's bytes the frame holds, as the slow path)
+                    a = o + ihl + W.O_ICMP_ECHO_ID
+                    port = rd16(b, a) if a + 2 <= f + n else (np.int64(b[a]) if a + 1 == f + n else 0)
                 elif t == W.ICMPV4_ECHO_REPLY:
                     port = 0
                 else:
-                    q = o + W.IPV4_HLEN + W.ICMP_HLEN
+                    q = o + ihl + W.ICMP_HLEN
                     p = q + (np.int64(b[q]) & 0xF) * 4 if q < f + n else f + n
                     port = rd16(b, p) if p + 2 <= f + n else (np.int64(b[p]) if p + 1 == f + n else 0)
                 r = lookup(addr_tab, sw_tab, rd32(b, o + W.O_IPV4_SRC), port)
             else:
-                r = lookup_at(sw_tab, keys[i], rows[i]) if x == 0 \
-                    else lookup(addr_tab, sw_tab, rd32(b, o + W.O_IPV4_SRC), rd16(b, o + W.IPV4_HLEN))
+                r = lookup_at(sw_tab, keys[i], rows[i]) if x == 0 and ihl == W.IPV4_HLEN \
+                    else lookup(addr_tab, sw_tab, rd32(b, o + W.O_IPV4_SRC), rd16(b, o + ihl))
             inner_len = n - ETH - V6 - x
             total = rd16(b, o + W.O_IPV4_TOTAL_LENGTH)
             # The softwire binds this B4 (IPv6 source) and BR (IPv6 destination)?
@@ -891,7 +945,9 @@ def classify_b4(buf, off, length, slots, P, addr_tab, sw_tab, br_tab, verdict, r
             if match:
                 br = np.int64(sw_tab[r, 3])
                 match = rd64(b, h + W.O_IPV6_DST) == br64[br, 0] and rd64(b, h + W.O_IPV6_DST + 8) == br64[br, 1]
-            if not match:
+            if not match and _kernels6(b, h, P, br64):
+                pass                             # the kernel's (kernel mode: to it, multicast, link-local)
+            elif not match:
                 # RFC 7596 5.1: ICMPv6 1/5 back to the B4 (from the BR of the softwire its
                 # IPv4 source and port point to, if any) unless policy says no.
                 v = DROP
@@ -905,24 +961,43 @@ def classify_b4(buf, off, length, slots, P, addr_tab, sw_tab, br_tab, verdict, r
                 # Re-encapsulation checks, as for a frame from the Internet: the destination
                 # softwire by port, or for ICMP (allowed, checksum right) by RFC 7596 8.1's rules;
                 # what fails them (a miss, an ICMP drop, a fragment, TTL, MTU): slow path.
-                hport = -1
-                if (rd16(b, o + W.O_IPV4_FLAGS) & _FRAG_BITS) == 0 and W.IPV4_HLEN + 4 <= total <= inner_len:
+                # A miss, TTL expiry or DF too big draws an ICMPv4 error that goes back to the
+                # sender, a softwire, hairpinned too (``HAIRERR``; the reason's hairpin-* code in ``err``).
+                hport = -2
+                if (rd16(b, o + W.O_IPV4_FLAGS) & _FRAG_BITS) == 0 and ihl + 4 <= total <= inner_len:
                     if not icmp:
-                        hport = rd16(b, o + W.IPV4_HLEN + 2)
-                    elif P[P_ALLOW_ICMP4] != 0 and total >= W.IPV4_HLEN + W.ICMP_HLEN \
-                            and ones_sum(b, o + W.IPV4_HLEN, total - W.IPV4_HLEN, 0) == 0xFFFF:
-                        hport = _icmp_port_to(b, o, total)
-                if hport >= 0:
-                    hr = lookup(addr_tab, sw_tab, rd32(b, o + W.O_IPV4_DST), hport)
-                    if hr >= 0 and b[o + W.O_IPV4_TTL] > 1 and inner_len + V6 <= P[P_INT_MTU] \
-                            and P[P_V6_RESOLVED]:
+                        hport = rd16(b, o + ihl + 2)
+                    elif P[P_ALLOW_ICMP4] != 0 and total >= ihl + W.ICMP_HLEN \
+                            and ones_sum(b, o + ihl, total - ihl, 0) == 0xFFFF:
+                        hport = _icmp_port_to(b, o, ihl, total)     # -1: quotes too little (a miss)
+                if hport >= -1 and P[P_V6_RESOLVED]:
+                    hr = lookup(addr_tab, sw_tab, rd32(b, o + W.O_IPV4_DST), hport) if hport >= 0 else -1
+                    if hr < 0:
+                        v = HAIRERR
+                        ec = C.E_HAIRPIN_NO_DEST_SOFTWIRE
+                        if icmp and P[P_ICMP4_ERRORS]:
+                            ec = C.E_HAIRPIN_ICMPV4_NO_SOFTWIRE
+                    elif b[o + W.O_IPV4_TTL] <= 1:
+                        v = HAIRERR
+                        ec = C.E_HAIRPIN_TTL_ZERO
+                    elif inner_len + V6 <= P[P_INT_MTU]:
                         v = HAIRPIN
+                    elif not rd16(b, o + W.O_IPV4_FLAGS) & W.IPV4_FLAG_DF:
+                        v = HAIRFRAG             # encapsulated, then IPv6 fragments
+                    else:
+                        v = HAIRERR
+                        ec = C.E_HAIRPIN_OVER_MTU_DF
+                    if v == HAIRERR:
+                        hr = -1
+                        if not P[P_ICMP4_ERRORS] and ec != C.E_HAIRPIN_ICMPV4_NO_SOFTWIRE:
+                            ec += 1              # the same reason, "-no-error"
                 if v == SLOW:
                     r = -1
                     hr = -1
-            # The IPv4 fragmenter drops (and counts) an inner total length beyond the frame.
             elif total <= inner_len and inner_len <= P[P_EXT_MTU] and P[P_V4_RESOLVED]:
                 v = TX
+            elif P[P_V4_RESOLVED]:
+                v = FRAG4                        # the IPv4 fragmenter's: cut, trimmed or dropped
             else:
                 r = -1
         verdict[i] = v
@@ -941,8 +1016,9 @@ def apply_b4(buf, off, length, slots, P, macs, sw_tab, br_tab, counters, verdict
     """Pass 2 for frames from the B4 side: through the ingress filter, then
     decapsulate (and hairpin), answer with an ICMPv6 error (``ERR``) or drop;
     what leaves passes the egress filter.  A frame that does not leave ends
-    ``DROP`` with its error code in ``err``, as in :func:`apply_inet`.  Frames
-    from ``first_whole`` on were reassembled."""
+    ``DROP`` with its error code in ``err``, as in :func:`apply_inet`.
+    ``FRAG4`` and ``HAIRFRAG`` frames are left whole (untagged) for the fragmenters
+    that :func:`fast_batch` runs after.  Frames from ``first_whole`` on were reassembled."""
     pin = progs[pidx[F_IN6]:pidx[F_IN6 + 1]]
     pout4 = progs[pidx[F_OUT4]:pidx[F_OUT4 + 1]]
     pout6 = progs[pidx[F_OUT6]:pidx[F_OUT6 + 1]]
@@ -999,7 +1075,7 @@ def apply_b4(buf, off, length, slots, P, macs, sw_tab, br_tab, counters, verdict
             continue
         counters[C.IN_IPV6_BYTES] += n
         counters[C.IN_IPV6_PACKETS] += 1
-        if v == RELAY:                      # RFC 2473 8.3; the ICMPv6 error itself is not a drop
+        if v == RELAY or v == RELAYHAIR:    # RFC 2473 8.3; the ICMPv6 error itself is not a drop
             skip = V6 + W.ICMP_HLEN + V6
             to = rd32(b, f + ETH + skip + W.O_IPV4_SRC)
             m = icmpv4_error_len(n - skip)
@@ -1007,6 +1083,11 @@ def apply_b4(buf, off, length, slots, P, macs, sw_tab, br_tab, counters, verdict
             if e == 0:
                 ip, m = icmpv4_error(b, f + skip, n - skip, P[P_EXT_IP], to, W.ICMPV4_DST_UNREACHABLE, rows[i],
                                      hrows[i])
+                if v == RELAYHAIR:           # hairpinned to the softwire by fast_batch (error_to_softwire)
+                    _error_to_softwire_counted(counters, ETH + m)
+                    off[s] = ip - ETH
+                    length[s] = ETH + m
+                    continue
                 e = _send_error(b, ip, m, FAM4, P, macs, counters, pout4, mem)
             if e < 0:
                 verdict[i] = DROP
@@ -1047,7 +1128,13 @@ def apply_b4(buf, off, length, slots, P, macs, sw_tab, br_tab, counters, verdict
         else:
             l3 = np.int64(off[s]) + ETH + V6 + xoff[i]
             m = n - ETH - V6 - xoff[i]       # the inner IPv4 packet
-            if v == HAIRPIN:
+            if v == HAIRERR:                 # the error is built after the Internet side's (fast_batch)
+                counters[C.HAIRPIN_IPV4_BYTES] += ETH + m
+                counters[C.HAIRPIN_IPV4_PACKETS] += 1
+                off[s] = l3 - ETH
+                length[s] = ETH + m
+                continue
+            if v == HAIRPIN or v == HAIRFRAG:
                 counters[C.HAIRPIN_IPV4_BYTES] += ETH + m
                 counters[C.HAIRPIN_IPV4_PACKETS] += 1
                 h = _encapsulate(b, l3 - ETH, ETH + m, hrows[i], P, sw_tab, br_tab)
@@ -1059,6 +1146,21 @@ def apply_b4(buf, off, length, slots, P, macs, sw_tab, br_tab, counters, verdict
                 e = l3
             counters[_FAM_COUNTERS[fam, _C_OUT_BYTES]] += ETH + m
             counters[_FAM_COUNTERS[fam, _C_OUT_PACKETS]] += 1
+            if v == FRAG4 or v == HAIRFRAG:
+                # The egress filter sees the whole frame, untagged; the fragmenter runs in fast_batch.
+                if fam == FAM4:
+                    e = _emit(b, e, m, macs, M_EXT_NEXT, M_EXT_SELF, -1, W.ETHERTYPE_IPV4, pout4, mem)
+                else:
+                    e = _emit(b, e, m, macs, M_INT_NEXT, M_INT_SELF, -1, W.ETHERTYPE_IPV6, pout6, mem)
+                if e < 0:
+                    code = _FAM_ERRORS[fam, _E_EGRESS]
+                    account(counters, code, ETH + m)
+                    verdict[i] = DROP
+                    err[i] = code
+                else:
+                    off[s] = e
+                    length[s] = ETH + m
+                continue
             e = _send(b, e, m, fam, P, macs, counters, pout6 if fam == FAM6 else pout4, mem)
         if e < 0:
             verdict[i] = DROP
@@ -1117,6 +1219,94 @@ def control_first(buf, off, length, slots, side, P):
     return k
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _drop_hairpinned(counters, code, n):
+    """A hairpinned IPv4 frame of ``n`` bytes dropped for ``code`` (a hairpin-*
+    code): its reason's counters, and the IPv6 side's totals for the IPv6 packet
+    it came in as (``hairpinned``, 40 bytes more), as the core counts it."""
+    account(counters, code, n)
+    account(counters, C.E_HAIRPINNED, n + V6)
+
+
+@numba.njit(cache=True, nogil=True)
+def hairpin_error(buf, off, length, s, code, P, macs, addr_tab, sw_tab, br_tab, counters, rate, now, prog, mem):
+    """The hairpinned IPv4 packet in slot ``s`` (decapsulated, at ``off[s]`` with
+    room for Ethernet) is dropped for ``code`` (a hairpin-* error code, from
+    :func:`classify_b4`) as the core's hairpin queue does: counted, and for a miss,
+    TTL expiry or DF too big with errors on, turned into the ICMPv4 error (the rate
+    limiter asked first), which, addressed to a softwire, is hairpinned in turn
+    (:func:`error_to_softwire`).  Returns 0 if the error leaves (``off`` and
+    ``length`` set), else the code of why it does not (counted)."""
+    b = buf[s]
+    f = np.int64(off[s])
+    n = np.int64(length[s])
+    o = f + ETH
+    ttl = np.int64(b[o + W.O_IPV4_TTL])
+    rest = 0
+    if code == C.E_HAIRPIN_TTL_ZERO or code == C.E_HAIRPIN_TTL_ZERO_NO_ERROR:
+        if ttl == 1:
+            set_ttl(b, o, 0)             # quoted as it would have left: TTL 0
+        t, icode = W.ICMPV4_TIME_EXCEEDED, W.ICMPV4_CODE_TTL_EXCEEDED
+    elif code == C.E_HAIRPIN_OVER_MTU_DF or code == C.E_HAIRPIN_OVER_MTU_DF_NO_ERROR:
+        set_ttl(b, o, ttl - 1)           # RFC 2473 7.2, quoted with its TTL decremented
+        t, icode, rest = W.ICMPV4_DST_UNREACHABLE, W.ICMPV4_CODE_FRAG_NEEDED, P[P_INT_MTU] - V6
+    else:
+        t, icode = W.ICMPV4_DST_UNREACHABLE, W.ICMPV4_CODE_HOST_UNREACHABLE
+    _drop_hairpinned(counters, code, n)
+    if code != C.E_HAIRPIN_NO_DEST_SOFTWIRE and code != C.E_HAIRPIN_TTL_ZERO and code != C.E_HAIRPIN_OVER_MTU_DF:
+        return code                      # no error: generate-icmp-errors off, or ICMP for no softwire
+    m = icmpv4_error_len(n)
+    why = _error_allowed(FAM4, m, P, counters, rate, now)
+    if why:
+        return why
+    ip, m = icmpv4_error(b, f, n, P[P_EXT_IP], rd32(b, o + W.O_IPV4_SRC), t, icode, rest)
+    _error_to_softwire_counted(counters, ETH + m)
+    off[s] = ip - ETH
+    length[s] = ETH + m
+    return error_to_softwire(buf, off, length, s, P, macs, addr_tab, sw_tab, br_tab, counters, prog, mem)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _error_to_softwire_counted(counters, n):
+    """An ICMPv4 error of ``n`` bytes for a softwire's address, which the rate
+    limiter allowed: counted as sent (not as IPv4 out: it is hairpinned)."""
+    counters[C.OUT_ICMPV4_ERROR_BYTES] += n
+    counters[C.OUT_ICMPV4_ERROR_PACKETS] += 1
+
+
+@numba.njit(cache=True, nogil=True)
+def error_to_softwire(buf, off, length, s, P, macs, addr_tab, sw_tab, br_tab, counters, prog, mem):
+    """Our ICMPv4 error in slot ``s`` (untagged Ethernet room at ``off[s]``, IHL 5),
+    addressed to a softwire's address, hairpinned as the core's hairpin queue
+    takes it (not counted as hairpin): refused by allow-incoming-icmp, or sent to
+    the softwire of the port it quotes (RFC 7596 8.1), encapsulated, out of the
+    IPv6 side; for none, dropped silently.  Returns 0 if it leaves (``off`` and
+    ``length`` set), else the error code of why not (counted)."""
+    b = buf[s]
+    ip = np.int64(off[s]) + ETH
+    m = np.int64(length[s]) - ETH
+    if not P[P_ALLOW_ICMP4]:
+        _drop_hairpinned(counters, C.E_HAIRPIN_ICMPV4_POLICY, ETH + m)
+        return C.E_HAIRPIN_ICMPV4_POLICY
+    port = _icmp_port_to(b, ip, W.IPV4_HLEN, m)
+    r = lookup(addr_tab, sw_tab, rd32(b, ip + W.O_IPV4_DST), port) if port >= 0 else -1
+    if r < 0:                          # RFC 7596 8.1: unmatched ICMPv4 is dropped silently
+        # (relayed ICMPv6 errors come here with errors off: counted by policy, as the core does)
+        code = C.E_HAIRPIN_ICMPV4_NO_SOFTWIRE if P[P_ICMP4_ERRORS] else C.E_HAIRPIN_NO_DEST_SOFTWIRE_NO_ERROR
+        _drop_hairpinned(counters, code, ETH + m)
+        return code
+    h = _encapsulate(b, ip - ETH, ETH + m, r, P, sw_tab, br_tab)
+    m += V6
+    counters[C.OUT_IPV6_BYTES] += ETH + m
+    counters[C.OUT_IPV6_PACKETS] += 1
+    e = _send(b, h, m, FAM6, P, macs, counters, prog, mem)
+    if e < 0:
+        return -e
+    off[s] = e
+    length[s] = _framed(P, FAM6, m)
+    return 0
+
+
 @numba.njit(cache=True, nogil=True)
 def _compact_untagged(buf, off, length, slots, vid, counters, keep, free_list, n_free):
     """Untag in place; free frames without the tag; returns the kept slots."""
@@ -1135,7 +1325,7 @@ def _compact_untagged(buf, off, length, slots, vid, counters, keep, free_list, n
 @numba.njit(cache=True, nogil=True)
 def fast_batch(buf, off, length, free_list, n_free, v4, v6, P, macs, addr_tab, sw_tab, br_tab, counters,
                strict, scratch, keep, out4, out6, slow4, slow6, rate, now, progs, pidx, ids, frags, reasm,
-               kern4, kern6):
+               kern4, kern6, ids4):
     """One whole batch in a single call (no Python per batch but this call).
 
     ``v4``/``v6`` are the received slots (modified: untagged ones compacted).
@@ -1147,7 +1337,8 @@ def fast_batch(buf, off, length, free_list, n_free, v4, v6, P, macs, addr_tab, s
     frame needing the slow path, every frame goes there untouched (Snabb's
     exact order).  ``reasm``: the reassembly stage's state (:func:`reassembly`);
     it runs unless ``strict``, the monitor or ``P_FAST_OFF`` sends fragments to
-    the slow path.  Returns (n_out4, n_out6, n_slow4, n_slow6, n_kern4, n_kern6).
+    the slow path.  ``ids``/``ids4``: the last IPv6/IPv4 fragment IDs, shared with the
+    slow path's fragmenters.  Returns (n_out4, n_out6, n_slow4, n_slow6, n_kern4, n_kern6).
     """
     v4 = _compact_untagged(buf, off, length, v4, P[P_VLAN4], counters, keep, free_list, n_free)
     v6 = _compact_untagged(buf, off, length, v6, P[P_VLAN6], counters, keep, free_list, n_free)
@@ -1226,6 +1417,9 @@ def fast_batch(buf, off, length, free_list, n_free, v4, v6, P, macs, addr_tab, s
     k6 = 0
     s4 = 0
     s6 = 0
+    n_hair = 0                     # errors hairpinned to softwires (their own passes below when there are any)
+    pout6 = progs[pidx[F_OUT6]:pidx[F_OUT6 + 1]]
+    mem = np.empty(BPF_MEMWORDS, np.int64)
     for i in range(n4):            # echo replies leave first (Snabb: the echo app is last southbound)
         if verd4[i] == ECHO:
             out4[k4] = v4[i]
@@ -1267,6 +1461,14 @@ def fast_batch(buf, off, length, free_list, n_free, v4, v6, P, macs, addr_tab, s
         if v == TX:
             out4[k4] = v6[i]
             k4 += 1
+        elif v == FRAG4:
+            k = fragment4(buf, off, length, free_list, n_free, v6[i], P[P_EXT_MTU], macs, M_EXT_NEXT, M_EXT_SELF,
+                          P[P_VLAN4], ids4, out4, k4, counters)
+            if k < 0:              # dropped (its slot freed): minus its error code (0: DF, uncounted)
+                verd6[i] = DROP
+                err6[i] = -k - 1
+            else:
+                k4 = k
         elif v == ERR:
             out6[k6] = v6[i]
             k6 += 1
@@ -1276,6 +1478,31 @@ def fast_batch(buf, off, length, free_list, n_free, v4, v6, P, macs, addr_tab, s
         elif v == DROP:
             free_list[n_free[0]] = v6[i]
             n_free[0] += 1
+        elif v == HAIRFRAG:        # (after the Internet side's IPv6 fragments, as the fragmenter cuts them)
+            s = v6[i]
+            k = _fragment6(buf, off, length, free_list, n_free, s, np.int64(off[s]) + ETH, np.int64(length[s]) - ETH,
+                           P, macs, ids, frags, nf, counters)
+            if k < 0:
+                account(counters, C.E_POOL_EXHAUSTED, np.int64(length[s]))
+                verd6[i] = DROP
+                err6[i] = C.E_POOL_EXHAUSTED
+                free_list[n_free[0]] = s
+                n_free[0] += 1
+            else:
+                nf = k
+        elif v == RELAYHAIR or v == HAIRERR:    # (HAIRERR: after the Internet side's errors, the rate limit)
+            s = v6[i]
+            code = error_to_softwire(buf, off, length, s, P, macs, addr_tab, sw_tab, br_tab, counters, pout6, mem) \
+                if v == RELAYHAIR else hairpin_error(buf, off, length, s, err6[i], P, macs, addr_tab, sw_tab,
+                                                     br_tab, counters, rate, now, pout6, mem)
+            if code == 0:
+                n_hair += 1
+            else:
+                verd6[i] = DROP
+                if err6[i] == 0:
+                    err6[i] = code
+                free_list[n_free[0]] = s
+                n_free[0] += 1
     for i in range(n4):
         v = verd4[i]
         if v == TX:
@@ -1290,8 +1517,30 @@ def fast_batch(buf, off, length, free_list, n_free, v4, v6, P, macs, addr_tab, s
         elif v == DROP:
             free_list[n_free[0]] = v4[i]
             n_free[0] += 1
+        elif v == ERRHAIR:
+            if error_to_softwire(buf, off, length, v4[i], P, macs, addr_tab, sw_tab, br_tab, counters, pout6,
+                                 mem) == 0:
+                n_hair += 1
+            else:
+                verd4[i] = DROP           # (its error code stays the first reason, why it drew the error)
+                free_list[n_free[0]] = v4[i]
+                n_free[0] += 1
+    # The core's hairpin rounds: relayed errors, hairpinned packets, the Internet side's errors
+    # for softwires; then the errors for hairpinned packets.
+    for i in range(n6 if n_hair else 0):
+        if verd6[i] == RELAYHAIR:
+            out6[k6] = v6[i]
+            k6 += 1
     for i in range(n6):
         if verd6[i] == HAIRPIN:
+            out6[k6] = v6[i]
+            k6 += 1
+    for i in range(n4 if n_hair else 0):
+        if verd4[i] == ERRHAIR:
+            out6[k6] = v4[i]
+            k6 += 1
+    for i in range(n6 if n_hair else 0):
+        if verd6[i] == HAIRERR:
             out6[k6] = v6[i]
             k6 += 1
     for i in range(nf):            # fragments last, as the slow path's fragmenter orders them
