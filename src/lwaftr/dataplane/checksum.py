@@ -13,7 +13,7 @@ import numba
 import numpy as np
 
 from lwaftr import wire as W
-from lwaftr.dataplane.kernels import rd16, wr16
+from lwaftr.dataplane.bigendian import rd16, wr16
 
 _FRAG_BITS = W.IPV4_FLAG_MF | W.IPV4_FRAG_OFFSET_MASK
 

@@ -30,6 +30,7 @@ from lwaftr import counters as C
 from lwaftr import wire as W
 from lwaftr.bindingtable.table import is_managed
 from lwaftr.dataplane.account import account
+from lwaftr.dataplane.bigendian import rd16, rd32, rd64
 from lwaftr.dataplane.bpf import BPF_MEMWORDS, bpf_exec
 from lwaftr.dataplane.icmperr import ones_sum
 
@@ -67,24 +68,6 @@ _OPT_TARGET_LLA = 2
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _rd16(b, o):
-    return (np.int64(b[o]) << 8) | np.int64(b[o + 1])
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def _rd32(b, o):
-    return (np.int64(b[o]) << 24) | (np.int64(b[o + 1]) << 16) | (np.int64(b[o + 2]) << 8) | np.int64(b[o + 3])
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def _rd64(b, o):
-    v = np.uint64(0)
-    for j in range(8):
-        v = (v << np.uint64(8)) | np.uint64(b[o + j])
-    return np.int64(v)
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
 def _wr(b, o, v, k):
     """``v``'s low ``k`` bytes at ``b[o:o + k]``, big-endian."""
     u = np.uint64(v)
@@ -99,11 +82,11 @@ def _watched(b, f, n, monitor):
     watched address, IPv4-in-IPv6 from it): the slow path's, which mirrors first."""
     if monitor == 0 or n < ETH + W.IPV4_HLEN:
         return False
-    et = _rd16(b, f + 12)
+    et = rd16(b, f + 12)
     if et == W.ETHERTYPE_IPV4:
-        return _rd32(b, f + ETH + W.O_IPV4_DST) == monitor
+        return rd32(b, f + ETH + W.O_IPV4_DST) == monitor
     return et == W.ETHERTYPE_IPV6 and n > ETH + V6 + W.O_IPV4_SRC + 4 \
-        and b[f + ETH + W.O_IPV6_NEXT_HEADER] == W.PROTO_IPV4 and _rd32(b, f + ETH + V6 + W.O_IPV4_SRC) == monitor
+        and b[f + ETH + W.O_IPV6_NEXT_HEADER] == W.PROTO_IPV4 and rd32(b, f + ETH + V6 + W.O_IPV4_SRC) == monitor
 
 
 @numba.njit(cache=True, nogil=True)
@@ -111,14 +94,14 @@ def _arp_kind(b, f, self_ip, next_ip, resolved, next_mac):
     """Built-in ARP: what ``ArpStage`` makes of the ARP frame at ``b[f:]``
     (``Q_*``), or 0 for the slow path (a reply that may change the next hop's MAC)."""
     a = f + _ARP
-    if _rd16(b, a) != 1 or _rd16(b, a + 2) != W.ETHERTYPE_IPV4 or b[a + 4] != 6 or b[a + 5] != 4:
+    if rd16(b, a) != 1 or rd16(b, a + 2) != W.ETHERTYPE_IPV4 or b[a + 4] != 6 or b[a + 5] != 4:
         return Q_SILENT
-    oper = _rd16(b, a + 6)
+    oper = rd16(b, a + 6)
     if oper == 1:
-        return Q_ARP_FOR_US if _rd32(b, a + 24) == self_ip else Q_ARP_REQUEST
+        return Q_ARP_FOR_US if rd32(b, a + 24) == self_ip else Q_ARP_REQUEST
     if oper != 2:
         return Q_SILENT
-    if next_ip >= 0 and _rd32(b, a + 14) == next_ip:
+    if next_ip >= 0 and rd32(b, a + 14) == next_ip:
         if not resolved:
             return 0
         for j in range(6):
@@ -145,7 +128,7 @@ def classify4(buf, off, length, slots, verdict, rows, first, fast_off, punt, mon
         b = buf[s]
         f = np.int64(off[s])
         n = np.int64(length[s])
-        et = _rd16(b, f + 12) if n >= ETH else -1
+        et = rd16(b, f + 12) if n >= ETH else -1
         if not punt:
             if n < ARP_FRAME or et != W.ETHERTYPE_ARP:
                 continue
@@ -162,14 +145,14 @@ def classify4(buf, off, length, slots, verdict, rows, first, fast_off, punt, mon
         if et == W.ETHERTYPE_IPV4:
             if n < ETH + W.IPV4_HLEN:
                 continue                # a runt: the core drops and counts it
-            d = _rd32(b, f + ETH + W.O_IPV4_DST)
+            d = rd32(b, f + ETH + W.O_IPV4_DST)
             if not (d >= 0xE0000000 or (d == self_ip and not is_managed(addr_tab, d))):
                 continue                # data
         elif et == W.ETHERTYPE_ARP and proxy_arp and n >= ARP_FRAME:
             a = f + _ARP
-            tpa = _rd32(b, a + 24)
-            if _rd16(b, a) == 1 and _rd16(b, a + 2) == W.ETHERTYPE_IPV4 and b[a + 4] == 6 and b[a + 5] == 4 \
-                    and _rd16(b, a + 6) == 1 and tpa != self_ip and is_managed(addr_tab, tpa):
+            tpa = rd32(b, a + 24)
+            if rd16(b, a) == 1 and rd16(b, a + 2) == W.ETHERTYPE_IPV4 and b[a + 4] == 6 and b[a + 5] == 4 \
+                    and rd16(b, a + 6) == 1 and tpa != self_ip and is_managed(addr_tab, tpa):
                 v = ANSWER
                 rows[i] = Q_PROXY_ARP
         if verdict[i] == SLOW:
@@ -186,12 +169,12 @@ def _ns_answered(b, f, end, self_hi, self_lo):
     well-formed options (RFC 4861 7.1.1, 4.6)."""
     h = f + ETH
     t = f + _ICMP6 + 8
-    if end < NSNA_MIN or b[t] == 0xFF or _rd64(b, t) != self_hi or _rd64(b, t + 8) != self_lo:
+    if end < NSNA_MIN or b[t] == 0xFF or np.int64(rd64(b, t)) != self_hi or np.int64(rd64(b, t + 8)) != self_lo:
         return False
-    unspecified = _rd64(b, h + W.O_IPV6_SRC) == 0 and _rd64(b, h + W.O_IPV6_SRC + 8) == 0
+    unspecified = rd64(b, h + W.O_IPV6_SRC) == 0 and rd64(b, h + W.O_IPV6_SRC + 8) == 0
     if unspecified:
         d = h + W.O_IPV6_DST          # ff02::1:ff00:0/104 (RFC 4291 2.7.1)
-        if _rd16(b, d) != 0xFF02 or b[d + 11] != 1 or b[d + 12] != 0xFF:
+        if rd16(b, d) != 0xFF02 or b[d + 11] != 1 or b[d + 12] != 0xFF:
             return False
         for j in range(2, 11):
             if b[d + j] != 0:
@@ -225,10 +208,10 @@ def classify6(buf, off, length, slots, verdict, rows, first, fast_off, punt, mon
         n = np.int64(length[s])
         h = f + ETH
         if not punt:
-            if n < _NDP_MIN or _rd16(b, f + 12) != W.ETHERTYPE_IPV6 or b[h + W.O_IPV6_NEXT_HEADER] != W.PROTO_ICMPV6 \
+            if n < _NDP_MIN or rd16(b, f + 12) != W.ETHERTYPE_IPV6 or b[h + W.O_IPV6_NEXT_HEADER] != W.PROTO_ICMPV6 \
                     or not _NDP_FIRST <= b[f + _ICMP6] <= _NDP_LAST:
                 continue
-            plen = _rd16(b, h + W.O_IPV6_PAYLOAD_LENGTH)
+            plen = rd16(b, h + W.O_IPV6_PAYLOAD_LENGTH)
             if plen > n - _ICMP6:
                 continue                # reassembly drops it as malformed
             q = Q_SILENT
@@ -245,16 +228,17 @@ def classify6(buf, off, length, slots, verdict, rows, first, fast_off, punt, mon
             continue
         if _watched(b, f, n, monitor):
             continue
-        if n >= ETH and _rd16(b, f + 12) == W.ETHERTYPE_IPV6:
+        if n >= ETH and rd16(b, f + 12) == W.ETHERTYPE_IPV6:
             if n < _NDP_MIN:
                 continue                # a runt: the core drops and counts it
             d = h + W.O_IPV6_DST
-            d0 = _rd64(b, d)
-            d1 = _rd64(b, d + 8)
+            d0 = np.int64(rd64(b, d))
+            d1 = np.int64(rd64(b, d + 8))
             if not (b[d] == 0xFF or (b[d] == 0xFE and (b[d + 1] & 0xC0) == 0x80)):
                 br = False
                 for j in range(br_tab.shape[0]):
-                    if _rd64(br_tab[j], 0) == d0 and _rd64(br_tab[j], 8) == d1 and (d0 != 0 or d1 != 0):
+                    row = br_tab[j]
+                    if np.int64(rd64(row, 0)) == d0 and np.int64(rd64(row, 8)) == d1 and (d0 != 0 or d1 != 0):
                         br = True
                 if br:
                     nh = b[h + W.O_IPV6_NEXT_HEADER]
@@ -281,7 +265,7 @@ def _tag(b, s, e, n, vid, off, length):
     e -= W.VLAN_HLEN
     _wr(b, e + 12, W.ETHERTYPE_VLAN, 2)
     _wr(b, e + 14, vid, 2)
-    _wr(b, e + 16, _rd16(b, e + 12 + W.VLAN_HLEN), 2)
+    _wr(b, e + 16, rd16(b, e + 12 + W.VLAN_HLEN), 2)
     off[s] = e
     length[s] = n + W.VLAN_HLEN
 
@@ -294,8 +278,8 @@ def arp_reply(b, f, mac):
     a = f + _ARP
     for j in range(6):
         b[f + j] = b[a + 8 + j]             # Ethernet destination := the sender's hardware address
-    spa = _rd32(b, a + 14)
-    tpa = _rd32(b, a + 24)
+    spa = rd32(b, a + 14)
+    tpa = rd32(b, a + 24)
     for j in range(6):
         b[a + 18 + j] = b[f + j]            # target hardware address := the sender's
         b[f + 6 + j] = mac[j]
@@ -312,7 +296,7 @@ def neighbour_advertisement(b, f, mac, self_hi, self_lo):
     the Router flag, else back to the solicitor (its Ethernet source) with Router
     and Solicited; our address as target, our MAC as target link-layer address."""
     h = f + ETH
-    unspecified = _rd64(b, h + W.O_IPV6_SRC) == 0 and _rd64(b, h + W.O_IPV6_SRC + 8) == 0
+    unspecified = rd64(b, h + W.O_IPV6_SRC) == 0 and rd64(b, h + W.O_IPV6_SRC + 8) == 0
     if unspecified:
         _wr(b, f, 0x333300000001, 6)
         _wr(b, h + W.O_IPV6_DST, 0xFF02000000000000, 8)

@@ -37,6 +37,7 @@ from lwaftr import counters as C
 from lwaftr import wire as W
 from lwaftr.bindingtable.table import is_managed
 from lwaftr.dataplane.account import account
+from lwaftr.dataplane.bigendian import rd16, wr16
 from lwaftr.dataplane.bytecopy import copy_bytes
 from lwaftr.dataplane.icmperr import ones_sum
 from lwaftr.dataplane.reassembly import (FRAG_UNIT, IPV4_REASSEMBLY_TIMEOUT, IPV6_REASSEMBLY_TIMEOUT,
@@ -326,17 +327,6 @@ def _add(buf, off, free_list, n_free, keys, created, ent, frag, dense, free, ind
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _rd16(b, o):
-    return (np.int64(b[o]) << 8) | np.int64(b[o + 1])
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def _wr16(b, o, v):
-    b[o] = (v >> 8) & 0xFF
-    b[o + 1] = v & 0xFF
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
 def _data_off(buf, off, s, fam):
     """Where a held fragment's data starts in its slot."""
     f = np.int64(off[s])
@@ -406,13 +396,13 @@ def _gather(buf, off, length, free_list, n_free, keys, ent, frag, dense, free, i
         copy_bytes(dst, base + a, buf[s], d, frag[e, i, 1] - a)      # (another slot, or the big buffer)
     o = fz + ETH
     if fam == 0:
-        _wr16(dst, o + W.O_IPV4_TOTAL_LENGTH, l3len + total)
-        _wr16(dst, o + W.O_IPV4_ID, 0)
-        _wr16(dst, o + W.O_IPV4_FLAGS, 0)
-        _wr16(dst, o + W.O_IPV4_CHECKSUM, 0)
-        _wr16(dst, o + W.O_IPV4_CHECKSUM, (~ones_sum(dst, o, l3len, 0)) & 0xFFFF)
+        wr16(dst, o + W.O_IPV4_TOTAL_LENGTH, l3len + total)
+        wr16(dst, o + W.O_IPV4_ID, 0)
+        wr16(dst, o + W.O_IPV4_FLAGS, 0)
+        wr16(dst, o + W.O_IPV4_CHECKSUM, 0)
+        wr16(dst, o + W.O_IPV4_CHECKSUM, (~ones_sum(dst, o, l3len, 0)) & 0xFFFF)
     else:
-        _wr16(dst, o + W.O_IPV6_PAYLOAD_LENGTH, total)
+        wr16(dst, o + W.O_IPV6_PAYLOAD_LENGTH, total)
         dst[o + W.O_IPV6_NEXT_HEADER] = nh
     counters[_CTR[fam, _REASSEMBLED]] += 1
     # Every slot but the one now holding the packet goes back.
@@ -447,11 +437,11 @@ def push(buf, off, length, free_list, n_free, s, keys, created, ent, frag, dense
     o = f + ETH
     k[:] = 0
     if fam == 0:
-        if n < ETH + W.IPV4_HLEN or _rd16(b, f + 12) != W.ETHERTYPE_IPV4:
+        if n < ETH + W.IPV4_HLEN or rd16(b, f + 12) != W.ETHERTYPE_IPV4:
             return PASS, np.int64(s)
         ihl = (np.int64(b[o]) & 0xF) * 4
-        total = _rd16(b, o + W.O_IPV4_TOTAL_LENGTH)
-        flags = _rd16(b, o + W.O_IPV4_FLAGS)
+        total = rd16(b, o + W.O_IPV4_TOTAL_LENGTH)
+        flags = rd16(b, o + W.O_IPV4_FLAGS)
         if ihl < W.IPV4_HLEN or total > n - ETH or (flags & (W.IPV4_FLAG_MF | W.IPV4_FRAG_OFFSET_MASK)) == 0:
             return PASS, np.int64(s)
         counters[_CTR[0, _NEEDS]] += 1
@@ -462,14 +452,14 @@ def push(buf, off, length, free_list, n_free, s, keys, created, ent, frag, dense
             return DROPPED, -1
         for j in range(8):
             k[0] = (k[0] << np.uint64(8)) | np.uint64(b[o + W.O_IPV4_SRC + j])
-        k[1] = (np.uint64(b[o + W.O_IPV4_PROTO]) << np.uint64(16)) | np.uint64(_rd16(b, o + W.O_IPV4_ID))
+        k[1] = (np.uint64(b[o + W.O_IPV4_PROTO]) << np.uint64(16)) | np.uint64(rd16(b, o + W.O_IPV4_ID))
         start = (flags & W.IPV4_FRAG_OFFSET_MASK) * FRAG_UNIT
         r = _add(buf, off, free_list, n_free, keys, created, ent, frag, dense, free, index, g, counters, k, s,
                  ihl, start, total - ihl, (flags & W.IPV4_FLAG_MF) != 0, now)
     else:
-        if n < ETH + V6 or _rd16(b, f + 12) != W.ETHERTYPE_IPV6:
+        if n < ETH + V6 or rd16(b, f + 12) != W.ETHERTYPE_IPV6:
             return PASS, np.int64(s)
-        plen = _rd16(b, o + W.O_IPV6_PAYLOAD_LENGTH)
+        plen = rd16(b, o + W.O_IPV6_PAYLOAD_LENGTH)
         if plen > n - ETH - V6 or b[o + W.O_IPV6_NEXT_HEADER] != W.PROTO_FRAGMENT:
             return PASS, np.int64(s)
         counters[_CTR[1, _NEEDS]] += 1
@@ -479,7 +469,7 @@ def push(buf, off, length, free_list, n_free, s, keys, created, ent, frag, dense
             n_free[0] += 1
             return DROPPED, -1
         fh = o + V6
-        offset_flags = _rd16(b, fh + 2)
+        offset_flags = rd16(b, fh + 2)
         start = offset_flags & 0xFFF8
         more = (offset_flags & 1) != 0
         size = plen - FH
@@ -490,7 +480,7 @@ def push(buf, off, length, free_list, n_free, s, keys, created, ent, frag, dense
             f += FH
             off[s] = f
             length[s] = ETH + V6 + size
-            _wr16(b, f + ETH + W.O_IPV6_PAYLOAD_LENGTH, size)
+            wr16(b, f + ETH + W.O_IPV6_PAYLOAD_LENGTH, size)
             b[f + ETH + W.O_IPV6_NEXT_HEADER] = nh
             counters[_CTR[1, _REASSEMBLED]] += 1
             return DONE, np.int64(s)
@@ -558,10 +548,10 @@ def defrag_batch(buf, off, length, free_list, n_free, slots, st, counters, now, 
         b = buf[s]
         # Not a fragment at first sight (the common case, one test): on at once.
         if fam == 0:
-            frag_like = m >= ETH + W.IPV4_HLEN and _rd16(b, f + 12) == W.ETHERTYPE_IPV4 \
-                and (_rd16(b, f + ETH + W.O_IPV4_FLAGS) & (W.IPV4_FLAG_MF | W.IPV4_FRAG_OFFSET_MASK)) != 0
+            frag_like = m >= ETH + W.IPV4_HLEN and rd16(b, f + 12) == W.ETHERTYPE_IPV4 \
+                and (rd16(b, f + ETH + W.O_IPV4_FLAGS) & (W.IPV4_FLAG_MF | W.IPV4_FRAG_OFFSET_MASK)) != 0
         else:
-            frag_like = m >= ETH + V6 and _rd16(b, f + 12) == W.ETHERTYPE_IPV6 \
+            frag_like = m >= ETH + V6 and rd16(b, f + 12) == W.ETHERTYPE_IPV6 \
                 and b[f + ETH + W.O_IPV6_NEXT_HEADER] == W.PROTO_FRAGMENT
         if not frag_like or (punt and _kernels_frame(b, f, m, fam, punt, ext_ip, addr_tab, br64, int_hi, int_lo)):
             slots[k] = s

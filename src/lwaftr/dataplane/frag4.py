@@ -25,6 +25,7 @@ import numpy as np
 from lwaftr import counters as C
 from lwaftr import wire as W
 from lwaftr.dataplane.account import account
+from lwaftr.dataplane.bigendian import rd16, wr16
 from lwaftr.dataplane.icmperr import ones_sum
 from lwaftr.dataplane.pool import HEADROOM
 
@@ -38,17 +39,6 @@ _OPT_COPIED = 0x80
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _rd16(b, o):
-    return (np.int64(b[o]) << 8) | np.int64(b[o + 1])
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def _wr16(b, o, v):
-    b[o] = (v >> 8) & 0xFF
-    b[o + 1] = v & 0xFF
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
 def _eth4(b, l3, macs, dst_row, src_row, vid):
     """Ethernet for IPv4 (+ 802.1Q when ``vid >= 0``) ending at ``l3``; returns its start."""
     e = l3 - ETH - (W.VLAN_HLEN if vid >= 0 else 0)
@@ -56,11 +46,11 @@ def _eth4(b, l3, macs, dst_row, src_row, vid):
         b[e + j] = macs[dst_row, j]
         b[e + 6 + j] = macs[src_row, j]
     if vid >= 0:
-        _wr16(b, e + 12, W.ETHERTYPE_VLAN)
-        _wr16(b, e + 14, vid)
-        _wr16(b, e + 16, W.ETHERTYPE_IPV4)
+        wr16(b, e + 12, W.ETHERTYPE_VLAN)
+        wr16(b, e + 14, vid)
+        wr16(b, e + 16, W.ETHERTYPE_IPV4)
     else:
-        _wr16(b, e + 12, W.ETHERTYPE_IPV4)
+        wr16(b, e + 12, W.ETHERTYPE_IPV4)
     return e
 
 
@@ -92,11 +82,11 @@ def nop_uncopied_options(b, o, ihl):
 @numba.njit(cache=True, nogil=True, inline="always")
 def _finish(b, l3, ihl, size, ident, flags):
     """A fragment's total length, ID, flags and offset, and its header checksum."""
-    _wr16(b, l3 + W.O_IPV4_TOTAL_LENGTH, ihl + size)
-    _wr16(b, l3 + W.O_IPV4_ID, ident)
-    _wr16(b, l3 + W.O_IPV4_FLAGS, flags)
-    _wr16(b, l3 + W.O_IPV4_CHECKSUM, 0)
-    _wr16(b, l3 + W.O_IPV4_CHECKSUM, (~ones_sum(b, l3, ihl, 0)) & 0xFFFF)
+    wr16(b, l3 + W.O_IPV4_TOTAL_LENGTH, ihl + size)
+    wr16(b, l3 + W.O_IPV4_ID, ident)
+    wr16(b, l3 + W.O_IPV4_FLAGS, flags)
+    wr16(b, l3 + W.O_IPV4_CHECKSUM, 0)
+    wr16(b, l3 + W.O_IPV4_CHECKSUM, (~ones_sum(b, l3, ihl, 0)) & 0xFFFF)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -114,8 +104,8 @@ def fragment4(buf, off, length, free_list, n_free, s, mtu, macs, dst_row, src_ro
     n = np.int64(length[s])
     o = f + ETH
     ihl = (np.int64(b[o]) & 0xF) * 4
-    total = _rd16(b, o + W.O_IPV4_TOTAL_LENGTH)
-    flags = _rd16(b, o + W.O_IPV4_FLAGS)
+    total = rd16(b, o + W.O_IPV4_TOTAL_LENGTH)
+    flags = rd16(b, o + W.O_IPV4_FLAGS)
     base = (flags & _OFFSET_MASK) * 8
     whole = -1                                  # the frame leaves as one packet of this length
     bad = False                                 # dropped as malformed
@@ -159,7 +149,7 @@ def fragment4(buf, off, length, free_list, n_free, s, mtu, macs, dst_row, src_ro
         n_free[0] += 1
         return -1 - C.E_POOL_EXHAUSTED
     if flags & (W.IPV4_FLAG_MF | _OFFSET_MASK):
-        ident = _rd16(b, o + W.O_IPV4_ID)         # re-fragmenting a fragment
+        ident = rd16(b, o + W.O_IPV4_ID)         # re-fragmenting a fragment
     else:
         ids[0] = (ids[0] + 1) & 0xFFFF
         ident = ids[0]

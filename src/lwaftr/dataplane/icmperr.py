@@ -21,6 +21,7 @@ import numba
 import numpy as np
 
 from lwaftr import wire as W
+from lwaftr.dataplane.bigendian import rd16, rd64, wr16
 
 ETH = W.ETH_HLEN
 V4 = W.IPV4_HLEN
@@ -53,25 +54,6 @@ def rate_allow(state, row, packets, period, now):
         state[row, 1] += 1.0
         return True
     return False
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def _rd16(b, o):
-    return (np.int64(b[o]) << 8) | np.int64(b[o + 1])
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def _wr16(b, o, v):
-    b[o] = (v >> 8) & 0xFF
-    b[o + 1] = v & 0xFF
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def _rd64(b, o):
-    v = np.uint64(0)
-    for j in range(8):
-        v = (v << np.uint64(8)) | np.uint64(b[o + j])
-    return v
 
 
 _LITTLE = sys.byteorder == "little"     # the byte order of a uint16 view's words
@@ -113,10 +95,10 @@ def set_ttl(b, o, ttl):
     m = (np.int64(b[o + W.O_IPV4_TTL]) << 8) | np.int64(b[o + W.O_IPV4_PROTO])
     b[o + W.O_IPV4_TTL] = ttl
     m2 = (np.int64(ttl) << 8) | np.int64(b[o + W.O_IPV4_PROTO])
-    cs = ((~_rd16(b, o + W.O_IPV4_CHECKSUM)) & 0xFFFF) + ((~m) & 0xFFFF) + m2
+    cs = ((~rd16(b, o + W.O_IPV4_CHECKSUM)) & 0xFFFF) + ((~m) & 0xFFFF) + m2
     cs = (cs & 0xFFFF) + (cs >> 16)
     cs = (cs & 0xFFFF) + (cs >> 16)
-    _wr16(b, o + W.O_IPV4_CHECKSUM, (~cs) & 0xFFFF)
+    wr16(b, o + W.O_IPV4_CHECKSUM, (~cs) & 0xFFFF)
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -142,23 +124,23 @@ def icmpv4_error(b, f, n, src, dst, icmp_type, code, rest):
     ic = ip + V4
     b[ic] = icmp_type
     b[ic + 1] = code
-    _wr16(b, ic + 2, 0)
-    _wr16(b, ic + 4, 0)
-    _wr16(b, ic + 6, rest & 0xFFFF)
-    _wr16(b, ic + 2, (~ones_sum(b, ic, ICMP + q, 0)) & 0xFFFF)
+    wr16(b, ic + 2, 0)
+    wr16(b, ic + 4, 0)
+    wr16(b, ic + 6, rest & 0xFFFF)
+    wr16(b, ic + 2, (~ones_sum(b, ic, ICMP + q, 0)) & 0xFFFF)
     b[ip] = 0x45
     b[ip + 1] = 0
-    _wr16(b, ip + W.O_IPV4_TOTAL_LENGTH, V4 + ICMP + q)
-    _wr16(b, ip + 4, 0)
-    _wr16(b, ip + W.O_IPV4_FLAGS, 0)
+    wr16(b, ip + W.O_IPV4_TOTAL_LENGTH, V4 + ICMP + q)
+    wr16(b, ip + 4, 0)
+    wr16(b, ip + W.O_IPV4_FLAGS, 0)
     b[ip + W.O_IPV4_TTL] = W.DEFAULT_TTL
     b[ip + W.O_IPV4_PROTO] = W.PROTO_ICMP
-    _wr16(b, ip + W.O_IPV4_CHECKSUM, 0)
+    wr16(b, ip + W.O_IPV4_CHECKSUM, 0)
     for j in range(4):
         sh = 24 - 8 * j
         b[ip + W.O_IPV4_SRC + j] = (src >> sh) & 0xFF
         b[ip + W.O_IPV4_DST + j] = (dst >> sh) & 0xFF
-    _wr16(b, ip + W.O_IPV4_CHECKSUM, (~ones_sum(b, ip, V4, 0)) & 0xFFFF)
+    wr16(b, ip + W.O_IPV4_CHECKSUM, (~ones_sum(b, ip, V4, 0)) & 0xFFFF)
     return ip, icmpv4_error_len(n)
 
 
@@ -172,8 +154,8 @@ def icmpv6_error(b, f, n, src, src_o, dst, dst_o, icmp_type, code):
     q = min(n - ETH, ROOM6)
     # The addresses as big-endian words, read before anything is written (no array
     # allocated per error: that cost ~140 ns).
-    s0, s1 = _rd64(src, src_o), _rd64(src, src_o + 8)
-    d0, d1 = _rd64(dst, dst_o), _rd64(dst, dst_o + 8)
+    s0, s1 = rd64(src, src_o), rd64(src, src_o + 8)
+    d0, d1 = rd64(dst, dst_o), rd64(dst, dst_o + 8)
     ip = f + ETH - ICMP - V6
     ic = ip + V6
     plen = ICMP + q
@@ -189,12 +171,12 @@ def icmpv6_error(b, f, n, src, src_o, dst, dst_o, icmp_type, code):
         b[ic + j] = 0
     # RFC 8200 8.1 pseudo-header: addresses, upper-layer length, next header.
     ps = ones_sum(b, ip + W.O_IPV6_SRC, 32, plen + W.PROTO_ICMPV6)
-    _wr16(b, ic + 2, (~ones_sum(b, ic, plen, ps)) & 0xFFFF)
+    wr16(b, ic + 2, (~ones_sum(b, ic, plen, ps)) & 0xFFFF)
     b[ip] = 0x60
     b[ip + 1] = 0
     b[ip + 2] = 0
     b[ip + 3] = 0
-    _wr16(b, ip + W.O_IPV6_PAYLOAD_LENGTH, plen)
+    wr16(b, ip + W.O_IPV6_PAYLOAD_LENGTH, plen)
     b[ip + W.O_IPV6_NEXT_HEADER] = W.PROTO_ICMPV6
     b[ip + W.O_IPV6_HOP_LIMIT] = W.DEFAULT_TTL
     return ip, icmpv6_error_len(n)

@@ -46,6 +46,7 @@ from lwaftr import wire as W
 from lwaftr.bindingtable.table import is_managed, lookup, lookup_at, probe
 from lwaftr.dataplane import control
 from lwaftr.dataplane.account import account
+from lwaftr.dataplane.bigendian import rd16, rd32, rd64, wr16
 from lwaftr.dataplane.bpf import BPF_MEMWORDS, bpf_exec
 from lwaftr.dataplane.defrag import defrag_batch
 from lwaftr.dataplane.frag4 import fragment4
@@ -137,30 +138,6 @@ V6 = W.IPV6_HLEN
 _FRAG_BITS = W.IPV4_FLAG_MF | W.IPV4_FRAG_OFFSET_MASK
 #: How many frames ahead classify prefetches binding-table rows.
 PREFETCH_AHEAD = 8
-
-
-@numba.njit(cache=True, nogil=True)
-def rd16(b, o):
-    return (np.int64(b[o]) << 8) | np.int64(b[o + 1])
-
-
-@numba.njit(cache=True, nogil=True)
-def rd32(b, o):
-    return (np.int64(b[o]) << 24) | (np.int64(b[o + 1]) << 16) | (np.int64(b[o + 2]) << 8) | np.int64(b[o + 3])
-
-
-@numba.njit(cache=True, nogil=True)
-def wr16(b, o, v):
-    b[o] = (v >> 8) & 0xFF
-    b[o + 1] = v & 0xFF
-
-
-@numba.njit(cache=True, nogil=True)
-def rd64(b, o):
-    v = np.uint64(0)
-    for j in range(8):
-        v = (v << np.uint64(8)) | np.uint64(b[o + j])
-    return v
 
 
 @numba.njit(cache=True, nogil=True, inline="always")

@@ -14,26 +14,22 @@ import numpy as np
 from lwaftr import counters as C
 from lwaftr import wire as W
 from lwaftr.dataplane.account import account
+from lwaftr.dataplane.bigendian import rd16
 
 ETH = W.ETH_HLEN
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def _rd16(b, o):
-    return (np.int64(b[o]) << 8) | np.int64(b[o + 1])
 
 
 @numba.njit(cache=True, nogil=True)
 def stick_side(b, f, n, vlan4, vlan6):
     """The side (4 or 6) the frame ``b[f:f + n]`` belongs to, or 0 if it has
     neither side's VLAN tag; ``vlan4``/``vlan6``: the sides' VIDs, -1 untagged."""
-    tagged = n >= ETH + W.VLAN_HLEN and _rd16(b, f + 12) == W.ETHERTYPE_VLAN
+    tagged = n >= ETH + W.VLAN_HLEN and rd16(b, f + 12) == W.ETHERTYPE_VLAN
     if vlan4 != vlan6:
-        vid = _rd16(b, f + 14) & 0xFFF if tagged else -1
+        vid = rd16(b, f + 14) & 0xFFF if tagged else -1
         if vid == vlan4:
             return 4
         return 6 if vid == vlan6 else 0
-    et = _rd16(b, f + 16) if tagged else (_rd16(b, f + 12) if n >= 14 else 0)
+    et = rd16(b, f + 16) if tagged else (rd16(b, f + 12) if n >= 14 else 0)
     return 4 if et == W.ETHERTYPE_IPV4 or et == W.ETHERTYPE_ARP else 6
 
 
