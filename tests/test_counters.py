@@ -64,3 +64,16 @@ def test_error_codes_count_through_the_counter_table():
         "drop-in-by-rfc7596-icmpv4-bytes": 60, "drop-in-by-rfc7596-icmpv4-packets": 1,
         "drop-all-ipv4-iface-bytes": 60, "drop-all-ipv4-iface-packets": 1}
     assert C.error_counts(C.E_EGRESS_FILTER_IPV6, 60) == {"drop-egress-filter-ipv6-packets": 1}
+
+
+def test_account_from_python_adds_what_the_compiled_account_adds():
+    """``counters.account`` (Python, many packets at once) and the compiled
+    ``account`` (one packet) add the same counters for every code."""
+    from lwaftr.dataplane.account import account
+    for code in range(1, C.N_ERRORS):
+        py, nb = C.new_array(), C.new_array()
+        C.account(py, code, 3, 60 + 70 + 80)
+        for n in (60, 70, 80):
+            account(nb, code, n)
+        assert C.to_dict(py, nonzero=True) == C.to_dict(nb, nonzero=True), C.ERROR_NAMES[code]
+        assert C.to_dict(py, nonzero=True)

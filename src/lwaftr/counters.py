@@ -330,6 +330,13 @@ for _i, _n in enumerate(ERROR_NAMES):
 del _i, _n
 
 
+def account(counters: np.ndarray, code: int, packets: int, nbytes: int) -> None:
+    """Count ``packets`` dropped with ``code`` (``nbytes`` in all), from Python:
+    what :func:`lwaftr.dataplane.account.account` adds for each of them."""
+    for i, by_bytes in _error_counters(ERRORS[code][1], ERRORS[code][2]):
+        counters[i] += nbytes if by_bytes else packets
+
+
 def error_counts(code: int, nbytes: int) -> dict[str, int]:
     """What one packet of ``nbytes`` dropped with ``code`` adds, by counter name."""
     out: dict[str, int] = {}

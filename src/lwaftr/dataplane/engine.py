@@ -326,9 +326,11 @@ class Engine:
             kb = min(nb, budget - ka)
             kept4.append(slow4[a:a + ka])
             kept6.append(slow6[b:b + kb])
+            if na - ka + nb - kb:
+                dropped = np.concatenate((slow4[a + ka:a_end], slow6[b + kb:b_end]))
+                C.account(self.counters, C.E_SLOW_PATH_BUDGET, len(dropped), int(pool.length[dropped].sum()))
             pool.free(slow4[a + ka:a_end])
             pool.free(slow6[b + kb:b_end])
-            self.counters[C.DROP_SLOW_PATH_BUDGET_PACKETS] += (na - ka) + (nb - kb)
         return np.concatenate(kept4), np.concatenate(kept6)
 
     def _store(self, frames: list[bytes]) -> np.ndarray:
