@@ -596,8 +596,8 @@ def test_invariants(sc):                        # hairpinned ping can itself be 
 
 
 def test_a_flood_for_the_slow_path_is_cut_to_its_budget_and_counted():
-    """Frames only Python handles (here IPv4 with a bad header checksum, dropped as
-    malformed) take at most the budget per batch; the rest are dropped and counted, an alarm says so, and the
+    """Frames only Python handles (here those to a monitored subscriber, which it
+    mirrors and forwards) take at most the budget per batch; the rest are dropped and counted, an alarm says so, and the
     compiled traffic in the same batch is all forwarded."""
     from lwaftr.mgmt.alarms import Alarms
     rows = [("192.0.2.1", 1, 4, "2001:db8:1::1", 0), ("192.0.2.2", 0, 0, "2001:db8:1::2", 1)]
@@ -606,15 +606,14 @@ def test_a_flood_for_the_slow_path_is_cut_to_its_budget_and_counted():
     alarms.check(0.0)
     eth = Ether(dst="02:00:00:00:00:01", src="02:00:00:00:00:11")
     good = [bytes(eth / IP(src="203.0.113.9", dst="192.0.2.1") / UDP(sport=1, dport=4097 + i)) for i in range(100)]
-    # IPv4 with a bad header checksum is the slow path's.
-    errors = [bytes(eth / IP(src="203.0.113.9", dst="192.0.2.2", id=i, chksum=0x1234) / UDP(sport=1, dport=80))
-              for i in range(100)]
+    # The monitored subscriber's frames are the slow path's.
+    eng.set_monitor(int(ipaddress.IPv4Address("192.0.2.2")))
+    errors = [bytes(eth / IP(src="203.0.113.9", dst="192.0.2.2", id=i) / UDP(sport=1, dport=80)) for i in range(100)]
     slowed = []
     real = eng.slow.process
     eng.slow.process = lambda v4, v6, now, **kw: slowed.append(len(v4) + len(v6)) or real(v4, v6, now, **kw)
-    o4, o6, *_ = eng.process(eng.pool.store(good + errors), eng.pool.store([]), 1.0)
-    assert len(o6) == 100 and len(o4) == 0               # all forwarded
-    assert eng.counters[C.DROP_MALFORMED_IPV4_PACKETS] == 16
+    o4, o6, _, _, mirrored = eng.process(eng.pool.store(good + errors), eng.pool.store([]), 1.0)
+    assert len(o6) == 100 + 16 and len(o4) == 0 and len(mirrored) == 16     # all forwarded, 16 of them mirrored
     assert slowed == [16]
     c = C.to_dict(eng.counters, nonzero=True)
     assert c["drop-slow-path-budget-packets"] == 84
@@ -636,7 +635,8 @@ def test_a_flood_for_the_slow_path_is_cut_to_its_budget_and_counted():
     assert eng.counters[C.DROP_SLOW_PATH_BUDGET_PACKETS] == 84 + 84
     # check's strict mode has no budget: it must give Snabb's exact result.
     strict = Engine(make_config(rows), slow_budget=16)
-    strict.process_frames(good + errors, [], 1.0)
+    strict.set_monitor(int(ipaddress.IPv4Address("192.0.2.2")))
+    assert len(strict.process_frames(good + errors, [], 1.0).v6) == 200
     assert strict.counters[C.DROP_SLOW_PATH_BUDGET_PACKETS] == 0
 
 
@@ -902,6 +902,18 @@ def code_scenario(draw):
     return cfg, kernel, batches, monitor
 
 
+def _ipv4_changed(frame: bytes, at: int, value: bytes, fix: bool = True) -> bytes:
+    """``frame`` (Ethernet, IPv4 with IHL 5) with ``value`` written ``at`` bytes into its
+    IPv4 header; ``fix``: the header checksum recomputed after."""
+    from lwaftr.dataplane.icmp import checksum
+    h = bytearray(frame[14:34])
+    h[at:at + len(value)] = value
+    if fix:
+        h[10:12] = b"\0\0"
+        h[10:12] = checksum(bytes(h)).to_bytes(2, "big")
+    return frame[:14] + bytes(h) + frame[34:]
+
+
 def _per_packet(cfg, kernel: bool, batches: list, monitor: str | None = None) -> set[tuple[int, int, int]]:
     """Every frame alone through the kernels and through the reference slow path.
     Where the kernels finish a frame, its next node must send it out of the
@@ -1034,6 +1046,13 @@ def test_every_next_node_and_error_code_is_compared_with_the_reference():
     seen |= _per_packet(no_icmp4, False, [([to_sw4], [relay_sw, hair[1], hair[3]])])
     seen |= _per_packet(limited, False, [([], [hair[3], hair[3], hair[1], hair[1]])])
     seen |= _per_packet(base, False, [(_arp_traffic(), _ndp_traffic())])       # answered, consumed
+    # Malformed from the Internet: a bad header checksum, a total length beyond the frame,
+    # below the IHL, not version 4.
+    udp = bytes(eth / IP(src="203.0.113.9", dst="192.0.2.1") / UDP(sport=53, dport=p1) / bytes(20))
+    bad4 = [_ipv4_changed(udp, 10, b"\x12\x34", fix=False), _ipv4_changed(udp, 2, (999).to_bytes(2, "big")),
+            _ipv4_changed(udp, 2, (8).to_bytes(2, "big")), _ipv4_changed(udp, 0, b"\x65")]
+    seen |= _per_packet(base, False, [(bad4, [])])
+    seen |= _per_packet(base, True, [(bad4, [])])
     seen |= _per_packet(base, True, [(_arp_traffic()[:1], _ndp_traffic()[:1])])  # the kernel's
     assert {(side, n) for side, n, _ in seen} == set(_LEAVES)
     codes = {C.ERROR_NAMES[e] for _, _, e in seen}

@@ -31,9 +31,11 @@ ICMPv4 error, hairpinned back to the sender (``HAIRERR``), as does an Internet
 packet from a softwire's address (``ERRHAIR``) or an ICMPv6 error about a
 packet from one (``RELAYHAIR``).  ARP and NDP are answered or consumed, and in
 kernel mode the kernel's frames leave for its TAPs, by
-:mod:`lwaftr.dataplane.control`.  Everything else (ARP that may teach a next
-hop's MAC, unresolved next hops, malformed Internet frames) is ``SLOW``, under
-the engine's per-batch budget.  The slow path (:mod:`lwaftr.dataplane.core`) is the reference:
+:mod:`lwaftr.dataplane.control`.  Malformed IPv4 from the Internet is dropped
+and counted here, by the reassembler's rules or the core's (:func:`_malformed4`).
+Everything else (ARP that may teach a next hop's MAC, unresolved next hops,
+runts, malformed headers that claim to be fragments or are addressed to the
+router) is ``SLOW``, under the engine's per-batch budget.  The slow path (:mod:`lwaftr.dataplane.core`) is the reference:
 tests run both on the same traffic and compare bytes and counters.
 """
 from __future__ import annotations
@@ -474,6 +476,31 @@ def _icmp_port_to(b, o, ihl, total):
     return -1
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _malformed4(b, o, n, P):
+    """The error code of a malformed IPv4 packet from the Internet at ``b[o:]``
+    (frame length ``n``), as the slow path drops it; 0 if it is well-formed or
+    the slow path's.  An IHL below 5 or a total length beyond the frame: the
+    reassembler's (``malformed-ipv4``, before any other count).  Else, unless it
+    claims to be a fragment (the reassembler's too): a bad version, a total length
+    below the IHL or a bad header checksum, the core's (RFC 791,
+    ``malformed-ipv4-external``).  Not for the router's own address (its echo
+    stage trusts the header, as Snabb's does) nor, in kernel mode, for the
+    kernel's addresses (punted before reassembly)."""
+    vihl = np.int64(b[o])
+    ihl = (vihl & 0xF) * 4
+    total = rd16(b, o + W.O_IPV4_TOTAL_LENGTH)
+    d = rd32(b, o + W.O_IPV4_DST)
+    kernels = P[P_PUNT] != 0 and (d == P[P_EXT_IP] or d >= 0xE0000000)
+    if ihl < W.IPV4_HLEN or total > n - ETH:
+        return 0 if kernels else C.E_MALFORMED_IPV4
+    if (rd16(b, o + W.O_IPV4_FLAGS) & _FRAG_BITS) != 0 or d == P[P_EXT_IP] or kernels:
+        return 0
+    if vihl >> 4 == 4 and total >= ihl and ipv4_header_sum_ok(b, o, ihl):
+        return 0
+    return C.E_MALFORMED_IPV4_EXTERNAL
+
+
 @numba.njit(cache=True, nogil=True)
 def _probe_all(buf, off, length, slots, addr_tab, sw_tab, o_addr, o_port, min_len, rows):
     """First pass of a classify: each frame's binding-table key and first slot
@@ -536,6 +563,10 @@ def classify_inet(buf, off, length, slots, P, addr_tab, sw_tab, verdict, rows, e
             ok = ihl + 4 <= total <= n - ETH and (rd16(b, o + W.O_IPV4_FLAGS) & _FRAG_BITS) == 0 \
                 and (ipv4_header_sum_ok(b, o, W.IPV4_HLEN) if ihl == W.IPV4_HLEN else ipv4_header_sum_ok(b, o, ihl))
             icmp = b[o + W.O_IPV4_PROTO] == W.PROTO_ICMP
+            if not ok and P[P_MONITOR] == 0:
+                ec = _malformed4(b, o, n, P)
+                if ec:
+                    v = DROP
             if ok and icmp and P[P_PUNT] == 0 and rd32(b, o + W.O_IPV4_DST) == P[P_EXT_IP] and ihl == W.IPV4_HLEN \
                     and b[o + W.IPV4_HLEN] == W.ICMPV4_ECHO_REQUEST and b[o + W.IPV4_HLEN + 1] == 0:
                 ok = False
@@ -595,6 +626,10 @@ def classify_inet(buf, off, length, slots, P, addr_tab, sw_tab, verdict, rows, e
                         ec = why
                 if v != TX and v != FRAG:
                     r = -1
+        elif fast and n >= ETH + W.IPV4_HLEN + 4 and rd16(b, f + 12) == W.ETHERTYPE_IPV4 and P[P_MONITOR] == 0:
+            ec = _malformed4(b, o, n, P)         # not version 4, or an IHL below 5
+            if ec:
+                v = DROP
         verdict[i] = v
         rows[i] = r
         err[i] = ec
@@ -656,6 +691,9 @@ def apply_inet(buf, off, length, slots, P, macs, sw_tab, br_tab, counters, verdi
             n_sent += 1
             off[s] = e
             length[s] = ETH + m + tag6
+            continue
+        if v == DROP and err[i] == C.E_MALFORMED_IPV4:     # the reassembler's, before the other stages
+            account(counters, C.E_MALFORMED_IPV4, n)
             continue
         o = f + ETH
         code = _ingress(b, f, n, FAM4, pin, mem, counters, i >= first_whole)
