@@ -565,19 +565,20 @@ def main() -> int:
             print(f"- {mix}, Snabb (last run, {s[-1]['seconds']:.1f} s, {so4} / {so6} frames offered): "
                   f"{counters_line(sc, names, so4, so6)}")
         if mix == "miss100":
-            # What leaves the IPv4 side is the B4->Internet traffic plus ICMP errors; split it.
-            def fwd_share(c: dict[str, int]) -> float | None:
-                out = c.get("out-ipv4-packets", 0)
-                return (out - c.get("out-icmpv4-error-packets", 0)) / out if out else None
-            share = fwd_share(oc)
-            od = statistics.median(r["decap_mpps"] for r in o)
-            text = f"- miss100, B4->Internet forwarded only: ours {od * share:.3f} Mpps" if share is not None \
-                else "- miss100, B4->Internet forwarded only: ours ?"
-            text += " (decap median x its counters' forwarded share)"
-            sf = [(r["counters"].get("out-ipv4-packets", 0) - r["counters"].get("out-icmpv4-error-packets", 0))
-                  / r["seconds"] / 1e6 for r in s if r["counters"] and r["seconds"]]
-            if sf:
-                text += f", Snabb {fmt_range(sf)} Mpps (its counters over the measured seconds)"
+            # What leaves the IPv4 side is the B4->Internet traffic plus the ICMP errors the rate
+            # limiter lets out; split it with each run's own counters over its measured seconds.
+            def forwarded(runs: list[dict]) -> list[float]:
+                return [(r["counters"].get("out-ipv4-packets", 0) - r["counters"].get("out-icmpv4-error-packets", 0))
+                        / r["seconds"] / 1e6 for r in runs if r.get("counters") and r.get("seconds")]
+            of, sf = forwarded(o), forwarded(s)
+            text = "- miss100, B4->Internet forwarded only (each run's counters over its measured seconds): " \
+                   f"ours {fmt_range(of) if of else '?'} Mpps, Snabb {fmt_range(sf) if sf else '?'} Mpps"
+            if of and sf:
+                text += f", ratio {ratio(of, sf)}"
+            clean = results.get("clean")
+            if of and clean and clean[0]:
+                share = statistics.median(of) / statistics.median(r["decap_mpps"] for r in clean[0])
+                text += f"; ours keeps {100 * share:.0f} % of its clean decap rate"
             print(text)
     print(f"\n(total time {(time.monotonic() - started) / 60:.1f} min)")
     return 0

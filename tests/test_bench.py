@@ -74,5 +74,9 @@ def test_bench_json(tmp_path):
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
-    assert set(out) == {"decap_mpps", "encap_mpps", "decap_gbps", "encap_gbps", "workers"}
+    assert set(out) == {"decap_mpps", "encap_mpps", "decap_gbps", "encap_gbps", "workers", "seconds", "counters"}
     assert out["workers"] == 1 and out["decap_mpps"] > 0 and out["encap_mpps"] > 0
+    # The run's counters: the rates are made of them.
+    c = out["counters"]
+    assert round(c["out-ipv4-packets"] / out["seconds"] / 1e6, 4) == out["decap_mpps"]
+    assert round(c["out-ipv6-packets"] / out["seconds"] / 1e6, 4) == out["encap_mpps"]

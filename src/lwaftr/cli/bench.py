@@ -67,7 +67,7 @@ class Totals:
 def replay(engine: Engine, t4: Templates, t6: Templates, batch: int, deadline: float,
            shared: np.ndarray | None = None, sink=None, batches: int | None = None) -> float:
     """Run until ``deadline`` (perf_counter) or for ``batches`` batches; returns
-    the elapsed seconds.  ``shared`` (if given) gets the out counters every few
+    the elapsed seconds.  ``shared`` (if given) gets a copy of the counters every few
     batches; ``sink(engine, output)`` (if given) sees each batch's
     :class:`~lwaftr.dataplane.engine.Output` before its slots are freed."""
     pool = engine.pool
@@ -86,15 +86,15 @@ def replay(engine: Engine, t4: Templates, t6: Templates, batch: int, deadline: f
         if i & 7 == 0:
             now = time.perf_counter()
             if shared is not None:
-                shared[:] = c[list(_FIELDS)]
+                shared[:] = c
     if shared is not None:
-        shared[:] = c[list(_FIELDS)]
+        shared[:] = c
     return now - start
 
 
 def _worker(config: Config, table: BindingTable, t4: Templates, t6: Templates, batch, barrier, duration,
             shared_base, idx):
-    shared = np.frombuffer(shared_base, np.uint64).reshape(-1, 4)[idx]
+    shared = np.frombuffer(shared_base, np.uint64).reshape(-1, C.N_COUNTERS)[idx]
     engine = Engine(config, table=table, max_batch=batch, pool_slots=max(1024, 4 * batch))
     replay(engine, t4, t6, batch, time.perf_counter() + 0.5)   # warm: kernels compiled/loaded, pages touched
     engine.counters[:] = 0
@@ -127,8 +127,8 @@ def run(args: argparse.Namespace) -> int:
     # random rows cost ~15 % here).
     table = BindingTable(np.array(table.addr_tab), np.array(table.sw_tab), np.array(table.br_tab), table.count)
     n = max(1, args.workers)
-    shared_base = mp.RawArray("Q", 4 * n)
-    shared = np.frombuffer(shared_base, np.uint64).reshape(n, 4)
+    shared_base = mp.RawArray("Q", C.N_COUNTERS * n)    # each worker's counters, copied every few batches
+    shared = np.frombuffer(shared_base, np.uint64).reshape(n, C.N_COUNTERS)
     ctx = mp.get_context("fork")
     barrier = ctx.Barrier(n + 1)
     # Built before forking, so the workers read one copy of the frames (and of the table).
@@ -139,12 +139,12 @@ def run(args: argparse.Namespace) -> int:
         p.start()
     barrier.wait(timeout=600)
     start_at = time.perf_counter()
-    prev, t_prev = np.zeros(4, np.uint64), start_at
+    prev, t_prev = np.zeros(len(_FIELDS), np.uint64), start_at
     end = start_at + args.duration
     while any(p.is_alive() for p in procs):
         time.sleep(min(1.0, max(0.0, end - time.perf_counter())) or 0.05)
         now = time.perf_counter()
-        cur = shared.sum(axis=0)
+        cur = shared.sum(axis=0)[list(_FIELDS)]
         if not args.json and now - t_prev >= 0.5 and now <= end + 0.5:
             d = cur - prev
             _print_line(f"{now - start_at:5.1f}s", Totals(*map(int, d)).rates(now - t_prev))
@@ -157,10 +157,14 @@ def run(args: argparse.Namespace) -> int:
     if failed:
         print(f"lwaftr bench: {len(failed)} worker(s) failed", file=sys.stderr)
         return 1
-    total = Totals(*map(int, shared.sum(axis=0)))
+    counters = shared.sum(axis=0)
+    total = Totals(*map(int, counters[list(_FIELDS)]))
     rates = total.rates(args.duration)
     if args.json:
-        print(json.dumps({**{k: round(v, 4) for k, v in rates.items()}, "workers": n}))
+        # With every counter of the run: what the rates are made of (forwarded packets,
+        # ICMP errors, echo replies...).
+        print(json.dumps({**{k: round(v, 4) for k, v in rates.items()}, "workers": n, "seconds": args.duration,
+                          "counters": C.to_dict(counters, nonzero=True)}))
     else:
         _print_line(f"total ({n} worker{'s' if n > 1 else ''}, {args.duration:g} s)", rates)
     return 0
