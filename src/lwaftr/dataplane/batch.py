@@ -64,7 +64,8 @@ def run_batch(st, v4, v6, strict, now):
                                           st.scratch, st.keep, st.out4, st.out6, st.slow4, st.slow6, st.rate, now,
                                           st.progs, st.pidx, st.ids, st.frags, st.reasm, st.kern4, st.kern6, st.ids4)
     P = st.P
-    more = st.reasm[4][0] + st.reasm[7][0] + (P[P_V4_RESOLVED] == 0) + (P[P_V6_RESOLVED] == 0)
+    _, _, _, _, n_big4, _, _, n_big6, _ = st.reasm      # (fast_batch's names for them)
+    more = n_big4[0] + n_big6[0] + (P[P_V4_RESOLVED] == 0) + (P[P_V6_RESOLVED] == 0)
     return k4, k6, s4, s6, nk4, nk6, more
 
 
