@@ -44,7 +44,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--duration", type=float, default=10.0, metavar="S", help="seconds to run (default 10)")
     p.add_argument("--workers", type=int, default=1, metavar="N", help="worker processes (default 1)")
     p.add_argument("--batch", type=int, default=256, metavar="B", help="frames per side per batch")
-    p.add_argument("--json", action="store_true", help="print the final figures, and the run's counters, as one JSON object")
+    p.add_argument("--json", action="store_true",
+                   help="print the final figures, and the run's counters, as one JSON object")
     p.add_argument("conf", metavar="CONF", help="configuration (snabb-softwire-v3, or RFC 8676 XML/JSON)")
     p.add_argument("in_v4", metavar="IN_V4", help="Internet-side frames to replay (pcap or pcapng)")
     p.add_argument("in_v6", metavar="IN_V6", help="B4-side frames to replay (pcap or pcapng)")
