@@ -26,6 +26,7 @@ from lwaftr import counters as C
 from lwaftr import wire as W
 from lwaftr.dataplane.account import account
 from lwaftr.dataplane.bigendian import rd16, wr16
+from lwaftr.dataplane.ethernet import write_eth
 from lwaftr.dataplane.icmperr import ones_sum
 from lwaftr.dataplane.pool import HEADROOM
 
@@ -36,22 +37,6 @@ _MAX_IP = 0xFFFF
 _OPT_EOL = 0
 _OPT_NOP = 1
 _OPT_COPIED = 0x80
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def _eth4(b, l3, macs, dst_row, src_row, vid):
-    """Ethernet for IPv4 (+ 802.1Q when ``vid >= 0``) ending at ``l3``; returns its start."""
-    e = l3 - ETH - (W.VLAN_HLEN if vid >= 0 else 0)
-    for j in range(6):
-        b[e + j] = macs[dst_row, j]
-        b[e + 6 + j] = macs[src_row, j]
-    if vid >= 0:
-        wr16(b, e + 12, W.ETHERTYPE_VLAN)
-        wr16(b, e + 14, vid)
-        wr16(b, e + 16, W.ETHERTYPE_IPV4)
-    else:
-        wr16(b, e + 12, W.ETHERTYPE_IPV4)
-    return e
 
 
 @numba.njit(cache=True, nogil=True)
@@ -129,7 +114,7 @@ def fragment4(buf, off, length, free_list, n_free, s, mtu, macs, dst_row, src_ro
         n_free[0] += 1
         return -1 - C.E_MALFORMED_IPV4
     if whole >= 0:
-        e = _eth4(b, o, macs, dst_row, src_row, vid)
+        e = write_eth(b, o, macs, dst_row, src_row, vid, W.ETHERTYPE_IPV4)
         off[s] = e
         length[s] = o - e + whole
         out[k] = s
@@ -169,7 +154,7 @@ def fragment4(buf, off, length, free_list, n_free, s, mtu, macs, dst_row, src_ro
             tb[l3 + ihl + j] = b[o + ihl + at + j]
         nop_uncopied_options(tb, l3, ihl)
         _finish(tb, l3, ihl, sz, ident, keep | more | ((base + at) >> 3))
-        e = _eth4(tb, l3, macs, dst_row, src_row, vid)
+        e = write_eth(tb, l3, macs, dst_row, src_row, vid, W.ETHERTYPE_IPV4)
         off[t] = e
         length[t] = l3 - e + ihl + sz
         out[k + c] = t
@@ -178,7 +163,7 @@ def fragment4(buf, off, length, free_list, n_free, s, mtu, macs, dst_row, src_ro
     if base:                                    # not the datagram's first bytes: a later fragment
         nop_uncopied_options(b, o, ihl)
     _finish(b, o, ihl, sz, ident, keep | (W.IPV4_FLAG_MF if count > 1 else flags & W.IPV4_FLAG_MF) | (base >> 3))
-    e = _eth4(b, o, macs, dst_row, src_row, vid)
+    e = write_eth(b, o, macs, dst_row, src_row, vid, W.ETHERTYPE_IPV4)
     off[s] = e
     length[s] = o - e + ihl + sz
     out[k] = s

@@ -51,6 +51,7 @@ from lwaftr.dataplane.account import account
 from lwaftr.dataplane.bigendian import rd16, rd32, rd64, wr16
 from lwaftr.dataplane.bpf import BPF_MEMWORDS, bpf_exec
 from lwaftr.dataplane.defrag import defrag_batch
+from lwaftr.dataplane.ethernet import write_eth
 from lwaftr.dataplane.frag4 import fragment4
 from lwaftr.dataplane.icmperr import (HEADROOM_NEEDED, RL_V4, RL_V6, icmpv4_error, icmpv4_error_len, icmpv6_error,
                                       icmpv6_error_len, ones_sum, rate_allow, set_ttl)
@@ -207,34 +208,18 @@ def _encapsulate(b, f, n, row, P, sw_tab, br_tab):
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _write_eth(b, l3, macs, dst_row, src_row, vid, ethertype):
-    """Write Ethernet (+ 802.1Q when vid >= 0) ending at ``l3``; returns its start."""
-    e = l3 - ETH - (W.VLAN_HLEN if vid >= 0 else 0)
-    for j in range(6):
-        b[e + j] = macs[dst_row, j]
-        b[e + 6 + j] = macs[src_row, j]
-    if vid >= 0:
-        wr16(b, e + 12, W.ETHERTYPE_VLAN)
-        wr16(b, e + 14, vid)
-        wr16(b, e + 16, ethertype)
-    else:
-        wr16(b, e + 12, ethertype)
-    return e
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
 def _emit(b, l3, l3_len, macs, dst_row, src_row, vid, ethertype, prog, mem):
     """Ethernet in front of the packet at ``l3``, through the egress filter
     ``prog`` (no rows: none), which sees the untagged frame as the slow path's
     filter does, then the 802.1Q tag if ``vid >= 0``.  Returns the frame's
     offset, or -1 if the filter refused it."""
     if prog.shape[0] == 0:
-        return _write_eth(b, l3, macs, dst_row, src_row, vid, ethertype)
-    e = _write_eth(b, l3, macs, dst_row, src_row, -1, ethertype)
+        return write_eth(b, l3, macs, dst_row, src_row, vid, ethertype)
+    e = write_eth(b, l3, macs, dst_row, src_row, -1, ethertype)
     if bpf_exec(prog, b, e, ETH + l3_len, mem) == 0:
         return -1
     if vid >= 0:
-        return _write_eth(b, l3, macs, dst_row, src_row, vid, ethertype)
+        return write_eth(b, l3, macs, dst_row, src_row, vid, ethertype)
     return e
 
 
@@ -447,7 +432,7 @@ def _fragment6(buf, off, length, free_list, n_free, s, h, m, P, macs, ids, frags
         wr16(tb, fh + 2, at | more)
         wr16(tb, fh + 4, (ident >> 16) & 0xFFFF)
         wr16(tb, fh + 6, ident & 0xFFFF)
-        e = _write_eth(tb, l3, macs, M_INT_NEXT, M_INT_SELF, vid, W.ETHERTYPE_IPV6)
+        e = write_eth(tb, l3, macs, M_INT_NEXT, M_INT_SELF, vid, W.ETHERTYPE_IPV6)
         off[t] = e
         length[t] = _framed(P, FAM6, V6 + W.IPV6_FRAG_HLEN + sz)
         frags[nf] = t
