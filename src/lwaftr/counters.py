@@ -264,7 +264,7 @@ ERRORS: tuple[tuple[str, tuple[str, ...], int, str, str], ...] = (
     ("malformed-ipv4-in-ipv6", ("drop-malformed-ipv6",), 6, "in",
      "RFC 791: IPv4-in-IPv6 from a B4 whose IPv4 header is malformed (version, IHL, cut short)"),
     ("malformed-ipv4-external", ("drop-malformed-ipv4",), 4, "in",
-     "RFC 791: IPv4 from the Internet with a bad version, IHL, lengths or header checksum"),
+     "RFC 791: IPv4 from the Internet with a bad version, a total length below its IHL or a bad header checksum"),
     # A hairpinned packet (RFC 7596 7: decapsulated from a B4, to another softwire) that is
     # dropped: its reason's counters get the IPv4 packet's length (these codes, side 0), and
     # "hairpinned" adds the IPv6 side's totals for the IPv6 packet it came in as (40 bytes more):
