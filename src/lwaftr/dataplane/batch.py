@@ -17,7 +17,7 @@ from numba.experimental import structref
 from lwaftr.dataplane.kernels import P_V4_RESOLVED, P_V6_RESOLVED, fast_batch
 
 FIELDS = ("buf", "off", "length", "free_list", "n_free", "P", "macs", "addr_tab", "sw_tab", "br_tab", "counters",
-          "scratch", "keep", "out4", "out6", "slow4", "slow6", "rate", "progs", "pidx", "ids", "frags", "reasm",
+          "scratch", "keep", "out4", "out6", "slow4", "slow6", "rate", "flt", "fk", "ids", "frags", "reasm",
           "kern4", "kern6", "ids4")
 
 
@@ -41,9 +41,9 @@ structref.define_proxy(BatchState, BatchStateType, list(FIELDS))
 
 @numba.njit(cache=True)
 def _make(buf, off, length, free_list, n_free, P, macs, addr_tab, sw_tab, br_tab, counters, scratch, keep, out4,
-          out6, slow4, slow6, rate, progs, pidx, ids, frags, reasm, kern4, kern6, ids4):
+          out6, slow4, slow6, rate, flt, fk, ids, frags, reasm, kern4, kern6, ids4):
     return BatchState(buf, off, length, free_list, n_free, P, macs, addr_tab, sw_tab, br_tab, counters, scratch,
-                      keep, out4, out6, slow4, slow6, rate, progs, pidx, ids, frags, reasm, kern4, kern6, ids4)
+                      keep, out4, out6, slow4, slow6, rate, flt, fk, ids, frags, reasm, kern4, kern6, ids4)
 
 
 def make(*arrays) -> BatchState:
@@ -62,7 +62,7 @@ def run_batch(st, v4, v6, strict, now):
     k4, k6, s4, s6, nk4, nk6 = fast_batch(st.buf, st.off, st.length, st.free_list, st.n_free, v4, v6, st.P,
                                           st.macs, st.addr_tab, st.sw_tab, st.br_tab, st.counters, strict,
                                           st.scratch, st.keep, st.out4, st.out6, st.slow4, st.slow6, st.rate, now,
-                                          st.progs, st.pidx, st.ids, st.frags, st.reasm, st.kern4, st.kern6, st.ids4)
+                                          st.flt, st.fk, st.ids, st.frags, st.reasm, st.kern4, st.kern6, st.ids4)
     P = st.P
     _, _, _, _, n_big4, _, _, n_big6, _ = st.reasm      # (fast_batch's names for them)
     more = n_big4[0] + n_big6[0] + (P[P_V4_RESOLVED] == 0) + (P[P_V6_RESOLVED] == 0)

@@ -31,7 +31,7 @@ from lwaftr import wire as W
 from lwaftr.bindingtable.table import is_managed
 from lwaftr.dataplane.account import account
 from lwaftr.dataplane.bigendian import rd16, rd32, rd64
-from lwaftr.dataplane.bpf import BPF_MEMWORDS, bpf_exec
+from lwaftr.dataplane.bpfjit import refused as filtered
 from lwaftr.dataplane.icmperr import ones_sum
 
 # Verdicts, after the kernels' (kernels.SLOW .. kernels.RELAY)
@@ -333,13 +333,12 @@ def neighbour_advertisement(b, f, mac, self_hi, self_lo):
 
 
 @numba.njit(cache=True, nogil=True)
-def apply4(buf, off, length, slots, verdict, rows, err, first, mac, vid, pin, pout, counters):
+def apply4(buf, off, length, slots, verdict, rows, err, first, mac, vid, flt, fin, fout, counters):
     """Pass 2, IPv4 side, for what :func:`classify4` took: the counters the slow
     path adds (reassembly's "unneeded" and the ingress filter before the ARP
     stage; the punt's filter and ``to-kernel``), the replies written, filtered,
     counted and tagged.  A frame refused by a filter becomes ``CONSUME``, with its
     error code in ``err`` (accounted by :func:`~lwaftr.dataplane.account.account`)."""
-    mem = np.empty(BPF_MEMWORDS, np.int64)
     for i in range(first):
         v = verdict[i]
         if v < ANSWER:
@@ -349,7 +348,7 @@ def apply4(buf, off, length, slots, verdict, rows, err, first, mac, vid, pin, po
         f = np.int64(off[s])
         n = np.int64(length[s])
         q = rows[i]
-        refused = pin.shape[0] > 0 and bpf_exec(pin, b, f, n, mem) == 0
+        refused = filtered(flt, fin, b, f, n)
         if v == KERNEL:
             if refused:
                 account(counters, C.E_INGRESS_FILTER_IPV4, n)
@@ -376,7 +375,7 @@ def apply4(buf, off, length, slots, verdict, rows, err, first, mac, vid, pin, po
         arp_reply(b, f, mac)
         counters[C.OUT_ARP_REPLY_BYTES] += ARP_FRAME
         counters[C.OUT_ARP_REPLY_PACKETS] += 1
-        if pout.shape[0] and bpf_exec(pout, b, f, ARP_FRAME, mem) == 0:
+        if filtered(flt, fout, b, f, ARP_FRAME):
             account(counters, C.E_EGRESS_FILTER_IPV4, ARP_FRAME)
             err[i] = C.E_EGRESS_FILTER_IPV4
             verdict[i] = CONSUME
@@ -386,9 +385,8 @@ def apply4(buf, off, length, slots, verdict, rows, err, first, mac, vid, pin, po
 
 
 @numba.njit(cache=True, nogil=True)
-def apply6(buf, off, length, slots, verdict, rows, err, first, mac, self_hi, self_lo, vid, pin, pout, counters):
+def apply6(buf, off, length, slots, verdict, rows, err, first, mac, self_hi, self_lo, vid, flt, fin, fout, counters):
     """Pass 2, IPv6 side, for what :func:`classify6` took (as :func:`apply4`)."""
-    mem = np.empty(BPF_MEMWORDS, np.int64)
     for i in range(first):
         v = verdict[i]
         if v < ANSWER:
@@ -398,7 +396,7 @@ def apply6(buf, off, length, slots, verdict, rows, err, first, mac, self_hi, sel
         f = np.int64(off[s])
         n = np.int64(length[s])
         q = rows[i]
-        refused = pin.shape[0] > 0 and bpf_exec(pin, b, f, n, mem) == 0
+        refused = filtered(flt, fin, b, f, n)
         if v == KERNEL:
             if refused:
                 account(counters, C.E_INGRESS_FILTER_IPV6, n)
@@ -424,7 +422,7 @@ def apply6(buf, off, length, slots, verdict, rows, err, first, mac, self_hi, sel
         neighbour_advertisement(b, f, mac, self_hi, self_lo)
         counters[C.OUT_NDP_NA_BYTES] += NA_FRAME
         counters[C.OUT_NDP_NA_PACKETS] += 1
-        if pout.shape[0] and bpf_exec(pout, b, f, NA_FRAME, mem) == 0:
+        if filtered(flt, fout, b, f, NA_FRAME):
             account(counters, C.E_EGRESS_FILTER_IPV6, NA_FRAME)
             err[i] = C.E_EGRESS_FILTER_IPV6
             verdict[i] = CONSUME

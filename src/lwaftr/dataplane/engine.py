@@ -26,6 +26,7 @@ from lwaftr.bindingtable.table import BindingTable
 from lwaftr.config.model import Config
 from lwaftr.dataplane import kernels as K
 from lwaftr.dataplane import batch
+from lwaftr.dataplane import bpfjit
 from lwaftr.dataplane import defrag
 from lwaftr.dataplane import stick
 from lwaftr.dataplane import vlan
@@ -133,12 +134,12 @@ class Engine:
         P[K.P_RATE6_PACKETS], P[K.P_RATE6_PERIOD] = int_.error_rate_limit_packets, int_.error_rate_limit_period
         P[K.P_FAST_OFF] = int(not fast_path)
         # The pcap filters (the slow path's libpcap-compiled classic BPF) run inside the
-        # kernels too: in the order K.F_IN4 .. K.F_OUT6, concatenated (index: where each begins).
+        # kernels too, compiled to machine code: in the order K.F_IN4 .. K.F_OUT6.
         sp = self.slow
-        progs = [f.prog if f is not None else np.zeros((0, 4), np.uint32)
+        progs = [f.prog if f is not None else None
                  for f in (sp.in_filter4, sp.in_filter6, sp.out_filter4, sp.out_filter6)]
-        self.filter_progs = np.ascontiguousarray(np.concatenate(progs), np.uint32)
-        self.filter_index = np.cumsum([0] + [len(p) for p in progs]).astype(np.int64)
+        self.filter_fn = bpfjit.compile_filters(progs)
+        self.filter_index = bpfjit.filter_index(progs)
         P[K.P_PUNT] = int(kernel)
         nh4 = inst.external.next_hop.ip
         P[K.P_EXT_NEXT_IP] = -1 if nh4 is None else int.from_bytes(nh4, "big")
@@ -179,7 +180,7 @@ class Engine:
         self._state = batch.make(
             pool.buf, pool.off, pool.length, pool.free_list, pool.n_free, P, self.macs, t.addr_tab, t.sw_tab,
             t.br_tab, self.counters, self._scratch, self._keep, self._out4, self._out6, self._slow4, self._slow6,
-            self.rate_state, self.filter_progs, self.filter_index, self.slow.frag6.ids, self._frags, self._reasm,
+            self.rate_state, self.filter_fn, self.filter_index, self.slow.frag6.ids, self._frags, self._reasm,
             self._kern4, self._kern6, self.slow.frag4.ids)
         self._refresh_next_hops()
 

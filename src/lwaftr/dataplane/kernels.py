@@ -49,7 +49,7 @@ from lwaftr.bindingtable.table import is_managed, lookup, lookup_at, probe
 from lwaftr.dataplane import control
 from lwaftr.dataplane.account import account
 from lwaftr.dataplane.bigendian import rd16, rd32, rd64, wr16
-from lwaftr.dataplane.bpf import BPF_MEMWORDS, bpf_exec
+from lwaftr.dataplane.bpfjit import refused
 from lwaftr.dataplane.defrag import defrag_batch
 from lwaftr.dataplane.ethernet import write_eth
 from lwaftr.dataplane.frag4 import fragment4
@@ -117,8 +117,8 @@ N_PARAMS = 24
 #: TTL / hop limit of echo replies (Snabb's echo apps: 64)
 ECHO_TTL = 64
 
-# Filter programs: rows of one uint32[n, 4] array of classic BPF, program k at
-# progs[pidx[k]:pidx[k + 1]] (no rows: no filter)
+# The pcap filters: ``flt`` (:func:`lwaftr.dataplane.bpfjit.compile_filters`) runs
+# filter ``fk[F_...]`` (-1: none configured)
 F_IN4 = 0
 F_IN6 = 1
 F_OUT4 = 2
@@ -208,15 +208,15 @@ def _encapsulate(b, f, n, row, P, sw_tab, br_tab):
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _emit(b, l3, l3_len, macs, dst_row, src_row, vid, ethertype, prog, mem):
+def _emit(b, l3, l3_len, macs, dst_row, src_row, vid, ethertype, flt, fidx):
     """Ethernet in front of the packet at ``l3``, through the egress filter
-    ``prog`` (no rows: none), which sees the untagged frame as the slow path's
+    ``fidx`` of ``flt`` (-1: none), which sees the untagged frame as the slow path's
     filter does, then the 802.1Q tag if ``vid >= 0``.  Returns the frame's
     offset, or -1 if the filter refused it."""
-    if prog.shape[0] == 0:
+    if fidx < 0:
         return write_eth(b, l3, macs, dst_row, src_row, vid, ethertype)
     e = write_eth(b, l3, macs, dst_row, src_row, -1, ethertype)
-    if bpf_exec(prog, b, e, ETH + l3_len, mem) == 0:
+    if refused(flt, fidx, b, e, ETH + l3_len):
         return -1
     if vid >= 0:
         return write_eth(b, l3, macs, dst_row, src_row, vid, ethertype)
@@ -243,14 +243,14 @@ _FAM_ERRORS = np.array([[C.E_INGRESS_FILTER_IPV4, C.E_EGRESS_FILTER_IPV4, C.E_OV
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _ingress(b, f, n, fam, prog, mem, counters, whole):
+def _ingress(b, f, n, fam, flt, fidx, counters, whole):
     """A frame the kernels finish, as the slow path's first stages see it: not a
     fragment (``in-ipvX-frag-reassembly-unneeded``; ``whole``: reassembled, and
     counted so by :mod:`lwaftr.dataplane.defrag`), then the ingress filter
-    ``prog``.  Returns 0, or the error code if the filter refused it (counted)."""
+    ``fidx``.  Returns 0, or the error code if the filter refused it (counted)."""
     if not whole:
         counters[_FAM_COUNTERS[fam, _C_UNNEEDED]] += 1
-    if prog.shape[0] and bpf_exec(prog, b, f, n, mem) == 0:
+    if refused(flt, fidx, b, f, n):
         code = _FAM_ERRORS[fam, _E_INGRESS]
         account(counters, code, n)
         return code
@@ -258,16 +258,16 @@ def _ingress(b, f, n, fam, prog, mem, counters, whole):
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _send(b, l3, l3_len, fam, P, macs, counters, prog, mem):
+def _send(b, l3, l3_len, fam, P, macs, counters, flt, fidx):
     """The packet at ``l3`` (``l3_len`` bytes) onto side ``fam``: Ethernet with
-    the next hop's MAC, the egress filter ``prog``, the side's VLAN tag, and
+    the next hop's MAC, the egress filter ``fidx``, the side's VLAN tag, and
     ``out-ipvX-frag-not`` (it fits: only unfragmented packets come here).
     Returns the frame's offset, or minus the error code if the filter refused
     it (counted)."""
     if fam == FAM4:
-        e = _emit(b, l3, l3_len, macs, M_EXT_NEXT, M_EXT_SELF, P[P_VLAN4], W.ETHERTYPE_IPV4, prog, mem)
+        e = _emit(b, l3, l3_len, macs, M_EXT_NEXT, M_EXT_SELF, P[P_VLAN4], W.ETHERTYPE_IPV4, flt, fidx)
     else:
-        e = _emit(b, l3, l3_len, macs, M_INT_NEXT, M_INT_SELF, P[P_VLAN6], W.ETHERTYPE_IPV6, prog, mem)
+        e = _emit(b, l3, l3_len, macs, M_INT_NEXT, M_INT_SELF, P[P_VLAN6], W.ETHERTYPE_IPV6, flt, fidx)
     if e < 0:
         code = _FAM_ERRORS[fam, _E_EGRESS]
         account(counters, code, ETH + l3_len)
@@ -291,7 +291,7 @@ def _error_allowed(fam, m, P, counters, rate, now):
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _send_error(b, ip, m, fam, P, macs, counters, prog, mem):
+def _send_error(b, ip, m, fam, P, macs, counters, flt, fidx):
     """An ICMP error built at ``ip`` (``m`` bytes), which the rate limiter
     allowed, back out of side ``fam``.  Returns its frame's offset, or minus
     the error code if filtered."""
@@ -299,7 +299,7 @@ def _send_error(b, ip, m, fam, P, macs, counters, prog, mem):
     counters[_FAM_COUNTERS[fam, _C_ERR_PACKETS]] += 1
     counters[_FAM_COUNTERS[fam, _C_OUT_BYTES]] += ETH + m
     counters[_FAM_COUNTERS[fam, _C_OUT_PACKETS]] += 1
-    return _send(b, ip, m, fam, P, macs, counters, prog, mem)
+    return _send(b, ip, m, fam, P, macs, counters, flt, fidx)
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -309,7 +309,7 @@ def _framed(P, fam, l3_len):
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _answer_echo(b, s, e, n, fam, P, counters, prog, mem, off, length):
+def _answer_echo(b, s, e, n, fam, P, counters, flt, fidx, off, length):
     """Answer the echo request in slot ``s`` at ``b[e:e + n]`` (untagged) in place
     and send the reply back out of side ``fam`` (Ethernet addresses swapped:
     Snabb's echo apps bypass the next-hop rewrite): the egress filter,
@@ -323,7 +323,7 @@ def _answer_echo(b, s, e, n, fam, P, counters, prog, mem, off, length):
         echo4_reply(b, e, n)
     else:
         echo6_reply(b, e, n)
-    if prog.shape[0] and bpf_exec(prog, b, e, n, mem) == 0:
+    if refused(flt, fidx, b, e, n):
         code = _FAM_ERRORS[fam, _E_EGRESS]
         account(counters, code, n)
         return code
@@ -625,7 +625,7 @@ def classify_inet(buf, off, length, slots, P, addr_tab, sw_tab, verdict, rows, e
 
 @numba.njit(cache=True, nogil=True)
 def apply_inet(buf, off, length, slots, P, macs, sw_tab, br_tab, counters, verdict, rows, err, rate, now,
-               progs, pidx, free_list, n_free, ids, frags, first_whole):
+               flt, fk, free_list, n_free, ids, frags, first_whole):
     """Pass 2 for frames from the Internet side: through the ingress filter,
     then encapsulate, answer with an ICMPv4 error (``ERR``) or drop; what leaves
     passes the egress filter.  A frame that does not leave ends ``DROP`` with
@@ -634,10 +634,9 @@ def apply_inet(buf, off, length, slots, P, macs, sw_tab, br_tab, counters, verdi
     ``FRAG`` frames leave as IPv6 fragments: their slots go to ``frags``;
     returns how many.  Frames from ``first_whole`` on were reassembled."""
     nf = 0
-    pin = progs[pidx[F_IN4]:pidx[F_IN4 + 1]]
-    pout4 = progs[pidx[F_OUT4]:pidx[F_OUT4 + 1]]
-    pout6 = progs[pidx[F_OUT6]:pidx[F_OUT6 + 1]]
-    mem = np.empty(BPF_MEMWORDS, np.int64)
+    fin = fk[F_IN4]
+    fout4 = fk[F_OUT4]
+    fout6 = fk[F_OUT6]
     # The common case, encapsulated, counted in locals and added once per batch (what
     # the general path below counts for it frame by frame), the side a constant.
     vlan6 = P[P_VLAN6]
@@ -657,7 +656,7 @@ def apply_inet(buf, off, length, slots, P, macs, sw_tab, br_tab, counters, verdi
         n = np.int64(length[s])
         if v == TX and i < first_whole:
             n_seen += 1
-            if pin.shape[0] and bpf_exec(pin, b, f, n, mem) == 0:
+            if refused(flt, fin, b, f, n):
                 account(counters, C.E_INGRESS_FILTER_IPV4, n)
                 verdict[i] = DROP
                 err[i] = C.E_INGRESS_FILTER_IPV4
@@ -667,7 +666,7 @@ def apply_inet(buf, off, length, slots, P, macs, sw_tab, br_tab, counters, verdi
             n_tx += 1
             in_bytes += n
             out_bytes += ETH + m
-            e = _emit(b, h, m, macs, M_INT_NEXT, M_INT_SELF, vlan6, W.ETHERTYPE_IPV6, pout6, mem)
+            e = _emit(b, h, m, macs, M_INT_NEXT, M_INT_SELF, vlan6, W.ETHERTYPE_IPV6, flt, fout6)
             if e < 0:
                 account(counters, C.E_EGRESS_FILTER_IPV6, ETH + m)
                 verdict[i] = DROP
@@ -681,13 +680,13 @@ def apply_inet(buf, off, length, slots, P, macs, sw_tab, br_tab, counters, verdi
             account(counters, C.E_MALFORMED_IPV4, n)
             continue
         o = f + ETH
-        code = _ingress(b, f, n, FAM4, pin, mem, counters, i >= first_whole)
+        code = _ingress(b, f, n, FAM4, flt, fin, counters, i >= first_whole)
         if code:
             verdict[i] = DROP
             err[i] = code
             continue
         if v == ECHO:
-            code = _answer_echo(b, s, f, n, FAM4, P, counters, pout4, mem, off, length)
+            code = _answer_echo(b, s, f, n, FAM4, P, counters, flt, fout4, off, length)
             if code:
                 verdict[i] = DROP
                 err[i] = code
@@ -719,7 +718,7 @@ def apply_inet(buf, off, length, slots, P, macs, sw_tab, br_tab, counters, verdi
                     off[s] = ip - ETH
                     length[s] = ETH + m
                     continue
-                e = _send_error(b, ip, m, FAM4, P, macs, counters, pout4, mem)
+                e = _send_error(b, ip, m, FAM4, P, macs, counters, flt, fout4)
         else:
             h = _encapsulate(b, f, n, rows[i], P, sw_tab, br_tab)
             m = n - ETH + V6
@@ -727,7 +726,7 @@ def apply_inet(buf, off, length, slots, P, macs, sw_tab, br_tab, counters, verdi
             counters[C.OUT_IPV6_PACKETS] += 1
             if v == FRAG:
                 # The egress filter sees the whole frame, untagged; then the fragments.
-                if _emit(b, h, m, macs, M_INT_NEXT, M_INT_SELF, -1, W.ETHERTYPE_IPV6, pout6, mem) < 0:
+                if _emit(b, h, m, macs, M_INT_NEXT, M_INT_SELF, -1, W.ETHERTYPE_IPV6, flt, fout6) < 0:
                     account(counters, C.E_EGRESS_FILTER_IPV6, ETH + m)
                     verdict[i] = DROP
                     err[i] = C.E_EGRESS_FILTER_IPV6
@@ -740,7 +739,7 @@ def apply_inet(buf, off, length, slots, P, macs, sw_tab, br_tab, counters, verdi
                 else:
                     nf = k
                 continue
-            e = _send(b, h, m, FAM6, P, macs, counters, pout6, mem)
+            e = _send(b, h, m, FAM6, P, macs, counters, flt, fout6)
         if e < 0:
             verdict[i] = DROP
             if err[i] == 0:
@@ -1012,17 +1011,16 @@ def classify_b4(buf, off, length, slots, P, addr_tab, sw_tab, br_tab, verdict, r
 
 @numba.njit(cache=True, nogil=True)
 def apply_b4(buf, off, length, slots, P, macs, sw_tab, br_tab, counters, verdict, rows, hrows, xoff, err, rate,
-             now, progs, pidx, first_whole):
+             now, flt, fk, first_whole):
     """Pass 2 for frames from the B4 side: through the ingress filter, then
     decapsulate (and hairpin), answer with an ICMPv6 error (``ERR``) or drop;
     what leaves passes the egress filter.  A frame that does not leave ends
     ``DROP`` with its error code in ``err``, as in :func:`apply_inet`.
     ``FRAG4`` and ``HAIRFRAG`` frames are left whole (untagged) for the fragmenters
     that :func:`fast_batch` runs after.  Frames from ``first_whole`` on were reassembled."""
-    pin = progs[pidx[F_IN6]:pidx[F_IN6 + 1]]
-    pout4 = progs[pidx[F_OUT4]:pidx[F_OUT4 + 1]]
-    pout6 = progs[pidx[F_OUT6]:pidx[F_OUT6 + 1]]
-    mem = np.empty(BPF_MEMWORDS, np.int64)
+    fin = fk[F_IN6]
+    fout4 = fk[F_OUT4]
+    fout6 = fk[F_OUT6]
     # The common case, decapsulated, counted in locals and added once per batch (what
     # the general path below counts for it frame by frame), the side a constant.
     vlan4 = P[P_VLAN4]
@@ -1042,7 +1040,7 @@ def apply_b4(buf, off, length, slots, P, macs, sw_tab, br_tab, counters, verdict
         f = np.int64(off[s])
         if v == TX and i < first_whole:
             n_seen += 1
-            if pin.shape[0] and bpf_exec(pin, b, f, n, mem) == 0:
+            if refused(flt, fin, b, f, n):
                 account(counters, C.E_INGRESS_FILTER_IPV6, n)
                 verdict[i] = DROP
                 err[i] = C.E_INGRESS_FILTER_IPV6
@@ -1052,7 +1050,7 @@ def apply_b4(buf, off, length, slots, P, macs, sw_tab, br_tab, counters, verdict
             n_tx += 1
             in_bytes += n
             out_bytes += ETH + m
-            e = _emit(b, f + ETH + V6 + x, m, macs, M_EXT_NEXT, M_EXT_SELF, vlan4, W.ETHERTYPE_IPV4, pout4, mem)
+            e = _emit(b, f + ETH + V6 + x, m, macs, M_EXT_NEXT, M_EXT_SELF, vlan4, W.ETHERTYPE_IPV4, flt, fout4)
             if e < 0:
                 account(counters, C.E_EGRESS_FILTER_IPV4, ETH + m)
                 verdict[i] = DROP
@@ -1062,13 +1060,13 @@ def apply_b4(buf, off, length, slots, P, macs, sw_tab, br_tab, counters, verdict
             off[s] = e
             length[s] = ETH + m + tag4
             continue
-        code = _ingress(b, f, n, FAM6, pin, mem, counters, i >= first_whole)
+        code = _ingress(b, f, n, FAM6, flt, fin, counters, i >= first_whole)
         if code:
             verdict[i] = DROP
             err[i] = code
             continue
         if v == ECHO:
-            code = _answer_echo(b, s, f, n, FAM6, P, counters, pout6, mem, off, length)
+            code = _answer_echo(b, s, f, n, FAM6, P, counters, flt, fout6, off, length)
             if code:
                 verdict[i] = DROP
                 err[i] = code
@@ -1088,7 +1086,7 @@ def apply_b4(buf, off, length, slots, P, macs, sw_tab, br_tab, counters, verdict
                     off[s] = ip - ETH
                     length[s] = ETH + m
                     continue
-                e = _send_error(b, ip, m, FAM4, P, macs, counters, pout4, mem)
+                e = _send_error(b, ip, m, FAM4, P, macs, counters, flt, fout4)
             if e < 0:
                 verdict[i] = DROP
                 err[i] = -e
@@ -1123,7 +1121,7 @@ def apply_b4(buf, off, length, slots, P, macs, sw_tab, br_tab, counters, verdict
             else:
                 ip, m = icmpv6_error(b, off[s], n, b, h + W.O_IPV6_DST, b, h + W.O_IPV6_SRC,
                                      W.ICMPV6_DST_UNREACHABLE, W.ICMPV6_CODE_POLICY_FAILED)
-            e = _send_error(b, ip, m, FAM6, P, macs, counters, pout6, mem)
+            e = _send_error(b, ip, m, FAM6, P, macs, counters, flt, fout6)
             fam = FAM6
         else:
             l3 = np.int64(off[s]) + ETH + V6 + xoff[i]
@@ -1149,9 +1147,9 @@ def apply_b4(buf, off, length, slots, P, macs, sw_tab, br_tab, counters, verdict
             if v == FRAG4 or v == HAIRFRAG:
                 # The egress filter sees the whole frame, untagged; the fragmenter runs in fast_batch.
                 if fam == FAM4:
-                    e = _emit(b, e, m, macs, M_EXT_NEXT, M_EXT_SELF, -1, W.ETHERTYPE_IPV4, pout4, mem)
+                    e = _emit(b, e, m, macs, M_EXT_NEXT, M_EXT_SELF, -1, W.ETHERTYPE_IPV4, flt, fout4)
                 else:
-                    e = _emit(b, e, m, macs, M_INT_NEXT, M_INT_SELF, -1, W.ETHERTYPE_IPV6, pout6, mem)
+                    e = _emit(b, e, m, macs, M_INT_NEXT, M_INT_SELF, -1, W.ETHERTYPE_IPV6, flt, fout6)
                 if e < 0:
                     code = _FAM_ERRORS[fam, _E_EGRESS]
                     account(counters, code, ETH + m)
@@ -1161,7 +1159,7 @@ def apply_b4(buf, off, length, slots, P, macs, sw_tab, br_tab, counters, verdict
                     off[s] = e
                     length[s] = ETH + m
                 continue
-            e = _send(b, e, m, fam, P, macs, counters, pout6 if fam == FAM6 else pout4, mem)
+            e = _send(b, e, m, fam, P, macs, counters, flt, fout6 if fam == FAM6 else fout4)
         if e < 0:
             verdict[i] = DROP
             if err[i] == 0:
@@ -1229,7 +1227,7 @@ def _drop_hairpinned(counters, code, n):
 
 
 @numba.njit(cache=True, nogil=True)
-def hairpin_error(buf, off, length, s, code, P, macs, addr_tab, sw_tab, br_tab, counters, rate, now, prog, mem):
+def hairpin_error(buf, off, length, s, code, P, macs, addr_tab, sw_tab, br_tab, counters, rate, now, flt, fidx):
     """The hairpinned IPv4 packet in slot ``s`` (decapsulated, at ``off[s]`` with
     room for Ethernet) is dropped for ``code`` (a hairpin-* error code, from
     :func:`classify_b4`) as the core's hairpin queue does: counted, and for a miss,
@@ -1263,7 +1261,7 @@ def hairpin_error(buf, off, length, s, code, P, macs, addr_tab, sw_tab, br_tab, 
     _error_to_softwire_counted(counters, ETH + m)
     off[s] = ip - ETH
     length[s] = ETH + m
-    return error_to_softwire(buf, off, length, s, P, macs, addr_tab, sw_tab, br_tab, counters, prog, mem)
+    return error_to_softwire(buf, off, length, s, P, macs, addr_tab, sw_tab, br_tab, counters, flt, fidx)
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -1275,7 +1273,7 @@ def _error_to_softwire_counted(counters, n):
 
 
 @numba.njit(cache=True, nogil=True)
-def error_to_softwire(buf, off, length, s, P, macs, addr_tab, sw_tab, br_tab, counters, prog, mem):
+def error_to_softwire(buf, off, length, s, P, macs, addr_tab, sw_tab, br_tab, counters, flt, fidx):
     """Our ICMPv4 error in slot ``s`` (untagged Ethernet room at ``off[s]``, IHL 5),
     addressed to a softwire's address, hairpinned as the core's hairpin queue
     takes it (not counted as hairpin): refused by allow-incoming-icmp, or sent to
@@ -1299,7 +1297,7 @@ def error_to_softwire(buf, off, length, s, P, macs, addr_tab, sw_tab, br_tab, co
     m += V6
     counters[C.OUT_IPV6_BYTES] += ETH + m
     counters[C.OUT_IPV6_PACKETS] += 1
-    e = _send(b, h, m, FAM6, P, macs, counters, prog, mem)
+    e = _send(b, h, m, FAM6, P, macs, counters, flt, fidx)
     if e < 0:
         return -e
     off[s] = e
@@ -1324,7 +1322,7 @@ def _compact_untagged(buf, off, length, slots, vid, counters, keep, free_list, n
 
 @numba.njit(cache=True, nogil=True)
 def fast_batch(buf, off, length, free_list, n_free, v4, v6, P, macs, addr_tab, sw_tab, br_tab, counters,
-               strict, scratch, keep, out4, out6, slow4, slow6, rate, now, progs, pidx, ids, frags, reasm,
+               strict, scratch, keep, out4, out6, slow4, slow6, rate, now, flt, fk, ids, frags, reasm,
                kern4, kern6, ids4):
     """One whole batch in a single call (no Python per batch but this call).
 
@@ -1398,15 +1396,15 @@ def fast_batch(buf, off, length, free_list, n_free, v4, v6, P, macs, addr_tab, s
         return 0, 0, n4, n6, 0, 0
     if ctl4:
         control.apply4(buf, off, length, v4, verd4, rows4, err4, first4, macs[M_EXT_SELF], P[P_VLAN4],
-                       progs[pidx[F_IN4]:pidx[F_IN4 + 1]], progs[pidx[F_OUT4]:pidx[F_OUT4 + 1]], counters)
+                       flt, fk[F_IN4], fk[F_OUT4], counters)
     if ctl6:
         control.apply6(buf, off, length, v6, verd6, rows6, err6, first6, macs[M_INT_SELF], P[P_INT_IP_HI],
-                       P[P_INT_IP_LO], P[P_VLAN6], progs[pidx[F_IN6]:pidx[F_IN6 + 1]],
-                       progs[pidx[F_OUT6]:pidx[F_OUT6 + 1]], counters)
+                       P[P_INT_IP_LO], P[P_VLAN6], flt, fk[F_IN6],
+                       fk[F_OUT6], counters)
     apply_b4(buf, off, length, v6, P, macs, sw_tab, br_tab, counters, verd6, rows6, hrows6, xoff6, err6, rate, now,
-             progs, pidx, first6)
-    nf = apply_inet(buf, off, length, v4, P, macs, sw_tab, br_tab, counters, verd4, rows4, err4, rate, now, progs,
-                    pidx, free_list, n_free, ids, frags, first4)
+             flt, fk, first6)
+    nf = apply_inet(buf, off, length, v4, P, macs, sw_tab, br_tab, counters, verd4, rows4, err4, rate, now, flt,
+                    fk, free_list, n_free, ids, frags, first4)
     for i in range(first4, n4):      # reassembled frames keep their mark only for the slow path
         if verd4[i] != SLOW:
             mark[v4[i]] = 0
@@ -1418,8 +1416,7 @@ def fast_batch(buf, off, length, free_list, n_free, v4, v6, P, macs, addr_tab, s
     s4 = 0
     s6 = 0
     n_hair = 0                     # errors hairpinned to softwires (their own passes below when there are any)
-    pout6 = progs[pidx[F_OUT6]:pidx[F_OUT6 + 1]]
-    mem = np.empty(BPF_MEMWORDS, np.int64)
+    fout6 = fk[F_OUT6]
     for i in range(n4):            # echo replies leave first (Snabb: the echo app is last southbound)
         if verd4[i] == ECHO:
             out4[k4] = v4[i]
@@ -1492,9 +1489,9 @@ def fast_batch(buf, off, length, free_list, n_free, v4, v6, P, macs, addr_tab, s
                 nf = k
         elif v == RELAYHAIR or v == HAIRERR:    # (HAIRERR: after the Internet side's errors, the rate limit)
             s = v6[i]
-            code = error_to_softwire(buf, off, length, s, P, macs, addr_tab, sw_tab, br_tab, counters, pout6, mem) \
+            code = error_to_softwire(buf, off, length, s, P, macs, addr_tab, sw_tab, br_tab, counters, flt, fout6) \
                 if v == RELAYHAIR else hairpin_error(buf, off, length, s, err6[i], P, macs, addr_tab, sw_tab,
-                                                     br_tab, counters, rate, now, pout6, mem)
+                                                     br_tab, counters, rate, now, flt, fout6)
             if code == 0:
                 n_hair += 1
             else:
@@ -1518,8 +1515,8 @@ def fast_batch(buf, off, length, free_list, n_free, v4, v6, P, macs, addr_tab, s
             free_list[n_free[0]] = v4[i]
             n_free[0] += 1
         elif v == ERRHAIR:
-            if error_to_softwire(buf, off, length, v4[i], P, macs, addr_tab, sw_tab, br_tab, counters, pout6,
-                                 mem) == 0:
+            if error_to_softwire(buf, off, length, v4[i], P, macs, addr_tab, sw_tab, br_tab, counters, flt,
+                                 fout6) == 0:
                 n_hair += 1
             else:
                 verd4[i] = DROP           # (its error code stays the first reason, why it drew the error)
