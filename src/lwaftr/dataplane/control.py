@@ -31,6 +31,7 @@ from lwaftr import wire as W
 from lwaftr.bindingtable.table import is_managed
 from lwaftr.dataplane.account import account
 from lwaftr.dataplane.bigendian import rd16, rd32, rd64
+from lwaftr.dataplane.borrow import borrowed
 from lwaftr.dataplane.bpfjit import refused as filtered
 from lwaftr.dataplane.icmperr import ones_sum
 
@@ -118,6 +119,8 @@ def classify4(buf, off, length, slots, verdict, rows, first, fast_off, punt, mon
     punt comes before every other stage; but what the monitor copies is the slow
     path's), as :class:`ArpStage` / :meth:`Punt.split4` decide.  Returns how many
     of them were ``SLOW``."""
+    (buf, off, length, slots, verdict, rows, next_mac, addr_tab) = borrowed((
+        buf, off, length, slots, verdict, rows, next_mac, addr_tab))
     k = 0
     if fast_off or (not punt and not resolved):
         return k
@@ -196,6 +199,7 @@ def classify6(buf, off, length, slots, verdict, rows, first, fast_off, punt, mon
               resolved, br_tab):
     """Pass 1, IPv6 side: as :func:`classify4`, for NDP (:class:`NdpStage`) and
     :meth:`Punt.split6`."""
+    buf, off, length, slots, verdict, rows, br_tab = borrowed((buf, off, length, slots, verdict, rows, br_tab))
     k = 0
     if fast_off or (not punt and not resolved):
         return k
@@ -339,6 +343,8 @@ def apply4(buf, off, length, slots, verdict, rows, err, first, mac, vid, flt, fi
     stage; the punt's filter and ``to-kernel``), the replies written, filtered,
     counted and tagged.  A frame refused by a filter becomes ``CONSUME``, with its
     error code in ``err`` (accounted by :func:`~lwaftr.dataplane.account.account`)."""
+    (buf, off, length, slots, verdict, rows, err, mac, counters) = borrowed((
+        buf, off, length, slots, verdict, rows, err, mac, counters))
     for i in range(first):
         v = verdict[i]
         if v < ANSWER:
@@ -387,6 +393,8 @@ def apply4(buf, off, length, slots, verdict, rows, err, first, mac, vid, flt, fi
 @numba.njit(cache=True, nogil=True)
 def apply6(buf, off, length, slots, verdict, rows, err, first, mac, self_hi, self_lo, vid, flt, fin, fout, counters):
     """Pass 2, IPv6 side, for what :func:`classify6` took (as :func:`apply4`)."""
+    (buf, off, length, slots, verdict, rows, err, mac, counters) = borrowed((
+        buf, off, length, slots, verdict, rows, err, mac, counters))
     for i in range(first):
         v = verdict[i]
         if v < ANSWER:

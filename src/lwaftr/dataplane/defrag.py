@@ -38,6 +38,7 @@ from lwaftr import wire as W
 from lwaftr.bindingtable.table import is_managed
 from lwaftr.dataplane.account import account
 from lwaftr.dataplane.bigendian import rd16, wr16
+from lwaftr.dataplane.borrow import borrowed
 from lwaftr.dataplane.bytecopy import copy_bytes
 from lwaftr.dataplane.icmperr import ones_sum
 from lwaftr.dataplane.reassembly import (FRAG_UNIT, IPV4_REASSEMBLY_TIMEOUT, IPV6_REASSEMBLY_TIMEOUT,
@@ -533,6 +534,8 @@ def defrag_batch(buf, off, length, free_list, n_free, slots, st, counters, now, 
     as ``reassembly-unneeded``); absorbed and dropped fragments leave the batch.
     ``st``: a :class:`Defrag`'s arrays (:func:`state`).  Returns
     (frames now in the batch, index of the first reassembled one)."""
+    (buf, off, length, free_list, n_free, slots, st, counters, big, big_len, n_big, mark, addr_tab, br64) = borrowed((
+        buf, off, length, free_list, n_free, slots, st, counters, big, big_len, n_big, mark, addr_tab, br64))
     keys, created, ent, frag, dense, free, index, g, timeout = st
     expire(keys, created, ent, frag, dense, free, index, g, free_list, n_free, counters, now, timeout)
     fam = g[G_FAMILY]
