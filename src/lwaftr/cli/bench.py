@@ -30,7 +30,7 @@ from lwaftr.config.errors import ConfigError
 from lwaftr.config.load import load_table
 from lwaftr.config.model import Config
 from lwaftr.dataplane.engine import Engine
-from lwaftr.dataplane.replay import Templates, fill
+from lwaftr.dataplane.replay import Replay, Templates
 from lwaftr.io.pcap import CaptureError, read_frames
 
 _FIELDS = (C.OUT_IPV4_PACKETS, C.OUT_IPV4_BYTES, C.OUT_IPV6_PACKETS, C.OUT_IPV6_BYTES)
@@ -71,23 +71,25 @@ def replay(engine: Engine, t4: Templates, t6: Templates, batch: int, deadline: f
     the elapsed seconds.  ``shared`` (if given) gets a copy of the counters every few
     batches; ``sink(engine, output)`` (if given) sees each batch's
     :class:`~lwaftr.dataplane.engine.Output` before its slots are freed."""
-    pool = engine.pool
+    nic = Replay(engine.pool, t4, t6, batch)
     start = now = time.perf_counter()
     i = 0
     c = engine.counters
+    done = None
     while now < deadline and (batches is None or i < batches):
-        s4 = fill(pool, t4, batch)
-        s6 = fill(pool, t6, batch)
+        s4, s6 = nic.next(done)                 # (the batch before given back)
         out = engine.process(s4, s6, now)
         if sink is not None:
             sink(engine, out)
-        for s in out.slots():
-            pool.free(s)
+        done = out.slots()
         i += 1
         if i & 7 == 0:
             now = time.perf_counter()
             if shared is not None:
                 shared[:] = c
+    if done is not None:
+        for slots in done:
+            engine.pool.free(slots)
     if shared is not None:
         shared[:] = c
     return now - start

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from lwaftr.dataplane.pool import HEADROOM, PacketPool
+from lwaftr.dataplane.pool import HEADROOM, PacketPool, _free
 
 
 class Templates:
@@ -57,3 +57,44 @@ def fill(pool: PacketPool, t: Templates, n: int) -> np.ndarray:
     out = np.empty(n, np.int32)
     t.next = _fill(pool.buf, pool.off, pool.length, pool.free_list, pool.n_free, t.buf, t.length, t.next, n, out)
     return out
+
+
+@numba.njit(cache=True, nogil=True)
+def _cycle(buf, off, length, free_list, n_free, done, tbuf4, tlen4, start4, tbuf6, tlen6, start6, n, out4, out6):
+    """Free ``done``'s slots, then ``n`` template frames a side (none for a side
+    without templates).  Returns the next starts, or (-1, -1) if the pool is short."""
+    for slots in done:
+        _free(free_list, n_free, slots)
+    if n_free[0] < (n if tlen4.shape[0] else 0) + (n if tlen6.shape[0] else 0):
+        return -1, -1
+    j4 = _fill(buf, off, length, free_list, n_free, tbuf4, tlen4, start4, n, out4) if tlen4.shape[0] else start4
+    j6 = _fill(buf, off, length, free_list, n_free, tbuf6, tlen6, start6, n, out6) if tlen6.shape[0] else start6
+    return j4, j6
+
+
+class Replay:
+    """Both sides' templates replayed ``n`` frames a side per batch, as the
+    bench's NIC: one compiled call a batch takes back the slots the batch before
+    produced and receives the next frames.  (Separate calls from Python for
+    each side's fill and each output's free cost ~7 us a batch, a tenth of a
+    256-frame batch's time.)"""
+
+    def __init__(self, pool: PacketPool, t4: Templates, t6: Templates, n: int) -> None:
+        self.pool, self.t4, self.t6, self.n = pool, t4, t6, n
+        self.out4 = np.empty(n if t4.count else 0, np.int32)
+        self.out6 = np.empty(n if t6.count else 0, np.int32)
+        self._none = (np.empty(0, np.int32),) * 4
+
+    def next(self, done: tuple[np.ndarray, ...] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Free ``done`` (an :class:`~lwaftr.dataplane.engine.Output`'s ``slots()``:
+        four int32 arrays), then the next frames of each side in fresh slots,
+        in arrays that the next call reuses."""
+        p, t4, t6 = self.pool, self.t4, self.t6
+        if done is None:
+            done = self._none
+        j4, j6 = _cycle(p.buf, p.off, p.length, p.free_list, p.n_free, done, t4.buf, t4.length[:t4.count], t4.next,
+                        t6.buf, t6.length[:t6.count], t6.next, self.n, self.out4, self.out6)
+        if j4 < 0:
+            raise RuntimeError("packet pool exhausted")
+        t4.next, t6.next = j4, j6
+        return self.out4, self.out6

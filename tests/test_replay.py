@@ -1,0 +1,40 @@
+"""The bench's NIC: templates replayed into fresh slots, the batch before given back."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from lwaftr.dataplane.pool import HEADROOM, PacketPool
+from lwaftr.dataplane.replay import Replay, Templates
+
+
+def _frames(tag: int, n: int) -> list[bytes]:
+    return [bytes([tag, i]) * (30 + i) for i in range(n)]
+
+
+def test_batches_wrap_and_give_back() -> None:
+    pool = PacketPool(n_slots=16)
+    f4, f6 = _frames(4, 3), _frames(6, 5)
+    nic = Replay(pool, Templates(f4), Templates(f6), 4)
+    s4, s6 = nic.next()
+    assert pool.n_free[0] == 8
+    assert [pool.frame(s) for s in s4] == [f4[0], f4[1], f4[2], f4[0]]     # wraps around the templates
+    assert [pool.frame(s) for s in s6] == f6[:4]
+    assert all(pool.off[s] == HEADROOM for s in np.concatenate((s4, s6)))
+    sent = (s4[:2].copy(), s6.copy(), s4[2:].copy(), np.empty(0, np.int32))    # what the engine produced
+    s4, s6 = nic.next(sent)
+    assert pool.n_free[0] == 8                                            # the 8 given back, 8 taken
+    assert [pool.frame(s) for s in s4] == [f4[1], f4[2], f4[0], f4[1]]
+    assert [pool.frame(s) for s in s6] == [f6[4], f6[0], f6[1], f6[2]]
+
+
+def test_one_side_only_and_exhaustion() -> None:
+    pool = PacketPool(n_slots=8)
+    nic = Replay(pool, Templates([]), Templates(_frames(6, 2)), 4)
+    s4, s6 = nic.next()
+    assert len(s4) == 0 and len(s6) == 4 and pool.n_free[0] == 4
+    kept = s6.copy()                                                      # never given back
+    nic.next((np.empty(0, np.int32),) * 4)
+    with pytest.raises(RuntimeError, match="exhausted"):
+        nic.next((np.empty(0, np.int32),) * 4)
+    assert pool.n_free[0] == 0 and len(kept) == 4
