@@ -43,21 +43,13 @@ def _borrowing(buf, tab, pair):
     return _counted(buf, tab, pair)
 
 
+_scan_inlined = numba.njit(inline="always")(_scan)
+
+
 @numba.njit
 def _borrowing_inline(buf, tab, pair):
     buf, tab, pair = borrowed((buf, tab, pair))
-    a, (b, k) = pair
-    total = 0
-    for s in range(buf.shape[0]):
-        row = buf[s]
-        if row[1] == 3:
-            continue
-        if row[2] > 5 and _member(tab, row[0]):
-            row[5] = 1
-            total += a[0]
-        elif row[3] > 2 and _member(tab, row[1]):
-            total += b[0] + k
-    return total
+    return _scan_inlined(buf, tab, pair)      # the loop compiled into this function, borrowed
 
 
 def _refcount_calls(fn) -> int:
