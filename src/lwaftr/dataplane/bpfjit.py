@@ -31,13 +31,11 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from lwaftr.dataplane import bpf as B
-from lwaftr.dataplane.bpf import BPF_MEMWORDS, bpf_exec
+from lwaftr.dataplane.bpf import BPF_MEMWORDS, _mul32, bpf_exec
 
 #: ``flt(k, p, caplen, wirelen) -> verdict``: program ``k`` on the ``caplen``
 #: readable bytes at ``p`` of a ``wirelen``-byte frame (0: refused).
 FILTER_SIG = types.int64(types.int64, types.CPointer(types.uint8), types.int64, types.int64)
-FilterFn = types.FunctionType(FILTER_SIG)
-_U32 = 0xFFFFFFFF
 
 
 @intrinsic
@@ -80,11 +78,6 @@ def _load(o: str, size: int) -> str:
     """The expression of a big-endian load of ``size`` bytes at ``p[o]``."""
     parts = [f"(np.int64(p[{o} + {j}]) << {8 * (size - 1 - j)})" for j in range(size)]
     return " | ".join(parts).replace(" + 0]", "]").replace(" << 0)", ")")
-
-
-@numba.njit(nogil=True)
-def _mul32(a: int, b: int) -> int:
-    return ((a * (b & 0xFFFF)) + (((a * (b >> 16)) & 0xFFFF) << 16)) & _U32
 
 
 @numba.njit(cache=True, nogil=True)
