@@ -38,3 +38,22 @@ def test_one_side_only_and_exhaustion() -> None:
     with pytest.raises(RuntimeError, match="exhausted"):
         nic.next((np.empty(0, np.int32),) * 4)
     assert pool.n_free[0] == 0 and len(kept) == 4
+
+
+def test_what_leaves_each_side_is_counted_as_sent() -> None:
+    pool = PacketPool(n_slots=16)
+    f4, f6 = _frames(4, 3), _frames(6, 5)
+    sent = np.zeros(4, np.int64)
+    nic = Replay(pool, Templates(f4), Templates(f6), 4, sent)
+    assert nic.sent is sent
+    s4, s6 = nic.next()
+    # the IPv4 side sends two slots, the IPv6 side three; one goes to a TAP (freed, not sent)
+    done = (s4[:2].copy(), np.concatenate((s4[2:3], s6[:2])), s4[3:].copy(), np.empty(0, np.int32))
+    want = [2, int(pool.length[done[0]].sum()), 3, int(pool.length[done[1]].sum())]
+    nic.next(done)
+    assert list(sent) == want
+    last = (s4[:1].copy(), np.empty(0, np.int32), s4[1:].copy(), s6.copy())
+    more = int(pool.length[last[0]].sum())
+    nic.finish(last)
+    assert list(sent) == [3, want[1] + more, 3, want[3]]
+    assert pool.n_free[0] == 16 - 2                    # (the first batch's last two IPv6 slots were kept)

@@ -6,7 +6,9 @@ Both directions run at once, as in Snabb's ``lwaftr bench``: every batch
 takes B frames from each pcap (wrapping around), the engine processes them
 exactly as ``run`` would (same kernels, same slow path; nothing skipped), and
 what leaves is counted and freed.  Decapsulation is what leaves the IPv4
-interface, encapsulation what leaves the IPv6 one; Gbps count frame bytes.
+interface, encapsulation what leaves the IPv6 one, every frame as a NIC
+would send it (forwarded packets, fragments, ICMP errors, echo, ARP and NDP
+replies), as Snabb's bench counts its sinks; Gbps count frame bytes.
 
 ``--workers N`` forks N processes that share one copy of the binding table
 (loaded from the compiled ``CONF.lwbt`` before forking, shared
@@ -33,7 +35,8 @@ from lwaftr.dataplane.engine import Engine
 from lwaftr.dataplane.replay import Replay, Templates
 from lwaftr.io.pcap import CaptureError, read_frames
 
-_FIELDS = (C.OUT_IPV4_PACKETS, C.OUT_IPV4_BYTES, C.OUT_IPV6_PACKETS, C.OUT_IPV6_BYTES)
+#: The JSON's names for :class:`~lwaftr.dataplane.replay.Replay`'s ``sent`` fields, in their order.
+_SENT = ("v4-packets", "v4-bytes", "v6-packets", "v6-bytes")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -54,6 +57,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 @dataclass
 class Totals:
+    """What left each side (in the order of :class:`~lwaftr.dataplane.replay.Replay`'s ``sent``)."""
+
     decap_packets: int = 0
     decap_bytes: int = 0
     encap_packets: int = 0
@@ -66,12 +71,14 @@ class Totals:
 
 
 def replay(engine: Engine, t4: Templates, t6: Templates, batch: int, deadline: float,
-           shared: np.ndarray | None = None, sink=None, batches: int | None = None) -> float:
+           shared: np.ndarray | None = None, sink=None, batches: int | None = None,
+           sent: np.ndarray | None = None) -> float:
     """Run until ``deadline`` (perf_counter) or for ``batches`` batches; returns
     the elapsed seconds.  ``shared`` (if given) gets a copy of the counters every few
     batches; ``sink(engine, output)`` (if given) sees each batch's
-    :class:`~lwaftr.dataplane.engine.Output` before its slots are freed."""
-    nic = Replay(engine.pool, t4, t6, batch)
+    :class:`~lwaftr.dataplane.engine.Output` before its slots are freed; ``sent``
+    (if given) counts what leaves each side (:class:`~lwaftr.dataplane.replay.Replay`)."""
+    nic = Replay(engine.pool, t4, t6, batch, sent)
     start = now = time.perf_counter()
     i = 0
     c = engine.counters
@@ -88,21 +95,21 @@ def replay(engine: Engine, t4: Templates, t6: Templates, batch: int, deadline: f
             if shared is not None:
                 shared[:] = c
     if done is not None:
-        for slots in done:
-            engine.pool.free(slots)
+        nic.finish(done)
     if shared is not None:
         shared[:] = c
     return now - start
 
 
 def _worker(config: Config, table: BindingTable, t4: Templates, t6: Templates, batch, barrier, duration,
-            shared_base, idx):
+            shared_base, sent_base, idx):
     shared = np.frombuffer(shared_base, np.uint64).reshape(-1, C.N_COUNTERS)[idx]
+    sent = np.frombuffer(sent_base, np.int64).reshape(-1, 4)[idx]
     engine = Engine(config, table=table, max_batch=batch, pool_slots=max(1024, 4 * batch))
     replay(engine, t4, t6, batch, time.perf_counter() + 0.5)   # warm: kernels compiled/loaded, pages touched
     engine.counters[:] = 0
     barrier.wait()                                              # everyone starts together
-    replay(engine, t4, t6, batch, time.perf_counter() + duration, shared)
+    replay(engine, t4, t6, batch, time.perf_counter() + duration, shared, sent=sent)
 
 
 def _print_line(label: str, r: dict[str, float]) -> None:
@@ -132,22 +139,24 @@ def run(args: argparse.Namespace) -> int:
     n = max(1, args.workers)
     shared_base = mp.RawArray("Q", C.N_COUNTERS * n)    # each worker's counters, copied every few batches
     shared = np.frombuffer(shared_base, np.uint64).reshape(n, C.N_COUNTERS)
+    sent_base = mp.RawArray("q", 4 * n)                 # what each worker's NIC sent, live
+    sent = np.frombuffer(sent_base, np.int64).reshape(n, 4)
     ctx = mp.get_context("fork")
     barrier = ctx.Barrier(n + 1)
     # Built before forking, so the workers read one copy of the frames (and of the table).
     t4, t6 = Templates(frames4), Templates(frames6)
     procs = [ctx.Process(target=_worker, args=(config, table, t4, t6, args.batch, barrier,
-                                                args.duration, shared_base, i), daemon=True) for i in range(n)]
+                                                args.duration, shared_base, sent_base, i), daemon=True) for i in range(n)]
     for p in procs:
         p.start()
     barrier.wait(timeout=600)
     start_at = time.perf_counter()
-    prev, t_prev = np.zeros(len(_FIELDS), np.uint64), start_at
+    prev, t_prev = np.zeros(4, np.int64), start_at
     end = start_at + args.duration
     while any(p.is_alive() for p in procs):
         time.sleep(min(1.0, max(0.0, end - time.perf_counter())) or 0.05)
         now = time.perf_counter()
-        cur = shared.sum(axis=0)[list(_FIELDS)]
+        cur = sent.sum(axis=0)
         if not args.json and now - t_prev >= 0.5 and now <= end + 0.5:
             d = cur - prev
             _print_line(f"{now - start_at:5.1f}s", Totals(*map(int, d)).rates(now - t_prev))
@@ -161,12 +170,13 @@ def run(args: argparse.Namespace) -> int:
         print(f"lwaftr bench: {len(failed)} worker(s) failed", file=sys.stderr)
         return 1
     counters = shared.sum(axis=0)
-    total = Totals(*map(int, counters[list(_FIELDS)]))
+    total = Totals(*map(int, sent.sum(axis=0)))
     rates = total.rates(args.duration)
     if args.json:
-        # With every counter of the run: what the rates are made of (forwarded packets,
-        # ICMP errors, echo replies...).
+        # With what was sent and every counter of the run: what the rates are made of
+        # (forwarded packets, ICMP errors, echo replies...).
         print(json.dumps({**{k: round(v, 4) for k, v in rates.items()}, "workers": n, "seconds": args.duration,
+                          "sent": dict(zip(_SENT, map(int, sent.sum(axis=0)))),
                           "counters": C.to_dict(counters, nonzero=True)}))
     else:
         _print_line(f"total ({n} worker{'s' if n > 1 else ''}, {args.duration:g} s)", rates)

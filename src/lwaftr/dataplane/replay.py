@@ -59,10 +59,25 @@ def fill(pool: PacketPool, t: Templates, n: int) -> np.ndarray:
     return out
 
 
+#: :attr:`Replay.sent`'s fields: frames and bytes sent on the IPv4 side, then on the IPv6 side.
+SENT_V4_PACKETS, SENT_V4_BYTES, SENT_V6_PACKETS, SENT_V6_BYTES = range(4)
+
+
 @numba.njit(cache=True, nogil=True)
-def _cycle(buf, off, length, free_list, n_free, done, tbuf4, tlen4, start4, tbuf6, tlen6, start6, n, out4, out6):
-    """Free ``done``'s slots, then ``n`` template frames a side (none for a side
-    without templates).  Returns the next starts, or (-1, -1) if the pool is short."""
+def _transmit(length, slots, sent, k):
+    for i in range(slots.shape[0]):
+        sent[k] += 1
+        sent[k + 1] += length[slots[i]]
+
+
+@numba.njit(cache=True, nogil=True)
+def _cycle(buf, off, length, free_list, n_free, done, tbuf4, tlen4, start4, tbuf6, tlen6, start6, n, out4, out6,
+           sent):
+    """Transmit ``done``'s first two slot arrays (IPv4 side, IPv6 side: counted in
+    ``sent``) and free all its slots, then ``n`` template frames a side (none for a
+    side without templates).  Returns the next starts, or (-1, -1) if the pool is short."""
+    _transmit(length, done[0], sent, SENT_V4_PACKETS)
+    _transmit(length, done[1], sent, SENT_V6_PACKETS)
     for slots in done:
         _free(free_list, n_free, slots)
     if n_free[0] < (n if tlen4.shape[0] else 0) + (n if tlen6.shape[0] else 0):
@@ -74,27 +89,42 @@ def _cycle(buf, off, length, free_list, n_free, done, tbuf4, tlen4, start4, tbuf
 
 class Replay:
     """Both sides' templates replayed ``n`` frames a side per batch, as the
-    bench's NIC: one compiled call a batch takes back the slots the batch before
-    produced and receives the next frames.  (Separate calls from Python for
-    each side's fill and each output's free cost ~7 us a batch, a tenth of a
-    256-frame batch's time.)"""
+    bench's NIC: one compiled call a batch transmits the slots the batch before
+    produced (counts them in :attr:`sent`, frees them) and receives the next
+    frames.  (Separate calls from Python for each side's fill and each output's
+    free cost ~7 us a batch, a tenth of a 256-frame batch's time.)
 
-    def __init__(self, pool: PacketPool, t4: Templates, t6: Templates, n: int) -> None:
+    ``sent`` (int64[4], :data:`SENT_V4_PACKETS` ..): where to count what leaves
+    each side (e.g. shared memory), else a new array.  Everything that leaves
+    counts: forwarded packets, fragments one by one, ICMP errors, echo, ARP and
+    NDP replies, as a NIC (or Snabb's bench sink) sees them."""
+
+    def __init__(self, pool: PacketPool, t4: Templates, t6: Templates, n: int,
+                 sent: np.ndarray | None = None) -> None:
         self.pool, self.t4, self.t6, self.n = pool, t4, t6, n
         self.out4 = np.empty(n if t4.count else 0, np.int32)
         self.out6 = np.empty(n if t6.count else 0, np.int32)
+        self.sent = sent if sent is not None else np.zeros(4, np.int64)
         self._none = (np.empty(0, np.int32),) * 4
 
     def next(self, done: tuple[np.ndarray, ...] | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Free ``done`` (an :class:`~lwaftr.dataplane.engine.Output`'s ``slots()``:
-        four int32 arrays), then the next frames of each side in fresh slots,
-        in arrays that the next call reuses."""
+        """Transmit and free ``done`` (an :class:`~lwaftr.dataplane.engine.Output`'s
+        ``slots()``: four int32 arrays, the TAPs' last two only freed), then the next
+        frames of each side in fresh slots, in arrays that the next call reuses."""
         p, t4, t6 = self.pool, self.t4, self.t6
         if done is None:
             done = self._none
         j4, j6 = _cycle(p.buf, p.off, p.length, p.free_list, p.n_free, done, t4.buf, t4.length[:t4.count], t4.next,
-                        t6.buf, t6.length[:t6.count], t6.next, self.n, self.out4, self.out6)
+                        t6.buf, t6.length[:t6.count], t6.next, self.n, self.out4, self.out6, self.sent)
         if j4 < 0:
             raise RuntimeError("packet pool exhausted")
         t4.next, t6.next = j4, j6
         return self.out4, self.out6
+
+    def finish(self, done: tuple[np.ndarray, ...]) -> None:
+        """Transmit and free the last batch's ``done``, receiving nothing more."""
+        p = self.pool
+        _transmit(p.length, done[0], self.sent, SENT_V4_PACKETS)
+        _transmit(p.length, done[1], self.sent, SENT_V6_PACKETS)
+        for slots in done:
+            p.free(slots)
