@@ -71,7 +71,7 @@ ETH = 14
 INTERNET_HOST = bytes([1, 2, 3, 4])
 MISS_NET = (198 << 24) | (18 << 16)            # 198.18.0.0/15 (RFC 2544): in no softwire
 MISS_SPAN = 1 << 17
-BATCH = 256                                     # our bench's default batch per side
+BATCH = 512                                     # our bench's default batch per side
 SNABB_LOAD_ALLOWANCE = 900                      # seconds Snabb may spend loading before it is given up
 
 # Counters shown for each mix (besides the in/out and drop-all ones).

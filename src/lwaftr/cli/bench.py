@@ -46,7 +46,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                   "lwaftr bench --duration 5 --workers 2 gen.conf v4.pcap v6.pcap"))
     p.add_argument("--duration", type=float, default=10.0, metavar="S", help="seconds to run (default 10)")
     p.add_argument("--workers", type=int, default=1, metavar="N", help="worker processes (default 1)")
-    p.add_argument("--batch", type=int, default=256, metavar="B", help="frames per side per batch")
+    p.add_argument("--batch", type=int, default=512, metavar="B", help="frames per side per batch (default 512, as run)")
     p.add_argument("--json", action="store_true",
                    help="print the final figures, and the run's counters, as one JSON object")
     p.add_argument("conf", metavar="CONF", help="configuration (snabb-softwire-v3, or RFC 8676 XML/JSON)")

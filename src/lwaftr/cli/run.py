@@ -59,7 +59,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="xdp: AF_XDP where the kernel allows it, else AF_PACKET (logged)")
     p.add_argument("--control-plane", choices=[KERNEL, BUILT_IN],
                    help="override the configuration's control-plane mode")
-    p.add_argument("--batch", type=int, default=256, metavar="N", help="frames per ring per batch (default 256)")
+    p.add_argument("--batch", type=int, default=512, metavar="N", help="frames per ring per batch (default 512)")
     p.add_argument("--snmp-agentx", metavar="SOCKET",
                    help="supervised: serve LWAFTR-MIB and the data interfaces' IF-MIB counters to snmpd, "
                         "an AgentX subagent of its master socket (a path, or tcp:HOST:PORT)")

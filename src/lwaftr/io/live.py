@@ -219,7 +219,7 @@ class LiveLoop:
     """Forward between interfaces until :meth:`stop` is called."""
 
     def __init__(self, conf_path: str, v4: str | None, v6: str | None, stick: str | None, *,
-                 batch: int = 256, io: str = "afpacket", control_plane: str | None = None,
+                 batch: int = 512, io: str = "afpacket", control_plane: str | None = None,
                  name: str | None = None, instance: int = 0, worker: str | None = None) -> None:
         """``instance``: which of the configuration's instances this loop serves
         (its addresses, MACs and next hops); ``worker``: its id under a
