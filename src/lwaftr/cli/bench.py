@@ -46,7 +46,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                   "lwaftr bench --duration 5 --workers 2 gen.conf v4.pcap v6.pcap"))
     p.add_argument("--duration", type=float, default=10.0, metavar="S", help="seconds to run (default 10)")
     p.add_argument("--workers", type=int, default=1, metavar="N", help="worker processes (default 1)")
-    p.add_argument("--batch", type=int, default=512, metavar="B", help="frames per side per batch (default 512, as run)")
+    p.add_argument("--batch", type=int, default=512, metavar="B",
+                   help="frames per side per batch (default 512, as run)")
     p.add_argument("--json", action="store_true",
                    help="print the final figures, and the run's counters, as one JSON object")
     p.add_argument("conf", metavar="CONF", help="configuration (snabb-softwire-v3, or RFC 8676 XML/JSON)")
@@ -145,8 +146,8 @@ def run(args: argparse.Namespace) -> int:
     barrier = ctx.Barrier(n + 1)
     # Built before forking, so the workers read one copy of the frames (and of the table).
     t4, t6 = Templates(frames4), Templates(frames6)
-    procs = [ctx.Process(target=_worker, args=(config, table, t4, t6, args.batch, barrier,
-                                                args.duration, shared_base, sent_base, i), daemon=True) for i in range(n)]
+    procs = [ctx.Process(target=_worker, args=(config, table, t4, t6, args.batch, barrier, args.duration,
+                                                shared_base, sent_base, i), daemon=True) for i in range(n)]
     for p in procs:
         p.start()
     barrier.wait(timeout=600)

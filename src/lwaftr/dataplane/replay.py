@@ -64,22 +64,24 @@ SENT_V4_PACKETS, SENT_V4_BYTES, SENT_V6_PACKETS, SENT_V6_BYTES = range(4)
 
 
 @numba.njit(cache=True, nogil=True)
-def _transmit(length, slots, sent, k):
-    for i in range(slots.shape[0]):
-        sent[k] += 1
-        sent[k + 1] += length[slots[i]]
+def _give_back(length, free_list, n_free, done, sent):
+    """Transmit ``done``'s first two slot arrays (IPv4 side, IPv6 side: frames and
+    bytes counted in ``sent``), then free all its slots (the TAPs' too)."""
+    for k in range(2):
+        slots = done[k]
+        for i in range(slots.shape[0]):
+            sent[2 * k] += 1
+            sent[2 * k + 1] += length[slots[i]]
+    for slots in done:
+        _free(free_list, n_free, slots)
 
 
 @numba.njit(cache=True, nogil=True)
 def _cycle(buf, off, length, free_list, n_free, done, tbuf4, tlen4, start4, tbuf6, tlen6, start6, n, out4, out6,
            sent):
-    """Transmit ``done``'s first two slot arrays (IPv4 side, IPv6 side: counted in
-    ``sent``) and free all its slots, then ``n`` template frames a side (none for a
+    """:func:`_give_back` ``done``, then ``n`` template frames a side (none for a
     side without templates).  Returns the next starts, or (-1, -1) if the pool is short."""
-    _transmit(length, done[0], sent, SENT_V4_PACKETS)
-    _transmit(length, done[1], sent, SENT_V6_PACKETS)
-    for slots in done:
-        _free(free_list, n_free, slots)
+    _give_back(length, free_list, n_free, done, sent)
     if n_free[0] < (n if tlen4.shape[0] else 0) + (n if tlen6.shape[0] else 0):
         return -1, -1
     j4 = _fill(buf, off, length, free_list, n_free, tbuf4, tlen4, start4, n, out4) if tlen4.shape[0] else start4
@@ -124,7 +126,4 @@ class Replay:
     def finish(self, done: tuple[np.ndarray, ...]) -> None:
         """Transmit and free the last batch's ``done``, receiving nothing more."""
         p = self.pool
-        _transmit(p.length, done[0], self.sent, SENT_V4_PACKETS)
-        _transmit(p.length, done[1], self.sent, SENT_V6_PACKETS)
-        for slots in done:
-            p.free(slots)
+        _give_back(p.length, p.free_list, p.n_free, done, self.sent)
