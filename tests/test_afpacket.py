@@ -39,20 +39,23 @@ BODY = textwrap.dedent('''
         return bytes([2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2]) + ETHERTYPE + i.to_bytes(4, "big") + bytes(size - 18)
     frames = [frame(i, 60 + (i * 37) % 1400) for i in range(300)]
     pool = PacketPool(1024)
+    pool.free_list[:] = np.random.default_rng(7).permutation(pool.free_list)   # as drops leave it
     rx, tx = RxRing("va"), TxRing("va")
     peer = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x88b5))
     peer.bind(("vb", 0x88b5))
     peer.setsockopt(socket.SOL_SOCKET, 33, 1 << 24)   # SO_RCVBUFFORCE: hold all 300 frames
 
-    # Receive: frames sent into vb come out of the ring on va, in order, byte for byte.
+    # Receive: frames sent into vb come out of the ring on va, in order, byte for byte,
+    # in slots taken in address order from a shuffled pool.
     for f in frames:
         peer.send(f)
     got, deadline = [], time.time() + 10
     while len(got) < len(frames) and time.time() < deadline:
         select.select([rx], [], [], 0.2)
         slots, flags = rx.receive(pool, 64)
+        assert (np.diff(slots) > 0).all(), slots            # taken in address order
         got += [pool.frame(int(s)) for s in slots]
-        pool.free(slots)
+        pool.free(slots[::-1])
     got = [g for g in got if g[12:14] == ETHERTYPE]
     assert got == frames, (len(got), len(frames))
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from lwaftr.dataplane.pool import HEADROOM, PacketPool, _free
+from lwaftr.dataplane.pool import HEADROOM, PacketPool, _free, in_address_order
 
 
 class Templates:
@@ -27,8 +27,10 @@ class Templates:
 
 
 @numba.njit(cache=True, nogil=True)
-def _fill(buf, off, length, free_list, n_free, tbuf, tlen, start, n, out):
-    """Copy templates start.. (wrapping) into n fresh slots; returns next start."""
+def _fill(buf, off, length, free_list, n_free, bits, tbuf, tlen, start, n, out):
+    """Copy templates start.. (wrapping) into n fresh slots, taken in address
+    order (``bits``: the pool's :attr:`~PacketPool.order_bits`); returns next start."""
+    in_address_order(free_list, n_free, n, bits)
     count = tlen.shape[0]
     j = start
     for i in range(n):
@@ -55,7 +57,8 @@ def fill(pool: PacketPool, t: Templates, n: int) -> np.ndarray:
     if n > pool.n_free[0]:
         raise RuntimeError("packet pool exhausted")
     out = np.empty(n, np.int32)
-    t.next = _fill(pool.buf, pool.off, pool.length, pool.free_list, pool.n_free, t.buf, t.length, t.next, n, out)
+    t.next = _fill(pool.buf, pool.off, pool.length, pool.free_list, pool.n_free, pool.order_bits, t.buf, t.length,
+                   t.next, n, out)
     return out
 
 
@@ -77,15 +80,15 @@ def _give_back(length, free_list, n_free, done, sent):
 
 
 @numba.njit(cache=True, nogil=True)
-def _cycle(buf, off, length, free_list, n_free, done, tbuf4, tlen4, start4, tbuf6, tlen6, start6, n, out4, out6,
-           sent):
+def _cycle(buf, off, length, free_list, n_free, bits, done, tbuf4, tlen4, start4, tbuf6, tlen6, start6, n, out4,
+           out6, sent):
     """:func:`_give_back` ``done``, then ``n`` template frames a side (none for a
     side without templates).  Returns the next starts, or (-1, -1) if the pool is short."""
     _give_back(length, free_list, n_free, done, sent)
     if n_free[0] < (n if tlen4.shape[0] else 0) + (n if tlen6.shape[0] else 0):
         return -1, -1
-    j4 = _fill(buf, off, length, free_list, n_free, tbuf4, tlen4, start4, n, out4) if tlen4.shape[0] else start4
-    j6 = _fill(buf, off, length, free_list, n_free, tbuf6, tlen6, start6, n, out6) if tlen6.shape[0] else start6
+    j4 = _fill(buf, off, length, free_list, n_free, bits, tbuf4, tlen4, start4, n, out4) if tlen4.shape[0] else start4
+    j6 = _fill(buf, off, length, free_list, n_free, bits, tbuf6, tlen6, start6, n, out6) if tlen6.shape[0] else start6
     return j4, j6
 
 
@@ -116,8 +119,9 @@ class Replay:
         p, t4, t6 = self.pool, self.t4, self.t6
         if done is None:
             done = self._none
-        j4, j6 = _cycle(p.buf, p.off, p.length, p.free_list, p.n_free, done, t4.buf, t4.length[:t4.count], t4.next,
-                        t6.buf, t6.length[:t6.count], t6.next, self.n, self.out4, self.out6, self.sent)
+        j4, j6 = _cycle(p.buf, p.off, p.length, p.free_list, p.n_free, p.order_bits, done, t4.buf,
+                        t4.length[:t4.count], t4.next, t6.buf, t6.length[:t6.count], t6.next, self.n, self.out4,
+                        self.out6, self.sent)
         if j4 < 0:
             raise RuntimeError("packet pool exhausted")
         t4.next, t6.next = j4, j6

@@ -18,7 +18,7 @@ import struct
 import numba
 import numpy as np
 
-from lwaftr.dataplane.pool import HEADROOM, PacketPool
+from lwaftr.dataplane.pool import HEADROOM, PacketPool, in_address_order
 
 # <linux/if_packet.h>
 SOL_PACKET = 263
@@ -73,8 +73,10 @@ def _w32(a, o, v):
 
 
 @numba.njit(cache=True, nogil=True)
-def rx_burst(ring, block_size, block_nr, state, buf, off, length, free_list, n_free, max_frame, out, flags):
-    """Move up to ``len(out)`` received frames into fresh pool slots.
+def rx_burst(ring, block_size, block_nr, state, buf, off, length, free_list, n_free, bits, max_frame, out,
+             flags):
+    """Move up to ``len(out)`` received frames into fresh pool slots, taken in
+    address order (``bits``: the pool's ``order_bits``, :func:`in_address_order`).
 
     ``state`` = [current block, packets left in it, offset of the next packet].
     Frames longer than ``max_frame`` are dropped (counted in state[3]).
@@ -83,6 +85,7 @@ def rx_burst(ring, block_size, block_nr, state, buf, off, length, free_list, n_f
     """
     n = 0
     cap = out.shape[0]
+    ordered = False
     while n < cap:
         b = state[0] * block_size
         if state[1] == 0:
@@ -101,6 +104,9 @@ def rx_burst(ring, block_size, block_nr, state, buf, off, length, free_list, n_f
         mac = np.int64(ring[p + O_T3_MAC]) | (np.int64(ring[p + O_T3_MAC + 1]) << 8)
         status = _u32(ring, p + O_T3_STATUS)
         if snap <= max_frame:
+            if not ordered:
+                in_address_order(free_list, n_free, cap - n, bits)
+                ordered = True
             n_free[0] -= 1
             s = free_list[n_free[0]]
             off[s] = HEADROOM
@@ -215,7 +221,7 @@ class RxRing:
         out = np.empty(max_frames, np.int32)
         flags = np.empty(max_frames, np.int64)
         n = rx_burst(self.ring, self.block_size, self.block_nr, self.state, pool.buf, pool.off, pool.length,
-                     pool.free_list, pool.n_free, pool.max_frame, out, flags)
+                     pool.free_list, pool.n_free, pool.order_bits, pool.max_frame, out, flags)
         return out[:n], flags[:n]
 
     def close(self) -> None:

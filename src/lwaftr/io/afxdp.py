@@ -85,7 +85,7 @@ import numpy as np
 from numba.core import types
 from numba.extending import intrinsic
 
-from lwaftr.dataplane.pool import HEADROOM, PacketPool
+from lwaftr.dataplane.pool import HEADROOM, PacketPool, in_address_order
 
 log = logging.getLogger("lwaftr.io")
 
@@ -201,13 +201,15 @@ def _fill_init(hdr, fill_m, ix, frames, n):
 
 
 @numba.njit(cache=True, nogil=True)
-def _rx_burst(umem, hdr, ix, rx_m, fill_m, chunk_mask, buf, off, length, free_list, n_free, max_frame,
+def _rx_burst(umem, hdr, ix, rx_m, fill_m, chunk_mask, buf, off, length, free_list, n_free, bits, max_frame,
               out, stats):
-    """Copy up to ``len(out)`` received frames into fresh pool slots; their UMEM
-    frames go straight back on the fill ring.  Returns the number of slots filled."""
+    """Copy up to ``len(out)`` received frames into fresh pool slots, taken in address
+    order (:func:`in_address_order`); their UMEM frames go straight back on the
+    fill ring.  Returns the number of slots filled."""
     want = min(out.shape[0], n_free[0])
     n = _cons_avail(hdr[RX], rx_m, ix[RX], want)
     n = _prod_free(hdr[FILL], fill_m, ix[FILL], n)      # never short in practice: see XdpPort
+    in_address_order(free_list, n_free, n, bits)
     c = np.int64(hdr[RX, C_CONS])
     rmask = np.int64(hdr[RX, MASK])
     rd = ix[RX, I_DESC]
@@ -318,10 +320,12 @@ def _pool_rx(hdr, ix, rx_m, frame_size, off, length, out):
 
 
 @numba.njit(cache=True, nogil=True)
-def _pool_fill(hdr, fill_m, ix, frame_size, free_list, n_free, reserve):
-    """Post free pool slots on the fill ring, as many as it takes, keeping
-    ``reserve`` slots in the pool for the engine.  Returns the number posted."""
+def _pool_fill(hdr, fill_m, ix, frame_size, free_list, n_free, bits, reserve):
+    """Post free pool slots on the fill ring, as many as it takes, in address order
+    (:func:`in_address_order`), keeping ``reserve`` slots in the pool for the
+    engine.  Returns the number posted."""
     k = _prod_free(hdr[FILL], fill_m, ix[FILL], max(np.int64(0), n_free[0] - reserve))
+    in_address_order(free_list, n_free, k, bits)
     p = np.int64(hdr[FILL, C_PROD])
     mask = np.int64(hdr[FILL, MASK])
     d = ix[FILL, I_DESC]
@@ -539,7 +543,8 @@ class XdpPort:
         self._ix = np.stack([v[1] for v in views])
         self.stats_user = np.zeros(3, np.int64)
         if pool is not None:
-            _pool_fill(self._hdr, self._fill_m, self._ix, frame_size, pool.free_list, pool.n_free, self.reserve)
+            _pool_fill(self._hdr, self._fill_m, self._ix, frame_size, pool.free_list, pool.n_free, pool.order_bits,
+                       self.reserve)
             log.info("AF_XDP on %s queue %d: the UMEM is the packet pool (%d slots): frames are processed "
                      "where they are received and sent from there", ifname, queue, n_frames)
             return
@@ -607,12 +612,13 @@ class XdpPort:
                 raise ValueError("this port's UMEM is another pool")
             n = _pool_rx(self._hdr, self._ix, self._rx_m, self.frame_size, pool.off, pool.length, out)
             _pool_fill(self._hdr, self._fill_m, self._ix, self.frame_size, pool.free_list, pool.n_free,
-                       self.reserve)
+                       pool.order_bits, self.reserve)
             if self._fill_m[self._ix[FILL, I_FLAGS]] & XDP_RING_NEED_WAKEUP:
                 self._wake_rx()
             return out[:n], np.zeros(n, np.int64)
         n = _rx_burst(self.umem, self._hdr, self._ix, self._rx_m, self._fill_m, self.chunk_mask, pool.buf,
-                      pool.off, pool.length, pool.free_list, pool.n_free, pool.max_frame, out, self.stats_user)
+                      pool.off, pool.length, pool.free_list, pool.n_free, pool.order_bits, pool.max_frame, out,
+                      self.stats_user)
         if self._fill_m[self._ix[FILL, I_FLAGS]] & XDP_RING_NEED_WAKEUP:
             self._wake_rx()
         return out[:n], np.zeros(n, np.int64)
