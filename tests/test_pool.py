@@ -38,3 +38,16 @@ def test_a_partly_used_pool_orders_only_what_is_free() -> None:
     one = pool.free_list[:206].copy()
     in_address_order(pool.free_list, pool.n_free, 1, pool.order_bits)      # one slot: nothing to do
     assert (pool.free_list[:206] == one).all()
+
+
+@pytest.mark.parametrize("order", ["ascending", "descending", "one out of place"])
+def test_stacks_nearly_in_order_come_out_ascending_too(order: str) -> None:
+    pool = PacketPool(300)
+    pool.free_list[:] = np.arange(300) if order == "ascending" else np.arange(299, -1, -1)
+    if order == "one out of place":
+        pool.free_list[[10, 250]] = pool.free_list[[250, 10]]
+    before = pool.free_list.copy()
+    in_address_order(pool.free_list, pool.n_free, 200, pool.order_bits)
+    assert _popped(pool, 200) == sorted(before[100:])
+    assert (pool.free_list[:100] == before[:100]).all()
+    assert not pool.order_bits.any()

@@ -14,9 +14,10 @@ this machine kind gives only to memory that asks (``madvise`` mode).
 The free list is a stack, so frames freed in a different order than they
 came (drops, ARP replies, frames that leave on the side they came in) shuffle
 it batch after batch.  Whatever receives frames into the pool first puts the
-slots it is about to take into address order (:func:`in_address_order`):
-measured on the bench, a shuffled pool cost clean traffic 17 %, and 5 % of
-ARP and NDP frames cost 20 % of the rate before, 10 % after.
+slots it is about to take into address order (:func:`in_address_order`).
+A shuffled free list cost clean traffic 17 % on the bench (in one process:
+docs/performance.md, 2026-12-07), which is most of what 5 % of ARP requests
+or dropped frames used to cost.
 """
 from __future__ import annotations
 
@@ -45,21 +46,49 @@ def in_address_order(free_list, n_free, n, bits):
     """Reorder the next ``n`` slots the free stack hands out (its top) so that
     they come out in ascending slot order.  ``bits``: a zeroed bitmap of one
     bit per slot (:attr:`PacketPool.order_bits`), zeroed again on return.
-    Costs about a nanosecond a slot plus one step per 64 slots spanned."""
+
+    Already in order, it only reads them; in reverse order (a batch freed as it
+    was taken, the common case), it reverses them; else a bitmap sort, with the
+    bits of runs of neighbouring slots gathered in a register."""
     top = n_free[0]
     n = min(n, top)
     if n < 2:
         return
-    lo = bits.shape[0]
-    hi = -1
-    for i in range(top - n, top):
+    lo = top - n
+    up = 0                                      # in stack order; popped first is free_list[top - 1]
+    down = 0
+    for i in range(lo + 1, top):
+        if free_list[i] > free_list[i - 1]:
+            up += 1
+        else:
+            down += 1
+    if up == 0:                                 # already ascending as popped
+        return
+    if down == 0:
+        i, j = lo, top - 1
+        while i < j:
+            free_list[i], free_list[j] = free_list[j], free_list[i]
+            i += 1
+            j -= 1
+        return
+    first = bits.shape[0]
+    last = -1
+    cur = -1
+    acc = np.uint64(0)
+    for i in range(lo, top):
         s = np.int64(free_list[i])
         w = s >> 6
-        bits[w] |= np.uint64(1) << np.uint64(s & 63)
-        lo = min(lo, w)
-        hi = max(hi, w)
+        if w != cur:
+            if cur >= 0:
+                bits[cur] |= acc
+            cur = w
+            acc = np.uint64(0)
+            first = min(first, w)
+            last = max(last, w)
+        acc |= np.uint64(1) << np.uint64(s & 63)
+    bits[cur] |= acc
     k = top - 1                                 # popped first: the lowest slot
-    for w in range(lo, hi + 1):
+    for w in range(first, last + 1):
         x = bits[w]
         while x:
             low = x & (~x + np.uint64(1))
