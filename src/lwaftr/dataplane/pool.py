@@ -44,12 +44,11 @@ _CTZ = _ctz_table()        # the index of a 64-bit word's only set bit, by de Br
 @numba.njit(cache=True, nogil=True)
 def in_address_order(free_list, n_free, n, bits):
     """Reorder the next ``n`` slots the free stack hands out (its top) so that
-    they come out in ascending slot order.  ``bits``: a zeroed bitmap of one
-    bit per slot (:attr:`PacketPool.order_bits`), zeroed again on return.
-
-    Already in order, it only reads them; in reverse order (a batch freed as it
-    was taken, the common case), it reverses them; else a bitmap sort, with the
-    bits of runs of neighbouring slots gathered in a register."""
+    they come out in address order: left as they are if they already come out
+    ascending or descending (a batch freed as it was taken: the common case,
+    one read of them), else sorted to ascending.  ``bits``: a zeroed bitmap of
+    one bit per slot (:attr:`PacketPool.order_bits`), zeroed again on return;
+    the bits of runs of neighbouring slots are gathered in a register."""
     top = n_free[0]
     n = min(n, top)
     if n < 2:
@@ -62,14 +61,7 @@ def in_address_order(free_list, n_free, n, bits):
             up += 1
         else:
             down += 1
-    if up == 0:                                 # already ascending as popped
-        return
-    if down == 0:
-        i, j = lo, top - 1
-        while i < j:
-            free_list[i], free_list[j] = free_list[j], free_list[i]
-            i += 1
-            j -= 1
+    if up == 0 or down == 0:                    # already in order, one way or the other
         return
     first = bits.shape[0]
     last = -1
