@@ -54,14 +54,11 @@ def in_address_order(free_list, n_free, n, bits):
     if n < 2:
         return
     lo = top - n
-    up = 0                                      # in stack order; popped first is free_list[top - 1]
-    down = 0
-    for i in range(lo + 1, top):
-        if free_list[i] > free_list[i - 1]:
-            up += 1
-        else:
-            down += 1
-    if up == 0 or down == 0:                    # already in order, one way or the other
+    seg = free_list[lo:top]
+    up = 0                                      # rises in stack order (popped first: free_list[top - 1])
+    for i in range(np.uint64(1), np.uint64(n)):     # (unsigned: no wraparound test, so it vectorises)
+        up += seg[i] > seg[i - np.uint64(1)]
+    if up == 0 or up == n - 1:                  # already in order, one way or the other
         return
     first = bits.shape[0]
     last = -1
