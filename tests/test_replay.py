@@ -66,14 +66,17 @@ def _monotonic(slots: np.ndarray) -> bool:
 
 def test_slots_are_taken_in_address_order_after_frees_out_of_order() -> None:
     """Drops and replies free slots out of the order they came in; the NIC stand-in
-    still receives each side's frames into slots in address order (pool.in_address_order)."""
+    still receives each side's frames into slots in address order, and each side
+    into the same slots batch after batch (pool.in_address_order)."""
     pool = PacketPool(n_slots=64)
     f = _frames(4, 7)
     nic = Replay(pool, Templates(f), Templates(_frames(6, 5)), 8)
     s4, s6 = nic.next()
+    first4, first6 = set(s4.tolist()), set(s6.tolist())
     rng = np.random.default_rng(11)
     for _ in range(20):
         assert _monotonic(s4) and _monotonic(s6), (s4, s6)
+        assert set(s4.tolist()) == first4 and set(s6.tolist()) == first6
         both = rng.permutation(np.concatenate((s4, s6)))
         s4, s6 = nic.next((both[:5].copy(), both[5:12].copy(), both[12:].copy(), np.empty(0, np.int32)))
     assert pool.n_free[0] == 64 - 16

@@ -13,9 +13,11 @@ this machine kind gives only to memory that asks (``madvise`` mode).
 
 The free list is a stack, so frames freed in a different order than they
 came (drops, ARP replies, frames that leave on the side they came in) shuffle
-it batch after batch.  Whatever receives frames into the pool first puts the
-slots it is about to take into address order (:func:`in_address_order`).
-A shuffled free list cost clean traffic 17 % on the bench (in one process:
+it batch after batch, and move slots from one interface's batches to the
+other's.  Whatever receives frames into the pool first takes the
+lowest-addressed of the slots on top, in address order
+(:func:`in_address_order`).  A shuffled free list cost clean traffic 17 % on
+the bench, slots moving between the sides another 5 % (in one process:
 docs/performance.md, 2026-12-07), which is most of what 5 % of ARP requests
 or dropped frames used to cost.
 """
@@ -41,30 +43,16 @@ _DEBRUIJN = np.uint64(0x03F79D71B4CB0A89)
 _CTZ = _ctz_table()        # the index of a 64-bit word's only set bit, by de Bruijn multiplication
 
 
-@numba.njit(cache=True, nogil=True)
-def in_address_order(free_list, n_free, n, bits):
-    """Reorder the next ``n`` slots the free stack hands out (its top) so that
-    they come out in address order: left as they are if they already come out
-    ascending or descending (a batch freed as it was taken: the common case,
-    one read of them), else sorted to ascending.  ``bits``: a zeroed bitmap of
-    one bit per slot (:attr:`PacketPool.order_bits`), zeroed again on return;
-    the bits of runs of neighbouring slots are gathered in a register."""
-    top = n_free[0]
-    n = min(n, top)
-    if n < 2:
-        return
-    lo = top - n
-    seg = free_list[lo:top]
-    up = 0                                      # rises in stack order (popped first: free_list[top - 1])
-    for i in range(np.uint64(1), np.uint64(n)):     # (unsigned: no wraparound test, so it vectorises)
-        up += seg[i] > seg[i - np.uint64(1)]
-    if up == 0 or up == n - 1:                  # already in order, one way or the other
-        return
+@numba.njit(cache=True, nogil=True, inline="always")
+def _sort(free_list, lo, hi, n_low, bits, to_low, to_rest):
+    """Bitmap sort of ``free_list[lo:hi]``: its lowest ``n_low`` slots rising from
+    ``to_low``, the rest rising from ``to_rest``.  The bits of runs of neighbouring
+    slots are gathered in a register."""
     first = bits.shape[0]
     last = -1
     cur = -1
     acc = np.uint64(0)
-    for i in range(lo, top):
+    for i in range(lo, hi):
         s = np.int64(free_list[i])
         w = s >> 6
         if w != cur:
@@ -76,15 +64,60 @@ def in_address_order(free_list, n_free, n, bits):
             last = max(last, w)
         acc |= np.uint64(1) << np.uint64(s & 63)
     bits[cur] |= acc
-    k = top - 1                                 # popped first: the lowest slot
+    k = to_low
+    placed = 0
     for w in range(first, last + 1):
         x = bits[w]
         while x:
             low = x & (~x + np.uint64(1))
             free_list[k] = w * 64 + _CTZ[(low * _DEBRUIJN) >> np.uint64(58)]
-            k -= 1
+            k += 1
+            placed += 1
+            if placed == n_low:
+                k = to_rest
             x ^= low
         bits[w] = 0
+
+
+@numba.njit(cache=True, nogil=True)
+def in_address_order(free_list, n_free, n, bits, window):
+    """Arrange the top ``window`` slots of the free stack (at least ``n``) so that
+    the next ``n`` it hands out are the lowest-addressed of them, in address
+    order, and the rest of the window after them.
+
+    Receive paths pass twice the slots they take: then the frames of each
+    interface keep to the same slots batch after batch, whichever side they
+    leave on (a stack alone moves a slot to the other side's batch each time
+    a frame leaves on the side it came from, or is dropped; 5 % of such
+    frames cost 5 %).  A stack already arranged, either way (a batch given
+    back as it was taken: the common case), is only read.  If only the order
+    of the next ``n`` is off (a few frames that left out of turn), they are
+    sorted; else the whole window, the rest of it in address order too.  Sorted
+    slots come out descending.  ``bits``: a zeroed bitmap of one bit per slot
+    (:attr:`PacketPool.order_bits`), zeroed again on return."""
+    top = n_free[0]
+    w = min(max(window, n), top)
+    n = min(n, w)
+    if w < 2:
+        return
+    lo = top - w
+    cut = w - n                                 # seg[cut:] is handed out first (from the top)
+    seg = free_list[lo:top]
+    up_b = 0                                    # rising pairs below the cut, and above it
+    low_b = seg[0]
+    for i in range(np.uint64(1), np.uint64(cut)):   # (unsigned: no wraparound test, so it vectorises)
+        up_b += seg[i] > seg[i - np.uint64(1)]
+        low_b = min(low_b, seg[i])
+    up_a = 0
+    high_a = seg[cut]
+    for i in range(np.uint64(cut + 1), np.uint64(w)):
+        up_a += seg[i] > seg[i - np.uint64(1)]
+        high_a = max(high_a, seg[i])
+    if (cut == 0 or high_a < low_b) and (up_b == 0 or up_b == cut - 1):
+        if up_a != 0 and up_a != n - 1:
+            _sort(free_list, lo + cut, top, n, bits, lo + cut, lo + cut)
+        return
+    _sort(free_list, lo, top, n, bits, lo + cut, lo)
 
 
 @numba.njit(cache=True, nogil=True)

@@ -28,9 +28,10 @@ class Templates:
 
 @numba.njit(cache=True, nogil=True)
 def _fill(buf, off, length, free_list, n_free, bits, tbuf, tlen, start, n, out):
-    """Copy templates start.. (wrapping) into n fresh slots, taken in address
-    order (``bits``: the pool's :attr:`~PacketPool.order_bits`); returns next start."""
-    in_address_order(free_list, n_free, n, bits)
+    """Copy templates start.. (wrapping) into n fresh slots, the lowest of the 2n
+    on top of the stack, in address order (``bits``: the pool's
+    :attr:`~PacketPool.order_bits`); returns next start."""
+    in_address_order(free_list, n_free, n, bits, 2 * n)
     count = tlen.shape[0]
     j = start
     for i in range(n):

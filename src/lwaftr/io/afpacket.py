@@ -105,7 +105,7 @@ def rx_burst(ring, block_size, block_nr, state, buf, off, length, free_list, n_f
         status = _u32(ring, p + O_T3_STATUS)
         if snap <= max_frame:
             if not ordered:
-                in_address_order(free_list, n_free, cap - n, bits)
+                in_address_order(free_list, n_free, cap - n, bits, 2 * (cap - n))
                 ordered = True
             n_free[0] -= 1
             s = free_list[n_free[0]]

@@ -209,7 +209,7 @@ def _rx_burst(umem, hdr, ix, rx_m, fill_m, chunk_mask, buf, off, length, free_li
     want = min(out.shape[0], n_free[0])
     n = _cons_avail(hdr[RX], rx_m, ix[RX], want)
     n = _prod_free(hdr[FILL], fill_m, ix[FILL], n)      # never short in practice: see XdpPort
-    in_address_order(free_list, n_free, n, bits)
+    in_address_order(free_list, n_free, n, bits, 2 * n)
     c = np.int64(hdr[RX, C_CONS])
     rmask = np.int64(hdr[RX, MASK])
     rd = ix[RX, I_DESC]
@@ -325,7 +325,7 @@ def _pool_fill(hdr, fill_m, ix, frame_size, free_list, n_free, bits, reserve):
     (:func:`in_address_order`), keeping ``reserve`` slots in the pool for the
     engine.  Returns the number posted."""
     k = _prod_free(hdr[FILL], fill_m, ix[FILL], max(np.int64(0), n_free[0] - reserve))
-    in_address_order(free_list, n_free, k, bits)
+    in_address_order(free_list, n_free, k, bits, 2 * k)
     p = np.int64(hdr[FILL, C_PROD])
     mask = np.int64(hdr[FILL, MASK])
     d = ix[FILL, I_DESC]
