@@ -500,16 +500,20 @@ def test_ipv6_fragmentation_is_compiled_and_shares_the_ids(vlan):
     assert all(not a[0] and not a[1] for a in calls), "a frame went to the slow path"
     assert got == slow.process_frames(big, [], 100.0)[1] and len(got) == 6
     assert C.to_dict(fast.counters) == C.to_dict(slow.counters)
-    # Next batch: one big frame fragmented by the kernels, then one to a monitored subscriber (the
-    # slow path's) fragmented by the slow path: the IDs go on from one counter.
+    # Next: one big frame fragmented by the kernels, then, in check's strict order, one
+    # fragmented by the slow path (its batch holds a runt, which only the slow path
+    # takes, so all of it goes there): the IDs go on from one counter.
     from scapy.layers.inet6 import IPv6ExtHdrFragment as Frag6
-    fast.set_monitor(int(ipaddress.IPv4Address("192.0.2.2")))
     mine = bytes(eth / IP(src="203.0.113.9", dst="192.0.2.1") / UDP(sport=1, dport=4097) / bytes(1440))
-    o4, o6, _, _, mirrored = fast.process(fast.pool.store([mine, big[0]]), fast.pool.store([]), 100.5)
-    assert len(mirrored) == 1
-    ids = [Ether(f)[Frag6].id for f in fast.pool.frames(o6)]
-    fast.pool.free(o6)
-    assert ids == [IDS[1] + 4] * 2 + [IDS[1] + 5] * 2 and fast.slow.frag6.last_id == IDS[1] + 5
+    ids = []
+    for frames, strict in (([big[0]], False), ([mine, bytes(20)], True)):
+        calls.clear()
+        o4, o6, *_ = fast.process(fast.pool.store(frames), fast.pool.store([]), 100.5, strict=strict)
+        assert bool(calls and calls[0][0]) == strict          # (the slow path took the frames)
+        ids.append([Ether(f)[Frag6].id for f in fast.pool.frames(o6)])
+        fast.pool.free(o4)
+        fast.pool.free(o6)
+    assert ids == [[IDS[1] + 4] * 2, [IDS[1] + 5] * 2] and fast.slow.frag6.last_id == IDS[1] + 5
     assert fast.pool.n_free[0] == fast.pool.n_slots, "slots leaked"
 
 
@@ -596,9 +600,9 @@ def test_invariants(sc):                        # hairpinned ping can itself be 
 
 
 def test_a_flood_for_the_slow_path_is_cut_to_its_budget_and_counted():
-    """Frames only Python handles (here those to a monitored subscriber, which it
-    mirrors and forwards) take at most the budget per batch; the rest are dropped and counted, an alarm says so, and the
-    compiled traffic in the same batch is all forwarded."""
+    """Frames only Python handles (here runts: IPv4 headers with nothing after them)
+    take at most the budget per batch; the rest are dropped and counted, an alarm says
+    so, and the compiled traffic in the same batch is all forwarded."""
     from lwaftr.mgmt.alarms import Alarms
     rows = [("192.0.2.1", 1, 4, "2001:db8:1::1", 0), ("192.0.2.2", 0, 0, "2001:db8:1::2", 1)]
     eng = Engine(make_config(rows), slow_budget=16)
@@ -606,18 +610,17 @@ def test_a_flood_for_the_slow_path_is_cut_to_its_budget_and_counted():
     alarms.check(0.0)
     eth = Ether(dst="02:00:00:00:00:01", src="02:00:00:00:00:11")
     good = [bytes(eth / IP(src="203.0.113.9", dst="192.0.2.1") / UDP(sport=1, dport=4097 + i)) for i in range(100)]
-    # The monitored subscriber's frames are the slow path's.
-    eng.set_monitor(int(ipaddress.IPv4Address("192.0.2.2")))
-    errors = [bytes(eth / IP(src="203.0.113.9", dst="192.0.2.2", id=i) / UDP(sport=1, dport=80)) for i in range(100)]
+    errors = [bytes(eth / IP(src="203.0.113.9", dst="192.0.2.2", id=i)) for i in range(100)]    # 34 bytes
     slowed = []
     real = eng.slow.process
     eng.slow.process = lambda v4, v6, now, **kw: slowed.append(len(v4) + len(v6)) or real(v4, v6, now, **kw)
-    o4, o6, _, _, mirrored = eng.process(eng.pool.store(good + errors), eng.pool.store([]), 1.0)
-    assert len(o6) == 100 + 16 and len(o4) == 0 and len(mirrored) == 16     # all forwarded, 16 of them mirrored
+    o4, o6, *_ = eng.process(eng.pool.store(good + errors), eng.pool.store([]), 1.0)
+    assert len(o6) == 100 and len(o4) == 16     # all forwarded; the 16 runts taken draw ICMP errors
     assert slowed == [16]
     c = C.to_dict(eng.counters, nonzero=True)
     assert c["drop-slow-path-budget-packets"] == 84
     assert [(e.alarm, e.raised) for e in alarms.check(1.0)] == [("slow-path-budget", True)]
+    eng.pool.free(o4)
     eng.pool.free(o6)
     assert eng.pool.n_free[0] == eng.pool.n_slots, "slots leaked"
     # ARP requests for the router's address amid the flood are all answered, by the kernels:
@@ -635,9 +638,11 @@ def test_a_flood_for_the_slow_path_is_cut_to_its_budget_and_counted():
     assert eng.counters[C.DROP_SLOW_PATH_BUDGET_PACKETS] == 84 + 84
     # check's strict mode has no budget: it must give Snabb's exact result.
     strict = Engine(make_config(rows), slow_budget=16)
-    strict.set_monitor(int(ipaddress.IPv4Address("192.0.2.2")))
-    assert len(strict.process_frames(good + errors, [], 1.0).v6) == 200
-    assert strict.counters[C.DROP_SLOW_PATH_BUDGET_PACKETS] == 0
+    slowed.clear()
+    real_strict = strict.slow.process
+    strict.slow.process = lambda v4, v6, now, **kw: slowed.append(len(v4) + len(v6)) or real_strict(v4, v6, now, **kw)
+    assert len(strict.process_frames(good + errors, [], 1.0).v6) == 100
+    assert slowed == [200] and strict.counters[C.DROP_SLOW_PATH_BUDGET_PACKETS] == 0
 
 
 def _mangle(draw, f: bytes) -> bytes:

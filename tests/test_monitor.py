@@ -5,6 +5,7 @@ import ipaddress
 
 import pytest
 
+from lwaftr import counters as C
 from lwaftr.dataplane.engine import Engine
 from lwaftr.examples import example_config, example_traffic
 
@@ -46,3 +47,39 @@ def test_monitor_copies_one_address_and_changes_nothing(strict):
     watched.set_monitor(None)
     for _, side, frame in traffic:
         assert watched.process_frames(*(([frame], []) if side == "v4" else ([], [frame])), 0.0).mirrored == []
+
+
+@pytest.mark.parametrize("limit", ["budget", "pool"])
+def test_the_kernels_copy_within_a_budget_and_count_the_rest(limit):
+    """The watched frames take the compiled path like any other; at most the engine's
+    slow_budget copies a batch, and none while the pool is short: the rest are
+    counted, and forwarding goes on."""
+    traffic = example_traffic()
+    theirs = [f for _, side, f in traffic if side == "v4" and f[30:34] == SHARED.to_bytes(4, "big")]
+    others = [f for _, side, f in traffic if side == "v4" and f[30:34] != SHARED.to_bytes(4, "big")]
+    batch = theirs * 2 + others
+    if limit == "budget":
+        eng = Engine(example_config(), slow_budget=4)
+        copied = 4
+    else:
+        eng = Engine(example_config(), pool_slots=len(batch) + 2)
+        copied = 2
+    ref = Engine(example_config())
+    eng.set_monitor(SHARED)
+    calls = []
+    real = eng.slow.process
+    eng.slow.process = lambda *a, **kw: calls.append(a) or real(*a, **kw)
+    eng._last_slow = 0.0
+    out = eng.process(eng.pool.store(batch), eng.pool.store([]), 0.05)
+    assert all(not a[0] and not a[1] for a in calls), "a frame went to the slow path"
+    assert out.mirrored == batch[:copied]
+    assert eng.counters[C.MONITOR_SKIPPED_PACKETS] == len(theirs) * 2 - copied
+    want = ref.process_frames(batch, [], 0.05)
+    assert sorted(eng.pool.frames(out.v4)) == sorted(want.v4)
+    assert sorted(eng.pool.frames(out.v6)) == sorted(want.v6)
+    for s in out.slots():
+        eng.pool.free(s)
+    assert eng.pool.n_free[0] == eng.pool.n_slots, "slots leaked"
+    got, exp = C.to_dict(eng.counters), C.to_dict(ref.counters)
+    assert got.pop("monitor-skipped-packets") == len(theirs) * 2 - copied
+    assert exp.pop("monitor-skipped-packets") == 0 and got == exp

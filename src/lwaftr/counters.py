@@ -150,6 +150,8 @@ COUNTERS: tuple[tuple[str, str], ...] = (
     ("drop-slow-path-budget-packets", "Frames for the Python slow path beyond its per-batch budget, dropped."),
     ("alarm-slow-path-budget", "Times the slow path's per-batch budget was exceeded (frames dropped)."),
     ("drop-pool-exhausted-packets", "Frames dropped because the packet pool had no free slot for their fragments."),
+    ("monitor-skipped-packets", "Frames of the monitored address not copied to the monitor: beyond its per-batch "
+                                "budget, or with the packet pool short (the frames themselves went on)."),
 )
 
 NAMES: tuple[str, ...] = tuple(n for n, _ in COUNTERS)

@@ -7,7 +7,9 @@ Every frame to IPV4 from the Internet and every IPv4-in-IPv6 frame from its
 B4s (with IPV4 as the inner source), as received, is copied to a TAP
 interface (default ``lwmon0``: ``tcpdump -i lwmon0`` works) or appended to a
 pcap file written by the instance.  One subscriber at a time; off by
-default, and off it costs the data plane one comparison per frame.
+default.  The data plane copies at most 64 frames a batch and counts the
+rest (``monitor-skipped-packets``); the frames themselves are forwarded as
+any other (:mod:`lwaftr.dataplane.monitor`).
 """
 from __future__ import annotations
 

@@ -18,7 +18,7 @@ from lwaftr.dataplane.kernels import P_V4_RESOLVED, P_V6_RESOLVED, fast_batch
 
 FIELDS = ("buf", "off", "length", "free_list", "n_free", "P", "macs", "addr_tab", "sw_tab", "br_tab", "counters",
           "scratch", "keep", "out4", "out6", "slow4", "slow6", "rate", "flt", "fk", "ids", "frags", "reasm",
-          "kern4", "kern6", "ids4")
+          "kern4", "kern6", "ids4", "mirror")
 
 
 @structref.register
@@ -41,9 +41,9 @@ structref.define_proxy(BatchState, BatchStateType, list(FIELDS))
 
 @numba.njit(cache=True)
 def _make(buf, off, length, free_list, n_free, P, macs, addr_tab, sw_tab, br_tab, counters, scratch, keep, out4,
-          out6, slow4, slow6, rate, flt, fk, ids, frags, reasm, kern4, kern6, ids4):
+          out6, slow4, slow6, rate, flt, fk, ids, frags, reasm, kern4, kern6, ids4, mirror):
     return BatchState(buf, off, length, free_list, n_free, P, macs, addr_tab, sw_tab, br_tab, counters, scratch,
-                      keep, out4, out6, slow4, slow6, rate, flt, fk, ids, frags, reasm, kern4, kern6, ids4)
+                      keep, out4, out6, slow4, slow6, rate, flt, fk, ids, frags, reasm, kern4, kern6, ids4, mirror)
 
 
 def make(*arrays) -> BatchState:
@@ -56,17 +56,18 @@ def make(*arrays) -> BatchState:
 @numba.njit(cache=True, nogil=True)
 def run_batch(st, v4, v6, strict, now):
     """:func:`~lwaftr.dataplane.kernels.fast_batch` over ``st``: one batch of
-    received slots each way.  Returns (n_out4, n_out6, n_slow4, n_slow6, n_kern4, n_kern6, more):
+    received slots each way.  Returns (n_out4, n_out6, n_slow4, n_slow6, n_kern4, n_kern6, n_mirror, more):
     ``more`` is nonzero when the slow path has work beyond the slow frames
     (reassembled packets too big for a slot; a next hop not resolved)."""
-    k4, k6, s4, s6, nk4, nk6 = fast_batch(st.buf, st.off, st.length, st.free_list, st.n_free, v4, v6, st.P,
+    k4, k6, s4, s6, nk4, nk6, nm = fast_batch(st.buf, st.off, st.length, st.free_list, st.n_free, v4, v6, st.P,
                                           st.macs, st.addr_tab, st.sw_tab, st.br_tab, st.counters, strict,
                                           st.scratch, st.keep, st.out4, st.out6, st.slow4, st.slow6, st.rate, now,
-                                          st.flt, st.fk, st.ids, st.frags, st.reasm, st.kern4, st.kern6, st.ids4)
+                                          st.flt, st.fk, st.ids, st.frags, st.reasm, st.kern4, st.kern6, st.ids4,
+                                          st.mirror)
     P = st.P
     _, _, _, _, n_big4, _, _, n_big6, _ = st.reasm      # (fast_batch's names for them)
     more = n_big4[0] + n_big6[0] + (P[P_V4_RESOLVED] == 0) + (P[P_V6_RESOLVED] == 0)
-    return k4, k6, s4, s6, nk4, nk6, more
+    return k4, k6, s4, s6, nk4, nk6, nm, more
 
 
 @numba.njit(cache=True, nogil=True)

@@ -77,19 +77,6 @@ def _wr(b, o, v, k):
         u >>= np.uint64(8)
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
-def _watched(b, f, n, monitor):
-    """Whether the engine's monitor copies the frame at ``b[f:f + n]`` (IPv4 to the
-    watched address, IPv4-in-IPv6 from it): the slow path's, which mirrors first."""
-    if monitor == 0 or n < ETH + W.IPV4_HLEN:
-        return False
-    et = rd16(b, f + 12)
-    if et == W.ETHERTYPE_IPV4:
-        return rd32(b, f + ETH + W.O_IPV4_DST) == monitor
-    return et == W.ETHERTYPE_IPV6 and n > ETH + V6 + W.O_IPV4_SRC + 4 \
-        and b[f + ETH + W.O_IPV6_NEXT_HEADER] == W.PROTO_IPV4 and rd32(b, f + ETH + V6 + W.O_IPV4_SRC) == monitor
-
-
 @numba.njit(cache=True, nogil=True)
 def _arp_kind(b, f, self_ip, next_ip, resolved, next_mac):
     """Built-in ARP: what ``ArpStage`` makes of the ARP frame at ``b[f:]``
@@ -112,13 +99,12 @@ def _arp_kind(b, f, self_ip, next_ip, resolved, next_mac):
 
 
 @numba.njit(cache=True, nogil=True)
-def classify4(buf, off, length, slots, verdict, rows, first, fast_off, punt, monitor, self_ip, next_ip,
+def classify4(buf, off, length, slots, verdict, rows, first, fast_off, punt, self_ip, next_ip,
               resolved, next_mac, addr_tab, proxy_arp):
     """Pass 1, IPv4 side: the ``SLOW`` frames among ``slots[:first]`` that are ARP
     (built-in, next hop resolved), or any that are the kernel's (kernel mode: the
-    punt comes before every other stage; but what the monitor copies is the slow
-    path's), as :class:`ArpStage` / :meth:`Punt.split4` decide.  Returns how many
-    of them were ``SLOW``."""
+    punt comes before every other stage), as :class:`ArpStage` /
+    :meth:`Punt.split4` decide.  Returns how many of them were ``SLOW``."""
     (buf, off, length, slots, verdict, rows, next_mac, addr_tab) = borrowed((
         buf, off, length, slots, verdict, rows, next_mac, addr_tab))
     k = 0
@@ -141,8 +127,6 @@ def classify4(buf, off, length, slots, verdict, rows, first, fast_off, punt, mon
             verdict[i] = ANSWER if q == Q_ARP_FOR_US else CONSUME
             rows[i] = q
             k += 1
-            continue
-        if _watched(b, f, n, monitor):
             continue
         v = KERNEL
         if et == W.ETHERTYPE_IPV4:
@@ -195,7 +179,7 @@ def _ns_answered(b, f, end, self_hi, self_lo):
 
 
 @numba.njit(cache=True, nogil=True)
-def classify6(buf, off, length, slots, verdict, rows, first, fast_off, punt, monitor, self_hi, self_lo,
+def classify6(buf, off, length, slots, verdict, rows, first, fast_off, punt, self_hi, self_lo,
               resolved, br_tab):
     """Pass 1, IPv6 side: as :func:`classify4`, for NDP (:class:`NdpStage`) and
     :meth:`Punt.split6`."""
@@ -229,8 +213,6 @@ def classify6(buf, off, length, slots, verdict, rows, first, fast_off, punt, mon
             verdict[i] = ANSWER if q == Q_NS_FOR_US else CONSUME
             rows[i] = q
             k += 1
-            continue
-        if _watched(b, f, n, monitor):
             continue
         if n >= ETH and rd16(b, f + 12) == W.ETHERTYPE_IPV6:
             if n < _NDP_MIN:

@@ -162,6 +162,7 @@ class Engine:
         self._slow6 = np.empty(max_batch, np.int32)
         self._kern4 = np.empty(max_batch, np.int32)
         self._kern6 = np.empty(max_batch, np.int32)
+        self._mirrored = np.empty(max(slow_budget, 1), np.int32)     # the monitor's copies (slots)
         self.monitor = 0
         # Reassembly in the kernels (outside check): fragments are held in their slots,
         # a quarter of the pool at most, so fragments cannot take the pool from forwarding.
@@ -181,7 +182,7 @@ class Engine:
             pool.buf, pool.off, pool.length, pool.free_list, pool.n_free, P, self.macs, t.addr_tab, t.sw_tab,
             t.br_tab, self.counters, self._scratch, self._keep, self._out4, self._out6, self._slow4, self._slow6,
             self.rate_state, self.filter_fn, self.filter_index, self.slow.frag6.ids, self._frags, self._reasm,
-            self._kern4, self._kern6, self.slow.frag4.ids)
+            self._kern4, self._kern6, self.slow.frag4.ids, self._mirrored)
         self._refresh_next_hops()
 
     # -- tables ----------------------------------------------------------------
@@ -202,15 +203,18 @@ class Engine:
     def set_monitor(self, ipv4: int | None) -> None:
         """Mirror the traffic of the subscriber(s) of ``ipv4`` (None: stop).
 
-        Frames from the Internet to that address and IPv4-in-IPv6 frames from
-        its B4s take the slow path (same result, by the tests of both paths)
-        and a copy of each, as received, is in :attr:`Output.mirrored`.
-        Off, it costs the kernels one comparison per frame.
+        A copy of each frame from the Internet to that address and each
+        IPv4-in-IPv6 frame from its B4s, as received, is in
+        :attr:`Output.mirrored`, at most ``slow_budget`` a batch (the rest
+        counted: ``monitor-skipped-packets``); the frames themselves go on as
+        any other (:mod:`lwaftr.dataplane.monitor`).
         """
         self.monitor = ipv4 or 0
         self.params[K.P_MONITOR] = self.monitor
 
     def _mirror(self, f4: list[bytes], f6: list[bytes]) -> list[bytes]:
+        """The monitor's copies of frames only the slow path sees (no fast path,
+        frames larger than a slot)."""
         want = self.monitor.to_bytes(4, "big")
         o4 = W.ETH_HLEN + W.O_IPV4_DST
         o6 = W.ETH_HLEN + W.IPV6_HLEN + W.O_IPV4_SRC
@@ -264,18 +268,23 @@ class Engine:
         v4 = np.ascontiguousarray(v4, np.int32)
         v6 = np.ascontiguousarray(v6, np.int32)
         out4, out6, slow4, slow6 = self._out4, self._out6, self._slow4, self._slow6
-        k4, k6, s4, s6, nk4, nk6, more = batch.run_batch(self._state, v4, v6, strict, float(now))
+        k4, k6, s4, s6, nk4, nk6, nm, more = batch.run_batch(self._state, v4, v6, strict, float(now))
         kern4 = self._kern4[:nk4].copy() if nk4 else _NONE
         kern6 = self._kern6[:nk6].copy() if nk6 else _NONE
+        mirrored = []
+        if nm:
+            mirrored = self.pool.frames(self._mirrored[:nm])
+            self.pool.free(self._mirrored[:nm])
         if not (s4 or s6 or more or self._holding or now - self._last_slow >= SLOW_TICK):
-            return Output(out4[:k4].copy(), out6[:k6].copy(), kern4, kern6, [])
+            return Output(out4[:k4].copy(), out6[:k6].copy(), kern4, kern6, mirrored)
         self._last_slow = now
         nb4, nb6 = int(self._big4[2][0]), int(self._big6[2][0])
         slow4, slow6 = slow4[:s4], slow6[:s6]
         if not strict and s4 + s6 > self.slow_budget:
             slow4, slow6 = self._within_budget(slow4, slow6)
         (f4, w4), (f6, w6) = self._slow_frames(slow4, self._big4, nb4), self._slow_frames(slow6, self._big6, nb6)
-        mirrored = self._mirror(f4, f6) if self.monitor else []
+        if self.monitor and not self.fast_path:
+            mirrored = self._mirror(f4, f6)
         o4, o6 = self.slow.process(f4, f6, now, whole4=w4, whole6=w6)
         self._refresh_next_hops()
         self._holding = self.slow.holding

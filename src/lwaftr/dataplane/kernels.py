@@ -33,7 +33,8 @@ packet from one (``RELAYHAIR``).  ARP and NDP are answered or consumed, and in
 kernel mode the kernel's frames leave for its TAPs, by
 :mod:`lwaftr.dataplane.control`.  Malformed IPv4 from the Internet is dropped
 and counted here, by the reassembler's rules or the core's (:func:`_malformed4`).
-Everything else (ARP that may teach a next hop's MAC, unresolved next hops,
+With the monitor on, the watched subscriber's frames are copied first
+(:mod:`lwaftr.dataplane.monitor`) and then go the same way.  Everything else (ARP that may teach a next hop's MAC, unresolved next hops,
 runts, malformed headers that claim to be fragments or are addressed to the
 router) is ``SLOW``, under the engine's per-batch budget.  The slow path (:mod:`lwaftr.dataplane.core`) is the reference:
 tests run both on the same traffic and compare bytes and counters.
@@ -56,6 +57,7 @@ from lwaftr.dataplane.ethernet import write_eth
 from lwaftr.dataplane.frag4 import fragment4
 from lwaftr.dataplane.icmperr import (HEADROOM_NEEDED, RL_V4, RL_V6, icmpv4_error, icmpv4_error_len, icmpv6_error,
                                       icmpv6_error_len, ones_sum, rate_allow, set_ttl)
+from lwaftr.dataplane.monitor import copy_watched
 from lwaftr.dataplane.pool import HEADROOM
 from lwaftr.dataplane.prefetch import prefetch
 
@@ -103,7 +105,7 @@ P_V4_RESOLVED = 9     # next-hop MACs known
 P_V6_RESOLVED = 10
 P_FAST_OFF = 11       # 1: everything goes to the slow path (e.g. filters configured)
 P_PUNT = 12           # 1: kernel control plane: IPv4 to us or to multicast/broadcast is the kernel's
-P_MONITOR = 13        # IPv4 address whose traffic is mirrored (through the slow path); 0: off
+P_MONITOR = 13        # IPv4 address whose traffic is copied (:mod:`lwaftr.dataplane.monitor`); 0: off
 P_RATE4_PACKETS = 14  # ICMPv4 error rate limit: packets per period (seconds)
 P_RATE4_PERIOD = 15
 P_RATE6_PACKETS = 16
@@ -544,15 +546,14 @@ def classify_inet(buf, off, length, slots, P, addr_tab, sw_tab, verdict, rows, e
         v = SLOW
         r = -1
         ec = 0
-        if fast and n >= ETH + W.IPV4_HLEN + 4 and rd16(b, f + 12) == W.ETHERTYPE_IPV4 and 0x45 <= b[o] <= 0x4F \
-                and (P[P_MONITOR] == 0 or rd32(b, o + W.O_IPV4_DST) != P[P_MONITOR]):
+        if fast and n >= ETH + W.IPV4_HLEN + 4 and rd16(b, f + 12) == W.ETHERTYPE_IPV4 and 0x45 <= b[o] <= 0x4F:
             # Options: as without, the ports further on (the common header summed as a constant size).
             ihl = W.IPV4_HLEN if b[o] == 0x45 else (np.int64(b[o]) & 0xF) * 4
             total = rd16(b, o + W.O_IPV4_TOTAL_LENGTH)
             ok = ihl + 4 <= total <= n - ETH and (rd16(b, o + W.O_IPV4_FLAGS) & _FRAG_BITS) == 0 \
                 and (ipv4_header_sum_ok(b, o, W.IPV4_HLEN) if ihl == W.IPV4_HLEN else ipv4_header_sum_ok(b, o, ihl))
             icmp = b[o + W.O_IPV4_PROTO] == W.PROTO_ICMP
-            if not ok and P[P_MONITOR] == 0:
+            if not ok:
                 ec = _malformed4(b, o, n, P)
                 if ec:
                     v = DROP
@@ -615,7 +616,7 @@ def classify_inet(buf, off, length, slots, P, addr_tab, sw_tab, verdict, rows, e
                         ec = why
                 if v != TX and v != FRAG:
                     r = -1
-        elif fast and n >= ETH + W.IPV4_HLEN + 4 and rd16(b, f + 12) == W.ETHERTYPE_IPV4 and P[P_MONITOR] == 0:
+        elif fast and n >= ETH + W.IPV4_HLEN + 4 and rd16(b, f + 12) == W.ETHERTYPE_IPV4:
             ec = _malformed4(b, o, n, P)         # not version 4, or an IHL below 5
             if ec:
                 v = DROP
@@ -855,8 +856,7 @@ def classify_b4(buf, off, length, slots, P, addr_tab, sw_tab, br_tab, br64, verd
         ok = fast and n >= ETH + V6 + x + W.IPV4_HLEN + 4 and rd16(b, f + 12) == W.ETHERTYPE_IPV6 \
             and (b[h] >> 4) == 6 and V6 + rd16(b, h + W.O_IPV6_PAYLOAD_LENGTH) <= n - ETH \
             and (b[h + W.O_IPV6_NEXT_HEADER] == W.PROTO_IPV4 or x > 0) and 0x45 <= b[o] <= 0x4F \
-            and (b[o] == 0x45 or n >= ETH + V6 + x + (np.int64(b[o]) & 0xF) * 4 + 4) \
-            and (P[P_MONITOR] == 0 or rd32(b, o + W.O_IPV4_SRC) != P[P_MONITOR])
+            and (b[o] == 0x45 or n >= ETH + V6 + x + (np.int64(b[o]) & 0xF) * 4 + 4)
         ihl = W.IPV4_HLEN if not ok or b[o] == 0x45 else (np.int64(b[o]) & 0xF) * 4   # options: ports further on
         if not ok and fast and n >= ETH + V6 + W.ICMP_HLEN and rd16(b, f + 12) == W.ETHERTYPE_IPV6 \
                 and (b[h] >> 4) == 6 and V6 + rd16(b, h + W.O_IPV6_PAYLOAD_LENGTH) <= n - ETH \
@@ -913,7 +913,7 @@ def classify_b4(buf, off, length, slots, P, addr_tab, sw_tab, br_tab, br64, verd
                     v = RELAYHAIR if mine else RELAY
                     r = W.ICMPV4_CODE_FRAG_NEEDED if t == W.ICMPV6_PACKET_TOO_BIG else W.ICMPV4_CODE_HOST_UNREACHABLE
                     hr = (rd16(b, o + W.O_ICMP_MTU) - V6) & 0xFFFF if t == W.ICMPV6_PACKET_TOO_BIG else 0
-        elif not ok and fast and P[P_MONITOR] == 0 and n >= ETH + V6 and rd16(b, f + 12) == W.ETHERTYPE_IPV6 \
+        elif not ok and fast and n >= ETH + V6 and rd16(b, f + 12) == W.ETHERTYPE_IPV6 \
                 and (b[h] >> 4) == 6 and V6 + rd16(b, h + W.O_IPV6_PAYLOAD_LENGTH) <= n - ETH \
                 and (b[h + W.O_IPV6_NEXT_HEADER] == W.PROTO_IPV4 or x > 0) and not _kernels6(b, h, P, br64):
             # IPv4-in-IPv6 whose IPv4 header is malformed (version, IHL below 5, cut short
@@ -1334,7 +1334,7 @@ def _compact_untagged(buf, off, length, slots, vid, counters, keep, free_list, n
 @numba.njit(cache=True, nogil=True)
 def fast_batch(buf, off, length, free_list, n_free, v4, v6, P, macs, addr_tab, sw_tab, br_tab, counters,
                strict, scratch, keep, out4, out6, slow4, slow6, rate, now, flt, fk, ids, frags, reasm,
-               kern4, kern6, ids4):
+               kern4, kern6, ids4, mirror):
     """One whole batch in a single call (no Python per batch but this call).
 
     ``v4``/``v6`` are the received slots (modified: untagged ones compacted).
@@ -1345,22 +1345,28 @@ def fast_batch(buf, off, length, free_list, n_free, v4, v6, P, macs, addr_tab, s
     :mod:`lwaftr.dataplane.control`); dropped frames go back to the pool.  With ``strict`` and any
     frame needing the slow path, every frame goes there untouched (Snabb's
     exact order).  ``reasm``: the reassembly stage's state (:func:`reassembly`);
-    it runs unless ``strict``, the monitor or ``P_FAST_OFF`` sends fragments to
-    the slow path.  ``ids``/``ids4``: the last IPv6/IPv4 fragment IDs, shared with the
-    slow path's fragmenters.  Returns (n_out4, n_out6, n_slow4, n_slow6, n_kern4, n_kern6).
+    it runs unless ``strict`` or ``P_FAST_OFF`` sends fragments to the slow path.
+    ``ids``/``ids4``: the last IPv6/IPv4 fragment IDs, shared with the slow path's
+    fragmenters.  ``mirror``: copies of the monitored address's frames, as received
+    (:mod:`lwaftr.dataplane.monitor`; not with ``P_FAST_OFF``, whose slow path copies them).
+    Returns (n_out4, n_out6, n_slow4, n_slow6, n_kern4, n_kern6, n_mirror).
     """
     (buf, off, length, free_list, n_free, v4, v6, P, macs, addr_tab, sw_tab, br_tab, counters, scratch,
-     keep, out4, out6, slow4, slow6, rate, fk, ids, frags, reasm, kern4, kern6, ids4) = borrowed((
+     keep, out4, out6, slow4, slow6, rate, fk, ids, frags, reasm, kern4, kern6, ids4, mirror) = borrowed((
         buf, off, length, free_list, n_free, v4, v6, P, macs, addr_tab, sw_tab, br_tab, counters, scratch,
-        keep, out4, out6, slow4, slow6, rate, fk, ids, frags, reasm, kern4, kern6, ids4))
+        keep, out4, out6, slow4, slow6, rate, fk, ids, frags, reasm, kern4, kern6, ids4, mirror))
     v4 = _compact_untagged(buf, off, length, v4, P[P_VLAN4], counters, keep, free_list, n_free)
     v6 = _compact_untagged(buf, off, length, v6, P[P_VLAN6], counters, keep, free_list, n_free)
+    nm = 0
+    if P[P_MONITOR] != 0 and P[P_FAST_OFF] == 0:
+        nm = copy_watched(buf, off, length, free_list, n_free, v4, P[P_MONITOR], mirror, nm, counters)
+        nm = copy_watched(buf, off, length, free_list, n_free, v6, P[P_MONITOR], mirror, nm, counters)
     st4, st6, big4, big_len4, n_big4, big6, big_len6, n_big6, mark = reasm
     n_big4[0] = 0
     n_big6[0] = 0
     first4 = v4.shape[0]
     first6 = v6.shape[0]
-    if not strict and P[P_FAST_OFF] == 0 and P[P_MONITOR] == 0:
+    if not strict and P[P_FAST_OFF] == 0:
         br64 = np.empty((br_tab.shape[0], 2), np.int64)
         for j in range(br_tab.shape[0]):
             br64[j, 0] = np.int64(rd64(br_tab[j], 0))
@@ -1395,11 +1401,11 @@ def fast_batch(buf, off, length, free_list, n_free, v4, v6, P, macs, addr_tab, s
     ctl6 = ns6 > 0 or P[P_PUNT] != 0
     if ctl4:
         ns4 -= control.classify4(buf, off, length, v4, verd4, rows4, first4, P[P_FAST_OFF], P[P_PUNT],
-                                 P[P_MONITOR], P[P_EXT_IP], P[P_EXT_NEXT_IP], P[P_V4_RESOLVED], macs[M_EXT_NEXT],
+                                 P[P_EXT_IP], P[P_EXT_NEXT_IP], P[P_V4_RESOLVED], macs[M_EXT_NEXT],
                                  addr_tab, P[P_PROXY_ARP])
     if ctl6:
         ns6 -= control.classify6(buf, off, length, v6, verd6, rows6, first6, P[P_FAST_OFF], P[P_PUNT],
-                                 P[P_MONITOR], P[P_INT_IP_HI], P[P_INT_IP_LO], P[P_V6_RESOLVED], br_tab)
+                                 P[P_INT_IP_HI], P[P_INT_IP_LO], P[P_V6_RESOLVED], br_tab)
     if ctl4 or ctl6:                            # what the control passes took is no error
         for i in range(n4):
             if verd4[i] >= control.ANSWER:
@@ -1412,7 +1418,7 @@ def fast_batch(buf, off, length, free_list, n_free, v4, v6, P, macs, addr_tab, s
             slow4[i] = v4[i]
         for i in range(n6):
             slow6[i] = v6[i]
-        return 0, 0, n4, n6, 0, 0
+        return 0, 0, n4, n6, 0, 0, nm
     if ctl4:
         control.apply4(buf, off, length, v4, verd4, rows4, err4, first4, macs[M_EXT_SELF], P[P_VLAN4],
                        flt, fk[F_IN4], fk[F_OUT4], counters)
@@ -1562,4 +1568,4 @@ def fast_batch(buf, off, length, free_list, n_free, v4, v6, P, macs, addr_tab, s
     for i in range(nf):            # fragments last, as the slow path's fragmenter orders them
         out6[k6] = frags[i]
         k6 += 1
-    return k4, k6, s4, s6, nk4, nk6
+    return k4, k6, s4, s6, nk4, nk6, nm
