@@ -35,12 +35,15 @@ def test_a_partly_used_pool_orders_only_what_is_free() -> None:
     taken = pool.alloc(200)
     pool.free(np.random.default_rng(3).permutation(taken)[:150])      # 206 free, shuffled on top
     before = pool.free_list[:206].copy()
+    before_rest = pool.free_list[206:].copy()
     in_address_order(pool.free_list, pool.n_free, 1000, pool.order_bits, 2000)   # more than is free: all of it
     assert sorted(pool.free_list[:206]) == sorted(before)
     assert _popped(pool, 206) == sorted(before, reverse=True)
     one = pool.free_list[:206].copy()
     in_address_order(pool.free_list, pool.n_free, 1, pool.order_bits, 1)      # one slot: nothing to do
     assert (pool.free_list[:206] == one).all()
+    in_address_order(pool.free_list, pool.n_free, 0, pool.order_bits, 100)    # none taken: nothing to do
+    assert (pool.free_list[:206] == one).all() and (pool.free_list[206:] == before_rest).all()
 
 
 @pytest.mark.parametrize("order", ["arranged", "arranged, descending", "ascending", "one out of place",

@@ -98,7 +98,7 @@ def in_address_order(free_list, n_free, n, bits, window):
     top = n_free[0]
     w = min(max(window, n), top)
     n = min(n, w)
-    if w < 2:
+    if w < 2 or n < 1:                          # (nothing to hand out: nothing to arrange)
         return
     lo = top - w
     cut = w - n                                 # seg[cut:] is handed out first (from the top)
