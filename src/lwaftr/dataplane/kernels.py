@@ -34,9 +34,9 @@ kernel mode the kernel's frames leave for its TAPs, by
 :mod:`lwaftr.dataplane.control`.  Malformed IPv4 from the Internet is dropped
 and counted here, by the reassembler's rules or the core's (:func:`_malformed4`).
 With the monitor on, the watched subscriber's frames are copied first
-(:mod:`lwaftr.dataplane.monitor`) and then go the same way.  Everything else (ARP that may teach a next hop's MAC, unresolved next hops,
-runts, malformed headers that claim to be fragments or are addressed to the
-router) is ``SLOW``, under the engine's per-batch budget.  The slow path (:mod:`lwaftr.dataplane.core`) is the reference:
+(:mod:`lwaftr.dataplane.monitor`) and then go the same way.  Everything else
+(ARP that may teach a next hop's MAC, unresolved next hops, runts, malformed
+headers that claim to be fragments or are addressed to the router) is ``SLOW``, under the engine's per-batch budget.  The slow path (:mod:`lwaftr.dataplane.core`) is the reference:
 tests run both on the same traffic and compare bytes and counters.
 """
 from __future__ import annotations
