@@ -36,10 +36,7 @@ def test_names_are_unique_and_constants_match():
 
 
 #: Drop counters the compiled stages never add to: the slow path's and the I/O layer's.
-NOT_BY_CODE = {"drop-ipv4-frag-disabled", "drop-ipv6-frag-disabled", "drop-misplaced-not-ipv4-bytes",
-               "drop-misplaced-not-ipv4-packets", "drop-misplaced-not-ipv6-bytes", "drop-misplaced-not-ipv6-packets",
-               "drop-unknown-protocol-ipv6-bytes", "drop-unknown-protocol-ipv6-packets",
-               "drop-no-next-hop-ipv4-packets", "drop-no-next-hop-ipv6-packets", "drop-to-kernel-packets",
+NOT_BY_CODE = {"drop-ipv6-frag-disabled", "drop-no-next-hop-ipv4-packets", "drop-no-next-hop-ipv6-packets", "drop-to-kernel-packets",
                "drop-tx-full-packets", "drop-frame-too-big-packets", "drop-rx-ring-full-packets",
                "drop-rx-too-big-packets", "drop-tx-too-big-packets", "drop-tx-invalid-packets"}
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 from scapy.layers.inet import ICMP, IP, UDP, IPOption_NOP, fragment
-from scapy.layers.inet6 import ICMPv6EchoRequest, IPv6, IPv6ExtHdrFragment
+from scapy.layers.inet6 import ICMPv6DestUnreach, ICMPv6EchoRequest, IPv6, IPv6ExtHdrFragment
 from scapy.layers.l2 import Dot1Q, Ether
 from scapy.packet import Raw
 
@@ -501,12 +501,14 @@ def test_ipv6_fragmentation_is_compiled_and_shares_the_ids(vlan):
     assert got == slow.process_frames(big, [], 100.0)[1] and len(got) == 6
     assert C.to_dict(fast.counters) == C.to_dict(slow.counters)
     # Next: one big frame fragmented by the kernels, then, in check's strict order, one
-    # fragmented by the slow path (its batch holds a runt, which only the slow path
-    # takes, so all of it goes there): the IDs go on from one counter.
+    # fragmented by the slow path (its batch holds an IPv4 fragment, which the strict
+    # order leaves to the slow path's reassembler, so all of it goes there): the IDs go
+    # on from one counter.
     from scapy.layers.inet6 import IPv6ExtHdrFragment as Frag6
     mine = bytes(eth / IP(src="203.0.113.9", dst="192.0.2.1") / UDP(sport=1, dport=4097) / bytes(1440))
     ids = []
-    for frames, strict in (([big[0]], False), ([mine, bytes(20)], True)):
+    piece = bytes(eth / IP(src="203.0.113.9", dst="192.0.2.2", flags="MF") / UDP(sport=1, dport=80) / bytes(16))
+    for frames, strict in (([big[0]], False), ([mine, piece], True)):
         calls.clear()
         o4, o6, *_ = fast.process(fast.pool.store(frames), fast.pool.store([]), 100.5, strict=strict)
         assert bool(calls and calls[0][0]) == strict          # (the slow path took the frames)
@@ -600,23 +602,32 @@ def test_invariants(sc):                        # hairpinned ping can itself be 
 
 
 def test_a_flood_for_the_slow_path_is_cut_to_its_budget_and_counted():
-    """Frames only Python handles (here runts: IPv4 headers with nothing after them)
-    take at most the budget per batch; the rest are dropped and counted, an alarm says
-    so, and the compiled traffic in the same batch is all forwarded."""
+    """Frames only Python handles (here frames for the B4s while the IPv6 next hop is
+    unresolved: the slow path holds them and solicits it) take at most the budget per
+    batch; the rest are dropped and counted, an alarm says so, and the compiled traffic in
+    the same batch (the other direction) is all forwarded."""
+    from lwaftr.config.model import NextHop
     from lwaftr.mgmt.alarms import Alarms
     rows = [("192.0.2.1", 1, 4, "2001:db8:1::1", 0), ("192.0.2.2", 0, 0, "2001:db8:1::2", 1)]
-    eng = Engine(make_config(rows), slow_budget=16)
+    cfg = make_config(rows)
+    inst = cfg.instance
+    hop = NextHop(ip=ipaddress.IPv6Address("2001:db8:ffff::fe").packed)
+    cfg = replace(cfg, instances=[replace(inst, internal=replace(inst.internal, next_hop=hop))])
+    eng = Engine(cfg, slow_budget=16)
     alarms = Alarms(eng.counters)
     alarms.check(0.0)
     eth = Ether(dst="02:00:00:00:00:01", src="02:00:00:00:00:11")
-    good = [bytes(eth / IP(src="203.0.113.9", dst="192.0.2.1") / UDP(sport=1, dport=4097 + i)) for i in range(100)]
-    errors = [bytes(eth / IP(src="203.0.113.9", dst="192.0.2.2", id=i)) for i in range(100)]    # 34 bytes
+    p1 = port_of(1, 4, 7)
+    good = [bytes(eth / IPv6(src="2001:db8:1::1", dst="2001:db8:ffff::1") / IP(src="192.0.2.1", dst="203.0.113.9")
+                  / UDP(sport=p1, dport=53 + i)) for i in range(100)]
+    held = [bytes(eth / IP(src="203.0.113.9", dst="192.0.2.1") / UDP(sport=53 + i, dport=p1)) for i in range(100)]
     slowed = []
     real = eng.slow.process
     eng.slow.process = lambda v4, v6, now, **kw: slowed.append(len(v4) + len(v6)) or real(v4, v6, now, **kw)
-    o4, o6, *_ = eng.process(eng.pool.store(good + errors), eng.pool.store([]), 1.0)
-    assert len(o6) == 100 and len(o4) == 16     # all forwarded; the 16 runts taken draw ICMP errors
-    assert slowed == [16]
+    o4, o6, *_ = eng.process(eng.pool.store(held), eng.pool.store(good), 1.0)
+    assert len(o4) == 100                       # all decapsulated
+    assert slowed == [16] and eng.slow.ndp.held == 16
+    assert [f[54] for f in eng.pool.frames(o6)] == [135]      # the one solicitation for the next hop
     c = C.to_dict(eng.counters, nonzero=True)
     assert c["drop-slow-path-budget-packets"] == 84
     assert [(e.alarm, e.raised) for e in alarms.check(1.0)] == [("slow-path-budget", True)]
@@ -630,19 +641,19 @@ def test_a_flood_for_the_slow_path_is_cut_to_its_budget_and_counted():
     arps = [bytes(Ether(dst="ff:ff:ff:ff:ff:ff", src="02:00:00:00:00:11") /
                   ARP(op=1, psrc=f"198.51.100.{100 + i}", pdst=aftr4)) for i in range(10)]
     slowed.clear()
-    o4, o6, *_ = eng.process(eng.pool.store(errors[:50] + arps + errors[50:]), eng.pool.store([]), 2.0)
+    o4, o6, *_ = eng.process(eng.pool.store(held[:50] + arps + held[50:]), eng.pool.store([]), 2.0)
     replies = [f for f in eng.pool.frames(o4) if f[12:14] == b"\x08\x06"]
     eng.pool.free(o4)
     eng.pool.free(o6)
     assert slowed == [16] and len(replies) == 10
     assert eng.counters[C.DROP_SLOW_PATH_BUDGET_PACKETS] == 84 + 84
     # check's strict mode has no budget: it must give Snabb's exact result.
-    strict = Engine(make_config(rows), slow_budget=16)
+    strict = Engine(cfg, slow_budget=16)
     slowed.clear()
     real_strict = strict.slow.process
     strict.slow.process = lambda v4, v6, now, **kw: slowed.append(len(v4) + len(v6)) or real_strict(v4, v6, now, **kw)
-    assert len(strict.process_frames(good + errors, [], 1.0).v6) == 100
-    assert slowed == [200] and strict.counters[C.DROP_SLOW_PATH_BUDGET_PACKETS] == 0
+    assert len(strict.process_frames(held, good, 1.0).v4) == 100
+    assert slowed == [200] and strict.counters[C.DROP_SLOW_PATH_BUDGET_PACKETS] == 0 and strict.slow.ndp.held == 100
 
 
 def _mangle(draw, f: bytes) -> bytes:
@@ -851,10 +862,12 @@ _ERROR_DROPS = {C.E_OVER_RATE_LIMIT_ICMPV4, C.E_HAIRPIN_ICMPV4_POLICY, C.E_HAIRP
 
 
 def _widest(names, exclude=()) -> int:
+    """The code with the most counters whose packet counts are all in ``names`` (its
+    byte counts go with them, but add nothing for an empty frame)."""
     best, width = 0, 0
     for code in range(1, C.N_ERRORS):
         want = C.error_counts(code, 0)
-        if code not in exclude and all(name in names for name in want) and len(want) > width:
+        if code not in exclude and all(name in names for name, k in want.items() if k) and len(want) > width:
             best, width = code, len(want)
     return best
 
@@ -866,8 +879,9 @@ def _reference_code(delta: dict[str, int]) -> int:
     whose error, hairpinned back, is dropped): when the most specific is one an
     error is dropped for and the other counters still show a reason (other than
     ``hairpinned``, the totals that go with one), the frame's code is that one,
-    the first."""
-    best = _widest(delta)
+    the first.  ``hairpinned`` (the IPv6 side's totals that go with a hairpin-*
+    code) is never a frame's own code."""
+    best = _widest(delta, (C.E_HAIRPINNED,))
     if best in _ERROR_DROPS:
         rest = set(delta) - set(C.error_counts(best, 0))
         first = _widest(rest, (C.E_HAIRPINNED,))
@@ -921,13 +935,14 @@ def _ipv4_changed(frame: bytes, at: int, value: bytes, fix: bool = True) -> byte
 
 def _per_packet(cfg, kernel: bool, batches: list, monitor: str | None = None) -> set[tuple[int, int, int]]:
     """Every frame alone through the kernels and through the reference slow path.
-    Where the kernels finish a frame, its next node must send it out of the
-    side(s) the reference sends its output to (nowhere for DROP), and its error
-    code must be the one the reference's counters show for that frame (the most
-    specific code of ``lwaftr.counters.ERRORS`` whose counters it added); the
-    frames and, at the end, all counters must be the same.  Returns the (side,
-    next node, error code) compared.  ``monitor``: an address whose traffic both
-    engines mirror (the same frames must be mirrored)."""
+    The kernels must finish every frame (none left to the slow path); its next
+    node must send it out of the side(s) the reference sends its output to
+    (nowhere for DROP), and its error code must be the one the reference's
+    counters show for that frame (the most specific code of
+    ``lwaftr.counters.ERRORS`` whose counters it added); the frames and, at the
+    end, all counters must be the same.  Returns the (side, next node, error
+    code) compared.  ``monitor``: an address whose traffic both engines mirror
+    (the same frames must be mirrored)."""
     fast = Engine(cfg, fragment_id_seeds=IDS, kernel=kernel)
     slow = Engine(cfg, fast_path=False, fragment_id_seeds=IDS, kernel=kernel)
     if kernel:
@@ -948,8 +963,11 @@ def _per_packet(cfg, kernel: bool, batches: list, monitor: str | None = None) ->
             assert got == want          # each side's frames, the TAPs' and the mirrored ones
             next4, err4, next6, err6 = fast.batch_codes()
             nexts, errs = (next4, err4) if side == 4 else (next6, err6)
-            if len(nexts) == 0 or nexts[0] == K.SLOW:     # absorbed by reassembly, untagged away, or Python's
+            if len(nexts) == 0:         # absorbed by reassembly, or untagged away
                 continue
+            # With the next hops known, every frame is compiled: only learning a next hop's MAC,
+            # frames while one is unresolved and packets too big for a slot are Python's.
+            assert nexts[0] != K.SLOW, (side, frame.hex())
             sides = {4} if r4 else set()
             sides |= {6} if r6 else set()
             assert _LEAVES[side, int(nexts[0])] == sides, (side, int(nexts[0]), delta)
@@ -1059,13 +1077,60 @@ def test_every_next_node_and_error_code_is_compared_with_the_reference():
     seen |= _per_packet(base, False, [(bad4, [])])
     seen |= _per_packet(base, True, [(bad4, [])])
     seen |= _per_packet(base, True, [(_arp_traffic()[:1], _ndp_traffic()[:1])])  # the kernel's
+    seen |= _per_packet(base, False, _misfits(eth, from_b4, p1))
+    seen |= _per_packet(no_icmp, False, [([], [bytes(eth / IPv6(src="2001:db8:1::1", dst="2001:db8:ffff::1")
+                                                     / ICMPv6DestUnreach())])])
+    seen |= _per_packet(no_icmp4, False, [([], [from_b4(IP(src="192.0.2.1", dst="192.0.2.2")
+                                                        / ICMP(type=8, id=p1))])])
     assert {(side, n) for side, n, _ in seen} == set(_LEAVES)
     codes = {C.ERROR_NAMES[e] for _, _, e in seen}
     # Never a received frame's first reason: "hairpinned" (always with a hairpin-* code).
     assert set(C.ERROR_NAMES) - codes == {"over-rate-limit-icmpv6", "wrong-vlan", "pool-exhausted",
                                           "frag-invalid-ipv4", "frag-invalid-ipv6", "frag-evicted-ipv4",
-                                          "frag-evicted-ipv6", "malformed-ipv6", "slow-path-budget",
-                                          "hairpinned"}
+                                          "frag-evicted-ipv6", "slow-path-budget", "hairpinned"}
+
+
+def _misfits(eth, from_b4, p1: int) -> list[tuple[list[bytes], list[bytes]]]:
+    """Frames that are not the lwAFTR's common traffic, each compiled as the reference takes
+    it: runts of either family; another ethertype on each side; an IPv4 header with no port
+    after it (a miss); pings to the router whose header the echo stage trusts (bad checksum,
+    options, another version); ICMP to the router that is not a ping; IPv6 carrying neither
+    IPv4 nor ICMPv6, with a bad version, ICMPv6 cut short or of an unknown type, NDP that is not
+    for us; hairpinned fragments and ICMP with a bad checksum."""
+    from lwaftr.examples import BR as AFTR_V6
+    aftr4, aftr6 = str(ipaddress.IPv4Address(AFTR_V4)), str(ipaddress.IPv6Address(AFTR_V6))
+    ping = bytes(eth / IP(src="203.0.113.9", dst=aftr4) / ICMP(type=8, id=1))
+    ping6 = bytes(eth / IPv6(src="2001:db8:2::9", dst=aftr6) / ICMPv6EchoRequest(id=2))
+    v4 = [b"", bytes(eth)[:10], bytes(eth / IP(src="203.0.113.9", dst="192.0.2.1"))[:30],
+          bytes(eth / IP(src="203.0.113.9", dst="192.0.2.1", proto=17)),                      # 34 bytes: no port
+          bytes(eth / IPv6(src="2001:db8:2::9", dst=aftr6) / UDP()),                          # IPv6 on the IPv4 side
+          bytes(Ether(dst="02:00:00:00:00:01", src="02:00:00:00:00:11", type=0x88B5) / Raw(bytes(46))),
+          _ipv4_changed(ping, 10, b"\x12\x34", fix=False), _ipv4_changed(ping, 0, b"\x65"),
+          ping[:14] + _with_options(ping[14:], b"\x01" * 4),
+          bytes(eth / IP(src="203.0.113.9", dst=aftr4) / ICMP(type=0, id=1)),
+          bytes(eth / IP(src="203.0.113.9", dst=aftr4) / ICMP(type=3, code=1) / bytes(28)),
+          _ipv4_changed(bytes(eth / IP(src="203.0.113.9", dst=aftr4) / UDP(sport=1, dport=53)), 10, b"\0\1",
+                        fix=False)]
+    v6 = [b"", bytes(eth / IPv6(src="2001:db8:1::1", dst="2001:db8:ffff::1"))[:40],
+          bytes(eth / IPv6(src="2001:db8:1::1", dst="2001:db8:ffff::1", plen=200) / UDP()),
+          bytes(eth / IP(src="192.0.2.1", dst="203.0.113.9") / UDP(sport=p1, dport=53)),     # IPv4 on the IPv6 side
+          bytes(eth / IPv6(src="2001:db8:1::1", dst="2001:db8:ffff::1") / UDP(sport=p1, dport=53)),
+          bytes(eth / IPv6(src="2001:db8:1::1", dst="2001:db8:ffff::1", nh=60) / Raw(b"\x04\x00" + bytes(6))
+                / IP(src="192.0.2.1", dst="203.0.113.9") / UDP(sport=p1, dport=53)),      # options: no limit
+          (lambda f: f[:14] + b"\x50" + f[15:])(from_b4(IP(src="192.0.2.1", dst="203.0.113.9")
+                                                       / UDP(sport=p1, dport=53))),
+          (lambda f: f[:14] + b"\x50" + f[15:])(ping6),                                     # answered all the same
+          bytes(eth / IPv6(src="2001:db8:1::1", dst="2001:db8:ffff::1", nh=58) / Raw(bytes([1, 0]))),
+          bytes(eth / IPv6(src="2001:db8:1::1", dst="2001:db8:ffff::1", nh=58) / Raw(bytes([130, 0]) + bytes(22))),
+          bytes(eth / IPv6(src="2001:db8:2::9", dst=aftr6) / ICMPv6EchoRequest(code=1)),
+          bytes(eth / IPv6(src="2001:db8:2::9", dst=aftr6, nh=58) / Raw(bytes([129, 0]) + bytes(6))),
+          bytes(eth / IPv6(src="2001:db8:1::1", dst="2001:db8:ffff::1") / ICMPv6DestUnreach()),  # quotes nothing
+          from_b4(IP(src="192.0.2.1", dst="192.0.2.2", flags="MF") / UDP(sport=p1, dport=53) / bytes(16)),
+          from_b4(IP(src="192.0.2.1", dst="192.0.2.2", frag=4) / Raw(bytes(16))),
+          from_b4(IP(src="192.0.2.1", dst="192.0.2.2") / ICMP(type=8, id=p1, chksum=7)),
+          from_b4(IP(src="192.0.2.1", dst="192.0.2.2", len=22, proto=17) / Raw(bytes(4))),     # no port: a miss
+          from_b4(IP(src="192.0.2.1", dst="192.0.2.2", len=300) / UDP(sport=p1, dport=53))]    # longer than it is
+    return [([f], []) for f in v4] + [([], [f]) for f in v6]
 
 
 # -- IPv4 fragmentation of decapsulated packets, hairpinned IPv6 fragmentation, IPv4 options ---------------

@@ -263,8 +263,9 @@ ERRORS: tuple[tuple[str, tuple[str, ...], int, str, str], ...] = (
     ("malformed-ipv6", ("drop-malformed-ipv6",), 0, "in", "RFC 8200: bad version or lengths"),
     ("slow-path-budget", ("drop-slow-path-budget-packets",), 0, "in",
      "beyond the per-batch budget for work costlier than the common path"),
-    ("malformed-ipv4-in-ipv6", ("drop-malformed-ipv6",), 6, "in",
-     "RFC 791: IPv4-in-IPv6 from a B4 whose IPv4 header is malformed (version, IHL, cut short)"),
+    ("malformed-ipv6-internal", ("drop-malformed-ipv6",), 6, "in",
+     "RFC 8200, RFC 791: from a B4, an IPv6 header with a bad version, ICMPv6 cut short (or an error quoting "
+     "too little to relay), or IPv4-in-IPv6 whose IPv4 header is malformed (version, IHL, cut short)"),
     ("malformed-ipv4-external", ("drop-malformed-ipv4",), 4, "in",
      "RFC 791: IPv4 from the Internet with a bad version, a total length below its IHL or a bad header checksum"),
     # A hairpinned packet (RFC 7596 7: decapsulated from a B4, to another softwire) that is
@@ -290,6 +291,17 @@ ERRORS: tuple[tuple[str, tuple[str, ...], int, str, str], ...] = (
      0, "in", "too big for the tunnel with DF set, hairpinned, generate-icmp-errors off"),
     ("hairpinned", (), 6, "in",
      "with a hairpin-* code: the IPv6 side's drop totals for the IPv6 packet a dropped hairpinned one came in as"),
+    ("misplaced-not-ipv4", ("drop-misplaced-not-ipv4",), 4, "in",
+     "on the IPv4 interface, neither IPv4 nor ARP (or shorter than an Ethernet header)"),
+    ("misplaced-not-ipv6", ("drop-misplaced-not-ipv6",), 6, "in",
+     "on the IPv6 interface, not IPv6 (or shorter than an Ethernet header)"),
+    ("unknown-protocol-ipv6", ("drop-unknown-protocol-ipv6",), 6, "in",
+     "from a B4, neither IPv4 (after a Tunnel Encapsulation Limit option at most) nor ICMPv6"),
+    ("hairpin-fragment", ("drop-ipv4-frag-disabled",), 0, "in",
+     "hairpinned: a decapsulated IPv4 fragment for another softwire (only the Internet side's are reassembled, as "
+     "in Snabb)"),
+    ("hairpin-icmpv4-bad-checksum", ("drop-bad-checksum-icmpv4",), 0, "in",
+     "RFC 5508, hairpinned: ICMPv4 cut short or with a bad checksum"),
 )
 
 ERROR_NAMES: tuple[str, ...] = tuple(e[0] for e in ERRORS)

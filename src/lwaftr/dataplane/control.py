@@ -59,8 +59,8 @@ _ICMP6 = ETH + V6                       # the ICMPv6 header's offset in the fram
 NSNA_MIN = _ICMP6 + 24                  # NS/NA: ICMP header, flags, target (RFC 4861 4.3, 4.4)
 NA_FRAME = NSNA_MIN + 8                 # with one link-layer address option: 86 bytes
 _NDP_MIN = _ICMP6 + 4
-_NDP_FIRST = 133                        # Router Solicitation .. Redirect (RFC 4861 4)
-_NDP_LAST = 137
+NDP_FIRST = 133                         # Router Solicitation .. Redirect (RFC 4861 4)
+NDP_LAST = 137
 _HOP_LIMIT = 255                        # RFC 4861 7.1.1 / 7.1.2
 _NA_ROUTER = 0x80000000
 _NA_SOLICITED = 0x40000000
@@ -197,7 +197,7 @@ def classify6(buf, off, length, slots, verdict, rows, first, fast_off, punt, sel
         h = f + ETH
         if not punt:
             if n < _NDP_MIN or rd16(b, f + 12) != W.ETHERTYPE_IPV6 or b[h + W.O_IPV6_NEXT_HEADER] != W.PROTO_ICMPV6 \
-                    or not _NDP_FIRST <= b[f + _ICMP6] <= _NDP_LAST:
+                    or not NDP_FIRST <= b[f + _ICMP6] <= NDP_LAST:
                 continue
             plen = rd16(b, h + W.O_IPV6_PAYLOAD_LENGTH)
             if plen > n - _ICMP6:

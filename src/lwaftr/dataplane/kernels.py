@@ -31,13 +31,18 @@ ICMPv4 error, hairpinned back to the sender (``HAIRERR``), as does an Internet
 packet from a softwire's address (``ERRHAIR``) or an ICMPv6 error about a
 packet from one (``RELAYHAIR``).  ARP and NDP are answered or consumed, and in
 kernel mode the kernel's frames leave for its TAPs, by
-:mod:`lwaftr.dataplane.control`.  Malformed IPv4 from the Internet is dropped
-and counted here, by the reassembler's rules or the core's (:func:`_malformed4`).
-With the monitor on, the watched subscriber's frames are copied first
-(:mod:`lwaftr.dataplane.monitor`) and then go the same way.  Everything else
-(ARP that may teach a next hop's MAC, unresolved next hops, runts, malformed
-headers that claim to be fragments or are addressed to the router) is ``SLOW``, under the engine's per-batch budget.  The slow path (:mod:`lwaftr.dataplane.core`) is the reference:
-tests run both on the same traffic and compare bytes and counters.
+:mod:`lwaftr.dataplane.control`.  Whatever else arrives is dropped and counted
+here as the slow path's stages would take it in turn: runts and malformed
+headers by the reassembler's rules or the core's (:func:`_malformed4`,
+:func:`_not_ipv4_in_ipv6`), other ethertypes as misplaced, other protocols as
+unknown, hairpinned fragments and bad ICMP.  With the monitor on, the watched
+subscriber's frames are copied first (:mod:`lwaftr.dataplane.monitor`) and then
+go the same way.  Only control work is ``SLOW``, under the engine's per-batch
+budget: ARP that may teach a next hop's MAC, frames while a next hop is
+unresolved, and a ping to the router reassembled beyond the MTU (packets
+reassembled beyond a slot go there from :mod:`lwaftr.dataplane.defrag`).  The
+slow path (:mod:`lwaftr.dataplane.core`) is the reference: tests run both on
+the same traffic and compare bytes and counters.
 """
 from __future__ import annotations
 
@@ -358,16 +363,17 @@ def _swap(b, x, y, k):
 
 @numba.njit(cache=True, nogil=True)
 def echo4_reply(b, f, n):
-    """ICMPv4 echo reply in place of the request at ``b[f:f + n]`` (IHL 5), as
-    :class:`lwaftr.dataplane.echo.Echo4Stage` writes it (RFC 792)."""
+    """ICMPv4 echo reply in place of the request at ``b[f:f + n]`` (its IHL at
+    least 5), as :class:`lwaftr.dataplane.echo.Echo4Stage` writes it (RFC 792)."""
     o = f + ETH
+    ihl = (np.int64(b[o]) & 0xF) * 4
     _swap(b, f, f + 6, 6)
     _swap(b, o + W.O_IPV4_SRC, o + W.O_IPV4_DST, 4)
     b[o + W.O_IPV4_FLAGS + 1] &= 0x1F      # Snabb's flags quirk (see echo.py)
     b[o + W.O_IPV4_TTL] = ECHO_TTL
     wr16(b, o + W.O_IPV4_CHECKSUM, 0)
-    wr16(b, o + W.O_IPV4_CHECKSUM, (~ones_sum(b, o, W.IPV4_HLEN, 0)) & 0xFFFF)
-    ic = o + W.IPV4_HLEN
+    wr16(b, o + W.O_IPV4_CHECKSUM, (~ones_sum(b, o, ihl, 0)) & 0xFFFF)
+    ic = o + ihl
     b[ic] = W.ICMPV4_ECHO_REPLY
     wr16(b, ic + 2, 0)
     wr16(b, ic + 2, (~ones_sum(b, ic, f + n - ic, 0)) & 0xFFFF)     # to the frame's end, as Snabb
@@ -472,9 +478,9 @@ def _malformed4(b, o, n, P):
     reassembler's (``malformed-ipv4``, before any other count).  Else, unless it
     claims to be a fragment (the reassembler's too): a bad version, a total length
     below the IHL or a bad header checksum, the core's (RFC 791,
-    ``malformed-ipv4-external``).  Not for the router's own address (its echo
-    stage trusts the header, as Snabb's does) nor, in kernel mode, for the
-    kernel's addresses (punted before reassembly)."""
+    ``malformed-ipv4-external``).  Not, in kernel mode, for the kernel's
+    addresses (punted before reassembly); pings to the router are answered
+    before (:func:`classify_inet`)."""
     vihl = np.int64(b[o])
     ihl = (vihl & 0xF) * 4
     total = rd16(b, o + W.O_IPV4_TOTAL_LENGTH)
@@ -482,7 +488,7 @@ def _malformed4(b, o, n, P):
     kernels = P[P_PUNT] != 0 and (d == P[P_EXT_IP] or d >= 0xE0000000)
     if ihl < W.IPV4_HLEN or total > n - ETH:
         return 0 if kernels else C.E_MALFORMED_IPV4
-    if (rd16(b, o + W.O_IPV4_FLAGS) & _FRAG_BITS) != 0 or d == P[P_EXT_IP] or kernels:
+    if (rd16(b, o + W.O_IPV4_FLAGS) & _FRAG_BITS) != 0 or kernels:
         return 0
     if vihl >> 4 == 4 and total >= ihl and ipv4_header_sum_ok(b, o, ihl):
         return 0
@@ -546,28 +552,32 @@ def classify_inet(buf, off, length, slots, P, addr_tab, sw_tab, verdict, rows, e
         v = SLOW
         r = -1
         ec = 0
-        if fast and n >= ETH + W.IPV4_HLEN + 4 and rd16(b, f + 12) == W.ETHERTYPE_IPV4 and 0x45 <= b[o] <= 0x4F:
+        et = rd16(b, f + 12) if n >= ETH else -1
+        if fast and et == W.ETHERTYPE_IPV4 and n >= ETH + W.IPV4_HLEN:
             # Options: as without, the ports further on (the common header summed as a constant size).
-            ihl = W.IPV4_HLEN if b[o] == 0x45 else (np.int64(b[o]) & 0xF) * 4
+            vihl = np.int64(b[o])
+            ihl = W.IPV4_HLEN if vihl == 0x45 else (vihl & 0xF) * 4
             total = rd16(b, o + W.O_IPV4_TOTAL_LENGTH)
-            ok = ihl + 4 <= total <= n - ETH and (rd16(b, o + W.O_IPV4_FLAGS) & _FRAG_BITS) == 0 \
-                and (ipv4_header_sum_ok(b, o, W.IPV4_HLEN) if ihl == W.IPV4_HLEN else ipv4_header_sum_ok(b, o, ihl))
+            whole = (rd16(b, o + W.O_IPV4_FLAGS) & _FRAG_BITS) == 0
             icmp = b[o + W.O_IPV4_PROTO] == W.PROTO_ICMP
-            if not ok:
+            ok = vihl >> 4 == 4 and W.IPV4_HLEN <= ihl <= total <= n - ETH and whole \
+                and (ipv4_header_sum_ok(b, o, W.IPV4_HLEN) if ihl == W.IPV4_HLEN else ipv4_header_sum_ok(b, o, ihl))
+            if P[P_PUNT] == 0 and icmp and rd32(b, o + W.O_IPV4_DST) == P[P_EXT_IP] and ihl >= W.IPV4_HLEN \
+                    and total <= n - ETH and whole and n >= ETH + ihl + 4 \
+                    and b[o + ihl] == W.ICMPV4_ECHO_REQUEST and b[o + ihl + 1] == 0:
+                # A ping to the router, answered before the core sees it; the echo stage trusts
+                # the rest of the header (as Snabb's).  A reply over the MTU: the fragmenter's.
+                ok = False
+                if n - ETH <= P[P_EXT_MTU]:
+                    v = ECHO
+            elif not ok:
                 ec = _malformed4(b, o, n, P)
                 if ec:
                     v = DROP
-            if ok and icmp and P[P_PUNT] == 0 and rd32(b, o + W.O_IPV4_DST) == P[P_EXT_IP] and ihl == W.IPV4_HLEN \
-                    and b[o + W.IPV4_HLEN] == W.ICMPV4_ECHO_REQUEST and b[o + W.IPV4_HLEN + 1] == 0:
-                ok = False
-                v = ECHO                     # ping to the router, answered before the core sees it
-            elif ok and icmp:
-                # ICMP to a subscriber: refused by policy, or dropped cut short or with a bad
-                # checksum (RFC 5508); else it goes to the softwire its port points to (below).
-                # ICMP for the router's own address: slow path.
-                if rd32(b, o + W.O_IPV4_DST) == P[P_EXT_IP]:
-                    ok = False
-                elif P[P_ALLOW_ICMP4] == 0:
+            elif icmp:
+                # ICMP: refused by policy, or dropped cut short or with a bad checksum
+                # (RFC 5508); else it goes to the softwire its port points to (below).
+                if P[P_ALLOW_ICMP4] == 0:
                     ok = False
                     v = DROP
                     ec = C.E_ICMPV4_POLICY
@@ -580,6 +590,8 @@ def classify_inet(buf, off, length, slots, P, addr_tab, sw_tab, verdict, rows, e
                     # RFC 7596 8.1 (none if it quotes too little: dropped silently)
                     port = _icmp_port_to(b, o, ihl, total)
                     r = lookup(addr_tab, sw_tab, rd32(b, o + W.O_IPV4_DST), port) if port >= 0 else -1
+                elif total < ihl + 4:
+                    r = -1                           # no port: no softwire (RFC 7596 5.2)
                 elif ihl == W.IPV4_HLEN:
                     r = lookup_at(sw_tab, keys[i], rows[i])
                 else:
@@ -616,10 +628,12 @@ def classify_inet(buf, off, length, slots, P, addr_tab, sw_tab, verdict, rows, e
                         ec = why
                 if v != TX and v != FRAG:
                     r = -1
-        elif fast and n >= ETH + W.IPV4_HLEN + 4 and rd16(b, f + 12) == W.ETHERTYPE_IPV4:
-            ec = _malformed4(b, o, n, P)         # not version 4, or an IHL below 5
-            if ec:
-                v = DROP
+        elif fast and et == W.ETHERTYPE_IPV4:
+            v = DROP                             # shorter than an IPv4 header: the reassembler's
+            ec = C.E_MALFORMED_IPV4
+        elif fast and not (et == W.ETHERTYPE_ARP and n >= control.ARP_FRAME and P[P_PUNT] == 0):
+            v = DROP                             # (ARP: the control pass's; kernel mode: the punt's first)
+            ec = C.E_MISPLACED_NOT_IPV4
         verdict[i] = v
         rows[i] = r
         err[i] = ec
@@ -699,6 +713,9 @@ def apply_inet(buf, off, length, slots, P, macs, sw_tab, br_tab, counters, verdi
             if code:
                 verdict[i] = DROP
                 err[i] = code
+            continue
+        if v == DROP and err[i] == C.E_MISPLACED_NOT_IPV4:     # the core's first test, before it counts
+            account(counters, C.E_MISPLACED_NOT_IPV4, n)
             continue
         counters[C.IN_IPV4_BYTES] += n
         counters[C.IN_IPV4_PACKETS] += 1
@@ -815,6 +832,45 @@ def _kernels6(b, h, P, br64):
     return d0 == P[P_INT_IP_HI] and d1 == P[P_INT_IP_LO] and not _is_br(br64, d0, d1)
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _not_ipv4_in_ipv6(b, f, n, x, P, br64):
+    """The next node and error code of a frame from the B4 side that is neither
+    IPv4-in-IPv6 nor ICMPv6 echo or error, as the slow path's stages take it in
+    turn: not IPv6 (the core's ``misplaced``); cut short of its header or payload
+    length (the reassembler's ``malformed``); NDP (built-in: the control pass's,
+    ``SLOW`` until then) or a ping to the router, answered trusting the rest of
+    the header (as Snabb's echo stage); a fragment (reassembly's) or, in kernel
+    mode, the kernel's (the punt decides): ``SLOW``; then the core's: a bad
+    version, ICMPv6 by policy, cut short or of an unknown type, any other protocol."""
+    et = rd16(b, f + 12) if n >= ETH else -1
+    h = f + ETH
+    if et != W.ETHERTYPE_IPV6:
+        return DROP, C.E_MISPLACED_NOT_IPV6
+    if n < ETH + V6 or V6 + rd16(b, h + W.O_IPV6_PAYLOAD_LENGTH) > n - ETH:
+        return DROP, C.E_MALFORMED_IPV6
+    nh = b[h + W.O_IPV6_NEXT_HEADER]
+    c = h + V6
+    if nh == W.PROTO_ICMPV6 and n >= ETH + V6 + 4 and P[P_PUNT] == 0:
+        if control.NDP_FIRST <= b[c] <= control.NDP_LAST:
+            return SLOW, 0
+        if b[c] == W.ICMPV6_ECHO_REQUEST and b[c + 1] == 0 and np.int64(rd64(b, h + W.O_IPV6_DST)) == P[P_INT_IP_HI] \
+                and np.int64(rd64(b, h + W.O_IPV6_DST + 8)) == P[P_INT_IP_LO]:
+            return ECHO, 0
+    if nh == W.PROTO_FRAGMENT or _kernels6(b, h, P, br64):
+        return SLOW, 0
+    if (b[h] >> 4) != 6:
+        return DROP, C.E_MALFORMED_IPV6_INTERNAL
+    if nh == W.PROTO_ICMPV6:
+        if P[P_ALLOW_ICMP6] == 0:
+            return DROP, C.E_ICMPV6_POLICY
+        if n < ETH + V6 + W.ICMP_HLEN:
+            return DROP, C.E_MALFORMED_IPV6_INTERNAL
+        return DROP, C.E_ICMPV6_UNKNOWN
+    if nh != W.PROTO_IPV4 and x == 0:
+        return DROP, C.E_UNKNOWN_PROTOCOL_IPV6
+    return SLOW, 0
+
+
 @numba.njit(cache=True, nogil=True)
 def classify_b4(buf, off, length, slots, P, addr_tab, sw_tab, br_tab, br64, verdict, rows, hrows, xoff, err):
     """Pass 1 for frames from the B4 side.  Returns the number of SLOW.
@@ -870,7 +926,7 @@ def classify_b4(buf, off, length, slots, P, addr_tab, sw_tab, br_tab, br64, verd
             to_us = d0 == P[P_INT_IP_HI] and d1 == P[P_INT_IP_LO]
             if to_us and P[P_PUNT] == 0 and b[o] == W.ICMPV6_ECHO_REQUEST and b[o + 1] == 0:
                 v = ECHO
-            elif not to_us and P[P_PUNT] == 0 or not (to_us or b[h + W.O_IPV6_DST] == 0xFF
+            elif P[P_PUNT] == 0 or not (to_us or b[h + W.O_IPV6_DST] == 0xFF
                                                       or (b[h + W.O_IPV6_DST] == 0xFE
                                                           and (b[h + W.O_IPV6_DST + 1] & 0xC0) == 0x80)
                                                       or _is_br(br64, d0, d1)):
@@ -913,13 +969,18 @@ def classify_b4(buf, off, length, slots, P, addr_tab, sw_tab, br_tab, br64, verd
                     v = RELAYHAIR if mine else RELAY
                     r = W.ICMPV4_CODE_FRAG_NEEDED if t == W.ICMPV6_PACKET_TOO_BIG else W.ICMPV4_CODE_HOST_UNREACHABLE
                     hr = (rd16(b, o + W.O_ICMP_MTU) - V6) & 0xFFFF if t == W.ICMPV6_PACKET_TOO_BIG else 0
+            else:
+                v = DROP                         # quotes too little of our packet to relay
+                ec = C.E_MALFORMED_IPV6_INTERNAL
         elif not ok and fast and n >= ETH + V6 and rd16(b, f + 12) == W.ETHERTYPE_IPV6 \
                 and (b[h] >> 4) == 6 and V6 + rd16(b, h + W.O_IPV6_PAYLOAD_LENGTH) <= n - ETH \
                 and (b[h + W.O_IPV6_NEXT_HEADER] == W.PROTO_IPV4 or x > 0) and not _kernels6(b, h, P, br64):
             # IPv4-in-IPv6 whose IPv4 header is malformed (version, IHL below 5, cut short
             # of its header and 4 bytes): dropped and counted, as the core does.
             v = DROP
-            ec = C.E_MALFORMED_IPV4_IN_IPV6
+            ec = C.E_MALFORMED_IPV6_INTERNAL
+        elif not ok and fast:
+            v, ec = _not_ipv4_in_ipv6(b, f, n, x, P, br64)
         if ok and b[o + W.O_IPV4_PROTO] == W.PROTO_ICMP:
             # ICMP from a subscriber (RFC 7596 8.1): an echo request is bound by its
             # identifier, a reply by port 0, an error by the first port of the packet it
@@ -970,13 +1031,24 @@ def classify_b4(buf, off, length, slots, P, addr_tab, sw_tab, br_tab, br64, verd
                 # A miss, TTL expiry or DF too big draws an ICMPv4 error that goes back to the
                 # sender, a softwire, hairpinned too (``HAIRERR``; the reason's hairpin-* code in ``err``).
                 hport = -2
-                if (rd16(b, o + W.O_IPV4_FLAGS) & _FRAG_BITS) == 0 and ihl + 4 <= total <= inner_len:
-                    if not icmp:
-                        hport = rd16(b, o + ihl + 2)
-                    elif P[P_ALLOW_ICMP4] != 0 and total >= ihl + W.ICMP_HLEN \
-                            and ones_sum(b, o + ihl, total - ihl, 0) == 0xFFFF:
-                        hport = _icmp_port_to(b, o, ihl, total)     # -1: quotes too little (a miss)
-                if hport >= -1 and P[P_V6_RESOLVED]:
+                avail = min(total, inner_len)    # what the core reads of it (the frame may end first)
+                if icmp:
+                    if P[P_ALLOW_ICMP4] == 0:
+                        v = HAIRERR
+                        ec = C.E_HAIRPIN_ICMPV4_POLICY
+                    elif avail < ihl + W.ICMP_HLEN or ones_sum(b, o + ihl, avail - ihl, 0) != 0xFFFF:
+                        v = HAIRERR
+                        ec = C.E_HAIRPIN_ICMPV4_BAD_CHECKSUM
+                    else:
+                        hport = _icmp_port_to(b, o, ihl, avail)     # -1: quotes too little (a miss)
+                elif rd16(b, o + W.O_IPV4_FLAGS) & _FRAG_BITS:
+                    v = HAIRERR                  # not reassembled: dropped
+                    ec = C.E_HAIRPIN_FRAGMENT
+                else:
+                    hport = rd16(b, o + ihl + 2) if total >= ihl + 4 else -1     # no port: a miss
+                if v == HAIRERR:
+                    hr = -1
+                elif hport >= -1 and P[P_V6_RESOLVED]:
                     hr = lookup(addr_tab, sw_tab, rd32(b, o + W.O_IPV4_DST), hport) if hport >= 0 else -1
                     if hr < 0:
                         v = HAIRERR
@@ -1071,6 +1143,9 @@ def apply_b4(buf, off, length, slots, P, macs, sw_tab, br_tab, counters, verdict
             off[s] = e
             length[s] = ETH + m + tag4
             continue
+        if v == DROP and err[i] == C.E_MALFORMED_IPV6:     # the reassembler's, before the other stages
+            account(counters, C.E_MALFORMED_IPV6, n)
+            continue
         code = _ingress(b, f, n, FAM6, flt, fin, counters, i >= first_whole)
         if code:
             verdict[i] = DROP
@@ -1081,6 +1156,9 @@ def apply_b4(buf, off, length, slots, P, macs, sw_tab, br_tab, counters, verdict
             if code:
                 verdict[i] = DROP
                 err[i] = code
+            continue
+        if v == DROP and err[i] == C.E_MISPLACED_NOT_IPV6:     # the core's first test, before it counts
+            account(counters, C.E_MISPLACED_NOT_IPV6, n)
             continue
         counters[C.IN_IPV6_BYTES] += n
         counters[C.IN_IPV6_PACKETS] += 1
