@@ -18,8 +18,10 @@ from lwaftr.cli import examples
 from lwaftr import counters as C
 from lwaftr.config.errors import ConfigError
 from lwaftr.config.load import load_config
+from lwaftr.config.model import Config
 from lwaftr.dataplane import vlan
-from lwaftr.dataplane.engine import Engine
+from lwaftr.dataplane.engine import Engine, slot_size
+from lwaftr.dataplane.pool import HEADROOM, PacketPool
 from lwaftr.dataplane.fragment import SNABB_CHECK_ID_SEEDS
 from lwaftr.io.pcap import CaptureError, read_frames, write_frames
 from lwaftr import wire as W
@@ -54,7 +56,8 @@ def run_check(conf_path: str, in_v4: str, in_v6: str, on_a_stick: bool = False, 
     the router itself are counted as passed to the kernel's TAPs)."""
     cfg = load_config(conf_path)
     v4, v6 = read_frames(in_v4), read_frames(in_v6)       # bad captures are said before the engine is built
-    engine = Engine(cfg, fragment_id_seeds=SNABB_CHECK_ID_SEEDS, kernel=kernel)
+    engine = Engine(cfg, fragment_id_seeds=SNABB_CHECK_ID_SEEDS, kernel=kernel, pool=_pool_for(cfg, v4 + v6),
+                    max_batch=max(4096, len(v4), len(v6)))
     now = time.monotonic()
     if on_a_stick:
         out = engine.process_stick(v4 + v6, now)
@@ -64,6 +67,15 @@ def run_check(conf_path: str, in_v4: str, in_v6: str, on_a_stick: bool = False, 
         out = engine.process_frames(v4, v6, now)
         o4, o6 = out.v4, out.v6
     return o4, o6, C.to_dict(engine.counters, nonzero=True)
+
+
+def _pool_for(cfg: Config, frames: list[bytes]) -> PacketPool:
+    """A packet pool that takes the whole capture as one batch (Snabb's check is one
+    breath): slots for its largest frame, and enough of them for every frame and
+    what the frames become (fragments, errors)."""
+    largest = max(map(len, frames), default=0)
+    slot = max(slot_size(cfg), -(-(HEADROOM + largest) // 64) * 64)
+    return PacketPool(max(4096, 8 * len(frames)), slot)
 
 
 def _expected(path: str) -> dict[str, int]:

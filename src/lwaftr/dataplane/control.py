@@ -18,8 +18,7 @@ Two modes, as :class:`~lwaftr.dataplane.slowpath.SlowPath` has:
 
 Each side has a pass 1 (``classify*``: no side effects, only frames the kernels
 left ``SLOW``, only frames as received, not reassembled ones) and a pass 2
-(``apply*``: rewrites, counters), so ``check``'s strict mode can still send a
-whole batch to the slow path untouched.
+(``apply*``: rewrites, counters), as the kernels' own stages have.
 """
 from __future__ import annotations
 

@@ -31,6 +31,7 @@ from lwaftr.dataplane import defrag
 from lwaftr.dataplane import stick
 from lwaftr.dataplane import vlan
 from lwaftr.dataplane.icmperr import new_rate_state
+from lwaftr.dataplane.neighbor import HOLD_LIMIT
 from lwaftr.dataplane.pool import HEADROOM, PacketPool
 from lwaftr.dataplane.slowpath import SlowPath
 
@@ -104,16 +105,21 @@ class Engine:
         self.table = table if table is not None else BindingTable.build(config.bindings)
         self.kernel = kernel
         self.rate_state = new_rate_state()       # ICMP error rate limiters, shared by kernels and slow path
-        self.slow = SlowPath(config, self.table, self.counters, kernel=kernel, fragment_id_seeds=fragment_id_seeds,
-                             rate_state=self.rate_state)
-        inst = config.instance
-        self.vlan4 = inst.external.vlan_tag if inst.external.vlan_tag is not None else config.external.vlan_tag
-        self.vlan6 = inst.internal.vlan_tag if inst.internal.vlan_tag is not None else config.internal.vlan_tag
         slot = slot_size(config)
         if pool is not None and pool.slot_size < slot:
             raise ValueError(f"the MTUs need {slot}-byte packet slots, the running pool has "
                              f"{pool.slot_size}: restart to use them")
         self.pool = pool if pool is not None else PacketPool(pool_slots, slot)
+        # Frames held per side while its next hop is unresolved (built-in control plane), in
+        # their slots: Snabb's link capacity, or an eighth of the pool if that is less.
+        self.hold_limit = min(HOLD_LIMIT, self.pool.n_slots // 8)
+        self._held = (np.empty(self.hold_limit, np.int32), np.empty(self.hold_limit, np.int32))
+        self._n_held = [0, 0]
+        self.slow = SlowPath(config, self.table, self.counters, kernel=kernel, fragment_id_seeds=fragment_id_seeds,
+                             rate_state=self.rate_state, hold_limit=self.hold_limit)
+        inst = config.instance
+        self.vlan4 = inst.external.vlan_tag if inst.external.vlan_tag is not None else config.external.vlan_tag
+        self.vlan6 = inst.internal.vlan_tag if inst.internal.vlan_tag is not None else config.internal.vlan_tag
         self.fast_path = fast_path
         ext, int_ = config.external, config.internal
         P = np.zeros(K.N_PARAMS, np.int64)
@@ -191,6 +197,9 @@ class Engine:
         for d in (self.defrag4, self.defrag6):
             st = defrag.state(d)
             defrag.release_all(*st[:8], self.pool.free_list, self.pool.n_free)
+        for j in (0, 1):
+            self.pool.free(self._held[j][:self._n_held[j]])
+            self._n_held[j] = 0
 
     def set_table(self, table: BindingTable) -> None:
         """Swap in a new binding table; takes effect from the next batch."""
@@ -257,9 +266,10 @@ class Engine:
         slots to send on each, for the kernel's TAPs, and the mirrored frames.
 
         The caller owns the returned slots (free them after transmitting);
-        the input slots are consumed.  ``strict`` keeps Snabb's exact output
-        order: if any frame of the batch needs the slow path, the whole batch
-        takes it.  Otherwise fast-path frames leave first, slow-path ones after.
+        the input slots are consumed.  Each side's frames leave in the order
+        Snabb's stages emit them; the few the slow path takes (control work)
+        leave after the kernels' frames.  ``strict`` (``check``): no per-batch
+        budget for the slow path.
         """
         n4, n6 = len(v4), len(v6)
         if n4 > self.max_batch or n6 > self.max_batch:
@@ -267,7 +277,10 @@ class Engine:
         v4 = np.ascontiguousarray(v4, np.int32)
         v6 = np.ascontiguousarray(v6, np.int32)
         out4, out6, slow4, slow6 = self._out4, self._out6, self._slow4, self._slow6
-        k4, k6, s4, s6, nk4, nk6, nm, more = batch.run_batch(self._state, v4, v6, strict, float(now))
+        k4, k6, s4, s6, nk4, nk6, nm, h4, h6, more = batch.run_batch(self._state, v4, v6, float(now))
+        if h4 or h6:
+            self._hold(out4[k4:k4 + h4], 0)
+            self._hold(out6[k6:k6 + h6], 1)
         kern4 = self._kern4[:nk4].copy() if nk4 else _NONE
         kern6 = self._kern6[:nk6].copy() if nk6 else _NONE
         mirrored = []
@@ -289,6 +302,9 @@ class Engine:
         self._holding = self.slow.holding
         o4 = self._store(self._tag(o4, self.vlan4))
         o6 = self._store(self._tag(o6, self.vlan6))
+        if self._n_held[0] or self._n_held[1]:      # the next hop just learned: what waited for it
+            o4 = np.concatenate((o4, self._send_held(0)))
+            o6 = np.concatenate((o6, self._send_held(1)))
         if self.kernel:
             t4, t6 = self.slow.take_kernel_frames()
             if t4:
@@ -296,6 +312,34 @@ class Engine:
             if t6:
                 kern6 = np.concatenate((kern6, self._store(t6)))
         return Output(np.concatenate((out4[:k4], o4)), np.concatenate((out6[:k6], o6)), kern4, kern6, mirrored)
+
+    def _hold(self, slots: np.ndarray, j: int) -> None:
+        """Frames the kernels held for side ``j``'s unresolved next hop (0: IPv4, 1: IPv6)
+        kept until it resolves, up to :attr:`hold_limit` (beyond: dropped and counted, as
+        the slow path's neighbour stages do); in kernel mode, dropped and counted at once."""
+        if not len(slots):
+            return
+        kept = 0 if self.kernel else min(len(slots), self.hold_limit - self._n_held[j])
+        n = self._n_held[j]
+        self._held[j][n:n + kept] = slots[:kept]
+        self._n_held[j] = n + kept
+        self.counters[C.NEXT_HOP_HELD_PACKETS] += kept
+        self.counters[(C.DROP_NO_NEXT_HOP_IPV4_PACKETS, C.DROP_NO_NEXT_HOP_IPV6_PACKETS)[j]] += len(slots) - kept
+        self.pool.free(slots[kept:])
+
+    def _send_held(self, j: int) -> np.ndarray:
+        """The frames held for side ``j``, if its next hop is now known: sent
+        (:func:`~lwaftr.dataplane.kernels.release`), oldest first."""
+        n = self._n_held[j]
+        if not n or not self.params[(K.P_V4_RESOLVED, K.P_V6_RESOLVED)[j]]:
+            return _NONE
+        self._n_held[j] = 0
+        pool = self.pool
+        out = np.empty(pool.n_slots, np.int32)
+        k = K.release(pool.buf, pool.off, pool.length, pool.free_list, pool.n_free, self._held[j][:n].copy(),
+                      (K.FAM4, K.FAM6)[j], self.params, self.macs, self.filter_fn, self.filter_index,
+                      self.slow.frag6.ids, self.slow.frag4.ids, self.counters, out, np.empty(pool.n_slots, np.int32))
+        return out[:k]
 
     def batch_codes(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """The last batch's per-frame next nodes (``kernels.TX``, ``DROP``, ...) and

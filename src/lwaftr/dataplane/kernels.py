@@ -37,12 +37,14 @@ headers by the reassembler's rules or the core's (:func:`_malformed4`,
 :func:`_not_ipv4_in_ipv6`), other ethertypes as misplaced, other protocols as
 unknown, hairpinned fragments and bad ICMP.  With the monitor on, the watched
 subscriber's frames are copied first (:mod:`lwaftr.dataplane.monitor`) and then
-go the same way.  Only control work is ``SLOW``, under the engine's per-batch
-budget: ARP that may teach a next hop's MAC, frames while a next hop is
-unresolved, and a ping to the router reassembled beyond the MTU (packets
-reassembled beyond a slot go there from :mod:`lwaftr.dataplane.defrag`).  The
-slow path (:mod:`lwaftr.dataplane.core`) is the reference: tests run both on
-the same traffic and compare bytes and counters.
+go the same way.  While a side's next hop is unresolved, what would leave on
+it is finished and held in its slot (:func:`fast_batch`) until :func:`release`
+sends it.  Only control work is ``SLOW``, under the engine's per-batch budget:
+ARP and NDP that may teach a next hop's MAC (and any while it is unresolved),
+and a ping to the router reassembled beyond the MTU (packets reassembled beyond
+a slot go there from :mod:`lwaftr.dataplane.defrag`).  The slow path
+(:mod:`lwaftr.dataplane.core`) is the reference: tests run both on the same
+traffic and compare bytes and counters.
 """
 from __future__ import annotations
 
@@ -131,6 +133,9 @@ F_IN4 = 0
 F_IN6 = 1
 F_OUT4 = 2
 F_OUT6 = 3
+#: In place of an egress filter's index: the side's next hop is unresolved, so what would
+#: leave on it is held, untagged and unfiltered, until :func:`release` sends it.
+HOLD = -2
 
 # Rows of the per-batch scratch array (int64[N_SCRATCH, max_batch]): each side's
 # next node and error code per frame, in batch order after untagging and
@@ -220,7 +225,10 @@ def _emit(b, l3, l3_len, macs, dst_row, src_row, vid, ethertype, flt, fidx):
     """Ethernet in front of the packet at ``l3``, through the egress filter
     ``fidx`` of ``flt`` (-1: none), which sees the untagged frame as the slow path's
     filter does, then the 802.1Q tag if ``vid >= 0``.  Returns the frame's
-    offset, or -1 if the filter refused it."""
+    offset, or -1 if the filter refused it.  ``fidx`` ``HOLD``: the next hop is
+    unresolved: untagged Ethernet only, the frame is held (:func:`release`)."""
+    if fidx == HOLD:
+        return write_eth(b, l3, macs, dst_row, src_row, -1, ethertype)
     if fidx < 0:
         return write_eth(b, l3, macs, dst_row, src_row, vid, ethertype)
     e = write_eth(b, l3, macs, dst_row, src_row, -1, ethertype)
@@ -271,7 +279,8 @@ def _send(b, l3, l3_len, fam, P, macs, counters, flt, fidx):
     the next hop's MAC, the egress filter ``fidx``, the side's VLAN tag, and
     ``out-ipvX-frag-not`` (it fits: only unfragmented packets come here).
     Returns the frame's offset, or minus the error code if the filter refused
-    it (counted)."""
+    it (counted).  ``fidx`` ``HOLD``: held for the next hop, untagged (the rest
+    when :func:`release` sends it)."""
     if fam == FAM4:
         e = _emit(b, l3, l3_len, macs, M_EXT_NEXT, M_EXT_SELF, P[P_VLAN4], W.ETHERTYPE_IPV4, flt, fidx)
     else:
@@ -280,7 +289,8 @@ def _send(b, l3, l3_len, fam, P, macs, counters, flt, fidx):
         code = _FAM_ERRORS[fam, _E_EGRESS]
         account(counters, code, ETH + l3_len)
         return -code
-    counters[_FAM_COUNTERS[fam, _C_FRAG_NOT]] += 1
+    if fidx != HOLD:
+        counters[_FAM_COUNTERS[fam, _C_FRAG_NOT]] += 1
     return e
 
 
@@ -312,8 +322,10 @@ def _send_error(b, ip, m, fam, P, macs, counters, flt, fidx):
 
 @numba.njit(cache=True, nogil=True, inline="always")
 def _framed(P, fam, l3_len):
-    """A frame's length on side ``fam`` for ``l3_len`` bytes of IP: Ethernet and the side's tag."""
-    return ETH + l3_len + (W.VLAN_HLEN if P[P_VLAN4 if fam == FAM4 else P_VLAN6] >= 0 else 0)
+    """A frame's length on side ``fam`` for ``l3_len`` bytes of IP: Ethernet and the side's tag
+    (none while the frame is held for an unresolved next hop)."""
+    tagged = P[P_VLAN4 if fam == FAM4 else P_VLAN6] >= 0 and P[P_V4_RESOLVED if fam == FAM4 else P_V6_RESOLVED] != 0
+    return ETH + l3_len + (W.VLAN_HLEN if tagged else 0)
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -608,9 +620,9 @@ def classify_inet(buf, off, length, slots, P, addr_tab, sw_tab, verdict, rows, e
                     # DF: an error (RFC 2473 7.2); else encapsulated, then IPv6 fragments
                     if rd16(b, o + W.O_IPV4_FLAGS) & W.IPV4_FLAG_DF:
                         why = C.E_OVER_MTU_DF
-                    elif P[P_V6_RESOLVED]:
+                    else:
                         v = FRAG
-                elif P[P_V6_RESOLVED]:
+                else:
                     v = TX
                 if why == C.E_ICMPV4_NO_SOFTWIRE:
                     v = DROP
@@ -620,10 +632,9 @@ def classify_inet(buf, off, length, slots, P, addr_tab, sw_tab, verdict, rows, e
                         v = DROP
                         ec = why + 1             # the same reason, "-no-error"
                     elif not is_managed(addr_tab, rd32(b, o + W.O_IPV4_SRC)):
-                        if P[P_V4_RESOLVED]:
-                            v = ERR
-                            ec = why
-                    elif P[P_V6_RESOLVED]:
+                        v = ERR
+                        ec = why
+                    else:
                         v = ERRHAIR              # an error for a softwire's address is hairpinned
                         ec = why
                 if v != TX and v != FRAG:
@@ -659,11 +670,12 @@ def apply_inet(buf, off, length, slots, P, macs, sw_tab, br_tab, counters, verdi
     nf = 0
     fin = fk[F_IN4]
     fout4 = fk[F_OUT4]
-    fout6 = fk[F_OUT6]
+    nh4 = fout4 if P[P_V4_RESOLVED] else HOLD        # what needs a next hop: held while it is unresolved
+    nh6 = fk[F_OUT6] if P[P_V6_RESOLVED] else HOLD
     # The common case, encapsulated, counted in locals and added once per batch (what
     # the general path below counts for it frame by frame), the side a constant.
     vlan6 = P[P_VLAN6]
-    tag6 = W.VLAN_HLEN if vlan6 >= 0 else 0
+    tag6 = W.VLAN_HLEN if vlan6 >= 0 and nh6 != HOLD else 0
     n_seen = 0
     n_tx = 0
     n_sent = 0
@@ -689,7 +701,7 @@ def apply_inet(buf, off, length, slots, P, macs, sw_tab, br_tab, counters, verdi
             n_tx += 1
             in_bytes += n
             out_bytes += ETH + m
-            e = _emit(b, h, m, macs, M_INT_NEXT, M_INT_SELF, vlan6, W.ETHERTYPE_IPV6, flt, fout6)
+            e = _emit(b, h, m, macs, M_INT_NEXT, M_INT_SELF, vlan6, W.ETHERTYPE_IPV6, flt, nh6)
             if e < 0:
                 account(counters, C.E_EGRESS_FILTER_IPV6, ETH + m)
                 verdict[i] = DROP
@@ -744,7 +756,7 @@ def apply_inet(buf, off, length, slots, P, macs, sw_tab, br_tab, counters, verdi
                     off[s] = ip - ETH
                     length[s] = ETH + m
                     continue
-                e = _send_error(b, ip, m, FAM4, P, macs, counters, flt, fout4)
+                e = _send_error(b, ip, m, FAM4, P, macs, counters, flt, nh4)
         else:
             h = _encapsulate(b, f, n, rows[i], P, sw_tab, br_tab)
             m = n - ETH + V6
@@ -752,10 +764,17 @@ def apply_inet(buf, off, length, slots, P, macs, sw_tab, br_tab, counters, verdi
             counters[C.OUT_IPV6_PACKETS] += 1
             if v == FRAG:
                 # The egress filter sees the whole frame, untagged; then the fragments.
-                if _emit(b, h, m, macs, M_INT_NEXT, M_INT_SELF, -1, W.ETHERTYPE_IPV6, flt, fout6) < 0:
+                e = _emit(b, h, m, macs, M_INT_NEXT, M_INT_SELF, -1, W.ETHERTYPE_IPV6, flt, nh6)
+                if e < 0:
                     account(counters, C.E_EGRESS_FILTER_IPV6, ETH + m)
                     verdict[i] = DROP
                     err[i] = C.E_EGRESS_FILTER_IPV6
+                    continue
+                if nh6 == HOLD:              # held whole: cut when it is sent
+                    off[s] = e
+                    length[s] = ETH + m
+                    frags[nf] = s
+                    nf += 1
                     continue
                 k = _fragment6(buf, off, length, free_list, n_free, s, h, m, P, macs, ids, frags, nf, counters)
                 if k < 0:
@@ -765,7 +784,7 @@ def apply_inet(buf, off, length, slots, P, macs, sw_tab, br_tab, counters, verdi
                 else:
                     nf = k
                 continue
-            e = _send(b, h, m, FAM6, P, macs, counters, flt, fout6)
+            e = _send(b, h, m, FAM6, P, macs, counters, flt, nh6)
         if e < 0:
             verdict[i] = DROP
             if err[i] == 0:
@@ -778,7 +797,8 @@ def apply_inet(buf, off, length, slots, P, macs, sw_tab, br_tab, counters, verdi
     counters[C.IN_IPV4_PACKETS] += n_tx
     counters[C.OUT_IPV6_BYTES] += out_bytes
     counters[C.OUT_IPV6_PACKETS] += n_tx
-    counters[C.OUT_IPV6_FRAG_NOT] += n_sent
+    if nh6 != HOLD:
+        counters[C.OUT_IPV6_FRAG_NOT] += n_sent
     return nf
 
 
@@ -965,10 +985,9 @@ def classify_b4(buf, off, length, slots, P, addr_tab, sw_tab, br_tab, br64, verd
                 ec = C.E_ICMPV6_UNKNOWN
             elif q4 + W.IPV4_HLEN <= f + n:
                 mine = is_managed(addr_tab, rd32(b, q4 + W.O_IPV4_SRC))    # for a softwire: hairpinned
-                if P[P_V6_RESOLVED] if mine else P[P_V4_RESOLVED]:
-                    v = RELAYHAIR if mine else RELAY
-                    r = W.ICMPV4_CODE_FRAG_NEEDED if t == W.ICMPV6_PACKET_TOO_BIG else W.ICMPV4_CODE_HOST_UNREACHABLE
-                    hr = (rd16(b, o + W.O_ICMP_MTU) - V6) & 0xFFFF if t == W.ICMPV6_PACKET_TOO_BIG else 0
+                v = RELAYHAIR if mine else RELAY
+                r = W.ICMPV4_CODE_FRAG_NEEDED if t == W.ICMPV6_PACKET_TOO_BIG else W.ICMPV4_CODE_HOST_UNREACHABLE
+                hr = (rd16(b, o + W.O_ICMP_MTU) - V6) & 0xFFFF if t == W.ICMPV6_PACKET_TOO_BIG else 0
             else:
                 v = DROP                         # quotes too little of our packet to relay
                 ec = C.E_MALFORMED_IPV6_INTERNAL
@@ -1020,17 +1039,17 @@ def classify_b4(buf, off, length, slots, P, addr_tab, sw_tab, br_tab, br64, verd
                 v = DROP
                 ec = C.E_NO_SOURCE_SOFTWIRE_NO_ERROR
                 if P[P_ICMP6_ERRORS]:
-                    v = ERR if P[P_V6_RESOLVED] else SLOW
-                    ec = C.E_NO_SOURCE_SOFTWIRE if v == ERR else 0
+                    v = ERR
+                    ec = C.E_NO_SOURCE_SOFTWIRE
                 if v != ERR:
                     r = -1
             elif P[P_HAIRPINNING] and is_managed(addr_tab, rd32(b, o + W.O_IPV4_DST)):
                 # Re-encapsulation checks, as for a frame from the Internet: the destination
-                # softwire by port, or for ICMP (allowed, checksum right) by RFC 7596 8.1's rules;
-                # what fails them (a miss, an ICMP drop, a fragment, TTL, MTU): slow path.
+                # softwire by port, or for ICMP (allowed, checksum right) by RFC 7596 8.1's rules.
                 # A miss, TTL expiry or DF too big draws an ICMPv4 error that goes back to the
-                # sender, a softwire, hairpinned too (``HAIRERR``; the reason's hairpin-* code in ``err``).
-                hport = -2
+                # sender, a softwire, hairpinned too (``HAIRERR``; the reason's hairpin-* code in
+                # ``err``); ICMP refused or malformed and fragments are dropped (``HAIRERR`` too).
+                hport = -1
                 avail = min(total, inner_len)    # what the core reads of it (the frame may end first)
                 if icmp:
                     if P[P_ALLOW_ICMP4] == 0:
@@ -1048,7 +1067,7 @@ def classify_b4(buf, off, length, slots, P, addr_tab, sw_tab, br_tab, br64, verd
                     hport = rd16(b, o + ihl + 2) if total >= ihl + 4 else -1     # no port: a miss
                 if v == HAIRERR:
                     hr = -1
-                elif hport >= -1 and P[P_V6_RESOLVED]:
+                else:
                     hr = lookup(addr_tab, sw_tab, rd32(b, o + W.O_IPV4_DST), hport) if hport >= 0 else -1
                     if hr < 0:
                         v = HAIRERR
@@ -1069,15 +1088,10 @@ def classify_b4(buf, off, length, slots, P, addr_tab, sw_tab, br_tab, br64, verd
                         hr = -1
                         if not P[P_ICMP4_ERRORS] and ec != C.E_HAIRPIN_ICMPV4_NO_SOFTWIRE:
                             ec += 1              # the same reason, "-no-error"
-                if v == SLOW:
-                    r = -1
-                    hr = -1
-            elif total <= inner_len and inner_len <= P[P_EXT_MTU] and P[P_V4_RESOLVED]:
+            elif total <= inner_len and inner_len <= P[P_EXT_MTU]:
                 v = TX
-            elif P[P_V4_RESOLVED]:
-                v = FRAG4                        # the IPv4 fragmenter's: cut, trimmed or dropped
             else:
-                r = -1
+                v = FRAG4                        # the IPv4 fragmenter's: cut, trimmed or dropped
         verdict[i] = v
         rows[i] = r
         hrows[i] = hr
@@ -1102,12 +1116,13 @@ def apply_b4(buf, off, length, slots, P, macs, sw_tab, br_tab, counters, verdict
         buf, off, length, slots, P, macs, sw_tab, br_tab, counters, verdict, rows, hrows, xoff, err, rate,
         fk))
     fin = fk[F_IN6]
-    fout4 = fk[F_OUT4]
     fout6 = fk[F_OUT6]
+    nh4 = fk[F_OUT4] if P[P_V4_RESOLVED] else HOLD   # what needs a next hop: held while it is unresolved
+    nh6 = fout6 if P[P_V6_RESOLVED] else HOLD
     # The common case, decapsulated, counted in locals and added once per batch (what
     # the general path below counts for it frame by frame), the side a constant.
     vlan4 = P[P_VLAN4]
-    tag4 = W.VLAN_HLEN if vlan4 >= 0 else 0
+    tag4 = W.VLAN_HLEN if vlan4 >= 0 and nh4 != HOLD else 0
     n_seen = 0
     n_tx = 0
     n_sent = 0
@@ -1133,7 +1148,7 @@ def apply_b4(buf, off, length, slots, P, macs, sw_tab, br_tab, counters, verdict
             n_tx += 1
             in_bytes += n
             out_bytes += ETH + m
-            e = _emit(b, f + ETH + V6 + x, m, macs, M_EXT_NEXT, M_EXT_SELF, vlan4, W.ETHERTYPE_IPV4, flt, fout4)
+            e = _emit(b, f + ETH + V6 + x, m, macs, M_EXT_NEXT, M_EXT_SELF, vlan4, W.ETHERTYPE_IPV4, flt, nh4)
             if e < 0:
                 account(counters, C.E_EGRESS_FILTER_IPV4, ETH + m)
                 verdict[i] = DROP
@@ -1175,7 +1190,7 @@ def apply_b4(buf, off, length, slots, P, macs, sw_tab, br_tab, counters, verdict
                     off[s] = ip - ETH
                     length[s] = ETH + m
                     continue
-                e = _send_error(b, ip, m, FAM4, P, macs, counters, flt, fout4)
+                e = _send_error(b, ip, m, FAM4, P, macs, counters, flt, nh4)
             if e < 0:
                 verdict[i] = DROP
                 err[i] = -e
@@ -1210,7 +1225,7 @@ def apply_b4(buf, off, length, slots, P, macs, sw_tab, br_tab, counters, verdict
             else:
                 ip, m = icmpv6_error(b, off[s], n, b, h + W.O_IPV6_DST, b, h + W.O_IPV6_SRC,
                                      W.ICMPV6_DST_UNREACHABLE, W.ICMPV6_CODE_POLICY_FAILED)
-            e = _send_error(b, ip, m, FAM6, P, macs, counters, flt, fout6)
+            e = _send_error(b, ip, m, FAM6, P, macs, counters, flt, nh6)
             fam = FAM6
         else:
             l3 = np.int64(off[s]) + ETH + V6 + xoff[i]
@@ -1236,9 +1251,9 @@ def apply_b4(buf, off, length, slots, P, macs, sw_tab, br_tab, counters, verdict
             if v == FRAG4 or v == HAIRFRAG:
                 # The egress filter sees the whole frame, untagged; the fragmenter runs in fast_batch.
                 if fam == FAM4:
-                    e = _emit(b, e, m, macs, M_EXT_NEXT, M_EXT_SELF, -1, W.ETHERTYPE_IPV4, flt, fout4)
+                    e = _emit(b, e, m, macs, M_EXT_NEXT, M_EXT_SELF, -1, W.ETHERTYPE_IPV4, flt, nh4)
                 else:
-                    e = _emit(b, e, m, macs, M_INT_NEXT, M_INT_SELF, -1, W.ETHERTYPE_IPV6, flt, fout6)
+                    e = _emit(b, e, m, macs, M_INT_NEXT, M_INT_SELF, -1, W.ETHERTYPE_IPV6, flt, nh6)
                 if e < 0:
                     code = _FAM_ERRORS[fam, _E_EGRESS]
                     account(counters, code, ETH + m)
@@ -1248,7 +1263,7 @@ def apply_b4(buf, off, length, slots, P, macs, sw_tab, br_tab, counters, verdict
                     off[s] = e
                     length[s] = ETH + m
                 continue
-            e = _send(b, e, m, fam, P, macs, counters, flt, fout6 if fam == FAM6 else fout4)
+            e = _send(b, e, m, fam, P, macs, counters, flt, nh6 if fam == FAM6 else nh4)
         if e < 0:
             verdict[i] = DROP
             if err[i] == 0:
@@ -1261,7 +1276,8 @@ def apply_b4(buf, off, length, slots, P, macs, sw_tab, br_tab, counters, verdict
     counters[C.IN_IPV6_PACKETS] += n_tx
     counters[C.OUT_IPV4_BYTES] += out_bytes
     counters[C.OUT_IPV4_PACKETS] += n_tx
-    counters[C.OUT_IPV4_FRAG_NOT] += n_sent
+    if nh4 != HOLD:
+        counters[C.OUT_IPV4_FRAG_NOT] += n_sent
 
 
 @numba.njit(cache=True, nogil=True)
@@ -1411,7 +1427,7 @@ def _compact_untagged(buf, off, length, slots, vid, counters, keep, free_list, n
 
 @numba.njit(cache=True, nogil=True)
 def fast_batch(buf, off, length, free_list, n_free, v4, v6, P, macs, addr_tab, sw_tab, br_tab, counters,
-               strict, scratch, keep, out4, out6, slow4, slow6, rate, now, flt, fk, ids, frags, reasm,
+               scratch, keep, out4, out6, slow4, slow6, rate, now, flt, fk, ids, frags, reasm,
                kern4, kern6, ids4, mirror):
     """One whole batch in a single call (no Python per batch but this call).
 
@@ -1420,14 +1436,17 @@ def fast_batch(buf, off, length, free_list, n_free, v4, v6, P, macs, addr_tab, s
     ``out6`` (ICMPv6 errors, encapsulated, then hairpinned, for the IPv6
     side: the slow path's order) and ``slow4``/``slow6`` (frames for the
     slow path), ``kern4``/``kern6`` (kernel mode: frames for the TAPs, untagged;
-    :mod:`lwaftr.dataplane.control`); dropped frames go back to the pool.  With ``strict`` and any
-    frame needing the slow path, every frame goes there untouched (Snabb's
-    exact order).  ``reasm``: the reassembly stage's state (:func:`reassembly`);
-    it runs unless ``strict`` or ``P_FAST_OFF`` sends fragments to the slow path.
+    :mod:`lwaftr.dataplane.control`); dropped frames go back to the pool.
+    ``reasm``: the reassembly stage's state (:func:`reassembly`);
+    it runs unless ``P_FAST_OFF`` sends fragments to the slow path.
     ``ids``/``ids4``: the last IPv6/IPv4 fragment IDs, shared with the slow path's
     fragmenters.  ``mirror``: copies of the monitored address's frames, as received
     (:mod:`lwaftr.dataplane.monitor`; not with ``P_FAST_OFF``, whose slow path copies them).
-    Returns (n_out4, n_out6, n_slow4, n_slow6, n_kern4, n_kern6, n_mirror).
+    While a side's next hop is unresolved, what would leave on it (after echo
+    replies and ARP/NDP answers, which need none) is held: untagged, unfiltered,
+    not fragmented, in ``out4[n_out4:n_out4 + n_held4]`` (``out6`` likewise) for
+    the engine to keep until :func:`release` sends it.
+    Returns (n_out4, n_out6, n_slow4, n_slow6, n_kern4, n_kern6, n_mirror, n_held4, n_held6).
     """
     (buf, off, length, free_list, n_free, v4, v6, P, macs, addr_tab, sw_tab, br_tab, counters, scratch,
      keep, out4, out6, slow4, slow6, rate, fk, ids, frags, reasm, kern4, kern6, ids4, mirror) = borrowed((
@@ -1444,7 +1463,7 @@ def fast_batch(buf, off, length, free_list, n_free, v4, v6, P, macs, addr_tab, s
     n_big6[0] = 0
     first4 = v4.shape[0]
     first6 = v6.shape[0]
-    if not strict and P[P_FAST_OFF] == 0:
+    if P[P_FAST_OFF] == 0:
         br64 = np.empty((br_tab.shape[0], 2), np.int64)
         for j in range(br_tab.shape[0]):
             br64[j, 0] = np.int64(rd64(br_tab[j], 0))
@@ -1491,12 +1510,6 @@ def fast_batch(buf, off, length, free_list, n_free, v4, v6, P, macs, addr_tab, s
         for i in range(n6):
             if verd6[i] >= control.ANSWER:
                 err6[i] = 0
-    if strict and (ns4 or ns6):
-        for i in range(n4):
-            slow4[i] = v4[i]
-        for i in range(n6):
-            slow6[i] = v6[i]
-        return 0, 0, n4, n6, 0, 0, nm
     if ctl4:
         control.apply4(buf, off, length, v4, verd4, rows4, err4, first4, macs[M_EXT_SELF], P[P_VLAN4],
                        flt, fk[F_IN4], fk[F_OUT4], counters)
@@ -1519,7 +1532,9 @@ def fast_batch(buf, off, length, free_list, n_free, v4, v6, P, macs, addr_tab, s
     s4 = 0
     s6 = 0
     n_hair = 0                     # errors hairpinned to softwires (their own passes below when there are any)
-    fout6 = fk[F_OUT6]
+    hold4 = P[P_V4_RESOLVED] == 0
+    hold6 = P[P_V6_RESOLVED] == 0
+    nh6 = HOLD if hold6 else fk[F_OUT6]
     for i in range(n4):            # echo replies leave first (Snabb: the echo app is last southbound)
         if verd4[i] == ECHO:
             out4[k4] = v4[i]
@@ -1552,6 +1567,8 @@ def fast_batch(buf, off, length, free_list, n_free, v4, v6, P, macs, addr_tab, s
         elif v == control.CONSUME:
             free_list[n_free[0]] = v6[i]
             n_free[0] += 1
+    base4 = k4                     # what follows needs the next hop: held while it is unresolved
+    base6 = k6
     for i in range(n6):            # ICMPv6 errors relayed as ICMPv4 first, as the core sends them
         if verd6[i] == RELAY:
             out4[k4] = v6[i]
@@ -1559,6 +1576,9 @@ def fast_batch(buf, off, length, free_list, n_free, v4, v6, P, macs, addr_tab, s
     for i in range(n6):
         v = verd6[i]
         if v == TX:
+            out4[k4] = v6[i]
+            k4 += 1
+        elif v == FRAG4 and hold4:   # held whole: cut when it is sent
             out4[k4] = v6[i]
             k4 += 1
         elif v == FRAG4:
@@ -1578,6 +1598,9 @@ def fast_batch(buf, off, length, free_list, n_free, v4, v6, P, macs, addr_tab, s
         elif v == DROP:
             free_list[n_free[0]] = v6[i]
             n_free[0] += 1
+        elif v == HAIRFRAG and hold6:
+            frags[nf] = v6[i]
+            nf += 1
         elif v == HAIRFRAG:        # (after the Internet side's IPv6 fragments, as the fragmenter cuts them)
             s = v6[i]
             k = _fragment6(buf, off, length, free_list, n_free, s, np.int64(off[s]) + ETH, np.int64(length[s]) - ETH,
@@ -1592,9 +1615,9 @@ def fast_batch(buf, off, length, free_list, n_free, v4, v6, P, macs, addr_tab, s
                 nf = k
         elif v == RELAYHAIR or v == HAIRERR:    # (HAIRERR: after the Internet side's errors, the rate limit)
             s = v6[i]
-            code = error_to_softwire(buf, off, length, s, P, macs, addr_tab, sw_tab, br_tab, counters, flt, fout6) \
+            code = error_to_softwire(buf, off, length, s, P, macs, addr_tab, sw_tab, br_tab, counters, flt, nh6) \
                 if v == RELAYHAIR else hairpin_error(buf, off, length, s, err6[i], P, macs, addr_tab, sw_tab,
-                                                     br_tab, counters, rate, now, flt, fout6)
+                                                     br_tab, counters, rate, now, flt, nh6)
             if code == 0:
                 n_hair += 1
             else:
@@ -1619,7 +1642,7 @@ def fast_batch(buf, off, length, free_list, n_free, v4, v6, P, macs, addr_tab, s
             n_free[0] += 1
         elif v == ERRHAIR:
             if error_to_softwire(buf, off, length, v4[i], P, macs, addr_tab, sw_tab, br_tab, counters, flt,
-                                 fout6) == 0:
+                                 nh6) == 0:
                 n_hair += 1
             else:
                 verd4[i] = DROP           # (its error code stays the first reason, why it drew the error)
@@ -1646,4 +1669,69 @@ def fast_batch(buf, off, length, free_list, n_free, v4, v6, P, macs, addr_tab, s
     for i in range(nf):            # fragments last, as the slow path's fragmenter orders them
         out6[k6] = frags[i]
         k6 += 1
-    return k4, k6, s4, s6, nk4, nk6, nm
+    h4 = 0
+    h6 = 0
+    if hold4:
+        h4 = k4 - base4
+        k4 = base4
+    if hold6:
+        h6 = k6 - base6
+        k6 = base6
+    return k4, k6, s4, s6, nk4, nk6, nm, h4, h6
+
+
+@numba.njit(cache=True, nogil=True)
+def release(buf, off, length, free_list, n_free, slots, fam, P, macs, flt, fk, ids, ids4, counters, out, frags):
+    """Send frames held for side ``fam``'s next hop (:func:`fast_batch`: untagged, as
+    the core emitted them and counted), now that it is known, as the slow path's
+    southbound stages do after its neighbour stage: the next hop's MAC, the egress
+    filter, the fragmenter (by size) and the side's tag.  Into ``out``, fragments of
+    IPv6 packets last (``frags``: scratch); dropped slots go back to the pool.
+    Returns how many."""
+    k = 0
+    nf = 0
+    for i in range(slots.shape[0]):
+        s = slots[i]
+        b = buf[s]
+        f = np.int64(off[s])
+        m = np.int64(length[s]) - ETH
+        if fam == FAM4:
+            e = _emit(b, f + ETH, m, macs, M_EXT_NEXT, M_EXT_SELF, -1, W.ETHERTYPE_IPV4, flt, fk[F_OUT4])
+            if e < 0:
+                account(counters, C.E_EGRESS_FILTER_IPV4, ETH + m)
+                free_list[n_free[0]] = s
+                n_free[0] += 1
+                continue
+            r = fragment4(buf, off, length, free_list, n_free, s, P[P_EXT_MTU], macs, M_EXT_NEXT, M_EXT_SELF,
+                          P[P_VLAN4], ids4, out, k, counters)
+            if r >= 0:                   # (else dropped, counted, its slot freed)
+                k = r
+            continue
+        if m <= P[P_INT_MTU]:
+            e = _send(b, f + ETH, m, FAM6, P, macs, counters, flt, fk[F_OUT6])
+            if e < 0:
+                free_list[n_free[0]] = s
+                n_free[0] += 1
+                continue
+            off[s] = e
+            length[s] = _framed(P, FAM6, m)
+            out[k] = s
+            k += 1
+            continue
+        e = _emit(b, f + ETH, m, macs, M_INT_NEXT, M_INT_SELF, -1, W.ETHERTYPE_IPV6, flt, fk[F_OUT6])
+        if e < 0:
+            account(counters, C.E_EGRESS_FILTER_IPV6, ETH + m)
+            free_list[n_free[0]] = s
+            n_free[0] += 1
+            continue
+        r = _fragment6(buf, off, length, free_list, n_free, s, f + ETH, m, P, macs, ids, frags, nf, counters)
+        if r < 0:
+            account(counters, C.E_POOL_EXHAUSTED, ETH + m)
+            free_list[n_free[0]] = s
+            n_free[0] += 1
+        else:
+            nf = r
+    for i in range(nf):
+        out[k] = frags[i]
+        k += 1
+    return k

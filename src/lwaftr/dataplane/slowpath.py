@@ -23,7 +23,7 @@ from lwaftr.dataplane.bpf import PacketFilter
 from lwaftr.dataplane.core import LwAftrCore
 from lwaftr.dataplane.echo import Echo4Stage, Echo6Stage
 from lwaftr.dataplane.fragment import Fragmenter4, Fragmenter6
-from lwaftr.dataplane.neighbor import ArpStage, NdpStage
+from lwaftr.dataplane.neighbor import HOLD_LIMIT, ArpStage, NdpStage
 from lwaftr.dataplane.punt import KernelNextHop, Punt
 from lwaftr.dataplane.reassembly import Reassembler4, Reassembler6
 
@@ -43,7 +43,8 @@ class SlowPath:
 
     def __init__(self, config: Config, table: BindingTable, counters: np.ndarray, *,
                  kernel: bool = False, fragment_id_seeds: tuple[int, int] | None = None,
-                 rate_state: np.ndarray | None = None) -> None:
+                 rate_state: np.ndarray | None = None, hold_limit: int = HOLD_LIMIT) -> None:
+        """``hold_limit``: frames held per side while its next hop is unresolved."""
         self.config = config
         self.c = counters
         inst = config.instance
@@ -68,9 +69,9 @@ class SlowPath:
                                      C.DROP_NO_NEXT_HOP_IPV6_PACKETS)
         else:
             self.arp = ArpStage(counters, inst.external.ip, inst.external.mac,
-                                inst.external.next_hop.ip, inst.external.next_hop.mac)
+                                inst.external.next_hop.ip, inst.external.next_hop.mac, hold_limit=hold_limit)
             self.ndp = NdpStage(counters, inst.internal.ip, inst.internal.mac,
-                                inst.internal.next_hop.ip, inst.internal.next_hop.mac)
+                                inst.internal.next_hop.ip, inst.internal.next_hop.mac, hold_limit=hold_limit)
         self.echo4 = Echo4Stage(counters, inst.external.ip)
         self.echo6 = Echo6Stage(counters, inst.internal.ip)
         self.core = LwAftrCore(config, table, counters, rate_state)

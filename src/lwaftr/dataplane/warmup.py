@@ -23,6 +23,3 @@ def _run(engine) -> None:
     v4 = [f for _, side, f in traffic if side == "v4"]
     v6 = [f for _, side, f in traffic if side == "v6"]
     engine.process_frames(v4, v6, 0.0)
-    # Non-strict path too (the live and bench mode).
-    for s in engine.process(engine.pool.store(v4), engine.pool.store(v6), 1.0).slots():
-        engine.pool.free(s)
