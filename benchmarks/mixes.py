@@ -28,6 +28,10 @@ rewrites some of those frames (deterministically, from ``--seed``):
            side (60-byte frames) and 5 % Neighbour Solicitations for the
            internal IPv6 address (with a source link-layer address option)
            from the B4 side: a neighbour flood on the built-in control plane
+* junk5    5 % of the frames on each side malformed or misplaced, in turn:
+           Internet side, a bad IPv4 header checksum, cut to 34 bytes (its
+           total length beyond the frame), the IPv6 ethertype; B4 side, UDP
+           instead of IPv4 in the IPv6 packet, the IPv4 ethertype, IP version 5
 
 For each mix, ours (``lwaftr bench --json``, one worker) and Snabb
 (``snabb lwaftr bench --cpu C -b CSV``, both directions on one core) run in
@@ -66,7 +70,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from run import LWAFTR, OUT, TABLE_ARGS, generate  # noqa: E402
 
-MIXES = ("clean", "filter", "miss1", "miss100", "frag5", "echo5", "ttl1", "arp5")
+MIXES = ("clean", "filter", "miss1", "miss100", "frag5", "echo5", "ttl1", "arp5", "junk5")
 ETH = 14
 INTERNET_HOST = bytes([1, 2, 3, 4])
 MISS_NET = (198 << 24) | (18 << 16)            # 198.18.0.0/15 (RFC 2544): in no softwire
@@ -89,6 +93,8 @@ SHOWN = {
     "ttl1": ["drop-ttl-zero-ipv4-packets", "out-icmpv4-error-packets"],
     "arp5": ["in-arp-request-packets", "out-arp-reply-packets", "in-ndp-ns-packets", "out-ndp-na-packets",
              "drop-slow-path-budget-packets"],
+    "junk5": ["drop-malformed-ipv4-packets", "drop-misplaced-not-ipv4-packets", "drop-unknown-protocol-ipv6-packets",
+              "drop-misplaced-not-ipv6-packets", "drop-malformed-ipv6-packets", "drop-slow-path-budget-packets"],
 }
 ALWAYS = ["in-ipv4-packets", "out-ipv4-packets", "in-ipv6-packets", "out-ipv6-packets",
           "drop-all-ipv4-iface-packets", "drop-all-ipv6-iface-packets"]
@@ -200,6 +206,26 @@ def v6_ns(f: bytes, target: bytes) -> bytes:
     return mac + eth[6:] + vtf + struct.pack("!HBB", len(body), 58, 255) + b4 + group + body
 
 
+def junk4(f: bytes, kind: int) -> bytes:
+    """An Internet frame made malformed or misplaced: a bad IPv4 header checksum (0),
+    cut to its IPv4 header (1: its total length is beyond the frame), the IPv6 ethertype (2)."""
+    if kind == 0:
+        return f[:ETH + 10] + bytes([f[ETH + 10] ^ 0xFF]) + f[ETH + 11:]
+    if kind == 1:
+        return f[:ETH + 20]
+    return f[:12] + b"\x86\xdd" + f[ETH:]
+
+
+def junk6(f: bytes, kind: int) -> bytes:
+    """A B4 frame made malformed or misplaced: UDP in place of IPv4 as the IPv6 next
+    header (0), the IPv4 ethertype (1), IP version 5 (2)."""
+    if kind == 0:
+        return f[:ETH + 6] + b"\x11" + f[ETH + 7:]
+    if kind == 1:
+        return f[:12] + b"\x08\x00" + f[ETH:]
+    return f[:ETH] + bytes([0x50 | (f[ETH] & 0x0F)]) + f[ETH + 1:]
+
+
 def addr4(n: int) -> bytes:
     return struct.pack("!I", n)
 
@@ -237,6 +263,11 @@ def build_mix(name: str, seed: int, base4: list[bytes], base6: list[bytes], ext_
             f4[i] = arp_request(f4[i][6:12], INTERNET_HOST, ext_ip)
         for i in sorted(rng.sample(range(n6), n6 * 5 // 100)):
             f6[i] = v6_ns(f6[i], int_ip)
+    elif name == "junk5":
+        for j, i in enumerate(sorted(rng.sample(range(n4), n4 * 5 // 100))):
+            f4[i] = junk4(f4[i], j % 3)
+        for j, i in enumerate(sorted(rng.sample(range(n6), n6 * 5 // 100))):
+            f6[i] = junk6(f6[i], j % 3)
     else:
         raise ValueError(name)
     return f4, f6

@@ -657,16 +657,19 @@ def test_a_flood_for_the_slow_path_is_cut_to_its_budget_and_counted():
     assert strict.macs[K.M_EXT_NEXT].tobytes() == bytes.fromhex("020000000163")
 
 
-def test_frames_wait_in_their_slots_for_an_unresolved_next_hop():
+@pytest.mark.parametrize("tagged", [False, True])
+def test_frames_wait_in_their_slots_for_an_unresolved_next_hop(tagged):
     """Built-in control plane: while the IPv6 next hop is unresolved, frames for the B4s
     are finished by the kernels and held in their slots (none goes to Python), up to the
     hold limit (beyond: dropped and counted); the neighbour advertisement that resolves it
-    sends them, oldest first, with its MAC, as the slow path's neighbour stage would.  In
-    kernel mode they are dropped and counted instead."""
+    sends them, oldest first, with its MAC, as the slow path's neighbour stage would:
+    through the egress filter, cut to the MTU, tagged (``tagged``: a VLAN, a 1280-byte
+    MTU, a filter that refuses the largest).  In kernel mode they are dropped and counted
+    instead."""
     from lwaftr.config.model import NextHop
     from scapy.layers.inet6 import ICMPv6ND_NA, ICMPv6NDOptDstLLAddr
     rows = [("192.0.2.1", 1, 4, "2001:db8:1::1", 0), ("192.0.2.2", 0, 0, "2001:db8:1::2", 1)]
-    cfg = make_config(rows)
+    cfg = make_config(rows, mtu=1280, egress_filter="len < 1400", vlan_tag=9) if tagged else make_config(rows)
     inst = cfg.instance
     nh6 = "2001:db8:ffff::fe"
     hop = NextHop(ip=ipaddress.IPv6Address(nh6).packed)
@@ -674,11 +677,15 @@ def test_frames_wait_in_their_slots_for_an_unresolved_next_hop():
     eth = Ether(dst="02:00:00:00:00:01", src="02:00:00:00:00:11")
     p1 = port_of(1, 4, 7)
     down = [bytes(eth / IP(src="203.0.113.9", dst="192.0.2.1") / UDP(sport=53, dport=p1) / bytes(i))
-            for i in range(40)]
+            for i in (1300, 1400, *range(38))]      # (tagged: one cut in two, one refused by the filter)
     up = [bytes(eth / IPv6(src="2001:db8:1::1", dst="2001:db8:ffff::1") / IP(src="192.0.2.1", dst="203.0.113.9")
                 / UDP(sport=p1, dport=53))]
     na = bytes(Ether(dst=HOST_MAC, src="02:00:00:00:00:66") / IPv6(src=nh6, dst=AFTR6, hlim=255)
                / ICMPv6ND_NA(tgt=nh6, R=1, S=1, O=1) / ICMPv6NDOptDstLLAddr(lladdr="02:00:00:00:00:66"))
+    if tagged:
+        from lwaftr.dataplane import vlan as V
+        na = V.push_tag(na, 9)
+        up = [V.push_tag(f, 9) for f in up]
     fast = Engine(cfg, fragment_id_seeds=IDS, pool_slots=256)      # hold limit: 256 // 8 = 32
     slow = Engine(cfg, fragment_id_seeds=IDS, fast_path=False, pool_slots=256)
     assert fast.hold_limit == 32
@@ -687,14 +694,14 @@ def test_frames_wait_in_their_slots_for_an_unresolved_next_hop():
     fast.slow.process = lambda v4, v6, now, **kw: slowed.append(len(v4) + len(v6)) or real(v4, v6, now, **kw)
     got = _frames(fast, fast.process(fast.pool.store(down), fast.pool.store(up), 1.0))
     want = slow.process_frames(down, up, 1.0)
-    assert got == want and len(got.v4) == 1 and len(got.v6) == 1 and got.v6[0][54] == 135     # the NS
+    assert got == want and len(got.v4) == 1 and len(got.v6) == 1 and got.v6[0][-32] == 135     # the NS
     assert not any(slowed), "a frame went to Python"
     assert fast._n_held[1] == 32 and C.to_dict(fast.counters) == C.to_dict(slow.counters)
     assert fast.counters[C.DROP_NO_NEXT_HOP_IPV6_PACKETS] == 8 and fast.counters[C.NEXT_HOP_HELD_PACKETS] == 32
     got = _frames(fast, fast.process(fast.pool.store([]), fast.pool.store([na]), 2.0))
     want = slow.process_frames([], [na], 2.0)
-    assert got == want and len(got.v6) == 32
-    assert [f[:6] for f in got.v6] == [bytes.fromhex("020000000066")] * 32
+    assert got == want and len(got.v6) == 32        # (tagged: one refused by the filter, one cut in two)
+    assert {f[:6] for f in got.v6} == {bytes.fromhex("020000000066")}
     assert C.to_dict(fast.counters) == C.to_dict(slow.counters)
     assert fast.pool.n_free[0] == fast.pool.n_slots, "slots leaked"
     kernel = Engine(cfg, kernel=True)

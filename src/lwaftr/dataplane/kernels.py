@@ -770,11 +770,9 @@ def apply_inet(buf, off, length, slots, P, macs, sw_tab, br_tab, counters, verdi
                     verdict[i] = DROP
                     err[i] = C.E_EGRESS_FILTER_IPV6
                     continue
-                if nh6 == HOLD:              # held whole: cut when it is sent
+                if nh6 == HOLD:              # held whole, in its place (fast_batch): cut when it is sent
                     off[s] = e
                     length[s] = ETH + m
-                    frags[nf] = s
-                    nf += 1
                     continue
                 k = _fragment6(buf, off, length, free_list, n_free, s, h, m, P, macs, ids, frags, nf, counters)
                 if k < 0:
@@ -1599,8 +1597,7 @@ def fast_batch(buf, off, length, free_list, n_free, v4, v6, P, macs, addr_tab, s
             free_list[n_free[0]] = v6[i]
             n_free[0] += 1
         elif v == HAIRFRAG and hold6:
-            frags[nf] = v6[i]
-            nf += 1
+            pass                   # held whole, with the hairpinned ones (below)
         elif v == HAIRFRAG:        # (after the Internet side's IPv6 fragments, as the fragmenter cuts them)
             s = v6[i]
             k = _fragment6(buf, off, length, free_list, n_free, s, np.int64(off[s]) + ETH, np.int64(length[s]) - ETH,
@@ -1628,7 +1625,7 @@ def fast_batch(buf, off, length, free_list, n_free, v4, v6, P, macs, addr_tab, s
                 n_free[0] += 1
     for i in range(n4):
         v = verd4[i]
-        if v == TX:
+        if v == TX or (v == FRAG and hold6):
             out6[k6] = v4[i]
             k6 += 1
         elif v == ERR:
@@ -1655,7 +1652,7 @@ def fast_batch(buf, off, length, free_list, n_free, v4, v6, P, macs, addr_tab, s
             out6[k6] = v6[i]
             k6 += 1
     for i in range(n6):
-        if verd6[i] == HAIRPIN:
+        if verd6[i] == HAIRPIN or (verd6[i] == HAIRFRAG and hold6):
             out6[k6] = v6[i]
             k6 += 1
     for i in range(n4 if n_hair else 0):
@@ -1690,47 +1687,38 @@ def release(buf, off, length, free_list, n_free, slots, fam, P, macs, flt, fk, i
     Returns how many."""
     k = 0
     nf = 0
+    four = fam == FAM4
+    dst, src = (M_EXT_NEXT, M_EXT_SELF) if four else (M_INT_NEXT, M_INT_SELF)
+    ethertype = W.ETHERTYPE_IPV4 if four else W.ETHERTYPE_IPV6
     for i in range(slots.shape[0]):
         s = slots[i]
         b = buf[s]
         f = np.int64(off[s])
         m = np.int64(length[s]) - ETH
-        if fam == FAM4:
-            e = _emit(b, f + ETH, m, macs, M_EXT_NEXT, M_EXT_SELF, -1, W.ETHERTYPE_IPV4, flt, fk[F_OUT4])
-            if e < 0:
-                account(counters, C.E_EGRESS_FILTER_IPV4, ETH + m)
-                free_list[n_free[0]] = s
-                n_free[0] += 1
-                continue
-            r = fragment4(buf, off, length, free_list, n_free, s, P[P_EXT_MTU], macs, M_EXT_NEXT, M_EXT_SELF,
-                          P[P_VLAN4], ids4, out, k, counters)
+        # The egress filter sees the whole frame, untagged, with the next hop's MAC.
+        if _emit(b, f + ETH, m, macs, dst, src, -1, ethertype, flt, fk[F_OUT4 if four else F_OUT6]) < 0:
+            account(counters, _FAM_ERRORS[fam, _E_EGRESS], ETH + m)
+            free_list[n_free[0]] = s
+            n_free[0] += 1
+        elif four:
+            r = fragment4(buf, off, length, free_list, n_free, s, P[P_EXT_MTU], macs, dst, src, P[P_VLAN4], ids4,
+                          out, k, counters)
             if r >= 0:                   # (else dropped, counted, its slot freed)
                 k = r
-            continue
-        if m <= P[P_INT_MTU]:
-            e = _send(b, f + ETH, m, FAM6, P, macs, counters, flt, fk[F_OUT6])
-            if e < 0:
-                free_list[n_free[0]] = s
-                n_free[0] += 1
-                continue
-            off[s] = e
+        elif m <= P[P_INT_MTU]:
+            off[s] = write_eth(b, f + ETH, macs, dst, src, P[P_VLAN6], ethertype)
             length[s] = _framed(P, FAM6, m)
+            counters[C.OUT_IPV6_FRAG_NOT] += 1
             out[k] = s
             k += 1
-            continue
-        e = _emit(b, f + ETH, m, macs, M_INT_NEXT, M_INT_SELF, -1, W.ETHERTYPE_IPV6, flt, fk[F_OUT6])
-        if e < 0:
-            account(counters, C.E_EGRESS_FILTER_IPV6, ETH + m)
-            free_list[n_free[0]] = s
-            n_free[0] += 1
-            continue
-        r = _fragment6(buf, off, length, free_list, n_free, s, f + ETH, m, P, macs, ids, frags, nf, counters)
-        if r < 0:
-            account(counters, C.E_POOL_EXHAUSTED, ETH + m)
-            free_list[n_free[0]] = s
-            n_free[0] += 1
         else:
-            nf = r
+            r = _fragment6(buf, off, length, free_list, n_free, s, f + ETH, m, P, macs, ids, frags, nf, counters)
+            if r < 0:
+                account(counters, C.E_POOL_EXHAUSTED, ETH + m)
+                free_list[n_free[0]] = s
+                n_free[0] += 1
+            else:
+                nf = r
     for i in range(nf):
         out[k] = frags[i]
         k += 1
