@@ -54,13 +54,13 @@ def make(*arrays) -> BatchState:
 
 
 @numba.njit(cache=True, nogil=True)
-def run_batch(st, v4, v6, now):
+def run_batch(st, v4, v6, strict, now):
     """:func:`~lwaftr.dataplane.kernels.fast_batch` over ``st``: one batch of
     received slots each way.  Returns (n_out4, n_out6, n_slow4, n_slow6, n_kern4, n_kern6, n_mirror,
     n_held4, n_held6, more): ``more`` is nonzero when the slow path has work beyond the slow frames
     (reassembled packets too big for a slot; a next hop not resolved)."""
     k4, k6, s4, s6, nk4, nk6, nm, h4, h6 = fast_batch(st.buf, st.off, st.length, st.free_list, st.n_free, v4, v6, st.P,
-                                          st.macs, st.addr_tab, st.sw_tab, st.br_tab, st.counters,
+                                          st.macs, st.addr_tab, st.sw_tab, st.br_tab, st.counters, strict,
                                           st.scratch, st.keep, st.out4, st.out6, st.slow4, st.slow6, st.rate, now,
                                           st.flt, st.fk, st.ids, st.frags, st.reasm, st.kern4, st.kern6, st.ids4,
                                           st.mirror)

@@ -267,9 +267,11 @@ class Engine:
 
         The caller owns the returned slots (free them after transmitting);
         the input slots are consumed.  Each side's frames leave in the order
-        Snabb's stages emit them; the few the slow path takes (control work)
-        leave after the kernels' frames.  ``strict`` (``check``): no per-batch
-        budget for the slow path.
+        Snabb's stages emit them; what the slow path makes of the few frames it
+        takes (control work) leaves after the kernels' frames.  ``strict``
+        (``check``): no per-batch budget for the slow path, and a batch with a
+        frame for it goes to it whole (a MAC it learns applies to the whole
+        batch, as in Snabb's breath).
         """
         n4, n6 = len(v4), len(v6)
         if n4 > self.max_batch or n6 > self.max_batch:
@@ -277,7 +279,7 @@ class Engine:
         v4 = np.ascontiguousarray(v4, np.int32)
         v6 = np.ascontiguousarray(v6, np.int32)
         out4, out6, slow4, slow6 = self._out4, self._out6, self._slow4, self._slow6
-        k4, k6, s4, s6, nk4, nk6, nm, h4, h6, more = batch.run_batch(self._state, v4, v6, float(now))
+        k4, k6, s4, s6, nk4, nk6, nm, h4, h6, more = batch.run_batch(self._state, v4, v6, strict, float(now))
         if h4 or h6:
             self._hold(out4[k4:k4 + h4], 0)
             self._hold(out6[k6:k6 + h6], 1)

@@ -1425,7 +1425,7 @@ def _compact_untagged(buf, off, length, slots, vid, counters, keep, free_list, n
 
 @numba.njit(cache=True, nogil=True)
 def fast_batch(buf, off, length, free_list, n_free, v4, v6, P, macs, addr_tab, sw_tab, br_tab, counters,
-               scratch, keep, out4, out6, slow4, slow6, rate, now, flt, fk, ids, frags, reasm,
+               strict, scratch, keep, out4, out6, slow4, slow6, rate, now, flt, fk, ids, frags, reasm,
                kern4, kern6, ids4, mirror):
     """One whole batch in a single call (no Python per batch but this call).
 
@@ -1434,7 +1434,10 @@ def fast_batch(buf, off, length, free_list, n_free, v4, v6, P, macs, addr_tab, s
     ``out6`` (ICMPv6 errors, encapsulated, then hairpinned, for the IPv6
     side: the slow path's order) and ``slow4``/``slow6`` (frames for the
     slow path), ``kern4``/``kern6`` (kernel mode: frames for the TAPs, untagged;
-    :mod:`lwaftr.dataplane.control`); dropped frames go back to the pool.
+    :mod:`lwaftr.dataplane.control`); dropped frames go back to the pool.  With
+    ``strict`` and a frame for the slow path (control work: an ARP reply or NA that
+    may change a next hop's MAC), every frame goes there as it is after reassembly,
+    so that the MAC it learns applies to the whole batch, as in Snabb's breath.
     ``reasm``: the reassembly stage's state (:func:`reassembly`);
     it runs unless ``P_FAST_OFF`` sends fragments to the slow path.
     ``ids``/``ids4``: the last IPv6/IPv4 fragment IDs, shared with the slow path's
@@ -1508,6 +1511,12 @@ def fast_batch(buf, off, length, free_list, n_free, v4, v6, P, macs, addr_tab, s
         for i in range(n6):
             if verd6[i] >= control.ANSWER:
                 err6[i] = 0
+    if strict and (ns4 or ns6):
+        for i in range(n4):
+            slow4[i] = v4[i]
+        for i in range(n6):
+            slow6[i] = v6[i]
+        return 0, 0, n4, n6, 0, 0, nm, 0, 0
     if ctl4:
         control.apply4(buf, off, length, v4, verd4, rows4, err4, first4, macs[M_EXT_SELF], P[P_VLAN4],
                        flt, fk[F_IN4], fk[F_OUT4], counters)
