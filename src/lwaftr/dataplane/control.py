@@ -7,10 +7,11 @@ Two modes, as :class:`~lwaftr.dataplane.slowpath.SlowPath` has:
   Neighbour Solicitation for its IPv6 address the Neighbour Advertisement
   :class:`~lwaftr.dataplane.neighbor.NdpStage` writes (RFC 4861 7.2.4), both
   byte for byte, in the request's slot; other ARP and NDP frames are consumed
-  and counted as those stages count them.  Learning a next hop's MAC (a reply
-  or NA that may change it) and everything while a next hop is unresolved
-  (requests, held frames, their order) stay the slow path's: control work,
-  under the engine's per-batch budget.
+  and counted as those stages count them.  Learning a next hop's MAC (an ARP
+  reply that may change it) and ARP and NDP while a next hop is unresolved (its
+  requests too) stay the slow path's: control work, under the engine's
+  per-batch budget.  (Frames towards an unresolved next hop wait in their slots:
+  :func:`lwaftr.dataplane.kernels.fast_batch`.)
 * kernel control plane: :class:`~lwaftr.dataplane.punt.Punt`'s split, frame for
   frame: what is the kernel's (``KERNEL``) leaves for its TAP after the ingress
   filter, counted ``to-kernel-*``; with ``answer-arp-for-softwires``, ARP

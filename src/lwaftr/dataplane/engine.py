@@ -39,8 +39,9 @@ from lwaftr.dataplane.slowpath import SlowPath
 SLOW_TICK = 0.1
 #: Frames per batch (both sides together) the Python slow path takes at most
 #: outside ``check``: at 20-45 us a frame it costs up to ~3 ms per batch, so
-#: a flood of frames only it handles (ARP replies that may teach a next hop's
-#: MAC, anything while a next hop is unresolved) cannot starve the compiled path.  The excess is dropped, counted (``drop-slow-path-budget-packets``)
+#: a flood of frames only it handles (ARP replies that may change a next hop's
+#: MAC, ARP and NDP while one is unresolved) cannot starve the compiled
+#: path.  The excess is dropped, counted (``drop-slow-path-budget-packets``)
 #: and alarmed.  Frames for the router's own
 #: control plane (ARP, NDP, BGP, BFD, ping to it) have a budget of their own,
 #: served first (:meth:`Engine._within_budget`).

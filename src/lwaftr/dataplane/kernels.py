@@ -1435,8 +1435,8 @@ def fast_batch(buf, off, length, free_list, n_free, v4, v6, P, macs, addr_tab, s
     side: the slow path's order) and ``slow4``/``slow6`` (frames for the
     slow path), ``kern4``/``kern6`` (kernel mode: frames for the TAPs, untagged;
     :mod:`lwaftr.dataplane.control`); dropped frames go back to the pool.  With
-    ``strict`` and a frame for the slow path (control work: an ARP reply or NA that
-    may change a next hop's MAC), every frame goes there as it is after reassembly,
+    ``strict`` and a frame for the slow path (control work: ARP or NDP that may
+    teach a next hop's MAC), every frame goes there as it is after reassembly,
     so that the MAC it learns applies to the whole batch, as in Snabb's breath.
     ``reasm``: the reassembly stage's state (:func:`reassembly`);
     it runs unless ``P_FAST_OFF`` sends fragments to the slow path.
