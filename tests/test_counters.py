@@ -36,8 +36,8 @@ def test_names_are_unique_and_constants_match():
 
 
 #: Drop counters the compiled stages never add to: the slow path's and the I/O layer's.
-NOT_BY_CODE = {"drop-ipv6-frag-disabled", "drop-no-next-hop-ipv4-packets", "drop-no-next-hop-ipv6-packets", "drop-to-kernel-packets",
-               "drop-tx-full-packets", "drop-frame-too-big-packets", "drop-rx-ring-full-packets",
+NOT_BY_CODE = {"drop-ipv6-frag-disabled", "drop-no-next-hop-ipv4-packets", "drop-no-next-hop-ipv6-packets",
+               "drop-to-kernel-packets", "drop-tx-full-packets", "drop-frame-too-big-packets", "drop-rx-ring-full-packets",
                "drop-rx-too-big-packets", "drop-tx-too-big-packets", "drop-tx-invalid-packets"}
 
 
