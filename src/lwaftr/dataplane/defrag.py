@@ -7,8 +7,9 @@ stays out of the free list) until its packet completes, fails or expires.
 On completion the packet is gathered into the slot of its offset-0
 fragment, which then continues through the kernels like any frame; the
 other slots go back to the pool.  A packet too large for a slot (a datagram
-beyond ~1.9 KB) is gathered into a per-batch overflow buffer that the
-engine hands to the slow path's later stages.
+beyond ~1.9 KB) is gathered into a per-batch overflow buffer (behind
+``HEADROOM``, as in a slot), where the kernels' later passes take it
+(:func:`lwaftr.dataplane.kernels.fast_batch`).
 
 State per family (:class:`Defrag`), all in fixed arrays:
 
@@ -41,6 +42,7 @@ from lwaftr.dataplane.bigendian import rd16, wr16
 from lwaftr.dataplane.borrow import borrowed
 from lwaftr.dataplane.bytecopy import copy_bytes
 from lwaftr.dataplane.icmperr import ones_sum
+from lwaftr.dataplane.pool import HEADROOM
 from lwaftr.dataplane.reassembly import (FRAG_UNIT, IPV4_REASSEMBLY_TIMEOUT, IPV6_REASSEMBLY_TIMEOUT,
                                          MAX_IP_LENGTH, SNABB_MAX_FRAME)
 
@@ -375,19 +377,19 @@ def _gather(buf, off, length, free_list, n_free, keys, ent, frag, dense, free, i
         dst = b
         base = fz + ETH + l3len
     else:
-        if n_big[0] >= big.shape[0] or flen > big.shape[1]:
+        if n_big[0] >= big.shape[0] or HEADROOM + flen > big.shape[1]:
             _release(keys, ent, frag, dense, free, index, g, e, free_list, n_free, True)
             account(counters, C.E_SLOW_PATH_BUDGET, 0)
             counters[_CTR[fam, _REASSEMBLED]] += 1
             return DROPPED, -1
-        dst = big[n_big[0]]
+        dst = big[n_big[0]]                            # (at HEADROOM, as in a slot)
         f1 = np.int64(off[first])
         for j in range(ETH):
-            dst[j] = buf[first, f1 + j]
+            dst[HEADROOM + j] = buf[first, f1 + j]
         for j in range(l3len):
-            dst[ETH + j] = buf[z, fz + ETH + j]
-        fz = 0
-        base = ETH + l3len
+            dst[HEADROOM + ETH + j] = buf[z, fz + ETH + j]
+        fz = HEADROOM
+        base = HEADROOM + ETH + l3len
     for i in range(nf):
         s = frag[e, i, 2]
         if fits and s == z:

@@ -46,8 +46,9 @@ SLOW_TICK = 0.1
 #: control plane (ARP, NDP, BGP, BFD, ping to it) have a budget of their own,
 #: served first (:meth:`Engine._within_budget`).
 SLOW_BUDGET = 64
-#: Reassembled packets too large for a pool slot, per side and batch, handed to
-#: the slow path's later stages (beyond: dropped and counted with the budget's).
+#: Reassembled packets too large for a pool slot, per side and batch, which the
+#: kernels' passes take in a buffer of their own (beyond: dropped, counted with
+#: the slow-path budget's drops).
 BIG_PER_BATCH = 8
 
 
@@ -177,8 +178,9 @@ class Engine:
                                      max_held=held)
         self.defrag6 = defrag.Defrag(6, int_.reassembly_max_fragments_per_packet, int_.reassembly_max_packets,
                                      max_held=held)
-        big = lambda: (np.empty((BIG_PER_BATCH, defrag.SNABB_MAX_FRAME), np.uint8),   # noqa: E731
-                       np.zeros(BIG_PER_BATCH, np.int64), np.zeros(1, np.int64))
+        big = lambda: (np.empty((BIG_PER_BATCH, HEADROOM + defrag.SNABB_MAX_FRAME), np.uint8),   # noqa: E731
+                       np.full(BIG_PER_BATCH, HEADROOM, np.int32), np.zeros(BIG_PER_BATCH, np.int32),
+                       np.zeros(1, np.int64))
         self._big4, self._big6 = big(), big()
         self._whole = np.zeros(self.pool.n_slots, np.uint8)   # slots holding a reassembled packet
         self._reasm = (defrag.state(self.defrag4), defrag.state(self.defrag6), *self._big4, *self._big6,
@@ -293,7 +295,7 @@ class Engine:
         if not (s4 or s6 or more or self._holding or now - self._last_slow >= SLOW_TICK):
             return Output(out4[:k4].copy(), out6[:k6].copy(), kern4, kern6, mirrored)
         self._last_slow = now
-        nb4, nb6 = int(self._big4[2][0]), int(self._big6[2][0])
+        nb4, nb6 = int(self._big4[3][0]), int(self._big6[3][0])
         slow4, slow6 = slow4[:s4], slow6[:s6]
         if not strict and s4 + s6 > self.slow_budget:
             slow4, slow6 = self._within_budget(slow4, slow6)
@@ -361,8 +363,8 @@ class Engine:
             (done if whole[s] else frames).append(self.pool.frame(int(s)))
             whole[s] = 0
         self.pool.free(slots)
-        buf, lens, _ = big
-        done += [buf[i, :lens[i]].tobytes() for i in range(nbig)]
+        buf, _, lens, _ = big
+        done += [buf[i, HEADROOM:HEADROOM + lens[i]].tobytes() for i in range(nbig)]
         return frames, done
 
     def _within_budget(self, slow4: np.ndarray, slow6: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

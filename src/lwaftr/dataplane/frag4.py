@@ -75,22 +75,28 @@ def _finish(b, l3, ihl, size, ident, flags):
 
 
 @numba.njit(cache=True, nogil=True)
-def fragment4(buf, off, length, free_list, n_free, s, mtu, macs, dst_row, src_row, vid, ids, out, k, counters):
+def fragment4(buf, off, length, free_list, n_free, s, mtu, macs, dst_row, src_row, vid, ids, out, k, counters,
+              src, sf):
     """Send the IPv4 frame in slot ``s`` (untagged Ethernet at ``off[s]``,
     ``length[s]`` bytes, IHL >= 5) as :meth:`Fragmenter4.push` would, to IPv4
     MTU ``mtu``: whole (trimmed to its total length if that fits), as
     fragments, or not at all.  What leaves gets Ethernet from rows ``dst_row``
     and ``src_row`` of ``macs`` and the side's tag (``vid >= 0``), and its slots
     are appended to ``out[k:]``; a dropped frame's slot goes back to the pool.
+    ``src[sf:]`` holds the whole frame: ``buf[s]`` itself at ``off[s]``, or for a
+    packet reassembled beyond a slot its row of the big buffer, the slot holding
+    its head (at least the first fragment's bytes: :func:`lwaftr.dataplane.kernels.stand_in`).
     Returns the new ``k``, or for a dropped frame minus one minus its error code
     (``-1``: DF and too big, dropped uncounted as the reference does)."""
     b = buf[s]
     f = np.int64(off[s])
     n = np.int64(length[s])
     o = f + ETH
-    ihl = (np.int64(b[o]) & 0xF) * 4
-    total = rd16(b, o + W.O_IPV4_TOTAL_LENGTH)
-    flags = rd16(b, o + W.O_IPV4_FLAGS)
+    a = src                                     # (read from; the first fragment is written in b)
+    ao = np.int64(sf) + ETH
+    ihl = (np.int64(a[ao]) & 0xF) * 4
+    total = rd16(a, ao + W.O_IPV4_TOTAL_LENGTH)
+    flags = rd16(a, ao + W.O_IPV4_FLAGS)
     base = (flags & _OFFSET_MASK) * 8
     whole = -1                                  # the frame leaves as one packet of this length
     bad = False                                 # dropped as malformed
@@ -134,7 +140,7 @@ def fragment4(buf, off, length, free_list, n_free, s, mtu, macs, dst_row, src_ro
         n_free[0] += 1
         return -1 - C.E_POOL_EXHAUSTED
     if flags & (W.IPV4_FLAG_MF | _OFFSET_MASK):
-        ident = rd16(b, o + W.O_IPV4_ID)         # re-fragmenting a fragment
+        ident = rd16(a, ao + W.O_IPV4_ID)        # re-fragmenting a fragment
     else:
         ids[0] = (ids[0] + 1) & 0xFFFF
         ident = ids[0]
@@ -149,9 +155,9 @@ def fragment4(buf, off, length, free_list, n_free, s, mtu, macs, dst_row, src_ro
         tb = buf[t]
         l3 = np.int64(HEADROOM)
         for j in range(ihl):
-            tb[l3 + j] = b[o + j]
+            tb[l3 + j] = a[ao + j]
         for j in range(sz):
-            tb[l3 + ihl + j] = b[o + ihl + at + j]
+            tb[l3 + ihl + j] = a[ao + ihl + at + j]
         nop_uncopied_options(tb, l3, ihl)
         _finish(tb, l3, ihl, sz, ident, keep | more | ((base + at) >> 3))
         e = write_eth(tb, l3, macs, dst_row, src_row, vid, W.ETHERTYPE_IPV4)

@@ -39,10 +39,12 @@ unknown, hairpinned fragments and bad ICMP.  With the monitor on, the watched
 subscriber's frames are copied first (:mod:`lwaftr.dataplane.monitor`) and then
 go the same way.  While a side's next hop is unresolved, what would leave on
 it is finished and held in its slot (:func:`fast_batch`) until :func:`release`
-sends it.  Only control work is ``SLOW``, under the engine's per-batch budget:
-ARP and NDP that may teach a next hop's MAC (and any while it is unresolved),
-and a ping to the router reassembled beyond the MTU (packets reassembled beyond
-a slot go there from :mod:`lwaftr.dataplane.defrag`).  The slow path
+sends it.  Echo replies over the MTU (their requests reassembled) are cut by
+the fragmenters with their own MACs (``ECHOFRAG``).  Packets reassembled beyond
+a slot take the same passes in the reassembly's big buffer; a slot stands for
+each (:func:`stand_in`) and the fragmenters cut from the big buffer.  Only
+control work is ``SLOW``, under the engine's per-batch budget: ARP and NDP that
+may teach a next hop's MAC (and any while it is unresolved).  The slow path
 (:mod:`lwaftr.dataplane.core`) is the reference: tests run both on the same
 traffic and compare bytes and counters.
 """
@@ -58,6 +60,7 @@ from lwaftr.dataplane import control
 from lwaftr.dataplane.account import account
 from lwaftr.dataplane.bigendian import rd16, rd32, rd64, wr16
 from lwaftr.dataplane.borrow import borrowed
+from lwaftr.dataplane.bytecopy import copy_bytes
 from lwaftr.dataplane.bpfjit import refused
 from lwaftr.dataplane.defrag import defrag_batch
 from lwaftr.dataplane.ethernet import write_eth
@@ -84,6 +87,7 @@ HAIRFRAG = 9    # hairpinned, over the IPv6 MTU: its IPv6 fragments leave last, 
 HAIRERR = 10    # hairpinned, drawing an ICMPv4 error (``err``: why) hairpinned back to its sender
 ERRHAIR = 11    # from the Internet, drawing an ICMPv4 error for a softwire's address: hairpinned to it
 RELAYHAIR = 12  # an ICMPv6 error relayed as ICMPv4 (RFC 2473 8.3) to a softwire's address: hairpinned to it
+ECHOFRAG = 13   # an echo reply over the MTU (its request reassembled): the fragmenter's, with the request's MACs
 # control.ANSWER, control.CONSUME, control.KERNEL: ARP/NDP answered or consumed, the kernel's (control.py)
 assert control.SLOW == SLOW and control.ANSWER > RELAYHAIR
 
@@ -334,7 +338,9 @@ def _answer_echo(b, s, e, n, fam, P, counters, flt, fidx, off, length):
     and send the reply back out of side ``fam`` (Ethernet addresses swapped:
     Snabb's echo apps bypass the next-hop rewrite): the egress filter,
     ``out-ipvX-frag-not``, the side's tag; the slot's ``off``/``length`` set.
-    Returns 0, or the error code if the filter refused it (counted)."""
+    Returns 0, the error code if the filter refused it (counted), or -1 if the
+    reply is over the side's MTU: left untagged for the fragmenter (``ECHOFRAG``:
+    :func:`_cut_echo4`, :func:`_cut_echo6`)."""
     counters[_FAM_COUNTERS[fam, _C_ECHO_IN_BYTES]] += n
     counters[_FAM_COUNTERS[fam, _C_ECHO_IN_PACKETS]] += 1
     counters[_FAM_COUNTERS[fam, _C_ECHO_OUT_BYTES]] += n
@@ -347,12 +353,21 @@ def _answer_echo(b, s, e, n, fam, P, counters, flt, fidx, off, length):
         code = _FAM_ERRORS[fam, _E_EGRESS]
         account(counters, code, n)
         return code
-    counters[_FAM_COUNTERS[fam, _C_FRAG_NOT]] += 1
     off[s] = e
     length[s] = n
-    vid = P[P_VLAN4 if fam == FAM4 else P_VLAN6]
+    if n - ETH > P[P_EXT_MTU if fam == FAM4 else P_INT_MTU]:
+        return -1
+    counters[_FAM_COUNTERS[fam, _C_FRAG_NOT]] += 1
+    _tag_reply(b, s, e, n, P[P_VLAN4 if fam == FAM4 else P_VLAN6], off, length)
+    return 0
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _tag_reply(b, s, e, n, vid, off, length):
+    """The side's 802.1Q tag (``vid >= 0``) into the frame at ``b[e:e + n]`` in slot
+    ``s``, in place (its MACs stay: an echo reply's)."""
     if vid < 0:
-        return 0
+        return
     for j in range(12):
         b[e - W.VLAN_HLEN + j] = b[e + j]
     e -= W.VLAN_HLEN
@@ -362,7 +377,46 @@ def _answer_echo(b, s, e, n, fam, P, counters, flt, fidx, off, length):
     wr16(b, e + 16, et)
     off[s] = e
     length[s] = n + W.VLAN_HLEN
-    return 0
+
+
+@numba.njit(cache=True, nogil=True)
+def _cut_echo4(buf, off, length, free_list, n_free, s, P, ids4, out, k, counters, src, sf):
+    """An IPv4 echo reply over the MTU (``ECHOFRAG``: filtered, untagged in slot
+    ``s``; whole at ``src[sf:]``) through the IPv4 fragmenter, with the reply's own
+    MACs and the side's tag, its fragments into ``out[k:]``.  Returns
+    :func:`~lwaftr.dataplane.frag4.fragment4`'s result."""
+    b = buf[s]
+    f = np.int64(off[s])
+    own = np.empty((2, 6), np.uint8)
+    for j in range(6):
+        own[0, j] = b[f + j]
+        own[1, j] = b[f + 6 + j]
+    return fragment4(buf, off, length, free_list, n_free, s, P[P_EXT_MTU], own, 0, 1, P[P_VLAN4], ids4, out, k,
+                     counters, src, sf)
+
+
+@numba.njit(cache=True, nogil=True)
+def _cut_echo6(buf, off, length, free_list, n_free, s, P, macs, ids, frags, nf, counters, src, sf):
+    """An ICMPv6 echo reply over the MTU (``ECHOFRAG``, as :func:`_cut_echo4`)
+    through the IPv6 fragmenter, as :class:`~lwaftr.dataplane.fragment.Fragmenter6`
+    takes it: trimmed to its payload length if that fits (then it leaves whole,
+    tagged: returns ``-2 - nf``), else cut, its fragments into ``frags[nf:]``
+    (returns the new ``nf``; -1: too few free slots, nothing sent)."""
+    b = buf[s]
+    f = np.int64(off[s])
+    plen = rd16(b, f + ETH + W.O_IPV6_PAYLOAD_LENGTH)
+    if V6 + plen <= P[P_INT_MTU]:
+        counters[C.OUT_IPV6_FRAG_NOT] += 1
+        _tag_reply(b, s, f, ETH + V6 + plen, P[P_VLAN6], off, length)
+        if P[P_VLAN6] < 0:
+            length[s] = ETH + V6 + plen
+        return -2 - nf
+    own = macs.copy()
+    for j in range(6):
+        own[M_INT_NEXT, j] = b[f + j]
+        own[M_INT_SELF, j] = b[f + 6 + j]
+    return _fragment6(buf, off, length, free_list, n_free, s, f + ETH, V6 + plen, P, own, ids, frags, nf, counters,
+                      src, np.int64(sf) + ETH)
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -407,14 +461,16 @@ def echo6_reply(b, f, n):
 
 
 @numba.njit(cache=True, nogil=True)
-def _fragment6(buf, off, length, free_list, n_free, s, h, m, P, macs, ids, frags, nf, counters):
+def _fragment6(buf, off, length, free_list, n_free, s, h, m, P, macs, ids, frags, nf, counters, src, sh):
     """IPv6 fragments (RFC 8200 4.5, sized as :class:`~lwaftr.dataplane.fragment.Fragmenter6`
     cuts them) of the packet at ``buf[s, h:h + m]`` (the fixed header, then the
     payload): the first in place, the others in slots from the pool, each with
     Ethernet (and the side's tag); their slots are appended to ``frags[nf:]``.
-    Returns the new ``nf``, or -1 when the pool has too few free slots (nothing
-    sent).  The ID is the next of ``ids[0]``, the counter the slow path's
-    fragmenter shares."""
+    ``src[sh:sh + m]`` holds the whole packet: ``buf[s]`` itself at ``h``, or the big
+    buffer's row of a packet reassembled beyond a slot, whose head is in slot ``s``
+    (:func:`stand_in`).  Returns the new ``nf``, or -1 when the pool has too few
+    free slots (nothing sent).  The ID is the next of ``ids[0]``, the counter the
+    slow path's fragmenter shares."""
     b = buf[s]
     size = (P[P_INT_MTU] - V6 - W.IPV6_FRAG_HLEN) & ~7
     data = m - V6
@@ -425,7 +481,7 @@ def _fragment6(buf, off, length, free_list, n_free, s, h, m, P, macs, ids, frags
     ident = ids[0]
     hdr = np.empty(V6, np.uint8)
     for j in range(V6):
-        hdr[j] = b[h + j]
+        hdr[j] = src[sh + j]
     nh = hdr[W.O_IPV6_NEXT_HEADER]
     hdr[W.O_IPV6_NEXT_HEADER] = W.PROTO_FRAGMENT
     vid = P[P_VLAN6]
@@ -442,7 +498,7 @@ def _fragment6(buf, off, length, free_list, n_free, s, h, m, P, macs, ids, frags
             l3 = np.int64(HEADROOM)
             tb = buf[t]
             for j in range(sz):
-                tb[l3 + V6 + W.IPV6_FRAG_HLEN + j] = b[h + V6 + at + j]
+                tb[l3 + V6 + W.IPV6_FRAG_HLEN + j] = src[sh + V6 + at + j]
         tb = buf[t]
         for j in range(V6):
             tb[l3 + j] = hdr[j]
@@ -580,8 +636,7 @@ def classify_inet(buf, off, length, slots, P, addr_tab, sw_tab, verdict, rows, e
                 # A ping to the router, answered before the core sees it; the echo stage trusts
                 # the rest of the header (as Snabb's).  A reply over the MTU: the fragmenter's.
                 ok = False
-                if n - ETH <= P[P_EXT_MTU]:
-                    v = ECHO
+                v = ECHO
             elif not ok:
                 ec = _malformed4(b, o, n, P)
                 if ec:
@@ -655,19 +710,20 @@ def classify_inet(buf, off, length, slots, P, addr_tab, sw_tab, verdict, rows, e
 
 @numba.njit(cache=True, nogil=True)
 def apply_inet(buf, off, length, slots, P, macs, sw_tab, br_tab, counters, verdict, rows, err, rate, now,
-               flt, fk, free_list, n_free, ids, frags, first_whole):
+               flt, fk, free_list, n_free, ids, frags, first_whole, nf0):
     """Pass 2 for frames from the Internet side: through the ingress filter,
     then encapsulate, answer with an ICMPv4 error (``ERR``) or drop; what leaves
     passes the egress filter.  A frame that does not leave ends ``DROP`` with
     its error code in ``err`` (the first reason: why it was dropped, or why the
     error or packet it became was not sent), counted by :func:`account`.
-    ``FRAG`` frames leave as IPv6 fragments: their slots go to ``frags``;
-    returns how many.  Frames from ``first_whole`` on were reassembled."""
+    ``FRAG`` frames leave as IPv6 fragments: their slots go to ``frags`` from
+    ``nf0`` on; returns how many there are then.  Frames from ``first_whole`` on
+    were reassembled."""
     (buf, off, length, slots, P, macs, sw_tab, br_tab, counters, verdict, rows, err, rate, fk, free_list,
      n_free, ids, frags) = borrowed((
         buf, off, length, slots, P, macs, sw_tab, br_tab, counters, verdict, rows, err, rate, fk, free_list,
         n_free, ids, frags))
-    nf = 0
+    nf = nf0
     fin = fk[F_IN4]
     fout4 = fk[F_OUT4]
     nh4 = fout4 if P[P_V4_RESOLVED] else HOLD        # what needs a next hop: held while it is unresolved
@@ -722,7 +778,9 @@ def apply_inet(buf, off, length, slots, P, macs, sw_tab, br_tab, counters, verdi
             continue
         if v == ECHO:
             code = _answer_echo(b, s, f, n, FAM4, P, counters, flt, fout4, off, length)
-            if code:
+            if code < 0:
+                verdict[i] = ECHOFRAG
+            elif code:
                 verdict[i] = DROP
                 err[i] = code
             continue
@@ -774,7 +832,8 @@ def apply_inet(buf, off, length, slots, P, macs, sw_tab, br_tab, counters, verdi
                     off[s] = e
                     length[s] = ETH + m
                     continue
-                k = _fragment6(buf, off, length, free_list, n_free, s, h, m, P, macs, ids, frags, nf, counters)
+                k = _fragment6(buf, off, length, free_list, n_free, s, h, m, P, macs, ids, frags, nf, counters,
+                               b, h)
                 if k < 0:
                     account(counters, C.E_POOL_EXHAUSTED, ETH + m)
                     verdict[i] = DROP
@@ -890,15 +949,17 @@ def _not_ipv4_in_ipv6(b, f, n, x, P, br64):
 
 
 @numba.njit(cache=True, nogil=True)
-def classify_b4(buf, off, length, slots, P, addr_tab, sw_tab, br_tab, br64, verdict, rows, hrows, xoff, err):
+def classify_b4(buf, off, length, slots, P, addr_tab, sw_tab, br_tab, br64, verdict, rows, hrows, xoff, err,
+                first_whole):
     """Pass 1 for frames from the B4 side.  Returns the number of SLOW.
 
     ``verdict`` gets each frame's next node, ``rows`` the source softwire,
     ``hrows`` the destination softwire of a hairpinned frame, ``xoff`` the
     length of a Tunnel Encapsulation Limit header between IPv6 and IPv4 (0:
     none), ``err`` the error code of DROP and ERR (0 for the others).  ``br64``:
-    the BR addresses as two big-endian words each.  One flat loop, like
-    :func:`classify_inet`.
+    the BR addresses as two big-endian words each.  Frames from ``first_whole`` on
+    were reassembled (the data plane's in kernel mode: the punt comes before
+    reassembly).  One flat loop, like :func:`classify_inet`.
     """
     (buf, off, length, slots, P, addr_tab, sw_tab, br_tab, br64, verdict, rows, hrows, xoff, err) = borrowed((
         buf, off, length, slots, P, addr_tab, sw_tab, br_tab, br64, verdict, rows, hrows, xoff, err))
@@ -937,14 +998,15 @@ def classify_b4(buf, off, length, slots, P, addr_tab, sw_tab, br_tab, br64, verd
                 and b[h + W.O_IPV6_NEXT_HEADER] == W.PROTO_ICMPV6 \
                 and (b[o] == W.ICMPV6_ECHO_REQUEST or b[o] == W.ICMPV6_ECHO_REPLY):
             # Echo: a request to the router's address is answered (built-in control plane);
-            # in kernel mode what is for the router, a BR address or multicast is the kernel's;
-            # the rest is not lwAFTR traffic: dropped (or refused by policy), as the core does.
+            # in kernel mode what is for the router, a BR address or multicast is the kernel's
+            # (unless reassembled); the rest is not lwAFTR traffic: dropped (or refused by
+            # policy), as the core does.
             d0 = np.int64(rd64(b, h + W.O_IPV6_DST))
             d1 = np.int64(rd64(b, h + W.O_IPV6_DST + 8))
             to_us = d0 == P[P_INT_IP_HI] and d1 == P[P_INT_IP_LO]
             if to_us and P[P_PUNT] == 0 and b[o] == W.ICMPV6_ECHO_REQUEST and b[o + 1] == 0:
                 v = ECHO
-            elif P[P_PUNT] == 0 or not (to_us or b[h + W.O_IPV6_DST] == 0xFF
+            elif P[P_PUNT] == 0 or i >= first_whole or not (to_us or b[h + W.O_IPV6_DST] == 0xFF
                                                       or (b[h + W.O_IPV6_DST] == 0xFE
                                                           and (b[h + W.O_IPV6_DST + 1] & 0xC0) == 0x80)
                                                       or _is_br(br64, d0, d1)):
@@ -1166,7 +1228,9 @@ def apply_b4(buf, off, length, slots, P, macs, sw_tab, br_tab, counters, verdict
             continue
         if v == ECHO:
             code = _answer_echo(b, s, f, n, FAM6, P, counters, flt, fout6, off, length)
-            if code:
+            if code < 0:
+                verdict[i] = ECHOFRAG
+            elif code:
                 verdict[i] = DROP
                 err[i] = code
             continue
@@ -1424,6 +1488,121 @@ def _compact_untagged(buf, off, length, slots, vid, counters, keep, free_list, n
 
 
 @numba.njit(cache=True, nogil=True)
+def stand_in(buf, off, length, free_list, n_free, src, f, n):
+    """A pool slot standing for the frame at ``src[f:f + n]`` (a packet reassembled
+    beyond a slot, in the big buffer): as much of it as the slot holds after
+    ``HEADROOM`` copied there, ``length`` the whole frame's.  Whatever reads past
+    that (the fragmenters' later fragments) reads ``src``.  Returns the slot, or -1
+    if the pool has none free."""
+    if n_free[0] == 0:
+        return -1
+    n_free[0] -= 1
+    t = free_list[n_free[0]]
+    copy_bytes(buf[t], HEADROOM, src, f, min(n, buf.shape[1] - HEADROOM))
+    off[t] = HEADROOM
+    length[t] = n
+    return t
+
+
+@numba.njit(cache=True, nogil=True)
+def _stand_ins(buf, off, length, free_list, n_free, room, first, big, big_off, big_len, n_big, verdict, err,
+               counters):
+    """After the passes over the big buffer: ``room[first + j]`` gets the slot standing
+    for its packet ``j`` (:func:`stand_in`), or -1 if the packet does not leave (dropped,
+    or the slow path's: those are moved to the front of the big buffer, ``n_big`` of them)."""
+    nb = n_big[0]
+    kept = 0
+    for j in range(nb):
+        i = first + j
+        v = verdict[i]
+        room[i] = -1
+        if v == SLOW:
+            if kept != j:
+                copy_bytes(big[kept], HEADROOM, big[j], HEADROOM, big_len[j])
+                big_len[kept] = big_len[j]
+            kept += 1
+            continue
+        if v == DROP:
+            continue
+        t = stand_in(buf, off, length, free_list, n_free, big[j], np.int64(big_off[j]), np.int64(big_len[j]))
+        if t < 0:
+            account(counters, C.E_POOL_EXHAUSTED, np.int64(big_len[j]))
+            verdict[i] = DROP
+            err[i] = C.E_POOL_EXHAUSTED
+        else:
+            room[i] = t
+    n_big[0] = kept
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _unheld(free_list, n_free, s, four, counters):
+    """A packet reassembled beyond a slot, for a side whose next hop is unresolved:
+    no slot can hold it whole until then, so it is dropped, counted as the frames
+    beyond the hold limit are (``drop-no-next-hop-*``)."""
+    counters[C.DROP_NO_NEXT_HOP_IPV4_PACKETS if four else C.DROP_NO_NEXT_HOP_IPV6_PACKETS] += 1
+    free_list[n_free[0]] = s
+    n_free[0] += 1
+
+
+@numba.njit(cache=True, nogil=True)
+def _big_b4(buf, off, length, free_list, n_free, room, first, big, big_off, big_len, n_big, P, macs, sw_tab,
+            br_tab, counters, verdict, rows, hrows, xoff, err, rate, now, flt, fk):
+    """Pass 2 over the B4 side's packets reassembled beyond a slot (classified at
+    ``[first, first + n_big)`` of the batch's arrays), in the big buffer, then
+    their stand-in slots (:func:`_stand_ins`); what needs cutting (``FRAG4``,
+    ``HAIRFRAG``, ``ECHOFRAG``) is cut from the big buffer in its turn."""
+    nb = n_big[0]
+    apply_b4(big, big_off, big_len, np.arange(nb).astype(np.int32), P, macs, sw_tab, br_tab, counters,
+             verdict[first:], rows[first:], hrows[first:], xoff[first:], err[first:], rate, now, flt, fk, 0)
+    _stand_ins(buf, off, length, free_list, n_free, room, first, big, big_off, big_len, n_big, verdict, err,
+               counters)
+
+
+@numba.njit(cache=True, nogil=True)
+def _big_inet(buf, off, length, free_list, n_free, room, first, big, big_off, big_len, n_big, P, macs, sw_tab,
+              br_tab, counters, verdict, rows, err, rate, now, flt, fk, ids, frags, nf):
+    """Pass 2 over the Internet side's packets reassembled beyond a slot, as
+    :func:`_big_b4`; encapsulated (``FRAG``), each is cut into IPv6 fragments
+    here, after the batch's other ``FRAG`` packets (``frags[nf:]``).  Returns the new ``nf``."""
+    nb = n_big[0]
+    held = P.copy()                # FRAG: left whole in the big buffer by apply_inet, cut below
+    held[P_V6_RESOLVED] = 0
+    apply_inet(big, big_off, big_len, np.arange(nb).astype(np.int32), held, macs, sw_tab, br_tab, counters,
+               verdict[first:], rows[first:], err[first:], rate, now, flt, fk, free_list, n_free, ids, frags, 0, 0)
+    _stand_ins(buf, off, length, free_list, n_free, room, first, big, big_off, big_len, n_big, verdict, err,
+               counters)
+    for i in range(first, room.shape[0]):
+        s = room[i]
+        if verdict[i] != FRAG:
+            continue
+        j = i - first
+        e = np.int64(big_off[j])
+        m = np.int64(big_len[j]) - ETH
+        room[i] = -1               # (in frags, or freed)
+        if P[P_V6_RESOLVED] == 0:
+            _unheld(free_list, n_free, s, False, counters)
+            verdict[i] = DROP
+        elif refused(flt, fk[F_OUT6], big[j], e, ETH + m):      # (the whole frame, untagged, as apply_inet)
+            account(counters, C.E_EGRESS_FILTER_IPV6, ETH + m)
+            verdict[i] = DROP
+            err[i] = C.E_EGRESS_FILTER_IPV6
+            free_list[n_free[0]] = s
+            n_free[0] += 1
+        else:
+            k = _fragment6(buf, off, length, free_list, n_free, s, np.int64(off[s]) + ETH, m, P, macs, ids, frags,
+                           nf, counters, big[j], e + ETH)
+            if k < 0:
+                account(counters, C.E_POOL_EXHAUSTED, ETH + m)
+                verdict[i] = DROP
+                err[i] = C.E_POOL_EXHAUSTED
+                free_list[n_free[0]] = s
+                n_free[0] += 1
+            else:
+                nf = k
+    return nf
+
+
+@numba.njit(cache=True, nogil=True)
 def fast_batch(buf, off, length, free_list, n_free, v4, v6, P, macs, addr_tab, sw_tab, br_tab, counters,
                strict, scratch, keep, out4, out6, slow4, slow6, rate, now, flt, fk, ids, frags, reasm,
                kern4, kern6, ids4, mirror):
@@ -1439,7 +1618,9 @@ def fast_batch(buf, off, length, free_list, n_free, v4, v6, P, macs, addr_tab, s
     teach a next hop's MAC), every frame goes there as it is after reassembly,
     so that the MAC it learns applies to the whole batch, as in Snabb's breath.
     ``reasm``: the reassembly stage's state (:func:`reassembly`);
-    it runs unless ``P_FAST_OFF`` sends fragments to the slow path.
+    it runs unless ``P_FAST_OFF`` sends fragments to the slow path.  Packets
+    reassembled beyond a slot (in its big buffer) take the same passes there
+    and follow the batch's other reassembled packets (:func:`_big_b4`, :func:`_big_inet`).
     ``ids``/``ids4``: the last IPv6/IPv4 fragment IDs, shared with the slow path's
     fragmenters.  ``mirror``: copies of the monitored address's frames, as received
     (:mod:`lwaftr.dataplane.monitor`; not with ``P_FAST_OFF``, whose slow path copies them).
@@ -1459,9 +1640,11 @@ def fast_batch(buf, off, length, free_list, n_free, v4, v6, P, macs, addr_tab, s
     if P[P_MONITOR] != 0 and P[P_FAST_OFF] == 0:
         nm = copy_watched(buf, off, length, free_list, n_free, v4, P[P_MONITOR], mirror, nm, counters)
         nm = copy_watched(buf, off, length, free_list, n_free, v6, P[P_MONITOR], mirror, nm, counters)
-    st4, st6, big4, big_len4, n_big4, big6, big_len6, n_big6, mark = reasm
+    st4, st6, big4, big_off4, big_len4, n_big4, big6, big_off6, big_len6, n_big6, mark = reasm
     n_big4[0] = 0
     n_big6[0] = 0
+    room4 = v4                     # (every packet reassembled beyond a slot freed at least one of these)
+    room6 = v6
     first4 = v4.shape[0]
     first6 = v6.shape[0]
     if P[P_FAST_OFF] == 0:
@@ -1477,24 +1660,38 @@ def fast_batch(buf, off, length, free_list, n_free, v4, v6, P, macs, addr_tab, s
                                  n_big6, mark, P[P_PUNT], P[P_EXT_IP], addr_tab, br64, P[P_INT_IP_HI],
                                  P[P_INT_IP_LO])
         v6 = v6[:k]
-    n4 = v4.shape[0]
+    n4 = v4.shape[0]               # frames in slots; the big buffer's packets follow them, at [n4, t4)
     n6 = v6.shape[0]
-    verd4 = scratch[S_NEXT4, :n4]
-    rows4 = scratch[S_ROWS4, :n4]
-    err4 = scratch[S_ERROR4, :n4]
-    verd6 = scratch[S_NEXT6, :n6]
-    rows6 = scratch[S_ROWS6, :n6]
-    hrows6 = scratch[S_HROWS6, :n6]
-    xoff6 = scratch[S_XOFF6, :n6]
-    err6 = scratch[S_ERROR6, :n6]
-    scratch[S_COUNT, 0] = n4
-    scratch[S_COUNT, 1] = n6
+    nb4 = n_big4[0]
+    nb6 = n_big6[0]
+    t4 = n4 + nb4
+    t6 = n6 + nb6
+    verd4 = scratch[S_NEXT4, :t4]
+    rows4 = scratch[S_ROWS4, :t4]
+    err4 = scratch[S_ERROR4, :t4]
+    verd6 = scratch[S_NEXT6, :t6]
+    rows6 = scratch[S_ROWS6, :t6]
+    hrows6 = scratch[S_HROWS6, :t6]
+    xoff6 = scratch[S_XOFF6, :t6]
+    err6 = scratch[S_ERROR6, :t6]
+    scratch[S_COUNT, 0] = t4
+    scratch[S_COUNT, 1] = t6
     ns4 = classify_inet(buf, off, length, v4, P, addr_tab, sw_tab, verd4, rows4, err4)
     br64 = np.empty((br_tab.shape[0], 2), np.uint64)    # BR addresses as two big-endian words
     for j in range(br_tab.shape[0]):
         br64[j, 0] = rd64(br_tab[j], 0)
         br64[j, 1] = rd64(br_tab[j], 8)
-    ns6 = classify_b4(buf, off, length, v6, P, addr_tab, sw_tab, br_tab, br64, verd6, rows6, hrows6, xoff6, err6)
+    ns6 = classify_b4(buf, off, length, v6, P, addr_tab, sw_tab, br_tab, br64, verd6, rows6, hrows6, xoff6, err6,
+                      first6)
+    big_slots = np.arange(max(nb4, nb6)).astype(np.int32)
+    if nb4:
+        big_off4[:nb4] = HEADROOM
+        ns4 += classify_inet(big4, big_off4, big_len4, big_slots[:nb4], P, addr_tab, sw_tab, verd4[n4:],
+                             rows4[n4:], err4[n4:])
+    if nb6:
+        big_off6[:nb6] = HEADROOM
+        ns6 += classify_b4(big6, big_off6, big_len6, big_slots[:nb6], P, addr_tab, sw_tab, br_tab, br64, verd6[n6:],
+                           rows6[n6:], hrows6[n6:], xoff6[n6:], err6[n6:], 0)
     ctl4 = ns4 > 0 or P[P_PUNT] != 0           # (clean traffic: neither control pass runs)
     ctl6 = ns6 > 0 or P[P_PUNT] != 0
     if ctl4:
@@ -1511,7 +1708,7 @@ def fast_batch(buf, off, length, free_list, n_free, v4, v6, P, macs, addr_tab, s
         for i in range(n6):
             if verd6[i] >= control.ANSWER:
                 err6[i] = 0
-    if strict and (ns4 or ns6):
+    if strict and (ns4 or ns6):    # (with the big buffer's packets, which the slow path reads there)
         for i in range(n4):
             slow4[i] = v4[i]
         for i in range(n6):
@@ -1526,8 +1723,33 @@ def fast_batch(buf, off, length, free_list, n_free, v4, v6, P, macs, addr_tab, s
                        fk[F_OUT6], counters)
     apply_b4(buf, off, length, v6, P, macs, sw_tab, br_tab, counters, verd6, rows6, hrows6, xoff6, err6, rate, now,
              flt, fk, first6)
-    nf = apply_inet(buf, off, length, v4, P, macs, sw_tab, br_tab, counters, verd4, rows4, err4, rate, now, flt,
-                    fk, free_list, n_free, ids, frags, first4)
+    v6 = room6[:t6]
+    v4 = room4[:t4]
+    nf = 0
+    if nb6:
+        _big_b4(buf, off, length, free_list, n_free, v6, n6, big6, big_off6, big_len6, n_big6, P, macs, sw_tab,
+                br_tab, counters, verd6, rows6, hrows6, xoff6, err6, rate, now, flt, fk)
+    for i in range(t6):            # echo replies over the IPv6 MTU: their fragments lead (Fragmenter6's order)
+        if verd6[i] == ECHOFRAG:
+            s = v6[i]
+            k = _cut_echo6(buf, off, length, free_list, n_free, s, P, macs, ids, frags, nf, counters,
+                           buf[s] if i < n6 else big6[i - n6], off[s] if i < n6 else big_off6[i - n6])
+            if k <= -2:
+                verd6[i] = ECHO
+            elif k < 0:
+                account(counters, C.E_POOL_EXHAUSTED, np.int64(length[s]))
+                verd6[i] = DROP
+                err6[i] = C.E_POOL_EXHAUSTED
+                free_list[n_free[0]] = s
+                n_free[0] += 1
+                v6[i] = -1         # (freed)
+            else:
+                nf = k
+    nf = apply_inet(buf, off, length, v4[:n4], P, macs, sw_tab, br_tab, counters, verd4, rows4, err4, rate, now,
+                    flt, fk, free_list, n_free, ids, frags, first4, nf)
+    if nb4:
+        nf = _big_inet(buf, off, length, free_list, n_free, v4, n4, big4, big_off4, big_len4, n_big4, P, macs,
+                       sw_tab, br_tab, counters, verd4, rows4, err4, rate, now, flt, fk, ids, frags, nf)
     for i in range(first4, n4):      # reassembled frames keep their mark only for the slow path
         if verd4[i] != SLOW:
             mark[v4[i]] = 0
@@ -1542,11 +1764,21 @@ def fast_batch(buf, off, length, free_list, n_free, v4, v6, P, macs, addr_tab, s
     hold4 = P[P_V4_RESOLVED] == 0
     hold6 = P[P_V6_RESOLVED] == 0
     nh6 = HOLD if hold6 else fk[F_OUT6]
-    for i in range(n4):            # echo replies leave first (Snabb: the echo app is last southbound)
+    for i in range(t4):            # echo replies leave first (Snabb: the echo app is last southbound)
         if verd4[i] == ECHO:
             out4[k4] = v4[i]
             k4 += 1
-    for i in range(n6):
+        elif verd4[i] == ECHOFRAG:
+            s = v4[i]
+            k = _cut_echo4(buf, off, length, free_list, n_free, s, P, ids4, out4, k4, counters,
+                           buf[s] if i < n4 else big4[i - n4], off[s] if i < n4 else big_off4[i - n4])
+            if k < 0:              # dropped (its slot freed), counted
+                verd4[i] = DROP
+                err4[i] = -k - 1
+                v4[i] = -1
+            else:
+                k4 = k
+    for i in range(t6):
         if verd6[i] == ECHO:
             out6[k6] = v6[i]
             k6 += 1
@@ -1576,21 +1808,27 @@ def fast_batch(buf, off, length, free_list, n_free, v4, v6, P, macs, addr_tab, s
             n_free[0] += 1
     base4 = k4                     # what follows needs the next hop: held while it is unresolved
     base6 = k6
-    for i in range(n6):            # ICMPv6 errors relayed as ICMPv4 first, as the core sends them
+    for i in range(t6):            # ICMPv6 errors relayed as ICMPv4 first, as the core sends them
         if verd6[i] == RELAY:
             out4[k4] = v6[i]
             k4 += 1
-    for i in range(n6):
+    for i in range(t6):
         v = verd6[i]
-        if v == TX:
+        if (v == FRAG4 and hold4 or v == HAIRFRAG and hold6) and i >= n6:
+            _unheld(free_list, n_free, v6[i], v == FRAG4, counters)     # (a slot cannot hold it whole)
+            verd6[i] = DROP
+            v6[i] = -1
+        elif v == TX:
             out4[k4] = v6[i]
             k4 += 1
         elif v == FRAG4 and hold4:   # held whole: cut when it is sent
             out4[k4] = v6[i]
             k4 += 1
         elif v == FRAG4:
-            k = fragment4(buf, off, length, free_list, n_free, v6[i], P[P_EXT_MTU], macs, M_EXT_NEXT, M_EXT_SELF,
-                          P[P_VLAN4], ids4, out4, k4, counters)
+            s = v6[i]
+            k = fragment4(buf, off, length, free_list, n_free, s, P[P_EXT_MTU], macs, M_EXT_NEXT, M_EXT_SELF,
+                          P[P_VLAN4], ids4, out4, k4, counters, buf[s] if i < n6 else big6[i - n6],
+                          off[s] if i < n6 else big_off6[i - n6])
             if k < 0:              # dropped (its slot freed): minus its error code (0: DF, uncounted)
                 verd6[i] = DROP
                 err6[i] = -k - 1
@@ -1599,10 +1837,10 @@ def fast_batch(buf, off, length, free_list, n_free, v4, v6, P, macs, addr_tab, s
         elif v == ERR:
             out6[k6] = v6[i]
             k6 += 1
-        elif v == SLOW:
+        elif v == SLOW and i < n6:   # (the big buffer's: the slow path reads them there)
             slow6[s6] = v6[i]
             s6 += 1
-        elif v == DROP:
+        elif v == DROP and v6[i] >= 0:
             free_list[n_free[0]] = v6[i]
             n_free[0] += 1
         elif v == HAIRFRAG and hold6:
@@ -1610,7 +1848,8 @@ def fast_batch(buf, off, length, free_list, n_free, v4, v6, P, macs, addr_tab, s
         elif v == HAIRFRAG:        # (after the Internet side's IPv6 fragments, as the fragmenter cuts them)
             s = v6[i]
             k = _fragment6(buf, off, length, free_list, n_free, s, np.int64(off[s]) + ETH, np.int64(length[s]) - ETH,
-                           P, macs, ids, frags, nf, counters)
+                           P, macs, ids, frags, nf, counters, buf[s] if i < n6 else big6[i - n6],
+                           np.int64(off[s] if i < n6 else big_off6[i - n6]) + ETH)
             if k < 0:
                 account(counters, C.E_POOL_EXHAUSTED, np.int64(length[s]))
                 verd6[i] = DROP
@@ -1632,7 +1871,7 @@ def fast_batch(buf, off, length, free_list, n_free, v4, v6, P, macs, addr_tab, s
                     err6[i] = code
                 free_list[n_free[0]] = s
                 n_free[0] += 1
-    for i in range(n4):
+    for i in range(t4):
         v = verd4[i]
         if v == TX or (v == FRAG and hold6):
             out6[k6] = v4[i]
@@ -1640,10 +1879,10 @@ def fast_batch(buf, off, length, free_list, n_free, v4, v6, P, macs, addr_tab, s
         elif v == ERR:
             out4[k4] = v4[i]
             k4 += 1
-        elif v == SLOW:
+        elif v == SLOW and i < n4:
             slow4[s4] = v4[i]
             s4 += 1
-        elif v == DROP:
+        elif v == DROP and v4[i] >= 0:
             free_list[n_free[0]] = v4[i]
             n_free[0] += 1
         elif v == ERRHAIR:
@@ -1656,19 +1895,19 @@ def fast_batch(buf, off, length, free_list, n_free, v4, v6, P, macs, addr_tab, s
                 n_free[0] += 1
     # The core's hairpin rounds: relayed errors, hairpinned packets, the Internet side's errors
     # for softwires; then the errors for hairpinned packets.
-    for i in range(n6 if n_hair else 0):
+    for i in range(t6 if n_hair else 0):
         if verd6[i] == RELAYHAIR:
             out6[k6] = v6[i]
             k6 += 1
-    for i in range(n6):
+    for i in range(t6):
         if verd6[i] == HAIRPIN or (verd6[i] == HAIRFRAG and hold6):
             out6[k6] = v6[i]
             k6 += 1
-    for i in range(n4 if n_hair else 0):
+    for i in range(t4 if n_hair else 0):
         if verd4[i] == ERRHAIR:
             out6[k6] = v4[i]
             k6 += 1
-    for i in range(n6 if n_hair else 0):
+    for i in range(t6 if n_hair else 0):
         if verd6[i] == HAIRERR:
             out6[k6] = v6[i]
             k6 += 1
@@ -1711,7 +1950,7 @@ def release(buf, off, length, free_list, n_free, slots, fam, P, macs, flt, fk, i
             n_free[0] += 1
         elif four:
             r = fragment4(buf, off, length, free_list, n_free, s, P[P_EXT_MTU], macs, dst, src, P[P_VLAN4], ids4,
-                          out, k, counters)
+                          out, k, counters, b, f)
             if r >= 0:                   # (else dropped, counted, its slot freed)
                 k = r
         elif m <= P[P_INT_MTU]:
@@ -1721,7 +1960,8 @@ def release(buf, off, length, free_list, n_free, slots, fam, P, macs, flt, fk, i
             out[k] = s
             k += 1
         else:
-            r = _fragment6(buf, off, length, free_list, n_free, s, f + ETH, m, P, macs, ids, frags, nf, counters)
+            r = _fragment6(buf, off, length, free_list, n_free, s, f + ETH, m, P, macs, ids, frags, nf, counters,
+                           b, f + ETH)
             if r < 0:
                 account(counters, C.E_POOL_EXHAUSTED, ETH + m)
                 free_list[n_free[0]] = s
