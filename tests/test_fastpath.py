@@ -1101,7 +1101,10 @@ def _per_packet(cfg, kernel: bool, batches: list, monitor: str | None = None,
             sides = {4} if [f for f in r4 if unresolved != 4 or not _neighbour_request(f)] else set()
             sides |= {6} if [f for f in r6 if unresolved != 6 or not _neighbour_request(f)] else set()
             leaves = _LEAVES[side, int(nexts[0])]
-            if nexts[0] not in (K.ECHO, K.ECHOFRAG, control.ANSWER):     # (back as they came: no next hop)
+            # (Echo and ARP/NDP replies go back as they came: no next hop.  An ARP reply or NA
+            # from the next hop earlier in the traffic may have resolved it since.)
+            still = unresolved and not fast.params[K.P_V4_RESOLVED if unresolved == 4 else K.P_V6_RESOLVED]
+            if nexts[0] not in (K.ECHO, K.ECHOFRAG, control.ANSWER) and still:
                 leaves = leaves - {unresolved}
             assert leaves == sides, (side, int(nexts[0]), delta)
             want = _reference_code(delta)
