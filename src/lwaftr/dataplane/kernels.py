@@ -1579,27 +1579,35 @@ def _big_inet(buf, off, length, free_list, n_free, room, first, big, big_off, bi
         e = np.int64(big_off[j])
         m = np.int64(big_len[j]) - ETH
         room[i] = -1               # (in frags, or freed)
+        code = 0
         if P[P_V6_RESOLVED] == 0:
             _unheld(free_list, n_free, s, False, counters)
             verdict[i] = DROP
         elif refused(flt, fk[F_OUT6], big[j], e, ETH + m):      # (the whole frame, untagged, as apply_inet)
-            account(counters, C.E_EGRESS_FILTER_IPV6, ETH + m)
-            verdict[i] = DROP
-            err[i] = C.E_EGRESS_FILTER_IPV6
-            free_list[n_free[0]] = s
-            n_free[0] += 1
+            code = C.E_EGRESS_FILTER_IPV6
         else:
             k = _fragment6(buf, off, length, free_list, n_free, s, np.int64(off[s]) + ETH, m, P, macs, ids, frags,
                            nf, counters, big[j], e + ETH)
             if k < 0:
-                account(counters, C.E_POOL_EXHAUSTED, ETH + m)
-                verdict[i] = DROP
-                err[i] = C.E_POOL_EXHAUSTED
-                free_list[n_free[0]] = s
-                n_free[0] += 1
+                code = C.E_POOL_EXHAUSTED
             else:
                 nf = k
+        if code:
+            account(counters, code, ETH + m)
+            verdict[i] = DROP
+            err[i] = code
+            free_list[n_free[0]] = s
+            n_free[0] += 1
     return nf
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _pool_exhausted(counters, free_list, n_free, s, n):
+    """Slot ``s``'s packet (``n`` bytes) dropped for want of free slots to cut it
+    into: counted (``pool-exhausted``), the slot freed."""
+    account(counters, C.E_POOL_EXHAUSTED, n)
+    free_list[n_free[0]] = s
+    n_free[0] += 1
 
 
 @numba.njit(cache=True, nogil=True)
@@ -1737,11 +1745,9 @@ def fast_batch(buf, off, length, free_list, n_free, v4, v6, P, macs, addr_tab, s
             if k <= -2:
                 verd6[i] = ECHO
             elif k < 0:
-                account(counters, C.E_POOL_EXHAUSTED, np.int64(length[s]))
+                _pool_exhausted(counters, free_list, n_free, s, np.int64(length[s]))
                 verd6[i] = DROP
                 err6[i] = C.E_POOL_EXHAUSTED
-                free_list[n_free[0]] = s
-                n_free[0] += 1
                 v6[i] = -1         # (freed)
             else:
                 nf = k
@@ -1851,11 +1857,9 @@ def fast_batch(buf, off, length, free_list, n_free, v4, v6, P, macs, addr_tab, s
                            P, macs, ids, frags, nf, counters, buf[s] if i < n6 else big6[i - n6],
                            np.int64(off[s] if i < n6 else big_off6[i - n6]) + ETH)
             if k < 0:
-                account(counters, C.E_POOL_EXHAUSTED, np.int64(length[s]))
+                _pool_exhausted(counters, free_list, n_free, s, np.int64(length[s]))
                 verd6[i] = DROP
                 err6[i] = C.E_POOL_EXHAUSTED
-                free_list[n_free[0]] = s
-                n_free[0] += 1
             else:
                 nf = k
         elif v == RELAYHAIR or v == HAIRERR:    # (HAIRERR: after the Internet side's errors, the rate limit)
