@@ -240,7 +240,7 @@ def classify6(buf, off, length, slots, verdict, rows, first, fast_off, punt, sel
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _tag(b, s, e, n, vid, off, length):
+def tag(b, s, e, n, vid, off, length):
     """The slot ``s``'s frame is ``b[e:e + n]``, with the 802.1Q tag ``vid`` if ``vid >= 0``."""
     off[s] = e
     length[s] = n
@@ -369,7 +369,7 @@ def apply4(buf, off, length, slots, verdict, rows, err, first, mac, vid, flt, fi
             verdict[i] = CONSUME
             continue
         counters[C.OUT_IPV4_FRAG_NOT] += 1
-        _tag(b, s, f, ARP_FRAME, vid, off, length)
+        tag(b, s, f, ARP_FRAME, vid, off, length)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -418,4 +418,4 @@ def apply6(buf, off, length, slots, verdict, rows, err, first, mac, self_hi, sel
             verdict[i] = CONSUME
             continue
         counters[C.OUT_IPV6_FRAG_NOT] += 1
-        _tag(b, s, f, NA_FRAME, vid, off, length)
+        tag(b, s, f, NA_FRAME, vid, off, length)

@@ -358,25 +358,8 @@ def _answer_echo(b, s, e, n, fam, P, counters, flt, fidx, off, length):
     if n - ETH > P[P_EXT_MTU if fam == FAM4 else P_INT_MTU]:
         return -1
     counters[_FAM_COUNTERS[fam, _C_FRAG_NOT]] += 1
-    _tag_reply(b, s, e, n, P[P_VLAN4 if fam == FAM4 else P_VLAN6], off, length)
+    control.tag(b, s, e, n, P[P_VLAN4 if fam == FAM4 else P_VLAN6], off, length)
     return 0
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def _tag_reply(b, s, e, n, vid, off, length):
-    """The side's 802.1Q tag (``vid >= 0``) into the frame at ``b[e:e + n]`` in slot
-    ``s``, in place (its MACs stay: an echo reply's)."""
-    if vid < 0:
-        return
-    for j in range(12):
-        b[e - W.VLAN_HLEN + j] = b[e + j]
-    e -= W.VLAN_HLEN
-    et = rd16(b, e + 12 + W.VLAN_HLEN)
-    wr16(b, e + 12, W.ETHERTYPE_VLAN)
-    wr16(b, e + 14, vid)
-    wr16(b, e + 16, et)
-    off[s] = e
-    length[s] = n + W.VLAN_HLEN
 
 
 @numba.njit(cache=True, nogil=True)
@@ -407,9 +390,7 @@ def _cut_echo6(buf, off, length, free_list, n_free, s, P, macs, ids, frags, nf, 
     plen = rd16(b, f + ETH + W.O_IPV6_PAYLOAD_LENGTH)
     if V6 + plen <= P[P_INT_MTU]:
         counters[C.OUT_IPV6_FRAG_NOT] += 1
-        _tag_reply(b, s, f, ETH + V6 + plen, P[P_VLAN6], off, length)
-        if P[P_VLAN6] < 0:
-            length[s] = ETH + V6 + plen
+        control.tag(b, s, f, ETH + V6 + plen, P[P_VLAN6], off, length)
         return -2 - nf
     own = macs.copy()
     for j in range(6):
