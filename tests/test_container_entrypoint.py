@@ -540,6 +540,22 @@ def cache_files(cache: Path) -> set[str]:
     return {str(p.relative_to(cache)) for p in cache.rglob("*") if p.is_file()}
 
 
+# The graph's stages.  Each is compiled once by the build step: numba compiles a function
+# again for each new type of argument, and a literal (``f(x, 0)``) or a read-only table
+# is a new type; the build took four times as long before these were found.
+STAGES = ("batch.run_batch", "kernels.fast_batch", "kernels.classify_inet", "kernels.classify_b4",
+          "kernels.apply_inet", "kernels.apply_b4", "defrag.defrag_batch", "defrag.push", "frag4.fragment4",
+          "kernels._fragment6", "control.classify4", "control.classify6", "control.apply4", "control.apply6")
+
+
+@needs_root
+def test_the_build_step_compiles_each_stage_once(primed):
+    _, files = primed
+    for stage in STAGES:
+        compiled = sorted(f for f in files if re.search(rf"/{re.escape(stage)}-\d+\.py\d+\.\d+\.nbc$", f))
+        assert len(compiled) == 1, (stage, compiled)
+
+
 @needs_root
 @pytest.mark.parametrize("io", ["afpacket", "xdp"])
 def test_real_run_forwards_and_stops_on_sigterm(netns, primed, tmp_path, io):

@@ -80,6 +80,17 @@ class Frames(NamedTuple):
 _NONE = np.zeros(0, np.int32)
 
 
+def _read_only(table: BindingTable) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The table's arrays as read-only views for the kernels, which only read them.  A
+    mapped compiled table's arrays are read-only already, and numba compiles a kernel
+    apart for each kind of array: this way the kernels are compiled once, not twice.
+    The views share the arrays' memory, so changes made in place are seen."""
+    views = tuple(a.view() for a in (table.addr_tab, table.sw_tab, table.br_tab))
+    for v in views:
+        v.setflags(write=False)
+    return views
+
+
 def slot_size(config: Config) -> int:
     """The packet-pool slot size ``config``'s MTUs need (2048 bytes up to ~1.9k MTUs)."""
     biggest = max(config.external.mtu, config.internal.mtu) + W.ETH_HLEN + W.VLAN_HLEN + W.IPV6_HLEN
@@ -187,8 +198,8 @@ class Engine:
                        self._whole)
         pool, t = self.pool, self.table
         self._state = batch.make(
-            pool.buf, pool.off, pool.length, pool.free_list, pool.n_free, P, self.macs, t.addr_tab, t.sw_tab,
-            t.br_tab, self.counters, self._scratch, self._keep, self._out4, self._out6, self._slow4, self._slow6,
+            pool.buf, pool.off, pool.length, pool.free_list, pool.n_free, P, self.macs, *_read_only(t),
+            self.counters, self._scratch, self._keep, self._out4, self._out6, self._slow4, self._slow6,
             self.rate_state, self.filter_fn, self.filter_index, self.slow.frag6.ids, self._frags, self._reasm,
             self._kern4, self._kern6, self.slow.frag4.ids, self._mirrored)
         self._refresh_next_hops()
@@ -208,7 +219,7 @@ class Engine:
         """Swap in a new binding table; takes effect from the next batch."""
         self.table = table
         self.slow.set_table(table)
-        batch.set_tables(self._state, table.addr_tab, table.sw_tab, table.br_tab)
+        batch.set_tables(self._state, *_read_only(table))
 
     # -- monitoring one subscriber -----------------------------------------------
     def set_monitor(self, ipv4: int | None) -> None:

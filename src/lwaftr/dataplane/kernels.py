@@ -374,8 +374,8 @@ def _cut_echo4(buf, off, length, free_list, n_free, s, P, ids4, out, k, counters
     for j in range(6):
         own[0, j] = b[f + j]
         own[1, j] = b[f + 6 + j]
-    return fragment4(buf, off, length, free_list, n_free, s, P[P_EXT_MTU], own, 0, 1, P[P_VLAN4], ids4, out, k,
-                     counters, src, sf)
+    return fragment4(buf, off, length, free_list, n_free, s, P[P_EXT_MTU], own, np.int64(0), np.int64(1),
+                     P[P_VLAN4], ids4, out, k, counters, src, sf)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -1263,8 +1263,8 @@ def apply_b4(buf, off, length, slots, P, macs, sw_tab, br_tab, counters, verdict
             h = np.int64(off[s]) + ETH
             r = rows[i]
             if r >= 0:
-                ip, m = icmpv6_error(b, off[s], n, br_tab[np.int64(sw_tab[r, 3])], 0, b, h + W.O_IPV6_SRC,
-                                     W.ICMPV6_DST_UNREACHABLE, W.ICMPV6_CODE_POLICY_FAILED)
+                ip, m = icmpv6_error(b, off[s], n, br_tab[np.int64(sw_tab[r, 3])], np.int64(0), b,
+                                     h + W.O_IPV6_SRC, W.ICMPV6_DST_UNREACHABLE, W.ICMPV6_CODE_POLICY_FAILED)
             else:
                 ip, m = icmpv6_error(b, off[s], n, b, h + W.O_IPV6_DST, b, h + W.O_IPV6_SRC,
                                      W.ICMPV6_DST_UNREACHABLE, W.ICMPV6_CODE_POLICY_FAILED)
@@ -1534,7 +1534,8 @@ def _big_b4(buf, off, length, free_list, n_free, room, first, big, big_off, big_
     ``HAIRFRAG``, ``ECHOFRAG``) is cut from the big buffer in its turn."""
     nb = n_big[0]
     apply_b4(big, big_off, big_len, np.arange(nb).astype(np.int32), P, macs, sw_tab, br_tab, counters,
-             verdict[first:], rows[first:], hrows[first:], xoff[first:], err[first:], rate, now, flt, fk, 0)
+             verdict[first:], rows[first:], hrows[first:], xoff[first:], err[first:], rate, now, flt, fk,
+             np.int64(0))
     _stand_ins(buf, off, length, free_list, n_free, room, first, big, big_off, big_len, n_big, verdict, err,
                counters)
 
@@ -1549,7 +1550,8 @@ def _big_inet(buf, off, length, free_list, n_free, room, first, big, big_off, bi
     held = P.copy()                # FRAG: left whole in the big buffer by apply_inet, cut below
     held[P_V6_RESOLVED] = 0
     apply_inet(big, big_off, big_len, np.arange(nb).astype(np.int32), held, macs, sw_tab, br_tab, counters,
-               verdict[first:], rows[first:], err[first:], rate, now, flt, fk, free_list, n_free, ids, frags, 0, 0)
+               verdict[first:], rows[first:], err[first:], rate, now, flt, fk, free_list, n_free, ids, frags,
+               np.int64(0), np.int64(0))
     _stand_ins(buf, off, length, free_list, n_free, room, first, big, big_off, big_len, n_big, verdict, err,
                counters)
     for i in range(first, room.shape[0]):
@@ -1625,7 +1627,9 @@ def fast_batch(buf, off, length, free_list, n_free, v4, v6, P, macs, addr_tab, s
         keep, out4, out6, slow4, slow6, rate, fk, ids, frags, reasm, kern4, kern6, ids4, mirror))
     v4 = _compact_untagged(buf, off, length, v4, P[P_VLAN4], counters, keep, free_list, n_free)
     v6 = _compact_untagged(buf, off, length, v6, P[P_VLAN6], counters, keep, free_list, n_free)
-    nm = 0
+    # Constants passed to compiled callees are np.int64, never literals: numba compiles a
+    # callee again for each literal argument (f(x, 0) and f(x, n) are two compilations).
+    nm = np.int64(0)
     if P[P_MONITOR] != 0 and P[P_FAST_OFF] == 0:
         nm = copy_watched(buf, off, length, free_list, n_free, v4, P[P_MONITOR], mirror, nm, counters)
         nm = copy_watched(buf, off, length, free_list, n_free, v6, P[P_MONITOR], mirror, nm, counters)
@@ -1680,7 +1684,7 @@ def fast_batch(buf, off, length, free_list, n_free, v4, v6, P, macs, addr_tab, s
     if nb6:
         big_off6[:nb6] = HEADROOM
         ns6 += classify_b4(big6, big_off6, big_len6, big_slots[:nb6], P, addr_tab, sw_tab, br_tab, br64, verd6[n6:],
-                           rows6[n6:], hrows6[n6:], xoff6[n6:], err6[n6:], 0)
+                           rows6[n6:], hrows6[n6:], xoff6[n6:], err6[n6:], np.int64(0))
     ctl4 = ns4 > 0 or P[P_PUNT] != 0           # (clean traffic: neither control pass runs)
     ctl6 = ns6 > 0 or P[P_PUNT] != 0
     if ctl4:
@@ -1714,7 +1718,7 @@ def fast_batch(buf, off, length, free_list, n_free, v4, v6, P, macs, addr_tab, s
              flt, fk, first6)
     v6 = room6[:t6]
     v4 = room4[:t4]
-    nf = 0
+    nf = np.int64(0)
     if nb6:
         _big_b4(buf, off, length, free_list, n_free, v6, n6, big6, big_off6, big_len6, n_big6, P, macs, sw_tab,
                 br_tab, counters, verd6, rows6, hrows6, xoff6, err6, rate, now, flt, fk)
@@ -1743,8 +1747,8 @@ def fast_batch(buf, off, length, free_list, n_free, v4, v6, P, macs, addr_tab, s
     for i in range(first6, n6):
         if verd6[i] != SLOW:
             mark[v6[i]] = 0
-    k4 = 0
-    k6 = 0
+    k4 = np.int64(0)
+    k6 = np.int64(0)
     s4 = 0
     s6 = 0
     n_hair = 0                     # errors hairpinned to softwires (their own passes below when there are any)
@@ -1813,9 +1817,9 @@ def fast_batch(buf, off, length, free_list, n_free, v4, v6, P, macs, addr_tab, s
             k4 += 1
         elif v == FRAG4:
             s = v6[i]
-            k = fragment4(buf, off, length, free_list, n_free, s, P[P_EXT_MTU], macs, M_EXT_NEXT, M_EXT_SELF,
-                          P[P_VLAN4], ids4, out4, k4, counters, buf[s] if i < n6 else big6[i - n6],
-                          off[s] if i < n6 else big_off6[i - n6])
+            k = fragment4(buf, off, length, free_list, n_free, s, P[P_EXT_MTU], macs, np.int64(M_EXT_NEXT),
+                          np.int64(M_EXT_SELF), P[P_VLAN4], ids4, out4, k4, counters,
+                          buf[s] if i < n6 else big6[i - n6], off[s] if i < n6 else big_off6[i - n6])
             if k < 0:              # dropped (its slot freed): minus its error code (0: DF, uncounted)
                 verd6[i] = DROP
                 err6[i] = -k - 1
@@ -1918,8 +1922,8 @@ def release(buf, off, length, free_list, n_free, slots, fam, P, macs, flt, fk, i
     filter, the fragmenter (by size) and the side's tag.  Into ``out``, fragments of
     IPv6 packets last (``frags``: scratch); dropped slots go back to the pool.
     Returns how many."""
-    k = 0
-    nf = 0
+    k = np.int64(0)
+    nf = np.int64(0)
     four = fam == FAM4
     dst, src = (M_EXT_NEXT, M_EXT_SELF) if four else (M_INT_NEXT, M_INT_SELF)
     ethertype = W.ETHERTYPE_IPV4 if four else W.ETHERTYPE_IPV6
