@@ -545,7 +545,8 @@ def cache_files(cache: Path) -> set[str]:
 # is a new type; the build took 3.4 times as long before these were found.
 STAGES = ("batch.run_batch", "kernels.fast_batch", "kernels.classify_inet", "kernels.classify_b4",
           "kernels.apply_inet", "kernels.apply_b4", "defrag.defrag_batch", "frag4.fragment4",
-          "kernels._fragment6", "control.classify4", "control.classify6", "control.apply4", "control.apply6")
+          "kernels._fragment6", "control.classify4", "control.classify6", "control.apply4", "control.apply6",
+          "control.request")
 
 
 @needs_root

@@ -14,7 +14,7 @@ import numba
 from numba.core import types
 from numba.experimental import structref
 
-from lwaftr.dataplane.kernels import P_V4_RESOLVED, P_V6_RESOLVED, fast_batch
+from lwaftr.dataplane.kernels import P_FAST_OFF, P_V4_RESOLVED, P_V6_RESOLVED, fast_batch
 
 FIELDS = ("buf", "off", "length", "free_list", "n_free", "P", "macs", "addr_tab", "sw_tab", "br_tab", "counters",
           "scratch", "keep", "out4", "out6", "slow4", "slow6", "rate", "flt", "fk", "ids", "frags", "reasm",
@@ -58,7 +58,8 @@ def run_batch(st, v4, v6, strict, now):
     """:func:`~lwaftr.dataplane.kernels.fast_batch` over ``st``: one batch of
     received slots each way.  Returns (n_out4, n_out6, n_slow4, n_slow6, n_kern4, n_kern6, n_mirror,
     n_held4, n_held6, more): ``more`` is nonzero when the slow path has work beyond the slow frames
-    (reassembled packets too big for a slot that are its; a next hop not resolved)."""
+    (reassembled packets too big for a slot that are its; with ``P_FAST_OFF``, a next hop
+    not resolved, which only the slow path asks for then)."""
     k4, k6, s4, s6, nk4, nk6, nm, h4, h6 = fast_batch(st.buf, st.off, st.length, st.free_list, st.n_free, v4, v6, st.P,
                                           st.macs, st.addr_tab, st.sw_tab, st.br_tab, st.counters, strict,
                                           st.scratch, st.keep, st.out4, st.out6, st.slow4, st.slow6, st.rate, now,
@@ -66,7 +67,7 @@ def run_batch(st, v4, v6, strict, now):
                                           st.mirror)
     P = st.P
     _, _, _, _, _, n_big4, _, _, _, n_big6, _ = st.reasm      # (fast_batch's names for them)
-    more = n_big4[0] + n_big6[0] + (P[P_V4_RESOLVED] == 0) + (P[P_V6_RESOLVED] == 0)
+    more = n_big4[0] + n_big6[0] + (P[P_FAST_OFF] != 0) * ((P[P_V4_RESOLVED] == 0) + (P[P_V6_RESOLVED] == 0))
     return k4, k6, s4, s6, nk4, nk6, nm, h4, h6, more
 
 

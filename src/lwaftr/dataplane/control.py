@@ -7,10 +7,13 @@ Two modes, as :class:`~lwaftr.dataplane.slowpath.SlowPath` has:
   Neighbour Solicitation for its IPv6 address the Neighbour Advertisement
   :class:`~lwaftr.dataplane.neighbor.NdpStage` writes (RFC 4861 7.2.4), both
   byte for byte, in the request's slot; other ARP and NDP frames are consumed
-  and counted as those stages count them.  Learning a next hop's MAC (an ARP
-  reply that may change it) and ARP and NDP while a next hop is unresolved (its
-  requests too) stay the slow path's: control work, under the engine's
-  per-batch budget.  (Frames towards an unresolved next hop wait in their slots:
+  and counted as those stages count them.  The next hops' MACs are learned here
+  too, in pass 2, so that what the batch sends uses them: every ARP reply from
+  the IPv4 next hop teaches its MAC, the first solicited Neighbour Advertisement
+  for the IPv6 next hop teaches its MAC while it is unknown (RFC 4861 7.2.5);
+  while one is unknown, :func:`arp_request` and :func:`neighbour_solicitation`
+  write what asks for it (the kernels send them every ``RETRY_INTERVAL``).
+  (Frames towards an unresolved next hop wait in their slots:
   :func:`lwaftr.dataplane.kernels.fast_batch`.)
 * kernel control plane: :class:`~lwaftr.dataplane.punt.Punt`'s split, frame for
   frame: what is the kernel's (``KERNEL``) leaves for its TAP after the ingress
@@ -34,6 +37,7 @@ from lwaftr.dataplane.bigendian import rd16, rd32, rd64
 from lwaftr.dataplane.borrow import borrowed
 from lwaftr.dataplane.bpfjit import refused as filtered
 from lwaftr.dataplane.icmperr import ones_sum
+from lwaftr.dataplane.pool import HEADROOM
 
 # Verdicts, after the kernels' (kernels.SLOW .. kernels.RELAY)
 SLOW = 0
@@ -45,11 +49,12 @@ KERNEL = 18     # the kernel's: leaves for the side's TAP
 Q_SILENT = 1        # consumed uncounted (not Ethernet/IPv4 ARP, other operations, NDP failing RFC 4861 7.1)
 Q_ARP_REQUEST = 2   # an ARP request for someone else
 Q_ARP_FOR_US = 3    # an ARP request for the router's address: answered
-Q_ARP_REPLY = 4     # an ARP reply that teaches nothing new
+Q_ARP_REPLY = 4     # an ARP reply from someone other than the next hop
 Q_PROXY_ARP = 5     # kernel mode: an ARP request for a softwire's address: answered
 Q_NS = 6            # a Neighbour Solicitation not answered
 Q_NS_FOR_US = 7     # a Neighbour Solicitation for the router's address: answered
-Q_NA = 8            # a Neighbour Advertisement (the next hop is known: nothing to learn)
+Q_NA = 8            # a Neighbour Advertisement (it may teach the IPv6 next hop's MAC)
+Q_ARP_LEARN = 9     # an ARP reply from the IPv4 next hop: its MAC is learned
 
 ETH = W.ETH_HLEN
 V6 = W.IPV6_HLEN
@@ -78,9 +83,8 @@ def _wr(b, o, v, k):
 
 
 @numba.njit(cache=True, nogil=True)
-def _arp_kind(b, f, self_ip, next_ip, resolved, next_mac):
-    """Built-in ARP: what ``ArpStage`` makes of the ARP frame at ``b[f:]``
-    (``Q_*``), or 0 for the slow path (a reply that may change the next hop's MAC)."""
+def _arp_kind(b, f, self_ip, next_ip):
+    """Built-in ARP: what ``ArpStage`` makes of the ARP frame at ``b[f:]`` (``Q_*``)."""
     a = f + _ARP
     if rd16(b, a) != 1 or rd16(b, a + 2) != W.ETHERTYPE_IPV4 or b[a + 4] != 6 or b[a + 5] != 4:
         return Q_SILENT
@@ -89,26 +93,20 @@ def _arp_kind(b, f, self_ip, next_ip, resolved, next_mac):
         return Q_ARP_FOR_US if rd32(b, a + 24) == self_ip else Q_ARP_REQUEST
     if oper != 2:
         return Q_SILENT
-    if next_ip >= 0 and rd32(b, a + 14) == next_ip:
-        if not resolved:
-            return 0
-        for j in range(6):
-            if b[a + 8 + j] != next_mac[j]:
-                return 0
-    return Q_ARP_REPLY
+    return Q_ARP_LEARN if next_ip >= 0 and rd32(b, a + 14) == next_ip else Q_ARP_REPLY
 
 
 @numba.njit(cache=True, nogil=True)
-def classify4(buf, off, length, slots, verdict, rows, first, fast_off, punt, self_ip, next_ip,
-              resolved, next_mac, addr_tab, proxy_arp):
+def classify4(buf, off, length, slots, verdict, rows, first, fast_off, punt, self_ip, next_ip, addr_tab,
+              proxy_arp):
     """Pass 1, IPv4 side: the ``SLOW`` frames among ``slots[:first]`` that are ARP
-    (built-in, next hop resolved), or any that are the kernel's (kernel mode: the
-    punt comes before every other stage), as :class:`ArpStage` /
-    :meth:`Punt.split4` decide.  Returns how many of them were ``SLOW``."""
-    (buf, off, length, slots, verdict, rows, next_mac, addr_tab) = borrowed((
-        buf, off, length, slots, verdict, rows, next_mac, addr_tab))
+    (built-in), or any that are the kernel's (kernel mode: the punt comes before
+    every other stage), as :class:`ArpStage` / :meth:`Punt.split4` decide.
+    Returns how many of them were ``SLOW``."""
+    (buf, off, length, slots, verdict, rows, addr_tab) = borrowed((
+        buf, off, length, slots, verdict, rows, addr_tab))
     k = 0
-    if fast_off or (not punt and not resolved):
+    if fast_off:
         return k
     for i in range(first):
         if verdict[i] != SLOW and not punt:
@@ -121,9 +119,7 @@ def classify4(buf, off, length, slots, verdict, rows, first, fast_off, punt, sel
         if not punt:
             if n < ARP_FRAME or et != W.ETHERTYPE_ARP:
                 continue
-            q = _arp_kind(b, f, self_ip, next_ip, resolved, next_mac)
-            if q == 0:
-                continue
+            q = _arp_kind(b, f, self_ip, next_ip)
             verdict[i] = ANSWER if q == Q_ARP_FOR_US else CONSUME
             rows[i] = q
             k += 1
@@ -179,13 +175,41 @@ def _ns_answered(b, f, end, self_hi, self_lo):
 
 
 @numba.njit(cache=True, nogil=True)
-def classify6(buf, off, length, slots, verdict, rows, first, fast_off, punt, self_hi, self_lo,
-              resolved, br_tab):
+def na_teaches(b, f, end, next_hi, next_lo):
+    """Where the MAC is that the Neighbour Advertisement at ``b[f:]`` (its ICMPv6
+    message ending at ``f + end``) teaches for the next hop ``next_hi:next_lo``, as
+    ``NdpStage`` learns it (RFC 4861 7.2.5): solicited, for that target; its first
+    target link-layer address option, else (all options well-formed) its Ethernet
+    source.  Returns the MAC's offset in ``b``, or -1 if it teaches nothing."""
+    t = f + _ICMP6 + 8
+    if end < NSNA_MIN or not (rd32(b, f + _ICMP6 + 4) & _NA_SOLICITED) or np.int64(rd64(b, t)) != next_hi \
+            or np.int64(rd64(b, t + 8)) != next_lo:
+        return -1
+    found = -1
+    o = NSNA_MIN
+    while o < end:
+        if o + 2 > end:
+            return found
+        otype = b[f + o]
+        units = np.int64(b[f + o + 1])
+        if units == 0 or o + units * 8 > end:
+            return found
+        if otype == _OPT_TARGET_LLA:
+            if units != 1:
+                return found
+            if found < 0:
+                found = f + o + 2
+        o += units * 8
+    return found if found >= 0 else f + 6
+
+
+@numba.njit(cache=True, nogil=True)
+def classify6(buf, off, length, slots, verdict, rows, first, fast_off, punt, self_hi, self_lo, br_tab):
     """Pass 1, IPv6 side: as :func:`classify4`, for NDP (:class:`NdpStage`) and
     :meth:`Punt.split6`."""
     buf, off, length, slots, verdict, rows, br_tab = borrowed((buf, off, length, slots, verdict, rows, br_tab))
     k = 0
-    if fast_off or (not punt and not resolved):
+    if fast_off:
         return k
     for i in range(first):
         if verdict[i] != SLOW and not punt:
@@ -319,14 +343,106 @@ def neighbour_advertisement(b, f, mac, self_hi, self_lo):
 
 
 @numba.njit(cache=True, nogil=True)
-def apply4(buf, off, length, slots, verdict, rows, err, first, mac, vid, flt, fin, fout, counters):
+def arp_request(b, f, mac, self_ip, next_ip):
+    """Broadcast "who has ``next_ip``, tell ``self_ip``" at ``b[f:]`` (42 bytes), as
+    :class:`ArpStage` writes it (RFC 826)."""
+    a = f + _ARP
+    _wr(b, f, 0xFFFFFFFFFFFF, 6)
+    for j in range(6):
+        b[f + 6 + j] = mac[j]
+        b[a + 8 + j] = mac[j]
+        b[a + 18 + j] = 0
+    _wr(b, f + 12, W.ETHERTYPE_ARP, 2)
+    _wr(b, a, 1, 2)
+    _wr(b, a + 2, W.ETHERTYPE_IPV4, 2)
+    b[a + 4] = 6
+    b[a + 5] = 4
+    _wr(b, a + 6, 1, 2)
+    _wr(b, a + 14, self_ip, 4)
+    _wr(b, a + 24, next_ip, 4)
+
+
+@numba.njit(cache=True, nogil=True)
+def neighbour_solicitation(b, f, mac, self_hi, self_lo, next_hi, next_lo):
+    """The Neighbour Solicitation for ``next_hi:next_lo`` at ``b[f:]`` (86 bytes), as
+    :class:`NdpStage` writes it (RFC 4861 7.2.2, 4.3): to the target's solicited-node
+    group (RFC 4291 2.7.1) and its multicast MAC (RFC 2464 7), from our address, with
+    our MAC as source link-layer address."""
+    h = f + ETH
+    low24 = next_lo & 0xFFFFFF
+    _wr(b, f, 0x3333FF000000 | low24, 6)
+    for j in range(6):
+        b[f + 6 + j] = mac[j]
+    _wr(b, f + 12, W.ETHERTYPE_IPV6, 2)
+    _wr(b, h, 0x60000000, 4)
+    _wr(b, h + W.O_IPV6_PAYLOAD_LENGTH, NA_FRAME - _ICMP6, 2)
+    b[h + W.O_IPV6_NEXT_HEADER] = W.PROTO_ICMPV6
+    b[h + W.O_IPV6_HOP_LIMIT] = _HOP_LIMIT
+    _wr(b, h + W.O_IPV6_SRC, self_hi, 8)
+    _wr(b, h + W.O_IPV6_SRC + 8, self_lo, 8)
+    _wr(b, h + W.O_IPV6_DST, 0xFF02000000000000, 8)
+    _wr(b, h + W.O_IPV6_DST + 8, 0x1FF000000 | low24, 8)
+    ic = f + _ICMP6
+    b[ic] = W.ICMPV6_NS
+    b[ic + 1] = 0
+    _wr(b, ic + 2, 0, 2)
+    _wr(b, ic + 4, 0, 4)
+    _wr(b, ic + 8, next_hi, 8)
+    _wr(b, ic + 16, next_lo, 8)
+    b[ic + 24] = _OPT_SOURCE_LLA
+    b[ic + 25] = 1
+    for j in range(6):
+        b[ic + 26 + j] = mac[j]
+    ps = ones_sum(b, h + W.O_IPV6_SRC, 32, NA_FRAME - _ICMP6 + W.PROTO_ICMPV6)
+    _wr(b, ic + 2, (~ones_sum(b, ic, NA_FRAME - _ICMP6, ps)) & 0xFFFF, 2)
+
+
+@numba.njit(cache=True, nogil=True)
+def request(buf, off, length, free_list, n_free, four, mac, self_hi, self_lo, next_hi, next_lo, vid, flt, fout,
+            counters):
+    """What asks for an unresolved next hop, in a slot of its own: the ARP request
+    (``four``; ``self_hi``, ``next_hi``: the IPv4 addresses) or the Neighbour
+    Solicitation, counted, through the egress filter (refused: counted, freed),
+    tagged, as the slow path's neighbour stages send it.  Returns the slot, or -1."""
+    n = ARP_FRAME if four else NA_FRAME
+    if four:
+        counters[C.OUT_ARP_REQUEST_BYTES] += n
+        counters[C.OUT_ARP_REQUEST_PACKETS] += 1
+    else:
+        counters[C.OUT_NDP_NS_BYTES] += n
+        counters[C.OUT_NDP_NS_PACKETS] += 1
+    if n_free[0] == 0:
+        account(counters, C.E_POOL_EXHAUSTED, n)
+        return -1
+    n_free[0] -= 1
+    s = free_list[n_free[0]]
+    b = buf[s]
+    f = np.int64(HEADROOM)
+    if four:
+        arp_request(b, f, mac, self_hi, next_hi)
+    else:
+        neighbour_solicitation(b, f, mac, self_hi, self_lo, next_hi, next_lo)
+    if filtered(flt, fout, b, f, n):
+        account(counters, C.E_EGRESS_FILTER_IPV4 if four else C.E_EGRESS_FILTER_IPV6, n)
+        free_list[n_free[0]] = s
+        n_free[0] += 1
+        return -1
+    counters[C.OUT_IPV4_FRAG_NOT if four else C.OUT_IPV6_FRAG_NOT] += 1
+    tag(b, s, f, n, vid, off, length)
+    return s
+
+
+@numba.njit(cache=True, nogil=True)
+def apply4(buf, off, length, slots, verdict, rows, err, first, mac, next_mac, resolved, vid, flt, fin, fout,
+           counters):
     """Pass 2, IPv4 side, for what :func:`classify4` took: the counters the slow
     path adds (reassembly's "unneeded" and the ingress filter before the ARP
     stage; the punt's filter and ``to-kernel``), the replies written, filtered,
-    counted and tagged.  A frame refused by a filter becomes ``CONSUME``, with its
+    counted and tagged, the next hop's MAC learned (into ``next_mac``, and
+    ``resolved[0] = 1``).  A frame refused by a filter becomes ``CONSUME``, with its
     error code in ``err`` (accounted by :func:`~lwaftr.dataplane.account.account`)."""
-    (buf, off, length, slots, verdict, rows, err, mac, counters) = borrowed((
-        buf, off, length, slots, verdict, rows, err, mac, counters))
+    (buf, off, length, slots, verdict, rows, err, mac, next_mac, resolved, counters) = borrowed((
+        buf, off, length, slots, verdict, rows, err, mac, next_mac, resolved, counters))
     for i in range(first):
         v = verdict[i]
         if v < ANSWER:
@@ -355,9 +471,13 @@ def apply4(buf, off, length, slots, verdict, rows, err, first, mac, vid, flt, fi
         if q == Q_ARP_REQUEST or q == Q_ARP_FOR_US or q == Q_PROXY_ARP:
             counters[C.IN_ARP_REQUEST_BYTES] += n
             counters[C.IN_ARP_REQUEST_PACKETS] += 1
-        elif q == Q_ARP_REPLY:
+        elif q == Q_ARP_REPLY or q == Q_ARP_LEARN:
             counters[C.IN_ARP_REPLY_BYTES] += n
             counters[C.IN_ARP_REPLY_PACKETS] += 1
+            if q == Q_ARP_LEARN:        # every reply from the next hop (RFC 826: it may have moved)
+                for j in range(6):
+                    next_mac[j] = b[f + _ARP + 8 + j]
+                resolved[0] = 1
         if v != ANSWER:
             continue
         arp_reply(b, f, mac)
@@ -373,10 +493,14 @@ def apply4(buf, off, length, slots, verdict, rows, err, first, mac, vid, flt, fi
 
 
 @numba.njit(cache=True, nogil=True)
-def apply6(buf, off, length, slots, verdict, rows, err, first, mac, self_hi, self_lo, vid, flt, fin, fout, counters):
-    """Pass 2, IPv6 side, for what :func:`classify6` took (as :func:`apply4`)."""
-    (buf, off, length, slots, verdict, rows, err, mac, counters) = borrowed((
-        buf, off, length, slots, verdict, rows, err, mac, counters))
+def apply6(buf, off, length, slots, verdict, rows, err, first, mac, self_hi, self_lo, next_mac, resolved, next_ip,
+           vid, flt, fin, fout, counters):
+    """Pass 2, IPv6 side, for what :func:`classify6` took (as :func:`apply4`): the
+    first Neighbour Advertisement that teaches the next hop's MAC while it is
+    unknown (:func:`na_teaches`) writes it into ``next_mac`` and sets ``resolved[0]``.
+    ``next_ip``: the next hop's address as (1 if configured, high word, low word)."""
+    (buf, off, length, slots, verdict, rows, err, mac, next_mac, resolved, next_ip, counters) = borrowed((
+        buf, off, length, slots, verdict, rows, err, mac, next_mac, resolved, next_ip, counters))
     for i in range(first):
         v = verdict[i]
         if v < ANSWER:
@@ -407,6 +531,12 @@ def apply6(buf, off, length, slots, verdict, rows, err, first, mac, self_hi, sel
         elif q == Q_NA:
             counters[C.IN_NDP_NA_BYTES] += n
             counters[C.IN_NDP_NA_PACKETS] += 1
+            if resolved[0] == 0 and next_ip[0]:
+                m = na_teaches(b, f, _ICMP6 + rd16(b, f + ETH + W.O_IPV6_PAYLOAD_LENGTH), next_ip[1], next_ip[2])
+                if m >= 0:
+                    for j in range(6):
+                        next_mac[j] = b[m + j]
+                    resolved[0] = 1
         if v != ANSWER:
             continue
         neighbour_advertisement(b, f, mac, self_hi, self_lo)

@@ -38,13 +38,15 @@ from lwaftr.dataplane.slowpath import SlowPath
 #: How often the slow path runs at least once (timers: ARP/NDP, reassembly).
 SLOW_TICK = 0.1
 #: Frames per batch (both sides together) the Python slow path takes at most
-#: outside ``check``: at 20-45 us a frame it costs up to ~3 ms per batch, so
-#: a flood of frames only it handles (ARP replies that may change a next hop's
-#: MAC, ARP and NDP while one is unresolved) cannot starve the compiled
+#: outside ``check``: at 20-45 us a frame it costs up to ~3 ms per batch.  The
+#: kernels finish every frame a slot holds, in both control-plane modes (ARP and
+#: NDP, and learning the next hops' MACs, included), so this is a guard: should a
+#: kind of frame reach Python again, a flood of it cannot starve the compiled
 #: path.  The excess is dropped, counted (``drop-slow-path-budget-packets``)
 #: and alarmed.  Frames for the router's own
 #: control plane (ARP, NDP, BGP, BFD, ping to it) have a budget of their own,
-#: served first (:meth:`Engine._within_budget`).
+#: served first (:meth:`Engine._within_budget`).  (Packets reassembled beyond a
+#: slot that the kernels leave to Python are bounded by ``BIG_PER_BATCH``.)
 SLOW_BUDGET = 64
 #: Reassembled packets too large for a pool slot, per side and batch, which the
 #: kernels' passes take in a buffer of their own (beyond: dropped, counted with
@@ -162,6 +164,11 @@ class Engine:
         nh4 = inst.external.next_hop.ip
         P[K.P_EXT_NEXT_IP] = -1 if nh4 is None else int.from_bytes(nh4, "big")
         P[K.P_PROXY_ARP] = int(config.control_plane.answer_arp_for_softwires)
+        nh6 = inst.internal.next_hop.ip
+        if nh6 is not None:
+            P[K.P_INT_NEXT_SET] = 1
+            P[K.P_INT_NEXT_HI], P[K.P_INT_NEXT_LO] = np.frombuffer(nh6, ">u8").astype(np.uint64).view(np.int64)
+        P[K.P_V4_POLL_AT] = P[K.P_V6_POLL_AT] = -1      # unresolved: ask at the first batch
         self.params = P
         self.macs = np.zeros((4, 6), np.uint8)
         self.macs[K.M_EXT_SELF] = np.frombuffer(inst.external.mac, np.uint8)
@@ -170,7 +177,7 @@ class Engine:
         self._holding = False           # the slow path holds frames for a next hop (as of its last run)
         # Per-batch scratch and outputs, allocated once.
         self.max_batch = max_batch
-        self._scratch = np.zeros((K.N_SCRATCH, max(max_batch, 2)), np.int64)
+        self._scratch = np.zeros((K.N_SCRATCH, max(max_batch, 4)), np.int64)
         self._keep = np.empty(max_batch, np.uint8)
         # Every fragment the kernels cut (kernels._fragment6, frag4.fragment4) has a slot of its own.
         self._out4 = np.empty(2 * max_batch + self.pool.n_slots, np.int32)
@@ -247,9 +254,23 @@ class Engine:
 
     # -- the kernel as control plane ------------------------------------------
     def set_next_hops(self, mac4: bytes | None, mac6: bytes | None) -> None:
-        """Kernel mode: the next hops' MACs (None while the kernel has none)."""
-        self.slow.set_next_hops(mac4, mac6)
-        self._refresh_next_hops()
+        """The next hops' MACs.  Kernel mode: as the kernel knows them (None while it has
+        none).  Built-in control plane: as an engine this one replaces learned them (None:
+        keep asking)."""
+        if self.kernel:
+            self.slow.set_next_hops(mac4, mac6)
+            self._refresh_next_hops()
+            return
+        for mac, row, key in ((mac4, K.M_EXT_NEXT, K.P_V4_RESOLVED), (mac6, K.M_INT_NEXT, K.P_V6_RESOLVED)):
+            if mac is not None:
+                self.macs[row] = np.frombuffer(mac, np.uint8)
+                self.params[key] = 1
+
+    def next_hop_macs(self) -> tuple[bytes | None, bytes | None]:
+        """The next hops' MACs, IPv4 side and IPv6 side (None: unresolved)."""
+        P = self.params
+        return tuple(self.macs[row].tobytes() if P[key] else None
+                     for row, key in ((K.M_EXT_NEXT, K.P_V4_RESOLVED), (K.M_INT_NEXT, K.P_V6_RESOLVED)))
 
     def from_kernel(self, frames: list[bytes], side: int) -> np.ndarray:
         """Frames the kernel sent on a TAP -> pool slots to transmit on that side
@@ -263,8 +284,23 @@ class Engine:
         return self._store(self._tag(frames, self.vlan6))
 
     # -- slots (fast path) ------------------------------------------------------
-    def _refresh_next_hops(self) -> None:
+    def _to_slow(self) -> None:
+        """Before the slow path runs (built-in control plane): what the kernels learned and
+        when they ask next, so that it neither forgets a MAC nor asks twice."""
+        if self.kernel:
+            return
         P = self.params
+        for stage, poll in ((self.slow.arp, K.P_V4_POLL_AT), (self.slow.ndp, K.P_V6_POLL_AT)):
+            stage.next_request = None if P[poll] < 0 else P[poll] / 1e6
+        self.slow.arp.next_mac, self.slow.ndp.next_mac = self.next_hop_macs()
+
+    def _refresh_next_hops(self) -> None:
+        """After the slow path ran (or the kernel's next hops changed): its MACs (and when
+        it asks next) for the kernels."""
+        P = self.params
+        if not self.kernel:
+            for stage, poll in ((self.slow.arp, K.P_V4_POLL_AT), (self.slow.ndp, K.P_V6_POLL_AT)):
+                P[poll] = -1 if stage.next_request is None else round(stage.next_request * 1e6)
         for side, row, key in ((self.slow.arp, K.M_EXT_NEXT, K.P_V4_RESOLVED),
                                (self.slow.ndp, K.M_INT_NEXT, K.P_V6_RESOLVED)):
             mac = side.next_mac
@@ -297,6 +333,11 @@ class Engine:
         if h4 or h6:
             self._hold(out4[k4:k4 + h4], 0)
             self._hold(out6[k6:k6 + h6], 1)
+        fast4, fast6 = out4[:k4].copy(), out6[:k6].copy()
+        if self._n_held[0] or self._n_held[1]:      # the batch taught the next hop: what waited for it
+            at4, at6 = self._scratch[K.S_COUNT, 2:4]
+            fast4 = np.concatenate((fast4[:at4], self._send_held(0), fast4[at4:]))
+            fast6 = np.concatenate((fast6[:at6], self._send_held(1), fast6[at6:]))
         kern4 = self._kern4[:nk4].copy() if nk4 else _NONE
         kern6 = self._kern6[:nk6].copy() if nk6 else _NONE
         mirrored = []
@@ -304,7 +345,7 @@ class Engine:
             mirrored = self.pool.frames(self._mirrored[:nm])
             self.pool.free(self._mirrored[:nm])
         if not (s4 or s6 or more or self._holding or now - self._last_slow >= SLOW_TICK):
-            return Output(out4[:k4].copy(), out6[:k6].copy(), kern4, kern6, mirrored)
+            return Output(fast4, fast6, kern4, kern6, mirrored)
         self._last_slow = now
         nb4, nb6 = int(self._big4[3][0]), int(self._big6[3][0])
         slow4, slow6 = slow4[:s4], slow6[:s6]
@@ -313,6 +354,7 @@ class Engine:
         (f4, w4), (f6, w6) = self._slow_frames(slow4, self._big4, nb4), self._slow_frames(slow6, self._big6, nb6)
         if self.monitor and not self.fast_path:
             mirrored = self._mirror(f4, f6)
+        self._to_slow()
         o4, o6 = self.slow.process(f4, f6, now, whole4=w4, whole6=w6)
         self._refresh_next_hops()
         self._holding = self.slow.holding
@@ -327,7 +369,7 @@ class Engine:
                 kern4 = np.concatenate((kern4, self._store(t4)))
             if t6:
                 kern6 = np.concatenate((kern6, self._store(t6)))
-        return Output(np.concatenate((out4[:k4], o4)), np.concatenate((out6[:k6], o6)), kern4, kern6, mirrored)
+        return Output(np.concatenate((fast4, o4)), np.concatenate((fast6, o6)), kern4, kern6, mirrored)
 
     def _hold(self, slots: np.ndarray, j: int) -> None:
         """Frames the kernels held for side ``j``'s unresolved next hop (0: IPv4, 1: IPv6)
@@ -436,7 +478,9 @@ class Engine:
                 or len(v4) + len(v6) > pool.n_free[0] // 2:
             u4, u6 = self._untag(v4, self.vlan4), self._untag(v6, self.vlan6)
             mirrored = self._mirror(u4, u6) if self.monitor else []
+            self._to_slow()
             o4, o6 = self.slow.process(u4, u6, now)
+            self._refresh_next_hops()
             t4, t6 = self.slow.take_kernel_frames()
             return Frames(self._tag(o4, self.vlan4), self._tag(o6, self.vlan6), t4, t6, mirrored)
         out = self.process(pool.store(v4), pool.store(v6), now, strict=True)

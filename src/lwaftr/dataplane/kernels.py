@@ -68,6 +68,7 @@ from lwaftr.dataplane.frag4 import fragment4
 from lwaftr.dataplane.icmperr import (HEADROOM_NEEDED, RL_V4, RL_V6, icmpv4_error, icmpv4_error_len, icmpv6_error,
                                       icmpv6_error_len, ones_sum, rate_allow, set_ttl)
 from lwaftr.dataplane.monitor import copy_watched
+from lwaftr.dataplane.neighbor import RETRY_INTERVAL
 from lwaftr.dataplane.pool import HEADROOM
 from lwaftr.dataplane.prefetch import prefetch
 
@@ -127,7 +128,14 @@ P_INT_IP_HI = 20      # the internal interface's IPv6 address, two big-endian wo
 P_INT_IP_LO = 21
 P_EXT_NEXT_IP = 22    # the IPv4 next hop to learn the MAC of from ARP replies; -1: none
 P_PROXY_ARP = 23      # kernel mode: answer ARP for the softwires' addresses
-N_PARAMS = 24
+P_INT_NEXT_SET = 24   # 1: the IPv6 next hop's address is configured (its MAC may be learned by NDP) ...
+P_INT_NEXT_HI = 25    # ... the address, two big-endian words (bits as int64)
+P_INT_NEXT_LO = 26
+P_V4_POLL_AT = 27     # built-in control plane, next hop unresolved: when (us) to ask for it again; -1: now
+P_V6_POLL_AT = 28
+N_PARAMS = 29
+#: Microseconds between two requests for an unresolved next hop (the slow path's RETRY_INTERVAL).
+RETRY_US = round(RETRY_INTERVAL * 1e6)
 #: TTL / hop limit of echo replies (Snabb's echo apps: 64)
 ECHO_TTL = 64
 
@@ -1605,9 +1613,9 @@ def fast_batch(buf, off, length, free_list, n_free, v4, v6, P, macs, addr_tab, s
     side: the slow path's order) and ``slow4``/``slow6`` (frames for the
     slow path), ``kern4``/``kern6`` (kernel mode: frames for the TAPs, untagged;
     :mod:`lwaftr.dataplane.control`); dropped frames go back to the pool.  With
-    ``strict`` and a frame for the slow path (control work: ARP or NDP that may
-    teach a next hop's MAC), every frame goes there as it is after reassembly,
-    so that the MAC it learns applies to the whole batch, as in Snabb's breath.
+    ``strict`` and a frame for the slow path (one the kernels cannot take: a packet
+    reassembled beyond a slot that is not data), every frame goes there as it is after
+    reassembly, so that the batch keeps Snabb's order.
     ``reasm``: the reassembly stage's state (:func:`reassembly`);
     it runs unless ``P_FAST_OFF`` sends fragments to the slow path.  Packets
     reassembled beyond a slot (in its big buffer) take the same passes there
@@ -1616,9 +1624,13 @@ def fast_batch(buf, off, length, free_list, n_free, v4, v6, P, macs, addr_tab, s
     fragmenters.  ``mirror``: copies of the monitored address's frames, as received
     (:mod:`lwaftr.dataplane.monitor`; not with ``P_FAST_OFF``, whose slow path copies them).
     While a side's next hop is unresolved, what would leave on it (after echo
-    replies and ARP/NDP answers, which need none) is held: untagged, unfiltered,
-    not fragmented, in ``out4[n_out4:n_out4 + n_held4]`` (``out6`` likewise) for
-    the engine to keep until :func:`release` sends it.
+    replies, the request for it and ARP/NDP answers, which need none) is held:
+    untagged, unfiltered, not fragmented, in ``out4[n_out4:n_out4 + n_held4]``
+    (``out6`` likewise) for the engine to keep until :func:`release` sends it; the
+    control passes learn the next hops' MACs before anything leaves, so a batch that
+    teaches one sends its own frames with it.  ``scratch[S_COUNT, 2:4]``: where in
+    ``out4``/``out6`` frames held from earlier batches belong once released (after the
+    answers, before the core's frames, as the slow path's neighbour stages flush them).
     Returns (n_out4, n_out6, n_slow4, n_slow6, n_kern4, n_kern6, n_mirror, n_held4, n_held6).
     """
     (buf, off, length, free_list, n_free, v4, v6, P, macs, addr_tab, sw_tab, br_tab, counters, scratch,
@@ -1630,6 +1642,12 @@ def fast_batch(buf, off, length, free_list, n_free, v4, v6, P, macs, addr_tab, s
     # Constants passed to compiled callees are np.int64, never literals: numba compiles a
     # callee again for each literal argument (f(x, 0) and f(x, n) are two compilations).
     nm = np.int64(0)
+    # Built-in control plane: the requests for an unresolved next hop (as the slow path's
+    # neighbour stages poll, before the batch's frames teach anything), sent after echo replies.
+    now_us = np.int64(round(now * 1e6))
+    ask = P[P_PUNT] == 0 and P[P_FAST_OFF] == 0
+    poll4 = ask and P[P_V4_RESOLVED] == 0 and P[P_EXT_NEXT_IP] >= 0 and now_us >= P[P_V4_POLL_AT]
+    poll6 = ask and P[P_V6_RESOLVED] == 0 and P[P_INT_NEXT_SET] != 0 and now_us >= P[P_V6_POLL_AT]
     if P[P_MONITOR] != 0 and P[P_FAST_OFF] == 0:
         nm = copy_watched(buf, off, length, free_list, n_free, v4, P[P_MONITOR], mirror, nm, counters)
         nm = copy_watched(buf, off, length, free_list, n_free, v6, P[P_MONITOR], mirror, nm, counters)
@@ -1689,11 +1707,10 @@ def fast_batch(buf, off, length, free_list, n_free, v4, v6, P, macs, addr_tab, s
     ctl6 = ns6 > 0 or P[P_PUNT] != 0
     if ctl4:
         ns4 -= control.classify4(buf, off, length, v4, verd4, rows4, first4, P[P_FAST_OFF], P[P_PUNT],
-                                 P[P_EXT_IP], P[P_EXT_NEXT_IP], P[P_V4_RESOLVED], macs[M_EXT_NEXT],
-                                 addr_tab, P[P_PROXY_ARP])
+                                 P[P_EXT_IP], P[P_EXT_NEXT_IP], addr_tab, P[P_PROXY_ARP])
     if ctl6:
         ns6 -= control.classify6(buf, off, length, v6, verd6, rows6, first6, P[P_FAST_OFF], P[P_PUNT],
-                                 P[P_INT_IP_HI], P[P_INT_IP_LO], P[P_V6_RESOLVED], br_tab)
+                                 P[P_INT_IP_HI], P[P_INT_IP_LO], br_tab)
     if ctl4 or ctl6:                            # what the control passes took is no error
         for i in range(n4):
             if verd4[i] >= control.ANSWER:
@@ -1707,13 +1724,14 @@ def fast_batch(buf, off, length, free_list, n_free, v4, v6, P, macs, addr_tab, s
         for i in range(n6):
             slow6[i] = v6[i]
         return 0, 0, n4, n6, 0, 0, nm, 0, 0
+    # (pass 2 of the control passes learns the next hops' MACs, so the apply passes below use them)
     if ctl4:
-        control.apply4(buf, off, length, v4, verd4, rows4, err4, first4, macs[M_EXT_SELF], P[P_VLAN4],
-                       flt, fk[F_IN4], fk[F_OUT4], counters)
+        control.apply4(buf, off, length, v4, verd4, rows4, err4, first4, macs[M_EXT_SELF], macs[M_EXT_NEXT],
+                       P[P_V4_RESOLVED:P_V4_RESOLVED + 1], P[P_VLAN4], flt, fk[F_IN4], fk[F_OUT4], counters)
     if ctl6:
         control.apply6(buf, off, length, v6, verd6, rows6, err6, first6, macs[M_INT_SELF], P[P_INT_IP_HI],
-                       P[P_INT_IP_LO], P[P_VLAN6], flt, fk[F_IN6],
-                       fk[F_OUT6], counters)
+                       P[P_INT_IP_LO], macs[M_INT_NEXT], P[P_V6_RESOLVED:P_V6_RESOLVED + 1],
+                       P[P_INT_NEXT_SET:P_INT_NEXT_LO + 1], P[P_VLAN6], flt, fk[F_IN6], fk[F_OUT6], counters)
     apply_b4(buf, off, length, v6, P, macs, sw_tab, br_tab, counters, verd6, rows6, hrows6, xoff6, err6, rate, now,
              flt, fk, first6)
     v6 = room6[:t6]
@@ -1773,6 +1791,21 @@ def fast_batch(buf, off, length, free_list, n_free, v4, v6, P, macs, addr_tab, s
         if verd6[i] == ECHO:
             out6[k6] = v6[i]
             k6 += 1
+    if poll4:                      # then the request for an unresolved next hop (Snabb: the ARP app's own)
+        rq = control.request(buf, off, length, free_list, n_free, np.int64(1), macs[M_EXT_SELF], P[P_EXT_IP],
+                             np.int64(0), P[P_EXT_NEXT_IP], np.int64(0), P[P_VLAN4], flt, fk[F_OUT4], counters)
+        if rq >= 0:
+            out4[k4] = rq
+            k4 += 1
+        P[P_V4_POLL_AT] = now_us + RETRY_US
+    if poll6:
+        rq = control.request(buf, off, length, free_list, n_free, np.int64(0), macs[M_INT_SELF], P[P_INT_IP_HI],
+                             P[P_INT_IP_LO], P[P_INT_NEXT_HI], P[P_INT_NEXT_LO], P[P_VLAN6], flt, fk[F_OUT6],
+                             counters)
+        if rq >= 0:
+            out6[k6] = rq
+            k6 += 1
+        P[P_V6_POLL_AT] = now_us + RETRY_US
     nk4 = 0
     nk6 = 0
     for i in range(n4):            # then ARP replies (Snabb: the ARP app is next to the echo app)
@@ -1799,6 +1832,8 @@ def fast_batch(buf, off, length, free_list, n_free, v4, v6, P, macs, addr_tab, s
             n_free[0] += 1
     base4 = k4                     # what follows needs the next hop: held while it is unresolved
     base6 = k6
+    scratch[S_COUNT, 2] = base4    # (where frames held before go, if this batch taught the next hop)
+    scratch[S_COUNT, 3] = base6
     for i in range(t6):            # ICMPv6 errors relayed as ICMPv4 first, as the core sends them
         if verd6[i] == RELAY:
             out4[k4] = v6[i]

@@ -122,7 +122,7 @@ class _NeighborStage:
         self.next_mac: bytes | None = None if next_mac is None else bytes(next_mac)
         self.hold_limit = hold_limit
         self._held: deque[bytes] = deque()
-        self._next_request: float | None = None
+        self.next_request: float | None = None     #: when (s) to ask for the next hop again; None: at once
 
     @property
     def resolved(self) -> bool:
@@ -147,14 +147,14 @@ class _NeighborStage:
         """
         if self.next_mac is not None:
             return self.flush()
-        if self._next_request is None:
-            self._next_request = now
-        if self._next_request > now:
+        if self.next_request is None:
+            self.next_request = now
+        if self.next_request > now:
             return []
         req = self._request()
         self.c[self._C_OUT_REQ_BYTES] += len(req)
         self.c[self._C_OUT_REQ_PACKETS] += 1
-        self._next_request = now + RETRY_INTERVAL
+        self.next_request = now + RETRY_INTERVAL
         return [req]
 
     def flush(self) -> list[bytes]:

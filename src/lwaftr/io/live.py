@@ -461,8 +461,7 @@ class LiveLoop:
                 new = self._engine(cfg, table)
             except ValueError as e:                     # the MTUs outgrew the running packet pool
                 raise ConfigError(str(e), file=self.conf_path) from None
-            if self.kernel:
-                new.set_next_hops(self.engine.slow.arp.next_mac, self.engine.slow.ndp.next_mac)
+            new.set_next_hops(*self.engine.next_hop_macs())     # (built-in: what it learned)
             self.engine.release()                       # fragments it holds: back to the shared pool
             self.engine = new
         self.config = cfg
@@ -598,9 +597,10 @@ class LiveLoop:
     def _check_alarms(self, now: float) -> None:
         inst = self.config.instances[self.instance_index]
         unresolved = [str(ipaddress.ip_address(hop.ip)) if hop.ip else side
-                      for side, hop, stage in (("IPv4 side", inst.external.next_hop, self.engine.slow.arp),
-                                               ("IPv6 side", inst.internal.next_hop, self.engine.slow.ndp))
-                      if stage.next_mac is None]
+                      for side, hop, mac in zip(("IPv4 side", "IPv6 side"),
+                                                (inst.external.next_hop, inst.internal.next_hop),
+                                                self.engine.next_hop_macs())
+                      if mac is None]
         events = self.alarms.check(now, unresolved)
         for e in events:
             (log.warning if e.raised else log.info)("alarm %s: %s", "raised" if e.raised else "cleared", e.text,
