@@ -330,11 +330,11 @@ def _compiled_as_slow(cfg, v4: list[bytes], v6: list[bytes], kernel: bool = Fals
     fast._last_slow = 100.0   # no timer due
     calls = []
     real = fast.slow.process
-    fast.slow.process = lambda *a, **kw: calls.append(a) or real(*a, **kw)
+    fast.slow.process = lambda *a, **kw: calls.append((*a[:2], *kw.values())) or real(*a, **kw)
     got = _frames(fast, fast.process(fast.pool.store(v4), fast.pool.store(v6), 100.0))
     assert got == slow.process_frames(v4, v6, 100.0)
     assert C.to_dict(fast.counters) == C.to_dict(slow.counters)
-    assert all(not a[0] and not a[1] for a in calls), "a frame went to the slow path"
+    assert not any(map(len, (x for c in calls for x in c))), "a frame went to the slow path"
     assert fast.pool.n_free[0] == fast.pool.n_slots, "slots leaked"
     return got, C.to_dict(fast.counters, nonzero=True)
 
@@ -658,10 +658,10 @@ def test_a_flood_of_replies_from_the_next_hop_is_taken_by_the_kernels():
 
 
 def test_what_reaches_the_slow_path_is_cut_to_its_budget_and_counted():
-    """No frame a slot holds reaches the Python slow path now, but its per-batch budget
-    stays as a guard: the reference engine (which sends it everything) shows it.  Frames
-    for the router's control plane have a budget of their own, served first; the rest are
-    dropped and counted, and an alarm says so."""
+    """No frame a slot holds reaches the Python slow path now (see the per-packet model
+    test), but its per-batch budget stays as a guard: the reference engine, which sends
+    it everything, shows it.  Frames for the router's control plane have a budget of
+    their own, served first; the rest are dropped and counted, and an alarm says so."""
     from lwaftr.mgmt.alarms import Alarms
     cfg, _, good, arps, _ = _claims_and_traffic()
     eng = Engine(cfg, slow_budget=16, fast_path=False)
@@ -678,6 +678,54 @@ def test_what_reaches_the_slow_path_is_cut_to_its_budget_and_counted():
     eng.pool.free(o4)
     eng.pool.free(o6)
     assert eng.pool.n_free[0] == eng.pool.n_slots, "slots leaked"
+
+
+@pytest.mark.parametrize("vlan", [None, 9])
+def test_ndp_in_fragments_is_taken_by_the_kernels(vlan):
+    """Built-in control plane: an NDP message that came in fragments is reassembled and
+    answered, consumed or learned from in the kernels, as Snabb's NDP app does after its
+    reassembler (and the slow path's stages): NSs for us (answered), for others and
+    from "::" (DAD), one with a bad checksum, and the NA that teaches the unresolved next
+    hop's MAC, which the frames of the same batch then use.  The frames of the B4s amid
+    them go as ever; none of them reaches Python."""
+    from lwaftr.config.model import NextHop
+    from lwaftr.dataplane import vlan as V
+    from scapy.layers.inet6 import ICMPv6ND_NA, ICMPv6ND_NS, ICMPv6NDOptDstLLAddr, fragment6
+    cfg = make_config(ROWS, vlan_tag=vlan)
+    inst = cfg.instance
+    cfg = replace(cfg, instances=[replace(inst, internal=replace(inst.internal, next_hop=NextHop(
+        ip=ipaddress.IPv6Address(NEXT_HOP6).packed)))])
+    eth = Ether(dst="02:00:00:00:00:01", src=HOST_MAC)
+    pad = Raw(b"\xc8\x1e" + bytes(238))           # an option of an unknown type, 240 bytes
+
+    def cut(msg, ident: int) -> list[bytes]:
+        """``msg`` in fragments of 200 bytes (a Fragment header added)."""
+        ip = msg[IPv6]
+        return [bytes(eth / f) for f in fragment6(IPv6(src=ip.src, dst=ip.dst, hlim=ip.hlim)
+                                                  / IPv6ExtHdrFragment(id=ident) / ip.payload, 200)]
+
+    msgs = [IPv6(src="fe80::22", dst=AFTR6, hlim=255) / ICMPv6ND_NS(tgt=AFTR6) / pad,
+            IPv6(src="fe80::22", dst="ff02::1:ff00:2", hlim=255) / ICMPv6ND_NS(tgt="2001:db8:ffff::2") / pad,
+            IPv6(src="::", dst="ff02::1:ff00:1", hlim=255) / ICMPv6ND_NS(tgt=AFTR6) / pad,
+            IPv6(src="fe80::22", dst=AFTR6, hlim=255) / ICMPv6ND_NS(tgt=AFTR6, cksum=7) / pad,
+            IPv6(src=NEXT_HOP6, dst=AFTR6, hlim=255) / ICMPv6ND_NA(tgt=NEXT_HOP6, S=1)
+            / ICMPv6NDOptDstLLAddr(lladdr="02:00:00:00:00:77") / pad]
+    frags = [f for i, m in enumerate(msgs) for f in cut(m, i)]
+    assert len(frags) == 10
+    p1 = port_of(1, 4, 7)
+    up = [bytes(Ether(dst="02:00:00:00:00:01", src="02:00:00:00:00:11") / IPv6(src="2001:db8:1::1", dst=AFTR6)
+                / IP(src="192.0.2.1", dst="203.0.113.9") / UDP(sport=p1, dport=53))]
+    down = [bytes(Ether(dst="02:00:00:00:00:01", src="02:00:00:00:00:11") / IP(src="203.0.113.9", dst="192.0.2.1")
+                  / UDP(sport=53, dport=p1))]
+    if vlan:                                        # (the internal side's tag)
+        frags, up = ([V.push_tag(f, vlan) for f in fs] for fs in (frags, up))
+    got, c = _compiled_as_slow(cfg, down, frags + up)
+    assert c["in-ipv6-frag-reassembled"] == 5 and c["in-ndp-ns-packets"] == 3 and c["in-ndp-na-packets"] == 1
+    untag = V.pop_tag if vlan else (lambda f: f)
+    nas = [untag(f) for f in got.v6 if untag(f)[12:14] == b"\x86\xdd" and untag(f)[54] == 136]
+    assert len(nas) == 2                              # to the solicitor and, for "::", to all nodes
+    sent = [untag(f) for f in got.v6 if untag(f)[20] == 4]
+    assert [f[:6] for f in sent] == [bytes.fromhex("020000000077")]    # with the MAC learned in the batch
 
 
 @pytest.mark.parametrize("tagged", [False, True])
@@ -1126,7 +1174,9 @@ _NEXT_HOP6 = ipaddress.IPv6Address("2001:db8:ffff::fe").packed     # an IPv6 nex
 def _fragmented(eth, size: int) -> tuple[list[bytes], list[bytes]]:
     """Packets of ``size`` data bytes in fragments (reassembled in a slot, or beyond one
     from ~1.9 KB), each side: to a softwire, a ping to the router; from a B4 to the
-    Internet, hairpinned, a ping to the router."""
+    Internet, hairpinned, a ping to the router; and a Neighbour Solicitation for the
+    router in two fragments (264 bytes: built-in, answered after reassembly)."""
+    from scapy.layers.inet6 import ICMPv6ND_NS
     from lwaftr.examples import BR as AFTR_V6
     aftr4, aftr6 = str(ipaddress.IPv4Address(AFTR_V4)), str(ipaddress.IPv6Address(AFTR_V6))
     d = bytes(size)
@@ -1143,6 +1193,9 @@ def _fragmented(eth, size: int) -> tuple[list[bytes], list[bytes]]:
         v6 += [bytes(eth / IPv6(src="2001:db8:1::1", dst=dst) / IPv6ExtHdrFragment(
             nh=nh, offset=a // 8, m=int(a + 1400 < len(data)), id=ident) / Raw(data[a:a + 1400]))
             for a in range(0, len(data), 1400)]
+    ns = bytes(IPv6(src="fe80::22", dst=aftr6, hlim=255) / ICMPv6ND_NS(tgt=aftr6) / Raw(b"\xc8\x1e" + bytes(238)))
+    v6 += [bytes(eth / IPv6(src="fe80::22", dst=aftr6, hlim=255) / IPv6ExtHdrFragment(
+        nh=58, offset=a // 8, m=int(a == 0), id=7) / Raw(ns[40 + a:40 + a + 152])) for a in (0, 152)]
     return v4, v6
 
 

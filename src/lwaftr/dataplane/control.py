@@ -21,8 +21,9 @@ Two modes, as :class:`~lwaftr.dataplane.slowpath.SlowPath` has:
   requests for a softwire's address are answered in place.
 
 Each side has a pass 1 (``classify*``: no side effects, only frames the kernels
-left ``SLOW``, only frames as received, not reassembled ones) and a pass 2
-(``apply*``: rewrites, counters), as the kernels' own stages have.
+left ``SLOW``, as received; built-in, IPv6 packets reassembled in a slot too, for an
+NDP message that came in fragments) and a pass 2 (``apply*``: rewrites, counters),
+as the kernels' own stages have.
 """
 from __future__ import annotations
 
@@ -493,10 +494,11 @@ def apply4(buf, off, length, slots, verdict, rows, err, first, mac, next_mac, re
 
 
 @numba.njit(cache=True, nogil=True)
-def apply6(buf, off, length, slots, verdict, rows, err, first, mac, self_hi, self_lo, next_mac, resolved, next_ip,
-           vid, flt, fin, fout, counters):
-    """Pass 2, IPv6 side, for what :func:`classify6` took (as :func:`apply4`): the
-    first Neighbour Advertisement that teaches the next hop's MAC while it is
+def apply6(buf, off, length, slots, verdict, rows, err, first, whole, mac, self_hi, self_lo, next_mac, resolved,
+           next_ip, vid, flt, fin, fout, counters):
+    """Pass 2, IPv6 side, for what :func:`classify6` took among ``slots[:first]`` (as
+    :func:`apply4`; from ``whole`` on, reassembled packets, which reassembly has counted):
+    the first Neighbour Advertisement that teaches the next hop's MAC while it is
     unknown (:func:`na_teaches`) writes it into ``next_mac`` and sets ``resolved[0]``.
     ``next_ip``: the next hop's address as (1 if configured, high word, low word)."""
     (buf, off, length, slots, verdict, rows, err, mac, next_mac, resolved, next_ip, counters) = borrowed((
@@ -519,7 +521,8 @@ def apply6(buf, off, length, slots, verdict, rows, err, first, mac, self_hi, sel
             else:
                 counters[C.TO_KERNEL_IPV6_INTERFACE_PACKETS] += 1
             continue
-        counters[C.IN_IPV6_FRAG_REASSEMBLY_UNNEEDED] += 1
+        if i < whole:
+            counters[C.IN_IPV6_FRAG_REASSEMBLY_UNNEEDED] += 1
         if refused:
             account(counters, C.E_INGRESS_FILTER_IPV6, n)
             err[i] = C.E_INGRESS_FILTER_IPV6

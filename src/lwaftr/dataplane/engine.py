@@ -40,9 +40,9 @@ SLOW_TICK = 0.1
 #: Frames per batch (both sides together) the Python slow path takes at most
 #: outside ``check``: at 20-45 us a frame it costs up to ~3 ms per batch.  The
 #: kernels finish every frame a slot holds, in both control-plane modes (ARP and
-#: NDP, and learning the next hops' MACs, included), so this is a guard: should a
-#: kind of frame reach Python again, a flood of it cannot starve the compiled
-#: path.  The excess is dropped, counted (``drop-slow-path-budget-packets``)
+#: NDP, NDP that came in fragments and learning the next hops' MACs included), so
+#: this is a guard: should a kind of frame reach Python again, a flood of it cannot
+#: starve the compiled path.  The excess is dropped, counted (``drop-slow-path-budget-packets``)
 #: and alarmed.  Frames for the router's own
 #: control plane (ARP, NDP, BGP, BFD, ping to it) have a budget of their own,
 #: served first (:meth:`Engine._within_budget`).  (Packets reassembled beyond a

@@ -1708,8 +1708,12 @@ def fast_batch(buf, off, length, free_list, n_free, v4, v6, P, macs, addr_tab, s
     if ctl4:
         ns4 -= control.classify4(buf, off, length, v4, verd4, rows4, first4, P[P_FAST_OFF], P[P_PUNT],
                                  P[P_EXT_IP], P[P_EXT_NEXT_IP], addr_tab, P[P_PROXY_ARP])
+    # The control passes take frames as received; built-in, reassembled ones too (an NDP
+    # message that came in fragments: Snabb's NDP app comes after reassembly), where in
+    # kernel mode the punt comes before reassembly.
+    last6 = first6 if P[P_PUNT] != 0 else n6
     if ctl6:
-        ns6 -= control.classify6(buf, off, length, v6, verd6, rows6, first6, P[P_FAST_OFF], P[P_PUNT],
+        ns6 -= control.classify6(buf, off, length, v6, verd6, rows6, last6, P[P_FAST_OFF], P[P_PUNT],
                                  P[P_INT_IP_HI], P[P_INT_IP_LO], br_tab)
     if ctl4 or ctl6:                            # what the control passes took is no error
         for i in range(n4):
@@ -1729,7 +1733,7 @@ def fast_batch(buf, off, length, free_list, n_free, v4, v6, P, macs, addr_tab, s
         control.apply4(buf, off, length, v4, verd4, rows4, err4, first4, macs[M_EXT_SELF], macs[M_EXT_NEXT],
                        P[P_V4_RESOLVED:P_V4_RESOLVED + 1], P[P_VLAN4], flt, fk[F_IN4], fk[F_OUT4], counters)
     if ctl6:
-        control.apply6(buf, off, length, v6, verd6, rows6, err6, first6, macs[M_INT_SELF], P[P_INT_IP_HI],
+        control.apply6(buf, off, length, v6, verd6, rows6, err6, last6, first6, macs[M_INT_SELF], P[P_INT_IP_HI],
                        P[P_INT_IP_LO], macs[M_INT_NEXT], P[P_V6_RESOLVED:P_V6_RESOLVED + 1],
                        P[P_INT_NEXT_SET:P_INT_NEXT_LO + 1], P[P_VLAN6], flt, fk[F_IN6], fk[F_OUT6], counters)
     apply_b4(buf, off, length, v6, P, macs, sw_tab, br_tab, counters, verd6, rows6, hrows6, xoff6, err6, rate, now,
