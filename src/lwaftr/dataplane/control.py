@@ -301,6 +301,37 @@ def arp_reply(b, f, mac):
 
 
 @numba.njit(cache=True, nogil=True)
+def _ndp(b, f, mac, self_hi, self_lo, kind, flags, target_hi, target_lo, option):
+    """The rest of an NS or NA at ``b[f:]`` (86 bytes; its Ethernet and IPv6
+    destinations written), as :meth:`NdpStage._ndp` writes it: from our MAC and
+    address, hop limit 255, the message (``kind``, ``flags``, the target) with one
+    link-layer address option (``option``) of our MAC, checksummed."""
+    h = f + ETH
+    for j in range(6):
+        b[f + 6 + j] = mac[j]
+    _wr(b, f + 12, W.ETHERTYPE_IPV6, 2)
+    _wr(b, h, 0x60000000, 4)
+    _wr(b, h + W.O_IPV6_PAYLOAD_LENGTH, NA_FRAME - _ICMP6, 2)
+    b[h + W.O_IPV6_NEXT_HEADER] = W.PROTO_ICMPV6
+    b[h + W.O_IPV6_HOP_LIMIT] = _HOP_LIMIT
+    _wr(b, h + W.O_IPV6_SRC, self_hi, 8)
+    _wr(b, h + W.O_IPV6_SRC + 8, self_lo, 8)
+    ic = f + _ICMP6
+    b[ic] = kind
+    b[ic + 1] = 0
+    _wr(b, ic + 2, 0, 2)
+    _wr(b, ic + 4, flags, 4)
+    _wr(b, ic + 8, target_hi, 8)
+    _wr(b, ic + 16, target_lo, 8)
+    b[ic + 24] = option
+    b[ic + 25] = 1
+    for j in range(6):
+        b[ic + 26 + j] = mac[j]
+    ps = ones_sum(b, h + W.O_IPV6_SRC, 32, NA_FRAME - _ICMP6 + W.PROTO_ICMPV6)
+    _wr(b, ic + 2, (~ones_sum(b, ic, NA_FRAME - _ICMP6, ps)) & 0xFFFF, 2)
+
+
+@numba.njit(cache=True, nogil=True)
 def neighbour_advertisement(b, f, mac, self_hi, self_lo):
     """The NA answering the NS at ``b[f:]``, in its place (86 bytes), as
     :class:`NdpStage` writes it (RFC 4861 7.2.4): from "::" to all nodes with
@@ -312,35 +343,14 @@ def neighbour_advertisement(b, f, mac, self_hi, self_lo):
         _wr(b, f, 0x333300000001, 6)
         _wr(b, h + W.O_IPV6_DST, 0xFF02000000000000, 8)
         _wr(b, h + W.O_IPV6_DST + 8, 1, 8)
-        flags = _NA_ROUTER
+        flags = np.int64(_NA_ROUTER)
     else:
         for j in range(6):
             b[f + j] = b[f + 6 + j]
         for j in range(16):
             b[h + W.O_IPV6_DST + j] = b[h + W.O_IPV6_SRC + j]
-        flags = _NA_ROUTER | _NA_SOLICITED
-    for j in range(6):
-        b[f + 6 + j] = mac[j]
-    _wr(b, f + 12, W.ETHERTYPE_IPV6, 2)
-    _wr(b, h, 0x60000000, 4)
-    _wr(b, h + W.O_IPV6_PAYLOAD_LENGTH, NA_FRAME - _ICMP6, 2)
-    b[h + W.O_IPV6_NEXT_HEADER] = W.PROTO_ICMPV6
-    b[h + W.O_IPV6_HOP_LIMIT] = _HOP_LIMIT
-    _wr(b, h + W.O_IPV6_SRC, self_hi, 8)
-    _wr(b, h + W.O_IPV6_SRC + 8, self_lo, 8)
-    ic = f + _ICMP6
-    b[ic] = W.ICMPV6_NA
-    b[ic + 1] = 0
-    _wr(b, ic + 2, 0, 2)
-    _wr(b, ic + 4, flags, 4)
-    _wr(b, ic + 8, self_hi, 8)
-    _wr(b, ic + 16, self_lo, 8)
-    b[ic + 24] = _OPT_TARGET_LLA
-    b[ic + 25] = 1
-    for j in range(6):
-        b[ic + 26 + j] = mac[j]
-    ps = ones_sum(b, h + W.O_IPV6_SRC, 32, NA_FRAME - _ICMP6 + W.PROTO_ICMPV6)
-    _wr(b, ic + 2, (~ones_sum(b, ic, NA_FRAME - _ICMP6, ps)) & 0xFFFF, 2)
+        flags = np.int64(_NA_ROUTER | _NA_SOLICITED)
+    _ndp(b, f, mac, self_hi, self_lo, np.int64(W.ICMPV6_NA), flags, self_hi, self_lo, np.int64(_OPT_TARGET_LLA))
 
 
 @numba.njit(cache=True, nogil=True)
@@ -372,30 +382,10 @@ def neighbour_solicitation(b, f, mac, self_hi, self_lo, next_hi, next_lo):
     h = f + ETH
     low24 = next_lo & 0xFFFFFF
     _wr(b, f, 0x3333FF000000 | low24, 6)
-    for j in range(6):
-        b[f + 6 + j] = mac[j]
-    _wr(b, f + 12, W.ETHERTYPE_IPV6, 2)
-    _wr(b, h, 0x60000000, 4)
-    _wr(b, h + W.O_IPV6_PAYLOAD_LENGTH, NA_FRAME - _ICMP6, 2)
-    b[h + W.O_IPV6_NEXT_HEADER] = W.PROTO_ICMPV6
-    b[h + W.O_IPV6_HOP_LIMIT] = _HOP_LIMIT
-    _wr(b, h + W.O_IPV6_SRC, self_hi, 8)
-    _wr(b, h + W.O_IPV6_SRC + 8, self_lo, 8)
     _wr(b, h + W.O_IPV6_DST, 0xFF02000000000000, 8)
     _wr(b, h + W.O_IPV6_DST + 8, 0x1FF000000 | low24, 8)
-    ic = f + _ICMP6
-    b[ic] = W.ICMPV6_NS
-    b[ic + 1] = 0
-    _wr(b, ic + 2, 0, 2)
-    _wr(b, ic + 4, 0, 4)
-    _wr(b, ic + 8, next_hi, 8)
-    _wr(b, ic + 16, next_lo, 8)
-    b[ic + 24] = _OPT_SOURCE_LLA
-    b[ic + 25] = 1
-    for j in range(6):
-        b[ic + 26 + j] = mac[j]
-    ps = ones_sum(b, h + W.O_IPV6_SRC, 32, NA_FRAME - _ICMP6 + W.PROTO_ICMPV6)
-    _wr(b, ic + 2, (~ones_sum(b, ic, NA_FRAME - _ICMP6, ps)) & 0xFFFF, 2)
+    _ndp(b, f, mac, self_hi, self_lo, np.int64(W.ICMPV6_NS), np.int64(0), next_hi, next_lo,
+         np.int64(_OPT_SOURCE_LLA))
 
 
 @numba.njit(cache=True, nogil=True)
