@@ -8,9 +8,10 @@ Two ways in:
 
 * :meth:`Engine.process` takes batches of slots of the engine's
   :class:`~lwaftr.dataplane.pool.PacketPool` (the live and bench paths): the
-  compiled kernels handle the common cases in place and hand the rest to the
-  slow path.  It returns everything the batch produces (:class:`Output`): each
-  side's frames, the frames for the kernel's TAPs, the mirrored frames.
+  compiled kernels handle every frame a slot holds in place and hand the few
+  packets reassembled beyond a slot that are not data to the slow path.  It
+  returns everything the batch produces (:class:`Output`): each side's frames,
+  the frames for the kernel's TAPs, the mirrored frames.
 * :meth:`Engine.process_frames` takes Python ``bytes`` (``check`` and tests):
   the frames are copied into the pool and go the same way (:class:`Frames`).
 """
@@ -317,11 +318,12 @@ class Engine:
 
         The caller owns the returned slots (free them after transmitting);
         the input slots are consumed.  Each side's frames leave in the order
-        Snabb's stages emit them; what the slow path makes of the few frames it
-        takes (control work) leaves after the kernels' frames.  ``strict``
-        (``check``): no per-batch budget for the slow path, and a batch with a
-        frame for it goes to it whole (a MAC it learns applies to the whole
-        batch, as in Snabb's breath).
+        Snabb's stages emit them; what the slow path makes of the few packets it
+        takes (reassembled beyond a slot) leaves after the kernels' frames, and
+        frames held for a next hop that this batch taught leave after the answers,
+        before the batch's own.  ``strict`` (``check``): no per-batch budget for
+        the slow path, and a batch with a packet for it goes to it whole (so that
+        the batch keeps Snabb's order).
         """
         n4, n6 = len(v4), len(v6)
         if n4 > self.max_batch or n6 > self.max_batch:
