@@ -81,6 +81,9 @@ class Frames(NamedTuple):
 
 
 _NONE = np.zeros(0, np.int32)
+#: Each side's next hop in the kernels' state (IPv4 side, IPv6 side): its MAC's row in
+#: ``Engine.macs``, and the parameters saying whether it is known and when to ask again.
+_NEXT_HOP = ((K.M_EXT_NEXT, K.P_V4_RESOLVED, K.P_V4_POLL_AT), (K.M_INT_NEXT, K.P_V6_RESOLVED, K.P_V6_POLL_AT))
 
 
 def _read_only(table: BindingTable) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -262,16 +265,19 @@ class Engine:
             self.slow.set_next_hops(mac4, mac6)
             self._refresh_next_hops()
             return
-        for mac, row, key in ((mac4, K.M_EXT_NEXT, K.P_V4_RESOLVED), (mac6, K.M_INT_NEXT, K.P_V6_RESOLVED)):
+        for j, mac in enumerate((mac4, mac6)):
             if mac is not None:
-                self.macs[row] = np.frombuffer(mac, np.uint8)
-                self.params[key] = 1
+                self._set_mac(j, mac)
 
     def next_hop_macs(self) -> tuple[bytes | None, bytes | None]:
         """The next hops' MACs, IPv4 side and IPv6 side (None: unresolved)."""
-        P = self.params
-        return tuple(self.macs[row].tobytes() if P[key] else None
-                     for row, key in ((K.M_EXT_NEXT, K.P_V4_RESOLVED), (K.M_INT_NEXT, K.P_V6_RESOLVED)))
+        return tuple(self.macs[row].tobytes() if self.params[known] else None for row, known, _ in _NEXT_HOP)
+
+    def _set_mac(self, j: int, mac: bytes | None) -> None:
+        """Side ``j``'s (0: IPv4, 1: IPv6) next-hop MAC for the kernels (None: unknown)."""
+        row, known, _ = _NEXT_HOP[j]
+        self.macs[row] = 0 if mac is None else np.frombuffer(mac, np.uint8)
+        self.params[known] = mac is not None
 
     def from_kernel(self, frames: list[bytes], side: int) -> np.ndarray:
         """Frames the kernel sent on a TAP -> pool slots to transmit on that side
@@ -290,27 +296,18 @@ class Engine:
         when they ask next, so that it neither forgets a MAC nor asks twice."""
         if self.kernel:
             return
-        P = self.params
-        for stage, poll in ((self.slow.arp, K.P_V4_POLL_AT), (self.slow.ndp, K.P_V6_POLL_AT)):
-            stage.next_request = None if P[poll] < 0 else P[poll] / 1e6
-        self.slow.arp.next_mac, self.slow.ndp.next_mac = self.next_hop_macs()
+        for stage, mac, (_, _, poll) in zip((self.slow.arp, self.slow.ndp), self.next_hop_macs(), _NEXT_HOP):
+            stage.next_mac = mac
+            stage.next_request = None if self.params[poll] < 0 else self.params[poll] / 1e6
 
     def _refresh_next_hops(self) -> None:
         """After the slow path ran (or the kernel's next hops changed): its MACs (and when
         it asks next) for the kernels."""
-        P = self.params
-        if not self.kernel:
-            for stage, poll in ((self.slow.arp, K.P_V4_POLL_AT), (self.slow.ndp, K.P_V6_POLL_AT)):
-                P[poll] = -1 if stage.next_request is None else round(stage.next_request * 1e6)
-        for side, row, key in ((self.slow.arp, K.M_EXT_NEXT, K.P_V4_RESOLVED),
-                               (self.slow.ndp, K.M_INT_NEXT, K.P_V6_RESOLVED)):
-            mac = side.next_mac
-            if mac is None:
-                P[key] = 0
-                self.macs[row] = 0
-            else:
-                self.macs[row] = np.frombuffer(mac, np.uint8)
-                P[key] = 1
+        for j, stage in enumerate((self.slow.arp, self.slow.ndp)):
+            if not self.kernel:
+                poll = _NEXT_HOP[j][2]
+                self.params[poll] = -1 if stage.next_request is None else round(stage.next_request * 1e6)
+            self._set_mac(j, stage.next_mac)
 
     def process(self, v4: np.ndarray, v6: np.ndarray, now: float, *, strict: bool = False) -> Output:
         """A batch of pool slots from each interface -> everything it produces:
@@ -391,7 +388,7 @@ class Engine:
         """The frames held for side ``j``, if its next hop is now known: sent
         (:func:`~lwaftr.dataplane.kernels.release`), oldest first."""
         n = self._n_held[j]
-        if not n or not self.params[(K.P_V4_RESOLVED, K.P_V6_RESOLVED)[j]]:
+        if not n or not self.params[_NEXT_HOP[j][1]]:
             return _NONE
         self._n_held[j] = 0
         pool = self.pool
