@@ -260,6 +260,11 @@ def test_big_reload_compiles_aside_while_forwarding(lab):
     conf.write_text(head + "  binding-table {\n" + "\n".join(extra) + "\n" + tail)
     assert conf.stat().st_size > 1 << 20
     sh("ip", "-n", PEER, "route", "add", "203.0.113.0/24", "via", AFTR4)
+    # First the path to alice works end to end: the lwAFTR has its IPv6 next hop from the
+    # kernel's neighbour table (polled every second; until then frames for the B4s are
+    # dropped and counted, which the window below must not mistake for the reload's doing).
+    ready = sh(sys.executable, "-c", SEND_AND_CAPTURE, lab["down"], ns=PEER, timeout=60)
+    assert ready.stdout.split()[1:] == ["to", "alice"], ready.stdout + ready.stderr
     # alice's traffic, 500 frames a second, each stamped with its sequence number and send
     # time, is captured tunnelled on the B4 side from before the reload until after it.
     work = conf.parent
