@@ -681,13 +681,16 @@ def test_what_reaches_the_slow_path_is_cut_to_its_budget_and_counted():
 
 
 @pytest.mark.parametrize("vlan", [None, 9])
-def test_ndp_in_fragments_is_taken_by_the_kernels(vlan):
+@pytest.mark.parametrize("big", [False, True], ids=["in-a-slot", "beyond-a-slot"])
+def test_ndp_in_fragments_is_taken_by_the_kernels(vlan, big):
     """Built-in control plane: an NDP message that came in fragments is reassembled and
     answered, consumed or learned from in the kernels, as Snabb's NDP app does after its
     reassembler (and the slow path's stages): NSs for us (answered), for others and
     from "::" (DAD), one with a bad checksum, and the NA that teaches the unresolved next
-    hop's MAC, which the frames of the same batch then use.  The frames of the B4s amid
-    them go as ever; none of them reaches Python."""
+    hop's MAC, which the frames of the same batch then use.  ``big``: each message is
+    reassembled beyond a pool slot (in the reassembly's big buffer), and the answers
+    leave in slots of their own.  The frames of the B4s amid them go as ever; none of
+    them reaches Python."""
     from lwaftr.config.model import NextHop
     from lwaftr.dataplane import vlan as V
     from scapy.layers.inet6 import ICMPv6ND_NA, ICMPv6ND_NS, ICMPv6NDOptDstLLAddr, fragment6
@@ -696,13 +699,15 @@ def test_ndp_in_fragments_is_taken_by_the_kernels(vlan):
     cfg = replace(cfg, instances=[replace(inst, internal=replace(inst.internal, next_hop=NextHop(
         ip=ipaddress.IPv6Address(NEXT_HOP6).packed)))])
     eth = Ether(dst="02:00:00:00:00:01", src=HOST_MAC)
-    pad = Raw(b"\xc8\x1e" + bytes(238))           # an option of an unknown type, 240 bytes
+    # Options of an unknown type: one of 240 bytes, or two of 2,040 (the largest an NDP option can be)
+    pad = Raw(b"\xc8\xff" + bytes(2038)) / Raw(b"\xc8\xff" + bytes(2038)) if big else Raw(b"\xc8\x1e" + bytes(238))
+    size = 1000 if big else 200
 
     def cut(msg, ident: int) -> list[bytes]:
-        """``msg`` in fragments of 200 bytes (a Fragment header added)."""
+        """``msg`` in fragments of ``size`` bytes (a Fragment header added)."""
         ip = msg[IPv6]
         return [bytes(eth / f) for f in fragment6(IPv6(src=ip.src, dst=ip.dst, hlim=ip.hlim)
-                                                  / IPv6ExtHdrFragment(id=ident) / ip.payload, 200)]
+                                                  / IPv6ExtHdrFragment(id=ident) / ip.payload, size)]
 
     msgs = [IPv6(src="fe80::22", dst=AFTR6, hlim=255) / ICMPv6ND_NS(tgt=AFTR6) / pad,
             IPv6(src="fe80::22", dst="ff02::1:ff00:2", hlim=255) / ICMPv6ND_NS(tgt="2001:db8:ffff::2") / pad,
@@ -711,7 +716,8 @@ def test_ndp_in_fragments_is_taken_by_the_kernels(vlan):
             IPv6(src=NEXT_HOP6, dst=AFTR6, hlim=255) / ICMPv6ND_NA(tgt=NEXT_HOP6, S=1)
             / ICMPv6NDOptDstLLAddr(lladdr="02:00:00:00:00:77") / pad]
     frags = [f for i, m in enumerate(msgs) for f in cut(m, i)]
-    assert len(frags) == 10
+    assert len(frags) == (25 if big else 10)
+    assert (len(bytes(eth / msgs[0])) > Engine(cfg).pool.max_frame) == big
     p1 = port_of(1, 4, 7)
     up = [bytes(Ether(dst="02:00:00:00:00:01", src="02:00:00:00:00:11") / IPv6(src="2001:db8:1::1", dst=AFTR6)
                 / IP(src="192.0.2.1", dst="203.0.113.9") / UDP(sport=p1, dport=53))]

@@ -1497,8 +1497,9 @@ def stand_in(buf, off, length, free_list, n_free, src, f, n):
 def _stand_ins(buf, off, length, free_list, n_free, room, first, big, big_off, big_len, n_big, verdict, err,
                counters):
     """After the passes over the big buffer: ``room[first + j]`` gets the slot standing
-    for its packet ``j`` (:func:`stand_in`), or -1 if the packet does not leave (dropped,
-    or the slow path's: those are moved to the front of the big buffer, ``n_big`` of them)."""
+    for its packet ``j`` (:func:`stand_in`), or -1 if the packet does not leave (dropped or
+    consumed, or the slow path's: those are moved to the front of the big buffer, ``n_big``
+    of them).  An NDP message answered there leaves in its stand-in."""
     nb = n_big[0]
     kept = 0
     for j in range(nb):
@@ -1511,7 +1512,7 @@ def _stand_ins(buf, off, length, free_list, n_free, room, first, big, big_off, b
                 big_len[kept] = big_len[j]
             kept += 1
             continue
-        if v == DROP:
+        if v == DROP or v == control.CONSUME:
             continue
         t = stand_in(buf, off, length, free_list, n_free, big[j], np.int64(big_off[j]), np.int64(big_len[j]))
         if t < 0:
@@ -1715,11 +1716,15 @@ def fast_batch(buf, off, length, free_list, n_free, v4, v6, P, macs, addr_tab, s
     if ctl6:
         ns6 -= control.classify6(buf, off, length, v6, verd6, rows6, last6, P[P_FAST_OFF], P[P_PUNT],
                                  P[P_INT_IP_HI], P[P_INT_IP_LO], br_tab)
+    ndp_big = ctl6 and nb6 > 0 and P[P_PUNT] == 0   # (an NDP message reassembled beyond a slot)
+    if ndp_big:
+        ns6 -= control.classify6(big6, big_off6, big_len6, big_slots[:nb6], verd6[n6:], rows6[n6:], nb6,
+                                 P[P_FAST_OFF], P[P_PUNT], P[P_INT_IP_HI], P[P_INT_IP_LO], br_tab)
     if ctl4 or ctl6:                            # what the control passes took is no error
         for i in range(n4):
             if verd4[i] >= control.ANSWER:
                 err4[i] = 0
-        for i in range(n6):
+        for i in range(t6):
             if verd6[i] >= control.ANSWER:
                 err6[i] = 0
     if strict and (ns4 or ns6):    # (with the big buffer's packets, which the slow path reads there)
@@ -1736,6 +1741,11 @@ def fast_batch(buf, off, length, free_list, n_free, v4, v6, P, macs, addr_tab, s
         control.apply6(buf, off, length, v6, verd6, rows6, err6, last6, first6, macs[M_INT_SELF], P[P_INT_IP_HI],
                        P[P_INT_IP_LO], macs[M_INT_NEXT], P[P_V6_RESOLVED:P_V6_RESOLVED + 1],
                        P[P_INT_NEXT_SET:P_INT_NEXT_LO + 1], P[P_VLAN6], flt, fk[F_IN6], fk[F_OUT6], counters)
+    if ndp_big:                                 # (answers are written in the big buffer; their stand-ins leave)
+        control.apply6(big6, big_off6, big_len6, big_slots[:nb6], verd6[n6:], rows6[n6:], err6[n6:], nb6,
+                       np.int64(0), macs[M_INT_SELF], P[P_INT_IP_HI], P[P_INT_IP_LO], macs[M_INT_NEXT],
+                       P[P_V6_RESOLVED:P_V6_RESOLVED + 1], P[P_INT_NEXT_SET:P_INT_NEXT_LO + 1], P[P_VLAN6], flt,
+                       fk[F_IN6], fk[F_OUT6], counters)
     apply_b4(buf, off, length, v6, P, macs, sw_tab, br_tab, counters, verd6, rows6, hrows6, xoff6, err6, rate, now,
              flt, fk, first6)
     v6 = room6[:t6]
@@ -1823,7 +1833,7 @@ def fast_batch(buf, off, length, free_list, n_free, v4, v6, P, macs, addr_tab, s
         elif v == control.CONSUME:
             free_list[n_free[0]] = v4[i]
             n_free[0] += 1
-    for i in range(n6):
+    for i in range(t6):            # (with NDP answered from the big buffer, in stand-ins)
         v = verd6[i]
         if v == control.ANSWER:
             out6[k6] = v6[i]
@@ -1831,7 +1841,7 @@ def fast_batch(buf, off, length, free_list, n_free, v4, v6, P, macs, addr_tab, s
         elif v == control.KERNEL:
             kern6[nk6] = v6[i]
             nk6 += 1
-        elif v == control.CONSUME:
+        elif v == control.CONSUME and v6[i] >= 0:
             free_list[n_free[0]] = v6[i]
             n_free[0] += 1
     base4 = k4                     # what follows needs the next hop: held while it is unresolved
