@@ -92,9 +92,9 @@ SHOWN = {
               "out-icmpv6-echo-packets"],
     "ttl1": ["drop-ttl-zero-ipv4-packets", "out-icmpv4-error-packets"],
     "arp5": ["in-arp-request-packets", "out-arp-reply-packets", "in-ndp-ns-packets", "out-ndp-na-packets",
-             "drop-slow-path-budget-packets"],
+             "drop-over-budget-packets"],
     "junk5": ["drop-malformed-ipv4-packets", "drop-misplaced-not-ipv4-packets", "drop-unknown-protocol-ipv6-packets",
-              "drop-misplaced-not-ipv6-packets", "drop-malformed-ipv6-packets", "drop-slow-path-budget-packets"],
+              "drop-misplaced-not-ipv6-packets", "drop-malformed-ipv6-packets", "drop-over-budget-packets"],
 }
 ALWAYS = ["in-ipv4-packets", "out-ipv4-packets", "in-ipv6-packets", "out-ipv6-packets",
           "drop-all-ipv4-iface-packets", "drop-all-ipv6-iface-packets"]

@@ -106,7 +106,7 @@ def test_fragment_flood_stays_within_the_reassembly_limit():
              for i in range(2000)]
     for i in range(0, len(flood), 500):
         e.process_frames(flood[i:i + 500], [], 1.0)
-    assert len(e.slow.reasm4) <= 8
+    assert len(e.defrag4) <= 8
     assert e.counters[C.DROP_IPV4_FRAG_RANDOM_EVICTED] >= 2000 - 8
     assert e.counters[C.IN_IPV4_FRAG_NEEDS_REASSEMBLY] == 2000
 
@@ -118,7 +118,7 @@ def test_ipv6_fragment_flood_stays_within_the_reassembly_limit():
     flood = [bytes(Ether(dst="02:00:00:00:00:01", src="02:00:00:00:00:11") / IPv6(src="2001:db8:1::a", dst=BR0) / IPv6ExtHdrFragment(id=i, m=1, nh=4) / bytes(64))
              for i in range(500)]
     e.process_frames([], flood, 1.0)
-    assert len(e.slow.reasm6) <= 4
+    assert len(e.defrag6) <= 4
     assert e.counters[C.IN_IPV6_FRAG_NEEDS_REASSEMBLY] == 500
 
 

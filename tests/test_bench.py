@@ -19,7 +19,7 @@ from lwaftr.cli.generate_configuration import generate, traffic
 from lwaftr.config.load import load_config
 from lwaftr.config.snabb import dump_snabb
 from lwaftr.dataplane.engine import Engine
-from lwaftr.dataplane.fragment import SNABB_CHECK_ID_SEEDS
+from lwaftr.dataplane.fragids import SNABB_CHECK_ID_SEEDS
 from lwaftr.io.pcap import write_frames
 
 LWAFTR = [str(Path(sys.executable).with_name("lwaftr"))]

@@ -20,8 +20,8 @@ from scapy.packet import Raw
 
 from lwaftr import counters as C
 from lwaftr.config.load import load_config
-from lwaftr.dataplane.echo import Echo4Stage, Echo6Stage
-from lwaftr.dataplane.neighbor import HOLD_LIMIT, RETRY_INTERVAL, ArpStage, NdpStage
+from reference.echo import Echo4Stage, Echo6Stage
+from reference.neighbor import HOLD_LIMIT, RETRY_INTERVAL, ArpStage, NdpStage
 from lwaftr.io.pcap import read_frames
 
 from conftest import VECTORS, rfc4861_expected_ns

@@ -15,6 +15,7 @@ from scapy.layers.l2 import ARP, Dot1Q, Ether
 from lwaftr import counters as C
 from lwaftr.config.model import ControlPlane
 from lwaftr.dataplane.engine import Engine, Frames
+from reference.engine import ReferenceEngine
 from lwaftr.examples import (AFTR_V4, BR, MAC_V4, MAC_V6, NEXT_V4, NEXT_V6, example_config,
                              example_traffic, tunnelled, udp_v4)
 
@@ -30,7 +31,7 @@ def engine(*, icmp_errors: bool = True, proxy: bool = False, static: bool = True
     cfg = replace(cfg, external=replace(cfg.external, generate_icmp_errors=icmp_errors),
                   internal=replace(cfg.internal, generate_icmp_errors=icmp_errors, vlan_tag=vlan),
                   control_plane=ControlPlane(answer_arp_for_softwires=proxy))
-    e = Engine(cfg, kernel=True, fast_path=fast)
+    e = Engine(cfg, kernel=True) if fast else ReferenceEngine(cfg, kernel=True)
     e.set_next_hops(NEXT_V4 if static else None, NEXT_V6 if static else None)
     return e
 

@@ -5,7 +5,7 @@ Names and meanings are the ``softwire-state`` leaves of ``snabb-softwire-v3``
 the counters (kernel indices, the ``uint64`` array, JSON output, the YANG
 check in the tests) is generated from :data:`COUNTERS`.
 
-Kernels and the slow path add to one shared ``uint64[N_COUNTERS]`` array by
+Kernels add to one shared ``uint64[N_COUNTERS]`` array by
 index; the index constants below (``IN_IPV4_BYTES`` ...) are module-level ints
 so numba freezes them into compiled code.
 """
@@ -133,7 +133,7 @@ COUNTERS: tuple[tuple[str, str], ...] = (
     ("alarm-icmp-rate-limit", "Times the ICMP error rate limiter engaged."),
     ("drop-over-rate-limit-icmpv4-bytes", "ICMPv4 errors suppressed by the rate limiter."),
     ("drop-over-rate-limit-icmpv4-packets", "ICMPv4 errors suppressed by the rate limiter."),
-    ("drop-frame-too-big-packets", "Frames to send (from the slow path or the kernel's TAP) longer than a "
+    ("drop-frame-too-big-packets", "Frames to send (from the kernel's TAP) longer than a "
                                    "packet buffer, dropped."),
     # What the interfaces' rings hold back, delay or drop, and frames held for a
     # next hop: no frame is lost or kept without a count.
@@ -147,11 +147,14 @@ COUNTERS: tuple[tuple[str, str], ...] = (
                          "in the ring for the next kick."),
     ("next-hop-held-packets", "Frames held while the next hop was unresolved (built-in control plane): "
                               "sent once it resolves, or dropped beyond the hold limit (drop-no-next-hop-*)."),
-    ("drop-slow-path-budget-packets", "Frames for the Python slow path beyond its per-batch budget, dropped."),
-    ("alarm-slow-path-budget", "Times the slow path's per-batch budget was exceeded (frames dropped)."),
+    ("drop-over-budget-packets", "Packets beyond a per-batch budget for work costlier than the common path "
+                                 "(packets reassembled beyond a pool slot), dropped."),
+    ("alarm-over-budget", "Times a per-batch budget was exceeded (packets dropped)."),
     ("drop-pool-exhausted-packets", "Frames dropped because the packet pool had no free slot for their fragments."),
     ("monitor-skipped-packets", "Frames of the monitored address not copied to the monitor: beyond its per-batch "
                                 "budget, or with the packet pool short (the frames themselves went on)."),
+    ("drop-unclassified-packets", "Frames no stage of the data plane took (none should be: a defect to "
+                                  "report), dropped."),
 )
 
 NAMES: tuple[str, ...] = tuple(n for n, _ in COUNTERS)
@@ -166,7 +169,7 @@ def _const_name(name: str) -> str:
     return name.upper().replace("-", "_")
 
 
-# Module-level int constants, e.g. IN_IPV4_BYTES, for kernels and slow path.
+# Module-level int constants, e.g. IN_IPV4_BYTES, for the kernels.
 for _i, _n in enumerate(NAMES):
     globals()[_const_name(_n)] = _i
 del _i, _n
@@ -261,8 +264,9 @@ ERRORS: tuple[tuple[str, tuple[str, ...], int, str, str], ...] = (
      "a reassembly evicted at random for a new one (max-reassembly-packets)"),
     ("malformed-ipv4", ("drop-malformed-ipv4",), 0, "in", "RFC 791: bad version, IHL, lengths or header checksum"),
     ("malformed-ipv6", ("drop-malformed-ipv6",), 0, "in", "RFC 8200: bad version or lengths"),
-    ("slow-path-budget", ("drop-slow-path-budget-packets",), 0, "in",
+    ("over-budget", ("drop-over-budget-packets",), 0, "in",
      "beyond the per-batch budget for work costlier than the common path"),
+    ("unclassified", ("drop-unclassified-packets",), 0, "in", "taken by no stage (none should be: a defect)"),
     ("malformed-ipv6-internal", ("drop-malformed-ipv6",), 6, "in",
      "RFC 8200, RFC 791: from a B4, an IPv6 header with a bad version, ICMPv6 cut short (or an error quoting "
      "too little to relay), or IPv4-in-IPv6 whose IPv4 header is malformed (version, IHL, cut short)"),

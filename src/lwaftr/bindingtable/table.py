@@ -195,7 +195,7 @@ class BindingTable:
             br[i] = np.frombuffer(a, np.uint8)
         return cls(addr_tab, sw_tab, br, n)
 
-    # Python-side helpers (slow path, tests).  Kernels call the njit functions.
+    # Python-side helpers (management, tests).  Kernels call the njit functions.
     def lookup(self, ipv4: int, port: int) -> tuple[bytes, bytes] | None:
         """(b4_ipv6, br_address) owning (ipv4, port), or None."""
         row = lookup(self.addr_tab, self.sw_tab, np.uint32(ipv4), np.int64(port))

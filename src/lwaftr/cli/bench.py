@@ -4,7 +4,7 @@
 
 Both directions run at once, as in Snabb's ``lwaftr bench``: every batch
 takes B frames from each pcap (wrapping around), the engine processes them
-exactly as ``run`` would (same kernels, same slow path; nothing skipped), and
+exactly as ``run`` would (same kernels; nothing skipped), and
 what leaves is counted and freed.  Decapsulation is what leaves the IPv4
 interface, encapsulation what leaves the IPv6 one, every frame as a NIC
 would send it (forwarded packets, fragments, ICMP errors, echo, ARP and NDP

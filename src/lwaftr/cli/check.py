@@ -22,7 +22,7 @@ from lwaftr.config.model import Config
 from lwaftr.dataplane import vlan
 from lwaftr.dataplane.engine import Engine, slot_size
 from lwaftr.dataplane.pool import HEADROOM, PacketPool
-from lwaftr.dataplane.fragment import SNABB_CHECK_ID_SEEDS
+from lwaftr.dataplane.fragids import SNABB_CHECK_ID_SEEDS
 from lwaftr.io.pcap import CaptureError, read_frames, write_frames
 from lwaftr import wire as W
 

@@ -14,10 +14,10 @@ import numba
 from numba.core import types
 from numba.experimental import structref
 
-from lwaftr.dataplane.kernels import P_FAST_OFF, P_V4_RESOLVED, P_V6_RESOLVED, fast_batch
+from lwaftr.dataplane.kernels import fast_batch
 
 FIELDS = ("buf", "off", "length", "free_list", "n_free", "P", "macs", "addr_tab", "sw_tab", "br_tab", "counters",
-          "scratch", "keep", "out4", "out6", "slow4", "slow6", "rate", "flt", "fk", "ids", "frags", "reasm",
+          "scratch", "keep", "out4", "out6", "rate", "flt", "fk", "ids", "frags", "reasm",
           "kern4", "kern6", "ids4", "mirror")
 
 
@@ -41,9 +41,9 @@ structref.define_proxy(BatchState, BatchStateType, list(FIELDS))
 
 @numba.njit(cache=True)
 def _make(buf, off, length, free_list, n_free, P, macs, addr_tab, sw_tab, br_tab, counters, scratch, keep, out4,
-          out6, slow4, slow6, rate, flt, fk, ids, frags, reasm, kern4, kern6, ids4, mirror):
+          out6, rate, flt, fk, ids, frags, reasm, kern4, kern6, ids4, mirror):
     return BatchState(buf, off, length, free_list, n_free, P, macs, addr_tab, sw_tab, br_tab, counters, scratch,
-                      keep, out4, out6, slow4, slow6, rate, flt, fk, ids, frags, reasm, kern4, kern6, ids4, mirror)
+                      keep, out4, out6, rate, flt, fk, ids, frags, reasm, kern4, kern6, ids4, mirror)
 
 
 def make(*arrays) -> BatchState:
@@ -54,21 +54,13 @@ def make(*arrays) -> BatchState:
 
 
 @numba.njit(cache=True, nogil=True)
-def run_batch(st, v4, v6, strict, now):
+def run_batch(st, v4, v6, now):
     """:func:`~lwaftr.dataplane.kernels.fast_batch` over ``st``: one batch of
-    received slots each way.  Returns (n_out4, n_out6, n_slow4, n_slow6, n_kern4, n_kern6, n_mirror,
-    n_held4, n_held6, more): ``more`` is nonzero when the slow path has work beyond the slow frames
-    (reassembled packets too big for a slot that are its; with ``P_FAST_OFF``, a next hop
-    not resolved, which only the slow path asks for then)."""
-    k4, k6, s4, s6, nk4, nk6, nm, h4, h6 = fast_batch(st.buf, st.off, st.length, st.free_list, st.n_free, v4, v6, st.P,
-                                          st.macs, st.addr_tab, st.sw_tab, st.br_tab, st.counters, strict,
-                                          st.scratch, st.keep, st.out4, st.out6, st.slow4, st.slow6, st.rate, now,
-                                          st.flt, st.fk, st.ids, st.frags, st.reasm, st.kern4, st.kern6, st.ids4,
-                                          st.mirror)
-    P = st.P
-    _, _, _, _, _, n_big4, _, _, _, n_big6, _ = st.reasm      # (fast_batch's names for them)
-    more = n_big4[0] + n_big6[0] + (P[P_FAST_OFF] != 0) * ((P[P_V4_RESOLVED] == 0) + (P[P_V6_RESOLVED] == 0))
-    return k4, k6, s4, s6, nk4, nk6, nm, h4, h6, more
+    received slots each way.  Returns (n_out4, n_out6, n_kern4, n_kern6, n_mirror,
+    n_held4, n_held6)."""
+    return fast_batch(st.buf, st.off, st.length, st.free_list, st.n_free, v4, v6, st.P, st.macs, st.addr_tab,
+                      st.sw_tab, st.br_tab, st.counters, st.scratch, st.keep, st.out4, st.out6, st.rate, now,
+                      st.flt, st.fk, st.ids, st.frags, st.reasm, st.kern4, st.kern6, st.ids4, st.mirror)
 
 
 @numba.njit(cache=True, nogil=True)

@@ -7,7 +7,7 @@ hands the expression to libpcap's own compiler (``pcap_open_dead`` for
 ``PCAP_NETMASK_UNKNOWN``, then the ``struct bpf_insn`` array is copied out,
 ``pcap_freecode`` and ``pcap_close``) and returns the classic BPF program as a
 ``uint32[n, 4]`` array of ``(code, jt, jf, k)`` rows.  :func:`bpf_run` is a
-complete classic BPF interpreter compiled with numba, for the slow path; the
+complete classic BPF interpreter compiled with numba, for the reference; the
 batch kernels run the same programs translated to machine code
 (:mod:`lwaftr.dataplane.bpfjit`, which falls back to this interpreter for a
 program with a backward jump).

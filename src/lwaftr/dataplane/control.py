@@ -1,13 +1,12 @@
 """Compiled control-plane stages: ARP and NDP answered in place, the punt to the kernel decided.
 
-Two modes, as :class:`~lwaftr.dataplane.slowpath.SlowPath` has:
+Two modes, as the tests' reference has (``tests/reference/``):
 
 * built-in control plane: an ARP request for the router's IPv4 address gets the
-  reply :class:`~lwaftr.dataplane.neighbor.ArpStage` writes (RFC 826), a
-  Neighbour Solicitation for its IPv6 address the Neighbour Advertisement
-  :class:`~lwaftr.dataplane.neighbor.NdpStage` writes (RFC 4861 7.2.4), both
-  byte for byte, in the request's slot; other ARP and NDP frames are consumed
-  and counted as those stages count them.  The next hops' MACs are learned here
+  reply the reference's ``ArpStage`` writes (RFC 826), a Neighbour Solicitation
+  for its IPv6 address the Neighbour Advertisement its ``NdpStage`` writes
+  (RFC 4861 7.2.4), both byte for byte, in the request's slot; other ARP and
+  NDP frames are consumed and counted as those stages count them.  The next hops' MACs are learned here
   too, in pass 2, so that what the batch sends uses them: every ARP reply from
   the IPv4 next hop teaches its MAC, the first solicited Neighbour Advertisement
   for the IPv6 next hop teaches its MAC while it is unknown (RFC 4861 7.2.5);
@@ -15,14 +14,14 @@ Two modes, as :class:`~lwaftr.dataplane.slowpath.SlowPath` has:
   write what asks for it (the kernels send them every ``RETRY_INTERVAL``).
   (Frames towards an unresolved next hop wait in their slots:
   :func:`lwaftr.dataplane.kernels.fast_batch`.)
-* kernel control plane: :class:`~lwaftr.dataplane.punt.Punt`'s split, frame for
-  frame: what is the kernel's (``KERNEL``) leaves for its TAP after the ingress
-  filter, counted ``to-kernel-*``; with ``answer-arp-for-softwires``, ARP
+* kernel control plane: the reference's ``Punt`` split, frame for frame: what
+  is the kernel's (``KERNEL``) leaves for its TAP after the ingress filter,
+  counted ``to-kernel-*``; with ``answer-arp-for-softwires``, ARP
   requests for a softwire's address are answered in place.
 
 Each side has a pass 1 (``classify*``: no side effects, only frames the kernels
-left ``SLOW``, as received; built-in, IPv6 packets reassembled in a slot too, for an
-NDP message that came in fragments) and a pass 2 (``apply*``: rewrites, counters),
+left ``SLOW``, as received; built-in, IPv6 packets reassembled too, in a slot or
+beyond one, for an NDP message that came in fragments) and a pass 2 (``apply*``: rewrites, counters),
 as the kernels' own stages have.
 """
 from __future__ import annotations
@@ -39,6 +38,12 @@ from lwaftr.dataplane.borrow import borrowed
 from lwaftr.dataplane.bpfjit import refused as filtered
 from lwaftr.dataplane.icmperr import ones_sum
 from lwaftr.dataplane.pool import HEADROOM
+
+#: Seconds between two ARP requests / NSs for an unresolved next hop (Snabb: 3).
+RETRY_INTERVAL = 3.0
+#: Frames held southbound while the next hop is unresolved: the capacity of a
+#: Snabb link (a 1024-slot ring holds 1023 packets).
+HOLD_LIMIT = 1023
 
 # Verdicts, after the kernels' (kernels.SLOW .. kernels.RELAY)
 SLOW = 0
@@ -98,7 +103,7 @@ def _arp_kind(b, f, self_ip, next_ip):
 
 
 @numba.njit(cache=True, nogil=True)
-def classify4(buf, off, length, slots, verdict, rows, first, fast_off, punt, self_ip, next_ip, addr_tab,
+def classify4(buf, off, length, slots, verdict, rows, first, punt, self_ip, next_ip, addr_tab,
               proxy_arp):
     """Pass 1, IPv4 side: the ``SLOW`` frames among ``slots[:first]`` that are ARP
     (built-in), or any that are the kernel's (kernel mode: the punt comes before
@@ -107,8 +112,6 @@ def classify4(buf, off, length, slots, verdict, rows, first, fast_off, punt, sel
     (buf, off, length, slots, verdict, rows, addr_tab) = borrowed((
         buf, off, length, slots, verdict, rows, addr_tab))
     k = 0
-    if fast_off:
-        return k
     for i in range(first):
         if verdict[i] != SLOW and not punt:
             continue
@@ -205,13 +208,11 @@ def na_teaches(b, f, end, next_hi, next_lo):
 
 
 @numba.njit(cache=True, nogil=True)
-def classify6(buf, off, length, slots, verdict, rows, first, fast_off, punt, self_hi, self_lo, br_tab):
+def classify6(buf, off, length, slots, verdict, rows, first, punt, self_hi, self_lo, br_tab):
     """Pass 1, IPv6 side: as :func:`classify4`, for NDP (:class:`NdpStage`) and
     :meth:`Punt.split6`."""
     buf, off, length, slots, verdict, rows, br_tab = borrowed((buf, off, length, slots, verdict, rows, br_tab))
     k = 0
-    if fast_off:
-        return k
     for i in range(first):
         if verdict[i] != SLOW and not punt:
             continue
@@ -394,7 +395,7 @@ def request(buf, off, length, free_list, n_free, four, mac, self_hi, self_lo, ne
     """What asks for an unresolved next hop, in a slot of its own: the ARP request
     (``four``; ``self_hi``, ``next_hi``: the IPv4 addresses) or the Neighbour
     Solicitation, counted, through the egress filter (refused: counted, freed),
-    tagged, as the slow path's neighbour stages send it.  Returns the slot, or -1."""
+    tagged, as the reference's neighbour stages send it.  Returns the slot, or -1."""
     n = ARP_FRAME if four else NA_FRAME
     if four:
         counters[C.OUT_ARP_REQUEST_BYTES] += n

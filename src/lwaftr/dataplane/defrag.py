@@ -1,8 +1,7 @@
 """Compiled IPv4 and IPv6 reassembly: the first stage of each side's kernels.
 
-The same rules and counters as :mod:`lwaftr.dataplane.reassembly` (the
-Python reference, which ``check`` runs for Snabb's exact order), over pool
-slots instead of ``bytes``: a fragment is not copied but *held* (its slot
+The same rules and counters as the tests' Python reference
+(``tests/reference/reassembly.py``), over pool slots instead of ``bytes``: a fragment is not copied but *held* (its slot
 stays out of the free list) until its packet completes, fails or expires.
 On completion the packet is gathered into the slot of its offset-0
 fragment, which then continues through the kernels like any frame; the
@@ -43,8 +42,19 @@ from lwaftr.dataplane.borrow import borrowed
 from lwaftr.dataplane.bytecopy import copy_bytes
 from lwaftr.dataplane.icmperr import ones_sum
 from lwaftr.dataplane.pool import HEADROOM
-from lwaftr.dataplane.reassembly import (FRAG_UNIT, IPV4_REASSEMBLY_TIMEOUT, IPV6_REASSEMBLY_TIMEOUT,
-                                         MAX_IP_LENGTH, SNABB_MAX_FRAME)
+
+#: Snabb's packet buffer (``PACKET_PAYLOAD_SIZE`` in ``core/packet.h``): the
+#: largest frame, Ethernet header included, Snabb can reassemble.
+SNABB_MAX_FRAME = 10 * 1024
+#: Snabb's IPv6 ``reassembly_timeout`` default (RFC 8200 4.5: 60 seconds).
+IPV6_REASSEMBLY_TIMEOUT = 60.0
+#: Snabb has no IPv4 timeout (a stale reassembly only leaves by eviction);
+#: ours, so memory held by lost fragments is given back.
+IPV4_REASSEMBLY_TIMEOUT = 30.0
+#: Largest IPv4 total length / IPv6 payload length (RFC 791 3.1, RFC 8200 4.5).
+MAX_IP_LENGTH = 0xFFFF
+#: Fragment offsets count 8-octet units (RFC 791 3.1, RFC 8200 4.5).
+FRAG_UNIT = 8
 
 ETH = W.ETH_HLEN
 V6 = W.IPV6_HLEN
@@ -379,7 +389,7 @@ def _gather(buf, off, length, free_list, n_free, keys, ent, frag, dense, free, i
     else:
         if n_big[0] >= big.shape[0] or HEADROOM + flen > big.shape[1]:
             _release(keys, ent, frag, dense, free, index, g, e, free_list, n_free, True)
-            account(counters, C.E_SLOW_PATH_BUDGET, 0)
+            account(counters, C.E_OVER_BUDGET, 0)
             counters[_CTR[fam, _REASSEMBLED]] += 1
             return DROPPED, -1
         dst = big[n_big[0]]                            # (at HEADROOM, as in a slot)
@@ -430,8 +440,8 @@ def _gather(buf, off, length, free_list, n_free, keys, ent, frag, dense, free, i
 def push(buf, off, length, free_list, n_free, s, keys, created, ent, frag, dense, free, index, g, counters,
          now, big, big_len, n_big, k):
     """One frame in slot ``s``: ``PASS`` if it is not a fragment (or one this
-    stage leaves to the slow path: it fails the length checks that come first
-    there), else what happened to it and the slot to go on with (``DONE``).
+    stage leaves to the later stages: it fails the length checks that come
+    first in the reference), else what happened to it and the slot to go on with (``DONE``).
     ``k``: scratch for the key (uint64[5])."""
     fam = g[G_FAMILY]
     b = buf[s]
@@ -506,7 +516,7 @@ def push(buf, off, length, free_list, n_free, s, keys, created, ent, frag, dense
 def _kernels_frame(b, f, n, fam, punt, ext_ip, addr_tab, br64, int_hi, int_lo):
     """Kernel control plane: is this fragment the kernel's (as ``punt.split4``/
     ``split6`` decide: for the router's own address, multicast, link-local)?
-    Those go to the slow path whole, which passes them on unreassembled."""
+    Those go on unreassembled, to the kernel."""
     if not punt:
         return False
     o = f + ETH
@@ -528,16 +538,16 @@ def _kernels_frame(b, f, n, fam, punt, ext_ip, addr_tab, br64, int_hi, int_lo):
 
 
 @numba.njit(cache=True, nogil=True)
-def defrag_batch(buf, off, length, free_list, n_free, slots, st, counters, now, big, big_len, n_big, mark,
-                 punt, ext_ip, addr_tab, br64, int_hi, int_lo):
+def defrag_batch(buf, off, length, free_list, n_free, slots, st, counters, now, big, big_len, n_big, punt,
+                 ext_ip, addr_tab, br64, int_hi, int_lo):
     """The reassembly stage over one side's batch, in place: frames that are
     not fragments stay in order at the front; the packets fragments complete
-    follow (marked in ``mark``, so later stages count them as reassembled, not
-    as ``reassembly-unneeded``); absorbed and dropped fragments leave the batch.
+    follow (later stages count them as reassembled, not as ``reassembly-unneeded``);
+    absorbed and dropped fragments leave the batch.
     ``st``: a :class:`Defrag`'s arrays (:func:`state`).  Returns
     (frames now in the batch, index of the first reassembled one)."""
-    (buf, off, length, free_list, n_free, slots, st, counters, big, big_len, n_big, mark, addr_tab, br64) = borrowed((
-        buf, off, length, free_list, n_free, slots, st, counters, big, big_len, n_big, mark, addr_tab, br64))
+    (buf, off, length, free_list, n_free, slots, st, counters, big, big_len, n_big, addr_tab, br64) = borrowed((
+        buf, off, length, free_list, n_free, slots, st, counters, big, big_len, n_big, addr_tab, br64))
     keys, created, ent, frag, dense, free, index, g, timeout = st
     expire(keys, created, ent, frag, dense, free, index, g, free_list, n_free, counters, now, timeout)
     fam = g[G_FAMILY]
@@ -573,7 +583,6 @@ def defrag_batch(buf, off, length, free_list, n_free, slots, st, counters, now, 
     first = k
     for i in range(nd):
         slots[k] = done[i]
-        mark[done[i]] = 1
         k += 1
     return k, first
 

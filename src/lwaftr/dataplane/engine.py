@@ -8,12 +8,15 @@ Two ways in:
 
 * :meth:`Engine.process` takes batches of slots of the engine's
   :class:`~lwaftr.dataplane.pool.PacketPool` (the live and bench paths): the
-  compiled kernels handle every frame a slot holds in place and hand the few
-  packets reassembled beyond a slot that are not data to the slow path.  It
-  returns everything the batch produces (:class:`Output`): each side's frames,
-  the frames for the kernel's TAPs, the mirrored frames.
+  compiled kernels (:func:`lwaftr.dataplane.kernels.fast_batch`) take every
+  frame in place, packets reassembled beyond a slot included.  It returns
+  everything the batch produces (:class:`Output`): each side's frames, the
+  frames for the kernel's TAPs, the mirrored frames.
 * :meth:`Engine.process_frames` takes Python ``bytes`` (``check`` and tests):
   the frames are copied into the pool and go the same way (:class:`Frames`).
+
+No frame goes to Python: the reference the kernels are tested against (a
+plain Python model of every stage) lives with the tests.
 """
 from __future__ import annotations
 
@@ -29,30 +32,21 @@ from lwaftr.dataplane import kernels as K
 from lwaftr.dataplane import batch
 from lwaftr.dataplane import bpfjit
 from lwaftr.dataplane import defrag
+from lwaftr.dataplane import fragids
 from lwaftr.dataplane import stick
 from lwaftr.dataplane import vlan
+from lwaftr.dataplane.bpf import PacketFilter
+from lwaftr.dataplane.control import HOLD_LIMIT
 from lwaftr.dataplane.icmperr import new_rate_state
-from lwaftr.dataplane.neighbor import HOLD_LIMIT
 from lwaftr.dataplane.pool import HEADROOM, PacketPool
-from lwaftr.dataplane.slowpath import SlowPath
 
-#: How often the slow path runs at least once (timers: ARP/NDP, reassembly).
-SLOW_TICK = 0.1
-#: Frames per batch (both sides together) the Python slow path takes at most
-#: outside ``check``: at 20-45 us a frame it costs up to ~3 ms per batch.  The
-#: kernels finish every frame a slot holds, in both control-plane modes (ARP and
-#: NDP, NDP that came in fragments and learning the next hops' MACs included), so
-#: this is a guard: should a kind of frame reach Python again, a flood of it cannot
-#: starve the compiled path.  The excess is dropped, counted (``drop-slow-path-budget-packets``)
-#: and alarmed.  Frames for the router's own
-#: control plane (ARP, NDP, BGP, BFD, ping to it) have a budget of their own,
-#: served first (:meth:`Engine._within_budget`).  (Packets reassembled beyond a
-#: slot that the kernels leave to Python are bounded by ``BIG_PER_BATCH``.)
-SLOW_BUDGET = 64
 #: Reassembled packets too large for a pool slot, per side and batch, which the
-#: kernels' passes take in a buffer of their own (beyond: dropped, counted with
-#: the slow-path budget's drops).
+#: kernels' passes take in a buffer of their own: the per-batch budget for work
+#: costlier than the common path (beyond it: dropped, counted ``drop-over-budget-packets``
+#: and alarmed).
 BIG_PER_BATCH = 8
+#: Mirrored frames (the monitor's copies) per batch at most.
+MIRROR_PER_BATCH = 64
 
 
 class Output(NamedTuple):
@@ -106,24 +100,25 @@ def slot_size(config: Config) -> int:
 class Engine:
     """An lwAFTR instance: configuration, binding table, counters, stages."""
 
-    def __init__(self, config: Config, *, table: BindingTable | None = None, fast_path: bool = True,
-                 pool_slots: int = 4096, max_batch: int = 4096, kernel: bool = False,
-                 slow_budget: int = SLOW_BUDGET,
+    def __init__(self, config: Config, *, table: BindingTable | None = None, pool_slots: int = 4096,
+                 max_batch: int = 4096, kernel: bool = False, mirror_budget: int = MIRROR_PER_BATCH,
                  counters: np.ndarray | None = None, fragment_id_seeds: tuple[int, int] | None = None,
                  pool: PacketPool | None = None) -> None:
-        """``kernel``: the kernel is the control plane (see :mod:`lwaftr.dataplane.punt`);
+        """``kernel``: the kernel is the control plane (see :mod:`lwaftr.dataplane.control`);
         ``pool``: the packet pool to use (a rebuilt engine keeps the one its ports
         receive into), else a new one of ``pool_slots``; ValueError if its slots
-        are too small for this configuration's MTUs;
+        are too small for this configuration's MTUs, or an MTU is below its minimum;
+        ``mirror_budget``: the monitor's copies per batch at most;
         ``counters``: an array to count in (e.g. in shared memory), else a new one;
         ``fragment_id_seeds``: the (IPv4, IPv6) fragment IDs to count up from (``check``
-        reproducing Snabb's vectors), else random ones (:mod:`lwaftr.dataplane.fragment`)."""
+        reproducing Snabb's vectors), else random ones (:mod:`lwaftr.dataplane.fragids`)."""
         self.config = config
+        ext, int_ = config.external, config.internal
+        fragids.check_mtus(ext.mtu, int_.mtu)
         self.counters = counters if counters is not None else C.new_array()
-        self.slow_budget = slow_budget
         self.table = table if table is not None else BindingTable.build(config.bindings)
         self.kernel = kernel
-        self.rate_state = new_rate_state()       # ICMP error rate limiters, shared by kernels and slow path
+        self.rate_state = new_rate_state()       # ICMP error rate limiters
         slot = slot_size(config)
         if pool is not None and pool.slot_size < slot:
             raise ValueError(f"the MTUs need {slot}-byte packet slots, the running pool has "
@@ -134,13 +129,12 @@ class Engine:
         self.hold_limit = min(HOLD_LIMIT, self.pool.n_slots // 8)
         self._held = (np.empty(self.hold_limit, np.int32), np.empty(self.hold_limit, np.int32))
         self._n_held = [0, 0]
-        self.slow = SlowPath(config, self.table, self.counters, kernel=kernel, fragment_id_seeds=fragment_id_seeds,
-                             rate_state=self.rate_state, hold_limit=self.hold_limit)
+        seed4, seed6 = fragment_id_seeds or (None, None)
+        self._ids4 = fragids.new_ids(seed4, fragids.ID_MASK4)    # the last fragment IDs used
+        self._ids6 = fragids.new_ids(seed6, fragids.ID_MASK6)
         inst = config.instance
         self.vlan4 = inst.external.vlan_tag if inst.external.vlan_tag is not None else config.external.vlan_tag
         self.vlan6 = inst.internal.vlan_tag if inst.internal.vlan_tag is not None else config.internal.vlan_tag
-        self.fast_path = fast_path
-        ext, int_ = config.external, config.internal
         P = np.zeros(K.N_PARAMS, np.int64)
         P[K.P_EXT_IP] = int.from_bytes(inst.external.ip, "big")
         P[K.P_INT_MTU] = int_.mtu
@@ -156,12 +150,10 @@ class Engine:
         P[K.P_INT_IP_HI], P[K.P_INT_IP_LO] = np.frombuffer(inst.internal.ip, ">u8").astype(np.uint64).view(np.int64)
         P[K.P_RATE4_PACKETS], P[K.P_RATE4_PERIOD] = ext.error_rate_limit_packets, ext.error_rate_limit_period
         P[K.P_RATE6_PACKETS], P[K.P_RATE6_PERIOD] = int_.error_rate_limit_packets, int_.error_rate_limit_period
-        P[K.P_FAST_OFF] = int(not fast_path)
-        # The pcap filters (the slow path's libpcap-compiled classic BPF) run inside the
-        # kernels too, compiled to machine code: in the order K.F_IN4 .. K.F_OUT6.
-        sp = self.slow
-        progs = [f.prog if f is not None else None
-                 for f in (sp.in_filter4, sp.in_filter6, sp.out_filter4, sp.out_filter6)]
+        # The pcap filters (libpcap-compiled classic BPF) run inside the kernels, compiled
+        # to machine code: in the order K.F_IN4 .. K.F_OUT6.
+        progs = [PacketFilter(expr).prog if expr else None
+                 for expr in (ext.ingress_filter, int_.ingress_filter, ext.egress_filter, int_.egress_filter)]
         self.filter_fn = bpfjit.compile_filters(progs)
         self.filter_index = bpfjit.filter_index(progs)
         P[K.P_PUNT] = int(kernel)
@@ -177,8 +169,9 @@ class Engine:
         self.macs = np.zeros((4, 6), np.uint8)
         self.macs[K.M_EXT_SELF] = np.frombuffer(inst.external.mac, np.uint8)
         self.macs[K.M_INT_SELF] = np.frombuffer(inst.internal.mac, np.uint8)
-        self._last_slow = -1e18
-        self._holding = False           # the slow path holds frames for a next hop (as of its last run)
+        # Configured next-hop MACs (static); kernel mode: until the kernel's neighbours say otherwise.
+        self._set_mac(0, inst.external.next_hop.mac)
+        self._set_mac(1, inst.internal.next_hop.mac)
         # Per-batch scratch and outputs, allocated once.
         self.max_batch = max_batch
         self._scratch = np.zeros((K.N_SCRATCH, max(max_batch, 4)), np.int64)
@@ -187,14 +180,12 @@ class Engine:
         self._out4 = np.empty(2 * max_batch + self.pool.n_slots, np.int32)
         self._frags = np.empty(self.pool.n_slots, np.int32)
         self._out6 = np.empty(2 * max_batch + len(self._frags), np.int32)
-        self._slow4 = np.empty(max_batch, np.int32)
-        self._slow6 = np.empty(max_batch, np.int32)
         self._kern4 = np.empty(max_batch, np.int32)
         self._kern6 = np.empty(max_batch, np.int32)
-        self._mirrored = np.empty(max(slow_budget, 1), np.int32)     # the monitor's copies (slots)
+        self._mirrored = np.empty(max(mirror_budget, 1), np.int32)     # the monitor's copies (slots)
         self.monitor = 0
-        # Reassembly in the kernels (outside check): fragments are held in their slots,
-        # a quarter of the pool at most, so fragments cannot take the pool from forwarding.
+        # Reassembly in the kernels: fragments are held in their slots, a quarter of the
+        # pool at most, so fragments cannot take the pool from forwarding.
         held = max(1, self.pool.n_slots // 4)
         self.defrag4 = defrag.Defrag(4, ext.reassembly_max_fragments_per_packet, ext.reassembly_max_packets,
                                      max_held=held)
@@ -203,17 +194,13 @@ class Engine:
         big = lambda: (np.empty((BIG_PER_BATCH, HEADROOM + defrag.SNABB_MAX_FRAME), np.uint8),   # noqa: E731
                        np.full(BIG_PER_BATCH, HEADROOM, np.int32), np.zeros(BIG_PER_BATCH, np.int32),
                        np.zeros(1, np.int64))
-        self._big4, self._big6 = big(), big()
-        self._whole = np.zeros(self.pool.n_slots, np.uint8)   # slots holding a reassembled packet
-        self._reasm = (defrag.state(self.defrag4), defrag.state(self.defrag6), *self._big4, *self._big6,
-                       self._whole)
+        self._reasm = (defrag.state(self.defrag4), defrag.state(self.defrag6), *big(), *big())
         pool, t = self.pool, self.table
         self._state = batch.make(
             pool.buf, pool.off, pool.length, pool.free_list, pool.n_free, P, self.macs, *_read_only(t),
-            self.counters, self._scratch, self._keep, self._out4, self._out6, self._slow4, self._slow6,
-            self.rate_state, self.filter_fn, self.filter_index, self.slow.frag6.ids, self._frags, self._reasm,
-            self._kern4, self._kern6, self.slow.frag4.ids, self._mirrored)
-        self._refresh_next_hops()
+            self.counters, self._scratch, self._keep, self._out4, self._out6, self.rate_state, self.filter_fn,
+            self.filter_index, self._ids6, self._frags, self._reasm, self._kern4, self._kern6, self._ids4,
+            self._mirrored)
 
     # -- tables ----------------------------------------------------------------
     def release(self) -> None:
@@ -229,7 +216,6 @@ class Engine:
     def set_table(self, table: BindingTable) -> None:
         """Swap in a new binding table; takes effect from the next batch."""
         self.table = table
-        self.slow.set_table(table)
         batch.set_tables(self._state, *_read_only(table))
 
     # -- monitoring one subscriber -----------------------------------------------
@@ -238,35 +224,20 @@ class Engine:
 
         A copy of each frame from the Internet to that address and each
         IPv4-in-IPv6 frame from its B4s, as received, is in
-        :attr:`Output.mirrored`, at most ``slow_budget`` a batch (the rest
+        :attr:`Output.mirrored`, at most ``mirror_budget`` a batch (the rest
         counted: ``monitor-skipped-packets``); the frames themselves go on as
         any other (:mod:`lwaftr.dataplane.monitor`).
         """
         self.monitor = ipv4 or 0
         self.params[K.P_MONITOR] = self.monitor
 
-    def _mirror(self, f4: list[bytes], f6: list[bytes]) -> list[bytes]:
-        """The monitor's copies of frames only the slow path sees (no fast path,
-        frames larger than a slot)."""
-        want = self.monitor.to_bytes(4, "big")
-        o4 = W.ETH_HLEN + W.O_IPV4_DST
-        o6 = W.ETH_HLEN + W.IPV6_HLEN + W.O_IPV4_SRC
-        out = [f for f in f4 if f[12:14] == b"\x08\x00" and f[o4:o4 + 4] == want]
-        out += [f for f in f6 if f[12:14] == b"\x86\xdd" and len(f) > o6 + 4 and f[20] == W.PROTO_IPV4
-                and f[o6:o6 + 4] == want]
-        return out
-
-    # -- the kernel as control plane ------------------------------------------
+    # -- next hops ---------------------------------------------------------------
     def set_next_hops(self, mac4: bytes | None, mac6: bytes | None) -> None:
         """The next hops' MACs.  Kernel mode: as the kernel knows them (None while it has
         none).  Built-in control plane: as an engine this one replaces learned them (None:
         keep asking)."""
-        if self.kernel:
-            self.slow.set_next_hops(mac4, mac6)
-            self._refresh_next_hops()
-            return
         for j, mac in enumerate((mac4, mac6)):
-            if mac is not None:
+            if mac is not None or self.kernel:
                 self._set_mac(j, mac)
 
     def next_hop_macs(self) -> tuple[bytes | None, bytes | None]:
@@ -290,45 +261,22 @@ class Engine:
         self.counters[C.FROM_KERNEL_IPV6_INTERFACE_PACKETS] += len(frames)
         return self._store(self._tag(frames, self.vlan6))
 
-    # -- slots (fast path) ------------------------------------------------------
-    def _to_slow(self) -> None:
-        """Before the slow path runs (built-in control plane): what the kernels learned and
-        when they ask next, so that it neither forgets a MAC nor asks twice."""
-        if self.kernel:
-            return
-        for stage, mac, (_, _, poll) in zip((self.slow.arp, self.slow.ndp), self.next_hop_macs(), _NEXT_HOP):
-            stage.next_mac = mac
-            stage.next_request = None if self.params[poll] < 0 else self.params[poll] / 1e6
-
-    def _refresh_next_hops(self) -> None:
-        """After the slow path ran (or the kernel's next hops changed): its MACs (and when
-        it asks next) for the kernels."""
-        for j, stage in enumerate((self.slow.arp, self.slow.ndp)):
-            if not self.kernel:
-                poll = _NEXT_HOP[j][2]
-                self.params[poll] = -1 if stage.next_request is None else round(stage.next_request * 1e6)
-            self._set_mac(j, stage.next_mac)
-
-    def process(self, v4: np.ndarray, v6: np.ndarray, now: float, *, strict: bool = False) -> Output:
+    # -- slots -------------------------------------------------------------------
+    def process(self, v4: np.ndarray, v6: np.ndarray, now: float) -> Output:
         """A batch of pool slots from each interface -> everything it produces:
         slots to send on each, for the kernel's TAPs, and the mirrored frames.
 
         The caller owns the returned slots (free them after transmitting);
         the input slots are consumed.  Each side's frames leave in the order
-        Snabb's stages emit them; what the slow path makes of the few packets it
-        takes (reassembled beyond a slot) leaves after the kernels' frames, and
-        frames held for a next hop that this batch taught leave after the answers,
-        before the batch's own.  ``strict`` (``check``): no per-batch budget for
-        the slow path, and a batch with a packet for it goes to it whole (so that
-        the batch keeps Snabb's order).
+        Snabb's stages emit them; frames held for a next hop that this batch
+        taught leave after the answers, before the batch's own.
         """
-        n4, n6 = len(v4), len(v6)
-        if n4 > self.max_batch or n6 > self.max_batch:
+        if len(v4) > self.max_batch or len(v6) > self.max_batch:
             raise ValueError(f"batch larger than {self.max_batch}")
         v4 = np.ascontiguousarray(v4, np.int32)
         v6 = np.ascontiguousarray(v6, np.int32)
-        out4, out6, slow4, slow6 = self._out4, self._out6, self._slow4, self._slow6
-        k4, k6, s4, s6, nk4, nk6, nm, h4, h6, more = batch.run_batch(self._state, v4, v6, strict, float(now))
+        out4, out6 = self._out4, self._out6
+        k4, k6, nk4, nk6, nm, h4, h6 = batch.run_batch(self._state, v4, v6, float(now))
         if h4 or h6:
             self._hold(out4[k4:k4 + h4], 0)
             self._hold(out6[k6:k6 + h6], 1)
@@ -343,37 +291,12 @@ class Engine:
         if nm:
             mirrored = self.pool.frames(self._mirrored[:nm])
             self.pool.free(self._mirrored[:nm])
-        if not (s4 or s6 or more or self._holding or now - self._last_slow >= SLOW_TICK):
-            return Output(fast4, fast6, kern4, kern6, mirrored)
-        self._last_slow = now
-        nb4, nb6 = int(self._big4[3][0]), int(self._big6[3][0])
-        slow4, slow6 = slow4[:s4], slow6[:s6]
-        if not strict and s4 + s6 > self.slow_budget:
-            slow4, slow6 = self._within_budget(slow4, slow6)
-        (f4, w4), (f6, w6) = self._slow_frames(slow4, self._big4, nb4), self._slow_frames(slow6, self._big6, nb6)
-        if self.monitor and not self.fast_path:
-            mirrored = self._mirror(f4, f6)
-        self._to_slow()
-        o4, o6 = self.slow.process(f4, f6, now, whole4=w4, whole6=w6)
-        self._refresh_next_hops()
-        self._holding = self.slow.holding
-        o4 = self._store(self._tag(o4, self.vlan4))
-        o6 = self._store(self._tag(o6, self.vlan6))
-        if self._n_held[0] or self._n_held[1]:      # the next hop just learned: what waited for it
-            o4 = np.concatenate((o4, self._send_held(0)))
-            o6 = np.concatenate((o6, self._send_held(1)))
-        if self.kernel:
-            t4, t6 = self.slow.take_kernel_frames()
-            if t4:
-                kern4 = np.concatenate((kern4, self._store(t4)))
-            if t6:
-                kern6 = np.concatenate((kern6, self._store(t6)))
-        return Output(np.concatenate((fast4, o4)), np.concatenate((fast6, o6)), kern4, kern6, mirrored)
+        return Output(fast4, fast6, kern4, kern6, mirrored)
 
     def _hold(self, slots: np.ndarray, j: int) -> None:
         """Frames the kernels held for side ``j``'s unresolved next hop (0: IPv4, 1: IPv6)
         kept until it resolves, up to :attr:`hold_limit` (beyond: dropped and counted, as
-        the slow path's neighbour stages do); in kernel mode, dropped and counted at once."""
+        Snabb's neighbour apps' links drop); in kernel mode, dropped and counted at once."""
         if not len(slots):
             return
         kept = 0 if self.kernel else min(len(slots), self.hold_limit - self._n_held[j])
@@ -395,7 +318,7 @@ class Engine:
         out = np.empty(pool.n_slots, np.int32)
         k = K.release(pool.buf, pool.off, pool.length, pool.free_list, pool.n_free, self._held[j][:n].copy(),
                       (K.FAM4, K.FAM6)[j], self.params, self.macs, self.filter_fn, self.filter_index,
-                      self.slow.frag6.ids, self.slow.frag4.ids, self.counters, out, np.empty(pool.n_slots, np.int32))
+                      self._ids6, self._ids4, self.counters, out, np.empty(pool.n_slots, np.int32))
         return out[:k]
 
     def batch_codes(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -407,105 +330,48 @@ class Engine:
         return (sc[K.S_NEXT4, :n4].copy(), sc[K.S_ERROR4, :n4].copy(),
                 sc[K.S_NEXT6, :n6].copy(), sc[K.S_ERROR6, :n6].copy())
 
-    def _slow_frames(self, slots: np.ndarray, big: tuple, nbig: int) -> tuple[list[bytes], list[bytes]]:
-        """Slow-path slots -> (frames, reassembled packets) as bytes; the slots are freed."""
-        whole = self._whole
-        frames, done = [], []
-        for s in slots:
-            (done if whole[s] else frames).append(self.pool.frame(int(s)))
-            whole[s] = 0
-        self.pool.free(slots)
-        buf, _, lens, _ = big
-        done += [buf[i, HEADROOM:HEADROOM + lens[i]].tobytes() for i in range(nbig)]
-        return frames, done
-
-    def _within_budget(self, slow4: np.ndarray, slow6: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The slow-path frames of one batch cut to the budget, the rest freed and counted.
-
-        Frames for the router's control plane (ARP, NDP, its own addresses) have a
-        budget of their own and are served first, so a flood of data frames only
-        Python handles cannot starve them; within each kind, each side keeps at
-        least half of the budget (more if the other side needs less)."""
-        pool, P, budget = self.pool, self.params, self.slow_budget
-        c4 = K.control_first(pool.buf, pool.off, pool.length, slow4, 4, P)
-        c6 = K.control_first(pool.buf, pool.off, pool.length, slow6, 6, P)
-        kept4, kept6 = [], []
-        for (a, a_end), (b, b_end) in (((0, c4), (0, c6)), ((c4, len(slow4)), (c6, len(slow6)))):
-            na, nb = a_end - a, b_end - b
-            ka = min(na, max(budget - nb, budget // 2))
-            kb = min(nb, budget - ka)
-            kept4.append(slow4[a:a + ka])
-            kept6.append(slow6[b:b + kb])
-            if na - ka + nb - kb:
-                dropped = np.concatenate((slow4[a + ka:a_end], slow6[b + kb:b_end]))
-                C.account(self.counters, C.E_SLOW_PATH_BUDGET, len(dropped), int(pool.length[dropped].sum()))
-            pool.free(slow4[a + ka:a_end])
-            pool.free(slow6[b + kb:b_end])
-        return np.concatenate(kept4), np.concatenate(kept6)
-
     def _store(self, frames: list[bytes]) -> np.ndarray:
         fits = [f for f in frames if len(f) <= self.pool.max_frame]
-        if len(fits) != len(frames):   # cannot happen after fragmentation; never crash
+        if len(fits) != len(frames):   # (a kernel's frame longer than a slot) never crash
             self.counters[C.DROP_FRAME_TOO_BIG_PACKETS] += len(frames) - len(fits)
         return self.pool.store(fits)
-
-    # -- Python frames -------------------------------------------------------
-    def _untag(self, frames: list[bytes], vid: int | None) -> list[bytes]:
-        if vid is None:
-            return list(frames)
-        out = []
-        for f in frames:
-            if vlan.vid_of(f) == vid:
-                out.append(vlan.pop_tag(f))
-            else:
-                self.counters[C.DROP_WRONG_VLAN_PACKETS] += 1
-        return out
 
     @staticmethod
     def _tag(frames: list[bytes], vid: int | None) -> list[bytes]:
         return frames if vid is None else [vlan.push_tag(f, vid) for f in frames]
 
+    # -- Python frames -------------------------------------------------------
     def process_frames(self, v4: list[bytes], v6: list[bytes], now: float) -> Frames:
         """Frames received on the IPv4 and IPv6 interfaces -> frames sent on each
         (and for the TAPs, and mirrored).
 
-        The whole call is one batch with Snabb's exact output order.
+        The whole call is one batch with Snabb's exact output order if it fits
+        (``max_batch`` a side, and half the free slots); else it goes in batches
+        that do, in order.  A frame longer than a slot is dropped and counted
+        (``drop-rx-too-big-packets``), as a port drops it.
         """
         pool = self.pool
-        too_big = any(len(f) > pool.max_frame for f in v4) or any(len(f) > pool.max_frame for f in v6)
-        if too_big or len(v4) > self.max_batch or len(v6) > self.max_batch \
-                or len(v4) + len(v6) > pool.n_free[0] // 2:
-            u4, u6 = self._untag(v4, self.vlan4), self._untag(v6, self.vlan6)
-            mirrored = self._mirror(u4, u6) if self.monitor else []
-            self._to_slow()
-            o4, o6 = self.slow.process(u4, u6, now)
-            self._refresh_next_hops()
-            t4, t6 = self.slow.take_kernel_frames()
-            return Frames(self._tag(o4, self.vlan4), self._tag(o6, self.vlan6), t4, t6, mirrored)
-        out = self.process(pool.store(v4), pool.store(v6), now, strict=True)
-        frames = Frames(*(pool.frames(s) for s in out.slots()), out.mirrored)
-        for s in out.slots():
-            pool.free(s)
-        return frames
+        fits = [[f for f in side if len(f) <= pool.max_frame] for side in (v4, v6)]
+        self.counters[C.DROP_RX_TOO_BIG_PACKETS] += len(v4) + len(v6) - len(fits[0]) - len(fits[1])
+        v4, v6 = fits
+        room = max(1, min(self.max_batch, pool.n_free[0] // 4))
+        out = Frames([], [], [], [], [])
+        for at in range(0, max(len(v4), len(v6), 1), room):
+            o = self.process(pool.store(v4[at:at + room]), pool.store(v6[at:at + room]), now)
+            for got, slots in zip(out, o.slots()):
+                got += pool.frames(slots)
+                pool.free(slots)
+            out.mirrored.extend(o.mirrored)
+        return out
 
     def _vids(self) -> tuple[int, int]:
         return (-1 if self.vlan4 is None else self.vlan4), (-1 if self.vlan6 is None else self.vlan6)
 
     def split_stick(self, frames: list[bytes]) -> tuple[list[bytes], list[bytes]]:
         """On a stick, one port carries both sides: frames -> (IPv4 side's, IPv6
-        side's), by :func:`lwaftr.dataplane.stick.stick_side` (frames of neither
+        side's), by :func:`lwaftr.dataplane.stick.split_frames` (frames of neither
         side's VLAN are counted and dropped)."""
-        v4, v6 = [], []
-        vid4, vid6 = self._vids()
-        for f in frames:
-            side = stick.stick_side(np.frombuffer(f[:W.ETH_HLEN + W.VLAN_HLEN], np.uint8), 0, len(f), vid4, vid6)
-            if side == 4:
-                v4.append(f)
-            elif side == 6:
-                v6.append(f)
-            else:
-                self.counters[C.DROP_WRONG_VLAN_PACKETS] += 1
-        return v4, v6
+        return stick.split_frames(frames, *self._vids(), self.counters)
 
     def split_stick_slots(self, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """On a stick: received pool slots -> (IPv4 side's, IPv6 side's), compiled;

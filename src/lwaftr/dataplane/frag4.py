@@ -1,12 +1,12 @@
 """Compiled IPv4 fragmentation (RFC 791 3.2) of the frames the kernels send
 out of the IPv4 side: decapsulated packets over the external MTU.
 
-The same cuts, bytes and counters as :class:`lwaftr.dataplane.fragment.Fragmenter4`
-(the reference): every fragment but the last carries ``mtu - ihl`` data bytes
+The same cuts, bytes and counters as the tests' reference's ``Fragmenter4``
+(``tests/reference/fragment.py``): every fragment but the last carries ``mtu - ihl`` data bytes
 rounded down to a multiple of 8, the last the rest; options whose copied flag
 is clear are NOP'd out of fragments after the first (RFC 791 3.1); a fragment
 that is itself too big keeps its ID, offset and MF flag; IDs come from the
-counter the slow path's fragmenter shares (``ids``); a datagram with DF that
+side's counter (``ids``, :mod:`lwaftr.dataplane.fragids`); a datagram with DF that
 does not fit is dropped uncounted (as Snabb); frames failing its length checks
 count ``drop-malformed-ipv4-*`` (error code ``malformed-ipv4``, without the
 drop-all totals, as the reference).  Beyond the reference, which never lacks
@@ -44,7 +44,7 @@ def nop_uncopied_options(b, o, ihl):
     """In the IPv4 header at ``b[o:o + ihl]``, overwrite the options whose
     copied flag is clear with NOPs, keeping the length; stop at the end of the
     list or at an option that does not parse
-    (:func:`lwaftr.dataplane.fragment.ipv4_later_fragment_header`)."""
+    (the reference's ``ipv4_later_fragment_header`` (``tests/reference/fragment.py``))."""
     i = W.IPV4_HLEN
     while i < ihl:
         t = b[o + i]

@@ -1,4 +1,4 @@
-"""Builders for the ICMP errors the lwAFTR originates (slow path).
+"""Builders for ICMP messages on Python frames (the examples and the tests' reference).
 
 RFC 7596 section 8 and RFC 2473 section 8: errors go back to the sender of
 the offending packet.  Like Snabb, errors carry as much of the offending

@@ -6,12 +6,12 @@ An error quotes the offending packet from its IP header on (RFC 1812
 ICMPv6).  The quote is already in the slot, so the error's Ethernet, IP and
 ICMP headers are written into the headroom in front of it and the frame is
 cut to size: no copy, no allocation.  Byte for byte the same frames as
-:mod:`lwaftr.dataplane.icmp` builds for the slow path (tests compare them).
+:mod:`lwaftr.dataplane.icmp` builds for the reference (tests compare them).
 
 Rate limiter (Snabb's): at most ``packets`` errors per ``period`` seconds in
 fixed windows.  Its state is a ``float64[2]`` row (window start, errors in the
 window) of an array the engine owns, one row per family, so that errors sent
-by the kernels and by the Python slow path count against one budget.
+by the kernels and by the tests' reference count against one budget.
 """
 from __future__ import annotations
 

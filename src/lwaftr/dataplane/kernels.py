@@ -1,15 +1,16 @@
-"""Compiled fast path: the common cases, in place, over a batch of slots.
+"""The compiled data plane: every frame, in place, over a batch of slots.
 
 Two passes per batch, as in the playbook:
 
-1. ``classify_*`` reads each frame and decides, without side effects, whether
-   the fast path can finish it (``TX`` / ``HAIRPIN`` / ``DROP``) or whether it
-   must go to the Python slow path (``SLOW``), and records the softwire row.
+1. ``classify_*`` reads each frame and decides, without side effects, its next
+   node (``TX`` / ``HAIRPIN`` / ``DROP`` / ``ERR`` / ...), or leaves it ``SLOW``
+   for the control passes (:mod:`lwaftr.dataplane.control`), and records the
+   softwire row.
 2. ``apply_*`` rewrites the frames it kept (decapsulation moves ``off``;
    encapsulation writes Ethernet + IPv6 into the headroom) and adds to the
-   counters exactly what the slow path would have added.
+   counters, from the one table of error codes.
 
-The fast path takes: untagged-or-correctly-tagged IPv4 (with options too)
+The kernels take: untagged-or-correctly-tagged IPv4 (with options too)
 from the Internet to a bound softwire with TTL > 1 that fits the IPv6 MTU (or
 does not, without DF: then IPv6 fragments); and IPv4-in-IPv6 (no extension
 headers but the Tunnel Encapsulation Limit) from a B4 whose binding checks,
@@ -32,7 +33,7 @@ packet from a softwire's address (``ERRHAIR``) or an ICMPv6 error about a
 packet from one (``RELAYHAIR``).  ARP and NDP are answered or consumed, and in
 kernel mode the kernel's frames leave for its TAPs, by
 :mod:`lwaftr.dataplane.control`.  Whatever else arrives is dropped and counted
-here as the slow path's stages would take it in turn: runts and malformed
+here as the reference's stages would take it in turn: runts and malformed
 headers by the reassembler's rules or the core's (:func:`_malformed4`,
 :func:`_not_ipv4_in_ipv6`), other ethertypes as misplaced, other protocols as
 unknown, hairpinned fragments and bad ICMP.  With the monitor on, the watched
@@ -42,11 +43,10 @@ it is finished and held in its slot (:func:`fast_batch`) until :func:`release`
 sends it.  Echo replies over the MTU (their requests reassembled) are cut by
 the fragmenters with their own MACs (``ECHOFRAG``).  Packets reassembled beyond
 a slot take the same passes in the reassembly's big buffer; a slot stands for
-each (:func:`stand_in`) and the fragmenters cut from the big buffer.  Only
-control work is ``SLOW``, under the engine's per-batch budget: ARP and NDP that
-may teach a next hop's MAC (and any while it is unresolved).  The slow path
-(:mod:`lwaftr.dataplane.core`) is the reference: tests run both on the same
-traffic and compare bytes and counters.
+each (:func:`stand_in`) and the fragmenters cut from the big buffer.  No frame
+goes to Python.  The reference (a plain Python model of every stage, in
+``tests/reference/``) is what the tests hold the kernels to: they run both on
+the same traffic and compare bytes and counters.
 """
 from __future__ import annotations
 
@@ -68,7 +68,6 @@ from lwaftr.dataplane.frag4 import fragment4
 from lwaftr.dataplane.icmperr import (HEADROOM_NEEDED, RL_V4, RL_V6, icmpv4_error, icmpv4_error_len, icmpv6_error,
                                       icmpv6_error_len, ones_sum, rate_allow, set_ttl)
 from lwaftr.dataplane.monitor import copy_watched
-from lwaftr.dataplane.neighbor import RETRY_INTERVAL
 from lwaftr.dataplane.pool import HEADROOM
 from lwaftr.dataplane.prefetch import prefetch
 
@@ -115,7 +114,6 @@ P_ICMP4_ERRORS = 7    # external-interface generate-icmp-errors
 P_ICMP6_ERRORS = 8    # internal-interface generate-icmp-errors
 P_V4_RESOLVED = 9     # next-hop MACs known
 P_V6_RESOLVED = 10
-P_FAST_OFF = 11       # 1: everything goes to the slow path (e.g. filters configured)
 P_PUNT = 12           # 1: kernel control plane: IPv4 to us or to multicast/broadcast is the kernel's
 P_MONITOR = 13        # IPv4 address whose traffic is copied (:mod:`lwaftr.dataplane.monitor`); 0: off
 P_RATE4_PACKETS = 14  # ICMPv4 error rate limit: packets per period (seconds)
@@ -134,8 +132,8 @@ P_INT_NEXT_LO = 26
 P_V4_POLL_AT = 27     # built-in control plane, next hop unresolved: when (us) to ask for it again; -1: now
 P_V6_POLL_AT = 28
 N_PARAMS = 29
-#: Microseconds between two requests for an unresolved next hop (the slow path's RETRY_INTERVAL).
-RETRY_US = round(RETRY_INTERVAL * 1e6)
+#: Microseconds between two requests for an unresolved next hop.
+RETRY_US = round(control.RETRY_INTERVAL * 1e6)
 #: TTL / hop limit of echo replies (Snabb's echo apps: 64)
 ECHO_TTL = 64
 
@@ -235,7 +233,7 @@ def _encapsulate(b, f, n, row, P, sw_tab, br_tab):
 @numba.njit(cache=True, nogil=True, inline="always")
 def _emit(b, l3, l3_len, macs, dst_row, src_row, vid, ethertype, flt, fidx):
     """Ethernet in front of the packet at ``l3``, through the egress filter
-    ``fidx`` of ``flt`` (-1: none), which sees the untagged frame as the slow path's
+    ``fidx`` of ``flt`` (-1: none), which sees the untagged frame as the reference's
     filter does, then the 802.1Q tag if ``vid >= 0``.  Returns the frame's
     offset, or -1 if the filter refused it.  ``fidx`` ``HOLD``: the next hop is
     unresolved: untagged Ethernet only, the frame is held (:func:`release`)."""
@@ -272,7 +270,7 @@ _FAM_ERRORS = np.array([[C.E_INGRESS_FILTER_IPV4, C.E_EGRESS_FILTER_IPV4, C.E_OV
 
 @numba.njit(cache=True, nogil=True, inline="always")
 def _ingress(b, f, n, fam, flt, fidx, counters, whole):
-    """A frame the kernels finish, as the slow path's first stages see it: not a
+    """A frame the kernels finish, as the reference's first stages see it: not a
     fragment (``in-ipvX-frag-reassembly-unneeded``; ``whole``: reassembled, and
     counted so by :mod:`lwaftr.dataplane.defrag`), then the ingress filter
     ``fidx``.  Returns 0, or the error code if the filter refused it (counted)."""
@@ -389,7 +387,7 @@ def _cut_echo4(buf, off, length, free_list, n_free, s, P, ids4, out, k, counters
 @numba.njit(cache=True, nogil=True)
 def _cut_echo6(buf, off, length, free_list, n_free, s, P, macs, ids, frags, nf, counters, src, sf):
     """An ICMPv6 echo reply over the MTU (``ECHOFRAG``, as :func:`_cut_echo4`)
-    through the IPv6 fragmenter, as :class:`~lwaftr.dataplane.fragment.Fragmenter6`
+    through the IPv6 fragmenter, as the reference's ``Fragmenter6`` (``tests/reference/fragment.py``)
     takes it: trimmed to its payload length if that fits (then it leaves whole,
     tagged: returns ``-2 - nf``), else cut, its fragments into ``frags[nf:]``
     (returns the new ``nf``; -1: too few free slots, nothing sent)."""
@@ -419,7 +417,7 @@ def _swap(b, x, y, k):
 @numba.njit(cache=True, nogil=True)
 def echo4_reply(b, f, n):
     """ICMPv4 echo reply in place of the request at ``b[f:f + n]`` (its IHL at
-    least 5), as :class:`lwaftr.dataplane.echo.Echo4Stage` writes it (RFC 792)."""
+    least 5), as the reference's ``Echo4Stage`` (``tests/reference/echo.py``) writes it (RFC 792)."""
     o = f + ETH
     ihl = (np.int64(b[o]) & 0xF) * 4
     _swap(b, f, f + 6, 6)
@@ -437,7 +435,7 @@ def echo4_reply(b, f, n):
 @numba.njit(cache=True, nogil=True)
 def echo6_reply(b, f, n):
     """ICMPv6 echo reply in place of the request at ``b[f:f + n]``, as
-    :class:`lwaftr.dataplane.echo.Echo6Stage` writes it (RFC 4443 4.2)."""
+    the reference's ``Echo6Stage`` (``tests/reference/echo.py``) writes it (RFC 4443 4.2)."""
     h = f + ETH
     _swap(b, f, f + 6, 6)
     _swap(b, h + W.O_IPV6_SRC, h + W.O_IPV6_DST, 16)
@@ -451,15 +449,15 @@ def echo6_reply(b, f, n):
 
 @numba.njit(cache=True, nogil=True)
 def _fragment6(buf, off, length, free_list, n_free, s, h, m, P, macs, ids, frags, nf, counters, src, sh):
-    """IPv6 fragments (RFC 8200 4.5, sized as :class:`~lwaftr.dataplane.fragment.Fragmenter6`
+    """IPv6 fragments (RFC 8200 4.5, sized as the reference's ``Fragmenter6`` (``tests/reference/fragment.py``)
     cuts them) of the packet at ``buf[s, h:h + m]`` (the fixed header, then the
     payload): the first in place, the others in slots from the pool, each with
     Ethernet (and the side's tag); their slots are appended to ``frags[nf:]``.
     ``src[sh:sh + m]`` holds the whole packet: ``buf[s]`` itself at ``h``, or the big
     buffer's row of a packet reassembled beyond a slot, whose head is in slot ``s``
     (:func:`stand_in`).  Returns the new ``nf``, or -1 when the pool has too few
-    free slots (nothing sent).  The ID is the next of ``ids[0]``, the counter the
-    slow path's fragmenter shares."""
+    free slots (nothing sent).  The ID is the next of ``ids[0]``
+    (:mod:`lwaftr.dataplane.fragids`)."""
     b = buf[s]
     size = (P[P_INT_MTU] - V6 - W.IPV6_FRAG_HLEN) & ~7
     data = m - V6
@@ -530,8 +528,8 @@ def _icmp_port_to(b, o, ihl, total):
 @numba.njit(cache=True, nogil=True, inline="always")
 def _malformed4(b, o, n, P):
     """The error code of a malformed IPv4 packet from the Internet at ``b[o:]``
-    (frame length ``n``), as the slow path drops it; 0 if it is well-formed or
-    the slow path's.  An IHL below 5 or a total length beyond the frame: the
+    (frame length ``n``), as the reference drops it; 0 if it is well-formed or
+    the reference's.  An IHL below 5 or a total length beyond the frame: the
     reassembler's (``malformed-ipv4``, before any other count).  Else, unless it
     claims to be a fragment (the reassembler's too): a bad version, a total length
     below the IHL or a bad header checksum, the core's (RFC 791,
@@ -591,7 +589,6 @@ def classify_inet(buf, off, length, slots, P, addr_tab, sw_tab, verdict, rows, e
     (buf, off, length, slots, P, addr_tab, sw_tab, verdict, rows, err) = borrowed((
         buf, off, length, slots, P, addr_tab, sw_tab, verdict, rows, err))
     nslow = 0
-    fast = P[P_FAST_OFF] == 0
     keys = _probe_all(buf, off, length, slots, addr_tab, sw_tab, ETH + W.O_IPV4_DST, ETH + W.IPV4_HLEN + 2,
                           ETH + W.IPV4_HLEN + 4, rows)
     flat = sw_tab.reshape(-1)
@@ -610,7 +607,7 @@ def classify_inet(buf, off, length, slots, P, addr_tab, sw_tab, verdict, rows, e
         r = -1
         ec = 0
         et = rd16(b, f + 12) if n >= ETH else -1
-        if fast and et == W.ETHERTYPE_IPV4 and n >= ETH + W.IPV4_HLEN:
+        if et == W.ETHERTYPE_IPV4 and n >= ETH + W.IPV4_HLEN:
             # Options: as without, the ports further on (the common header summed as a constant size).
             vihl = np.int64(b[o])
             ihl = W.IPV4_HLEN if vihl == 0x45 else (vihl & 0xF) * 4
@@ -683,10 +680,10 @@ def classify_inet(buf, off, length, slots, P, addr_tab, sw_tab, verdict, rows, e
                         ec = why
                 if v != TX and v != FRAG:
                     r = -1
-        elif fast and et == W.ETHERTYPE_IPV4:
+        elif et == W.ETHERTYPE_IPV4:
             v = DROP                             # shorter than an IPv4 header: the reassembler's
             ec = C.E_MALFORMED_IPV4
-        elif fast and not (et == W.ETHERTYPE_ARP and n >= control.ARP_FRAME and P[P_PUNT] == 0):
+        elif not (et == W.ETHERTYPE_ARP and n >= control.ARP_FRAME and P[P_PUNT] == 0):
             v = DROP                             # (ARP: the control pass's; kernel mode: the punt's first)
             ec = C.E_MISPLACED_NOT_IPV4
         verdict[i] = v
@@ -888,7 +885,7 @@ def tunnel_encap_limit(b, d, end):
 def _kernels6(b, h, P, br64):
     """Kernel mode: the IPv6 frame at ``h`` is the kernel's by its destination
     (link-local, multicast, or the router's address when that is not a BR),
-    as :meth:`lwaftr.dataplane.punt.Punt.split6` sends IPv4-in-IPv6."""
+    as the reference's ``Punt.split6`` (``tests/reference/punt.py``) sends IPv4-in-IPv6."""
     if P[P_PUNT] == 0:
         return False
     if b[h + W.O_IPV6_DST] == 0xFF or (b[h + W.O_IPV6_DST] == 0xFE and (b[h + W.O_IPV6_DST + 1] & 0xC0) == 0x80):
@@ -901,7 +898,7 @@ def _kernels6(b, h, P, br64):
 @numba.njit(cache=True, nogil=True, inline="always")
 def _not_ipv4_in_ipv6(b, f, n, x, P, br64):
     """The next node and error code of a frame from the B4 side that is neither
-    IPv4-in-IPv6 nor ICMPv6 echo or error, as the slow path's stages take it in
+    IPv4-in-IPv6 nor ICMPv6 echo or error, as the reference's stages take it in
     turn: not IPv6 (the core's ``misplaced``); cut short of its header or payload
     length (the reassembler's ``malformed``); NDP (built-in: the control pass's,
     ``SLOW`` until then) or a ping to the router, answered trusting the rest of
@@ -953,7 +950,6 @@ def classify_b4(buf, off, length, slots, P, addr_tab, sw_tab, br_tab, br64, verd
     (buf, off, length, slots, P, addr_tab, sw_tab, br_tab, br64, verdict, rows, hrows, xoff, err) = borrowed((
         buf, off, length, slots, P, addr_tab, sw_tab, br_tab, br64, verdict, rows, hrows, xoff, err))
     nslow = 0
-    fast = P[P_FAST_OFF] == 0
     keys = _probe_all(buf, off, length, slots, addr_tab, sw_tab, ETH + V6 + W.O_IPV4_SRC, ETH + V6 + W.IPV4_HLEN,
                           ETH + V6 + W.IPV4_HLEN + 4, rows)
     flat = sw_tab.reshape(-1)
@@ -977,12 +973,12 @@ def classify_b4(buf, off, length, slots, P, addr_tab, sw_tab, br_tab, br64, verd
         hr = -1
         ec = 0
         icmp = False
-        ok = fast and n >= ETH + V6 + x + W.IPV4_HLEN + 4 and rd16(b, f + 12) == W.ETHERTYPE_IPV6 \
+        ok = n >= ETH + V6 + x + W.IPV4_HLEN + 4 and rd16(b, f + 12) == W.ETHERTYPE_IPV6 \
             and (b[h] >> 4) == 6 and V6 + rd16(b, h + W.O_IPV6_PAYLOAD_LENGTH) <= n - ETH \
             and (b[h + W.O_IPV6_NEXT_HEADER] == W.PROTO_IPV4 or x > 0) and 0x45 <= b[o] <= 0x4F \
             and (b[o] == 0x45 or n >= ETH + V6 + x + (np.int64(b[o]) & 0xF) * 4 + 4)
         ihl = W.IPV4_HLEN if not ok or b[o] == 0x45 else (np.int64(b[o]) & 0xF) * 4   # options: ports further on
-        if not ok and fast and n >= ETH + V6 + W.ICMP_HLEN and rd16(b, f + 12) == W.ETHERTYPE_IPV6 \
+        if not ok and n >= ETH + V6 + W.ICMP_HLEN and rd16(b, f + 12) == W.ETHERTYPE_IPV6 \
                 and (b[h] >> 4) == 6 and V6 + rd16(b, h + W.O_IPV6_PAYLOAD_LENGTH) <= n - ETH \
                 and b[h + W.O_IPV6_NEXT_HEADER] == W.PROTO_ICMPV6 \
                 and (b[o] == W.ICMPV6_ECHO_REQUEST or b[o] == W.ICMPV6_ECHO_REPLY):
@@ -1001,15 +997,14 @@ def classify_b4(buf, off, length, slots, P, addr_tab, sw_tab, br_tab, br64, verd
                                                       or _is_br(br64, d0, d1)):
                 v = DROP
                 ec = C.E_ICMPV6_UNKNOWN if P[P_ALLOW_ICMP6] else C.E_ICMPV6_POLICY
-        elif not ok and fast and n >= ETH + V6 + W.ICMP_HLEN and rd16(b, f + 12) == W.ETHERTYPE_IPV6 \
+        elif not ok and n >= ETH + V6 + W.ICMP_HLEN and rd16(b, f + 12) == W.ETHERTYPE_IPV6 \
                 and (b[h] >> 4) == 6 and V6 + rd16(b, h + W.O_IPV6_PAYLOAD_LENGTH) <= n - ETH \
                 and b[h + W.O_IPV6_NEXT_HEADER] == W.PROTO_ICMPV6 and b[o] < W.ICMPV6_ECHO_REQUEST:
             # An ICMPv6 error about a packet we tunnelled: relayed to the IPv4 sender it quotes
             # as ICMPv4 (RFC 2473 8.3: packet too big -> fragmentation needed with the MTU
             # less the tunnel header, the others -> host unreachable), or dropped by policy,
             # for its code or type.  In kernel mode, errors for the router's own address (not
-            # a BR), multicast or link-local are the kernel's; an error quoting too little, or
-            # for a softwire's address (hairpinned): slow path.
+            # a BR), multicast or link-local are the kernel's (SLOW: the control pass decides).
             d0 = np.int64(rd64(b, h + W.O_IPV6_DST))
             d1 = np.int64(rd64(b, h + W.O_IPV6_DST + 8))
             kernels = P[P_PUNT] != 0 and (b[h + W.O_IPV6_DST] == 0xFF or (
@@ -1040,24 +1035,24 @@ def classify_b4(buf, off, length, slots, P, addr_tab, sw_tab, br_tab, br64, verd
             else:
                 v = DROP                         # quotes too little of our packet to relay
                 ec = C.E_MALFORMED_IPV6_INTERNAL
-        elif not ok and fast and n >= ETH + V6 and rd16(b, f + 12) == W.ETHERTYPE_IPV6 \
+        elif not ok and n >= ETH + V6 and rd16(b, f + 12) == W.ETHERTYPE_IPV6 \
                 and (b[h] >> 4) == 6 and V6 + rd16(b, h + W.O_IPV6_PAYLOAD_LENGTH) <= n - ETH \
                 and (b[h + W.O_IPV6_NEXT_HEADER] == W.PROTO_IPV4 or x > 0) and not _kernels6(b, h, P, br64):
             # IPv4-in-IPv6 whose IPv4 header is malformed (version, IHL below 5, cut short
             # of its header and 4 bytes): dropped and counted, as the core does.
             v = DROP
             ec = C.E_MALFORMED_IPV6_INTERNAL
-        elif not ok and fast:
+        elif not ok:
             v, ec = _not_ipv4_in_ipv6(b, f, n, x, P, br64)
         if ok and b[o + W.O_IPV4_PROTO] == W.PROTO_ICMP:
             # ICMP from a subscriber (RFC 7596 8.1): an echo request is bound by its
             # identifier, a reply by port 0, an error by the first port of the packet it
-            # quotes (as many of its bytes as the frame holds, as the slow path reads it).
+            # quotes (as many of its bytes as the frame holds, as the reference reads it).
             icmp = True
         if ok:
             if icmp:
                 t = b[o + ihl]
-                if t == W.ICMPV4_ECHO_REQUEST:      # (its identifier's bytes the frame holds, as the slow path)
+                if t == W.ICMPV4_ECHO_REQUEST:      # (its identifier's bytes the frame holds, as the reference)
                     a = o + ihl + W.O_ICMP_ECHO_ID
                     port = rd16(b, a) if a + 2 <= f + n else (np.int64(b[a]) if a + 1 == f + n else 0)
                 elif t == W.ICMPV4_ECHO_REPLY:
@@ -1331,48 +1326,6 @@ def apply_b4(buf, off, length, slots, P, macs, sw_tab, br_tab, counters, verdict
         counters[C.OUT_IPV4_FRAG_NOT] += n_sent
 
 
-@numba.njit(cache=True, nogil=True)
-def control_first(buf, off, length, slots, side, P):
-    """Reorder ``slots`` so that frames for the router's own control plane come
-    first (each group in its order); returns how many there are.  Control: any
-    ethertype but the side's IP (ARP, LLDP, ...); IPv4 to the router's address,
-    multicast or broadcast; IPv6 to its address, link-local or multicast, and
-    neighbour discovery.  The engine's slow-path budget serves these first, so
-    a flood of data frames for the slow path cannot starve ARP, NDP, BGP or BFD."""
-    n = slots.shape[0]
-    tmp = np.empty(n, np.int32)
-    k = 0
-    j = n
-    for i in range(n):
-        s = slots[i]
-        b = buf[s]
-        f = np.int64(off[s])
-        m = np.int64(length[s])
-        ctl = True
-        if m >= ETH + 20 and side == 4 and rd16(b, f + 12) == W.ETHERTYPE_IPV4:
-            d = rd32(b, f + ETH + W.O_IPV4_DST)
-            ctl = d == P[P_EXT_IP] or d >= 0xE0000000
-        elif m >= ETH + V6 and side == 6 and rd16(b, f + 12) == W.ETHERTYPE_IPV6:
-            h = f + ETH
-            ctl = b[h + W.O_IPV6_DST] == 0xFF or (b[h + W.O_IPV6_DST] == 0xFE
-                                                   and (b[h + W.O_IPV6_DST + 1] & 0xC0) == 0x80) \
-                or (np.int64(rd64(b, h + W.O_IPV6_DST)) == P[P_INT_IP_HI]
-                    and np.int64(rd64(b, h + W.O_IPV6_DST + 8)) == P[P_INT_IP_LO]) \
-                or (b[h + W.O_IPV6_NEXT_HEADER] == W.PROTO_ICMPV6 and m > ETH + V6
-                    and 133 <= b[h + V6] <= 137)
-        elif m < ETH:
-            ctl = False
-        if ctl:
-            slots[k] = s
-            k += 1
-        else:
-            j -= 1
-            tmp[j] = s
-    for i in range(n - 1, j - 1, -1):       # the data frames after, in their order
-        slots[k + n - 1 - i] = tmp[i]
-    return k
-
-
 @numba.njit(cache=True, nogil=True, inline="always")
 def _drop_hairpinned(counters, code, n):
     """A hairpinned IPv4 frame of ``n`` bytes dropped for ``code`` (a hairpin-*
@@ -1498,19 +1451,15 @@ def _stand_ins(buf, off, length, free_list, n_free, room, first, big, big_off, b
                counters):
     """After the passes over the big buffer: ``room[first + j]`` gets the slot standing
     for its packet ``j`` (:func:`stand_in`), or -1 if the packet does not leave (dropped or
-    consumed, or the slow path's: those are moved to the front of the big buffer, ``n_big``
-    of them).  An NDP message answered there leaves in its stand-in."""
-    nb = n_big[0]
-    kept = 0
-    for j in range(nb):
+    consumed).  An NDP message answered there leaves in its stand-in."""
+    for j in range(n_big[0]):
         i = first + j
         v = verdict[i]
         room[i] = -1
-        if v == SLOW:
-            if kept != j:
-                copy_bytes(big[kept], HEADROOM, big[j], HEADROOM, big_len[j])
-                big_len[kept] = big_len[j]
-            kept += 1
+        if v == SLOW:              # (taken by no pass: none should be)
+            account(counters, C.E_UNCLASSIFIED, np.int64(big_len[j]))
+            verdict[i] = DROP
+            err[i] = C.E_UNCLASSIFIED
             continue
         if v == DROP or v == control.CONSUME:
             continue
@@ -1521,7 +1470,15 @@ def _stand_ins(buf, off, length, free_list, n_free, room, first, big, big_off, b
             err[i] = C.E_POOL_EXHAUSTED
         else:
             room[i] = t
-    n_big[0] = kept
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _unclassified(counters, free_list, n_free, s, n):
+    """Slot ``s``'s frame (``n`` bytes), which no pass took (none should: a defect),
+    dropped and counted (``unclassified``), the slot freed."""
+    account(counters, C.E_UNCLASSIFIED, n)
+    free_list[n_free[0]] = s
+    n_free[0] += 1
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -1604,26 +1561,21 @@ def _pool_exhausted(counters, free_list, n_free, s, n):
 
 @numba.njit(cache=True, nogil=True)
 def fast_batch(buf, off, length, free_list, n_free, v4, v6, P, macs, addr_tab, sw_tab, br_tab, counters,
-               strict, scratch, keep, out4, out6, slow4, slow6, rate, now, flt, fk, ids, frags, reasm,
-               kern4, kern6, ids4, mirror):
+               scratch, keep, out4, out6, rate, now, flt, fk, ids, frags, reasm, kern4, kern6, ids4, mirror):
     """One whole batch in a single call (no Python per batch but this call).
 
     ``v4``/``v6`` are the received slots (modified: untagged ones compacted).
     Fills ``out4`` (decapsulated, then ICMPv4 errors, for the IPv4 side),
     ``out6`` (ICMPv6 errors, encapsulated, then hairpinned, for the IPv6
-    side: the slow path's order) and ``slow4``/``slow6`` (frames for the
-    slow path), ``kern4``/``kern6`` (kernel mode: frames for the TAPs, untagged;
-    :mod:`lwaftr.dataplane.control`); dropped frames go back to the pool.  With
-    ``strict`` and a frame for the slow path (one the kernels cannot take: a packet
-    reassembled beyond a slot that is not data), every frame goes there as it is after
-    reassembly, so that the batch keeps Snabb's order.
-    ``reasm``: the reassembly stage's state (:func:`reassembly`);
-    it runs unless ``P_FAST_OFF`` sends fragments to the slow path.  Packets
-    reassembled beyond a slot (in its big buffer) take the same passes there
+    side: Snabb's order) and ``kern4``/``kern6`` (kernel mode: frames for the TAPs,
+    untagged; :mod:`lwaftr.dataplane.control`); dropped frames go back to the pool.
+    Every frame ends here: one no pass took (none should be) is dropped and counted
+    (``unclassified``).  ``reasm``: the reassembly stage's state (:func:`reassembly`).
+    Packets reassembled beyond a slot (in its big buffer) take the same passes there
     and follow the batch's other reassembled packets (:func:`_big_b4`, :func:`_big_inet`).
-    ``ids``/``ids4``: the last IPv6/IPv4 fragment IDs, shared with the slow path's
-    fragmenters.  ``mirror``: copies of the monitored address's frames, as received
-    (:mod:`lwaftr.dataplane.monitor`; not with ``P_FAST_OFF``, whose slow path copies them).
+    ``ids``/``ids4``: the last IPv6/IPv4 fragment IDs (:mod:`lwaftr.dataplane.fragids`).
+    ``mirror``: copies of the monitored address's frames, as received
+    (:mod:`lwaftr.dataplane.monitor`).
     While a side's next hop is unresolved, what would leave on it (after echo
     replies, the request for it and ARP/NDP answers, which need none) is held:
     untagged, unfiltered, not fragmented, in ``out4[n_out4:n_out4 + n_held4]``
@@ -1631,47 +1583,46 @@ def fast_batch(buf, off, length, free_list, n_free, v4, v6, P, macs, addr_tab, s
     control passes learn the next hops' MACs before anything leaves, so a batch that
     teaches one sends its own frames with it.  ``scratch[S_COUNT, 2:4]``: where in
     ``out4``/``out6`` frames held from earlier batches belong once released (after the
-    answers, before the core's frames, as the slow path's neighbour stages flush them).
-    Returns (n_out4, n_out6, n_slow4, n_slow6, n_kern4, n_kern6, n_mirror, n_held4, n_held6).
+    answers, before the core's frames, as the reference's neighbour stages flush them).
+    Returns (n_out4, n_out6, n_kern4, n_kern6, n_mirror, n_held4, n_held6).
     """
     (buf, off, length, free_list, n_free, v4, v6, P, macs, addr_tab, sw_tab, br_tab, counters, scratch,
-     keep, out4, out6, slow4, slow6, rate, fk, ids, frags, reasm, kern4, kern6, ids4, mirror) = borrowed((
+     keep, out4, out6, rate, fk, ids, frags, reasm, kern4, kern6, ids4, mirror) = borrowed((
         buf, off, length, free_list, n_free, v4, v6, P, macs, addr_tab, sw_tab, br_tab, counters, scratch,
-        keep, out4, out6, slow4, slow6, rate, fk, ids, frags, reasm, kern4, kern6, ids4, mirror))
+        keep, out4, out6, rate, fk, ids, frags, reasm, kern4, kern6, ids4, mirror))
     v4 = _compact_untagged(buf, off, length, v4, P[P_VLAN4], counters, keep, free_list, n_free)
     v6 = _compact_untagged(buf, off, length, v6, P[P_VLAN6], counters, keep, free_list, n_free)
     # Constants passed to compiled callees are np.int64, never literals: numba compiles a
     # callee again for each literal argument (f(x, 0) and f(x, n) are two compilations).
     nm = np.int64(0)
-    # Built-in control plane: the requests for an unresolved next hop (as the slow path's
+    # Built-in control plane: the requests for an unresolved next hop (as the reference's
     # neighbour stages poll, before the batch's frames teach anything), sent after echo replies.
     now_us = np.int64(round(now * 1e6))
-    ask = P[P_PUNT] == 0 and P[P_FAST_OFF] == 0
+    ask = P[P_PUNT] == 0
     poll4 = ask and P[P_V4_RESOLVED] == 0 and P[P_EXT_NEXT_IP] >= 0 and now_us >= P[P_V4_POLL_AT]
     poll6 = ask and P[P_V6_RESOLVED] == 0 and P[P_INT_NEXT_SET] != 0 and now_us >= P[P_V6_POLL_AT]
-    if P[P_MONITOR] != 0 and P[P_FAST_OFF] == 0:
+    if P[P_MONITOR] != 0:
         nm = copy_watched(buf, off, length, free_list, n_free, v4, P[P_MONITOR], mirror, nm, counters)
         nm = copy_watched(buf, off, length, free_list, n_free, v6, P[P_MONITOR], mirror, nm, counters)
-    st4, st6, big4, big_off4, big_len4, n_big4, big6, big_off6, big_len6, n_big6, mark = reasm
+    st4, st6, big4, big_off4, big_len4, n_big4, big6, big_off6, big_len6, n_big6 = reasm
     n_big4[0] = 0
     n_big6[0] = 0
     room4 = v4                     # (every packet reassembled beyond a slot freed at least one of these)
     room6 = v6
     first4 = v4.shape[0]
     first6 = v6.shape[0]
-    if P[P_FAST_OFF] == 0:
-        br64 = np.empty((br_tab.shape[0], 2), np.int64)
-        for j in range(br_tab.shape[0]):
-            br64[j, 0] = np.int64(rd64(br_tab[j], 0))
-            br64[j, 1] = np.int64(rd64(br_tab[j], 8))
-        k, first4 = defrag_batch(buf, off, length, free_list, n_free, v4, st4, counters, now, big4, big_len4,
-                                 n_big4, mark, P[P_PUNT], P[P_EXT_IP], addr_tab, br64, P[P_INT_IP_HI],
-                                 P[P_INT_IP_LO])
-        v4 = v4[:k]
-        k, first6 = defrag_batch(buf, off, length, free_list, n_free, v6, st6, counters, now, big6, big_len6,
-                                 n_big6, mark, P[P_PUNT], P[P_EXT_IP], addr_tab, br64, P[P_INT_IP_HI],
-                                 P[P_INT_IP_LO])
-        v6 = v6[:k]
+    br64 = np.empty((br_tab.shape[0], 2), np.int64)
+    for j in range(br_tab.shape[0]):
+        br64[j, 0] = np.int64(rd64(br_tab[j], 0))
+        br64[j, 1] = np.int64(rd64(br_tab[j], 8))
+    k, first4 = defrag_batch(buf, off, length, free_list, n_free, v4, st4, counters, now, big4, big_len4,
+                             n_big4, P[P_PUNT], P[P_EXT_IP], addr_tab, br64, P[P_INT_IP_HI],
+                             P[P_INT_IP_LO])
+    v4 = v4[:k]
+    k, first6 = defrag_batch(buf, off, length, free_list, n_free, v6, st6, counters, now, big6, big_len6,
+                             n_big6, P[P_PUNT], P[P_EXT_IP], addr_tab, br64, P[P_INT_IP_HI],
+                             P[P_INT_IP_LO])
+    v6 = v6[:k]
     n4 = v4.shape[0]               # frames in slots; the big buffer's packets follow them, at [n4, t4)
     n6 = v6.shape[0]
     nb4 = n_big4[0]
@@ -1707,19 +1658,19 @@ def fast_batch(buf, off, length, free_list, n_free, v4, v6, P, macs, addr_tab, s
     ctl4 = ns4 > 0 or P[P_PUNT] != 0           # (clean traffic: neither control pass runs)
     ctl6 = ns6 > 0 or P[P_PUNT] != 0
     if ctl4:
-        ns4 -= control.classify4(buf, off, length, v4, verd4, rows4, first4, P[P_FAST_OFF], P[P_PUNT],
+        ns4 -= control.classify4(buf, off, length, v4, verd4, rows4, first4, P[P_PUNT],
                                  P[P_EXT_IP], P[P_EXT_NEXT_IP], addr_tab, P[P_PROXY_ARP])
     # The control passes take frames as received; built-in, reassembled ones too (an NDP
     # message that came in fragments: Snabb's NDP app comes after reassembly), where in
     # kernel mode the punt comes before reassembly.
     last6 = first6 if P[P_PUNT] != 0 else n6
     if ctl6:
-        ns6 -= control.classify6(buf, off, length, v6, verd6, rows6, last6, P[P_FAST_OFF], P[P_PUNT],
+        ns6 -= control.classify6(buf, off, length, v6, verd6, rows6, last6, P[P_PUNT],
                                  P[P_INT_IP_HI], P[P_INT_IP_LO], br_tab)
     ndp_big = ctl6 and nb6 > 0 and P[P_PUNT] == 0   # (an NDP message reassembled beyond a slot)
     if ndp_big:
         ns6 -= control.classify6(big6, big_off6, big_len6, big_slots[:nb6], verd6[n6:], rows6[n6:], nb6,
-                                 P[P_FAST_OFF], P[P_PUNT], P[P_INT_IP_HI], P[P_INT_IP_LO], br_tab)
+                                 P[P_PUNT], P[P_INT_IP_HI], P[P_INT_IP_LO], br_tab)
     if ctl4 or ctl6:                            # what the control passes took is no error
         for i in range(n4):
             if verd4[i] >= control.ANSWER:
@@ -1727,12 +1678,6 @@ def fast_batch(buf, off, length, free_list, n_free, v4, v6, P, macs, addr_tab, s
         for i in range(t6):
             if verd6[i] >= control.ANSWER:
                 err6[i] = 0
-    if strict and (ns4 or ns6):    # (with the big buffer's packets, which the slow path reads there)
-        for i in range(n4):
-            slow4[i] = v4[i]
-        for i in range(n6):
-            slow6[i] = v6[i]
-        return 0, 0, n4, n6, 0, 0, nm, 0, 0
     # (pass 2 of the control passes learns the next hops' MACs, so the apply passes below use them)
     if ctl4:
         control.apply4(buf, off, length, v4, verd4, rows4, err4, first4, macs[M_EXT_SELF], macs[M_EXT_NEXT],
@@ -1773,16 +1718,8 @@ def fast_batch(buf, off, length, free_list, n_free, v4, v6, P, macs, addr_tab, s
     if nb4:
         nf = _big_inet(buf, off, length, free_list, n_free, v4, n4, big4, big_off4, big_len4, n_big4, P, macs,
                        sw_tab, br_tab, counters, verd4, rows4, err4, rate, now, flt, fk, ids, frags, nf)
-    for i in range(first4, n4):      # reassembled frames keep their mark only for the slow path
-        if verd4[i] != SLOW:
-            mark[v4[i]] = 0
-    for i in range(first6, n6):
-        if verd6[i] != SLOW:
-            mark[v6[i]] = 0
     k4 = np.int64(0)
     k6 = np.int64(0)
-    s4 = 0
-    s6 = 0
     n_hair = 0                     # errors hairpinned to softwires (their own passes below when there are any)
     hold4 = P[P_V4_RESOLVED] == 0
     hold6 = P[P_V6_RESOLVED] == 0
@@ -1877,9 +1814,8 @@ def fast_batch(buf, off, length, free_list, n_free, v4, v6, P, macs, addr_tab, s
         elif v == ERR:
             out6[k6] = v6[i]
             k6 += 1
-        elif v == SLOW and i < n6:   # (the big buffer's: the slow path reads them there)
-            slow6[s6] = v6[i]
-            s6 += 1
+        elif v == SLOW and i < n6:   # (taken by no pass: none should be; the big buffer's, _stand_ins)
+            _unclassified(counters, free_list, n_free, v6[i], np.int64(length[v6[i]]))
         elif v == DROP and v6[i] >= 0:
             free_list[n_free[0]] = v6[i]
             n_free[0] += 1
@@ -1918,8 +1854,7 @@ def fast_batch(buf, off, length, free_list, n_free, v4, v6, P, macs, addr_tab, s
             out4[k4] = v4[i]
             k4 += 1
         elif v == SLOW and i < n4:
-            slow4[s4] = v4[i]
-            s4 += 1
+            _unclassified(counters, free_list, n_free, v4[i], np.int64(length[v4[i]]))
         elif v == DROP and v4[i] >= 0:
             free_list[n_free[0]] = v4[i]
             n_free[0] += 1
@@ -1949,7 +1884,7 @@ def fast_batch(buf, off, length, free_list, n_free, v4, v6, P, macs, addr_tab, s
         if verd6[i] == HAIRERR:
             out6[k6] = v6[i]
             k6 += 1
-    for i in range(nf):            # fragments last, as the slow path's fragmenter orders them
+    for i in range(nf):            # fragments last, as the reference's fragmenter orders them
         out6[k6] = frags[i]
         k6 += 1
     h4 = 0
@@ -1960,13 +1895,13 @@ def fast_batch(buf, off, length, free_list, n_free, v4, v6, P, macs, addr_tab, s
     if hold6:
         h6 = k6 - base6
         k6 = base6
-    return k4, k6, s4, s6, nk4, nk6, nm, h4, h6
+    return k4, k6, nk4, nk6, nm, h4, h6
 
 
 @numba.njit(cache=True, nogil=True)
 def release(buf, off, length, free_list, n_free, slots, fam, P, macs, flt, fk, ids, ids4, counters, out, frags):
     """Send frames held for side ``fam``'s next hop (:func:`fast_batch`: untagged, as
-    the core emitted them and counted), now that it is known, as the slow path's
+    the core emitted them and counted), now that it is known, as the reference's
     southbound stages do after its neighbour stage: the next hop's MAC, the egress
     filter, the fragmenter (by size) and the side's tag.  Into ``out``, fragments of
     IPv6 packets last (``frags``: scratch); dropped slots go back to the pool.

@@ -54,3 +54,19 @@ def split(buf, off, length, slots, vlan4, vlan6, counters, free_list, n_free, ou
             free_list[n_free[0]] = s
             n_free[0] += 1
     return k4, k6
+
+
+def split_frames(frames: list[bytes], vlan4: int, vlan6: int, counters: np.ndarray
+                 ) -> tuple[list[bytes], list[bytes]]:
+    """Python frames -> (IPv4 side's, IPv6 side's), by :func:`stick_side`; frames of
+    neither side's VLAN are counted (``drop-wrong-vlan-packets``) and dropped."""
+    v4, v6 = [], []
+    for f in frames:
+        side = stick_side(np.frombuffer(f[:ETH + W.VLAN_HLEN], np.uint8), 0, len(f), vlan4, vlan6)
+        if side == 4:
+            v4.append(f)
+        elif side == 6:
+            v6.append(f)
+        else:
+            counters[C.DROP_WRONG_VLAN_PACKETS] += 1
+    return v4, v6

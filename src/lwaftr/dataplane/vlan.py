@@ -1,4 +1,4 @@
-"""802.1Q tags on Python frames (the slow path and adapters).
+"""802.1Q tags on Python frames (the reference and adapters).
 
 A frame belongs to an interface with tag VID when its outer TPID is 0x8100
 and its VID matches (priority bits are ignored).  Tags are pushed with PCP 0.

@@ -9,8 +9,8 @@ def warm_up() -> None:
 
     cfg = example_config()
     _run(Engine(cfg))
-    # Memory-mapped compiled tables are read-only arrays: numba compiles the slow path's
-    # lookups on those apart (the kernels always see read-only views: engine._read_only).
+    # Memory-mapped compiled tables are read-only arrays: numba compiles lookups on those
+    # apart (the kernels always see read-only views: engine._read_only).
     table = BindingTable.build(cfg.bindings)
     for a in (table.addr_tab, table.sw_tab, table.br_tab):
         a.setflags(write=False)

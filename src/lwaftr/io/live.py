@@ -6,7 +6,7 @@ or AF_XDP where asked for and possible), run it through
 block in ``select`` only when everything is idle.
 
 With the kernel as control plane (the default; see
-:mod:`lwaftr.dataplane.punt`), each side has a TAP carrying the instance's
+:mod:`lwaftr.dataplane.control`), each side has a TAP carrying the instance's
 addresses: frames the engine leaves to the kernel are written to it, what the
 kernel writes is sent out of the data interface, and next-hop MACs come from
 the kernel's neighbour table (:mod:`lwaftr.io.neighbors`).

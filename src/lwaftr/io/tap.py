@@ -2,7 +2,7 @@
 
 Each data interface gets a TAP carrying the instance's MAC and addresses, so
 the Linux kernel of the lwAFTR's namespace answers ARP, NDP and ping for the
-router and can run BGP, BFD or OSPF; :mod:`lwaftr.dataplane.punt` decides
+router and can run BGP, BFD or OSPF; :mod:`lwaftr.dataplane.control` decides
 which received frames are the kernel's.  The data interface's own stack is
 quietened (no ARP, no IPv6, no forwarding) so that only the TAP answers:
 the interface is a wire, the TAP is the router's port.

@@ -7,8 +7,8 @@ next-hop-unresolved      a next hop has had no MAC for ``GRACE`` seconds  alarm-
 reassembly-limit         reassemblies were evicted or refused (limits)   alarm-reassembly-limit
 icmp-rate-limit          ICMPv4 or ICMPv6 errors were suppressed by the   alarm-icmp-rate-limit
                          rate limiter
-slow-path-budget         frames beyond the slow path's per-batch budget   alarm-slow-path-budget
-                         were dropped
+over-budget              packets beyond a per-batch budget for costly    alarm-over-budget
+                         work were dropped
 =======================  ==============================================  ===========================
 
 An alarm is raised once (a warning log line, its counter + 1) and cleared
@@ -36,8 +36,8 @@ _WATCH = {
     "icmp-rate-limit": ([C.DROP_OVER_RATE_LIMIT_ICMPV4_PACKETS, C.DROP_OVER_RATE_LIMIT_ICMPV6_PACKETS],
                         C.ALARM_ICMP_RATE_LIMIT,
                         "ICMP error rate limit engaged: errors suppressed"),
-    "slow-path-budget": ([C.DROP_SLOW_PATH_BUDGET_PACKETS], C.ALARM_SLOW_PATH_BUDGET,
-                         "slow path over its per-batch budget: frames dropped"),
+    "over-budget": ([C.DROP_OVER_BUDGET_PACKETS], C.ALARM_OVER_BUDGET,
+                         "over a per-batch budget for costly work: packets dropped"),
 }
 
 

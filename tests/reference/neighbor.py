@@ -29,13 +29,9 @@ import numpy as np
 
 from lwaftr import counters as C
 from lwaftr import wire as W
+from lwaftr.dataplane.control import HOLD_LIMIT, RETRY_INTERVAL  # noqa: F401
 from lwaftr.dataplane.icmp import checksum, ipv6_pseudo_sum
 
-#: Seconds between two ARP requests / NSs for an unresolved next hop (Snabb: 3).
-RETRY_INTERVAL = 3.0
-#: Frames held southbound while the next hop is unresolved: the capacity of a
-#: Snabb link (a 1024-slot ring holds 1023 packets).
-HOLD_LIMIT = 1023
 
 MAC_LEN = 6
 MAC_BROADCAST = b"\xff" * MAC_LEN

@@ -31,7 +31,7 @@ import numpy as np
 from lwaftr import counters as C
 from lwaftr import wire as W
 from lwaftr.bindingtable.table import BindingTable
-from lwaftr.dataplane.neighbor import (ARP_HTYPE_ETHERNET, ARP_OPER_REPLY, ARP_OPER_REQUEST,
+from reference.neighbor import (ARP_HTYPE_ETHERNET, ARP_OPER_REPLY, ARP_OPER_REQUEST,
                                        ARP_PLEN_IPV4, ARP_PTYPE_IPV4, ETH_ARP_LEN, MAC_LEN,
                                        O_ARP_SHA, O_ARP_SPA, O_ARP_THA, O_ARP_TPA, ArpStage)
 

@@ -20,12 +20,12 @@ from lwaftr import counters as C
 from lwaftr.bindingtable.table import BindingTable
 from lwaftr.config.model import Config
 from lwaftr.dataplane.bpf import PacketFilter
-from lwaftr.dataplane.core import LwAftrCore
-from lwaftr.dataplane.echo import Echo4Stage, Echo6Stage
-from lwaftr.dataplane.fragment import Fragmenter4, Fragmenter6
-from lwaftr.dataplane.neighbor import HOLD_LIMIT, ArpStage, NdpStage
-from lwaftr.dataplane.punt import KernelNextHop, Punt
-from lwaftr.dataplane.reassembly import Reassembler4, Reassembler6
+from reference.core import LwAftrCore
+from reference.echo import Echo4Stage, Echo6Stage
+from reference.fragment import Fragmenter4, Fragmenter6
+from reference.neighbor import HOLD_LIMIT, ArpStage, NdpStage
+from reference.punt import KernelNextHop, Punt
+from reference.reassembly import Reassembler4, Reassembler6
 
 
 def _filter(expr: str | None) -> PacketFilter | None:

@@ -65,19 +65,9 @@ import numpy as np
 
 import lwaftr.counters as C
 from lwaftr import wire as W
+from lwaftr.dataplane.defrag import (FRAG_UNIT, IPV4_REASSEMBLY_TIMEOUT, IPV6_REASSEMBLY_TIMEOUT,  # noqa: F401
+                                     MAX_IP_LENGTH, SNABB_MAX_FRAME)
 
-#: Snabb's packet buffer (``PACKET_PAYLOAD_SIZE`` in ``core/packet.h``): the
-#: largest frame, Ethernet header included, Snabb can reassemble.
-SNABB_MAX_FRAME = 10 * 1024
-#: Snabb's IPv6 ``reassembly_timeout`` default (RFC 8200 4.5: 60 seconds).
-IPV6_REASSEMBLY_TIMEOUT = 60.0
-#: Snabb has no IPv4 timeout (a stale reassembly only leaves by eviction);
-#: ours, so memory held by lost fragments is given back.
-IPV4_REASSEMBLY_TIMEOUT = 30.0
-#: Largest IPv4 total length / IPv6 payload length (RFC 791 3.1, RFC 8200 4.5).
-MAX_IP_LENGTH = 0xFFFF
-#: Fragment offsets count 8-octet units (RFC 791 3.1, RFC 8200 4.5).
-FRAG_UNIT = 8
 
 _IPV6_FRAG_MF = 0x0001
 _IPV6_FRAG_OFFSET_MASK = 0xFFF8      # offset in bytes: the field is already <<3

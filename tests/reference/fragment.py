@@ -1,4 +1,4 @@
-"""IPv4 and IPv6 fragmentation: the last stage of each side's slow path.
+"""The reference's IPv4 and IPv6 fragmentation: the last stage of each side.
 
 Fragment sizes follow Snabb's ``apps/ipv4/fragment.lua`` and
 ``apps/ipv6/fragment.lua`` byte for byte: every fragment but the last carries
@@ -6,19 +6,9 @@ Fragment sizes follow Snabb's ``apps/ipv4/fragment.lua`` and
 RFC 8200 4.5), the last carries the rest; each fragment repeats the frame's
 Ethernet header.
 
-Fragment IDs.  Each fragmenter keeps a counter, ``last_id``, starting at
-``id_seed``; every datagram it fragments takes ``last_id + 1`` (mod 2^16 for
-IPv4, 2^32 for IPv6) for all its fragments.  This is Snabb's
-``fresh_fragment_id``.  Snabb seeds it at random, except that
-``snabb lwaftr check`` (which made the reference vectors) first calls
-``use_deterministic_first_fragment_id``, seeding 0x4242 (IPv4) and 0x42424242
-(IPv6): so the vectors' fragments carry IDs 0x4243 and 0x42424243.  Here the
-seed is a required argument: ``None`` (production: ``lwaftr run`` and every
-worker, each restart included) starts at a random value from ``os.urandom``,
-so two workers fragmenting towards one B4 behind ECMP do not hand out the
-same IDs; ``lwaftr check`` passes :data:`SNABB_CHECK_ID_SEEDS` to reproduce
-the vectors.  Either way IDs are sequential, as in Snabb, hence predictable
-after the first (RFC 7739 would rather they were not).
+Fragment IDs count up from a seed as the compiled fragmenters' do
+(:mod:`lwaftr.dataplane.fragids`); the engine under test and this reference
+are given the same seeds.
 
 Counters: ``out-ipvX-frag-not`` +1 for every frame passed as one (including
 non-IP frames such as ARP and NDP, as Snabb counts them); ``out-ipvX-frag``
@@ -30,21 +20,16 @@ An IPv4 datagram with DF that does not fit is dropped uncounted, as in Snabb
 """
 from __future__ import annotations
 
-import os
 import struct
 
 import numpy as np
 
 import lwaftr.counters as C
 from lwaftr import wire as W
-from lwaftr.dataplane.reassembly import FRAG_UNIT, MAX_IP_LENGTH, ipv4_checksum
-
-#: ``snabb lwaftr check``'s (IPv4, IPv6) seeds: the first IDs used are 0x4243 and 0x42424243.
-SNABB_CHECK_ID_SEEDS = (0x4242, 0x42424242)
-#: RFC 791 3.2: every module must forward 68 octets unfragmented.
-IPV4_MIN_MTU = 68
-#: RFC 8200 5: the IPv6 minimum link MTU.
-IPV6_MIN_MTU = 1280
+from lwaftr.dataplane.defrag import FRAG_UNIT, MAX_IP_LENGTH
+from lwaftr.dataplane.fragids import (ID_MASK4, ID_MASK6, IPV4_MIN_MTU, IPV6_MIN_MTU,  # noqa: F401
+                                      SNABB_CHECK_ID_SEEDS, new_ids)
+from reference.reassembly import ipv4_checksum
 
 _ETH_IPV4_MIN = W.ETH_HLEN + W.IPV4_HLEN
 _ETH_IPV6 = W.ETH_HLEN + W.IPV6_HLEN
@@ -98,9 +83,8 @@ class _Fragmenter:
     def __init__(self, counters: np.ndarray, mtu: int, id_seed: int | None) -> None:
         self.c = counters
         self.mtu = mtu
-        seed = int.from_bytes(os.urandom(4), "big") if id_seed is None else id_seed
-        #: The last ID used, in an array the compiled fragmentation shares (kernels.py).
-        self.ids = np.array([seed & self._ID_MASK], np.int64)
+        #: The last ID used (:func:`lwaftr.dataplane.fragids.new_ids`).
+        self.ids = new_ids(id_seed, self._ID_MASK)
 
     @property
     def last_id(self) -> int:
@@ -142,7 +126,7 @@ class Fragmenter4(_Fragmenter):
     without them fits it leaves as one frame, trimmed.
     """
 
-    _ID_MASK = 0xFFFF
+    _ID_MASK = ID_MASK4
     _FRAG = C.OUT_IPV4_FRAG
     _FRAG_NOT = C.OUT_IPV4_FRAG_NOT
     _MALFORMED_BYTES = C.DROP_MALFORMED_IPV4_BYTES
@@ -217,7 +201,7 @@ class Fragmenter6(_Fragmenter):
     fits, then fragments); :meth:`push_batch` gives that order.
     """
 
-    _ID_MASK = 0xFFFFFFFF
+    _ID_MASK = ID_MASK6
     _FRAG = C.OUT_IPV6_FRAG
     _FRAG_NOT = C.OUT_IPV6_FRAG_NOT
     _MALFORMED_BYTES = C.DROP_MALFORMED_IPV6_BYTES
