@@ -98,6 +98,16 @@ def test_zero_length_and_overlapping_ipv4_fragments():
     assert e.counters[C.DROP_IPV4_FRAG_INVALID_REASSEMBLY] >= 1
 
 
+@pytest.mark.parametrize("side, mtu, minimum", [("external", 67, 68), ("internal", 1279, 1280)])
+def test_an_mtu_below_its_protocols_minimum_is_refused_naming_the_interface(side, mtu, minimum):
+    """RFC 791 3.2 (68) and RFC 8200 5 (1280): an engine is not built on such an MTU,
+    and the error says which interface's it is; one at the minimum is taken."""
+    cfg = make_config(ROWS)
+    with pytest.raises(ValueError, match=f"{side}-interface mtu {mtu} is below the RFC .* minimum of {minimum}"):
+        Engine(replace(cfg, **{side: replace(getattr(cfg, side), mtu=mtu)}))
+    Engine(replace(cfg, **{side: replace(getattr(cfg, side), mtu=minimum)}))
+
+
 def test_fragment_flood_stays_within_the_reassembly_limit():
     cfg = make_config(ROWS)
     cfg = replace(cfg, external=replace(cfg.external, reassembly_max_packets=8))
